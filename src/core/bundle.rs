@@ -1,0 +1,412 @@
+//! The offline evidence bundle (LEDGER.md "Bundle"): JSON Lines, one object per line.
+//!
+//! Writing produces ASCII-only compact JSON (non-ASCII escaped), so a bundle survives any
+//! transport that mangles encodings. Reading is strict: unknown fields, missing fields and fields
+//! that belong to another line type are errors.
+
+use super::hash::{Hash, b64};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+pub const FORMAT: &str = "changetrail-bundle/v1";
+
+/// One parsed bundle line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line<'a> {
+    Header {
+        format: Cow<'a, str>,
+        origin: Cow<'a, str>,
+        created_at: Cow<'a, str>,
+    },
+    Key {
+        vkey: Cow<'a, str>,
+        from_seq: u64,
+        to_seq: Option<u64>,
+    },
+    Prefix {
+        size: u64,
+        peaks: Vec<Cow<'a, str>>,
+    },
+    Entry(EntryLine<'a>),
+    Checkpoint {
+        note: Cow<'a, str>,
+    },
+    Consistency {
+        from: u64,
+        to: u64,
+        proof: Vec<Cow<'a, str>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryLine<'a> {
+    pub seq: u64,
+    pub entry: Cow<'a, str>,
+    pub sig: Cow<'a, str>,
+    pub salt: Option<Cow<'a, str>>,
+    pub payload: Option<Cow<'a, str>>,
+}
+
+/// Every field any line may carry; which ones a line must carry depends on its type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    format: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    origin: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    created_at: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    vkey: Option<Cow<'a, str>>,
+    #[serde(default)]
+    from_seq: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    to_seq: Option<Option<u64>>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(borrow, default)]
+    peaks: Option<Vec<Cow<'a, str>>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(borrow, default)]
+    entry: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sig: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    salt: Option<Option<Cow<'a, str>>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    payload: Option<Option<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    note: Option<Cow<'a, str>>,
+    #[serde(default)]
+    from: Option<u64>,
+    #[serde(default)]
+    to: Option<u64>,
+    #[serde(borrow, default)]
+    proof: Option<Vec<Cow<'a, str>>>,
+}
+
+/// Distinguishes a field that is present with `null` (Some(None)) from an absent one (None).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LineError {
+    #[error("line is not in canonical form (field order, escapes or whitespace differ from what the exporter writes)")]
+    NotCanonical,
+    #[error("line is not valid JSON for a bundle line: {0}")]
+    Json(String),
+    #[error("unknown line type {0:?}")]
+    UnknownType(String),
+    #[error("{kind} line: {problem}")]
+    Shape { kind: &'static str, problem: String },
+}
+
+impl<'a> Line<'a> {
+    pub fn parse(text: &'a str) -> Result<Line<'a>, LineError> {
+        let raw: RawLine<'a> =
+            serde_json::from_str(text).map_err(|e| LineError::Json(e.to_string()))?;
+        // Which fields each type owns; anything else present is an error.
+        let present = [
+            ("format", raw.format.is_some()),
+            ("origin", raw.origin.is_some()),
+            ("created_at", raw.created_at.is_some()),
+            ("vkey", raw.vkey.is_some()),
+            ("from_seq", raw.from_seq.is_some()),
+            ("to_seq", raw.to_seq.is_some()),
+            ("size", raw.size.is_some()),
+            ("peaks", raw.peaks.is_some()),
+            ("seq", raw.seq.is_some()),
+            ("entry", raw.entry.is_some()),
+            ("sig", raw.sig.is_some()),
+            ("salt", raw.salt.is_some()),
+            ("payload", raw.payload.is_some()),
+            ("note", raw.note.is_some()),
+            ("from", raw.from.is_some()),
+            ("to", raw.to.is_some()),
+            ("proof", raw.proof.is_some()),
+        ];
+        let (kind, owned): (&'static str, &[&str]) = match raw.kind.as_ref() {
+            "bundle" => ("bundle", &["format", "origin", "created_at"]),
+            "key" => ("key", &["vkey", "from_seq", "to_seq"]),
+            "prefix" => ("prefix", &["size", "peaks"]),
+            "entry" => ("entry", &["seq", "entry", "sig", "salt", "payload"]),
+            "checkpoint" => ("checkpoint", &["note"]),
+            "consistency" => ("consistency", &["from", "to", "proof"]),
+            other => return Err(LineError::UnknownType(other.chars().take(40).collect())),
+        };
+        for (name, is_present) in present {
+            let belongs = owned.contains(&name);
+            if belongs != is_present {
+                let problem = if is_present {
+                    format!("unexpected field {name:?}")
+                } else {
+                    format!("missing field {name:?}")
+                };
+                return Err(LineError::Shape { kind, problem });
+            }
+        }
+        // Presence was checked above, so the unwrap_or_defaults below never apply.
+        let line = match kind {
+            "bundle" => Line::Header {
+                format: raw.format.unwrap_or_default(),
+                origin: raw.origin.unwrap_or_default(),
+                created_at: raw.created_at.unwrap_or_default(),
+            },
+            "key" => Line::Key {
+                vkey: raw.vkey.unwrap_or_default(),
+                from_seq: raw.from_seq.unwrap_or_default(),
+                to_seq: raw.to_seq.flatten(),
+            },
+            "prefix" => Line::Prefix {
+                size: raw.size.unwrap_or_default(),
+                peaks: raw.peaks.unwrap_or_default(),
+            },
+            "entry" => Line::Entry(EntryLine {
+                seq: raw.seq.unwrap_or_default(),
+                entry: raw.entry.unwrap_or_default(),
+                sig: raw.sig.unwrap_or_default(),
+                salt: raw.salt.flatten(),
+                payload: raw.payload.flatten(),
+            }),
+            "checkpoint" => Line::Checkpoint {
+                note: raw.note.unwrap_or_default(),
+            },
+            _ => Line::Consistency {
+                from: raw.from.unwrap_or_default(),
+                to: raw.to.unwrap_or_default(),
+                proof: raw.proof.unwrap_or_default(),
+            },
+        };
+        // Only the canonical spelling is accepted, so no edit of a line's bytes (a different
+        // escape, whitespace) can leave its meaning unchanged.
+        if line.to_text() != text {
+            return Err(LineError::NotCanonical);
+        }
+        Ok(line)
+    }
+}
+
+/// Appends `s` as a JSON string literal: printable ASCII as is, the short escapes JSON names,
+/// everything else as lowercase `\uXXXX` (the spelling Python's `json.dumps` also produces).
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='\u{7f}' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+fn push_str_field(out: &mut String, name: &str, value: Option<&str>) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    match value {
+        Some(v) => push_json_str(out, v),
+        None => out.push_str("null"),
+    }
+}
+
+fn push_num_field(out: &mut String, name: &str, value: Option<u64>) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    match value {
+        Some(v) => out.push_str(&v.to_string()),
+        None => out.push_str("null"),
+    }
+}
+
+fn push_list(out: &mut String, name: &str, items: &[Cow<'_, str>]) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":[");
+    for (i, h) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, h);
+    }
+    out.push(']');
+}
+
+impl Line<'_> {
+    /// The canonical text of this line (no trailing newline). `parse` accepts only this text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(256);
+        match self {
+            Line::Header {
+                format,
+                origin,
+                created_at,
+            } => {
+                s.push_str("{\"type\":\"bundle\"");
+                push_str_field(&mut s, "format", Some(format));
+                push_str_field(&mut s, "origin", Some(origin));
+                push_str_field(&mut s, "created_at", Some(created_at));
+            }
+            Line::Key {
+                vkey,
+                from_seq,
+                to_seq,
+            } => {
+                s.push_str("{\"type\":\"key\"");
+                push_str_field(&mut s, "vkey", Some(vkey));
+                push_num_field(&mut s, "from_seq", Some(*from_seq));
+                push_num_field(&mut s, "to_seq", *to_seq);
+            }
+            Line::Prefix { size, peaks } => {
+                s.push_str("{\"type\":\"prefix\"");
+                push_num_field(&mut s, "size", Some(*size));
+                push_list(&mut s, "peaks", peaks);
+            }
+            Line::Entry(e) => {
+                s.push_str("{\"type\":\"entry\"");
+                push_num_field(&mut s, "seq", Some(e.seq));
+                push_str_field(&mut s, "entry", Some(&e.entry));
+                push_str_field(&mut s, "sig", Some(&e.sig));
+                push_str_field(&mut s, "salt", e.salt.as_deref());
+                push_str_field(&mut s, "payload", e.payload.as_deref());
+            }
+            Line::Checkpoint { note } => {
+                s.push_str("{\"type\":\"checkpoint\"");
+                push_str_field(&mut s, "note", Some(note));
+            }
+            Line::Consistency { from, to, proof } => {
+                s.push_str("{\"type\":\"consistency\"");
+                push_num_field(&mut s, "from", Some(*from));
+                push_num_field(&mut s, "to", Some(*to));
+                push_list(&mut s, "proof", proof);
+            }
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// Builders for the lines the service writes.
+pub mod write {
+    use super::*;
+
+    pub fn header(origin: &str, created_at: &str) -> String {
+        Line::Header {
+            format: FORMAT.into(),
+            origin: origin.into(),
+            created_at: created_at.into(),
+        }
+        .to_text()
+    }
+
+    pub fn key(vkey: &str, from_seq: u64, to_seq: Option<u64>) -> String {
+        Line::Key {
+            vkey: vkey.into(),
+            from_seq,
+            to_seq,
+        }
+        .to_text()
+    }
+
+    pub fn prefix(size: u64, peaks: &[Hash]) -> String {
+        Line::Prefix {
+            size,
+            peaks: peaks.iter().map(|h| Cow::Owned(h.to_b64())).collect(),
+        }
+        .to_text()
+    }
+
+    pub fn entry(
+        seq: u64,
+        entry: &[u8],
+        sig: &[u8],
+        salt: Option<&[u8]>,
+        payload: Option<&str>,
+    ) -> String {
+        Line::Entry(EntryLine {
+            seq,
+            entry: b64(entry).into(),
+            sig: b64(sig).into(),
+            salt: salt.map(|s| b64(s).into()),
+            payload: payload.map(Cow::Borrowed),
+        })
+        .to_text()
+    }
+
+    pub fn checkpoint(note: &str) -> String {
+        Line::Checkpoint { note: note.into() }.to_text()
+    }
+
+    pub fn consistency(from: u64, to: u64, proof: &[Hash]) -> String {
+        Line::Consistency {
+            from,
+            to,
+            proof: proof.iter().map(|h| Cow::Owned(h.to_b64())).collect(),
+        }
+        .to_text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_lines_parse_back() {
+        let h = Hash([7; 32]);
+        let lines = [
+            write::header("o.example/x", "2026-01-01T00:00:00Z"),
+            write::key("o+01020304+AQ==", 0, None),
+            write::prefix(3, &[h, h]),
+            write::entry(5, b"abc", &[1; 64], Some(&[2; 32]), Some("{\"a\":\"\u{e9}\u{1F600}\"}")),
+            write::entry(6, b"abc", &[1; 64], None, None),
+            write::checkpoint("o\n1\nx\n\n\u{2014} o AAAA\n"),
+            write::consistency(1, 2, &[h]),
+        ];
+        for l in &lines {
+            assert!(l.is_ascii(), "{l}");
+            Line::parse(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        match Line::parse(&lines[3]).unwrap() {
+            Line::Entry(e) => assert_eq!(e.payload.as_deref(), Some("{\"a\":\"\u{e9}\u{1F600}\"}")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_missing_and_unknown_fields() {
+        for bad in [
+            r#"{"type":"checkpoint","note":"x","seq":1}"#,
+            r#"{"type":"entry","seq":1,"entry":"","sig":"","salt":null}"#,
+            r#"{"type":"entry","seq":1,"entry":"","sig":"","salt":null,"payload":null,"x":1}"#,
+            r#"{"type":"mystery"}"#,
+            r#"{"type":"checkpoint","note":"x"} "#,
+            r#"{"type":"checkpoint","note":"x","note":"y"}"#,
+            r#"{"type":"checkpoint","note":"\u00E9"}"#,
+            r#"{"note":"x","type":"checkpoint"}"#,
+        ] {
+            assert!(Line::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

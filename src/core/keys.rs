@@ -1,0 +1,309 @@
+//! Ed25519 ledger keys: key ids, C2SP verifier keys (vkeys), private key text, rotation statements.
+
+use super::hash::{Hash, b64, unb64};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use std::fmt;
+
+/// The C2SP signature-type byte for Ed25519.
+const ALG_ED25519: u8 = 0x01;
+const ROTATION_CONTEXT: &[u8] = b"changetrail/key-rotation/v1\n";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("origin must be 1-255 printable ASCII characters without spaces or '+', got {0:?}")]
+    BadOrigin(String),
+    #[error("verifier key must look like <origin>+<8 hex key id>+<base64 key>")]
+    VkeyShape,
+    #[error("verifier key is not an Ed25519 key (type byte must be 0x01)")]
+    VkeyAlgorithm,
+    #[error("verifier key's public key is not a valid Ed25519 point")]
+    VkeyPoint,
+    #[error("verifier key's public key is weak (small order) and can never be trusted")]
+    WeakKey,
+    #[error("key id {stated} does not match the key (expected {computed})")]
+    KeyIdMismatch { stated: String, computed: String },
+    #[error("private key must look like PRIVATE+KEY+<origin>+<8 hex key id>+<base64 key>")]
+    PrivateShape,
+}
+
+/// The name of one ledger: printable ASCII, no spaces, no `+` (LEDGER.md "Origin and keys").
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Origin(String);
+
+impl Origin {
+    pub fn parse(s: &str) -> Result<Origin, KeyError> {
+        let ok = !s.is_empty()
+            && s.len() <= 255
+            && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'+');
+        if ok {
+            Ok(Origin(s.to_owned()))
+        } else {
+            Err(KeyError::BadOrigin(s.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Origin({})", self.0)
+    }
+}
+
+/// The 4-byte C2SP key id, written as 8 lowercase hex characters in entries.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 4]);
+
+impl KeyId {
+    /// `H(origin ‖ 0x0A ‖ 0x01 ‖ pk32)[0..4]`.
+    pub fn compute(origin: &Origin, public: &VerifyingKey) -> KeyId {
+        let h = Hash::of(&[
+            origin.as_str().as_bytes(),
+            b"\n",
+            &[ALG_ED25519],
+            public.as_bytes(),
+        ]);
+        KeyId([h.0[0], h.0[1], h.0[2], h.0[3]])
+    }
+
+    /// Exactly 8 lowercase hex characters; anything else is not a key id.
+    pub fn parse_hex(s: &str) -> Option<KeyId> {
+        if s.len() != 8 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let v = hex::decode(s).ok()?;
+        Some(KeyId([v[0], v[1], v[2], v[3]]))
+    }
+
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.to_hex())
+    }
+}
+
+/// A public ledger key as reviewers pin it: `<origin>+<key id hex>+<b64(0x01 ‖ pk32)>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Vkey {
+    origin: Origin,
+    key_id: KeyId,
+    public: VerifyingKey,
+}
+
+impl Vkey {
+    pub fn new(origin: Origin, public: VerifyingKey) -> Result<Vkey, KeyError> {
+        if public.is_weak() {
+            return Err(KeyError::WeakKey);
+        }
+        let key_id = KeyId::compute(&origin, &public);
+        Ok(Vkey {
+            origin,
+            key_id,
+            public,
+        })
+    }
+
+    /// Strict parse: the stated key id must match the key, weak keys are refused.
+    pub fn parse(s: &str) -> Result<Vkey, KeyError> {
+        let mut parts = s.split('+');
+        let (Some(name), Some(id), Some(key), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::VkeyShape);
+        };
+        let origin = Origin::parse(name)?;
+        let stated = KeyId::parse_hex(id).ok_or(KeyError::VkeyShape)?;
+        let raw = unb64(key).ok_or(KeyError::VkeyShape)?;
+        let (alg, pk) = raw.split_first().ok_or(KeyError::VkeyShape)?;
+        if *alg != ALG_ED25519 {
+            return Err(KeyError::VkeyAlgorithm);
+        }
+        let pk: [u8; 32] = pk.try_into().map_err(|_| KeyError::VkeyShape)?;
+        let public = VerifyingKey::from_bytes(&pk).map_err(|_| KeyError::VkeyPoint)?;
+        let vkey = Vkey::new(origin, public)?;
+        if vkey.key_id != stated {
+            return Err(KeyError::KeyIdMismatch {
+                stated: stated.to_hex(),
+                computed: vkey.key_id.to_hex(),
+            });
+        }
+        Ok(vkey)
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn public(&self) -> &VerifyingKey {
+        &self.public
+    }
+
+    /// `verify_strict`: rejects small-order components and non-canonical encodings.
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let Ok(sig) = Signature::from_slice(sig) else {
+            return false;
+        };
+        self.public.verify_strict(msg, &sig).is_ok()
+    }
+}
+
+impl fmt::Display for Vkey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(ALG_ED25519);
+        raw.extend_from_slice(self.public.as_bytes());
+        write!(f, "{}+{}+{}", self.origin, self.key_id, b64(&raw))
+    }
+}
+
+impl fmt::Debug for Vkey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Vkey({self})")
+    }
+}
+
+/// A ledger signing key bound to its origin. Deliberately not `Debug`/`Display`: the secret
+/// must never reach a log line by accident.
+pub struct LedgerKey {
+    signing: SigningKey,
+    vkey: Vkey,
+}
+
+impl LedgerKey {
+    pub fn from_seed(origin: Origin, seed: [u8; 32]) -> Result<LedgerKey, KeyError> {
+        let signing = SigningKey::from_bytes(&seed);
+        let vkey = Vkey::new(origin, signing.verifying_key())?;
+        Ok(LedgerKey { signing, vkey })
+    }
+
+    /// Parses the text form `PRIVATE+KEY+<origin>+<key id>+<b64(0x01 ‖ seed32)>` (the Go
+    /// `note` signer-key spelling), checking that the key id matches.
+    pub fn parse_private(s: &str) -> Result<LedgerKey, KeyError> {
+        let s = s.trim();
+        let rest = s
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(KeyError::PrivateShape)?;
+        let mut parts = rest.split('+');
+        let (Some(name), Some(id), Some(key), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::PrivateShape);
+        };
+        let origin = Origin::parse(name)?;
+        let stated = KeyId::parse_hex(id).ok_or(KeyError::PrivateShape)?;
+        let raw = unb64(key).ok_or(KeyError::PrivateShape)?;
+        let (alg, seed) = raw.split_first().ok_or(KeyError::PrivateShape)?;
+        if *alg != ALG_ED25519 {
+            return Err(KeyError::VkeyAlgorithm);
+        }
+        let seed: [u8; 32] = seed.try_into().map_err(|_| KeyError::PrivateShape)?;
+        let key = LedgerKey::from_seed(origin, seed)?;
+        if key.key_id() != stated {
+            return Err(KeyError::KeyIdMismatch {
+                stated: stated.to_hex(),
+                computed: key.key_id().to_hex(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// The secret text form; callers write it only to a 0600 file.
+    pub fn to_private_text(&self) -> String {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(ALG_ED25519);
+        raw.extend_from_slice(self.signing.as_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.vkey.origin,
+            self.vkey.key_id,
+            b64(&raw)
+        )
+    }
+
+    pub fn vkey(&self) -> &Vkey {
+        &self.vkey
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.vkey.key_id
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.vkey.origin
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.signing.sign(msg).to_bytes()
+    }
+}
+
+/// The message the new key signs in a `key.rotated` entry:
+/// `"changetrail/key-rotation/v1\n" ‖ origin ‖ "\n" ‖ new_vkey ‖ "\n" ‖ decimal(seq)`.
+pub fn rotation_message(origin: &Origin, new_vkey: &Vkey, seq: u64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128);
+    m.extend_from_slice(ROTATION_CONTEXT);
+    m.extend_from_slice(origin.as_str().as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(new_vkey.to_string().as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(seq.to_string().as_bytes());
+    m
+}
+
+/// The payload of a `key.rotated` entry at `seq`, counter-signed by the new key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RotationPayload {
+    pub new_vkey: String,
+    pub new_key_signature: String,
+}
+
+impl RotationPayload {
+    pub fn sign(new_key: &LedgerKey, seq: u64) -> RotationPayload {
+        let msg = rotation_message(new_key.origin(), new_key.vkey(), seq);
+        RotationPayload {
+            new_vkey: new_key.vkey().to_string(),
+            new_key_signature: b64(&new_key.sign(&msg)),
+        }
+    }
+
+    /// Returns the new key if the payload names a valid key of `origin` that signed this rotation.
+    pub fn verify(&self, origin: &Origin, seq: u64) -> Result<Vkey, String> {
+        let vkey = Vkey::parse(&self.new_vkey).map_err(|e| format!("new_vkey: {e}"))?;
+        if vkey.origin() != origin {
+            return Err(format!(
+                "new_vkey belongs to origin {}, not {}",
+                vkey.origin(),
+                origin
+            ));
+        }
+        let sig = unb64(&self.new_key_signature)
+            .ok_or_else(|| "new_key_signature is not base64".to_owned())?;
+        if !vkey.verify(&rotation_message(origin, &vkey, seq), &sig) {
+            return Err("new_key_signature does not verify with new_vkey".to_owned());
+        }
+        Ok(vkey)
+    }
+}

@@ -1,0 +1,13 @@
+//! The pure core: ledger encoding, hashing, signing, Merkle math, checkpoints, bundles and
+//! verification. Architecture invariant: nothing here performs I/O or reads the clock; time,
+//! randomness (salts, seeds) and bytes are passed in.
+
+pub mod batch;
+pub mod bundle;
+pub mod entry;
+pub mod hash;
+pub mod keys;
+pub mod merkle;
+pub mod note;
+pub mod sigcheck;
+pub mod verify;

@@ -1,0 +1,5 @@
+//! The one integration test binary (STYLE.md): modules per capability.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod vectors;
