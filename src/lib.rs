@@ -3,4 +3,16 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod core;
+pub mod export;
+pub mod keyfile;
+pub mod pipeline;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod util;

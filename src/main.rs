@@ -1,1 +1,36 @@
-fn main() {}
+//! The `changetrail` binary: parse the command line, set up logging, dispatch.
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match changetrail::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; a usage error is exit 3 (LEDGER.md).
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(3),
+            };
+        }
+    };
+    changetrail::telemetry::init(&cli.log);
+    let is_verify = matches!(cli.command, changetrail::cli::Command::Verify(_));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(changetrail::cli::run(cli)) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // For verify, anything that stops it from running is a usage or configuration error.
+            ExitCode::from(if is_verify { 3 } else { 1 })
+        }
+    }
+}

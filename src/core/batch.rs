@@ -60,8 +60,13 @@ impl Draft {
     }
 
     /// A draft from a value the service built itself.
-    pub fn of(kind: &str, subject: &str, payload: &impl serde::Serialize) -> Result<Draft, DraftError> {
-        let text = serde_json::to_string(payload).map_err(|e| DraftError::Payload(e.to_string()))?;
+    pub fn of(
+        kind: &str,
+        subject: &str,
+        payload: &impl serde::Serialize,
+    ) -> Result<Draft, DraftError> {
+        let text =
+            serde_json::to_string(payload).map_err(|e| DraftError::Payload(e.to_string()))?;
         Draft::new(kind, subject, text)
     }
 
@@ -145,7 +150,9 @@ pub enum BatchError {
 /// Timings of the build phases, for the benchmark's cost split.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuildTimings {
-    pub encode_hash_ns: u64,
+    pub encode_ns: u64,
+    /// Payload commitments, leaf hashes and tree nodes.
+    pub hash_ns: u64,
     pub sign_ns: u64,
 }
 
@@ -154,7 +161,7 @@ pub struct BuildTimings {
 /// entries get `max(now_ns, head.last_time_ns)`.
 pub fn build_batch(
     head: &Head,
-    drafts: Vec<Draft>,
+    drafts: &[Draft],
     salts: Vec<[u8; 32]>,
     now_ns: i64,
     key: &LedgerKey,
@@ -182,11 +189,13 @@ pub fn build_batch(
         .zip(salts.par_iter())
         .map(|(d, s)| entry::payload_commitment(s, d.payload.as_bytes()))
         .collect();
+    let t_commit = clock();
+    let (mut encode_ns, mut hash_ns) = (0u64, t_commit.saturating_sub(t0));
     let mut range = head.range.clone();
     let mut prev = head.last_leaf;
     let mut nodes = Vec::new();
     let mut entries = Vec::with_capacity(drafts.len());
-    for (i, ((draft, salt), commitment)) in drafts.into_iter().zip(salts).zip(commitments).enumerate() {
+    for (i, ((draft, salt), commitment)) in drafts.iter().zip(salts).zip(commitments).enumerate() {
         let seq = head.size + i as u64;
         let e = Entry {
             origin: head.origin.clone(),
@@ -194,14 +203,21 @@ pub fn build_batch(
             time_ns,
             prev_hash: prev,
             key_id: head.key_id,
-            kind: draft.kind,
-            subject: draft.subject,
+            kind: draft.kind.clone(),
+            subject: draft.subject.clone(),
             payload_commitment: commitment,
             payload_len: draft.payload.len() as u32,
         };
-        let bytes = e.encode().map_err(|err| BatchError::Encode(err.to_string()))?;
+        let ta = clock();
+        let bytes = e
+            .encode()
+            .map_err(|err| BatchError::Encode(err.to_string()))?;
+        let tb = clock();
         let leaf = entry::leaf_hash(&bytes);
         range.push(leaf, |id, h| nodes.push((id, h)));
+        let tc = clock();
+        encode_ns += tb.saturating_sub(ta);
+        hash_ns += tc.saturating_sub(tb);
         prev = leaf;
         entries.push(BuiltEntry {
             seq,
@@ -212,7 +228,7 @@ pub fn build_batch(
             leaf,
             sig: [0; 64],
             salt,
-            payload: draft.payload,
+            payload: draft.payload.clone(),
         });
     }
     let t1 = clock();
@@ -235,7 +251,8 @@ pub fn build_batch(
             head: new_head,
         },
         BuildTimings {
-            encode_hash_ns: t1.saturating_sub(t0),
+            encode_ns,
+            hash_ns,
             sign_ns: t2.saturating_sub(t1),
         },
     ))
@@ -271,7 +288,9 @@ pub enum CheckpointRefused {
     PreviousUnreadable(String),
     #[error("the previous checkpoint (size {0}) is larger than the tree ({1})")]
     Shrinks(u64, u64),
-    #[error("the tree at size {new} is not consistent with the previous checkpoint at size {old}: {reason}")]
+    #[error(
+        "the tree at size {new} is not consistent with the previous checkpoint at size {old}: {reason}"
+    )]
     Inconsistent { old: u64, new: u64, reason: String },
 }
 
@@ -289,20 +308,26 @@ pub fn sign_checkpoint(
         root: head.root(),
     };
     if let Some(prev) = previous {
-        let note = Note::parse(prev).map_err(|e| CheckpointRefused::PreviousUnreadable(e.to_string()))?;
+        let note =
+            Note::parse(prev).map_err(|e| CheckpointRefused::PreviousUnreadable(e.to_string()))?;
         let old = Checkpoint::parse_body(&note.text)
             .map_err(|e| CheckpointRefused::PreviousUnreadable(e.to_string()))?;
         if old.size > checkpoint.size {
             return Err(CheckpointRefused::Shrinks(old.size, checkpoint.size));
         }
         if old.size > 0 {
-            verify_consistency(old.size, checkpoint.size, &old.root, &checkpoint.root, proof).map_err(
-                |e| CheckpointRefused::Inconsistent {
-                    old: old.size,
-                    new: checkpoint.size,
-                    reason: e.to_string(),
-                },
-            )?;
+            verify_consistency(
+                old.size,
+                checkpoint.size,
+                &old.root,
+                &checkpoint.root,
+                proof,
+            )
+            .map_err(|e| CheckpointRefused::Inconsistent {
+                old: old.size,
+                new: checkpoint.size,
+                reason: e.to_string(),
+            })?;
         }
     }
     let note = checkpoint.sign(key);

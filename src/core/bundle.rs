@@ -100,7 +100,9 @@ where
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LineError {
-    #[error("line is not in canonical form (field order, escapes or whitespace differ from what the exporter writes)")]
+    #[error(
+        "line is not in canonical form (field order, escapes or whitespace differ from what the exporter writes)"
+    )]
     NotCanonical,
     #[error("line is not valid JSON for a bundle line: {0}")]
     Json(String),
@@ -379,7 +381,13 @@ mod tests {
             write::header("o.example/x", "2026-01-01T00:00:00Z"),
             write::key("o+01020304+AQ==", 0, None),
             write::prefix(3, &[h, h]),
-            write::entry(5, b"abc", &[1; 64], Some(&[2; 32]), Some("{\"a\":\"\u{e9}\u{1F600}\"}")),
+            write::entry(
+                5,
+                b"abc",
+                &[1; 64],
+                Some(&[2; 32]),
+                Some("{\"a\":\"\u{e9}\u{1F600}\"}"),
+            ),
             write::entry(6, b"abc", &[1; 64], None, None),
             write::checkpoint("o\n1\nx\n\n\u{2014} o AAAA\n"),
             write::consistency(1, 2, &[h]),

@@ -124,10 +124,9 @@ impl Vkey {
 
     /// Strict parse: the stated key id must match the key, weak keys are refused.
     pub fn parse(s: &str) -> Result<Vkey, KeyError> {
-        let mut parts = s.split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The origin and key id contain no '+'; the base64 key may.
+        let mut parts = s.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(KeyError::VkeyShape);
         };
         let origin = Origin::parse(name)?;
@@ -206,10 +205,8 @@ impl LedgerKey {
         let rest = s
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(KeyError::PrivateShape)?;
-        let mut parts = rest.split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(KeyError::PrivateShape);
         };
         let origin = Origin::parse(name)?;
@@ -305,5 +302,54 @@ impl RotationPayload {
             return Err("new_key_signature does not verify with new_vkey".to_owned());
         }
         Ok(vkey)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Base64 uses '+': keys whose encoding contains it must still parse (seeds found by search).
+    #[test]
+    fn keys_with_plus_in_base64_round_trip() {
+        let origin = Origin::parse("example.com/log").unwrap();
+        let mut seen_plus = 0;
+        for seed in 0u8..=255 {
+            let key = LedgerKey::from_seed(origin.clone(), [seed; 32]).unwrap();
+            let vkey = key.vkey().to_string();
+            let private = key.to_private_text();
+            seen_plus += usize::from(vkey.matches('+').count() > 2);
+            assert_eq!(Vkey::parse(&vkey).unwrap(), *key.vkey(), "{vkey}");
+            assert_eq!(
+                LedgerKey::parse_private(&private).unwrap().vkey(),
+                key.vkey()
+            );
+        }
+        assert!(
+            seen_plus > 0,
+            "no seed produced a '+' in base64; the test proves nothing"
+        );
+    }
+
+    #[test]
+    fn vkey_parse_is_strict() {
+        let key = LedgerKey::from_seed(Origin::parse("example.com/log").unwrap(), [1; 32]).unwrap();
+        let good = key.vkey().to_string();
+        let wrong_id = format!(
+            "example.com/log+00000000+{}",
+            good.splitn(3, '+').nth(2).unwrap()
+        );
+        assert!(matches!(
+            Vkey::parse(&wrong_id),
+            Err(KeyError::KeyIdMismatch { .. })
+        ));
+        assert!(Vkey::parse(&good.replace("example.com/log", "other.example/log")).is_err());
+        assert!(Vkey::parse("example.com/log+0102").is_err());
+        // A small-order public key is refused outright.
+        let mut raw = vec![1u8];
+        raw.extend_from_slice(&[0u8; 32]);
+        raw[1] = 1; // the identity point (0, 1)
+        let weak = format!("x+00000000+{}", b64(&raw));
+        assert!(Vkey::parse(&weak).is_err());
     }
 }

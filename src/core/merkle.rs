@@ -312,7 +312,9 @@ mod tests {
     }
 
     fn leaves(n: u64) -> Vec<Hash> {
-        (0..n).map(|i| Hash::of(&[&[0], &i.to_be_bytes()])).collect()
+        (0..n)
+            .map(|i| Hash::of(&[&[0], &i.to_be_bytes()]))
+            .collect()
     }
 
     fn range_hash(all: &[Hash], r: Range<u64>) -> Hash {
@@ -369,19 +371,29 @@ mod tests {
         }
     }
 
+    /// Every range a proof or root needs folds, from its perfect subtrees, to the reference hash.
     #[test]
     fn perfect_nodes_fold_to_the_range_hash() {
         let all = leaves(64);
         for size in 1..=64u64 {
-            for (lo, hi) in [(0, size)] {
-                let hashes: Vec<Hash> = perfect_nodes(lo..hi)
+            let mut ranges = Vec::from([0..size]);
+            for i in 0..size {
+                ranges.extend(inclusion_ranges(i, size).unwrap());
+                ranges.extend(consistency_ranges(i + 1, size).unwrap());
+            }
+            for r in ranges {
+                let hashes: Vec<Hash> = perfect_nodes(r.clone())
                     .into_iter()
                     .map(|n| {
                         let s = n.idx << n.level;
                         range_hash(&all, s..s + (1 << n.level))
                     })
                     .collect();
-                assert_eq!(fold_nodes(&hashes).unwrap(), range_hash(&all, lo..hi));
+                assert_eq!(
+                    fold_nodes(&hashes).unwrap(),
+                    range_hash(&all, r.clone()),
+                    "{r:?}"
+                );
             }
         }
     }

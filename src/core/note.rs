@@ -66,7 +66,9 @@ impl Note {
                 .split_once(' ')
                 .ok_or_else(|| NoteError::BadSignatureLine("missing key name".into()))?;
             if name.is_empty() || name.contains('+') || sig.contains(' ') {
-                return Err(NoteError::BadSignatureLine(format!("bad key name {name:?}")));
+                return Err(NoteError::BadSignatureLine(format!(
+                    "bad key name {name:?}"
+                )));
             }
             let raw = unb64(sig)
                 .ok_or_else(|| NoteError::BadSignatureLine("signature is not base64".into()))?;
@@ -182,11 +184,15 @@ mod tests {
     /// The example from the C2SP signed-note specification.
     #[test]
     fn c2sp_example_verifies() {
-        let vkey = Vkey::parse("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
-            .unwrap();
+        let vkey =
+            Vkey::parse("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+                .unwrap();
         let note = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
         let parsed = Note::parse(note).unwrap();
-        assert_eq!(parsed.verify([&vkey]), NoteVerdict::Valid(vec![vkey.key_id()]));
+        assert_eq!(
+            parsed.verify([&vkey]),
+            NoteVerdict::Valid(vec![vkey.key_id()])
+        );
         let tampered = note.replace("cryptography", "cryptographY");
         assert_eq!(
             Note::parse(&tampered).unwrap().verify([&vkey]),

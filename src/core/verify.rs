@@ -357,15 +357,16 @@ impl Verifier {
             if let Line::Header { .. } = line {
             } else {
                 self.header_seen = true;
-                let f = Finding::general(Class::Modified, "the bundle does not start with its header line");
+                let f = Finding::general(
+                    Class::Modified,
+                    "the bundle does not start with its header line",
+                );
                 self.find(f);
                 self.adopt_origin(None);
             }
         }
         match line {
-            Line::Header {
-                format, origin, ..
-            } => self.on_header(&format, &origin),
+            Line::Header { format, origin, .. } => self.on_header(&format, &origin),
             // Key lines are informational (LEDGER.md): trust comes from pins and rotation entries.
             Line::Key { .. } => {}
             Line::Prefix { size, peaks } => self.on_prefix(size, &peaks),
@@ -377,7 +378,10 @@ impl Verifier {
                     Some(p) => self.consistency.push((from, to, p)),
                     None => self.find(Finding::general(
                         Class::Modified,
-                        format!("line {}: consistency proof hash is not base64 of 32 bytes", self.lines),
+                        format!(
+                            "line {}: consistency proof hash is not base64 of 32 bytes",
+                            self.lines
+                        ),
                     )),
                 }
             }
@@ -393,7 +397,10 @@ impl Verifier {
 
     fn on_header(&mut self, format: &str, origin: &str) {
         if self.header_seen {
-            let f = Finding::general(Class::Modified, format!("line {}: a second header line", self.lines));
+            let f = Finding::general(
+                Class::Modified,
+                format!("line {}: a second header line", self.lines),
+            );
             self.find(f);
             return;
         }
@@ -437,7 +444,10 @@ impl Verifier {
 
     fn on_prefix(&mut self, size: u64, peaks: &[std::borrow::Cow<'_, str>]) {
         if self.entries_started || self.range.size() != 0 {
-            let f = Finding::general(Class::Modified, format!("line {}: prefix line after entries", self.lines));
+            let f = Finding::general(
+                Class::Modified,
+                format!("line {}: prefix line after entries", self.lines),
+            );
             self.find(f);
             return;
         }
@@ -450,7 +460,8 @@ impl Verifier {
                 self.note_state_size();
             }
             None => {
-                let f = Finding::general(Class::Modified, "prefix peaks do not match the prefix size");
+                let f =
+                    Finding::general(Class::Modified, "prefix peaks do not match the prefix size");
                 self.find(f);
             }
         }
@@ -468,7 +479,10 @@ impl Verifier {
         self.summary.entries += 1;
         let Some(origin) = self.origin.clone() else {
             if self.summary.entries == 1 {
-                let f = Finding::general(Class::UnknownKey, "the ledger's origin is unknown: nothing to check entries against");
+                let f = Finding::general(
+                    Class::UnknownKey,
+                    "the ledger's origin is unknown: nothing to check entries against",
+                );
                 self.find(f);
             }
             return;
@@ -480,21 +494,33 @@ impl Verifier {
         let bytes = match unb64(&line.entry) {
             Some(b) => b,
             None => {
-                self.find(Finding::at_seq(Class::Modified, line.seq, "entry bytes are not base64"));
+                self.find(Finding::at_seq(
+                    Class::Modified,
+                    line.seq,
+                    "entry bytes are not base64",
+                ));
                 return;
             }
         };
         let entry = match Entry::decode(&bytes) {
             Ok(e) => e,
             Err(err) => {
-                self.find(Finding::at_seq(Class::Modified, line.seq, format!("entry bytes do not decode: {err}")));
+                self.find(Finding::at_seq(
+                    Class::Modified,
+                    line.seq,
+                    format!("entry bytes do not decode: {err}"),
+                ));
                 return;
             }
         };
         let seq = entry.seq;
         if seq != line.seq {
-            let f = Finding::at_seq(Class::Modified, line.seq, "the line's seq differs from the seq inside the signed entry bytes")
-                .values(line.seq, seq);
+            let f = Finding::at_seq(
+                Class::Modified,
+                line.seq,
+                "the line's seq differs from the seq inside the signed entry bytes",
+            )
+            .values(line.seq, seq);
             self.find(f);
         }
         if entry.origin != origin {
@@ -515,9 +541,17 @@ impl Verifier {
             false
         } else {
             if self.take_from_gap(seq) {
-                self.find(Finding::at_seq(Class::Reordered, seq, "entry appears after later entries"));
+                self.find(Finding::at_seq(
+                    Class::Reordered,
+                    seq,
+                    "entry appears after later entries",
+                ));
             } else {
-                self.find(Finding::at_seq(Class::Duplicate, seq, "sequence number appears more than once"));
+                self.find(Finding::at_seq(
+                    Class::Duplicate,
+                    seq,
+                    "sequence number appears more than once",
+                ));
             }
             return;
         };
@@ -532,8 +566,12 @@ impl Verifier {
             if let Some(p) = expected_prev
                 && p != entry.prev_hash
             {
-                let f = Finding::at_seq(Class::Modified, seq, "prev_hash is not the leaf hash of the previous entry")
-                    .values(p.to_hex(), entry.prev_hash.to_hex());
+                let f = Finding::at_seq(
+                    Class::Modified,
+                    seq,
+                    "prev_hash is not the leaf hash of the previous entry",
+                )
+                .values(p.to_hex(), entry.prev_hash.to_hex());
                 self.find(f);
             }
         }
@@ -543,7 +581,12 @@ impl Verifier {
         if let Some(t) = self.last_time
             && entry.time_ns < t
         {
-            let f = Finding::at_seq(Class::TimeRegression, seq, "time_ns is earlier than the previous entry's").values(t, entry.time_ns);
+            let f = Finding::at_seq(
+                Class::TimeRegression,
+                seq,
+                "time_ns is earlier than the previous entry's",
+            )
+            .values(t, entry.time_ns);
             self.find(f);
         }
         self.last_time = Some(entry.time_ns);
@@ -589,19 +632,31 @@ impl Verifier {
             (Some(salt), Some(payload)) => {
                 let salt: Option<[u8; 32]> = unb64(salt).and_then(|s| s.try_into().ok());
                 let Some(salt) = salt else {
-                    self.find(Finding::at_seq(Class::Modified, seq, "salt is not base64 of 32 bytes"));
+                    self.find(Finding::at_seq(
+                        Class::Modified,
+                        seq,
+                        "salt is not base64 of 32 bytes",
+                    ));
                     return None;
                 };
                 let commitment = entry::payload_commitment(&salt, payload.as_bytes());
                 if commitment != entry.payload_commitment {
-                    let f = Finding::at_seq(Class::Modified, seq, "payload does not open the entry's payload commitment")
-                        .values(entry.payload_commitment.to_hex(), commitment.to_hex());
+                    let f = Finding::at_seq(
+                        Class::Modified,
+                        seq,
+                        "payload does not open the entry's payload commitment",
+                    )
+                    .values(entry.payload_commitment.to_hex(), commitment.to_hex());
                     self.find(f);
                     return None;
                 }
                 if payload.len() as u64 != u64::from(entry.payload_len) {
-                    let f = Finding::at_seq(Class::Modified, seq, "payload length differs from payload_len")
-                        .values(entry.payload_len, payload.len());
+                    let f = Finding::at_seq(
+                        Class::Modified,
+                        seq,
+                        "payload length differs from payload_len",
+                    )
+                    .values(entry.payload_len, payload.len());
                     self.find(f);
                 }
                 if entry.kind == kinds::PAYLOAD_ERASED {
@@ -623,13 +678,24 @@ impl Verifier {
                 None
             }
             _ => {
-                self.find(Finding::at_seq(Class::Modified, seq, "salt and payload must be both present or both erased"));
+                self.find(Finding::at_seq(
+                    Class::Modified,
+                    seq,
+                    "salt and payload must be both present or both erased",
+                ));
                 None
             }
         }
     }
 
-    fn check_key_and_signature(&mut self, seq: u64, entry: &Entry, line: &EntryLine<'_>, leaf: Hash, payload: Option<&str>) {
+    fn check_key_and_signature(
+        &mut self,
+        seq: u64,
+        entry: &Entry,
+        line: &EntryLine<'_>,
+        leaf: Hash,
+        payload: Option<&str>,
+    ) {
         if self.keys.spans.is_empty() {
             self.establish_first_key(seq, entry, payload);
         }
@@ -644,22 +710,37 @@ impl Verifier {
                         leaf,
                         sig: Signature::from_bytes(&sig),
                     }),
-                    None => self.find(Finding::at_seq(Class::Modified, seq, "signature is not base64 of 64 bytes")),
+                    None => self.find(Finding::at_seq(
+                        Class::Modified,
+                        seq,
+                        "signature is not base64 of 64 bytes",
+                    )),
                 }
             }
             Some(k) => {
-                let f = Finding::at_seq(Class::UnknownKey, seq, "entry is signed by a key that is not in force at this seq")
-                    .values(k.key_id(), entry.key_id);
+                let f = Finding::at_seq(
+                    Class::UnknownKey,
+                    seq,
+                    "entry is signed by a key that is not in force at this seq",
+                )
+                .values(k.key_id(), entry.key_id);
                 self.find(f);
             }
             None => {
-                let f = Finding::at_seq(Class::UnknownKey, seq, "entry is signed by a key that is not pinned")
-                    .values("a pinned key", entry.key_id);
+                let f = Finding::at_seq(
+                    Class::UnknownKey,
+                    seq,
+                    "entry is signed by a key that is not pinned",
+                )
+                .values("a pinned key", entry.key_id);
                 self.find(f);
             }
         }
-        if entry.kind == kinds::KEY_ROTATED && in_force.is_some_and(|k| k.key_id() == entry.key_id) {
-            let Some(origin) = self.origin.clone() else { return };
+        if entry.kind == kinds::KEY_ROTATED && in_force.is_some_and(|k| k.key_id() == entry.key_id)
+        {
+            let Some(origin) = self.origin.clone() else {
+                return;
+            };
             let result = match payload {
                 None => Err("its payload is absent".to_owned()),
                 Some(p) => serde_json::from_str::<RotationPayload>(p)
@@ -693,12 +774,28 @@ impl Verifier {
                     self.keys.spans.push((0, k));
                 }
                 Some(k) => {
-                    let f = Finding::at_seq(Class::UnknownKey, 0, "the ledger's first key is not pinned")
-                        .values(self.opts.trusted.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "), &k);
+                    let f = Finding::at_seq(
+                        Class::UnknownKey,
+                        0,
+                        "the ledger's first key is not pinned",
+                    )
+                    .values(
+                        self.opts
+                            .trusted
+                            .iter()
+                            .map(|k| k.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        &k,
+                    );
                     self.find(f);
                 }
                 None => {
-                    let f = Finding::at_seq(Class::Modified, 0, "ledger.created does not name a valid first key");
+                    let f = Finding::at_seq(
+                        Class::Modified,
+                        0,
+                        "ledger.created does not name a valid first key",
+                    );
                     self.find(f);
                 }
             }
@@ -707,7 +804,12 @@ impl Verifier {
         if self.opts.trusted.is_empty() {
             return;
         }
-        if let Some(k) = self.opts.trusted.iter().find(|k| k.key_id() == entry.key_id) {
+        if let Some(k) = self
+            .opts
+            .trusted
+            .iter()
+            .find(|k| k.key_id() == entry.key_id)
+        {
             self.keys.spans.push((seq, k.clone()));
         }
     }
@@ -717,20 +819,33 @@ impl Verifier {
         let note = match Note::parse(text) {
             Ok(n) => n,
             Err(e) => {
-                self.find(Finding::general(Class::BadCheckpoint, format!("line {}: {e}", self.lines)));
+                self.find(Finding::general(
+                    Class::BadCheckpoint,
+                    format!("line {}: {e}", self.lines),
+                ));
                 return;
             }
         };
         let checkpoint = match Checkpoint::parse_body(&note.text) {
             Ok(c) => c,
             Err(e) => {
-                self.find(Finding::general(Class::BadCheckpoint, format!("line {}: {e}", self.lines)));
+                self.find(Finding::general(
+                    Class::BadCheckpoint,
+                    format!("line {}: {e}", self.lines),
+                ));
                 return;
             }
         };
         if Some(&checkpoint.origin) != self.origin.as_ref() {
-            let f = Finding::at_size(Class::BadCheckpoint, checkpoint.size, "checkpoint is for another ledger origin")
-                .values(self.origin.as_ref().map_or("?".into(), |o| o.to_string()), &checkpoint.origin);
+            let f = Finding::at_size(
+                Class::BadCheckpoint,
+                checkpoint.size,
+                "checkpoint is for another ledger origin",
+            )
+            .values(
+                self.origin.as_ref().map_or("?".into(), |o| o.to_string()),
+                &checkpoint.origin,
+            );
             self.find(f);
             return;
         }
@@ -793,22 +908,44 @@ impl Verifier {
         let known = self.all_known_keys();
         match p.note.verify(known.iter()) {
             NoteVerdict::BadSignature(id) => {
-                let f = Finding::at_size(Class::BadCheckpoint, size, format!("signature by key {id} does not verify"));
+                let f = Finding::at_size(
+                    Class::BadCheckpoint,
+                    size,
+                    format!("signature by key {id} does not verify"),
+                );
                 self.find(f);
                 false
             }
             NoteVerdict::NoKnownKey => {
-                let f = Finding::at_size(Class::UnknownKey, size, "checkpoint is not signed by any trusted key");
+                let f = Finding::at_size(
+                    Class::UnknownKey,
+                    size,
+                    "checkpoint is not signed by any trusted key",
+                );
                 self.find(f);
                 false
             }
             NoteVerdict::Valid(ids) => {
                 let allowed = self.checkpoint_keys(size);
-                if ids.iter().any(|id| allowed.iter().any(|k| k.key_id() == *id)) {
+                if ids
+                    .iter()
+                    .any(|id| allowed.iter().any(|k| k.key_id() == *id))
+                {
                     true
                 } else {
-                    let f = Finding::at_size(Class::UnknownKey, size, "checkpoint is signed only by keys not in force at this size")
-                        .values(allowed.iter().map(|k| k.key_id().to_hex()).collect::<Vec<_>>().join(","), ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>().join(","));
+                    let f = Finding::at_size(
+                        Class::UnknownKey,
+                        size,
+                        "checkpoint is signed only by keys not in force at this size",
+                    )
+                    .values(
+                        allowed
+                            .iter()
+                            .map(|k| k.key_id().to_hex())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>().join(","),
+                    );
                     self.find(f);
                     false
                 }
@@ -820,12 +957,23 @@ impl Verifier {
         let size = p.checkpoint.size;
         let signed = self.check_signature_only(&p);
         if p.checkpoint.root != root {
-            let f = Finding::at_size(Class::CheckpointMismatch, size, "the root recomputed from the entries differs from the signed checkpoint")
-                .values(root.to_b64(), p.checkpoint.root.to_b64());
+            let f = Finding::at_size(
+                Class::CheckpointMismatch,
+                size,
+                "the root recomputed from the entries differs from the signed checkpoint",
+            )
+            .values(root.to_b64(), p.checkpoint.root.to_b64());
             self.find(f);
-            if signed && let Some(other) = self.verified_roots.get(&size) && *other != p.checkpoint.root {
-                let f = Finding::at_size(Class::Fork, size, "two validly signed checkpoints of the same size have different roots")
-                    .values(other.to_b64(), p.checkpoint.root.to_b64());
+            if signed
+                && let Some(other) = self.verified_roots.get(&size)
+                && *other != p.checkpoint.root
+            {
+                let f = Finding::at_size(
+                    Class::Fork,
+                    size,
+                    "two validly signed checkpoints of the same size have different roots",
+                )
+                .values(other.to_b64(), p.checkpoint.root.to_b64());
                 self.find(f);
             }
             return;
@@ -848,15 +996,22 @@ impl Verifier {
 
     pub fn finish(mut self) -> Report {
         if !self.header_seen {
-            self.find(Finding::general(Class::Modified, "the bundle is empty: no header line"));
+            self.find(Finding::general(
+                Class::Modified,
+                "the bundle is empty: no header line",
+            ));
         }
         // Checkpoints larger than the entries given.
         let pending = std::mem::take(&mut self.pending);
         for (size, list) in pending {
             for p in list {
                 self.check_signature_only(&p);
-                let f = Finding::at_size(Class::Incomplete, size, "checkpoint covers more entries than the bundle holds")
-                    .values(size, self.range.size());
+                let f = Finding::at_size(
+                    Class::Incomplete,
+                    size,
+                    "checkpoint covers more entries than the bundle holds",
+                )
+                .values(size, self.range.size());
                 self.find(f);
             }
         }
@@ -875,16 +1030,28 @@ impl Verifier {
         for seq in missing {
             if self.erased.contains(&seq) {
                 self.summary.redacted += 1;
-                self.find(Finding::at_seq(Class::Redacted, seq, "payload erased; the erasure is logged"));
+                self.find(Finding::at_seq(
+                    Class::Redacted,
+                    seq,
+                    "payload erased; the erasure is logged",
+                ));
             } else {
-                self.find(Finding::at_seq(Class::Missing, seq, "payload and salt are absent and no payload.erased entry names this seq"));
+                self.find(Finding::at_seq(
+                    Class::Missing,
+                    seq,
+                    "payload and salt are absent and no payload.erased entry names this seq",
+                ));
             }
         }
         // Signatures.
         let sigs = std::mem::replace(&mut self.sigs, SignatureChecker::new(1));
         self.summary.signatures = sigs.checked();
         for seq in sigs.finish() {
-            self.find(Finding::at_seq(Class::BadSignature, seq, "entry signature does not verify"));
+            self.find(Finding::at_seq(
+                Class::BadSignature,
+                seq,
+                "entry signature does not verify",
+            ));
         }
         self.check_coverage();
         self.check_state();
@@ -903,14 +1070,22 @@ impl Verifier {
                 _ => 0,
             });
         let new_state = match (&self.summary.newest, exit_code) {
-            (Some(n), 0) if self.opts.state.as_ref().is_none_or(|s| s.size <= n.size) => Some(TrustedState {
-                size: n.size,
-                root: n.root,
-            }),
+            (Some(n), 0) if self.opts.state.as_ref().is_none_or(|s| s.size <= n.size) => {
+                Some(TrustedState {
+                    size: n.size,
+                    root: n.root,
+                })
+            }
             _ => None,
         };
         let mut findings = self.findings.list;
-        findings.sort_by_key(|f| (f.class.exit_code() == 0, f.seq.or(f.size).unwrap_or(0), f.class));
+        findings.sort_by_key(|f| {
+            (
+                f.class.exit_code() == 0,
+                f.seq.or(f.size).unwrap_or(0),
+                f.class,
+            )
+        });
         Report {
             findings,
             suppressed: self.findings.suppressed,
@@ -926,21 +1101,29 @@ impl Verifier {
         match &self.summary.newest {
             None if has_entries => {
                 self.summary.covered_to = None;
-                let f = Finding::general(Class::Incomplete, "no valid checkpoint covers the entries");
+                let f =
+                    Finding::general(Class::Incomplete, "no valid checkpoint covers the entries");
                 self.find(f);
             }
             None => {
-                let f = Finding::general(Class::Incomplete, "the bundle holds no entries and no checkpoint");
+                let f = Finding::general(
+                    Class::Incomplete,
+                    "the bundle holds no entries and no checkpoint",
+                );
                 self.find(f);
             }
             Some(n) => {
                 let n_size = n.size;
                 self.summary.covered_to = Some(n_size);
                 if entries_end > n_size {
-                    let f = Finding::at_size(Class::Incomplete, n_size, format!(
-                        "entries {n_size}..={} come after the newest checkpoint and are not covered",
-                        entries_end - 1
-                    ));
+                    let f = Finding::at_size(
+                        Class::Incomplete,
+                        n_size,
+                        format!(
+                            "entries {n_size}..={} come after the newest checkpoint and are not covered",
+                            entries_end - 1
+                        ),
+                    );
                     self.find(f);
                 }
             }
@@ -948,33 +1131,51 @@ impl Verifier {
     }
 
     fn check_state(&mut self) {
-        let Some(state) = self.opts.state.clone() else { return };
+        let Some(state) = self.opts.state.clone() else {
+            return;
+        };
         let Some(newest) = self.summary.newest.clone() else {
             if state.size > 0 {
-                let f = Finding::at_size(Class::Rollback, state.size, "no checkpoint verified, but the saved state has one")
-                    .values(state.size, 0);
+                let f = Finding::at_size(
+                    Class::Rollback,
+                    state.size,
+                    "no checkpoint verified, but the saved state has one",
+                )
+                .values(state.size, 0);
                 self.find(f);
             }
             return;
         };
         if newest.size < state.size {
-            let f = Finding::at_size(Class::Rollback, newest.size, "the newest checkpoint is smaller than the saved state")
-                .values(state.size, newest.size);
+            let f = Finding::at_size(
+                Class::Rollback,
+                newest.size,
+                "the newest checkpoint is smaller than the saved state",
+            )
+            .values(state.size, newest.size);
             self.find(f);
             return;
         }
         if newest.size == state.size {
             if newest.root != state.root {
-                let f = Finding::at_size(Class::Fork, state.size, "same size as the saved state, different root")
-                    .values(state.root.to_b64(), newest.root.to_b64());
+                let f = Finding::at_size(
+                    Class::Fork,
+                    state.size,
+                    "same size as the saved state, different root",
+                )
+                .values(state.root.to_b64(), newest.root.to_b64());
                 self.find(f);
             }
             return;
         }
         if let Some(root) = self.state_root_seen {
             if root != state.root {
-                let f = Finding::at_size(Class::Fork, state.size, "the entries give a different root at the saved state's size")
-                    .values(state.root.to_b64(), root.to_b64());
+                let f = Finding::at_size(
+                    Class::Fork,
+                    state.size,
+                    "the entries give a different root at the saved state's size",
+                )
+                .values(state.root.to_b64(), root.to_b64());
                 self.find(f);
             }
             return;
@@ -982,13 +1183,16 @@ impl Verifier {
         // The bundle starts after the saved state: a consistency proof must connect them.
         let proven = self.consistency.iter().any(|(from, to, proof)| {
             *from == state.size
-                && self
-                    .verified_roots
-                    .get(to)
-                    .is_some_and(|r| verify_consistency(state.size, *to, &state.root, r, proof).is_ok())
+                && self.verified_roots.get(to).is_some_and(|r| {
+                    verify_consistency(state.size, *to, &state.root, r, proof).is_ok()
+                })
         });
         if !proven {
-            let f = Finding::at_size(Class::Fork, state.size, "no valid consistency proof connects the saved state to this bundle's checkpoints");
+            let f = Finding::at_size(
+                Class::Fork,
+                state.size,
+                "no valid consistency proof connects the saved state to this bundle's checkpoints",
+            );
             self.find(f);
         }
     }
@@ -997,7 +1201,11 @@ impl Verifier {
         let lines = std::mem::take(&mut self.consistency);
         for (from, to, proof) in &lines {
             let old = self.verified_roots.get(from).copied().or_else(|| {
-                self.opts.state.as_ref().filter(|s| s.size == *from).map(|s| s.root)
+                self.opts
+                    .state
+                    .as_ref()
+                    .filter(|s| s.size == *from)
+                    .map(|s| s.root)
             });
             let (Some(old), Some(new)) = (old, self.verified_roots.get(to).copied()) else {
                 continue;
@@ -1005,7 +1213,11 @@ impl Verifier {
             if let Err(e) = verify_consistency(*from, *to, &old, &new, proof) {
                 let is_state = self.opts.state.as_ref().is_some_and(|s| s.size == *from);
                 if !is_state {
-                    let f = Finding::at_size(Class::Modified, *to, format!("consistency proof from {from} fails: {e}"));
+                    let f = Finding::at_size(
+                        Class::Modified,
+                        *to,
+                        format!("consistency proof from {from} fails: {e}"),
+                    );
                     self.find(f);
                 }
             }
@@ -1013,14 +1225,23 @@ impl Verifier {
     }
 
     fn check_freshness(&mut self) {
-        let Some(max_age) = self.opts.max_age_ns else { return };
+        let Some(max_age) = self.opts.max_age_ns else {
+            return;
+        };
         match &self.summary.newest {
             None => {}
             Some(n) => {
                 let age = self.opts.now_ns.saturating_sub(n.time_ns);
                 if age > max_age {
-                    let f = Finding::at_size(Class::Stale, n.size, "the newest checkpoint covers nothing newer than the maximum age")
-                        .values(format!("age <= {}s", max_age / 1_000_000_000), format!("age {}s", age / 1_000_000_000));
+                    let f = Finding::at_size(
+                        Class::Stale,
+                        n.size,
+                        "the newest checkpoint covers nothing newer than the maximum age",
+                    )
+                    .values(
+                        format!("age <= {}s", max_age / 1_000_000_000),
+                        format!("age {}s", age / 1_000_000_000),
+                    );
                     self.find(f);
                 }
             }

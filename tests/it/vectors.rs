@@ -49,7 +49,10 @@ pub fn vectors() -> Vectors {
 pub const BUNDLE: &str = include_str!("vectors/ledger-v1-bundle.jsonl");
 
 pub fn key(v: &Vectors, i: usize) -> LedgerKey {
-    let seed: [u8; 32] = hex::decode(&v.keys[i].seed_hex).unwrap().try_into().unwrap();
+    let seed: [u8; 32] = hex::decode(&v.keys[i].seed_hex)
+        .unwrap()
+        .try_into()
+        .unwrap();
     LedgerKey::from_seed(Origin::parse(&v.origin).unwrap(), seed).unwrap()
 }
 
@@ -71,7 +74,10 @@ fn keys_ids_and_vkeys_match() {
         assert_eq!(again.vkey(), key.vkey());
     }
     let origin = Origin::parse(&v.origin).unwrap();
-    assert_eq!(entry::genesis_prev_hash(&origin).to_hex(), v.genesis_prev_hash_hex);
+    assert_eq!(
+        entry::genesis_prev_hash(&origin).to_hex(),
+        v.genesis_prev_hash_hex
+    );
 }
 
 /// Entries built one at a time through the same function the sequencer uses, with the vectors'
@@ -93,18 +99,37 @@ fn sequencer_reproduces_every_entry_root_and_checkpoint() {
         } else {
             Draft::new(&e.kind, &e.subject, e.payload.clone()).unwrap()
         };
-        let (batch, _) = build_batch(&head, vec![draft], vec![salt(e)], e.time_ns, signer, &clock).unwrap();
+        let (batch, _) =
+            build_batch(&head, &[draft], vec![salt(e)], e.time_ns, signer, &clock).unwrap();
         let built = &batch.entries[0];
-        assert_eq!(b64(&built.bytes), e.entry_b64, "entry bytes of seq {}", e.seq);
-        assert_eq!(built.leaf.to_hex(), e.leaf_hash_hex, "leaf of seq {}", e.seq);
-        assert_eq!(b64(&built.sig), e.signature_b64, "signature of seq {}", e.seq);
+        assert_eq!(
+            b64(&built.bytes),
+            e.entry_b64,
+            "entry bytes of seq {}",
+            e.seq
+        );
+        assert_eq!(
+            built.leaf.to_hex(),
+            e.leaf_hash_hex,
+            "leaf of seq {}",
+            e.seq
+        );
+        assert_eq!(
+            b64(&built.sig),
+            e.signature_b64,
+            "signature of seq {}",
+            e.seq
+        );
         assert_eq!(built.payload, e.payload);
         head = batch.head;
         if e.kind == "key.rotated" {
             head.key_id = k2.key_id();
         }
-        assert_eq!(head.root().to_hex(), v.merkle_roots_by_size_hex[&head.size.to_string()]);
-        if head.size % 4 == 0 || head.size == 10 {
+        assert_eq!(
+            head.root().to_hex(),
+            v.merkle_roots_by_size_hex[&head.size.to_string()]
+        );
+        if head.size.is_multiple_of(4) || head.size == 10 {
             let signer = if head.key_id == k1.key_id() { &k1 } else { &k2 };
             let cp = Checkpoint {
                 origin: origin.clone(),
@@ -135,7 +160,10 @@ fn entries_decode_and_re_encode_exactly() {
             entry::payload_commitment(&salt(e), e.payload.as_bytes())
         );
         assert_eq!(decoded.encode().unwrap(), bytes);
-        assert_eq!(Hash::from_hex(&e.leaf_hash_hex).unwrap(), entry::leaf_hash(&bytes));
+        assert_eq!(
+            Hash::from_hex(&e.leaf_hash_hex).unwrap(),
+            entry::leaf_hash(&bytes)
+        );
     }
 }
 

@@ -1,0 +1,80 @@
+//! Token management for the `admin` role: create (shown once), list, revoke.
+
+use super::{ApiError, AppState};
+use crate::auth::{self, Role};
+use crate::pipeline::now_ns;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/tokens", get(list).post(create))
+        .route("/v1/admin/tokens/{id}", delete(revoke))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    role: Role,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct TokenInfo {
+    id: String,
+    name: String,
+    role: String,
+    created_ns: i64,
+    revoked_ns: Option<i64>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<CreateToken>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name must be 1-200 printable characters".into(),
+        ));
+    }
+    let (row, token) = auth::issue(name, req.role, now_ns());
+    state.store.insert_token(&row).await?;
+    tracing::info!(token_id = %row.id, role = %req.role, "Token created.");
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            serde_json::json!({ "id": row.id, "name": row.name, "role": row.role, "token": token }),
+        ),
+    ))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    let rows = state.store.tokens().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| TokenInfo {
+                id: r.id,
+                name: r.name,
+                role: r.role,
+                created_ns: r.created_ns,
+                revoked_ns: r.revoked_ns,
+            })
+            .collect(),
+    ))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.revoke_token(&id, now_ns()).await? {
+        tracing::info!(token_id = %id, "Token revoked.");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no active token with id {id}")))
+    }
+}

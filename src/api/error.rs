@@ -1,0 +1,83 @@
+//! The REST boundary's one error type. Client errors say what was wrong; server errors say
+//! nothing internal (the cause is logged once, here).
+
+use crate::auth::AuthError;
+use crate::export::ExportError;
+use crate::storage::StorageError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Missing | AuthError::Invalid => ApiError::Unauthorized,
+            AuthError::Forbidden { .. } => ApiError::Forbidden(e.to_string()),
+            AuthError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        if e.is_transient() {
+            ApiError::Unavailable("storage is temporarily unavailable; retry".into())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> ApiError {
+        match e {
+            ExportError::Range(m) => ApiError::BadRequest(m),
+            ExportError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "Request failed.");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let body = Json(serde_json::json!({ "error": code, "message": self.to_string() }));
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

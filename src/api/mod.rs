@@ -1,0 +1,83 @@
+//! The REST API on :8080: each resource module exposes `router()`, merged here with the shared
+//! state, authentication per role, and the layers every request passes through.
+
+mod admin;
+mod error;
+mod health;
+mod ledger;
+
+pub use error::ApiError;
+
+use crate::auth::{self, Principal, Role};
+use crate::pipeline::Appender;
+use crate::storage::Store;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::iter::once;
+use std::sync::Arc;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub appender: Option<Appender>,
+    pub inner: Arc<Shared>,
+}
+
+/// State that is the same for every request.
+pub struct Shared {
+    pub version: &'static str,
+}
+
+impl AppState {
+    pub fn new(store: Store, appender: Option<Appender>) -> AppState {
+        AppState {
+            store,
+            appender,
+            inner: Arc::new(Shared {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        }
+    }
+}
+
+/// Rejects requests without a token of `role`; on success the principal rides along in the
+/// request's extensions for handlers and logs.
+async fn require(
+    State((state, role)): State<(AppState, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().map_err(|_| ApiError::Unauthorized))
+        .transpose()?;
+    let token = auth::bearer(header)?;
+    let principal: Principal = auth::authenticate(&state.store, token, role).await?;
+    tracing::debug!(token_id = %principal.token_id, role = %principal.role, "Authenticated.");
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+fn protected(router: Router<AppState>, state: &AppState, role: Role) -> Router<AppState> {
+    router.route_layer(middleware::from_fn_with_state(
+        (state.clone(), role),
+        require,
+    ))
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(protected(ledger::router(), &state, Role::Reviewer))
+        .merge(protected(admin::router(), &state, Role::Admin))
+        .layer(TraceLayer::new_for_http())
+        // Never let a token reach a log line, whatever a layer above decides to print.
+        .layer(SetSensitiveRequestHeadersLayer::new(once(AUTHORIZATION)))
+        .with_state(state)
+}

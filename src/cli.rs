@@ -1,0 +1,180 @@
+//! The command line: one binary, clap subcommands, each a thin call into a `commands` module.
+
+use crate::commands;
+use crate::config::Config;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "changetrail",
+    version,
+    about = "Signed, hash-chained audit evidence for production changes."
+)]
+pub struct Cli {
+    /// Configuration file (default: ./changetrail.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL, overriding the configuration (sqlite://PATH or postgres://…).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Log filter when RUST_LOG is unset (e.g. info, debug, changetrail=debug).
+    #[arg(long, global = true, default_value = "info,sqlx=warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (REST on :8080) on the configured database.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Write an offline evidence bundle (LEDGER.md) to a file.
+    Export(ExportArgs),
+    /// Verify a bundle file, or the database, against pinned keys.
+    Verify(VerifyArgs),
+    /// Erase one entry's payload (e.g. a GDPR request); the erasure itself is logged.
+    Erase(EraseArgs),
+    /// Sign a checkpoint over every entry not yet covered.
+    Checkpoint,
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a signing key into a new file (mode 0600) and print its verifier key.
+    Generate {
+        /// Where to write it (default: ledger.key_file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The ledger origin the key is for (default: ledger.origin, else generated).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Print the verifier key (vkey) of the configured signing key.
+    Show,
+    /// Rotate the ledger's signing key: a key.rotated entry signed by the old key.
+    Rotate {
+        /// Where to write the new key when the current one comes from ledger.signing_key.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token and print it once.
+    Create {
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ingest", "auditor", "reviewer", "admin"]))]
+        role: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Bundle file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// First sequence number (default 0).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Last sequence number (default: everything the newest checkpoint covers; extended to the
+    /// next checkpoint so every entry is covered).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Add a consistency proof from this tree size (a reviewer's saved state) to the last checkpoint.
+    #[arg(long)]
+    pub consistency_from: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Bundle file; without it the database (--database-url or the configuration) is verified.
+    pub file: Option<PathBuf>,
+    /// A pinned verifier key (repeatable). Without one, trust comes from the ledger itself (UNPINNED).
+    #[arg(long = "trusted-key", value_name = "VKEY")]
+    pub trusted_keys: Vec<String>,
+    /// Saved last-trusted checkpoint per origin; checked for rollback and forks, updated on success.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// Newest checkpoint must cover an entry younger than this ("off" disables; a cut tail then
+    /// goes unnoticed without --state).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub max_age: String,
+    /// Evaluate --max-age as of this RFC 3339 time instead of now (e.g. when the bundle was exported).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    #[arg(long, default_value = "text", value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
+    pub format: String,
+    /// Signature-checking threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[arg(long)]
+    pub seq: u64,
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub requested_by: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append synthetic entries through the real sequencer and report entries/s.
+    Ledger {
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        /// Concurrent producers.
+        #[arg(long, default_value_t = 8)]
+        producers: usize,
+        /// Entries per append request.
+        #[arg(long, default_value_t = 64)]
+        job_size: usize,
+    },
+    /// Verify a bundle and report verified entries/s and peak memory.
+    Verify {
+        file: PathBuf,
+        #[arg(long = "trusted-key", value_name = "VKEY")]
+        trusted_keys: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(url) = &cli.database_url {
+        cfg.database_url = url.clone();
+    }
+    match cli.command {
+        Command::Serve => commands::serve::run(cfg).await,
+        Command::Migrate => commands::ledger::migrate(cfg).await,
+        Command::Keys(k) => commands::keys::run(cfg, k).await,
+        Command::Tokens(t) => commands::tokens::run(cfg, t).await,
+        Command::Export(a) => commands::export::run(cfg, a).await,
+        Command::Verify(a) => commands::verify::run(cfg, a, cli.database_url.is_some()).await,
+        Command::Erase(a) => commands::ledger::erase(cfg, a).await,
+        Command::Checkpoint => commands::ledger::checkpoint(cfg).await,
+        Command::Bench(b) => commands::bench::run(cfg, b, cli.database_url.is_some()).await,
+    }
+}

@@ -1,0 +1,9 @@
+//! One module per CLI command: argument handling and printing around library calls.
+
+pub mod bench;
+pub mod export;
+pub mod keys;
+pub mod ledger;
+pub mod serve;
+pub mod tokens;
+pub mod verify;

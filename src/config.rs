@@ -1,0 +1,183 @@
+//! Layered configuration: embedded defaults → `changetrail.toml` (or `--config`) → `CHANGETRAIL_*`
+//! environment → command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database_url: String,
+    pub ledger: LedgerConfig,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    pub origin: String,
+    pub key_file: PathBuf,
+    pub signing_key: Secret,
+    pub checkpoint_every: u64,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    pub queue_capacity: usize,
+    pub batch_max_entries: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub sqlite_synchronous: SqliteSynchronous,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+/// A secret string: never printed by `Debug` or serialised back out.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_empty() {
+            "(unset)"
+        } else {
+            "(redacted)"
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.is_empty() { "" } else { "(redacted)" })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layers. `file` is `--config`; without it `changetrail.toml` is read if present.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULTS));
+        match file {
+            Some(f) if !f.exists() => return Err(ConfigError::Missing(f.to_owned())),
+            Some(f) => fig = fig.merge(Toml::file(f)),
+            None => fig = fig.merge(Toml::file("changetrail.toml")),
+        }
+        fig = fig.merge(
+            Env::prefixed("CHANGETRAIL_")
+                .split("__")
+                .ignore(&["config"]),
+        );
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The built-in defaults alone (tests and benchmarks start from these).
+    pub fn defaults() -> Config {
+        Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .unwrap_or_else(|e| panic!("embedded defaults.toml is invalid: {e}"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.ledger;
+        if l.checkpoint_every == 0 {
+            return Err(ConfigError::Invalid(
+                "ledger.checkpoint_every must be at least 1".into(),
+            ));
+        }
+        if l.queue_capacity == 0 || l.batch_max_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "ledger.queue_capacity and ledger.batch_max_entries must be at least 1".into(),
+            ));
+        }
+        if l.checkpoint_interval.is_zero() || l.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ledger.checkpoint_interval and ledger.heartbeat_interval must be positive".into(),
+            ));
+        }
+        if !l.origin.is_empty() {
+            crate::core::keys::Origin::parse(&l.origin)
+                .map_err(|e| ConfigError::Invalid(format!("ledger.origin: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn storage_options(&self) -> crate::storage::StorageOptions {
+        crate::storage::StorageOptions {
+            sqlite_synchronous_full: self.storage.sqlite_synchronous == SqliteSynchronous::Full,
+            max_connections: self.storage.max_connections.max(2),
+        }
+    }
+
+    pub fn sequencer(&self) -> crate::pipeline::SequencerConfig {
+        crate::pipeline::SequencerConfig {
+            queue_capacity: self.ledger.queue_capacity,
+            batch_max_entries: self.ledger.batch_max_entries,
+            checkpoint_interval: self.ledger.checkpoint_interval,
+            heartbeat_interval: self.ledger.heartbeat_interval,
+            tick: Duration::from_secs(1).min(self.ledger.checkpoint_interval),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_secret_does_not_print() {
+        let mut c = Config::defaults();
+        assert_eq!(c.ledger.checkpoint_every, 1000);
+        c.ledger.signing_key = Secret("PRIVATE+KEY+x".into());
+        let shown = format!("{c:?} {}", toml_like(&c));
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+    }
+
+    fn toml_like(c: &Config) -> String {
+        serde_json::to_string(c).unwrap()
+    }
+}

@@ -1,0 +1,8 @@
+//! The write path: a bounded queue in front of one sequencer task per process, which batches
+//! appends through the ledger writer and answers each caller only after the commit.
+
+pub mod sequencer;
+pub mod writer;
+
+pub use sequencer::{Appender, SequencerConfig, spawn_sequencer};
+pub use writer::{AppendError, Appended, KeySource, LedgerWriter, now_ns, random_bytes};

@@ -1,0 +1,443 @@
+//! The ledger writer: every append is one transaction under the head lock — build (chain, commit,
+//! sign on all cores), insert, maybe checkpoint (only if consistent with the previous one), commit.
+//! Used by the sequencer task and by the CLI commands that append (rotate, erase, checkpoint).
+
+use crate::core::batch::{
+    self, BatchError, BuildTimings, BuiltBatch, CheckpointRefused, Draft, DraftError, Head,
+};
+use crate::core::entry::{ErasurePayload, kinds};
+use crate::core::hash::Hash;
+use crate::core::keys::{KeyId, LedgerKey};
+use crate::core::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
+use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock nanoseconds since the epoch: the time the sequencer stamps on entries.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Fresh random bytes (salts, key seeds, token secrets) from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The OS generator failing leaves no safe fallback: salts and keys must be unpredictable.
+    if let Err(e) = getrandom::fill(&mut b) {
+        panic!("the operating system's random generator failed: {e}");
+    }
+    b
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Draft(#[from] DraftError),
+    #[error("checkpoint refused: {0}")]
+    CheckpointRefused(#[from] CheckpointRefused),
+    #[error(
+        "the ledger has not been created yet (run `changetrail serve` or `changetrail migrate` first)"
+    )]
+    NoLedger,
+    #[error("ledger {ledger} already exists; this key is for {ours}")]
+    OtherLedger { ledger: String, ours: String },
+    #[error("cannot erase entry {0}: {1}")]
+    Erase(u64, String),
+    #[error("the signing key cannot be reloaded: {0}")]
+    KeyReload(String),
+    #[error("the sequencer is not running")]
+    Stopped,
+    #[error("the append queue is full")]
+    Overloaded,
+}
+
+impl AppendError {
+    /// True when trying again later may succeed (the client should get a retryable answer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AppendError::Storage(e) => e.is_transient(),
+            AppendError::Overloaded | AppendError::Stopped => true,
+            _ => false,
+        }
+    }
+}
+
+/// Cumulative cost counters, read by the benchmark and by /metrics later.
+#[derive(Debug, Default)]
+pub struct WriterMetrics {
+    pub entries: AtomicU64,
+    pub batches: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub encode_ns: AtomicU64,
+    pub hash_ns: AtomicU64,
+    pub sign_ns: AtomicU64,
+    /// Inserts, head update, checkpoint and commit: everything but building the batch.
+    pub storage_ns: AtomicU64,
+}
+
+impl WriterMetrics {
+    fn build_ns(&self) -> u64 {
+        self.encode_ns.load(Ordering::Relaxed)
+            + self.hash_ns.load(Ordering::Relaxed)
+            + self.sign_ns.load(Ordering::Relaxed)
+    }
+
+    /// Build time added since `before` (a `build_ns` reading). Under the single sequencer only
+    /// one append runs at a time, so this is this transaction's own build time.
+    fn build_ns_since(&self, before: &u64) -> u64 {
+        self.build_ns().saturating_sub(*before)
+    }
+}
+
+/// Where the signing key comes from, so a rotation made by another process can be picked up.
+pub trait KeySource: Send + Sync {
+    /// Returns the key with `wanted` id if this source can provide it now.
+    fn load(&self, wanted: KeyId) -> Result<LedgerKey, String>;
+}
+
+/// What one append transaction does besides appending drafts.
+enum Work<'a> {
+    Drafts(&'a [Draft]),
+    Rotate(Arc<LedgerKey>),
+    Erase {
+        seq: u64,
+        reason: String,
+        requested_by: String,
+    },
+    Checkpoint,
+}
+
+pub struct LedgerWriter {
+    store: Store,
+    key: RwLock<Arc<LedgerKey>>,
+    key_source: Option<Box<dyn KeySource>>,
+    checkpoint_every: u64,
+    software: String,
+    pub metrics: WriterMetrics,
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seqs: Vec<u64>,
+    pub checkpoint: Option<u64>,
+}
+
+impl LedgerWriter {
+    pub fn new(
+        store: Store,
+        key: LedgerKey,
+        key_source: Option<Box<dyn KeySource>>,
+        checkpoint_every: u64,
+    ) -> LedgerWriter {
+        LedgerWriter {
+            store,
+            key: RwLock::new(Arc::new(key)),
+            key_source,
+            checkpoint_every: checkpoint_every.max(1),
+            software: format!("changetrail {}", env!("CARGO_PKG_VERSION")),
+            metrics: WriterMetrics::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn key(&self) -> Arc<LedgerKey> {
+        match self.key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_key(&self, key: LedgerKey) {
+        let mut guard = match self.key.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(key);
+    }
+
+    /// Creates the ledger (entry 0 `ledger.created` and a first checkpoint) unless it exists.
+    /// Safe when several processes start at once: creation happens under the writer lock.
+    pub async fn ensure_ledger(&self) -> Result<HeadRow, AppendError> {
+        let key = self.key();
+        let mut tx = self.store.begin_append().await?;
+        if let Some(existing) = tx.lock_head().await? {
+            if &existing.head.origin != key.origin() {
+                return Err(AppendError::OtherLedger {
+                    ledger: existing.head.origin.to_string(),
+                    ours: key.origin().to_string(),
+                });
+            }
+            return Ok(existing);
+        }
+        let now = now_ns();
+        let head = Head::empty(key.origin().clone(), key.key_id());
+        let draft = batch::genesis_draft(&key, &self.software)?;
+        let built = self.build(&head, vec![draft], now, key.clone()).await?;
+        tx.insert_batch(&built).await?;
+        tx.insert_key(&KeyRow {
+            key_id: key.key_id().to_hex(),
+            vkey: key.vkey().to_string(),
+            from_seq: 0,
+            rotation_seq: None,
+        })
+        .await?;
+        let mut row = HeadRow {
+            head: built.head,
+            checkpoint_size: 0,
+            checkpoint_time_ns: now,
+        };
+        self.checkpoint_in(&mut tx, &mut row, &key, now).await?;
+        tx.write_head(&row, true).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Appends drafts in one transaction; a checkpoint follows every `checkpoint_every` entries.
+    pub async fn append(&self, drafts: &[Draft]) -> Result<Appended, AppendError> {
+        self.run(Work::Drafts(drafts)).await
+    }
+
+    /// Signs a checkpoint of everything appended so far, if anything is uncovered.
+    pub async fn checkpoint(&self) -> Result<Appended, AppendError> {
+        self.run(Work::Checkpoint).await
+    }
+
+    /// Appends a `heartbeat` entry and a checkpoint covering it.
+    pub async fn heartbeat(&self) -> Result<Appended, AppendError> {
+        let d = Draft::of(
+            kinds::HEARTBEAT,
+            "",
+            &serde_json::json!({ "reason": "idle" }),
+        )?;
+        let mut a = self.append(&[d]).await?;
+        if a.checkpoint.is_none() {
+            a.checkpoint = self.checkpoint().await?.checkpoint;
+        }
+        Ok(a)
+    }
+
+    /// Appends `key.rotated` (signed by the current key, counter-signed by `new_key`); every
+    /// later entry and checkpoint is signed by `new_key`.
+    pub async fn rotate(&self, new_key: LedgerKey) -> Result<Appended, AppendError> {
+        let new_key = Arc::new(new_key);
+        let out = self.run(Work::Rotate(new_key.clone())).await?;
+        if let Ok(k) = Arc::try_unwrap(new_key) {
+            self.set_key(k);
+        }
+        Ok(out)
+    }
+
+    /// Erases the payload and salt of entry `seq` and logs it with a `payload.erased` entry.
+    pub async fn erase(
+        &self,
+        seq: u64,
+        reason: &str,
+        requested_by: &str,
+    ) -> Result<Appended, AppendError> {
+        self.run(Work::Erase {
+            seq,
+            reason: reason.to_owned(),
+            requested_by: requested_by.to_owned(),
+        })
+        .await
+    }
+
+    async fn run(&self, work: Work<'_>) -> Result<Appended, AppendError> {
+        // Retry once after reloading the key if another process rotated it meanwhile.
+        let mut reloaded = false;
+        loop {
+            match self.run_once(&work).await {
+                Err(AppendError::Batch(BatchError::KeyMismatch { ledger, .. })) if !reloaded => {
+                    reloaded = true;
+                    let source = self.key_source.as_ref().ok_or_else(|| {
+                        AppendError::KeyReload(format!(
+                            "the ledger is now signed by key {ledger}; restart with that key"
+                        ))
+                    })?;
+                    let key = source.load(ledger).map_err(AppendError::KeyReload)?;
+                    tracing::warn!(key_id = %ledger, "The ledger key was rotated elsewhere; reloaded it.");
+                    self.set_key(key);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(&self, work: &Work<'_>) -> Result<Appended, AppendError> {
+        let key = self.key();
+        let started = Instant::now();
+        let build_before = self.metrics.build_ns();
+        let mut tx = self.store.begin_append().await?;
+        let mut row = tx.lock_head().await?.ok_or(AppendError::NoLedger)?;
+        let now = now_ns();
+        let own: Vec<Draft>;
+        let drafts: &[Draft] = match work {
+            Work::Drafts(d) => d,
+            Work::Checkpoint => &[],
+            Work::Rotate(new_key) => {
+                own = vec![batch::rotation_draft(new_key, row.head.size)?];
+                &own
+            }
+            Work::Erase {
+                seq,
+                reason,
+                requested_by,
+            } => {
+                let (kind, has_payload) = tx
+                    .entry_kind(*seq)
+                    .await?
+                    .ok_or_else(|| AppendError::Erase(*seq, "no such entry".into()))?;
+                if [
+                    kinds::LEDGER_CREATED,
+                    kinds::KEY_ROTATED,
+                    kinds::PAYLOAD_ERASED,
+                ]
+                .contains(&kind.as_str())
+                {
+                    return Err(AppendError::Erase(
+                        *seq,
+                        format!(
+                            "{kind} entries carry no personal data and are needed to verify the ledger"
+                        ),
+                    ));
+                }
+                if !has_payload {
+                    return Err(AppendError::Erase(
+                        *seq,
+                        "its payload is already erased".into(),
+                    ));
+                }
+                let p = ErasurePayload {
+                    erased_seq: *seq,
+                    reason: reason.clone(),
+                    requested_by: requested_by.clone(),
+                };
+                own = vec![Draft::of(kinds::PAYLOAD_ERASED, "", &p)?];
+                &own
+            }
+        };
+        let mut seqs = Vec::new();
+        if !drafts.is_empty() {
+            let built = self
+                .build(&row.head, drafts.to_vec(), now, key.clone())
+                .await?;
+            seqs = built.entries.iter().map(|e| e.seq).collect();
+            tx.insert_batch(&built).await?;
+            row.head = built.head;
+        }
+        let mut force_checkpoint = matches!(work, Work::Checkpoint);
+        let mut signer = key.clone();
+        match work {
+            Work::Rotate(new_key) => {
+                let seq = seqs.first().copied().unwrap_or_default();
+                tx.insert_key(&KeyRow {
+                    key_id: new_key.key_id().to_hex(),
+                    vkey: new_key.vkey().to_string(),
+                    from_seq: seq + 1,
+                    rotation_seq: Some(seq),
+                })
+                .await?;
+                row.head.key_id = new_key.key_id();
+                signer = new_key.clone();
+                force_checkpoint = true;
+            }
+            Work::Erase { seq, .. } => {
+                let erasure_seq = seqs.first().copied().unwrap_or_default();
+                tx.erase_payload(*seq, erasure_seq).await?;
+                force_checkpoint = true;
+            }
+            _ => {}
+        }
+        let due = row.head.size >= row.checkpoint_size + self.checkpoint_every;
+        let mut checkpoint = None;
+        if (force_checkpoint || due) && row.head.size > row.checkpoint_size {
+            checkpoint = Some(self.checkpoint_in(&mut tx, &mut row, &signer, now).await?);
+        }
+        if !seqs.is_empty() || checkpoint.is_some() {
+            tx.write_head(&row, false).await?;
+        }
+        tx.commit().await?;
+        let m = &self.metrics;
+        // Storage time is what the transaction took beyond building the batch.
+        let total = started.elapsed().as_nanos() as u64;
+        let built_ns = m.build_ns_since(&build_before);
+        m.storage_ns
+            .fetch_add(total.saturating_sub(built_ns), Ordering::Relaxed);
+        m.entries.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        m.batches.fetch_add(1, Ordering::Relaxed);
+        Ok(Appended { seqs, checkpoint })
+    }
+
+    async fn build(
+        &self,
+        head: &Head,
+        drafts: Vec<Draft>,
+        now: i64,
+        key: Arc<LedgerKey>,
+    ) -> Result<BuiltBatch, AppendError> {
+        let salts: Vec<[u8; 32]> = (0..drafts.len()).map(|_| random_bytes()).collect();
+        let head = head.clone();
+        let epoch = Instant::now();
+        let (built, timings): (BuiltBatch, BuildTimings) = tokio::task::spawn_blocking(move || {
+            let clock = || epoch.elapsed().as_nanos() as u64;
+            batch::build_batch(&head, &drafts, salts, now, &key, &clock)
+        })
+        .await
+        .map_err(|e| AppendError::KeyReload(format!("batch builder failed: {e}")))??;
+        let m = &self.metrics;
+        m.encode_ns.fetch_add(timings.encode_ns, Ordering::Relaxed);
+        m.hash_ns.fetch_add(timings.hash_ns, Ordering::Relaxed);
+        m.sign_ns.fetch_add(timings.sign_ns, Ordering::Relaxed);
+        Ok(built)
+    }
+
+    /// Signs and stores a checkpoint of `row.head` inside `tx`, after proving it consistent with
+    /// the previous checkpoint from the stored tree.
+    async fn checkpoint_in(
+        &self,
+        tx: &mut AppendTx,
+        row: &mut HeadRow,
+        key: &LedgerKey,
+        now: i64,
+    ) -> Result<u64, AppendError> {
+        let previous = tx.latest_checkpoint().await?;
+        let mut proof: Vec<Hash> = Vec::new();
+        if let Some(prev) = &previous
+            && prev.size > 0
+            && prev.size < row.head.size
+        {
+            for r in consistency_ranges(prev.size, row.head.size).unwrap_or_default() {
+                let hashes = tx.nodes(&perfect_nodes(r)).await?;
+                proof.extend(fold_nodes(&hashes));
+            }
+        }
+        let (cp, note) = batch::sign_checkpoint(
+            &row.head,
+            key,
+            previous.as_ref().map(|p| p.note.as_str()),
+            &proof,
+        )?;
+        tx.insert_checkpoint(&CheckpointRow {
+            size: cp.size,
+            root: cp.root,
+            note,
+            key_id: key.key_id().to_hex(),
+            created_ns: now,
+        })
+        .await?;
+        row.checkpoint_size = cp.size;
+        row.checkpoint_time_ns = now;
+        self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(cp.size)
+    }
+}

@@ -1,0 +1,133 @@
+//! Building the service: storage, key, ledger, sequencer and listeners, bound before anything is
+//! served so tests can ask for port 0 and read the real port back.
+
+use crate::api::{self, AppState};
+use crate::auth::{self, Role};
+use crate::config::Config;
+use crate::keyfile;
+use crate::pipeline::{Appender, LedgerWriter, now_ns, spawn_sequencer};
+use crate::storage::Store;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for the sequencer to drain before giving up.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct App {
+    pub http_addr: SocketAddr,
+    /// The bootstrap admin token, when this start created it (shown once, never stored).
+    pub bootstrap_token: Option<String>,
+    pub writer: Arc<LedgerWriter>,
+    pub appender: Appender,
+    pub store: Store,
+    shutdown: CancellationToken,
+    listener: TcpListener,
+    router: axum::Router,
+    sequencer: tokio::task::JoinHandle<()>,
+}
+
+/// Connects, migrates, loads (or on a fresh ledger generates) the key and creates the ledger.
+pub async fn open_ledger(
+    cfg: &Config,
+    allow_generate: bool,
+) -> anyhow::Result<(Store, Arc<LedgerWriter>)> {
+    let store = Store::connect(&cfg.database_url, &cfg.storage_options())
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&cfg.database_url)))?;
+    store.migrate().await.context("cannot apply migrations")?;
+    let head = store.head().await?;
+    let loaded = keyfile::load_signing_key(&cfg.ledger, head.as_ref(), allow_generate)?;
+    let writer = Arc::new(LedgerWriter::new(
+        store.clone(),
+        loaded.key,
+        loaded.source,
+        cfg.ledger.checkpoint_every,
+    ));
+    let row = writer.ensure_ledger().await?;
+    if head.is_none() {
+        tracing::info!(origin = %row.head.origin, vkey = %writer.key().vkey(), "Created a new ledger.");
+    }
+    // Entries left uncovered by an earlier run that stopped abruptly get their checkpoint now.
+    if row.head.size > row.checkpoint_size {
+        let uncovered = row.head.size - row.checkpoint_size;
+        writer.checkpoint().await?;
+        tracing::info!(
+            uncovered,
+            size = row.head.size,
+            "Signed a checkpoint over entries an earlier run left uncovered."
+        );
+    }
+    Ok((store, writer))
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db` for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl App {
+    pub async fn build(cfg: Config) -> anyhow::Result<App> {
+        let (store, writer) = open_ledger(&cfg, true).await?;
+        let bootstrap_token = if store.tokens().await?.is_empty() {
+            let (row, token) = auth::issue("bootstrap", Role::Admin, now_ns());
+            store.insert_token(&row).await?;
+            Some(token)
+        } else {
+            None
+        };
+        let shutdown = CancellationToken::new();
+        let (appender, sequencer) =
+            spawn_sequencer(writer.clone(), cfg.sequencer(), shutdown.child_token());
+        let listener = TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let router = api::router(AppState::new(store.clone(), Some(appender.clone())));
+        Ok(App {
+            http_addr,
+            bootstrap_token,
+            writer,
+            appender,
+            store,
+            shutdown,
+            listener,
+            router,
+            sequencer,
+        })
+    }
+
+    /// Cancelling this token stops the service: listeners first, then the queue drains.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let stop = self.shutdown.clone();
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        server.await.context("HTTP server failed")?;
+        // Listeners are closed; let the sequencer commit what it accepted.
+        self.shutdown.cancel();
+        if tokio::time::timeout(DRAIN_DEADLINE, self.sequencer)
+            .await
+            .is_err()
+        {
+            tracing::error!("The sequencer did not drain within {DRAIN_DEADLINE:?}.");
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}

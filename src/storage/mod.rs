@@ -1,0 +1,621 @@
+//! Storage: one set of queries over SQLite (the embedded default) and PostgreSQL.
+//!
+//! Every query is written once with `$n` placeholders (SQLite accepts them too) and runs on either
+//! pool through `on_pool!`/`on_tx!`; only locking differs. Rows become core types here, so nothing
+//! above this module sees a database type.
+
+use crate::core::batch::{BuiltBatch, Head};
+use crate::core::hash::Hash;
+use crate::core::keys::{KeyId, Origin};
+use crate::core::merkle::{CompactRange, NodeId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Rows per multi-row INSERT: well under both backends' bind-parameter limits.
+const INSERT_CHUNK: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    Url(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StorageError {
+    /// Errors worth retrying: connection trouble, lock timeouts, serialization failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Db(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(d) => {
+                    let code = d.code().unwrap_or_default();
+                    // SQLITE_BUSY / SQLITE_LOCKED; PostgreSQL serialization, deadlock, admin shutdown.
+                    matches!(
+                        code.as_ref(),
+                        "5" | "6" | "517" | "40001" | "40P01" | "57P01"
+                    )
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// SQLite `synchronous`: FULL makes every acknowledged commit survive power loss.
+    pub sqlite_synchronous_full: bool,
+    pub max_connections: u32,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            sqlite_synchronous_full: true,
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs the same body against whichever transaction is open (`$conn` is the connection).
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            AppendTx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            AppendTx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// The head row: the core head plus when the last checkpoint was signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadRow {
+    pub head: Head,
+    pub checkpoint_size: u64,
+    pub checkpoint_time_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    pub seq: u64,
+    pub entry: Vec<u8>,
+    pub sig: Vec<u8>,
+    pub leaf_hash: Hash,
+    pub time_ns: i64,
+    pub kind: String,
+    pub subject: String,
+    pub salt: Option<Vec<u8>>,
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub size: u64,
+    pub root: Hash,
+    pub note: String,
+    pub key_id: String,
+    pub created_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRow {
+    pub key_id: String,
+    pub vkey: String,
+    pub from_seq: u64,
+    pub rotation_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub secret_hash: Vec<u8>,
+    pub created_ns: i64,
+    pub revoked_ns: Option<i64>,
+}
+
+type EntryTuple = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    i64,
+    String,
+    String,
+    Option<Vec<u8>>,
+    Option<String>,
+);
+type HeadTuple = (String, i64, Vec<u8>, i64, Vec<u8>, String, i64, i64);
+type CheckpointTuple = (i64, Vec<u8>, String, String, i64);
+type TokenTuple = (String, String, String, Vec<u8>, i64, Option<i64>);
+
+fn u(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative {what}: {v}")))
+}
+
+fn i(v: u64) -> i64 {
+    // Sequence numbers and sizes stay far below 2^63; saturate rather than wrap if not.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn hash(v: &[u8], what: &str) -> Result<Hash> {
+    Hash::from_slice(v).ok_or_else(|| StorageError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn entry_row(t: EntryTuple) -> Result<EntryRow> {
+    Ok(EntryRow {
+        seq: u(t.0, "seq")?,
+        entry: t.1,
+        sig: t.2,
+        leaf_hash: hash(&t.3, "leaf hash")?,
+        time_ns: t.4,
+        kind: t.5,
+        subject: t.6,
+        salt: t.7,
+        payload: t.8,
+    })
+}
+
+fn head_row(t: HeadTuple) -> Result<HeadRow> {
+    let origin = Origin::parse(&t.0).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+    let size = u(t.1, "size")?;
+    let peaks =
+        t.4.chunks(32)
+            .map(|c| hash(c, "frontier peak"))
+            .collect::<Result<Vec<_>>>()?;
+    let range = CompactRange::from_peaks(size, peaks)
+        .ok_or_else(|| StorageError::Corrupt("frontier does not match the head size".into()))?;
+    let key_id = KeyId::parse_hex(&t.5)
+        .ok_or_else(|| StorageError::Corrupt("head key id is not hex".into()))?;
+    Ok(HeadRow {
+        head: Head {
+            origin,
+            size,
+            last_leaf: hash(&t.2, "last leaf")?,
+            last_time_ns: t.3,
+            range,
+            key_id,
+        },
+        checkpoint_size: u(t.6, "checkpoint size")?,
+        checkpoint_time_ns: t.7,
+    })
+}
+
+fn checkpoint_row(t: CheckpointTuple) -> Result<CheckpointRow> {
+    Ok(CheckpointRow {
+        size: u(t.0, "checkpoint size")?,
+        root: hash(&t.1, "checkpoint root")?,
+        note: t.2,
+        key_id: t.3,
+        created_ns: t.4,
+    })
+}
+
+fn token_row(t: TokenTuple) -> TokenRow {
+    TokenRow {
+        id: t.0,
+        name: t.1,
+        role: t.2,
+        secret_hash: t.3,
+        created_ns: t.4,
+        revoked_ns: t.5,
+    }
+}
+
+const ENTRY_COLUMNS: &str = "SELECT e.seq, e.entry, e.sig, e.leaf_hash, e.time_ns, e.kind, e.subject, p.salt, p.payload \
+     FROM entries e LEFT JOIN payloads p ON p.seq = e.seq";
+const HEAD_COLUMNS: &str = "SELECT origin, size, last_leaf, last_time_ns, frontier, key_id, checkpoint_size, checkpoint_time_ns FROM ledger_head WHERE id = 1";
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing, WAL) or `postgres://…`.
+    pub async fn connect(url: &str, opts: &StorageOptions) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            let o = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(if opts.sqlite_synchronous_full {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
+                // Another process (a CLI command, a second server) may hold the write lock briefly.
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .connect_with(o)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let o = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(o)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StorageError::Url(url.chars().take(40).collect()))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Store::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn head(&self) -> Result<Option<HeadRow>> {
+        let t: Option<HeadTuple> =
+            on_pool!(self, p => sqlx::query_as(HEAD_COLUMNS).fetch_optional(p).await)?;
+        t.map(head_row).transpose()
+    }
+
+    /// Entries with `seq >= from`, in order, at most `limit`, with their payloads if not erased.
+    pub async fn entries(&self, from: u64, limit: u64) -> Result<Vec<EntryRow>> {
+        let sql = const_format(ENTRY_COLUMNS, " WHERE e.seq >= $1 ORDER BY e.seq LIMIT $2");
+        let rows: Vec<EntryTuple> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(i(from))
+            .bind(i(limit))
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter().map(entry_row).collect()
+    }
+
+    pub async fn entry(&self, seq: u64) -> Result<Option<EntryRow>> {
+        let sql = const_format(ENTRY_COLUMNS, " WHERE e.seq = $1");
+        let row: Option<EntryTuple> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(i(seq))
+            .fetch_optional(p)
+            .await)?;
+        row.map(entry_row).transpose()
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>> {
+        let t: Option<CheckpointTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT size, root, note, key_id, created_ns FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(p)
+            .await)?;
+        t.map(checkpoint_row).transpose()
+    }
+
+    /// Checkpoints with `lo < size <= hi`, ascending.
+    pub async fn checkpoints_between(&self, lo: u64, hi: u64) -> Result<Vec<CheckpointRow>> {
+        let rows: Vec<CheckpointTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT size, root, note, key_id, created_ns FROM checkpoints WHERE size > $1 AND size <= $2 ORDER BY size")
+            .bind(i(lo))
+            .bind(i(hi))
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter().map(checkpoint_row).collect()
+    }
+
+    /// The smallest checkpoint of at least `size` entries.
+    pub async fn checkpoint_covering(&self, size: u64) -> Result<Option<CheckpointRow>> {
+        let t: Option<CheckpointTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT size, root, note, key_id, created_ns FROM checkpoints WHERE size >= $1 ORDER BY size LIMIT 1")
+            .bind(i(size))
+            .fetch_optional(p)
+            .await)?;
+        t.map(checkpoint_row).transpose()
+    }
+
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<CheckpointRow>> {
+        let t: Option<CheckpointTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT size, root, note, key_id, created_ns FROM checkpoints WHERE size = $1")
+            .bind(i(size))
+            .fetch_optional(p)
+            .await)?;
+        t.map(checkpoint_row).transpose()
+    }
+
+    pub async fn keys(&self) -> Result<Vec<KeyRow>> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT key_id, vkey, from_seq, rotation_seq FROM signing_keys ORDER BY from_seq")
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(KeyRow {
+                    key_id: r.0,
+                    vkey: r.1,
+                    from_seq: u(r.2, "from_seq")?,
+                    rotation_seq: r.3.map(|s| u(s, "rotation_seq")).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Hashes of perfect subtrees, in the order asked; an absent node is corruption.
+    pub async fn nodes(&self, ids: &[NodeId]) -> Result<Vec<Hash>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let h: Option<(Vec<u8>,)> = if id.level == 0 {
+                on_pool!(self, p => sqlx::query_as("SELECT leaf_hash FROM entries WHERE seq = $1")
+                    .bind(i(id.idx)).fetch_optional(p).await)?
+            } else {
+                on_pool!(self, p => sqlx::query_as("SELECT hash FROM tree_nodes WHERE level = $1 AND idx = $2")
+                    .bind(i32::from(id.level)).bind(i(id.idx)).fetch_optional(p).await)?
+            };
+            let h = h.ok_or_else(|| {
+                StorageError::Corrupt(format!("tree node {}/{} is missing", id.level, id.idx))
+            })?;
+            out.push(hash(&h.0, "tree node")?);
+        }
+        Ok(out)
+    }
+
+    // --- tokens (not part of the ledger: revocation updates a row) ---
+
+    pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, secret_hash, created_ns, revoked_ns) VALUES ($1, $2, $3, $4, $5, NULL)")
+            .bind(&t.id).bind(&t.name).bind(&t.role).bind(&t.secret_hash).bind(t.created_ns)
+            .execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
+        let t: Option<TokenTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, name, role, secret_hash, created_ns, revoked_ns FROM api_tokens WHERE id = $1")
+            .bind(id).fetch_optional(p).await)?;
+        Ok(t.map(token_row))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows: Vec<TokenTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, name, role, secret_hash, created_ns, revoked_ns FROM api_tokens ORDER BY created_ns, id")
+            .fetch_all(p).await)?;
+        Ok(rows.into_iter().map(token_row).collect())
+    }
+
+    /// Marks a token revoked; false if no active token has that id.
+    pub async fn revoke_token(&self, id: &str, now_ns: i64) -> Result<bool> {
+        let n = on_pool!(self, p => sqlx::query(
+            "UPDATE api_tokens SET revoked_ns = $1 WHERE id = $2 AND revoked_ns IS NULL")
+            .bind(now_ns).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Begins the one kind of write transaction the ledger has. SQLite takes the write lock up
+    /// front (`BEGIN IMMEDIATE`); PostgreSQL locks the head row in `lock_head`.
+    pub async fn begin_append(&self) -> Result<AppendTx> {
+        Ok(match self {
+            Store::Sqlite(p) => AppendTx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(p) => AppendTx::Postgres(p.begin().await?),
+        })
+    }
+}
+
+fn const_format(a: &str, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + b.len());
+    s.push_str(a);
+    s.push_str(b);
+    s
+}
+
+/// An open append transaction. Everything the sequencer writes for a batch goes through one.
+pub enum AppendTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl AppendTx {
+    /// Reads the head under the writer lock; `None` for a ledger not yet created. On PostgreSQL
+    /// this serialises every process appending to the same database.
+    pub async fn lock_head(&mut self) -> Result<Option<HeadRow>> {
+        let t: Option<HeadTuple> = match self {
+            AppendTx::Sqlite(tx) => {
+                sqlx::query_as(HEAD_COLUMNS)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            AppendTx::Postgres(tx) => {
+                // Creating a ledger has no row to lock yet: an advisory lock covers that case.
+                sqlx::query("SELECT pg_advisory_xact_lock(7262001)")
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query_as(sqlx::AssertSqlSafe(const_format(
+                    HEAD_COLUMNS,
+                    " FOR UPDATE",
+                )))
+                .fetch_optional(&mut **tx)
+                .await?
+            }
+        };
+        t.map(head_row).transpose()
+    }
+
+    pub async fn insert_batch(&mut self, batch: &BuiltBatch) -> Result<()> {
+        for chunk in batch.entries.chunks(INSERT_CHUNK) {
+            on_tx!(self, c => {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO entries (seq, entry, sig, leaf_hash, time_ns, kind, subject) ");
+                q.push_values(chunk, |mut b, e| {
+                    b.push_bind(i(e.seq))
+                        .push_bind(&e.bytes)
+                        .push_bind(&e.sig[..])
+                        .push_bind(&e.leaf.0[..])
+                        .push_bind(e.time_ns)
+                        .push_bind(&e.kind)
+                        .push_bind(&e.subject);
+                });
+                q.build().execute(&mut *c).await?;
+                let mut q = QueryBuilder::new("INSERT INTO payloads (seq, salt, payload) ");
+                q.push_values(chunk, |mut b, e| {
+                    b.push_bind(i(e.seq)).push_bind(&e.salt[..]).push_bind(&e.payload);
+                });
+                q.build().execute(&mut *c).await?;
+            });
+        }
+        for chunk in batch.nodes.chunks(INSERT_CHUNK) {
+            on_tx!(self, c => {
+                let mut q = QueryBuilder::new("INSERT INTO tree_nodes (level, idx, hash) ");
+                q.push_values(chunk, |mut b, (id, h)| {
+                    b.push_bind(i32::from(id.level)).push_bind(i(id.idx)).push_bind(&h.0[..]);
+                });
+                q.build().execute(&mut *c).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the head row (insert on creation, update afterwards).
+    pub async fn write_head(&mut self, row: &HeadRow, create: bool) -> Result<()> {
+        let h = &row.head;
+        let frontier: Vec<u8> = h.range.peaks().iter().flat_map(|p| p.0).collect();
+        let sql = if create {
+            "INSERT INTO ledger_head (origin, size, last_leaf, last_time_ns, frontier, key_id, checkpoint_size, checkpoint_time_ns, id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
+        } else {
+            "UPDATE ledger_head SET origin = $1, size = $2, last_leaf = $3, last_time_ns = $4, frontier = $5, \
+             key_id = $6, checkpoint_size = $7, checkpoint_time_ns = $8 WHERE id = 1"
+        };
+        on_tx!(self, c => sqlx::query(sql)
+            .bind(h.origin.as_str())
+            .bind(i(h.size))
+            .bind(&h.last_leaf.0[..])
+            .bind(h.last_time_ns)
+            .bind(&frontier)
+            .bind(h.key_id.to_hex())
+            .bind(i(row.checkpoint_size))
+            .bind(row.checkpoint_time_ns)
+            .execute(c).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn latest_checkpoint(&mut self) -> Result<Option<CheckpointRow>> {
+        let t: Option<CheckpointTuple> = on_tx!(self, c => sqlx::query_as(
+            "SELECT size, root, note, key_id, created_ns FROM checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(c).await)?;
+        t.map(checkpoint_row).transpose()
+    }
+
+    pub async fn insert_checkpoint(&mut self, cp: &CheckpointRow) -> Result<()> {
+        on_tx!(self, c => sqlx::query(
+            "INSERT INTO checkpoints (size, root, note, key_id, created_ns) VALUES ($1, $2, $3, $4, $5)")
+            .bind(i(cp.size)).bind(&cp.root.0[..]).bind(&cp.note).bind(&cp.key_id).bind(cp.created_ns)
+            .execute(c).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Node hashes as this transaction sees them (including rows it has just inserted).
+    pub async fn nodes(&mut self, ids: &[NodeId]) -> Result<Vec<Hash>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let h: Option<(Vec<u8>,)> = if id.level == 0 {
+                on_tx!(self, c => sqlx::query_as("SELECT leaf_hash FROM entries WHERE seq = $1")
+                    .bind(i(id.idx)).fetch_optional(c).await)?
+            } else {
+                on_tx!(self, c => sqlx::query_as("SELECT hash FROM tree_nodes WHERE level = $1 AND idx = $2")
+                    .bind(i32::from(id.level)).bind(i(id.idx)).fetch_optional(c).await)?
+            };
+            let h = h.ok_or_else(|| {
+                StorageError::Corrupt(format!("tree node {}/{} is missing", id.level, id.idx))
+            })?;
+            out.push(hash(&h.0, "tree node")?);
+        }
+        Ok(out)
+    }
+
+    pub async fn insert_key(&mut self, k: &KeyRow) -> Result<()> {
+        on_tx!(self, c => sqlx::query(
+            "INSERT INTO signing_keys (key_id, vkey, from_seq, rotation_seq) VALUES ($1, $2, $3, $4)")
+            .bind(&k.key_id).bind(&k.vkey).bind(i(k.from_seq)).bind(k.rotation_seq.map(i))
+            .execute(c).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The kind of entry `seq`, if it exists (erasure refuses some kinds).
+    pub async fn entry_kind(&mut self, seq: u64) -> Result<Option<(String, bool)>> {
+        let r: Option<(String, Option<i64>)> = on_tx!(self, c => sqlx::query_as(
+            "SELECT e.kind, p.seq FROM entries e LEFT JOIN payloads p ON p.seq = e.seq WHERE e.seq = $1")
+            .bind(i(seq)).fetch_optional(c).await)?;
+        Ok(r.map(|(k, p)| (k, p.is_some())))
+    }
+
+    /// Records the erasure of `seq` by entry `erasure_seq` and deletes its payload and salt.
+    pub async fn erase_payload(&mut self, seq: u64, erasure_seq: u64) -> Result<()> {
+        on_tx!(self, c => {
+            sqlx::query("INSERT INTO erasures (seq, erasure_seq) VALUES ($1, $2)")
+                .bind(i(seq)).bind(i(erasure_seq)).execute(&mut *c).await?;
+            sqlx::query("DELETE FROM payloads WHERE seq = $1").bind(i(seq)).execute(&mut *c).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            AppendTx::Sqlite(tx) => tx.commit().await?,
+            AppendTx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
