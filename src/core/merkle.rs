@@ -376,7 +376,8 @@ mod tests {
     fn perfect_nodes_fold_to_the_range_hash() {
         let all = leaves(64);
         for size in 1..=64u64 {
-            let mut ranges = Vec::from([0..size]);
+            let mut ranges = Vec::new();
+            ranges.push(0..size);
             for i in 0..size {
                 ranges.extend(inclusion_ranges(i, size).unwrap());
                 ranges.extend(consistency_ranges(i + 1, size).unwrap());
