@@ -168,6 +168,8 @@ pub struct Summary {
     pub newest: Option<VerifiedCheckpoint>,
     /// Largest size up to which every entry is covered by a verified checkpoint.
     pub covered_to: Option<u64>,
+    /// The keys in force, as (first seq, vkey), learned from pins and rotation entries.
+    pub keys: Vec<(u64, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -1078,6 +1080,7 @@ impl Verifier {
             }
             _ => None,
         };
+        self.summary.keys = self.keys.spans.iter().map(|(s, k)| (*s, k.to_string())).collect();
         let mut findings = self.findings.list;
         findings.sort_by_key(|f| {
             (
