@@ -7,7 +7,6 @@ use crate::core::bundle::Line;
 use crate::core::hash::Hash;
 use crate::core::keys::Vkey;
 use crate::core::verify::{Class, Options, Report, TrustedState, Verifier};
-use crate::export::{self, BundlePlan};
 use crate::pipeline::now_ns;
 use crate::storage::Store;
 use crate::util::{parse_rfc3339, rfc3339, rfc3339_now};
@@ -200,41 +199,10 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
                 now_ns: now,
                 threads: a.threads,
             };
-            let latest = store.latest_checkpoint().await?.map_or(0, |c| c.size);
-            let plan = BundlePlan {
-                start: 0,
-                end: latest,
-                extended_to_checkpoint: false,
-                uncovered: 0,
-                consistency_from: None,
-            };
-            let bar = progress(latest, json);
-            let mut rx = export::stream(store.clone(), plan, rfc3339_now());
-            let (tx, lines) = std::sync::mpsc::sync_channel::<String>(4096);
-            let verifying = tokio::task::spawn_blocking(move || {
-                let mut v = Verifier::new(opts);
-                for l in lines {
-                    if l.starts_with("{\"type\":\"entry\"") {
-                        bar.inc(1);
-                    }
-                    v.push_line(l.trim_end_matches('\n'));
-                }
-                bar.finish_and_clear();
-                v.finish()
-            });
-            while let Some(line) = rx.recv().await {
-                if tx.send(line?).is_err() {
-                    break;
-                }
-            }
-            drop(tx);
-            let report = verifying.await?;
+            let bar = progress(head.head.size, json);
+            let (report, tail) = crate::audit::verify_store(&store, opts, Some(bar)).await?;
             finish_state(a.state.as_deref(), state_file, origin.as_deref(), &report)?;
-            (
-                report,
-                crate::startup::redact_url(&cfg.database_url),
-                head.head.size.saturating_sub(latest),
-            )
+            (report, crate::startup::redact_url(&cfg.database_url), tail)
         }
     };
     if json {

@@ -85,7 +85,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn at_seq(class: Class, seq: u64, detail: impl Into<String>) -> Finding {
+    pub fn at_seq(class: Class, seq: u64, detail: impl Into<String>) -> Finding {
         Finding {
             class,
             seq: Some(seq),
@@ -96,7 +96,7 @@ impl Finding {
         }
     }
 
-    fn at_size(class: Class, size: u64, detail: impl Into<String>) -> Finding {
+    pub fn at_size(class: Class, size: u64, detail: impl Into<String>) -> Finding {
         Finding {
             class,
             seq: None,
@@ -107,7 +107,7 @@ impl Finding {
         }
     }
 
-    fn general(class: Class, detail: impl Into<String>) -> Finding {
+    pub fn general(class: Class, detail: impl Into<String>) -> Finding {
         Finding {
             class,
             seq: None,
@@ -118,7 +118,7 @@ impl Finding {
         }
     }
 
-    fn values(mut self, expected: impl ToString, actual: impl ToString) -> Finding {
+    pub fn values(mut self, expected: impl ToString, actual: impl ToString) -> Finding {
         self.expected = Some(expected.to_string());
         self.actual = Some(actual.to_string());
         self
@@ -186,6 +186,26 @@ pub struct Report {
 impl Report {
     pub fn has(&self, class: Class) -> bool {
         self.findings.iter().any(|f| f.class == class)
+    }
+
+    /// Adds findings from a further check (e.g. of stored data), updating the verdict.
+    pub fn add(&mut self, extra: Vec<Finding>) {
+        for f in extra {
+            self.exit_code = worse(self.exit_code, f.class.exit_code());
+            self.findings.push(f);
+        }
+        if self.exit_code != 0 {
+            self.new_state = None;
+        }
+    }
+}
+
+/// Combines exit codes: tampering (1) outranks incompleteness (2), which outranks success (0).
+fn worse(a: i32, b: i32) -> i32 {
+    match (a, b) {
+        (1, _) | (_, 1) => 1,
+        (2, _) | (_, 2) => 2,
+        _ => 0,
     }
 }
 
@@ -1066,11 +1086,7 @@ impl Verifier {
             .iter()
             .map(|f| f.class.exit_code())
             .chain(self.findings.suppressed.keys().map(|c| c.exit_code()))
-            .fold(0, |acc, c| match (acc, c) {
-                (1, _) | (_, 1) => 1,
-                (2, _) | (_, 2) => 2,
-                _ => 0,
-            });
+            .fold(0, worse);
         let new_state = match (&self.summary.newest, exit_code) {
             (Some(n), 0) if self.opts.state.as_ref().is_none_or(|s| s.size <= n.size) => {
                 Some(TrustedState {
@@ -1080,7 +1096,12 @@ impl Verifier {
             }
             _ => None,
         };
-        self.summary.keys = self.keys.spans.iter().map(|(s, k)| (*s, k.to_string())).collect();
+        self.summary.keys = self
+            .keys
+            .spans
+            .iter()
+            .map(|(s, k)| (*s, k.to_string()))
+            .collect();
         let mut findings = self.findings.list;
         findings.sort_by_key(|f| {
             (

@@ -412,6 +412,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Stored tree nodes (level ≥ 1) completed by leaves in `(lo, hi]`, in completion order:
+    /// by the end of their leaf range, then by level — the order `CompactRange::push` makes them.
+    pub async fn nodes_completed_between(&self, lo: u64, hi: u64) -> Result<Vec<(NodeId, Hash)>> {
+        let rows: Vec<(i32, i64, Vec<u8>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT level, idx, hash FROM tree_nodes \
+             WHERE ((idx + 1) << level) > $1 AND ((idx + 1) << level) <= $2 \
+             ORDER BY ((idx + 1) << level), level")
+            .bind(i(lo)).bind(i(hi)).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(level, idx, h)| {
+                let level = u8::try_from(level)
+                    .map_err(|_| StorageError::Corrupt(format!("tree node level {level}")))?;
+                Ok((
+                    NodeId {
+                        level,
+                        idx: u(idx, "node index")?,
+                    },
+                    hash(&h, "tree node")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Erasure records: (erased seq, the payload.erased entry's seq).
+    pub async fn erasures(&self) -> Result<Vec<(u64, u64)>> {
+        let rows: Vec<(i64, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT seq, erasure_seq FROM erasures ORDER BY seq").fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(a, b)| Ok((u(a, "seq")?, u(b, "erasure seq")?)))
+            .collect()
+    }
+
     // --- tokens (not part of the ledger: revocation updates a row) ---
 
     pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {

@@ -2,4 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
+mod cli;
+mod helpers;
+mod storage;
 mod vectors;

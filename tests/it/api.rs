@@ -1,0 +1,321 @@
+//! The REST API through the real server on a real port.
+
+use crate::helpers::{TestDb, spawn_app};
+use crate::storage::draft;
+use changetrail::auth::Role;
+use changetrail::core::hash::{Hash, unb64};
+use changetrail::core::keys::Vkey;
+use changetrail::core::merkle::{verify_consistency, verify_inclusion};
+use changetrail::core::note::{Checkpoint, Note, NoteVerdict};
+use changetrail::core::verify::{Options, Verifier};
+use reqwest::StatusCode;
+
+fn hashes(v: &serde_json::Value) -> Vec<Hash> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Hash::from_b64(h.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_open_and_the_ledger_needs_a_reviewer_token() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app(&db).await;
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+    let r = app.get("/v1/ledger/checkpoint", None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let wrong = format!("{}x", &app.reviewer[..app.reviewer.len() - 1]);
+    assert_eq!(
+        app.get("/v1/ledger/checkpoint", Some(&wrong))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/v1/ledger/checkpoint", Some("garbage"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for role in [Role::Ingest, Role::Auditor, Role::Admin] {
+        let t = app.token(role).await;
+        let r = app.get("/v1/ledger/checkpoint", Some(&t)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{role}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains(&t), "the token is echoed back");
+    }
+    assert_eq!(
+        app.get("/v1/ledger/checkpoint", Some(&app.reviewer))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // The admin API is the admin's only.
+    assert_eq!(
+        app.get("/v1/admin/tokens", Some(&app.reviewer))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/v1/admin/tokens", Some(&app.admin)).await.status(),
+        StatusCode::OK
+    );
+    app.stop().await;
+}
+
+/// A reviewer checks the service's answers with nothing but the pinned vkey and the RFC math.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_entries_and_proofs_verify_offline() {
+    for db in TestDb::all("checkpoints_entries_and_proofs_verify_offline").await {
+        let app = spawn_app(&db).await;
+        let vkey = Vkey::parse(&app.vkey).unwrap();
+        app.appender
+            .append((1..=60).map(draft).collect())
+            .await
+            .unwrap();
+        app.writer.checkpoint().await.unwrap();
+        let first_cp = app.store.latest_checkpoint().await.unwrap().unwrap().size;
+        app.appender
+            .append((61..=100).map(draft).collect())
+            .await
+            .unwrap();
+        app.writer.checkpoint().await.unwrap();
+
+        let note = app
+            .get("/v1/ledger/checkpoint", Some(&app.reviewer))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let parsed = Note::parse(&note).unwrap();
+        assert!(matches!(parsed.verify([&vkey]), NoteVerdict::Valid(_)));
+        let cp = Checkpoint::parse_body(&parsed.text).unwrap();
+        assert_eq!(cp.size, 101);
+
+        // Inclusion of entry 42 in the newest checkpoint, from the leaf the entries page gives.
+        let page: serde_json::Value = app
+            .get("/v1/ledger/entries?from=40&limit=5", Some(&app.reviewer))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let entries = page["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(page["next_from"], 45);
+        let e42 = &entries[2];
+        assert_eq!(e42["seq"], 42);
+        let bytes = unb64(e42["entry"].as_str().unwrap()).unwrap();
+        let leaf = changetrail::core::entry::leaf_hash(&bytes);
+        let proof: serde_json::Value = app
+            .get("/v1/ledger/proofs/inclusion?seq=42", Some(&app.reviewer))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(proof["size"], 101);
+        verify_inclusion(42, 101, &leaf, &hashes(&proof["hashes"]), &cp.root).unwrap();
+        // The same proof does not fit another entry's bytes (binding, catalogue G).
+        let other = changetrail::core::entry::leaf_hash(
+            &unb64(entries[3]["entry"].as_str().unwrap()).unwrap(),
+        );
+        assert!(verify_inclusion(42, 101, &other, &hashes(&proof["hashes"]), &cp.root).is_err());
+
+        // Consistency between the two checkpoints.
+        let old_note = app
+            .get(
+                &format!("/v1/ledger/checkpoint?size={first_cp}"),
+                Some(&app.reviewer),
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+        let old = Checkpoint::parse_body(&Note::parse(&old_note).unwrap().text).unwrap();
+        let cons: serde_json::Value = app
+            .get(
+                &format!("/v1/ledger/proofs/consistency?from={first_cp}&to=101"),
+                Some(&app.reviewer),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        verify_consistency(old.size, 101, &old.root, &cp.root, &hashes(&cons["hashes"])).unwrap();
+
+        // Bad parameters are clear 400s, unknown ones too.
+        for bad in [
+            "/v1/ledger/proofs/inclusion?seq=101",
+            "/v1/ledger/proofs/inclusion?seq=1&size=100000",
+            "/v1/ledger/proofs/consistency?from=0",
+            "/v1/ledger/proofs/consistency?from=50&to=10",
+            "/v1/ledger/entries?limit=0",
+            "/v1/ledger/entries?limit=5000",
+            "/v1/ledger/entries?from=-1",
+            "/v1/ledger/entries?frm=1",
+        ] {
+            let r = app.get(bad, Some(&app.reviewer)).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::BAD_REQUEST,
+                "{bad}: {}",
+                r.text().await.unwrap()
+            );
+        }
+        assert_eq!(
+            app.get("/v1/ledger/checkpoint?size=77777", Some(&app.reviewer))
+                .await
+                .status(),
+            StatusCode::NOT_FOUND
+        );
+
+        let keys: serde_json::Value = app
+            .get("/v1/ledger/keys", Some(&app.reviewer))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(keys["keys"][0]["vkey"], app.vkey);
+        assert_eq!(keys["keys"][0]["from_seq"], 0);
+
+        // The streamed bundle verifies with the pinned key.
+        let text = app
+            .get("/v1/ledger/bundle", Some(&app.reviewer))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let mut v = Verifier::new(Options {
+            trusted: vec![vkey.clone()],
+            state: None,
+            max_age_ns: Some(3_600_000_000_000),
+            now_ns: changetrail::pipeline::now_ns(),
+            threads: 2,
+        });
+        for line in text.lines() {
+            v.push_line(line);
+        }
+        let report = v.finish();
+        assert_eq!(
+            report.exit_code, 0,
+            "{:?}: {:?}",
+            db.backend, report.findings
+        );
+        assert_eq!(report.summary.entries, 101);
+
+        // A range bundle (prefix peaks, then entries 30..) verifies too.
+        let text = app
+            .get("/v1/ledger/bundle?from=30&to=70", Some(&app.reviewer))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("{\"type\":\"prefix\"")
+        );
+        let mut v = Verifier::new(Options {
+            trusted: vec![vkey.clone()],
+            state: None,
+            max_age_ns: None,
+            now_ns: 0,
+            threads: 1,
+        });
+        for line in text.lines() {
+            v.push_line(line);
+        }
+        let report = v.finish();
+        assert_eq!(report.exit_code, 0, "{:?}", report.findings);
+        assert_eq!(report.summary.first_seq, Some(30));
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_creates_and_revokes_tokens() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app(&db).await;
+    let r = app
+        .http
+        .post(format!("{}/v1/admin/tokens", app.base))
+        .bearer_auth(&app.admin)
+        .json(&serde_json::json!({ "role": "reviewer", "name": "security team" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get("/v1/ledger/keys", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+    // Listing never shows secrets.
+    let list = app
+        .get("/v1/admin/tokens", Some(&app.admin))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("security team") && !list.contains(&token[16..]));
+    let id = created["id"].as_str().unwrap();
+    let r = app
+        .http
+        .delete(format!("{}/v1/admin/tokens/{id}", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/v1/ledger/keys", Some(&token)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Unknown roles and fields are refused.
+    let r = app
+        .http
+        .post(format!("{}/v1/admin/tokens", app.base))
+        .bearer_auth(&app.admin)
+        .json(&serde_json::json!({ "role": "root", "name": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    app.stop().await;
+}
+
+/// Shutdown drains: everything accepted before the stop is committed and covered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_commits_what_was_accepted() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app(&db).await;
+    let appender = app.appender.clone();
+    let pending: Vec<_> = (0..20u64)
+        .map(|i| {
+            let a = appender.clone();
+            tokio::spawn(async move { a.append(vec![draft(i)]).await })
+        })
+        .collect();
+    let vkey = app.vkey.clone();
+    app.stop().await;
+    let store = db.store().await;
+    let mut ok = 0;
+    for p in pending {
+        if p.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    let head = store.head().await.unwrap().unwrap();
+    assert_eq!(head.head.size, 1 + ok);
+    assert_eq!(
+        head.checkpoint_size, head.head.size,
+        "the final checkpoint covers everything"
+    );
+    let report = crate::helpers::verify_store(&store, &[&vkey]).await;
+    assert_eq!(report.exit_code, 0, "{:?}", report.findings);
+}

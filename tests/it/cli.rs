@@ -1,0 +1,500 @@
+//! The binary itself: a fresh `serve`, crash safety under kill -9, two processes on one
+//! PostgreSQL, export/verify exit codes, key rotation and tokens from the command line.
+
+use crate::helpers::{TestDb, bin};
+use changetrail::storage::Store;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A command with a clean environment for changetrail settings, run in `dir`.
+fn ct(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CHANGETRAIL_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    let out = c.output().unwrap();
+    eprintln!(
+        "$ {:?}\n{}{}",
+        c,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Generates a key file in `dir` and returns its vkey.
+fn keygen(dir: &Path, origin: &str) -> String {
+    let o = run(ct(dir).args(["keys", "generate", "--out", "k.key", "--origin", origin]));
+    assert_eq!(code(&o), 0);
+    stdout(&o)
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_fresh_directory_just_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ct(dir.path())
+        .arg("serve")
+        .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
+        // The most verbose logging there is: still no token may appear in it.
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = stderr_lines.clone();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("Bootstrap admin token"), "{line}");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let admin = line.trim().to_owned();
+    assert!(admin.starts_with("ct_"));
+    let started = Instant::now();
+    let addr = loop {
+        let found = stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("changetrail is serving"))
+            .and_then(|l| l.split("http=").nth(1).map(|s| s.trim().to_owned()));
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let key_mode = std::fs::metadata(dir.path().join("changetrail.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    assert!(dir.path().join("changetrail.db").exists());
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    assert!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/admin/tokens"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "role": "reviewer", "name": "reviewer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reviewer = created["token"].as_str().unwrap().to_owned();
+    let note = http
+        .get(format!("{base}/v1/ledger/checkpoint"))
+        .bearer_auth(&reviewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(note.contains("\n1\n"), "{note}");
+
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    reader.join().unwrap();
+    let log = stderr_lines.lock().unwrap().join("\n");
+    assert!(
+        log.contains("Generated a new signing key"),
+        "the warning about the generated key"
+    );
+    for token in [&admin, &reviewer] {
+        let secret = token.rsplit('_').next().unwrap();
+        assert!(!log.contains(secret), "a token secret reached the log");
+    }
+    // A second start on the same directory reuses the ledger and prints no new token.
+    let o = run(ct(dir.path()).args(["tokens", "list"]));
+    assert!(stdout(&o).contains("bootstrap") && stdout(&o).contains("reviewer"));
+}
+
+/// Tamper catalogue H: kill -9 in the middle of heavy appends, restart, verify passes; no
+/// partial entry and no checkpoint beyond what is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_heavy_appends_then_restart_verifies() {
+    for db in TestDb::all("kill_9_during_heavy_appends_then_restart_verifies").await {
+        let dir = db.path();
+        let vkey = keygen(dir, "crash.example/ledger");
+        let mut child = ct(dir)
+            .args([
+                "bench",
+                "ledger",
+                "--entries",
+                "50000000",
+                "--database-url",
+                &db.url,
+            ])
+            .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let store = Store::connect(&db.url, &Default::default()).await.unwrap();
+        let started = Instant::now();
+        loop {
+            let size = match store.head().await {
+                Ok(Some(h)) => h.head.size,
+                _ => 0,
+            };
+            if size > 20_000 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "bench appended too little"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        child.kill().unwrap(); // SIGKILL: no chance to finish anything
+        child.wait().unwrap();
+        let head = store.head().await.unwrap().unwrap();
+        let cp = store.latest_checkpoint().await.unwrap().unwrap();
+        assert!(
+            cp.size <= head.head.size,
+            "a checkpoint beyond the durable entries"
+        );
+        assert!(store.entry(head.head.size - 1).await.unwrap().is_some());
+        assert!(store.entry(head.head.size).await.unwrap().is_none());
+        store.close().await;
+
+        // Restart: covering the tail is the first thing any writer does.
+        let o = run(ct(dir)
+            .args(["checkpoint", "--database-url", &db.url])
+            .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key"));
+        assert_eq!(code(&o), 0);
+        assert!(
+            stdout(&o).contains(&format!("\n{}\n", head.head.size)),
+            "checkpoint covers the durable size"
+        );
+        let o = run(ct(dir).args([
+            "verify",
+            "--database-url",
+            &db.url,
+            "--trusted-key",
+            &vkey,
+            "--max-age",
+            "1h",
+        ]));
+        assert_eq!(code(&o), 0, "{:?}", db.backend);
+    }
+}
+
+/// Two changetrail processes appending to one PostgreSQL produce one gap-free chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_append_to_one_postgres() {
+    let Some(db) = TestDb::postgres("two_processes_append_to_one_postgres").await else {
+        return;
+    };
+    let dir = db.path();
+    let vkey = keygen(dir, "shared.example/ledger");
+    // Both start on an empty database: creating the ledger is serialised too.
+    let spawn = || {
+        ct(dir)
+            .args([
+                "bench",
+                "ledger",
+                "--entries",
+                "20000",
+                "--producers",
+                "4",
+                "--database-url",
+                &db.url,
+            ])
+            .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        oa.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    assert!(
+        ob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    let store = Store::connect(&db.url, &Default::default()).await.unwrap();
+    let head = store.head().await.unwrap().unwrap();
+    assert_eq!(head.head.size, 40_001);
+    store.close().await;
+    let o = run(ct(dir).args(["verify", "--database-url", &db.url, "--trusted-key", &vkey]));
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("40001 read"), "{}", stdout(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_verify_exit_codes() {
+    let db = TestDb::sqlite().await;
+    let dir = db.path();
+    let vkey = keygen(dir, "export.example/ledger");
+    let key_env = ("CHANGETRAIL_LEDGER__KEY_FILE", "k.key");
+    let bench = |n: &str| {
+        let o = run(ct(dir)
+            .args(["bench", "ledger", "--entries", n, "--database-url", &db.url])
+            .env(key_env.0, key_env.1));
+        assert_eq!(code(&o), 0);
+    };
+    bench("3000");
+    let o = run(ct(dir).args(["export", "--database-url", &db.url, "--out", "a.jsonl"]));
+    assert_eq!(code(&o), 0);
+    let verify = |args: &[&str]| run(ct(dir).arg("verify").args(args));
+
+    let o = verify(&["a.jsonl", "--trusted-key", &vkey, "--state", "state.json"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("Result: OK"));
+    assert!(dir.join("state.json").exists());
+    let o = verify(&["a.jsonl", "--trusted-key", &vkey, "--format", "json"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(stdout(&o), "", "no findings, no lines");
+
+    // Unpinned: exit 0 with a warning.
+    let o = verify(&["a.jsonl"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("UNPINNED"));
+
+    // A cut tail (entries and their checkpoint gone) is never a silent 0.
+    let text = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(
+        dir.join("cut.jsonl"),
+        lines[..lines.len() - 300].join("\n") + "\n",
+    )
+    .unwrap();
+    let o = verify(&["cut.jsonl", "--trusted-key", &vkey, "--format", "json"]);
+    assert_eq!(code(&o), 2);
+    assert!(stdout(&o).contains("\"INCOMPLETE\""));
+    // ... and against the saved state it is a rollback.
+    let o = verify(&["cut.jsonl", "--trusted-key", &vkey, "--state", "state.json"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("ROLLBACK"));
+
+    // One changed character in an entry: exit 1.
+    let pos = text.find("\"payload\":\"{").unwrap() + 20;
+    let mut bytes = text.clone().into_bytes();
+    bytes[pos] = if bytes[pos] == b'a' { b'b' } else { b'a' };
+    std::fs::write(dir.join("flip.jsonl"), bytes).unwrap();
+    let o = verify(&["flip.jsonl", "--trusted-key", &vkey]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("MODIFIED"));
+
+    // An old export is STALE under a tight --max-age, fine with --at its own time.
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = verify(&["a.jsonl", "--trusted-key", &vkey, "--max-age", "1s"]);
+    assert_eq!(code(&o), 2);
+    assert!(stdout(&o).contains("STALE"));
+
+    // Usage and configuration errors: exit 3.
+    assert_eq!(code(&verify(&["a.jsonl", "--trusted-key", "not-a-key"])), 3);
+    assert_eq!(code(&verify(&["missing.jsonl", "--trusted-key", &vkey])), 3);
+    assert_eq!(code(&verify(&["a.jsonl", "--no-such-flag"])), 3);
+    assert_eq!(code(&verify(&["a.jsonl", "--max-age", "soon"])), 3);
+
+    // The ledger moves on; the saved state accepts the newer export and advances.
+    bench("500");
+    let o = run(ct(dir).args(["export", "--database-url", &db.url, "--out", "b.jsonl"]));
+    assert_eq!(code(&o), 0);
+    let o = verify(&["b.jsonl", "--trusted-key", &vkey, "--state", "state.json"]);
+    assert_eq!(code(&o), 0);
+    let o = verify(&["a.jsonl", "--trusted-key", &vkey, "--state", "state.json"]);
+    assert_eq!(code(&o), 1, "the older export is now a rollback");
+
+    // A range export starting at 1000 with a consistency proof from the saved size.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    let saved = state["ledgers"]["export.example/ledger"]["size"]
+        .as_u64()
+        .unwrap();
+    assert!(saved > 3000);
+    let o = run(ct(dir).args([
+        "export",
+        "--database-url",
+        &db.url,
+        "--out",
+        "r.jsonl",
+        "--from",
+        "1000",
+        "--to",
+        "2000",
+    ]));
+    assert_eq!(code(&o), 0);
+    let o = verify(&["r.jsonl", "--trusted-key", &vkey]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("entries      1000..="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_tokens_and_erase_from_the_command_line() {
+    let db = TestDb::sqlite().await;
+    let dir = db.path();
+    let first = keygen(dir, "rotate.example/ledger");
+    let env = ("CHANGETRAIL_LEDGER__KEY_FILE", "k.key");
+    let o = run(ct(dir)
+        .args([
+            "bench",
+            "ledger",
+            "--entries",
+            "300",
+            "--database-url",
+            &db.url,
+        ])
+        .env(env.0, env.1));
+    assert_eq!(code(&o), 0);
+    let o = run(ct(dir)
+        .args(["keys", "rotate", "--database-url", &db.url])
+        .env(env.0, env.1));
+    assert_eq!(code(&o), 0);
+    let second = stdout(&o);
+    assert_ne!(second, first);
+    let retired: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("k.key.retired-")
+        })
+        .collect();
+    assert_eq!(retired.len(), 1);
+    let o = run(ct(dir).args(["keys", "show"]).env(env.0, env.1));
+    assert_eq!(stdout(&o), second);
+    let o = run(ct(dir)
+        .args([
+            "bench",
+            "ledger",
+            "--entries",
+            "300",
+            "--database-url",
+            &db.url,
+        ])
+        .env(env.0, env.1));
+    assert_eq!(code(&o), 0);
+    let o = run(ct(dir)
+        .args([
+            "erase",
+            "--seq",
+            "5",
+            "--reason",
+            "GDPR Art. 17",
+            "--requested-by",
+            "dpo@example.com",
+            "--database-url",
+            &db.url,
+        ])
+        .env(env.0, env.1));
+    assert_eq!(code(&o), 0);
+    // Only the first key is pinned: the rotation entry carries trust to the second.
+    let o = run(ct(dir).args(["verify", "--database-url", &db.url, "--trusted-key", &first]));
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("REDACTED 1"));
+    // Pinning only the second key cannot vouch for the history before it.
+    let o = run(ct(dir).args([
+        "verify",
+        "--database-url",
+        &db.url,
+        "--trusted-key",
+        &second,
+    ]));
+    assert_eq!(code(&o), 1);
+
+    let o = run(ct(dir).args([
+        "tokens",
+        "create",
+        "--role",
+        "auditor",
+        "--name",
+        "audit firm",
+        "--database-url",
+        &db.url,
+    ]));
+    assert_eq!(code(&o), 0);
+    let token = stdout(&o);
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let o = run(ct(dir).args(["tokens", "list", "--database-url", &db.url]));
+    assert!(
+        stdout(&o).contains("audit firm")
+            && !stdout(&o).contains(token.rsplit('_').next().unwrap())
+    );
+    assert_eq!(
+        code(&run(ct(dir).args([
+            "tokens",
+            "revoke",
+            &id,
+            "--database-url",
+            &db.url
+        ]))),
+        0
+    );
+    assert_ne!(
+        code(&run(ct(dir).args([
+            "tokens",
+            "revoke",
+            &id,
+            "--database-url",
+            &db.url
+        ]))),
+        0
+    );
+    assert_ne!(
+        code(&run(
+            ct(dir).args(["tokens", "create", "--role", "root", "--name", "x"])
+        )),
+        0
+    );
+}

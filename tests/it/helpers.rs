@@ -1,0 +1,242 @@
+//! Test harness: fresh databases on both backends, the real server on port 0, handy clients.
+
+use changetrail::auth::{self, Role};
+use changetrail::config::Config;
+use changetrail::core::verify::{Options, Report};
+use changetrail::pipeline::{LedgerWriter, now_ns};
+use changetrail::startup::App;
+use changetrail::storage::{Backend, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+/// A fresh database for one test: a SQLite file in a temp dir, or a new PostgreSQL database
+/// created on `TEST_DATABASE_URL`'s server (dropped when the test ends).
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pub dir: TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        TestDb {
+            url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+            backend: Backend::Sqlite,
+            dir,
+            pg_name: None,
+        }
+    }
+
+    /// `None` (with a loud note) when `TEST_DATABASE_URL` is unset.
+    pub async fn postgres(test: &str) -> Option<TestDb> {
+        let base = pg_base(test)?;
+        let name = format!(
+            "ct_test_{}",
+            hex::encode(changetrail::pipeline::random_bytes::<6>())
+        );
+        let admin = Store::connect(&base, &Default::default()).await.unwrap();
+        if let Store::Postgres(p) = &admin {
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        admin.close().await;
+        Some(TestDb {
+            url: replace_db_name(&base, &name),
+            backend: Backend::Postgres,
+            dir: tempfile::tempdir().unwrap(),
+            pg_name: Some(name),
+        })
+    }
+
+    /// SQLite always; PostgreSQL too when configured.
+    pub async fn all(test: &str) -> Vec<TestDb> {
+        let mut v = vec![TestDb::sqlite().await];
+        v.extend(TestDb::postgres(test).await);
+        v
+    }
+
+    pub async fn store(&self) -> Store {
+        let s = Store::connect(&self.url, &Default::default())
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        s
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let Some(base) = std::env::var("TEST_DATABASE_URL").ok() else {
+            return;
+        };
+        // Best effort, on a thread of its own: Drop cannot await inside a runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(Store::Postgres(p)) = Store::connect(&base, &Default::default()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&p)
+                    .await;
+                    p.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The PostgreSQL server for tests, or a clear note that the test's PostgreSQL half is skipped.
+pub fn pg_base(test: &str) -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!(
+                "SKIPPED (PostgreSQL part of {test}): TEST_DATABASE_URL is not set; .ci/run sets it"
+            );
+            None
+        }
+    }
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let mut out = match path_start {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => format!("{base}/{name}"),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Configuration for a test server: its own key file, port 0, quick checkpoints.
+pub fn config(db: &TestDb) -> Config {
+    let mut c = Config::defaults();
+    c.database_url = db.url.clone();
+    c.ledger.key_file = db.path().join("ledger.key");
+    c.ledger.checkpoint_every = 50;
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub writer: Arc<LedgerWriter>,
+    pub appender: changetrail::pipeline::Appender,
+    pub admin: String,
+    pub reviewer: String,
+    pub vkey: String,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn token(&self, role: Role) -> String {
+        let (row, token) = auth::issue(&format!("test-{role}"), role, now_ns());
+        self.store.insert_token(&row).await.unwrap();
+        token
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Stops the server and waits until the queue is drained.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(config(db)).await
+}
+
+pub async fn spawn_app_with(cfg: Config) -> TestApp {
+    let app = App::build(cfg).await.unwrap();
+    let admin = app
+        .bootstrap_token
+        .clone()
+        .expect("a fresh ledger prints a bootstrap token");
+    let base = format!("http://{}", app.http_addr);
+    let store = app.store.clone();
+    let writer = app.writer.clone();
+    let appender = app.appender.clone();
+    let vkey = writer.key().vkey().to_string();
+    let shutdown = app.shutdown_token();
+    let handle = tokio::spawn(async move { app.run().await.unwrap() });
+    let (row, reviewer) = auth::issue("test-reviewer", Role::Reviewer, now_ns());
+    store.insert_token(&row).await.unwrap();
+    TestApp {
+        base,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        store,
+        writer,
+        appender,
+        admin,
+        reviewer,
+        vkey,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+/// Verifies a database the way `changetrail verify --database-url` does.
+pub async fn verify_store(store: &Store, pinned: &[&str]) -> Report {
+    let opts = Options {
+        trusted: pinned
+            .iter()
+            .map(|k| changetrail::core::keys::Vkey::parse(k).unwrap())
+            .collect(),
+        state: None,
+        max_age_ns: None,
+        now_ns: now_ns(),
+        threads: 2,
+    };
+    changetrail::audit::verify_store(store, opts, None)
+        .await
+        .unwrap()
+        .0
+}
+
+/// The compiled `changetrail` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_changetrail"))
+}

@@ -1,0 +1,434 @@
+//! The storage conformance suite, run against SQLite and PostgreSQL alike.
+
+use crate::helpers::{TestDb, verify_store};
+use changetrail::core::batch::Draft;
+use changetrail::core::verify::Class;
+use changetrail::keyfile::{self, FileKeySource};
+use changetrail::pipeline::{AppendError, LedgerWriter, SequencerConfig, spawn_sequencer};
+use changetrail::storage::{Backend, Store};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub fn draft(i: u64) -> Draft {
+    Draft::of(
+        "change.requested",
+        &format!("CHG-{i}"),
+        &serde_json::json!({ "change": format!("CHG-{i}"), "requester": "alice@example.com", "n": i }),
+    )
+    .unwrap()
+}
+
+/// A writer on `db` with a key file in the test's directory (generated on first use).
+pub async fn writer(db: &TestDb, checkpoint_every: u64) -> Arc<LedgerWriter> {
+    let store = db.store().await;
+    let path = db.path().join("ledger.key");
+    if !path.exists() {
+        let key = keyfile::generate(keyfile::generated_origin()).unwrap();
+        keyfile::write_new_key(&path, &key).unwrap();
+    }
+    let key = keyfile::read_key(&path).unwrap();
+    let w = Arc::new(LedgerWriter::new(
+        store,
+        key,
+        Some(Box::new(FileKeySource(path))),
+        checkpoint_every,
+    ));
+    w.ensure_ledger().await.unwrap();
+    w
+}
+
+/// A ledger with ordinary entries, a key rotation and an erasure, fully checkpointed.
+/// Returns the writer and the first key's vkey (what a reviewer pins).
+pub async fn rich_ledger(db: &TestDb) -> (Arc<LedgerWriter>, String) {
+    let w = writer(db, 10).await;
+    let first = w.key().vkey().to_string();
+    let drafts: Vec<Draft> = (1..=25).map(draft).collect();
+    w.append(&drafts).await.unwrap();
+    let new_key = keyfile::generate(w.key().origin().clone()).unwrap();
+    w.rotate(new_key).await.unwrap();
+    let drafts: Vec<Draft> = (26..=40).map(draft).collect();
+    w.append(&drafts).await.unwrap();
+    w.erase(3, "GDPR Art. 17 request", "dpo@example.com")
+        .await
+        .unwrap();
+    w.checkpoint().await.unwrap();
+    (w, first)
+}
+
+#[tokio::test]
+async fn ledger_is_created_once_with_a_first_checkpoint() {
+    for db in TestDb::all("ledger_is_created_once_with_a_first_checkpoint").await {
+        let w = writer(&db, 1000).await;
+        let again = w.ensure_ledger().await.unwrap();
+        assert_eq!(again.head.size, 1, "{:?}", db.backend);
+        let e0 = w.store().entry(0).await.unwrap().unwrap();
+        assert_eq!(e0.kind, "ledger.created");
+        assert!(e0.payload.unwrap().contains(&w.key().vkey().to_string()));
+        assert_eq!(
+            w.store().latest_checkpoint().await.unwrap().unwrap().size,
+            1
+        );
+        let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
+        assert_eq!(
+            report.exit_code, 0,
+            "{:?}: {:?}",
+            db.backend, report.findings
+        );
+    }
+}
+
+/// Many concurrent callers through the sequencer: every seq exactly once, no gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_gap_free() {
+    for db in TestDb::all("concurrent_appends_are_gap_free").await {
+        let w = writer(&db, 100).await;
+        let stop = CancellationToken::new();
+        let (appender, seq_task) =
+            spawn_sequencer(w.clone(), SequencerConfig::default(), stop.clone());
+        let mut tasks = Vec::new();
+        for t in 0..16u64 {
+            let a = appender.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for j in 0..20u64 {
+                    let drafts = (0..7).map(|k| draft(t * 1000 + j * 10 + k)).collect();
+                    seqs.extend(a.append_waiting(drafts).await.unwrap().seqs);
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        stop.cancel();
+        seq_task.await.unwrap();
+        all.sort_unstable();
+        let expected: Vec<u64> = (1..=16 * 20 * 7).collect();
+        assert_eq!(all, expected, "{:?}", db.backend);
+        let head = w.store().head().await.unwrap().unwrap();
+        assert_eq!(head.head.size, 16 * 20 * 7 + 1);
+        // The sequencer's shutdown signs a final checkpoint: everything is covered.
+        assert_eq!(head.checkpoint_size, head.head.size);
+        let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
+        assert_eq!(
+            report.exit_code, 0,
+            "{:?}: {:?}",
+            db.backend, report.findings
+        );
+    }
+}
+
+async fn exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
+    let q = sqlx::AssertSqlSafe(sql.to_owned());
+    match store {
+        Store::Sqlite(p) => sqlx::query(q).execute(p).await.map(|_| ()),
+        Store::Postgres(p) => sqlx::query(q).execute(p).await.map(|_| ()),
+    }
+}
+
+#[tokio::test]
+async fn ledger_tables_refuse_update_and_delete() {
+    for db in TestDb::all("ledger_tables_refuse_update_and_delete").await {
+        let (w, _) = rich_ledger(&db).await;
+        let s = w.store();
+        for sql in [
+            "UPDATE entries SET kind = 'x' WHERE seq = 1",
+            "DELETE FROM entries WHERE seq = 40",
+            "UPDATE tree_nodes SET hash = hash WHERE level = 1",
+            "DELETE FROM tree_nodes WHERE level = 1",
+            "UPDATE checkpoints SET note = 'x' WHERE size = 1",
+            "DELETE FROM checkpoints WHERE size = 1",
+            "UPDATE signing_keys SET from_seq = 5",
+            "DELETE FROM signing_keys",
+            "UPDATE erasures SET erasure_seq = 1",
+            "DELETE FROM erasures",
+            "UPDATE payloads SET payload = '{}' WHERE seq = 5",
+            // Deleting a payload is allowed only for a logged erasure.
+            "DELETE FROM payloads WHERE seq = 5",
+        ] {
+            let err = exec(s, sql).await.expect_err(sql);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("append-only") || msg.contains("erased") || msg.contains("erasure"),
+                "{:?} {sql}: {msg}",
+                db.backend
+            );
+        }
+        if db.backend == Backend::Postgres {
+            for t in ["entries", "payloads", "tree_nodes", "checkpoints"] {
+                assert!(
+                    exec(s, &format!("TRUNCATE {t}")).await.is_err(),
+                    "TRUNCATE {t}"
+                );
+            }
+        }
+        // Nothing changed: the ledger still verifies.
+        assert_eq!(verify_store(s, &[]).await.exit_code, 0);
+    }
+}
+
+#[tokio::test]
+async fn rotation_and_erasure_verify_with_the_first_key_pinned() {
+    for db in TestDb::all("rotation_and_erasure_verify_with_the_first_key_pinned").await {
+        let (w, first) = rich_ledger(&db).await;
+        let report = verify_store(w.store(), &[&first]).await;
+        assert_eq!(
+            report.exit_code, 0,
+            "{:?}: {:?}",
+            db.backend, report.findings
+        );
+        assert!(report.has(Class::Redacted));
+        assert_eq!(report.summary.redacted, 1);
+        let keys = w.store().keys().await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].rotation_seq, Some(26));
+        assert_eq!(keys[1].from_seq, 27);
+        assert_eq!(report.summary.keys.len(), 2);
+        // The erased entry keeps its chain link but has no payload or salt any more.
+        let e3 = w.store().entry(3).await.unwrap().unwrap();
+        assert!(e3.payload.is_none() && e3.salt.is_none());
+        // Erasing it again, or erasing what verification needs, is refused.
+        assert!(matches!(
+            w.erase(3, "again", "x").await,
+            Err(AppendError::Erase(3, _))
+        ));
+        assert!(matches!(
+            w.erase(26, "rotation", "x").await,
+            Err(AppendError::Erase(26, _))
+        ));
+        assert!(matches!(
+            w.erase(0, "genesis", "x").await,
+            Err(AppendError::Erase(0, _))
+        ));
+        assert!(matches!(
+            w.erase(9999, "none", "x").await,
+            Err(AppendError::Erase(9999, _))
+        ));
+    }
+}
+
+/// Another process rotated the key: this writer notices the mismatch, reloads the key file
+/// (or its `.next`) and carries on signing with the new key.
+#[tokio::test]
+async fn a_writer_follows_a_rotation_made_elsewhere() {
+    for db in TestDb::all("a_writer_follows_a_rotation_made_elsewhere").await {
+        let w1 = writer(&db, 10).await;
+        let w2 = writer(&db, 10).await;
+        let first = w1.key().vkey().to_string();
+        let new_key = keyfile::generate(w1.key().origin().clone()).unwrap();
+        let path = db.path().join("ledger.key");
+        keyfile::write_new_key(&keyfile::next_path(&path), &new_key).unwrap();
+        let old_id = w1.key().key_id();
+        w1.rotate(new_key).await.unwrap();
+        // w2 still holds the old key; the .next file is not promoted yet: it must find it there.
+        w2.append(&[draft(1)]).await.unwrap();
+        keyfile::finish_rotation(&path, old_id).unwrap();
+        w2.append(&[draft(2)]).await.unwrap();
+        assert_ne!(w2.key().key_id(), old_id);
+        w2.checkpoint().await.unwrap();
+        let report = verify_store(w2.store(), &[&first]).await;
+        assert_eq!(
+            report.exit_code, 0,
+            "{:?}: {:?}",
+            db.backend, report.findings
+        );
+    }
+}
+
+/// The service refuses to sign a checkpoint that is not consistent with its previous one.
+#[tokio::test]
+async fn an_inconsistent_tree_is_never_checkpointed() {
+    for db in TestDb::all("an_inconsistent_tree_is_never_checkpointed").await {
+        let w = writer(&db, 1000).await;
+        let drafts: Vec<Draft> = (1..=20).map(draft).collect();
+        w.append(&drafts).await.unwrap();
+        w.checkpoint().await.unwrap();
+        // Someone rewrites a stored tree node behind the service's back.
+        let s = w.store();
+        disable_triggers(s, "tree_nodes").await;
+        // Leaves 0..16: part of every consistency proof from the checkpoint at 21.
+        flip(s, "tree_nodes", "hash", "level = 4 AND idx = 0").await;
+        let before = s.latest_checkpoint().await.unwrap().unwrap().size;
+        w.append(&(21..=30).map(draft).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let err = w
+            .checkpoint()
+            .await
+            .expect_err("checkpoint over a rewritten tree");
+        assert!(
+            matches!(err, AppendError::CheckpointRefused(_)),
+            "{:?}: {err}",
+            db.backend
+        );
+        assert_eq!(s.latest_checkpoint().await.unwrap().unwrap().size, before);
+        // And verification of the database names the damage.
+        let report = verify_store(s, &[]).await;
+        assert_eq!(report.exit_code, 1, "{:?}", report.findings);
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.class == Class::Modified && f.detail.contains("tree_nodes"))
+        );
+    }
+}
+
+pub async fn disable_triggers(store: &Store, table: &str) {
+    match store {
+        Store::Postgres(_) => exec(store, &format!("ALTER TABLE {table} DISABLE TRIGGER ALL"))
+            .await
+            .unwrap(),
+        Store::Sqlite(_) => {
+            let names: Vec<(String,)> = match store {
+                Store::Sqlite(p) => sqlx::query_as(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = $1",
+                )
+                .bind(table)
+                .fetch_all(p)
+                .await
+                .unwrap(),
+                Store::Postgres(_) => unreachable!(),
+            };
+            for (n,) in names {
+                exec(store, &format!("DROP TRIGGER {n}")).await.unwrap();
+            }
+        }
+    }
+}
+
+/// Tamper catalogue A, in storage: one flipped byte (or changed value) in any stored column is
+/// found by `verify --database-url`, with the class LEDGER.md names.
+#[tokio::test]
+async fn a_change_to_any_stored_column_is_detected() {
+    // The class depends on what the changed byte meant; a note's middle byte is in its
+    // signature line, so the signature no longer names a trusted key.
+    let cases: &[(&str, &str, &str, Class)] = &[
+        ("entries", "entry", "seq = 12", Class::Modified),
+        ("entries", "sig", "seq = 12", Class::BadSignature),
+        ("entries", "leaf_hash", "seq = 12", Class::Modified),
+        ("entries", "time_ns", "seq = 12", Class::Modified),
+        ("entries", "kind", "seq = 12", Class::Modified),
+        ("entries", "subject", "seq = 12", Class::Modified),
+        ("payloads", "salt", "seq = 12", Class::Modified),
+        ("payloads", "payload", "seq = 12", Class::Modified),
+        (
+            "tree_nodes",
+            "hash",
+            "level = 2 AND idx = 1",
+            Class::Modified,
+        ),
+        (
+            "checkpoints",
+            "note",
+            "size = (SELECT MIN(size) FROM checkpoints WHERE size > 1)",
+            Class::UnknownKey,
+        ),
+        (
+            "checkpoints",
+            "root",
+            "size = (SELECT MIN(size) FROM checkpoints WHERE size > 1)",
+            Class::Modified,
+        ),
+        ("signing_keys", "vkey", "from_seq = 0", Class::Modified),
+        ("signing_keys", "from_seq", "from_seq = 27", Class::Modified),
+        ("erasures", "erasure_seq", "seq = 3", Class::Modified),
+        ("ledger_head", "last_leaf", "id = 1", Class::Modified),
+        ("ledger_head", "frontier", "id = 1", Class::Modified),
+        ("ledger_head", "key_id", "id = 1", Class::Modified),
+    ];
+    for db_case in cases {
+        for db in TestDb::all("a_change_to_any_stored_column_is_detected").await {
+            let (w, first) = rich_ledger(&db).await;
+            let s = w.store();
+            let (table, column, filter, class) = db_case;
+            assert_eq!(verify_store(s, &[&first]).await.exit_code, 0);
+            disable_triggers(s, table).await;
+            flip(s, table, column, filter).await;
+            let report = verify_store(s, &[&first]).await;
+            assert!(
+                report.exit_code != 0 && report.has(*class),
+                "{:?} {table}.{column}: expected {class:?}, got {:#?}",
+                db.backend,
+                report.findings
+            );
+        }
+    }
+}
+
+/// Changes one value in place: the middle byte of a blob, one character of text, +1 of a number.
+async fn flip(store: &Store, table: &str, column: &str, filter: &str) {
+    let select = format!("SELECT {column} FROM {table} WHERE {filter}");
+    let set = format!("UPDATE {table} SET {column} = $1 WHERE {filter}");
+    macro_rules! flip_on {
+        ($p:expr) => {{
+            let p = $p;
+            let row = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+                .fetch_one(p)
+                .await
+                .unwrap();
+            use sqlx::Row;
+            // Integers first, then text, then blobs: SQLite would also read text as bytes.
+            if let Ok(n) = row.try_get::<i64, _>(0) {
+                sqlx::query(sqlx::AssertSqlSafe(set.clone()))
+                    .bind(n + 1)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            } else if let Ok(t) = row.try_get::<String, _>(0) {
+                let mut chars: Vec<char> = t.chars().collect();
+                let mid = chars.len() / 2;
+                chars[mid] = if chars[mid] == 'x' { 'y' } else { 'x' };
+                let t: String = chars.into_iter().collect();
+                sqlx::query(sqlx::AssertSqlSafe(set.clone()))
+                    .bind(t)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            } else {
+                let mut b: Vec<u8> = row.try_get(0).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0x01;
+                sqlx::query(sqlx::AssertSqlSafe(set.clone()))
+                    .bind(b)
+                    .execute(p)
+                    .await
+                    .unwrap();
+            }
+        }};
+    }
+    match store {
+        Store::Sqlite(p) => flip_on!(p),
+        Store::Postgres(p) => flip_on!(p),
+    }
+}
+
+/// Two writers with separate connection pools (as two processes would have) appending to one
+/// PostgreSQL ledger at once: the head row serialises them into one gap-free chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_share_one_postgres_chain() {
+    let Some(db) = TestDb::postgres("two_writers_share_one_postgres_chain").await else {
+        return;
+    };
+    let a = writer(&db, 100).await;
+    let b = writer(&db, 100).await;
+    let run = |w: Arc<LedgerWriter>, base: u64| {
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for j in 0..40u64 {
+                let drafts: Vec<Draft> = (0..25).map(|k| draft(base + j * 100 + k)).collect();
+                seqs.extend(w.append(&drafts).await.unwrap().seqs);
+            }
+            seqs
+        })
+    };
+    let (sa, sb) = (run(a.clone(), 0), run(b.clone(), 1_000_000));
+    let mut all = sa.await.unwrap();
+    all.extend(sb.await.unwrap());
+    all.sort_unstable();
+    assert_eq!(all, (1..=2000).collect::<Vec<u64>>());
+    a.checkpoint().await.unwrap();
+    let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
+    assert_eq!(report.exit_code, 0, "{:?}", report.findings);
+}
