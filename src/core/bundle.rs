@@ -201,7 +201,15 @@ impl<'a> Line<'a> {
 /// everything else as lowercase `\uXXXX` (the spelling Python's `json.dumps` also produces).
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    // Runs of bytes that need no escaping are copied whole: bundles are mostly base64.
+    let mut run_start = 0;
+    for (i, c) in s.char_indices() {
+        let plain = matches!(c, ' '..='\u{7f}') && c != '"' && c != '\\';
+        if plain {
+            continue;
+        }
+        out.push_str(&s[run_start..i]);
+        run_start = i + c.len_utf8();
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -210,7 +218,6 @@ fn push_json_str(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='\u{7f}' => out.push(c),
             _ => {
                 let mut units = [0u16; 2];
                 for u in c.encode_utf16(&mut units) {
@@ -219,6 +226,7 @@ fn push_json_str(out: &mut String, s: &str) {
             }
         }
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 

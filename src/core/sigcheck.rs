@@ -10,7 +10,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use std::thread::JoinHandle;
 
 /// Signatures per `verify_batch` call: large enough to amortise, small enough to bisect cheaply.
-const CHUNK: usize = 128;
+const CHUNK: usize = 256;
 /// Jobs handed to a worker at once.
 const BATCH: usize = 2048;
 

@@ -258,6 +258,7 @@ struct RootWindow {
 }
 
 impl RootWindow {
+    /// Records the leaf about to be appended to `before` (the tree without it).
     fn record(&mut self, before: &CompactRange, leaf: Hash, time_ns: i64) {
         let full = self
             .current
@@ -267,7 +268,7 @@ impl RootWindow {
             self.previous = self.current.take();
             self.current = Some(WindowBlock {
                 start: before.clone(),
-                leaves: Vec::with_capacity(1024),
+                leaves: Vec::with_capacity(WINDOW_BLOCK as usize),
             });
         }
         if let Some(b) = self.current.as_mut() {
@@ -620,9 +621,8 @@ impl Verifier {
         self.check_key_and_signature(seq, &entry, line, leaf, payload.as_deref());
 
         // Tree.
-        let before = self.range.clone();
+        self.window.record(&self.range, leaf, entry.time_ns);
         self.range.push(leaf, |_, _| {});
-        self.window.record(&before, leaf, entry.time_ns);
         self.note_state_size();
         let size = self.range.size();
         if let Some(list) = self.pending.remove(&size) {

@@ -5,5 +5,6 @@
 mod api;
 mod cli;
 mod helpers;
+mod merkle;
 mod storage;
 mod vectors;
