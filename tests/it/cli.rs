@@ -498,3 +498,43 @@ async fn keys_rotate_tokens_and_erase_from_the_command_line() {
         0
     );
 }
+
+/// Embedded defaults → changetrail.toml (or --config) → CHANGETRAIL_* → flags, each overriding
+/// the one before; unknown settings are refused with a clear message.
+#[test]
+fn configuration_layers_override_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("changetrail.toml"),
+        "database_url = \"sqlite://from-file.db\"\n",
+    )
+    .unwrap();
+    let create = |c: &mut Command| {
+        code(&run(c.args([
+            "tokens", "create", "--role", "reviewer", "--name", "n",
+        ])))
+    };
+    assert_eq!(create(&mut ct(d)), 0);
+    assert!(d.join("from-file.db").exists());
+    assert_eq!(
+        create(ct(d).env("CHANGETRAIL_DATABASE_URL", "sqlite://from-env.db")),
+        0
+    );
+    assert!(d.join("from-env.db").exists());
+    assert_eq!(
+        create(
+            ct(d)
+                .env("CHANGETRAIL_DATABASE_URL", "sqlite://from-env.db")
+                .args(["--database-url", "sqlite://from-flag.db"])
+        ),
+        0
+    );
+    assert!(d.join("from-flag.db").exists());
+    std::fs::write(d.join("other.toml"), "[ledger]\ncheckpoint_evry = 5\n").unwrap();
+    let o = run(ct(d).args(["--config", "other.toml", "tokens", "list"]));
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("checkpoint_evry"));
+    let o = run(ct(d).args(["--config", "nope.toml", "tokens", "list"]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+}

@@ -432,3 +432,63 @@ async fn two_writers_share_one_postgres_chain() {
     let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
     assert_eq!(report.exit_code, 0, "{:?}", report.findings);
 }
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Entries arriving below the every-N threshold still get a checkpoint after T; an idle ledger
+/// gets a heartbeat entry and a checkpoint after H, so quiet can be told from truncated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_checkpoints_and_idle_heartbeats() {
+    for db in TestDb::all("timed_checkpoints_and_idle_heartbeats").await {
+        let w = writer(&db, 1000).await;
+        let cfg = SequencerConfig {
+            checkpoint_interval: std::time::Duration::from_millis(300),
+            heartbeat_interval: std::time::Duration::from_secs(2),
+            tick: std::time::Duration::from_millis(50),
+            ..SequencerConfig::default()
+        };
+        let stop = CancellationToken::new();
+        let (a, task) = spawn_sequencer(w.clone(), cfg, stop.clone());
+        let done = a.append(vec![draft(1), draft(2)]).await.unwrap();
+        assert_eq!(
+            done.checkpoint, None,
+            "2 entries are far below checkpoint_every"
+        );
+        let s = w.store().clone();
+        eventually("a timed checkpoint over the 3 entries", || {
+            let s = s.clone();
+            async move { s.latest_checkpoint().await.unwrap().unwrap().size == 3 }
+        })
+        .await;
+        eventually("an idle heartbeat, checkpointed", || {
+            let s = s.clone();
+            async move {
+                let h = s.head().await.unwrap().unwrap();
+                let last = s.entry(h.head.size - 1).await.unwrap().unwrap();
+                last.kind == "heartbeat" && h.checkpoint_size == h.head.size
+            }
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
+        let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
+        assert_eq!(
+            report.exit_code, 0,
+            "{:?}: {:?}",
+            db.backend, report.findings
+        );
+    }
+}
