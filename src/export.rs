@@ -176,17 +176,19 @@ async fn produce(
             return Ok(());
         }
     }
-    let checkpoints = store.checkpoints_between(plan.start, plan.end).await?;
-    let mut cps = checkpoints.iter().peekable();
+    let mut last_checkpoint = None;
     let mut next = plan.start;
     while next < plan.end {
         let limit = PAGE.min(plan.end - next);
         let rows = store.entries(next, limit).await?;
-        if rows.is_empty() {
+        let Some(page_end) = rows.last().map(|r| (r.seq + 1).min(plan.end)) else {
             return Err(ExportError::Range(format!(
                 "entry {next} is missing from storage"
             )));
-        }
+        };
+        // Checkpoints are fetched page by page too, so memory stays flat for any ledger.
+        let checkpoints = store.checkpoints_between(next, page_end).await?;
+        let mut cps = checkpoints.into_iter().peekable();
         for r in rows {
             if r.seq >= plan.end {
                 break;
@@ -202,19 +204,20 @@ async fn produce(
                 return Ok(());
             }
             next = r.seq + 1;
-            while let Some(cp) = cps.next_if(|c| c.size == next) {
-                if !send(write::checkpoint(&cp.note)).await {
+            while let Some(cp) = cps.next_if(|c| c.size <= next) {
+                if cp.size == next && !send(write::checkpoint(&cp.note)).await {
                     return Ok(());
                 }
+                last_checkpoint = Some(cp.size);
             }
         }
     }
     if let Some(m) = plan.consistency_from
-        && let Some(last) = checkpoints.last()
-        && m < last.size
+        && let Some(last) = last_checkpoint
+        && m < last
     {
-        let proof = consistency_proof(store, m, last.size).await?;
-        send(write::consistency(m, last.size, &proof)).await;
+        let proof = consistency_proof(store, m, last).await?;
+        send(write::consistency(m, last, &proof)).await;
     }
     Ok(())
 }

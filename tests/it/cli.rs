@@ -355,13 +355,7 @@ async fn export_and_verify_exit_codes() {
     let o = verify(&["a.jsonl", "--trusted-key", &vkey, "--state", "state.json"]);
     assert_eq!(code(&o), 1, "the older export is now a rollback");
 
-    // A range export starting at 1000 with a consistency proof from the saved size.
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
-    let saved = state["ledgers"]["export.example/ledger"]["size"]
-        .as_u64()
-        .unwrap();
-    assert!(saved > 3000);
+    // A range export verifies with only the prefix peaks before it.
     let o = run(ct(dir).args([
         "export",
         "--database-url",
@@ -377,6 +371,59 @@ async fn export_and_verify_exit_codes() {
     let o = verify(&["r.jsonl", "--trusted-key", &vkey]);
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("entries      1000..="));
+
+    // A reviewer whose saved state predates a range export needs the consistency proof from it.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    let saved = state["ledgers"]["export.example/ledger"]["size"]
+        .as_u64()
+        .unwrap();
+    assert!(saved > 3000);
+    bench("400");
+    let from = (saved + 100).to_string();
+    let o = run(ct(dir).args([
+        "export",
+        "--database-url",
+        &db.url,
+        "--out",
+        "no-proof.jsonl",
+        "--from",
+        &from,
+    ]));
+    assert_eq!(code(&o), 0);
+    let o = verify(&[
+        "no-proof.jsonl",
+        "--trusted-key",
+        &vkey,
+        "--state",
+        "state.json",
+    ]);
+    assert_eq!(
+        code(&o),
+        1,
+        "nothing connects this bundle to the saved state"
+    );
+    assert!(stdout(&o).contains("FORK"));
+    let o = run(ct(dir).args([
+        "export",
+        "--database-url",
+        &db.url,
+        "--out",
+        "proof.jsonl",
+        "--from",
+        &from,
+        "--consistency-from",
+        &saved.to_string(),
+    ]));
+    assert_eq!(code(&o), 0);
+    let o = verify(&[
+        "proof.jsonl",
+        "--trusted-key",
+        &vkey,
+        "--state",
+        "state.json",
+    ]);
+    assert_eq!(code(&o), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
