@@ -17,31 +17,19 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use std::iter::once;
-use std::sync::Arc;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The sequencer, when this process appends (readiness reports whether it runs).
     pub appender: Option<Appender>,
-    pub inner: Arc<Shared>,
-}
-
-/// State that is the same for every request.
-pub struct Shared {
-    pub version: &'static str,
 }
 
 impl AppState {
     pub fn new(store: Store, appender: Option<Appender>) -> AppState {
-        AppState {
-            store,
-            appender,
-            inner: Arc::new(Shared {
-                version: env!("CARGO_PKG_VERSION"),
-            }),
-        }
+        AppState { store, appender }
     }
 }
 

@@ -88,11 +88,6 @@ impl WriterMetrics {
             + self.sign_ns.load(Ordering::Relaxed)
     }
 
-    /// Build time added since `before` (a `build_ns` reading). Under the single sequencer only
-    /// one append runs at a time, so this is this transaction's own build time.
-    fn build_ns_since(&self, before: &u64) -> u64 {
-        self.build_ns().saturating_sub(*before)
-    }
 }
 
 /// Where the signing key comes from, so a rotation made by another process can be picked up.
@@ -370,7 +365,8 @@ impl LedgerWriter {
         let m = &self.metrics;
         // Storage time is what the transaction took beyond building the batch.
         let total = started.elapsed().as_nanos() as u64;
-        let built_ns = m.build_ns_since(&build_before);
+        // One append runs at a time per writer, so the growth is this transaction's build time.
+        let built_ns = m.build_ns().saturating_sub(build_before);
         m.storage_ns
             .fetch_add(total.saturating_sub(built_ns), Ordering::Relaxed);
         m.entries.fetch_add(seqs.len() as u64, Ordering::Relaxed);

@@ -4,7 +4,9 @@
 
 mod api;
 mod cli;
+mod fixtures;
 mod helpers;
 mod merkle;
 mod storage;
+mod tamper;
 mod vectors;
