@@ -722,16 +722,32 @@ impl Verifier {
             self.establish_first_key(seq, entry, payload);
         }
         let in_force = self.keys.key_for(seq).cloned();
+        let is_rotation = entry.kind == kinds::KEY_ROTATED;
+        let mut signed_by_key_in_force = false;
         match &in_force {
             Some(k) if k.key_id() == entry.key_id => {
                 let sig: Option<[u8; 64]> = unb64(&line.sig).and_then(|s| s.try_into().ok());
                 match sig {
-                    Some(sig) => self.sigs.push(SigJob {
-                        seq,
-                        key: *k.public(),
-                        leaf,
-                        sig: Signature::from_bytes(&sig),
-                    }),
+                    // A rotation hands trust to a new key, so its own signature must be known
+                    // good before any later entry is judged by that key: check it right away.
+                    Some(sig)
+                        if is_rotation && !k.verify(&entry::signature_message(&leaf), &sig) =>
+                    {
+                        self.find(Finding::at_seq(
+                            Class::BadSignature,
+                            seq,
+                            "key rotation entry signature does not verify; the new key is not trusted",
+                        ));
+                    }
+                    Some(sig) => {
+                        signed_by_key_in_force = true;
+                        self.sigs.push(SigJob {
+                            seq,
+                            key: *k.public(),
+                            leaf,
+                            sig: Signature::from_bytes(&sig),
+                        });
+                    }
                     None => self.find(Finding::at_seq(
                         Class::Modified,
                         seq,
@@ -758,8 +774,7 @@ impl Verifier {
                 self.find(f);
             }
         }
-        if entry.kind == kinds::KEY_ROTATED && in_force.is_some_and(|k| k.key_id() == entry.key_id)
-        {
+        if is_rotation && signed_by_key_in_force {
             let Some(origin) = self.origin.clone() else {
                 return;
             };

@@ -87,7 +87,6 @@ impl WriterMetrics {
             + self.hash_ns.load(Ordering::Relaxed)
             + self.sign_ns.load(Ordering::Relaxed)
     }
-
 }
 
 /// Where the signing key comes from, so a rotation made by another process can be picked up.
