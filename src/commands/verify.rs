@@ -159,21 +159,30 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
     }
     let json = a.format == "json";
 
-    let (report, source, tail) = match &a.file {
-        Some(path) => {
-            let origin = state_origin(&trusted, peek_header_origin(path))?;
-            let (state_file, state) = load_state(a.state.as_deref(), origin.as_deref())?;
-            let opts = Options {
-                trusted,
-                state,
-                max_age_ns,
-                now_ns: now,
-                threads: a.threads,
-            };
+    let store = match &a.file {
+        Some(_) => None,
+        None => Some(Store::connect(&cfg.database_url, &cfg.storage_options()).await?),
+    };
+    // The saved state is looked up by the pinned keys' origin; unpinned, by the ledger's own.
+    let own_origin = match (&a.file, &store) {
+        (Some(path), _) => peek_header_origin(path),
+        (None, Some(s)) => s.head().await?.map(|h| h.head.origin.to_string()),
+        (None, None) => None,
+    };
+    let origin = state_origin(&trusted, own_origin)?;
+    let (state_file, state) = load_state(a.state.as_deref(), origin.as_deref())?;
+    let opts = Options {
+        trusted,
+        state,
+        max_age_ns,
+        now_ns: now,
+        threads: a.threads,
+    };
+    let (report, source, tail) = match (&a.file, &store) {
+        (Some(path), _) => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            let bar = progress(len, json);
+            let bar = progress(file.metadata().map(|m| m.len()).unwrap_or(0), json);
             let reader = std::io::BufReader::with_capacity(1 << 20, file);
             let report = tokio::task::spawn_blocking(move || {
                 let r = verify_reader(reader, opts, Some(&bar));
@@ -181,30 +190,16 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
                 r
             })
             .await??;
-            finish_state(a.state.as_deref(), state_file, origin.as_deref(), &report)?;
             (report, path.display().to_string(), 0)
         }
-        None => {
-            let store = Store::connect(&cfg.database_url, &cfg.storage_options()).await?;
-            let head = store
-                .head()
-                .await?
-                .context("the database holds no ledger")?;
-            let origin = state_origin(&trusted, Some(head.head.origin.to_string()))?;
-            let (state_file, state) = load_state(a.state.as_deref(), origin.as_deref())?;
-            let opts = Options {
-                trusted,
-                state,
-                max_age_ns,
-                now_ns: now,
-                threads: a.threads,
-            };
-            let bar = progress(head.head.size, json);
-            let (report, tail) = crate::audit::verify_store(&store, opts, Some(bar)).await?;
-            finish_state(a.state.as_deref(), state_file, origin.as_deref(), &report)?;
+        (None, Some(store)) => {
+            let (report, tail) =
+                crate::audit::verify_store(store, opts, Some(progress(0, json))).await?;
             (report, crate::startup::redact_url(&cfg.database_url), tail)
         }
+        (None, None) => bail!("nothing to verify"),
     };
+    finish_state(a.state.as_deref(), state_file, origin.as_deref(), &report)?;
     if json {
         print_json(&report);
         eprint!("{}", summary(&report, &source, tail));
