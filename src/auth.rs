@@ -6,8 +6,11 @@ use crate::pipeline::random_bytes;
 use crate::storage::{StorageError, Store, TokenRow};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// Narrow roles: a token can do only what its role names (DESIGN.md "Security").
@@ -22,10 +25,18 @@ pub enum Role {
     Reviewer,
     /// Tokens and keys.
     Admin,
+    /// Reading /metrics (for a Prometheus scraper), nothing else.
+    Metrics,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Ingest, Role::Auditor, Role::Reviewer, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Ingest,
+        Role::Auditor,
+        Role::Reviewer,
+        Role::Admin,
+        Role::Metrics,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,6 +44,7 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Reviewer => "reviewer",
             Role::Admin => "admin",
+            Role::Metrics => "metrics",
         }
     }
 }
@@ -49,7 +61,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: use ingest, auditor, reviewer or admin"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?}: use ingest, auditor, reviewer, admin or metrics")
+            })
     }
 }
 
@@ -114,10 +128,64 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
+/// Recently looked-up token rows, so high-rate callers (OTLP exporters) do not cost a database
+/// round trip per request. A revocation takes effect within the time-to-live.
+pub struct TokenCache {
+    ttl: Duration,
+    rows: Mutex<HashMap<String, (Option<TokenRow>, Instant)>>,
+}
+
+/// Cached token ids at most; the cache starts over beyond this (ids of unknown tokens count too).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+impl TokenCache {
+    pub fn new(ttl: Duration) -> TokenCache {
+        TokenCache {
+            ttl,
+            rows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn row(&self, store: &Store, id: &str) -> Result<Option<TokenRow>, AuthError> {
+        let now = Instant::now();
+        if let Ok(rows) = self.rows.lock()
+            && let Some((row, at)) = rows.get(id)
+            && now.duration_since(*at) < self.ttl
+        {
+            return Ok(row.clone());
+        }
+        let row = store.token(id).await?;
+        if let Ok(mut rows) = self.rows.lock() {
+            if rows.len() >= TOKEN_CACHE_MAX {
+                rows.clear();
+            }
+            rows.insert(id.to_owned(), (row.clone(), now));
+        }
+        Ok(row)
+    }
+}
+
 /// Checks a presented token against storage and the role required.
 pub async fn authenticate(store: &Store, token: &str, need: Role) -> Result<Principal, AuthError> {
-    let (id, secret) = split_token(token).ok_or(AuthError::Invalid)?;
+    let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
     let row = store.token(id).await?;
+    check(row, token, need)
+}
+
+/// Like `authenticate`, through a cache of token rows.
+pub async fn authenticate_cached(
+    store: &Store,
+    cache: &TokenCache,
+    token: &str,
+    need: Role,
+) -> Result<Principal, AuthError> {
+    let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
+    let row = cache.row(store, id).await?;
+    check(row, token, need)
+}
+
+fn check(row: Option<TokenRow>, token: &str, need: Role) -> Result<Principal, AuthError> {
+    let (_, secret) = split_token(token).ok_or(AuthError::Invalid)?;
     let presented = secret_hash(secret);
     // Compare against something even for unknown ids, so timing says nothing about which exist.
     let stored = row

@@ -75,7 +75,7 @@ pub enum KeysCommand {
 pub enum TokensCommand {
     /// Create a token and print it once.
     Create {
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ingest", "auditor", "reviewer", "admin"]))]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ingest", "auditor", "reviewer", "admin", "metrics"]))]
         role: String,
         #[arg(long)]
         name: String,

@@ -17,7 +17,32 @@ pub struct Config {
     pub database_url: String,
     pub ledger: LedgerConfig,
     pub http: HttpConfig,
+    pub otlp: OtlpConfig,
+    pub tls: TlsConfig,
     pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub max_request_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub late_binding_window: Duration,
+    pub max_parked_bytes: usize,
+    pub max_bound_traces: usize,
+    pub redact_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -46,6 +71,8 @@ pub struct HttpConfig {
 pub struct StorageConfig {
     pub sqlite_synchronous: SqliteSynchronous,
     pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -139,6 +166,18 @@ impl Config {
                 "ledger.checkpoint_interval and ledger.heartbeat_interval must be positive".into(),
             ));
         }
+        if self.otlp.max_request_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "otlp.max_request_bytes must be at least 1024".into(),
+            ));
+        }
+        let t = &self.tls;
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        if set(&t.cert_file) != set(&t.key_file) || (set(&t.client_ca_file) && !set(&t.cert_file)) {
+            return Err(ConfigError::Invalid(
+                "tls: cert_file and key_file go together, and client_ca_file needs both".into(),
+            ));
+        }
         if !l.origin.is_empty() {
             crate::core::keys::Origin::parse(&l.origin)
                 .map_err(|e| ConfigError::Invalid(format!("ledger.origin: {e}")))?;
@@ -150,7 +189,32 @@ impl Config {
         crate::storage::StorageOptions {
             sqlite_synchronous_full: self.storage.sqlite_synchronous == SqliteSynchronous::Full,
             max_connections: self.storage.max_connections.max(2),
+            lock_timeout: self.storage.lock_timeout,
         }
+    }
+
+    pub fn ingest(&self) -> crate::ingest::IngestConfig {
+        let o = &self.otlp;
+        crate::ingest::IngestConfig {
+            max_request_bytes: o.max_request_bytes,
+            retry_after: o.retry_after,
+            late_binding_window: o.late_binding_window,
+            max_parked_bytes: o.max_parked_bytes,
+            max_bound_traces: o.max_bound_traces,
+            redact: o.redact_attributes.clone(),
+        }
+    }
+
+    /// The TLS server configuration, when TLS is configured.
+    pub fn tls(
+        &self,
+    ) -> anyhow::Result<Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>> {
+        let t = &self.tls;
+        if t.cert_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let ca = (!t.client_ca_file.as_os_str().is_empty()).then_some(t.client_ca_file.as_path());
+        crate::serve::tls_config(&t.cert_file, &t.key_file, ca).map(Some)
     }
 
     pub fn sequencer(&self) -> crate::pipeline::SequencerConfig {

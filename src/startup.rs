@@ -4,29 +4,38 @@
 use crate::api::{self, AppState};
 use crate::auth::{self, Role};
 use crate::config::Config;
+use crate::ingest::{self, Ingestor};
 use crate::keyfile;
 use crate::pipeline::{Appender, LedgerWriter, now_ns, spawn_sequencer};
+use crate::serve;
 use crate::storage::Store;
 use anyhow::Context;
+use axum::http::header::AUTHORIZATION;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 /// How long shutdown waits for the sequencer to drain before giving up.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct App {
     pub http_addr: SocketAddr,
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
     /// The bootstrap admin token, when this start created it (shown once, never stored).
     pub bootstrap_token: Option<String>,
     pub writer: Arc<LedgerWriter>,
     pub appender: Appender,
+    pub ingestor: Arc<Ingestor>,
     pub store: Store,
+    /// Stops the listeners; the sequencer is stopped after them, so accepted requests commit.
     shutdown: CancellationToken,
-    listener: TcpListener,
-    router: axum::Router,
+    sequencer_stop: CancellationToken,
+    listeners: Vec<(TcpListener, axum::Router)>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     sequencer: tokio::task::JoinHandle<()>,
 }
 
@@ -80,6 +89,7 @@ pub fn redact_url(url: &str) -> String {
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<App> {
+        let tls = cfg.tls()?;
         let (store, writer) = open_ledger(&cfg, true).await?;
         let bootstrap_token = if store.tokens().await?.is_empty() {
             let (row, token) = auth::issue("bootstrap", Role::Admin, now_ns());
@@ -88,39 +98,75 @@ impl App {
         } else {
             None
         };
-        let shutdown = CancellationToken::new();
+        let sequencer_stop = CancellationToken::new();
         let (appender, sequencer) =
-            spawn_sequencer(writer.clone(), cfg.sequencer(), shutdown.child_token());
-        let listener = TcpListener::bind(cfg.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
-        let http_addr = listener.local_addr()?;
-        let router = api::router(AppState::new(store.clone(), Some(appender.clone())));
+            spawn_sequencer(writer.clone(), cfg.sequencer(), sequencer_stop.clone());
+        let ingestor = Arc::new(Ingestor::new(appender.clone(), store.clone(), cfg.ingest()));
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({what})"))
+        };
+        let http = bind(cfg.http.listen, "http.listen").await?;
+        let grpc = bind(cfg.otlp.grpc_listen, "otlp.grpc_listen").await?;
+        let otlp_http = bind(cfg.otlp.http_listen, "otlp.http_listen").await?;
+        let (http_addr, otlp_grpc_addr, otlp_http_addr) = (
+            http.local_addr()?,
+            grpc.local_addr()?,
+            otlp_http.local_addr()?,
+        );
+        let state = AppState::new(store.clone(), Some(appender.clone()))
+            .with_metrics(ingestor.clone(), writer.clone());
+        let listeners = vec![
+            (http, api::router(state)),
+            (grpc, ingest::grpc::router(ingestor.clone())),
+            (otlp_http, ingest::http::router(ingestor.clone())),
+        ];
         Ok(App {
             http_addr,
+            otlp_grpc_addr,
+            otlp_http_addr,
             bootstrap_token,
             writer,
             appender,
+            ingestor,
             store,
-            shutdown,
-            listener,
-            router,
+            shutdown: CancellationToken::new(),
+            sequencer_stop,
+            listeners,
+            tls,
             sequencer,
         })
     }
 
-    /// Cancelling this token stops the service: listeners first, then the queue drains.
+    /// Cancelling this token stops the service: listeners first (requests in flight finish),
+    /// then the queue drains and a final checkpoint is signed.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
     pub async fn run(self) -> anyhow::Result<()> {
-        let stop = self.shutdown.clone();
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        server.await.context("HTTP server failed")?;
-        // Listeners are closed; let the sequencer commit what it accepted.
-        self.shutdown.cancel();
+        let mut servers = Vec::new();
+        for (listener, router) in self.listeners {
+            // Tokens must never reach a log line, whatever a layer decides to print.
+            let router = router
+                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(SetSensitiveRequestHeadersLayer::new(std::iter::once(
+                    AUTHORIZATION,
+                )));
+            servers.push(tokio::spawn(serve::serve(
+                listener,
+                router,
+                self.tls.clone(),
+                self.shutdown.clone(),
+                DRAIN_DEADLINE,
+            )));
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+        // Listeners are closed and their requests answered; now the sequencer drains.
+        self.sequencer_stop.cancel();
         if tokio::time::timeout(DRAIN_DEADLINE, self.sequencer)
             .await
             .is_err()

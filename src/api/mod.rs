@@ -5,31 +5,42 @@ mod admin;
 mod error;
 mod health;
 mod ledger;
+mod metrics;
 
 pub use error::ApiError;
 
 use crate::auth::{self, Principal, Role};
-use crate::pipeline::Appender;
+use crate::ingest::Ingestor;
+use crate::pipeline::{Appender, LedgerWriter};
 use crate::storage::Store;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use std::iter::once;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     /// The sequencer, when this process appends (readiness reports whether it runs).
     pub appender: Option<Appender>,
+    /// Where /metrics reads from, when this process ingests.
+    pub metrics: Option<(Arc<Ingestor>, Arc<LedgerWriter>)>,
 }
 
 impl AppState {
     pub fn new(store: Store, appender: Option<Appender>) -> AppState {
-        AppState { store, appender }
+        AppState {
+            store,
+            appender,
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, ingestor: Arc<Ingestor>, writer: Arc<LedgerWriter>) -> AppState {
+        self.metrics = Some((ingestor, writer));
+        self
     }
 }
 
@@ -64,8 +75,6 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(protected(ledger::router(), &state, Role::Reviewer))
         .merge(protected(admin::router(), &state, Role::Admin))
-        .layer(TraceLayer::new_for_http())
-        // Never let a token reach a log line, whatever a layer above decides to print.
-        .layer(SetSensitiveRequestHeadersLayer::new(once(AUTHORIZATION)))
+        .merge(protected(metrics::router(), &state, Role::Metrics))
         .with_state(state)
 }

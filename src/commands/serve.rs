@@ -10,7 +10,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<i32> {
         );
         println!("  {token}");
     }
-    tracing::info!(http = %app.http_addr, "changetrail is serving.");
+    tracing::info!(
+        http = %app.http_addr,
+        otlp_grpc = %app.otlp_grpc_addr,
+        otlp_http = %app.otlp_http_addr,
+        "changetrail is serving."
+    );
     let stop = app.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -4,10 +4,12 @@
 
 pub mod batch;
 pub mod bundle;
+pub mod contract;
 pub mod entry;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod note;
 pub mod sigcheck;
+pub mod telemetry;
 pub mod verify;

@@ -2,7 +2,7 @@
 //! transaction, then answers every caller in the batch. Between batches it issues time-based
 //! checkpoints and idle heartbeats. On shutdown it drains the queue before stopping.
 
-use super::writer::{AppendError, Appended, LedgerWriter, now_ns};
+use super::writer::{AppendError, Appended, LedgerWriter, Telemetry, now_ns};
 use crate::core::batch::Draft;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,15 @@ impl Default for SequencerConfig {
 
 struct Job {
     drafts: Vec<Draft>,
+    telemetry: Telemetry,
     reply: oneshot::Sender<Result<Appended, Arc<AppendError>>>,
+}
+
+impl Job {
+    /// Rows this job adds to a transaction, for the batch limit.
+    fn weight(&self) -> usize {
+        self.drafts.len() + self.telemetry.spans.len() + self.telemetry.logs.len()
+    }
 }
 
 /// A handle for appending through the sequencer. Cheap to clone.
@@ -50,9 +58,29 @@ impl Appender {
     /// Queues `drafts` and waits until they are committed. A full queue fails at once with
     /// `Overloaded` (retryable) rather than waiting: callers turn that into UNAVAILABLE/503.
     pub async fn append(&self, drafts: Vec<Draft>) -> Result<Appended, Arc<AppendError>> {
+        self.submit(drafts, Telemetry::default()).await
+    }
+
+    /// Queues kept telemetry; answers once it is committed with the entries that reference it.
+    pub async fn append_telemetry(
+        &self,
+        telemetry: Telemetry,
+    ) -> Result<Appended, Arc<AppendError>> {
+        self.submit(Vec::new(), telemetry).await
+    }
+
+    async fn submit(
+        &self,
+        drafts: Vec<Draft>,
+        telemetry: Telemetry,
+    ) -> Result<Appended, Arc<AppendError>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Job { drafts, reply })
+            .try_send(Job {
+                drafts,
+                telemetry,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Arc::new(AppendError::Overloaded),
                 mpsc::error::TrySendError::Closed(_) => Arc::new(AppendError::Stopped),
@@ -64,7 +92,11 @@ impl Appender {
     pub async fn append_waiting(&self, drafts: Vec<Draft>) -> Result<Appended, Arc<AppendError>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { drafts, reply })
+            .send(Job {
+                drafts,
+                telemetry: Telemetry::default(),
+                reply,
+            })
             .await
             .map_err(|_| Arc::new(AppendError::Stopped))?;
         rx.await.map_err(|_| Arc::new(AppendError::Stopped))?
@@ -129,46 +161,51 @@ async fn run_batch(
     first: Job,
     rx: &mut mpsc::Receiver<Job>,
 ) {
-    let mut count = first.drafts.len();
+    let mut count = first.weight();
     let mut jobs = vec![first];
     while count < cfg.batch_max_entries {
         match rx.try_recv() {
             Ok(job) => {
-                count += job.drafts.len();
+                count += job.weight();
                 jobs.push(job);
             }
             Err(_) => break,
         }
     }
     let sizes: Vec<usize> = jobs.iter().map(|j| j.drafts.len()).collect();
-    let mut drafts = Vec::with_capacity(count);
+    let mut drafts = Vec::new();
+    let mut telemetry = Telemetry::default();
     let mut replies = Vec::with_capacity(jobs.len());
     for j in jobs {
         drafts.extend(j.drafts);
+        telemetry.spans.extend(j.telemetry.spans);
+        telemetry.logs.extend(j.telemetry.logs);
         replies.push(j.reply);
     }
-    let mut result = writer.append(&drafts).await;
+    let started = std::time::Instant::now();
+    let mut result = writer.append_with_telemetry(&drafts, &telemetry).await;
     // A busy database (another process holding the lock too long) is worth one more try.
     if let Err(e) = &result
         && e.is_transient()
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        result = writer.append(&drafts).await;
+        result = writer.append_with_telemetry(&drafts, &telemetry).await;
     }
+    writer.metrics.record_commit(count, started.elapsed());
     match result {
         Ok(appended) => {
             let mut offset = 0;
             for (reply, n) in replies.into_iter().zip(sizes) {
                 let part = Appended {
                     seqs: appended.seqs[offset..offset + n].to_vec(),
-                    checkpoint: appended.checkpoint,
+                    ..appended.clone()
                 };
                 offset += n;
                 let _ = reply.send(Ok(part));
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, entries = count, "Append failed; callers are told to retry.");
+            tracing::error!(error = %e, rows = count, "Append failed; callers are told to retry.");
             let e = Arc::new(e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));

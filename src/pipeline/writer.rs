@@ -9,7 +9,9 @@ use crate::core::entry::{ErasurePayload, kinds};
 use crate::core::hash::Hash;
 use crate::core::keys::{KeyId, LedgerKey};
 use crate::core::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
+use crate::core::telemetry::{LogRow, SpanRow, telemetry_entries};
 use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -79,9 +81,22 @@ pub struct WriterMetrics {
     pub sign_ns: AtomicU64,
     /// Inserts, head update, checkpoint and commit: everything but building the batch.
     pub storage_ns: AtomicU64,
+    /// Sequencer transactions: how many, their rows, their total and largest latency.
+    pub commits: AtomicU64,
+    pub commit_rows: AtomicU64,
+    pub commit_ns: AtomicU64,
+    pub commit_max_ns: AtomicU64,
 }
 
 impl WriterMetrics {
+    pub fn record_commit(&self, rows: usize, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.commit_ns.fetch_add(ns, Ordering::Relaxed);
+        self.commit_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
     fn build_ns(&self) -> u64 {
         self.encode_ns.load(Ordering::Relaxed)
             + self.hash_ns.load(Ordering::Relaxed)
@@ -95,9 +110,22 @@ pub trait KeySource: Send + Sync {
     fn load(&self, wanted: KeyId) -> Result<LedgerKey, String>;
 }
 
+/// Kept telemetry to store in an append, referenced by `spans.bound` / `logs.bound` entries.
+#[derive(Debug, Default, Clone)]
+pub struct Telemetry {
+    pub spans: Vec<SpanRow>,
+    pub logs: Vec<LogRow>,
+}
+
+impl Telemetry {
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty() && self.logs.is_empty()
+    }
+}
+
 /// What one append transaction does besides appending drafts.
 enum Work<'a> {
-    Drafts(&'a [Draft]),
+    Drafts(&'a [Draft], &'a Telemetry),
     Rotate(Arc<LedgerKey>),
     Erase {
         seq: u64,
@@ -117,10 +145,16 @@ pub struct LedgerWriter {
 }
 
 /// What an append produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Appended {
+    /// Sequence numbers of the caller's drafts, in order.
     pub seqs: Vec<u64>,
     pub checkpoint: Option<u64>,
+    /// Telemetry rows newly stored, and those already stored (a retried export).
+    pub spans_stored: u64,
+    pub spans_duplicate: u64,
+    pub logs_stored: u64,
+    pub logs_duplicate: u64,
 }
 
 impl LedgerWriter {
@@ -198,7 +232,17 @@ impl LedgerWriter {
 
     /// Appends drafts in one transaction; a checkpoint follows every `checkpoint_every` entries.
     pub async fn append(&self, drafts: &[Draft]) -> Result<Appended, AppendError> {
-        self.run(Work::Drafts(drafts)).await
+        self.run(Work::Drafts(drafts, &Telemetry::default())).await
+    }
+
+    /// Appends drafts and stores telemetry in one transaction: spans and log records not stored
+    /// before are written with the entries that reference them; repeats are counted, not stored.
+    pub async fn append_with_telemetry(
+        &self,
+        drafts: &[Draft],
+        telemetry: &Telemetry,
+    ) -> Result<Appended, AppendError> {
+        self.run(Work::Drafts(drafts, telemetry)).await
     }
 
     /// Signs a checkpoint of everything appended so far, if anything is uncovered.
@@ -275,8 +319,18 @@ impl LedgerWriter {
         let mut row = tx.lock_head().await?.ok_or(AppendError::NoLedger)?;
         let now = now_ns();
         let own: Vec<Draft>;
+        let mut fresh = FreshTelemetry::default();
         let drafts: &[Draft] = match work {
-            Work::Drafts(d) => d,
+            Work::Drafts(d, t) if t.is_empty() => d,
+            Work::Drafts(d, t) => {
+                fresh = FreshTelemetry::find(&mut tx, t).await?;
+                own = d
+                    .iter()
+                    .cloned()
+                    .chain(fresh.entries.iter().map(|e| e.draft.clone()))
+                    .collect();
+                &own
+            }
             Work::Checkpoint => &[],
             Work::Rotate(new_key) => {
                 own = vec![batch::rotation_draft(new_key, row.head.size)?];
@@ -329,6 +383,20 @@ impl LedgerWriter {
             tx.insert_batch(&built).await?;
             row.head = built.head;
         }
+        // Telemetry entries follow the caller's drafts; each row is stored with its entry's seq.
+        let own_count = seqs.len() - fresh.entries.len();
+        if !fresh.entries.is_empty() {
+            let mut span_rows = Vec::with_capacity(fresh.spans.len());
+            let mut log_rows = Vec::with_capacity(fresh.logs.len());
+            for (k, e) in fresh.entries.iter().enumerate() {
+                let seq = seqs[own_count + k];
+                span_rows.extend(e.spans.iter().map(|&i| (fresh.spans[i], seq)));
+                log_rows.extend(e.logs.iter().map(|&i| (fresh.logs[i], seq)));
+            }
+            tx.insert_spans(&span_rows, now).await?;
+            tx.insert_logs(&log_rows, now).await?;
+        }
+        seqs.truncate(own_count);
         let mut force_checkpoint = matches!(work, Work::Checkpoint);
         let mut signer = key.clone();
         match work {
@@ -368,9 +436,17 @@ impl LedgerWriter {
         let built_ns = m.build_ns().saturating_sub(build_before);
         m.storage_ns
             .fetch_add(total.saturating_sub(built_ns), Ordering::Relaxed);
-        m.entries.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        m.entries
+            .fetch_add((own_count + fresh.entries.len()) as u64, Ordering::Relaxed);
         m.batches.fetch_add(1, Ordering::Relaxed);
-        Ok(Appended { seqs, checkpoint })
+        Ok(Appended {
+            seqs,
+            checkpoint,
+            spans_stored: fresh.spans.len() as u64,
+            spans_duplicate: fresh.spans_duplicate,
+            logs_stored: fresh.logs.len() as u64,
+            logs_duplicate: fresh.logs_duplicate,
+        })
     }
 
     async fn build(
@@ -434,5 +510,49 @@ impl LedgerWriter {
         row.checkpoint_time_ns = now;
         self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(cp.size)
+    }
+}
+
+/// The part of a telemetry batch not stored yet, and the entries that will reference it.
+#[derive(Default)]
+struct FreshTelemetry<'a> {
+    spans: Vec<&'a SpanRow>,
+    logs: Vec<&'a LogRow>,
+    entries: Vec<crate::core::telemetry::TelemetryEntry>,
+    spans_duplicate: u64,
+    logs_duplicate: u64,
+}
+
+impl<'a> FreshTelemetry<'a> {
+    /// Under the writer lock, so no other writer can store the same rows in between.
+    async fn find(tx: &mut AppendTx, t: &'a Telemetry) -> Result<FreshTelemetry<'a>, AppendError> {
+        let mut seen = HashSet::new();
+        let candidates: Vec<&SpanRow> = t
+            .spans
+            .iter()
+            .filter(|s| seen.insert((s.trace_id, s.span_id)))
+            .collect();
+        let keys: Vec<_> = candidates.iter().map(|s| (s.trace_id, s.span_id)).collect();
+        let stored = tx.existing_spans(&keys).await?;
+        let spans: Vec<&SpanRow> = candidates
+            .into_iter()
+            .filter(|s| !stored.contains(&(s.trace_id, s.span_id)))
+            .collect();
+        let mut seen = HashSet::new();
+        let candidates: Vec<&LogRow> = t.logs.iter().filter(|l| seen.insert(l.digest)).collect();
+        let digests: Vec<Hash> = candidates.iter().map(|l| l.digest).collect();
+        let stored = tx.existing_logs(&digests).await?;
+        let logs: Vec<&LogRow> = candidates
+            .into_iter()
+            .filter(|l| !stored.contains(&l.digest))
+            .collect();
+        let entries = telemetry_entries(&spans, &logs)?;
+        Ok(FreshTelemetry {
+            spans_duplicate: (t.spans.len() - spans.len()) as u64,
+            logs_duplicate: (t.logs.len() - logs.len()) as u64,
+            spans,
+            logs,
+            entries,
+        })
     }
 }

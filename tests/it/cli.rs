@@ -64,6 +64,8 @@ async fn serve_on_a_fresh_directory_just_works() {
     let mut child = ct(dir.path())
         .arg("serve")
         .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
+        .env("CHANGETRAIL_OTLP__GRPC_LISTEN", "127.0.0.1:0")
+        .env("CHANGETRAIL_OTLP__HTTP_LISTEN", "127.0.0.1:0")
         // The most verbose logging there is: still no token may appear in it.
         .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
@@ -93,7 +95,11 @@ async fn serve_on_a_fresh_directory_just_works() {
             .unwrap()
             .iter()
             .find(|l| l.contains("changetrail is serving"))
-            .and_then(|l| l.split("http=").nth(1).map(|s| s.trim().to_owned()));
+            .and_then(|l| {
+                l.split(" http=")
+                    .nth(1)
+                    .map(|s| s.split_whitespace().next().unwrap_or("").to_owned())
+            });
         if let Some(a) = found {
             break a;
         }

@@ -142,6 +142,8 @@ pub fn config(db: &TestDb) -> Config {
     c.ledger.key_file = db.path().join("ledger.key");
     c.ledger.checkpoint_every = 50;
     c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.otlp.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    c.otlp.http_listen = "127.0.0.1:0".parse().unwrap();
     c
 }
 

@@ -1,0 +1,423 @@
+//! From decoded OTLP requests to what the ledger keeps: per-item validation, contract
+//! detection, redaction of secrets, and the exact bytes (and digest) each kept item is stored as.
+
+use crate::core::contract::{
+    self, APPROVAL_EVENT, KeepRule, REDACTED, Redaction, Redactor, SUBJECT_KEYS,
+};
+use crate::core::telemetry::{LogRow, SpanRow};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use std::sync::Arc;
+
+/// Spans may not end more than this far in the future (clock skew beyond this is an error).
+const FUTURE_SLACK_NS: u64 = 24 * 3600 * 1_000_000_000;
+/// Reasons quoted in a partial-success message at most.
+const MAX_REASONS: usize = 5;
+
+/// Why an item was rejected (also the metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reject {
+    TraceId,
+    SpanId,
+    ParentSpanId,
+    Timestamps,
+}
+
+impl Reject {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::TraceId => "invalid_trace_id",
+            Reject::SpanId => "invalid_span_id",
+            Reject::ParentSpanId => "invalid_parent_span_id",
+            Reject::Timestamps => "invalid_timestamps",
+        }
+    }
+}
+
+/// Shared parts of a resource and scope, so many spans can point at them cheaply.
+#[derive(Debug)]
+pub struct Origin {
+    pub resource: Option<Resource>,
+    pub resource_schema: String,
+    pub scope: Option<InstrumentationScope>,
+    pub scope_schema: String,
+    /// The resource carries a contract attribute.
+    pub contract: bool,
+    pub subject: Option<String>,
+    pub service: String,
+}
+
+/// A valid span with the context it came with.
+#[derive(Debug)]
+pub struct SpanItem {
+    pub origin: Arc<Origin>,
+    pub span: Span,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub contract: bool,
+    pub subject: Option<String>,
+}
+
+impl SpanItem {
+    /// Memory the item holds while parked (an estimate: its encoded size plus bookkeeping).
+    pub fn weight(&self) -> usize {
+        self.span.encoded_len() + 128
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Rejections {
+    pub count: u64,
+    pub by_reason: Vec<(Reject, u64)>,
+    reasons: Vec<String>,
+}
+
+impl Rejections {
+    fn add(&mut self, why: Reject, detail: String) {
+        self.count += 1;
+        match self.by_reason.iter_mut().find(|(r, _)| *r == why) {
+            Some((_, n)) => *n += 1,
+            None => self.by_reason.push((why, 1)),
+        }
+        if self.reasons.len() < MAX_REASONS {
+            self.reasons.push(detail);
+        }
+    }
+
+    /// The English partial-success message.
+    pub fn message(&self, what: &str) -> String {
+        if self.count == 0 {
+            return String::new();
+        }
+        let mut m = format!(
+            "{} {what} rejected: {}",
+            self.count,
+            self.reasons.join("; ")
+        );
+        if self.count as usize > self.reasons.len() {
+            m.push_str("; …");
+        }
+        m
+    }
+}
+
+fn str_value(v: &Option<AnyValue>) -> Option<&str> {
+    match v.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| str_value(&kv.value))
+}
+
+fn subject_of(attrs: &[KeyValue]) -> Option<String> {
+    SUBJECT_KEYS
+        .iter()
+        .find_map(|k| attr(attrs, k))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn has_contract(attrs: &[KeyValue]) -> bool {
+    attrs.iter().any(|kv| contract::is_contract_key(&kv.key))
+}
+
+fn origin(
+    resource: Option<Resource>,
+    resource_schema: String,
+    scope: Option<InstrumentationScope>,
+    scope_schema: String,
+) -> Arc<Origin> {
+    let attrs = resource
+        .as_ref()
+        .map(|r| r.attributes.as_slice())
+        .unwrap_or(&[]);
+    Arc::new(Origin {
+        contract: has_contract(attrs),
+        subject: subject_of(attrs),
+        service: attr(attrs, "service.name")
+            .unwrap_or("unknown_service")
+            .to_owned(),
+        resource,
+        resource_schema,
+        scope,
+        scope_schema,
+    })
+}
+
+fn id<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+    let a: [u8; N] = bytes.try_into().ok()?;
+    (a != [0u8; N]).then_some(a)
+}
+
+/// Validates every span; returns the valid ones and what was rejected.
+pub fn spans(request: Vec<ResourceSpans>, now_ns: u64) -> (Vec<SpanItem>, Rejections) {
+    let mut items = Vec::new();
+    let mut rej = Rejections::default();
+    for rs in request {
+        for ss in rs.scope_spans {
+            let o = origin(
+                rs.resource.clone(),
+                rs.schema_url.clone(),
+                ss.scope,
+                ss.schema_url,
+            );
+            for span in ss.spans {
+                let (Some(trace_id), Some(span_id)) =
+                    (id::<16>(&span.trace_id), id::<8>(&span.span_id))
+                else {
+                    let why = if id::<16>(&span.trace_id).is_none() {
+                        Reject::TraceId
+                    } else {
+                        Reject::SpanId
+                    };
+                    rej.add(
+                        why,
+                        format!(
+                            "span {:?}: {} must be {} bytes and not all zero (got {} bytes)",
+                            span.name,
+                            if why == Reject::TraceId {
+                                "trace_id"
+                            } else {
+                                "span_id"
+                            },
+                            if why == Reject::TraceId { 16 } else { 8 },
+                            if why == Reject::TraceId {
+                                span.trace_id.len()
+                            } else {
+                                span.span_id.len()
+                            },
+                        ),
+                    );
+                    continue;
+                };
+                if !span.parent_span_id.is_empty() && id::<8>(&span.parent_span_id).is_none() {
+                    rej.add(
+                        Reject::ParentSpanId,
+                        format!(
+                            "span {:?}: parent_span_id must be empty or 8 bytes and not all zero",
+                            span.name
+                        ),
+                    );
+                    continue;
+                }
+                let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
+                if start == 0 || end < start || end > now_ns.saturating_add(FUTURE_SLACK_NS) {
+                    rej.add(Reject::Timestamps, format!(
+                        "span {:?}: timestamps must have 0 < start <= end and end not more than a day ahead (start {start}, end {end})",
+                        span.name
+                    ));
+                    continue;
+                }
+                let contract = o.contract || has_contract(&span.attributes);
+                let subject = subject_of(&span.attributes).or_else(|| o.subject.clone());
+                items.push(SpanItem {
+                    origin: o.clone(),
+                    span,
+                    trace_id,
+                    span_id,
+                    contract,
+                    subject,
+                });
+            }
+        }
+    }
+    (items, rej)
+}
+
+/// Replaces secret attribute values, recursively through maps and arrays.
+fn redact(attrs: &mut [KeyValue], r: &Redactor) {
+    for kv in attrs {
+        match r.rule(&kv.key) {
+            Redaction::Keep => {
+                if let Some(v) = kv.value.as_mut() {
+                    redact_value(v, r);
+                }
+            }
+            Redaction::Drop => kv.value = Some(string(REDACTED)),
+            Redaction::Digest => {
+                let digest = str_value(&kv.value).map(contract::credential_digest);
+                kv.value = Some(string(digest.as_deref().unwrap_or(REDACTED)));
+            }
+        }
+    }
+}
+
+fn redact_value(v: &mut AnyValue, r: &Redactor) {
+    match v.value.as_mut() {
+        Some(Value::KvlistValue(list)) => redact(&mut list.values, r),
+        Some(Value::ArrayValue(arr)) => {
+            for item in &mut arr.values {
+                redact_value(item, r);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn string(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(Value::StringValue(s.to_owned())),
+    }
+}
+
+/// The stored form of a kept span: one resource, one scope, this span, secrets redacted.
+pub fn span_row(item: &SpanItem, rule: KeepRule, subject: &str, r: &Redactor) -> SpanRow {
+    let mut resource = item.origin.resource.clone();
+    if let Some(res) = resource.as_mut() {
+        redact(&mut res.attributes, r);
+    }
+    let mut span = item.span.clone();
+    redact(&mut span.attributes, r);
+    for e in &mut span.events {
+        redact(&mut e.attributes, r);
+    }
+    for l in &mut span.links {
+        redact(&mut l.attributes, r);
+    }
+    let (name, start_ns, end_ns) = (
+        span.name.clone(),
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+    );
+    let parent_span_id = id::<8>(&span.parent_span_id);
+    let body = ResourceSpans {
+        resource,
+        scope_spans: vec![ScopeSpans {
+            scope: item.origin.scope.clone(),
+            spans: vec![span],
+            schema_url: item.origin.scope_schema.clone(),
+        }],
+        schema_url: item.origin.resource_schema.clone(),
+    }
+    .encode_to_vec();
+    SpanRow {
+        trace_id: item.trace_id,
+        span_id: item.span_id,
+        parent_span_id,
+        digest: contract::telemetry_digest(b"span", &body),
+        body,
+        service: item.origin.service.clone(),
+        name,
+        start_ns,
+        end_ns,
+        subject: subject.to_owned(),
+        rule,
+    }
+}
+
+/// A valid log record with its context.
+pub struct LogItem {
+    pub origin: Arc<Origin>,
+    pub record: LogRecord,
+    pub trace_id: Option<[u8; 16]>,
+    pub span_id: Option<[u8; 8]>,
+    pub contract: bool,
+    pub subject: Option<String>,
+}
+
+/// Validates log records: ids, when present, must be well formed.
+pub fn logs(request: Vec<ResourceLogs>) -> (Vec<LogItem>, Rejections) {
+    let mut items = Vec::new();
+    let mut rej = Rejections::default();
+    for rl in request {
+        for sl in rl.scope_logs {
+            let o = origin(
+                rl.resource.clone(),
+                rl.schema_url.clone(),
+                sl.scope,
+                sl.schema_url,
+            );
+            for record in sl.log_records {
+                let trace_id = if record.trace_id.is_empty() {
+                    None
+                } else if let Some(t) = id::<16>(&record.trace_id) {
+                    Some(t)
+                } else {
+                    rej.add(
+                        Reject::TraceId,
+                        "log record: trace_id must be empty or 16 bytes and not all zero".into(),
+                    );
+                    continue;
+                };
+                let span_id = if record.span_id.is_empty() {
+                    None
+                } else if let Some(s) = id::<8>(&record.span_id) {
+                    Some(s)
+                } else {
+                    rej.add(
+                        Reject::SpanId,
+                        "log record: span_id must be empty or 8 bytes and not all zero".into(),
+                    );
+                    continue;
+                };
+                let contract = o.contract
+                    || has_contract(&record.attributes)
+                    || record.event_name == APPROVAL_EVENT
+                    || attr(&record.attributes, "event.name") == Some(APPROVAL_EVENT);
+                let subject = subject_of(&record.attributes).or_else(|| o.subject.clone());
+                items.push(LogItem {
+                    origin: o.clone(),
+                    record,
+                    trace_id,
+                    span_id,
+                    contract,
+                    subject,
+                });
+            }
+        }
+    }
+    (items, rej)
+}
+
+pub fn log_row(item: &LogItem, subject: &str, r: &Redactor) -> LogRow {
+    let mut resource = item.origin.resource.clone();
+    if let Some(res) = resource.as_mut() {
+        redact(&mut res.attributes, r);
+    }
+    let mut record = item.record.clone();
+    redact(&mut record.attributes, r);
+    if let Some(body) = record.body.as_mut() {
+        redact_value(body, r);
+    }
+    let time_ns = if record.time_unix_nano != 0 {
+        record.time_unix_nano
+    } else {
+        record.observed_time_unix_nano
+    };
+    let event_name = if !record.event_name.is_empty() {
+        record.event_name.clone()
+    } else {
+        attr(&record.attributes, "event.name")
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let body = ResourceLogs {
+        resource,
+        scope_logs: vec![ScopeLogs {
+            scope: item.origin.scope.clone(),
+            log_records: vec![record],
+            schema_url: item.origin.scope_schema.clone(),
+        }],
+        schema_url: item.origin.resource_schema.clone(),
+    }
+    .encode_to_vec();
+    LogRow {
+        digest: contract::telemetry_digest(b"log", &body),
+        body,
+        trace_id: item.trace_id,
+        span_id: item.span_id,
+        time_ns,
+        event_name,
+        subject: subject.to_owned(),
+    }
+}

@@ -1,0 +1,388 @@
+//! OTLP ingest: gRPC (:4317) and HTTP (:4318) front doors over one `Ingestor`, which validates
+//! items, decides what is evidence, parks the rest for late binding, and answers only after the
+//! evidence is committed.
+
+pub mod binder;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+
+use crate::auth::{self, AuthError, Principal, Role, TokenCache};
+use crate::core::contract::{KeepRule, Redactor};
+use crate::metrics::Registry;
+use crate::pipeline::{AppendError, Appender, Telemetry};
+use crate::storage::Store;
+use binder::{Binder, BinderStats};
+use convert::SpanItem;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Largest request accepted, before and after decompression.
+    pub max_request_bytes: usize,
+    /// The retry delay suggested when overloaded (short: clients have ~10 s deadlines).
+    pub retry_after: Duration,
+    pub late_binding_window: Duration,
+    pub max_parked_bytes: usize,
+    pub max_bound_traces: usize,
+    pub redact: Vec<String>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_request_bytes: 16 << 20,
+            retry_after: Duration::from_secs(1),
+            late_binding_window: Duration::from_secs(15 * 60),
+            max_parked_bytes: 64 << 20,
+            max_bound_traces: 200_000,
+            redact: crate::core::contract::DEFAULT_REDACTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// What an export produced: how many items were rejected, and why (partial success).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub rejected: u64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Try again shortly: the queue is full, storage is failing, or the service is stopping.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
+    /// The request cannot be accepted as sent; retrying the same bytes will not help.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The body is larger than the configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Storage refused for a reason retrying cannot fix.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// Which signal an export carried (metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Logs,
+}
+
+impl Signal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
+pub struct Ingestor {
+    pub appender: Appender,
+    pub store: Store,
+    pub tokens: TokenCache,
+    pub metrics: Registry,
+    pub config: IngestConfig,
+    binder: Binder<SpanItem>,
+    redactor: Redactor,
+}
+
+impl Ingestor {
+    pub fn new(appender: Appender, store: Store, config: IngestConfig) -> Ingestor {
+        let metrics = Registry::default();
+        for (name, help) in [
+            (
+                "changetrail_otlp_requests_total",
+                "OTLP export requests by transport, signal and outcome.",
+            ),
+            (
+                "changetrail_spans_received_total",
+                "Spans received (valid or not).",
+            ),
+            (
+                "changetrail_spans_accepted_total",
+                "Spans kept as evidence and committed (including repeats already stored).",
+            ),
+            (
+                "changetrail_spans_rejected_total",
+                "Spans rejected through partial success, by reason.",
+            ),
+            (
+                "changetrail_spans_parked_total",
+                "Spans parked for late binding.",
+            ),
+            (
+                "changetrail_spans_duplicate_total",
+                "Kept spans that were stored already (retried exports).",
+            ),
+            (
+                "changetrail_log_records_received_total",
+                "Log records received (valid or not).",
+            ),
+            (
+                "changetrail_log_records_accepted_total",
+                "Log records kept as evidence and committed.",
+            ),
+            (
+                "changetrail_log_records_rejected_total",
+                "Log records rejected through partial success, by reason.",
+            ),
+            (
+                "changetrail_log_records_unrelated_total",
+                "Log records that are not evidence and were not stored.",
+            ),
+        ] {
+            metrics.describe(name, "counter", help);
+        }
+        Ingestor {
+            binder: Binder::new(
+                config.late_binding_window,
+                config.max_parked_bytes,
+                config.max_bound_traces,
+            ),
+            redactor: Redactor::new(&config.redact),
+            tokens: TokenCache::new(Duration::from_secs(5)),
+            appender,
+            store,
+            metrics,
+            config,
+        }
+    }
+
+    pub fn binder_stats(&self) -> BinderStats {
+        self.binder.stats()
+    }
+
+    /// `Authorization: Bearer <token>` with role `ingest`.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let token = auth::bearer(header)?;
+        auth::authenticate_cached(&self.store, &self.tokens, token, Role::Ingest).await
+    }
+
+    pub fn count_request(&self, transport: &str, signal: Signal, outcome: &str) {
+        self.metrics.add(
+            "changetrail_otlp_requests_total",
+            &[
+                ("transport", transport),
+                ("signal", signal.label()),
+                ("outcome", outcome),
+            ],
+            1,
+        );
+    }
+
+    pub async fn traces(&self, req: ExportTraceServiceRequest) -> Result<Outcome, IngestError> {
+        let now = crate::pipeline::now_ns().max(0) as u64;
+        let (items, rejections) = convert::spans(req.resource_spans, now);
+        let m = &self.metrics;
+        m.add(
+            "changetrail_spans_received_total",
+            &[],
+            items.len() as u64 + rejections.count,
+        );
+        for (why, n) in &rejections.by_reason {
+            m.add(
+                "changetrail_spans_rejected_total",
+                &[("reason", why.label())],
+                *n,
+            );
+        }
+        let (kept, released) = self.classify(items);
+        let rows: Vec<_> = kept
+            .iter()
+            .chain(released.iter())
+            .map(|(item, rule, subject)| convert::span_row(item, *rule, subject, &self.redactor))
+            .collect();
+        let outcome = Outcome {
+            rejected: rejections.count,
+            message: rejections.message("spans"),
+        };
+        if rows.is_empty() {
+            return Ok(outcome);
+        }
+        let count = rows.len() as u64;
+        match self
+            .appender
+            .append_telemetry(Telemetry {
+                spans: rows,
+                logs: Vec::new(),
+            })
+            .await
+        {
+            Ok(done) => {
+                m.add("changetrail_spans_accepted_total", &[], count);
+                m.add(
+                    "changetrail_spans_duplicate_total",
+                    &[],
+                    done.spans_duplicate,
+                );
+                Ok(outcome)
+            }
+            Err(e) => {
+                // Spans taken out of parking for this export go back: the client's retry will
+                // bind their trace again and take them along then.
+                let now = Instant::now();
+                self.binder.with(now, |v| {
+                    for (item, _, _) in released {
+                        let w = item.weight();
+                        v.park(item.trace_id, item, w);
+                    }
+                });
+                Err(self.append_error(&e))
+            }
+        }
+    }
+
+    /// Splits valid spans into kept ones (with why and for which change), the parked spans their
+    /// binding released, and — out of sight — the parked rest.
+    #[allow(clippy::type_complexity)]
+    fn classify(
+        &self,
+        items: Vec<SpanItem>,
+    ) -> (
+        Vec<(SpanItem, KeepRule, String)>,
+        Vec<(SpanItem, KeepRule, String)>,
+    ) {
+        let mut kept = Vec::new();
+        let mut released = Vec::new();
+        let mut parked = 0u64;
+        self.binder.with(Instant::now(), |v| {
+            // Spans carrying the contract bind their trace first, so the order of spans inside
+            // one request does not matter.
+            let (evidence, others): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| i.contract);
+            for item in evidence {
+                let subject = item
+                    .subject
+                    .clone()
+                    .or_else(|| v.bound(&item.trace_id).map(str::to_owned))
+                    .unwrap_or_default();
+                for r in v.bind(item.trace_id, &subject) {
+                    released.push((r, KeepRule::Trace, subject.clone()));
+                }
+                kept.push((item, KeepRule::Attribute, subject));
+            }
+            for item in others {
+                if let Some(subject) = v.bound(&item.trace_id).map(str::to_owned) {
+                    kept.push((item, KeepRule::Trace, subject));
+                    continue;
+                }
+                let linked = item.span.links.iter().find_map(|l| {
+                    let t: [u8; 16] = l.trace_id.as_slice().try_into().ok()?;
+                    v.bound(&t).map(str::to_owned)
+                });
+                if let Some(subject) = linked {
+                    for r in v.bind(item.trace_id, &subject) {
+                        released.push((r, KeepRule::Trace, subject.clone()));
+                    }
+                    kept.push((item, KeepRule::Link, subject));
+                    continue;
+                }
+                let w = item.weight();
+                v.park(item.trace_id, item, w);
+                parked += 1;
+            }
+        });
+        self.metrics
+            .add("changetrail_spans_parked_total", &[], parked);
+        (kept, released)
+    }
+
+    pub async fn logs(&self, req: ExportLogsServiceRequest) -> Result<Outcome, IngestError> {
+        let (items, rejections) = convert::logs(req.resource_logs);
+        let m = &self.metrics;
+        m.add(
+            "changetrail_log_records_received_total",
+            &[],
+            items.len() as u64 + rejections.count,
+        );
+        for (why, n) in &rejections.by_reason {
+            m.add(
+                "changetrail_log_records_rejected_total",
+                &[("reason", why.label())],
+                *n,
+            );
+        }
+        let mut rows = Vec::new();
+        let mut released = Vec::new();
+        let mut unrelated = 0u64;
+        self.binder.with(Instant::now(), |v| {
+            for item in &items {
+                let bound = item.trace_id.and_then(|t| v.bound(&t).map(str::to_owned));
+                if !item.contract && bound.is_none() {
+                    unrelated += 1;
+                    continue;
+                }
+                let subject = item.subject.clone().or(bound).unwrap_or_default();
+                if item.contract
+                    && let Some(t) = item.trace_id
+                {
+                    for r in v.bind(t, &subject) {
+                        released.push((r, subject.clone()));
+                    }
+                }
+                rows.push(convert::log_row(item, &subject, &self.redactor));
+            }
+        });
+        m.add("changetrail_log_records_unrelated_total", &[], unrelated);
+        let outcome = Outcome {
+            rejected: rejections.count,
+            message: rejections.message("log records"),
+        };
+        if rows.is_empty() && released.is_empty() {
+            return Ok(outcome);
+        }
+        let spans = released
+            .iter()
+            .map(|(item, subject)| {
+                convert::span_row(item, KeepRule::Trace, subject, &self.redactor)
+            })
+            .collect();
+        let count = rows.len() as u64;
+        match self
+            .appender
+            .append_telemetry(Telemetry { spans, logs: rows })
+            .await
+        {
+            Ok(_) => {
+                m.add("changetrail_log_records_accepted_total", &[], count);
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.binder.with(Instant::now(), |v| {
+                    for (item, _) in released {
+                        let w = item.weight();
+                        v.park(item.trace_id, item, w);
+                    }
+                });
+                Err(self.append_error(&e))
+            }
+        }
+    }
+
+    fn append_error(&self, e: &AppendError) -> IngestError {
+        if e.is_transient() {
+            IngestError::Unavailable {
+                message: match e {
+                    AppendError::Overloaded => "changetrail is overloaded; retry shortly".into(),
+                    AppendError::Stopped => "changetrail is shutting down; retry shortly".into(),
+                    _ => "storage is temporarily unavailable; retry shortly".into(),
+                },
+                retry_after: self.config.retry_after,
+            }
+        } else {
+            tracing::error!(error = %e, "Telemetry could not be committed.");
+            IngestError::Internal(e.to_string())
+        }
+    }
+}
