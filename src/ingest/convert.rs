@@ -154,6 +154,15 @@ fn origin(
     })
 }
 
+/// Says what is wrong with an id that `id` refused.
+fn bad_id(want: usize, got: &[u8]) -> String {
+    if got.len() == want {
+        "is all zero".to_owned()
+    } else {
+        format!("must be {want} bytes, not {}", got.len())
+    }
+}
+
 fn id<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
     let a: [u8; N] = bytes.try_into().ok()?;
     (a != [0u8; N]).then_some(a)
@@ -175,28 +184,14 @@ pub fn spans(request: Vec<ResourceSpans>, now_ns: u64) -> (Vec<SpanItem>, Reject
                 let (Some(trace_id), Some(span_id)) =
                     (id::<16>(&span.trace_id), id::<8>(&span.span_id))
                 else {
-                    let why = if id::<16>(&span.trace_id).is_none() {
-                        Reject::TraceId
+                    let (why, field, want, got) = if id::<16>(&span.trace_id).is_none() {
+                        (Reject::TraceId, "trace_id", 16, &span.trace_id)
                     } else {
-                        Reject::SpanId
+                        (Reject::SpanId, "span_id", 8, &span.span_id)
                     };
                     rej.add(
                         why,
-                        format!(
-                            "span {:?}: {} must be {} bytes and not all zero (got {} bytes)",
-                            span.name,
-                            if why == Reject::TraceId {
-                                "trace_id"
-                            } else {
-                                "span_id"
-                            },
-                            if why == Reject::TraceId { 16 } else { 8 },
-                            if why == Reject::TraceId {
-                                span.trace_id.len()
-                            } else {
-                                span.span_id.len()
-                            },
-                        ),
+                        format!("span {:?}: {field} {}", span.name, bad_id(want, got)),
                     );
                     continue;
                 };
@@ -345,7 +340,7 @@ pub fn logs(request: Vec<ResourceLogs>) -> (Vec<LogItem>, Rejections) {
                 } else {
                     rej.add(
                         Reject::TraceId,
-                        "log record: trace_id must be empty or 16 bytes and not all zero".into(),
+                        format!("log record: trace_id {}", bad_id(16, &record.trace_id)),
                     );
                     continue;
                 };
@@ -356,7 +351,7 @@ pub fn logs(request: Vec<ResourceLogs>) -> (Vec<LogItem>, Rejections) {
                 } else {
                     rej.add(
                         Reject::SpanId,
-                        "log record: span_id must be empty or 8 bytes and not all zero".into(),
+                        format!("log record: span_id {}", bad_id(8, &record.span_id)),
                     );
                     continue;
                 };

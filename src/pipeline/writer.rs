@@ -396,6 +396,7 @@ impl LedgerWriter {
             tx.insert_spans(&span_rows, now).await?;
             tx.insert_logs(&log_rows, now).await?;
         }
+        let appended_any = !seqs.is_empty();
         seqs.truncate(own_count);
         let mut force_checkpoint = matches!(work, Work::Checkpoint);
         let mut signer = key.clone();
@@ -425,7 +426,7 @@ impl LedgerWriter {
         if (force_checkpoint || due) && row.head.size > row.checkpoint_size {
             checkpoint = Some(self.checkpoint_in(&mut tx, &mut row, &signer, now).await?);
         }
-        if !seqs.is_empty() || checkpoint.is_some() {
+        if appended_any || checkpoint.is_some() {
             tx.write_head(&row, false).await?;
         }
         tx.commit().await?;

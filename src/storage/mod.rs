@@ -48,11 +48,20 @@ impl StorageError {
                 | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(d) => {
                     let code = d.code().unwrap_or_default();
-                    // SQLITE_BUSY / SQLITE_LOCKED; PostgreSQL serialization, deadlock, admin shutdown.
-                    matches!(
-                        code.as_ref(),
-                        "5" | "6" | "517" | "40001" | "40P01" | "57P01"
-                    )
+                    // SQLite: BUSY, LOCKED, IOERR, FULL (and their extended codes). PostgreSQL:
+                    // connection exceptions, serialization failures, deadlocks, lock timeouts,
+                    // insufficient resources (disk full), shutdowns.
+                    match code.parse::<u32>().ok().map(|c| c & 0xff) {
+                        Some(base) => matches!(base, 5 | 6 | 10 | 13),
+                        None => {
+                            code.starts_with("08")
+                                || code.starts_with("53")
+                                || matches!(
+                                    code.as_ref(),
+                                    "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03"
+                                )
+                        }
+                    }
                 }
                 _ => false,
             },

@@ -149,6 +149,12 @@ pub fn config(db: &TestDb) -> Config {
 
 pub struct TestApp {
     pub base: String,
+    /// `http://127.0.0.1:port` of the OTLP gRPC and HTTP listeners.
+    pub grpc: String,
+    pub otlp: String,
+    /// A token with role `ingest`.
+    pub ingest: String,
+    pub ingestor: Arc<changetrail::ingest::Ingestor>,
     pub http: reqwest::Client,
     pub store: Store,
     pub writer: Arc<LedgerWriter>,
@@ -189,12 +195,19 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 }
 
 pub async fn spawn_app_with(cfg: Config) -> TestApp {
+    // Logs only on request: RUST_LOG=debug cargo test … shows the server's side of a failure.
+    if std::env::var("RUST_LOG").is_ok() {
+        changetrail::telemetry::init("info");
+    }
     let app = App::build(cfg).await.unwrap();
     let admin = app
         .bootstrap_token
         .clone()
         .expect("a fresh ledger prints a bootstrap token");
     let base = format!("http://{}", app.http_addr);
+    let grpc = format!("http://{}", app.otlp_grpc_addr);
+    let otlp = format!("http://{}", app.otlp_http_addr);
+    let ingestor = app.ingestor.clone();
     let store = app.store.clone();
     let writer = app.writer.clone();
     let appender = app.appender.clone();
@@ -203,8 +216,14 @@ pub async fn spawn_app_with(cfg: Config) -> TestApp {
     let handle = tokio::spawn(async move { app.run().await.unwrap() });
     let (row, reviewer) = auth::issue("test-reviewer", Role::Reviewer, now_ns());
     store.insert_token(&row).await.unwrap();
+    let (row, ingest) = auth::issue("test-ingest", Role::Ingest, now_ns());
+    store.insert_token(&row).await.unwrap();
     TestApp {
         base,
+        grpc,
+        otlp,
+        ingest,
+        ingestor,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

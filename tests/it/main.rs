@@ -7,6 +7,7 @@ mod cli;
 mod fixtures;
 mod helpers;
 mod merkle;
+mod otlp;
 mod storage;
 mod tamper;
 mod vectors;
