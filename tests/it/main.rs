@@ -8,6 +8,7 @@ mod fixtures;
 mod helpers;
 mod merkle;
 mod otlp;
+mod python;
 mod storage;
 mod tamper;
 mod vectors;
