@@ -150,6 +150,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         job_size: usize,
     },
+    /// Load a running server's OTLP/gRPC receiver (gzip, concurrent exporters, mostly unrelated
+    /// traffic with a small share of audit spans), then the same load against a do-nothing
+    /// receiver in this process, and compare.
+    Ingest(BenchIngestArgs),
     /// Verify a bundle and report verified entries/s and peak memory.
     Verify {
         file: PathBuf,
@@ -158,6 +162,39 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// The server's OTLP/gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    pub endpoint: String,
+    /// A token with role `ingest`.
+    #[arg(long, env = "CHANGETRAIL_BENCH_TOKEN")]
+    pub token: String,
+    /// The server's REST base URL and a `metrics` token, to report its peak memory.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    #[arg(long, env = "CHANGETRAIL_BENCH_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+    /// How long each phase sends.
+    #[arg(long, default_value = "20s")]
+    pub duration: String,
+    /// Concurrent exporters (each one request at a time, like a collector's sending queue).
+    #[arg(long, default_value_t = 8)]
+    pub exporters: usize,
+    /// Spans per export request.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Share of spans that carry the contract attributes (audit evidence).
+    #[arg(long, default_value_t = 0.01)]
+    pub audit_share: f64,
+    /// Offered load in spans/s (0: as fast as the receiver answers).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Skip the do-nothing receiver comparison.
+    #[arg(long)]
+    pub no_baseline: bool,
 }
 
 /// Runs the command; returns the process exit code.

@@ -35,6 +35,7 @@ pub struct OtlpConfig {
     pub max_parked_bytes: usize,
     pub max_bound_traces: usize,
     pub redact_attributes: Vec<String>,
+    pub max_concurrent_requests: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -202,6 +203,7 @@ impl Config {
             max_parked_bytes: o.max_parked_bytes,
             max_bound_traces: o.max_bound_traces,
             redact: o.redact_attributes.clone(),
+            max_concurrent_requests: o.max_concurrent_requests,
         }
     }
 

@@ -37,6 +37,7 @@ pub async fn run(mut cfg: Config, cmd: BenchCommand, database_given: bool) -> an
             drop(scratch);
             Ok(0)
         }
+        BenchCommand::Ingest(a) => crate::commands::bench_ingest::run(a).await,
         BenchCommand::Verify {
             file,
             trusted_keys,

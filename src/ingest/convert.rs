@@ -62,10 +62,45 @@ pub struct SpanItem {
     pub subject: Option<String>,
 }
 
-impl SpanItem {
-    /// Memory the item holds while parked (an estimate: its encoded size plus bookkeeping).
+/// A span waiting in parking, kept encoded: what it costs is its wire size, not the several
+/// times larger decoded form (thousands of spans per second are parked).
+pub struct ParkedSpan {
+    origin: Arc<Origin>,
+    bytes: Vec<u8>,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+}
+
+impl ParkedSpan {
+    pub fn park(item: SpanItem) -> ParkedSpan {
+        ParkedSpan {
+            bytes: item.span.encode_to_vec(),
+            origin: item.origin,
+            trace_id: item.trace_id,
+            span_id: item.span_id,
+        }
+    }
+
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// Memory held while parked: the bytes and the bookkeeping around them.
     pub fn weight(&self) -> usize {
-        self.span.encoded_len() + 128
+        self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64
+    }
+
+    /// Back to a span, as it was parked (it was valid then, so it decodes).
+    pub fn unpark(self) -> Option<SpanItem> {
+        let span = Span::decode(self.bytes.as_slice()).ok()?;
+        Some(SpanItem {
+            origin: self.origin,
+            span,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            contract: false,
+            subject: None,
+        })
     }
 }
 

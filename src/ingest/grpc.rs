@@ -208,6 +208,14 @@ where
         ing.count_request("grpc", signal, "unauthorized");
         return status_response(auth_status(e));
     }
+    // Admission before decompression and decoding: overload is answered, not buffered.
+    let _permit = match ing.admit() {
+        Ok(p) => p,
+        Err(e) => {
+            ing.count_request("grpc", signal, "retryable");
+            return status_response(ingest_status(e));
+        }
+    };
     let limit = ing.config.max_request_bytes;
     let mut grpc = tonic::server::Grpc::new(MeasuredCodec::<E, D>::default())
         .apply_compression_config(compression(), EnabledCompressionEncodings::default())

@@ -323,7 +323,7 @@ async fn prepare<T: Message + Default + serde::de::DeserializeOwned>(
     method: &Method,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(T, Encoding, Vec<u8>), Response> {
+) -> Result<(T, Encoding, Vec<u8>, tokio::sync::OwnedSemaphorePermit), Response> {
     let enc = parse_content_type(headers.get(header::CONTENT_TYPE));
     let reply_enc = enc.unwrap_or(Encoding::Json);
     if method != Method::POST {
@@ -357,6 +357,14 @@ async fn prepare<T: Message + Default + serde::de::DeserializeOwned>(
         ing.count_request("http", signal, "unauthorized");
         return Err(auth_response(e, enc));
     }
+    // Admission before the body is read: overload is answered, not buffered.
+    let permit = match ing.admit() {
+        Ok(p) => p,
+        Err(e) => {
+            ing.count_request("http", signal, "retryable");
+            return Err(ingest_response(e, enc));
+        }
+    };
     let bytes = match read_body(headers, body, ing.config.max_request_bytes).await {
         Ok(b) => b,
         Err(e) => {
@@ -373,14 +381,14 @@ async fn prepare<T: Message + Default + serde::de::DeserializeOwned>(
         }
     };
     if bytes.is_empty() {
-        return Ok((T::default(), enc, bytes));
+        return Ok((T::default(), enc, bytes, permit));
     }
     let decoded = match enc {
         Encoding::Protobuf => T::decode(bytes.as_slice()).map_err(|e| e.to_string()),
         Encoding::Json => serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string()),
     };
     match decoded {
-        Ok(t) => Ok((t, enc, bytes)),
+        Ok(t) => Ok((t, enc, bytes, permit)),
         Err(e) => {
             ing.count_request("http", signal, "rejected");
             Err(status(
@@ -437,7 +445,7 @@ async fn traces(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, enc, bytes) =
+    let (req, enc, bytes, _permit) =
         match prepare::<ExportTraceServiceRequest>(&ing, Signal::Traces, &method, &headers, body)
             .await
         {
@@ -479,7 +487,7 @@ async fn logs(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, enc, bytes) = match prepare::<ExportLogsServiceRequest>(
+    let (req, enc, bytes, _permit) = match prepare::<ExportLogsServiceRequest>(
         &ing,
         Signal::Logs,
         &method,

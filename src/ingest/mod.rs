@@ -13,9 +13,10 @@ use crate::metrics::Registry;
 use crate::pipeline::{AppendError, Appender, Telemetry};
 use crate::storage::Store;
 use binder::{Binder, BinderStats};
-use convert::SpanItem;
+use convert::{ParkedSpan, SpanItem};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct IngestConfig {
     pub max_parked_bytes: usize,
     pub max_bound_traces: usize,
     pub redact: Vec<String>,
+    /// Export requests handled at once; beyond this, UNAVAILABLE / 503 with a retry delay, so
+    /// overload is answered instead of growing memory.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for IngestConfig {
@@ -42,6 +46,7 @@ impl Default for IngestConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            max_concurrent_requests: 64,
         }
     }
 }
@@ -94,8 +99,9 @@ pub struct Ingestor {
     pub tokens: TokenCache,
     pub metrics: Registry,
     pub config: IngestConfig,
-    binder: Binder<SpanItem>,
+    binder: Binder<ParkedSpan>,
     redactor: Redactor,
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ingestor {
@@ -146,6 +152,9 @@ impl Ingestor {
             metrics.describe(name, "counter", help);
         }
         Ingestor {
+            inflight: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_requests.max(1),
+            )),
             binder: Binder::new(
                 config.late_binding_window,
                 config.max_parked_bytes,
@@ -168,6 +177,18 @@ impl Ingestor {
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = auth::bearer(header)?;
         auth::authenticate_cached(&self.store, &self.tokens, token, Role::Ingest).await
+    }
+
+    /// A slot for one export; `Unavailable` when the receiver is saturated.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
+        self.inflight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| IngestError::Unavailable {
+                message: "changetrail is handling as many exports as it allows; retry shortly"
+                    .into(),
+                retry_after: self.config.retry_after,
+            })
     }
 
     pub fn count_request(&self, transport: &str, signal: Signal, outcome: &str) {
@@ -235,8 +256,7 @@ impl Ingestor {
                 let now = Instant::now();
                 self.binder.with(now, |v| {
                     for (item, _, _) in released {
-                        let w = item.weight();
-                        v.park(item.trace_id, item, w);
+                        park(v, item);
                     }
                 });
                 Err(self.append_error(&e))
@@ -267,7 +287,7 @@ impl Ingestor {
                     .clone()
                     .or_else(|| v.bound(&item.trace_id).map(str::to_owned))
                     .unwrap_or_default();
-                for r in v.bind(item.trace_id, &subject) {
+                for r in unpark(v.bind(item.trace_id, &subject)) {
                     released.push((r, KeepRule::Trace, subject.clone()));
                 }
                 kept.push((item, KeepRule::Attribute, subject));
@@ -282,14 +302,13 @@ impl Ingestor {
                     v.bound(&t).map(str::to_owned)
                 });
                 if let Some(subject) = linked {
-                    for r in v.bind(item.trace_id, &subject) {
+                    for r in unpark(v.bind(item.trace_id, &subject)) {
                         released.push((r, KeepRule::Trace, subject.clone()));
                     }
                     kept.push((item, KeepRule::Link, subject));
                     continue;
                 }
-                let w = item.weight();
-                v.park(item.trace_id, item, w);
+                park(v, item);
                 parked += 1;
             }
         });
@@ -327,7 +346,7 @@ impl Ingestor {
                 if item.contract
                     && let Some(t) = item.trace_id
                 {
-                    for r in v.bind(t, &subject) {
+                    for r in unpark(v.bind(t, &subject)) {
                         released.push((r, subject.clone()));
                     }
                 }
@@ -361,8 +380,7 @@ impl Ingestor {
             Err(e) => {
                 self.binder.with(Instant::now(), |v| {
                     for (item, _) in released {
-                        let w = item.weight();
-                        v.park(item.trace_id, item, w);
+                        park(v, item);
                     }
                 });
                 Err(self.append_error(&e))
@@ -385,4 +403,14 @@ impl Ingestor {
             IngestError::Internal(e.to_string())
         }
     }
+}
+
+fn park(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem) {
+    let p = ParkedSpan::park(item);
+    let w = p.weight();
+    v.park(p.trace_id(), p, w);
+}
+
+fn unpark(parked: Vec<ParkedSpan>) -> impl Iterator<Item = SpanItem> {
+    parked.into_iter().filter_map(ParkedSpan::unpark)
 }

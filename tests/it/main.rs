@@ -11,4 +11,5 @@ mod otlp;
 mod python;
 mod storage;
 mod tamper;
+mod tls;
 mod vectors;
