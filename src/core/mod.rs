@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod contract;
 pub mod entry;
 pub mod hash;
+pub mod identity;
 pub mod keys;
 pub mod merkle;
 pub mod note;

@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod fixtures;
 mod helpers;
+mod idp;
 mod merkle;
 mod otlp;
 mod python;

@@ -1,0 +1,225 @@
+//! Verified identity: a JWT in a token attribute is checked against trusted issuers — signature
+//! (EdDSA, ES256, RS256 keys from the issuer's JWKS), `iss`, `aud`, `exp`/`nbf` at the time of the
+//! event (evidence can arrive late) and `sub` against the asserted subject. Only the result and the
+//! token's SHA-256 are kept; the token itself never leaves this function.
+
+use super::hash::Hash;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// Clock skew tolerated around `exp` and `nbf`.
+const LEEWAY_SECS: i64 = 60;
+
+/// One issuer whose tokens are believed.
+#[derive(Clone)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub audience: String,
+    pub keys: JwkSet,
+    /// The claim that lists the subject's roles (a string or an array of strings).
+    pub roles_claim: String,
+}
+
+/// How an identity was established.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "established", rename_all = "snake_case")]
+pub enum Established {
+    /// A token signed by a trusted issuer vouches for the subject.
+    Verified {
+        issuer: String,
+        subject: String,
+        roles: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_ns: Option<i64>,
+        token_sha256: String,
+    },
+    /// Only a plain attribute or payload field says so; `reason` says why no token verified it.
+    Asserted {
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_sha256: Option<String>,
+    },
+}
+
+impl Established {
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Established::Verified { .. })
+    }
+}
+
+/// A principal as the evidence records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Principal {
+    /// The subject: the token's `sub` when verified, else the asserted one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(flatten)]
+    pub established: Established,
+}
+
+#[derive(Clone, Default)]
+pub struct IdentityVerifier {
+    issuers: Vec<TrustedIssuer>,
+}
+
+#[derive(serde::Deserialize)]
+struct Unverified {
+    iss: Option<String>,
+}
+
+fn token_sha256(token: &str) -> String {
+    Hash::of(&[token.as_bytes()]).to_hex()
+}
+
+fn claim_time(claims: &serde_json::Value, name: &str) -> Option<i64> {
+    claims
+        .get(name)
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+}
+
+impl IdentityVerifier {
+    pub fn new(issuers: Vec<TrustedIssuer>) -> IdentityVerifier {
+        IdentityVerifier { issuers }
+    }
+
+    /// Establishes who `asserted` (and/or `token`) is, as of `event_ns`.
+    pub fn establish(
+        &self,
+        asserted: Option<&str>,
+        token: Option<&str>,
+        event_ns: i64,
+    ) -> Principal {
+        let asserted = asserted.map(str::trim).filter(|s| !s.is_empty());
+        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Principal {
+                subject: asserted.map(str::to_owned),
+                established: Established::Asserted {
+                    reason: "no token".into(),
+                    token_sha256: None,
+                },
+            };
+        };
+        match self.verify(token, asserted, event_ns) {
+            Ok(v) => {
+                let subject = match &v {
+                    Established::Verified { subject, .. } => Some(subject.clone()),
+                    _ => asserted.map(str::to_owned),
+                };
+                Principal {
+                    subject,
+                    established: v,
+                }
+            }
+            Err(reason) => Principal {
+                subject: asserted.map(str::to_owned),
+                established: Established::Asserted {
+                    reason,
+                    token_sha256: Some(token_sha256(token)),
+                },
+            },
+        }
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        asserted: Option<&str>,
+        event_ns: i64,
+    ) -> Result<Established, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
+        let payload = token.split('.').nth(1).ok_or("not a JWT: no payload")?;
+        let unverified: Unverified = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("not a JWT: unreadable claims")?;
+        let iss = unverified.iss.ok_or("token has no iss claim")?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or_else(|| format!("issuer {iss:?} is not trusted"))?;
+        if !matches!(
+            header.alg,
+            Algorithm::EdDSA | Algorithm::ES256 | Algorithm::RS256
+        ) {
+            return Err(format!(
+                "algorithm {:?} is not accepted (EdDSA, ES256, RS256)",
+                header.alg
+            ));
+        }
+        let jwk = match &header.kid {
+            Some(kid) => issuer
+                .keys
+                .find(kid)
+                .ok_or_else(|| format!("key {kid:?} is not in the issuer's JWKS"))?,
+            None if issuer.keys.keys.len() == 1 => &issuer.keys.keys[0],
+            None => return Err("token names no key (kid) and the issuer has several".into()),
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("issuer key unusable: {e}"))?;
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[&issuer.issuer]);
+        v.set_audience(&[&issuer.audience]);
+        // Time is judged at the event, not now: evidence may arrive long after.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.required_spec_claims = ["iss", "aud", "sub"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                    jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience".to_owned(),
+                    jsonwebtoken::errors::ErrorKind::InvalidIssuer => "wrong issuer".to_owned(),
+                    _ => format!("token rejected: {e}"),
+                }
+            })?;
+        let claims = data.claims;
+        let event_s = event_ns.div_euclid(1_000_000_000);
+        let exp = claim_time(&claims, "exp");
+        if let Some(exp) = exp
+            && event_s > exp + LEEWAY_SECS
+        {
+            return Err(format!(
+                "token had expired at the time of the event ({} s before it)",
+                event_s - exp
+            ));
+        }
+        if let Some(nbf) = claim_time(&claims, "nbf")
+            && event_s + LEEWAY_SECS < nbf
+        {
+            return Err("token was not yet valid at the time of the event".into());
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .ok_or("token has no sub claim")?
+            .to_owned();
+        if let Some(a) = asserted
+            && a != sub
+        {
+            return Err(format!(
+                "token subject {sub:?} does not match the asserted {a:?}"
+            ));
+        }
+        let roles = match claims.get(&issuer.roles_claim) {
+            Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Established::Verified {
+            issuer: issuer.issuer.clone(),
+            subject: sub,
+            roles,
+            expires_ns: exp.map(|e| e.saturating_mul(1_000_000_000)),
+            token_sha256: token_sha256(token),
+        })
+    }
+}
