@@ -18,8 +18,40 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub http: HttpConfig,
     pub otlp: OtlpConfig,
+    pub correlation: CorrelationConfig,
+    pub identity: IdentityConfig,
     pub tls: TlsConfig,
     pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationConfig {
+    pub production_environments: Vec<String>,
+    pub deploy_task_types: Vec<String>,
+    pub approval_task_types: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub version_match_tolerance: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub issuers: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_file: PathBuf,
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+}
+
+fn default_roles_claim() -> String {
+    "roles".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -194,9 +226,43 @@ impl Config {
         }
     }
 
-    pub fn ingest(&self) -> crate::ingest::IngestConfig {
+    pub fn policy(&self) -> crate::core::evidence::Policy {
+        let c = &self.correlation;
+        crate::core::evidence::Policy {
+            production_environments: c.production_environments.clone(),
+            deploy_task_types: c.deploy_task_types.clone(),
+            approval_task_types: c.approval_task_types.clone(),
+        }
+    }
+
+    /// The trusted issuers, their JWKS files read now.
+    pub fn identity_verifier(&self) -> anyhow::Result<crate::core::identity::IdentityVerifier> {
+        use anyhow::Context;
+        let mut issuers = Vec::new();
+        for i in &self.identity.issuers {
+            let text = std::fs::read_to_string(&i.jwks_file).with_context(|| {
+                format!(
+                    "cannot read the JWKS of {} at {}",
+                    i.issuer,
+                    i.jwks_file.display()
+                )
+            })?;
+            let keys = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a JWKS (JSON Web Key Set)", i.jwks_file.display())
+            })?;
+            issuers.push(crate::core::identity::TrustedIssuer {
+                issuer: i.issuer.clone(),
+                audience: i.audience.clone(),
+                keys,
+                roles_claim: i.roles_claim.clone(),
+            });
+        }
+        Ok(crate::core::identity::IdentityVerifier::new(issuers))
+    }
+
+    pub fn ingest(&self) -> anyhow::Result<crate::ingest::IngestConfig> {
         let o = &self.otlp;
-        crate::ingest::IngestConfig {
+        Ok(crate::ingest::IngestConfig {
             max_request_bytes: o.max_request_bytes,
             retry_after: o.retry_after,
             late_binding_window: o.late_binding_window,
@@ -204,7 +270,10 @@ impl Config {
             max_bound_traces: o.max_bound_traces,
             redact: o.redact_attributes.clone(),
             max_concurrent_requests: o.max_concurrent_requests,
-        }
+            policy: self.policy(),
+            identity: self.identity_verifier()?,
+            max_versions_remembered: 100_000,
+        })
     }
 
     /// The TLS server configuration, when TLS is configured.

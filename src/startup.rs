@@ -101,7 +101,11 @@ impl App {
         let sequencer_stop = CancellationToken::new();
         let (appender, sequencer) =
             spawn_sequencer(writer.clone(), cfg.sequencer(), sequencer_stop.clone());
-        let ingestor = Arc::new(Ingestor::new(appender.clone(), store.clone(), cfg.ingest()));
+        let ingestor = Arc::new(Ingestor::new(
+            appender.clone(),
+            store.clone(),
+            cfg.ingest()?,
+        ));
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await

@@ -64,6 +64,14 @@ pub struct IdentityVerifier {
     issuers: Vec<TrustedIssuer>,
 }
 
+impl std::fmt::Debug for IdentityVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.issuers.iter().map(|i| &i.issuer))
+            .finish()
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Unverified {
     iss: Option<String>,

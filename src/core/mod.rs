@@ -6,6 +6,7 @@ pub mod batch;
 pub mod bundle;
 pub mod contract;
 pub mod entry;
+pub mod evidence;
 pub mod hash;
 pub mod identity;
 pub mod keys;

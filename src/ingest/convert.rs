@@ -4,6 +4,7 @@
 use crate::core::contract::{
     self, APPROVAL_EVENT, KeepRule, REDACTED, Redaction, Redactor, SUBJECT_KEYS,
 };
+use crate::core::evidence::{AttrValue, Attrs, ItemInfo, Source};
 use crate::core::telemetry::{LogRow, SpanRow};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
@@ -450,4 +451,83 @@ pub fn log_row(item: &LogItem, subject: &str, r: &Redactor) -> LogRow {
         event_name,
         subject: subject.to_owned(),
     }
+}
+
+fn attr_value(v: &Option<AnyValue>) -> Option<AttrValue> {
+    Some(match v.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => AttrValue::Str(s.clone()),
+        Value::IntValue(i) => AttrValue::Int(*i),
+        Value::DoubleValue(d) => AttrValue::Double(*d),
+        Value::BoolValue(b) => AttrValue::Bool(*b),
+        Value::ArrayValue(a) => AttrValue::List(
+            a.values
+                .iter()
+                .filter_map(|v| match v.value.as_ref()? {
+                    Value::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => return None,
+    })
+}
+
+/// The item's attributes over its resource's, as the correlation rules read them (before any
+/// redaction: token attributes must be seen to be verified).
+pub fn rule_attrs(origin: &Origin, item: &[KeyValue]) -> Attrs {
+    let mut a = Attrs::new();
+    for kv in origin
+        .resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .chain(item)
+    {
+        if let Some(v) = attr_value(&kv.value) {
+            a.insert(kv.key.clone(), v);
+        }
+    }
+    a
+}
+
+pub fn span_info(item: &SpanItem) -> ItemInfo {
+    ItemInfo {
+        source: Source::Span,
+        start_ns: i64::try_from(item.span.start_time_unix_nano).unwrap_or(i64::MAX),
+        end_ns: i64::try_from(item.span.end_time_unix_nano).unwrap_or(i64::MAX),
+        // STATUS_CODE_ERROR = 2
+        error: item.span.status.as_ref().is_some_and(|s| s.code == 2),
+        trace_id: Some(hex::encode(item.trace_id)),
+        span_id: Some(hex::encode(item.span_id)),
+    }
+}
+
+pub fn log_info(item: &LogItem) -> ItemInfo {
+    let t = if item.record.time_unix_nano != 0 {
+        item.record.time_unix_nano
+    } else {
+        item.record.observed_time_unix_nano
+    };
+    let t = i64::try_from(t).unwrap_or(i64::MAX);
+    ItemInfo {
+        source: Source::Log,
+        start_ns: t,
+        end_ns: t,
+        error: false,
+        trace_id: item.trace_id.map(hex::encode),
+        span_id: item.span_id.map(hex::encode),
+    }
+}
+
+/// The (service, environment, version) a resource runs, when it says all three.
+pub fn deployed_version(origin: &Origin) -> Option<(String, String, String)> {
+    let attrs = origin
+        .resource
+        .as_ref()
+        .map(|r| r.attributes.as_slice())
+        .unwrap_or(&[]);
+    Some((
+        attr(attrs, "service.name")?.to_owned(),
+        attr(attrs, "deployment.environment.name")?.to_owned(),
+        attr(attrs, "service.version")?.to_owned(),
+    ))
 }

@@ -9,6 +9,8 @@ pub mod http;
 
 use crate::auth::{self, AuthError, Principal, Role, TokenCache};
 use crate::core::contract::{KeepRule, Redactor};
+use crate::core::evidence::{self, FactRecord};
+use crate::core::identity::IdentityVerifier;
 use crate::metrics::Registry;
 use crate::pipeline::{AppendError, Appender, Telemetry};
 use crate::storage::Store;
@@ -32,6 +34,12 @@ pub struct IngestConfig {
     /// Export requests handled at once; beyond this, UNAVAILABLE / 503 with a retry delay, so
     /// overload is answered instead of growing memory.
     pub max_concurrent_requests: usize,
+    /// Environments, task types: what the correlation rules treat specially.
+    pub policy: crate::core::evidence::Policy,
+    /// Issuers whose tokens verify identities.
+    pub identity: IdentityVerifier,
+    /// Distinct (service, environment, version) sightings remembered per process.
+    pub max_versions_remembered: usize,
 }
 
 impl Default for IngestConfig {
@@ -47,6 +55,9 @@ impl Default for IngestConfig {
                 .map(|s| s.to_string())
                 .collect(),
             max_concurrent_requests: 64,
+            policy: Default::default(),
+            identity: IdentityVerifier::default(),
+            max_versions_remembered: 100_000,
         }
     }
 }
@@ -102,6 +113,8 @@ pub struct Ingestor {
     binder: Binder<ParkedSpan>,
     redactor: Redactor,
     inflight: Arc<tokio::sync::Semaphore>,
+    /// Production versions already recorded (so each is checked against storage once).
+    versions_seen: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
 }
 
 impl Ingestor {
@@ -155,6 +168,7 @@ impl Ingestor {
             inflight: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_requests.max(1),
             )),
+            versions_seen: std::sync::Mutex::new(std::collections::HashSet::new()),
             binder: Binder::new(
                 config.late_binding_window,
                 config.max_parked_bytes,
@@ -219,17 +233,26 @@ impl Ingestor {
                 *n,
             );
         }
+        let mut facts = self.new_versions(&items);
+        let versions: Vec<_> = facts.iter().filter_map(version_key).collect();
         let (kept, released) = self.classify(items);
-        let rows: Vec<_> = kept
-            .iter()
-            .chain(released.iter())
-            .map(|(item, rule, subject)| convert::span_row(item, *rule, subject, &self.redactor))
-            .collect();
+        let mut rows = Vec::with_capacity(kept.len() + released.len());
+        for (item, rule, subject) in kept.iter().chain(released.iter()) {
+            // Facts first: token attributes are read (and verified) before redaction drops them.
+            let attrs = convert::rule_attrs(&item.origin, &item.span.attributes);
+            facts.extend(evidence::facts_from_item(
+                &convert::span_info(item),
+                &attrs,
+                &self.config.policy,
+                &self.config.identity,
+            ));
+            rows.push(convert::span_row(item, *rule, subject, &self.redactor));
+        }
         let outcome = Outcome {
             rejected: rejections.count,
             message: rejections.message("spans"),
         };
-        if rows.is_empty() {
+        if rows.is_empty() && facts.is_empty() {
             return Ok(outcome);
         }
         let count = rows.len() as u64;
@@ -238,10 +261,12 @@ impl Ingestor {
             .append_telemetry(Telemetry {
                 spans: rows,
                 logs: Vec::new(),
+                facts,
             })
             .await
         {
             Ok(done) => {
+                self.remember_versions(versions);
                 m.add("changetrail_spans_accepted_total", &[], count);
                 m.add(
                     "changetrail_spans_duplicate_total",
@@ -261,6 +286,52 @@ impl Ingestor {
                 });
                 Err(self.append_error(&e))
             }
+        }
+    }
+
+    /// Version observations for production (service, environment, version) triples not seen
+    /// before; workflow spans (carrying the contract) describe deploys, not running versions.
+    fn new_versions(&self, items: &[SpanItem]) -> Vec<FactRecord> {
+        let mut out: Vec<FactRecord> = Vec::new();
+        let Ok(seen) = self.versions_seen.lock() else {
+            return out;
+        };
+        for item in items.iter().filter(|i| !i.contract) {
+            let Some((service, env, version)) = convert::deployed_version(&item.origin) else {
+                continue;
+            };
+            if !self.config.policy.is_production(&env)
+                || seen.contains(&(service.clone(), env.clone(), version.clone()))
+            {
+                continue;
+            }
+            let start = i64::try_from(item.span.start_time_unix_nano).unwrap_or(i64::MAX);
+            let fact = evidence::version_fact(
+                &service,
+                &env,
+                &version,
+                start,
+                Some(hex::encode(item.trace_id)),
+            );
+            match out.iter_mut().find(|f| f.key == fact.key) {
+                // The earliest span of the request is the first sighting.
+                Some(f) if f.time_ns > start => *f = fact,
+                Some(_) => {}
+                None => out.push(fact),
+            }
+        }
+        out
+    }
+
+    fn remember_versions(&self, versions: Vec<(String, String, String)>) {
+        if versions.is_empty() {
+            return;
+        }
+        if let Ok(mut seen) = self.versions_seen.lock() {
+            if seen.len() + versions.len() > self.config.max_versions_remembered {
+                seen.clear();
+            }
+            seen.extend(versions);
         }
     }
 
@@ -333,6 +404,7 @@ impl Ingestor {
             );
         }
         let mut rows = Vec::new();
+        let mut facts = Vec::new();
         let mut released = Vec::new();
         let mut unrelated = 0u64;
         self.binder.with(Instant::now(), |v| {
@@ -350,6 +422,13 @@ impl Ingestor {
                         released.push((r, subject.clone()));
                     }
                 }
+                let attrs = convert::rule_attrs(&item.origin, &item.record.attributes);
+                facts.extend(evidence::facts_from_item(
+                    &convert::log_info(item),
+                    &attrs,
+                    &self.config.policy,
+                    &self.config.identity,
+                ));
                 rows.push(convert::log_row(item, &subject, &self.redactor));
             }
         });
@@ -358,7 +437,7 @@ impl Ingestor {
             rejected: rejections.count,
             message: rejections.message("log records"),
         };
-        if rows.is_empty() && released.is_empty() {
+        if rows.is_empty() && released.is_empty() && facts.is_empty() {
             return Ok(outcome);
         }
         let spans = released
@@ -370,7 +449,11 @@ impl Ingestor {
         let count = rows.len() as u64;
         match self
             .appender
-            .append_telemetry(Telemetry { spans, logs: rows })
+            .append_telemetry(Telemetry {
+                spans,
+                logs: rows,
+                facts,
+            })
             .await
         {
             Ok(_) => {
@@ -413,4 +496,13 @@ fn park(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem) {
 
 fn unpark(parked: Vec<ParkedSpan>) -> impl Iterator<Item = SpanItem> {
     parked.into_iter().filter_map(ParkedSpan::unpark)
+}
+
+fn version_key(f: &FactRecord) -> Option<(String, String, String)> {
+    match &f.fact {
+        evidence::Fact::Version(v) => {
+            Some((v.service.clone(), v.environment.clone(), v.version.clone()))
+        }
+        _ => None,
+    }
 }

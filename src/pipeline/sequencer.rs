@@ -44,7 +44,10 @@ struct Job {
 impl Job {
     /// Rows this job adds to a transaction, for the batch limit.
     fn weight(&self) -> usize {
-        self.drafts.len() + self.telemetry.spans.len() + self.telemetry.logs.len()
+        self.drafts.len()
+            + self.telemetry.spans.len()
+            + self.telemetry.logs.len()
+            + self.telemetry.facts.len()
     }
 }
 
@@ -180,6 +183,7 @@ async fn run_batch(
         drafts.extend(j.drafts);
         telemetry.spans.extend(j.telemetry.spans);
         telemetry.logs.extend(j.telemetry.logs);
+        telemetry.facts.extend(j.telemetry.facts);
         replies.push(j.reply);
     }
     let started = std::time::Instant::now();

@@ -6,6 +6,7 @@ use crate::core::batch::{
     self, BatchError, BuildTimings, BuiltBatch, CheckpointRefused, Draft, DraftError, Head,
 };
 use crate::core::entry::{ErasurePayload, kinds};
+use crate::core::evidence::FactRecord;
 use crate::core::hash::Hash;
 use crate::core::keys::{KeyId, LedgerKey};
 use crate::core::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
@@ -115,11 +116,13 @@ pub trait KeySource: Send + Sync {
 pub struct Telemetry {
     pub spans: Vec<SpanRow>,
     pub logs: Vec<LogRow>,
+    /// Facts about changes that the telemetry (or an import) states.
+    pub facts: Vec<FactRecord>,
 }
 
 impl Telemetry {
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty() && self.logs.is_empty()
+        self.spans.is_empty() && self.logs.is_empty() && self.facts.is_empty()
     }
 }
 
@@ -155,6 +158,8 @@ pub struct Appended {
     pub spans_duplicate: u64,
     pub logs_stored: u64,
     pub logs_duplicate: u64,
+    pub facts_stored: u64,
+    pub facts_duplicate: u64,
 }
 
 impl LedgerWriter {
@@ -395,6 +400,18 @@ impl LedgerWriter {
             }
             tx.insert_spans(&span_rows, now).await?;
             tx.insert_logs(&log_rows, now).await?;
+            let fact_rows: Vec<(&FactRecord, u64)> = fresh
+                .facts
+                .iter()
+                .enumerate()
+                .map(|(k, f)| {
+                    (
+                        *f,
+                        seqs[own_count + fresh.entries.len() - fresh.facts.len() + k],
+                    )
+                })
+                .collect();
+            tx.insert_facts(&fact_rows, now).await?;
         }
         let appended_any = !seqs.is_empty();
         seqs.truncate(own_count);
@@ -447,6 +464,8 @@ impl LedgerWriter {
             spans_duplicate: fresh.spans_duplicate,
             logs_stored: fresh.logs.len() as u64,
             logs_duplicate: fresh.logs_duplicate,
+            facts_stored: fresh.facts.len() as u64,
+            facts_duplicate: fresh.facts_duplicate,
         })
     }
 
@@ -519,9 +538,12 @@ impl LedgerWriter {
 struct FreshTelemetry<'a> {
     spans: Vec<&'a SpanRow>,
     logs: Vec<&'a LogRow>,
+    /// One entry per fact, after the span and log entries.
+    facts: Vec<&'a FactRecord>,
     entries: Vec<crate::core::telemetry::TelemetryEntry>,
     spans_duplicate: u64,
     logs_duplicate: u64,
+    facts_duplicate: u64,
 }
 
 impl<'a> FreshTelemetry<'a> {
@@ -547,12 +569,33 @@ impl<'a> FreshTelemetry<'a> {
             .into_iter()
             .filter(|l| !stored.contains(&l.digest))
             .collect();
-        let entries = telemetry_entries(&spans, &logs)?;
+        let mut entries = telemetry_entries(&spans, &logs)?;
+        let mut seen = HashSet::new();
+        let candidates: Vec<&FactRecord> = t
+            .facts
+            .iter()
+            .filter(|f| seen.insert(f.key.as_str()))
+            .collect();
+        let keys: Vec<&str> = candidates.iter().map(|f| f.key.as_str()).collect();
+        let stored = tx.existing_facts(&keys).await?;
+        let facts: Vec<&FactRecord> = candidates
+            .into_iter()
+            .filter(|f| !stored.contains(&f.key))
+            .collect();
+        for f in &facts {
+            entries.push(crate::core::telemetry::TelemetryEntry {
+                draft: Draft::of(f.fact.entry_kind(), &f.subject(), f)?,
+                spans: Vec::new(),
+                logs: Vec::new(),
+            });
+        }
         Ok(FreshTelemetry {
             spans_duplicate: (t.spans.len() - spans.len()) as u64,
             logs_duplicate: (t.logs.len() - logs.len()) as u64,
+            facts_duplicate: (t.facts.len() - facts.len()) as u64,
             spans,
             logs,
+            facts,
             entries,
         })
     }

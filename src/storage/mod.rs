@@ -5,6 +5,7 @@
 //! above this module sees a database type.
 
 use crate::core::batch::{BuiltBatch, Head};
+use crate::core::evidence::FactRecord;
 use crate::core::hash::Hash;
 use crate::core::keys::{KeyId, Origin};
 use crate::core::merkle::{CompactRange, NodeId};
@@ -177,6 +178,18 @@ pub struct StoredSpan {
     pub subject: String,
     pub entry_seq: u64,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanSummary {
+    pub trace_id: String,
+    pub span_id: String,
+    pub service: String,
+    pub rule: String,
+    /// The stored OTLP bytes (for status and names).
+    pub body: Vec<u8>,
+}
+
+type BTreeSetString = std::collections::BTreeSet<String>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredLog {
@@ -533,6 +546,96 @@ impl Store {
             .collect()
     }
 
+    /// Every fact about a change: those naming it, and those of its runs (a task span may name
+    /// only the run), with the entry that records each.
+    pub async fn facts_of_change(&self, change_id: &str) -> Result<Vec<(FactRecord, u64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload, entry_seq FROM facts WHERE change_id = $1 \
+             OR run_id IN (SELECT run_id FROM facts WHERE change_id = $1 AND run_id IS NOT NULL) \
+             ORDER BY time_ns, fact_key")
+            .bind(change_id).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(p, seq)| {
+                let f = serde_json::from_str(&p)
+                    .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
+                Ok((f, u(seq, "entry seq")?))
+            })
+            .collect()
+    }
+
+    /// Change ids with a change.requested fact in `[from, to)` (nanoseconds).
+    pub async fn changes_between(&self, from: i64, to: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT DISTINCT change_id FROM facts WHERE kind = 'change.requested' AND change_id IS NOT NULL \
+             AND time_ns >= $1 AND time_ns < $2 ORDER BY change_id")
+            .bind(from).bind(to).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+
+    /// Changes whose rollback_of names `change_id` (or one of its runs).
+    pub async fn rollbacks_of(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut out = BTreeSetString::new();
+        for id in ids {
+            let pattern = format!(
+                "%\"rollback_of\":{}%",
+                serde_json::to_string(id).unwrap_or_default()
+            );
+            let rows: Vec<(Option<String>,)> = on_pool!(self, p => sqlx::query_as(
+                "SELECT change_id FROM facts WHERE kind = 'change.requested' AND payload LIKE $1")
+                .bind(&pattern).fetch_all(p).await)?;
+            out.extend(rows.into_iter().filter_map(|(c,)| c));
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// All version observations, oldest first.
+    pub async fn version_facts(&self) -> Result<Vec<FactRecord>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE kind = 'version.observed' ORDER BY time_ns, fact_key")
+            .fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(p,)| {
+                serde_json::from_str(&p).map_err(|e| StorageError::Corrupt(format!("fact: {e}")))
+            })
+            .collect()
+    }
+
+    /// Ledger entries whose subject is one of `subjects`, in order.
+    pub async fn entries_about(&self, subjects: &[String]) -> Result<Vec<EntryRow>> {
+        let mut out = Vec::new();
+        for s in subjects {
+            let sql = const_format(ENTRY_COLUMNS, " WHERE e.subject = $1 ORDER BY e.seq");
+            let rows: Vec<EntryTuple> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(s).fetch_all(p).await)?;
+            for r in rows {
+                out.push(entry_row(r)?);
+            }
+        }
+        out.sort_by_key(|e| e.seq);
+        out.dedup_by_key(|e| e.seq);
+        Ok(out)
+    }
+
+    /// Kept spans bound to any of `subjects` (a change id or its run ids).
+    pub async fn spans_about(&self, subjects: &[String]) -> Result<Vec<SpanSummary>> {
+        let mut out = Vec::new();
+        for s in subjects {
+            let rows: Vec<(Vec<u8>, Vec<u8>, String, String, Vec<u8>)> = on_pool!(self, p => sqlx::query_as(
+                "SELECT trace_id, span_id, service, rule, body FROM spans WHERE subject = $1")
+                .bind(s).fetch_all(p).await)?;
+            for (t, sp, service, rule, body) in rows {
+                out.push(SpanSummary {
+                    trace_id: hex::encode(t),
+                    span_id: hex::encode(sp),
+                    service,
+                    rule,
+                    body,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     // --- tokens (not part of the ledger: revocation updates a row) ---
 
     pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
@@ -823,6 +926,75 @@ impl AppendTx {
             });
         }
         Ok(())
+    }
+
+    /// Which of these fact keys are stored already.
+    pub async fn existing_facts(&mut self, keys: &[&str]) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let rows: Vec<(String,)> = on_tx!(self, c => {
+                let mut q = QueryBuilder::new("SELECT fact_key FROM facts WHERE fact_key IN (");
+                let mut sep = q.separated(", ");
+                for k in chunk {
+                    sep.push_bind(*k);
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(&mut *c).await?
+            });
+            found.extend(rows.into_iter().map(|(k,)| k));
+        }
+        Ok(found)
+    }
+
+    /// Stores facts, each with the seq of the entry that records it.
+    pub async fn insert_facts(
+        &mut self,
+        rows: &[(&FactRecord, u64)],
+        received_ns: i64,
+    ) -> Result<()> {
+        for chunk in rows.chunks(INSERT_CHUNK / 2) {
+            let payloads: Vec<String> = chunk
+                .iter()
+                .map(|(f, _)| {
+                    serde_json::to_string(f).map_err(|e| StorageError::Corrupt(e.to_string()))
+                })
+                .collect::<Result<_>>()?;
+            on_tx!(self, c => {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) ");
+                q.push_values(chunk.iter().zip(&payloads), |mut b, ((f, seq), payload)| {
+                    b.push_bind(&f.key)
+                        .push_bind(f.fact.entry_kind())
+                        .push_bind(&f.change_id)
+                        .push_bind(&f.run_id)
+                        .push_bind(serde_json::to_value(f.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+                        .push_bind(f.time_ns)
+                        .push_bind(payload)
+                        .push_bind(i(*seq))
+                        .push_bind(received_ns);
+                });
+                q.build().execute(&mut *c).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Task ids seen in earlier Conductor imports of a run (to notice history that vanished).
+    pub async fn imported_task_ids(&mut self, run_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_tx!(self, c => sqlx::query_as(
+            "SELECT payload FROM facts WHERE run_id = $1 AND source = 'conductor' AND kind IN ('task.finished', 'approval.decided', 'approval.requested')")
+            .bind(run_id).fetch_all(c).await)?;
+        let mut ids = Vec::new();
+        for (p,) in rows {
+            if let Ok(f) = serde_json::from_str::<FactRecord>(&p) {
+                match f.fact {
+                    crate::core::evidence::Fact::Task(t) => ids.push(t.task_run_id),
+                    crate::core::evidence::Fact::Approval(a) => ids.extend(a.task_run_id),
+                    _ => {}
+                }
+            }
+        }
+        Ok(ids)
     }
 
     pub async fn commit(self) -> Result<()> {
