@@ -581,8 +581,8 @@ pub fn conductor_facts(
         let task_type = s(t, "/taskType").unwrap_or_default();
         let task_status = s(t, "/status").unwrap_or_default();
         let reference = s(t, "/referenceTaskName").unwrap_or_else(|| task_type.clone());
-        let start_t = t.get("startTime").and_then(|v| ms(v));
-        let end_t = t.get("endTime").and_then(|v| ms(v));
+        let start_t = t.get("startTime").and_then(ms);
+        let end_t = t.get("endTime").and_then(ms);
         if policy.is_approval(&task_type) || policy.is_approval(&reference) {
             let decision = match task_status.as_str() {
                 "SKIPPED" => "skipped".to_owned(),
@@ -938,17 +938,13 @@ pub fn evidence(
         });
         if same && a.decision != "pending" {
             // Prefer the verified account of the same decision.
-            if let Some(v) = approvals.iter_mut().find(|v| v.decision == a.decision) {
-                if a.approver
-                    .as_ref()
-                    .is_some_and(|p| p.established.is_verified())
-                    && !v
-                        .approver
-                        .as_ref()
-                        .is_some_and(|p| p.established.is_verified())
-                {
-                    v.approver = a.approver.clone();
-                }
+            let verified =
+                |p: &Option<Principal>| p.as_ref().is_some_and(|p| p.established.is_verified());
+            if let Some(v) = approvals.iter_mut().find(|v| v.decision == a.decision)
+                && verified(&a.approver)
+                && !verified(&v.approver)
+            {
+                v.approver = a.approver.clone();
             }
             continue;
         }

@@ -226,6 +226,7 @@ type CheckpointTuple = (i64, Vec<u8>, String, String, i64);
 type TokenTuple = (String, String, String, Vec<u8>, i64, Option<i64>);
 type SpanTuple = (Vec<u8>, Vec<u8>, Vec<u8>, String, String, String, i64);
 type LogTuple = (Vec<u8>, Vec<u8>, String, String, i64);
+type SummaryTuple = (Vec<u8>, Vec<u8>, String, String, Vec<u8>);
 
 fn u(v: i64, what: &str) -> Result<u64> {
     u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative {what}: {v}")))
@@ -620,7 +621,7 @@ impl Store {
     pub async fn spans_about(&self, subjects: &[String]) -> Result<Vec<SpanSummary>> {
         let mut out = Vec::new();
         for s in subjects {
-            let rows: Vec<(Vec<u8>, Vec<u8>, String, String, Vec<u8>)> = on_pool!(self, p => sqlx::query_as(
+            let rows: Vec<SummaryTuple> = on_pool!(self, p => sqlx::query_as(
                 "SELECT trace_id, span_id, service, rule, body FROM spans WHERE subject = $1")
                 .bind(s).fetch_all(p).await)?;
             for (t, sp, service, rule, body) in rows {
