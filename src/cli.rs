@@ -45,9 +45,22 @@ pub enum Command {
     Erase(EraseArgs),
     /// Sign a checkpoint over every entry not yet covered.
     Checkpoint,
+    /// Import workflow executions.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Conductor executions (`GET /api/workflow/{id}?includeTasks=true` output or status-listener
+    /// payloads), one JSON object or an array per file. Re-importing is idempotent.
+    Conductor {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +225,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => commands::verify::run(cfg, a, cli.database_url.is_some()).await,
         Command::Erase(a) => commands::ledger::erase(cfg, a).await,
         Command::Checkpoint => commands::ledger::checkpoint(cfg).await,
+        Command::Import(ImportCommand::Conductor { files }) => {
+            commands::ledger::import_conductor(cfg, files).await
+        }
         Command::Bench(b) => commands::bench::run(cfg, b, cli.database_url.is_some()).await,
     }
 }

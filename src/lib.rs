@@ -6,11 +6,13 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod core;
 pub mod export;
+pub mod import;
 pub mod ingest;
 pub mod keyfile;
 pub mod metrics;

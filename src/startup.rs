@@ -120,7 +120,13 @@ impl App {
             otlp_http.local_addr()?,
         );
         let state = AppState::new(store.clone(), Some(appender.clone()))
-            .with_metrics(ingestor.clone(), writer.clone());
+            .with_metrics(ingestor.clone(), writer.clone())
+            .with_correlation(api::Correlation {
+                policy: cfg.policy(),
+                identity: cfg.identity_verifier()?,
+                tolerance_ns: i64::try_from(cfg.correlation.version_match_tolerance.as_nanos())
+                    .unwrap_or(i64::MAX),
+            });
         let listeners = vec![
             (http, api::router(state)),
             (grpc, ingest::grpc::router(ingestor.clone())),

@@ -2,6 +2,7 @@
 //! state, authentication per role, and the layers every request passes through.
 
 mod admin;
+mod changes;
 mod error;
 mod health;
 mod ledger;
@@ -27,6 +28,15 @@ pub struct AppState {
     pub appender: Option<Appender>,
     /// Where /metrics reads from, when this process ingests.
     pub metrics: Option<(Arc<Ingestor>, Arc<LedgerWriter>)>,
+    pub correlation: Arc<Correlation>,
+}
+
+/// What the change endpoints need from configuration.
+#[derive(Debug, Default)]
+pub struct Correlation {
+    pub policy: crate::core::evidence::Policy,
+    pub identity: crate::core::identity::IdentityVerifier,
+    pub tolerance_ns: i64,
 }
 
 impl AppState {
@@ -35,7 +45,13 @@ impl AppState {
             store,
             appender,
             metrics: None,
+            correlation: Arc::new(Correlation::default()),
         }
+    }
+
+    pub fn with_correlation(mut self, c: Correlation) -> AppState {
+        self.correlation = Arc::new(c);
+        self
     }
 
     pub fn with_metrics(mut self, ingestor: Arc<Ingestor>, writer: Arc<LedgerWriter>) -> AppState {
@@ -76,5 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected(ledger::router(), &state, Role::Reviewer))
         .merge(protected(admin::router(), &state, Role::Admin))
         .merge(protected(metrics::router(), &state, Role::Metrics))
+        .merge(protected(changes::router(), &state, Role::Auditor))
+        .merge(protected(changes::import_router(), &state, Role::Ingest))
         .with_state(state)
 }

@@ -34,6 +34,9 @@ struct State<T> {
     bound: HashMap<TraceId, Bound>,
     bound_order: VecDeque<(TraceId, Instant)>,
     parked: HashMap<TraceId, Vec<Parked<T>>>,
+    /// Parked spans that link to a trace: linked trace → (the span's own trace, parked id).
+    /// Entries whose span has gone are skipped (and dropped) when looked at.
+    linking: HashMap<TraceId, Vec<(TraceId, u64)>>,
     parked_order: VecDeque<(TraceId, u64, Instant)>,
     next_id: u64,
     stats: BinderStats,
@@ -53,6 +56,7 @@ impl<T> Binder<T> {
                 bound: HashMap::new(),
                 bound_order: VecDeque::new(),
                 parked: HashMap::new(),
+                linking: HashMap::new(),
                 parked_order: VecDeque::new(),
                 next_id: 0,
                 stats: BinderStats::default(),
@@ -98,6 +102,18 @@ fn expire<T>(s: &mut State<T>, now: Instant, window: Duration) {
         if remove_parked(s, &trace, id) {
             s.stats.dropped_expired += 1;
         }
+    }
+    // Link references of spans that are gone are dropped once they outnumber the parked spans.
+    if s.linking.values().map(Vec::len).sum::<usize>() > 2 * s.stats.parked_spans as usize + 1024 {
+        let parked = &s.parked;
+        s.linking.retain(|_, refs| {
+            refs.retain(|(own, id)| {
+                parked
+                    .get(own)
+                    .is_some_and(|l| l.iter().any(|p| p.id == *id))
+            });
+            !refs.is_empty()
+        });
     }
     while let Some(&(trace, at)) = s.bound_order.front() {
         if now.duration_since(at) < window {
@@ -168,6 +184,32 @@ impl<T> BinderView<'_, T> {
         self.release(&trace)
     }
 
+    /// Takes the parked spans that link to `trace`: (their own trace, the span). The caller binds
+    /// their traces in turn (rule: link).
+    pub fn release_linking(&mut self, trace: &TraceId) -> Vec<(TraceId, T)> {
+        let s = &mut *self.state;
+        let Some(refs) = s.linking.remove(trace) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (own, id) in refs {
+            let Some(list) = s.parked.get_mut(&own) else {
+                continue;
+            };
+            let Some(pos) = list.iter().position(|p| p.id == id) else {
+                continue;
+            };
+            let p = list.remove(pos);
+            if list.is_empty() {
+                s.parked.remove(&own);
+            }
+            s.stats.parked_spans -= 1;
+            s.stats.parked_bytes -= p.bytes as u64;
+            out.push((own, p.item));
+        }
+        out
+    }
+
     /// Takes every parked span of `trace`.
     pub fn release(&mut self, trace: &TraceId) -> Vec<T> {
         let s = &mut *self.state;
@@ -178,6 +220,18 @@ impl<T> BinderView<'_, T> {
         s.stats.parked_bytes -= list.iter().map(|p| p.bytes as u64).sum::<u64>();
         // Their entries in parked_order become stale and are skipped when they come up.
         list.into_iter().map(|p| p.item).collect()
+    }
+
+    /// Parks a span that links to other traces: it is released when its own trace binds, or when
+    /// one of the linked traces does.
+    pub fn park_linking(&mut self, trace: TraceId, links: &[TraceId], item: T, bytes: usize) {
+        let id = self.state.next_id;
+        self.park(trace, item, bytes);
+        if self.state.next_id > id {
+            for l in links {
+                self.state.linking.entry(*l).or_default().push((trace, id));
+            }
+        }
     }
 
     /// Parks a span; the oldest parked spans make room when the byte limit is reached.
@@ -250,6 +304,23 @@ mod tests {
             (s.parked_spans, s.parked_bytes, s.dropped_expired),
             (0, 0, 1)
         );
+    }
+
+    #[test]
+    fn spans_linking_to_a_trace_are_released_when_it_binds() {
+        let b: Binder<u32> = Binder::new(Duration::from_secs(60), 1000, 10);
+        let t0 = Instant::now();
+        b.with(t0, |v| {
+            v.park_linking([5; 16], &[[1; 16]], 50, 100);
+            v.park([1; 16], 10, 100);
+        });
+        let (linking, own) = b.with(t0, |v| {
+            (v.release_linking(&[1; 16]), v.bind([1; 16], "CHG"))
+        });
+        assert_eq!(linking, vec![([5; 16], 50)]);
+        assert_eq!(own, vec![10]);
+        assert_eq!(b.stats().parked_spans, 0);
+        assert!(b.with(t0, |v| v.release_linking(&[1; 16])).is_empty());
     }
 
     #[test]

@@ -86,6 +86,15 @@ impl ParkedSpan {
         self.trace_id
     }
 
+    /// Traces this span links to.
+    pub fn linked_traces(item: &SpanItem) -> Vec<[u8; 16]> {
+        item.span
+            .links
+            .iter()
+            .filter_map(|l| l.trace_id.as_slice().try_into().ok())
+            .collect()
+    }
+
     /// Memory held while parked: the bytes and the bookkeeping around them.
     pub fn weight(&self) -> usize {
         self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64

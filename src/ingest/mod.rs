@@ -358,9 +358,7 @@ impl Ingestor {
                     .clone()
                     .or_else(|| v.bound(&item.trace_id).map(str::to_owned))
                     .unwrap_or_default();
-                for r in unpark(v.bind(item.trace_id, &subject)) {
-                    released.push((r, KeepRule::Trace, subject.clone()));
-                }
+                released.extend(bind_all(v, item.trace_id, &subject));
                 kept.push((item, KeepRule::Attribute, subject));
             }
             for item in others {
@@ -373,9 +371,7 @@ impl Ingestor {
                     v.bound(&t).map(str::to_owned)
                 });
                 if let Some(subject) = linked {
-                    for r in unpark(v.bind(item.trace_id, &subject)) {
-                        released.push((r, KeepRule::Trace, subject.clone()));
-                    }
+                    released.extend(bind_all(v, item.trace_id, &subject));
                     kept.push((item, KeepRule::Link, subject));
                     continue;
                 }
@@ -418,8 +414,8 @@ impl Ingestor {
                 if item.contract
                     && let Some(t) = item.trace_id
                 {
-                    for r in unpark(v.bind(t, &subject)) {
-                        released.push((r, subject.clone()));
+                    for (r, rule, subj) in bind_all(v, t, &subject) {
+                        released.push((r, rule, subj));
                     }
                 }
                 let attrs = convert::rule_attrs(&item.origin, &item.record.attributes);
@@ -442,9 +438,7 @@ impl Ingestor {
         }
         let spans = released
             .iter()
-            .map(|(item, subject)| {
-                convert::span_row(item, KeepRule::Trace, subject, &self.redactor)
-            })
+            .map(|(item, rule, subject)| convert::span_row(item, *rule, subject, &self.redactor))
             .collect();
         let count = rows.len() as u64;
         match self
@@ -462,7 +456,7 @@ impl Ingestor {
             }
             Err(e) => {
                 self.binder.with(Instant::now(), |v| {
-                    for (item, _) in released {
+                    for (item, _, _) in released {
                         park(v, item);
                     }
                 });
@@ -489,9 +483,39 @@ impl Ingestor {
 }
 
 fn park(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem) {
+    let links = ParkedSpan::linked_traces(&item);
     let p = ParkedSpan::park(item);
     let w = p.weight();
-    v.park(p.trace_id(), p, w);
+    if links.is_empty() {
+        v.park(p.trace_id(), p, w);
+    } else {
+        v.park_linking(p.trace_id(), &links, p, w);
+    }
+}
+
+/// Binds `trace` and takes everything that waited for it: its own parked spans (rule: trace), and
+/// parked spans that link to it (rule: link), whose own traces become bound in turn.
+fn bind_all(
+    v: &mut binder::BinderView<'_, ParkedSpan>,
+    trace: [u8; 16],
+    subject: &str,
+) -> Vec<(SpanItem, KeepRule, String)> {
+    let mut out = Vec::new();
+    let mut queue = vec![(trace, KeepRule::Trace)];
+    while let Some((t, _)) = queue.pop() {
+        for r in unpark(v.bind(t, subject)) {
+            out.push((r, KeepRule::Trace, subject.to_owned()));
+        }
+        for (own, p) in v.release_linking(&t) {
+            if let Some(item) = p.unpark() {
+                out.push((item, KeepRule::Link, subject.to_owned()));
+            }
+            if v.bound(&own).is_none() {
+                queue.push((own, KeepRule::Link));
+            }
+        }
+    }
+    out
 }
 
 fn unpark(parked: Vec<ParkedSpan>) -> impl Iterator<Item = SpanItem> {

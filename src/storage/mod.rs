@@ -637,6 +637,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Task ids seen in earlier Conductor imports of a run (to notice history that vanished).
+    pub async fn imported_task_ids(&self, run_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE run_id = $1 AND source = 'conductor' AND kind IN ('task.finished', 'approval.decided', 'approval.requested')")
+            .bind(run_id).fetch_all(p).await)?;
+        let mut ids = Vec::new();
+        for (p,) in rows {
+            if let Ok(f) = serde_json::from_str::<FactRecord>(&p) {
+                match f.fact {
+                    crate::core::evidence::Fact::Task(t) => ids.push(t.task_run_id),
+                    crate::core::evidence::Fact::Approval(a) => ids.extend(a.task_run_id),
+                    _ => {}
+                }
+            }
+        }
+        Ok(ids)
+    }
+
     // --- tokens (not part of the ledger: revocation updates a row) ---
 
     pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
@@ -978,24 +996,6 @@ impl AppendTx {
             });
         }
         Ok(())
-    }
-
-    /// Task ids seen in earlier Conductor imports of a run (to notice history that vanished).
-    pub async fn imported_task_ids(&mut self, run_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_tx!(self, c => sqlx::query_as(
-            "SELECT payload FROM facts WHERE run_id = $1 AND source = 'conductor' AND kind IN ('task.finished', 'approval.decided', 'approval.requested')")
-            .bind(run_id).fetch_all(c).await)?;
-        let mut ids = Vec::new();
-        for (p,) in rows {
-            if let Ok(f) = serde_json::from_str::<FactRecord>(&p) {
-                match f.fact {
-                    crate::core::evidence::Fact::Task(t) => ids.push(t.task_run_id),
-                    crate::core::evidence::Fact::Approval(a) => ids.extend(a.task_run_id),
-                    _ => {}
-                }
-            }
-        }
-        Ok(ids)
     }
 
     pub async fn commit(self) -> Result<()> {

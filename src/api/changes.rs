@@ -1,0 +1,128 @@
+//! Changes for auditors: the list, one change's evidence packet, unlinked deploys; and the
+//! Conductor import for the `ingest` role.
+
+use super::{ApiError, AppState};
+use crate::changes::{self, ChangeFilter};
+use crate::import;
+use crate::util::parse_rfc3339;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/changes", get(list))
+        .route("/v1/changes/{id}", get(one))
+        .route("/v1/deploys/unlinked", get(unlinked))
+}
+
+pub fn import_router() -> Router<AppState> {
+    Router::new().route("/v1/import/conductor", post(import_conductor))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    from: Option<String>,
+    to: Option<String>,
+    environment: Option<String>,
+    service: Option<String>,
+    kind: Option<String>,
+}
+
+fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
+    match q {
+        None => Ok(default),
+        Some(s) => parse_rfc3339(s)
+            .or_else(|| s.parse::<i64>().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{name} must be an RFC 3339 time or nanoseconds since the epoch"
+                ))
+            }),
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = ChangeFilter {
+        from_ns: time(&q.from, i64::MIN, "from")?,
+        to_ns: time(&q.to, i64::MAX, "to")?,
+        environment: q.environment,
+        service: q.service,
+        kind: q.kind,
+    };
+    if filter.from_ns >= filter.to_ns {
+        return Err(ApiError::BadRequest("from must be before to".into()));
+    }
+    let list = changes::list(&state.store, &filter, &state.correlation.policy).await?;
+    Ok(Json(serde_json::json!({ "changes": list })))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<changes::Packet>, ApiError> {
+    let c = &state.correlation;
+    changes::packet(&state.store, &id, &c.policy, c.tolerance_ns)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
+}
+
+async fn unlinked(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let c = &state.correlation;
+    let v = changes::unlinked_versions(&state.store, &c.policy, c.tolerance_ns).await?;
+    Ok(Json(serde_json::json!({ "unlinked_deploys": v })))
+}
+
+/// One execution per request (`GET /api/workflow/{id}?includeTasks=true` output or a
+/// status-listener message). Re-importing is idempotent; vanished history is recorded.
+async fn import_conductor(
+    State(state): State<AppState>,
+    Json(doc): Json<serde_json::Value>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let appender = state
+        .appender
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("this process does not append".into()))?;
+    let c = &state.correlation;
+    let p = import::prepare(
+        &state.store,
+        &doc,
+        &c.policy,
+        &c.identity,
+        crate::pipeline::now_ns(),
+    )
+    .await
+    .map_err(|e| match e {
+        import::ImportError::Invalid(m) => ApiError::BadRequest(m),
+        import::ImportError::Storage(s) => s.into(),
+    })?;
+    let done = appender.append_telemetry(p.telemetry).await.map_err(|e| {
+        if e.is_transient() {
+            ApiError::Unavailable("changetrail is busy; retry shortly".into())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    })?;
+    Ok((
+        if done.facts_stored > 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(serde_json::json!({
+            "run_id": p.run_id,
+            "change_id": p.change_id,
+            "facts_recorded": done.facts_stored,
+            "facts_already_known": done.facts_duplicate,
+            "history_rewritten": !p.vanished.is_empty(),
+            "vanished_tasks": p.vanished,
+        })),
+    ))
+}

@@ -1,0 +1,237 @@
+//! Reading changes back: the evidence packet of one change (facts folded, spans, versions, the
+//! ledger entries with inclusion proofs) and the list of changes in a period. Shared by the API
+//! and the reports.
+
+use crate::core::evidence::{self, Evidence, FactRecord, Policy, VersionFact};
+use crate::core::hash::b64;
+use crate::export;
+use crate::storage::{StorageError, Store};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanStats {
+    pub count: usize,
+    pub traces: Vec<String>,
+    pub services: Vec<String>,
+    pub errors: usize,
+    pub by_rule: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryProof {
+    pub seq: u64,
+    pub kind: String,
+    pub leaf_hash: String,
+    /// Inclusion proof against `Packet::checkpoint`; none while no checkpoint covers the entry yet.
+    pub inclusion_proof: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Packet {
+    #[serde(flatten)]
+    pub evidence: Evidence,
+    pub spans: SpanStats,
+    pub versions: Vec<VersionFact>,
+    pub entries: Vec<EntryProof>,
+    /// The checkpoint the inclusion proofs are against (C2SP signed note).
+    pub checkpoint: Option<String>,
+    pub checkpoint_size: Option<u64>,
+}
+
+/// All facts about a change and the evidence folded from them; `None` for an unknown change.
+pub async fn evidence_of(
+    store: &Store,
+    change_id: &str,
+    policy: &Policy,
+) -> Result<Option<(Evidence, Vec<(FactRecord, u64)>)>, StorageError> {
+    let facts = store.facts_of_change(change_id).await?;
+    if facts.is_empty() {
+        return Ok(None);
+    }
+    let runs: Vec<String> = facts
+        .iter()
+        .filter_map(|(f, _)| f.run_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut ids = vec![change_id.to_owned()];
+    ids.extend(runs);
+    let rolled_back_by = store.rollbacks_of(&ids).await?;
+    let records: Vec<FactRecord> = facts.iter().map(|(f, _)| f.clone()).collect();
+    Ok(Some((
+        evidence::evidence(change_id, &records, rolled_back_by, policy),
+        facts,
+    )))
+}
+
+pub async fn packet(
+    store: &Store,
+    change_id: &str,
+    policy: &Policy,
+    tolerance_ns: i64,
+) -> Result<Option<Packet>, export::ExportError> {
+    let Some((ev, _)) = evidence_of(store, change_id, policy).await? else {
+        return Ok(None);
+    };
+    let mut subjects = vec![change_id.to_owned()];
+    subjects.extend(ev.change.runs.iter().cloned());
+    subjects.sort();
+    subjects.dedup();
+    let spans = store.spans_about(&subjects).await?;
+    let mut stats = SpanStats {
+        count: spans.len(),
+        traces: Vec::new(),
+        services: Vec::new(),
+        errors: 0,
+        by_rule: BTreeMap::new(),
+    };
+    let mut traces = BTreeSet::new();
+    let mut services = BTreeSet::new();
+    for s in &spans {
+        traces.insert(s.trace_id.clone());
+        services.insert(s.service.clone());
+        *stats.by_rule.entry(s.rule.clone()).or_default() += 1;
+        let error = ResourceSpans::decode(s.body.as_slice())
+            .ok()
+            .and_then(|r| r.scope_spans.first()?.spans.first()?.status.clone())
+            .is_some_and(|st| st.code == 2);
+        stats.errors += usize::from(error);
+    }
+    stats.traces = traces.into_iter().collect();
+    stats.services = services.into_iter().collect();
+    let versions = store
+        .version_facts()
+        .await?
+        .into_iter()
+        .filter_map(|f| match f.fact {
+            evidence::Fact::Version(v) => Some(v),
+            _ => None,
+        })
+        .filter(|v| {
+            evidence::explains(
+                &ev,
+                &v.service,
+                &v.environment,
+                &v.version,
+                v.first_seen_ns,
+                tolerance_ns,
+            )
+        })
+        .collect();
+    let checkpoint = store.latest_checkpoint().await?;
+    let size = checkpoint.as_ref().map(|c| c.size);
+    let mut entries = Vec::new();
+    for e in store.entries_about(&subjects).await? {
+        let proof = match size {
+            Some(n) if e.seq < n => Some(
+                export::inclusion_proof(store, e.seq, n)
+                    .await?
+                    .iter()
+                    .map(|h| h.to_b64())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        entries.push(EntryProof {
+            seq: e.seq,
+            kind: e.kind,
+            leaf_hash: b64(&e.leaf_hash.0),
+            inclusion_proof: proof,
+        });
+    }
+    Ok(Some(Packet {
+        evidence: ev,
+        spans: stats,
+        versions,
+        entries,
+        checkpoint: checkpoint.map(|c| c.note),
+        checkpoint_size: size,
+    }))
+}
+
+/// Filters for the list of changes.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFilter {
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub environment: Option<String>,
+    pub service: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// Changes requested in the period that match the filter, folded.
+pub async fn list(
+    store: &Store,
+    f: &ChangeFilter,
+    policy: &Policy,
+) -> Result<Vec<Evidence>, StorageError> {
+    let mut out = Vec::new();
+    for id in store.changes_between(f.from_ns, f.to_ns).await? {
+        let Some((ev, _)) = evidence_of(store, &id, policy).await? else {
+            continue;
+        };
+        let c = &ev.change;
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+        };
+        if eq(&f.environment, &c.environment)
+            && eq(&f.service, &c.service)
+            && eq(&f.kind, &Some(c.kind.clone()))
+        {
+            out.push(ev);
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.change.requested_ns, &a.change.id).cmp(&(b.change.requested_ns, &b.change.id))
+    });
+    Ok(out)
+}
+
+/// Production versions no change explains: the unlinked deploys.
+pub async fn unlinked_versions(
+    store: &Store,
+    policy: &Policy,
+    tolerance_ns: i64,
+) -> Result<Vec<VersionFact>, StorageError> {
+    let versions: Vec<VersionFact> = store
+        .version_facts()
+        .await?
+        .into_iter()
+        .filter_map(|f| match f.fact {
+            evidence::Fact::Version(v) if policy.is_production(&v.environment) => Some(v),
+            _ => None,
+        })
+        .collect();
+    if versions.is_empty() {
+        return Ok(versions);
+    }
+    let all = list(
+        store,
+        &ChangeFilter {
+            from_ns: i64::MIN,
+            to_ns: i64::MAX,
+            ..Default::default()
+        },
+        policy,
+    )
+    .await?;
+    Ok(versions
+        .into_iter()
+        .filter(|v| {
+            !all.iter().any(|e| {
+                evidence::explains(
+                    e,
+                    &v.service,
+                    &v.environment,
+                    &v.version,
+                    v.first_seen_ns,
+                    tolerance_ns,
+                )
+            })
+        })
+        .collect())
+}
