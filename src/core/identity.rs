@@ -29,7 +29,6 @@ pub enum Established {
     /// A token signed by a trusted issuer vouches for the subject.
     Verified {
         issuer: String,
-        subject: String,
         roles: Vec<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_ns: Option<i64>,
@@ -110,16 +109,10 @@ impl IdentityVerifier {
             };
         };
         match self.verify(token, asserted, event_ns) {
-            Ok(v) => {
-                let subject = match &v {
-                    Established::Verified { subject, .. } => Some(subject.clone()),
-                    _ => asserted.map(str::to_owned),
-                };
-                Principal {
-                    subject,
-                    established: v,
-                }
-            }
+            Ok((sub, v)) => Principal {
+                subject: Some(sub),
+                established: v,
+            },
             Err(reason) => Principal {
                 subject: asserted.map(str::to_owned),
                 established: Established::Asserted {
@@ -130,12 +123,13 @@ impl IdentityVerifier {
         }
     }
 
+    /// The token's subject and what establishes it, or why it does not verify.
     fn verify(
         &self,
         token: &str,
         asserted: Option<&str>,
         event_ns: i64,
-    ) -> Result<Established, String> {
+    ) -> Result<(String, Established), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
         let payload = token.split('.').nth(1).ok_or("not a JWT: no payload")?;
         let unverified: Unverified = URL_SAFE_NO_PAD
@@ -222,12 +216,14 @@ impl IdentityVerifier {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(Established::Verified {
-            issuer: issuer.issuer.clone(),
-            subject: sub,
-            roles,
-            expires_ns: exp.map(|e| e.saturating_mul(1_000_000_000)),
-            token_sha256: token_sha256(token),
-        })
+        Ok((
+            sub,
+            Established::Verified {
+                issuer: issuer.issuer.clone(),
+                roles,
+                expires_ns: exp.map(|e| e.saturating_mul(1_000_000_000)),
+                token_sha256: token_sha256(token),
+            },
+        ))
     }
 }
