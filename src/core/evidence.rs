@@ -500,9 +500,17 @@ pub fn conductor_facts(
         _ => doc,
     };
     let run_id = s(w, "/workflowId").ok_or("not a Conductor workflow execution: no workflowId")?;
-    let change_id = s(w, "/input/change/id")
-        .or_else(|| s(w, "/correlationId"))
-        .unwrap_or_else(|| run_id.clone());
+    // A failure workflow (the compensation Conductor starts when a run fails) is a change of its
+    // own, a rollback of the change it was started for; its input holds that change's input.
+    let compensation =
+        w.pointer("/input/failedWorkflow").is_some() || w.pointer("/input/failureStatus").is_some();
+    let change_id = if compensation {
+        run_id.clone()
+    } else {
+        s(w, "/input/change/id")
+            .or_else(|| s(w, "/correlationId"))
+            .unwrap_or_else(|| run_id.clone())
+    };
     let start = ms(w.get("startTime").unwrap_or(&serde_json::Value::Null))
         .or_else(|| ms(w.get("createTime").unwrap_or(&serde_json::Value::Null)))
         .ok_or("workflow has no startTime")?;
@@ -519,16 +527,20 @@ pub fn conductor_facts(
     });
     // A failure workflow's input names the workflow it compensates.
     let rollback_of = s(w, "/input/change/rollbackOf").or_else(|| {
-        (w.pointer("/input/failedWorkflow").is_some()
-            || w.pointer("/input/failureStatus").is_some())
-        .then(|| s(w, "/input/workflowId"))
-        .flatten()
+        compensation
+            .then(|| s(w, "/input/change/id").or_else(|| s(w, "/input/workflowId")))
+            .flatten()
     });
     let image_tag =
         s(w, "/input/artifact/image").and_then(|i| i.rsplit_once(':').map(|(_, t)| t.to_owned()));
-    let kind = s(w, "/input/change/type")
-        .map(|k| k.to_ascii_lowercase())
-        .or_else(|| rollback_of.as_ref().map(|_| "rollback".into()));
+    // The compensation inherits the original's change type; it is a rollback all the same.
+    let kind = if compensation {
+        Some("rollback".to_owned())
+    } else {
+        s(w, "/input/change/type")
+            .map(|k| k.to_ascii_lowercase())
+            .or_else(|| rollback_of.as_ref().map(|_| "rollback".into()))
+    };
     facts.push(FactRecord {
         key: format!("run:{run_id}:requested:conductor"),
         change_id: Some(change_id.clone()),

@@ -62,7 +62,6 @@ pub fn token_with(
 }
 
 /// A token valid for an hour around `at_ns` (so it verifies at that event time).
-#[allow(dead_code)] // for the correlation scenarios
 pub fn token(sub: &str, roles: &[&str], at_ns: i64) -> String {
     let at = at_ns / 1_000_000_000;
     token_with(
