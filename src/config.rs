@@ -11,6 +11,18 @@ use std::time::Duration;
 
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The top-level settings an environment variable may address.
+const SECTIONS: [&str; 8] = [
+    "database_url",
+    "ledger",
+    "http",
+    "otlp",
+    "correlation",
+    "identity",
+    "tls",
+    "storage",
+];
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -163,11 +175,15 @@ impl Config {
             Some(f) => fig = fig.merge(Toml::file(f)),
             None => fig = fig.merge(Toml::file("changetrail.toml")),
         }
-        fig = fig.merge(
-            Env::prefixed("CHANGETRAIL_")
-                .split("__")
-                .ignore(&["config"]),
-        );
+        // Only variables that name a setting: other CHANGETRAIL_* variables (a benchmark's token,
+        // a test's interpreter) are not configuration and must not fail the start.
+        let env = Env::prefixed("CHANGETRAIL_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            SECTIONS.iter().any(|s| {
+                k == *s || k.starts_with(&format!("{s}.")) || k.starts_with(&format!("{s}__"))
+            })
+        });
+        fig = fig.merge(env);
         let cfg: Config = fig
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -588,6 +588,18 @@ fn configuration_layers_override_in_order() {
     let o = run(ct(d).args(["--config", "other.toml", "tokens", "list"]));
     assert_ne!(code(&o), 0);
     assert!(String::from_utf8_lossy(&o.stderr).contains("checkpoint_evry"));
+    // Other CHANGETRAIL_* variables are not settings and are left alone; a misspelt setting is not.
+    assert_eq!(
+        code(&run(ct(d)
+            .env("CHANGETRAIL_BENCH_TOKEN", "x")
+            .args(["tokens", "list"]))),
+        0
+    );
+    let o = run(ct(d)
+        .env("CHANGETRAIL_LEDGER__CHECKPOINT_EVRY", "5")
+        .args(["tokens", "list"]));
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("checkpoint_evry"));
     let o = run(ct(d).args(["--config", "nope.toml", "tokens", "list"]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
 }
