@@ -167,6 +167,18 @@ pub enum BenchCommand {
     /// traffic with a small share of audit spans), then the same load against a do-nothing
     /// receiver in this process, and compare.
     Ingest(BenchIngestArgs),
+    /// The cost of late binding: runtime spans that arrive before the span binding their trace
+    /// (parked, then released) against spans that arrive after it (kept on arrival).
+    Binding {
+        /// Traces, each one binding span and --spans runtime spans.
+        #[arg(long, default_value_t = 2000)]
+        traces: usize,
+        #[arg(long, default_value_t = 20)]
+        spans: usize,
+        /// Concurrent senders.
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+    },
     /// Verify a bundle and report verified entries/s and peak memory.
     Verify {
         file: PathBuf,

@@ -38,6 +38,11 @@ pub async fn run(mut cfg: Config, cmd: BenchCommand, database_given: bool) -> an
             Ok(0)
         }
         BenchCommand::Ingest(a) => crate::commands::bench_ingest::run(a).await,
+        BenchCommand::Binding {
+            traces,
+            spans,
+            senders,
+        } => crate::commands::bench_ingest::binding(cfg, traces, spans, senders).await,
         BenchCommand::Verify {
             file,
             trusted_keys,

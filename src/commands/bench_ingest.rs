@@ -80,6 +80,12 @@ fn make_request(batch: usize, audit_share: f64, seed: &mut u64) -> ExportTraceSe
                 &format!("CHG-{}", next() % 100_000),
             ));
             attributes.push(kv("cicd.pipeline.task.type", "deploy"));
+            attributes.push(kv("cicd.pipeline.task.name", "deploy"));
+            attributes.push(kv(
+                "cicd.pipeline.task.run.id",
+                &format!("task-{:x}", next()),
+            ));
+            attributes.push(kv("cicd.pipeline.task.run.result", "success"));
             "deploy"
         } else {
             "GET /api/v1/payments/{id}"
@@ -362,4 +368,153 @@ fn tokio_stream_from(
         let r = l.accept().await.map(|(s, _)| s);
         Some((r, l))
     })
+}
+
+/// `bench binding`: the same spans bound on arrival and bound late, through the real ingest path
+/// (validation, binder, redaction, correlation, sequencer, SQLite) in this process.
+pub async fn binding(
+    mut cfg: crate::config::Config,
+    traces: usize,
+    spans: usize,
+    senders: usize,
+) -> anyhow::Result<i32> {
+    use crate::ingest::Ingestor;
+    let dir = tempfile::tempdir()?;
+    let mut run = |late: bool| {
+        cfg.database_url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("binding-{late}.db")).display()
+        );
+        cfg.ledger.key_file = dir.path().join(format!("binding-{late}.key"));
+        cfg.ledger.signing_key = Default::default();
+        cfg.clone()
+    };
+    let mut results = Vec::new();
+    for late in [false, true] {
+        let cfg = run(late);
+        let key = crate::keyfile::generate(crate::keyfile::generated_origin())?;
+        crate::keyfile::write_new_key(&cfg.ledger.key_file, &key)?;
+        let (store, writer) = crate::startup::open_ledger(&cfg, false).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (appender, seq) =
+            crate::pipeline::spawn_sequencer(writer, cfg.sequencer(), stop.clone());
+        let ing = Arc::new(Ingestor::new(appender, store.clone(), cfg.ingest()?));
+        let per = traces.div_ceil(senders.max(1));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for s in 0..senders.max(1) {
+            let ing = ing.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seed = 0xA5A5_5A5A_1234_5678u64 ^ ((s as u64 + 1) << 40);
+                for _ in 0..per {
+                    let (binding, runtime) = binding_pair(spans, &mut seed);
+                    let (first, second) = if late {
+                        (runtime, binding)
+                    } else {
+                        (binding, runtime)
+                    };
+                    ing.traces(first)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    ing.traces(second)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                Ok::<(), anyhow::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let stored = store.span_count().await?;
+        stop.cancel();
+        seq.await?;
+        results.push((late, secs, stored));
+    }
+    println!(
+        "bench binding: {traces} traces × (1 binding span + {spans} runtime spans), {senders} senders"
+    );
+    for (late, secs, stored) in &results {
+        println!(
+            "  {:<28} {:.2} s, {} spans stored, {:.1} µs per stored span",
+            if *late {
+                "late (parked, then bound)"
+            } else {
+                "on arrival"
+            },
+            secs,
+            stored,
+            secs * 1e6 / *stored as f64
+        );
+    }
+    let ratio = results[1].1 / results[0].1;
+    println!("  late binding costs {ratio:.2}× binding on arrival");
+    Ok(0)
+}
+
+/// One deploy-attempt span that binds its trace, and `n` runtime spans of the same trace.
+fn binding_pair(
+    n: usize,
+    seed: &mut u64,
+) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
+    let mut next = || {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    };
+    let now = crate::pipeline::now_ns() as u64;
+    let mut trace = [0u8; 16];
+    trace[..8].copy_from_slice(&next().to_be_bytes());
+    trace[8..].copy_from_slice(&next().to_be_bytes());
+    let span = |name: &str, attributes: Vec<KeyValue>, id: u64| Span {
+        trace_id: trace.to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: now - 1_000_000,
+        end_time_unix_nano: now,
+        attributes,
+        ..Default::default()
+    };
+    let run = format!("wf-{:x}", next());
+    let binding = span(
+        "deploy",
+        vec![
+            kv("cicd.pipeline.run.id", &run),
+            kv(
+                "changetrail.change.id",
+                &format!("CHG-{}", next() % 1_000_000),
+            ),
+            kv("cicd.pipeline.task.type", "deploy"),
+            kv("cicd.pipeline.task.name", "deploy"),
+            kv("cicd.pipeline.task.run.id", &format!("{run}-1")),
+            kv("cicd.pipeline.task.run.result", "success"),
+        ],
+        next(),
+    );
+    let runtime: Vec<Span> = (0..n)
+        .map(|_| {
+            span(
+                "GET /api/v1/payments/{id}",
+                vec![kv("http.request.method", "GET")],
+                next(),
+            )
+        })
+        .collect();
+    let wrap = |spans: Vec<Span>| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "payments")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (wrap(vec![binding]), wrap(runtime))
 }

@@ -474,10 +474,18 @@ pub struct ConductorImport {
     pub task_ids: BTreeSet<String>,
 }
 
+/// A Conductor time: epoch milliseconds (executions) or an ISO 8601 string (status-listener
+/// WorkflowSummary), as nanoseconds.
 fn ms(v: &serde_json::Value) -> Option<i64> {
-    v.as_i64()
-        .filter(|t| *t > 0)
-        .map(|t| t.saturating_mul(1_000_000))
+    match v {
+        serde_json::Value::String(s) => s
+            .parse::<i64>()
+            .ok()
+            .map(|t| t.saturating_mul(1_000_000))
+            .or_else(|| rfc3339_ns(s)),
+        _ => v.as_i64().map(|t| t.saturating_mul(1_000_000)),
+    }
+    .filter(|t| *t > 0)
 }
 
 fn s(v: &serde_json::Value, ptr: &str) -> Option<String> {
@@ -495,10 +503,19 @@ pub fn conductor_facts(
     policy: &Policy,
     ids: &IdentityVerifier,
 ) -> Result<ConductorImport, String> {
-    let w = match doc.get("payload") {
-        Some(p) if p.get("workflowId").is_some() => p,
-        _ => doc,
+    let mut w = match doc.get("payload") {
+        Some(p) if p.get("workflowId").is_some() => p.clone(),
+        _ => doc.clone(),
     };
+    // A WorkflowSummary carries input and output as JSON text.
+    for k in ["input", "output"] {
+        if let Some(serde_json::Value::String(text)) = w.get(k)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            w[k] = v;
+        }
+    }
+    let w = &w;
     let run_id = s(w, "/workflowId").ok_or("not a Conductor workflow execution: no workflowId")?;
     // A failure workflow (the compensation Conductor starts when a run fails) is a change of its
     // own, a rollback of the change it was started for; its input holds that change's input.

@@ -54,7 +54,7 @@ impl Default for IngestConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            max_concurrent_requests: 64,
+            max_concurrent_requests: 32,
             policy: Default::default(),
             identity: IdentityVerifier::default(),
             max_versions_remembered: 100_000,
@@ -296,7 +296,13 @@ impl Ingestor {
         let Ok(seen) = self.versions_seen.lock() else {
             return out;
         };
+        // Spans of one resource share its Origin: look at each resource once.
+        let mut last: Option<&Arc<convert::Origin>> = None;
         for item in items.iter().filter(|i| !i.contract) {
+            if last.is_some_and(|l| Arc::ptr_eq(l, &item.origin)) {
+                continue;
+            }
+            last = Some(&item.origin);
             let Some((service, env, version)) = convert::deployed_version(&item.origin) else {
                 continue;
             };
@@ -305,7 +311,14 @@ impl Ingestor {
             {
                 continue;
             }
-            let start = i64::try_from(item.span.start_time_unix_nano).unwrap_or(i64::MAX);
+            // The earliest span of this resource in the request is the first sighting.
+            let start = items
+                .iter()
+                .filter(|i| Arc::ptr_eq(&i.origin, &item.origin))
+                .map(|i| i.span.start_time_unix_nano)
+                .min()
+                .unwrap_or(item.span.start_time_unix_nano);
+            let start = i64::try_from(start).unwrap_or(i64::MAX);
             let fact = evidence::version_fact(
                 &service,
                 &env,
@@ -314,7 +327,6 @@ impl Ingestor {
                 Some(hex::encode(item.trace_id)),
             );
             match out.iter_mut().find(|f| f.key == fact.key) {
-                // The earliest span of the request is the first sighting.
                 Some(f) if f.time_ns > start => *f = fact,
                 Some(_) => {}
                 None => out.push(fact),

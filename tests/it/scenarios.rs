@@ -1028,3 +1028,80 @@ async fn a_rollback_through_a_failure_workflow_is_linked_both_ways() {
     assert_eq!(r["steps"][0]["outcome"], "success");
     app.stop().await;
 }
+
+/// An approval sent as a `changetrail.approval` log event, and a rollback declared on the run
+/// span (`changetrail.change.rollback_of`): both end up in the packets, the rollback both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_event_approvals_and_declared_rollbacks() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(scenario_config(&db)).await;
+    let mut wf = Workflow::new("CHG-LOG", 50, T0);
+    let run = wf.run_span("normal", "alice@example.com", None, vec![]);
+    let deploy = wf.deploy(0, "success", 20 * MIN, 22 * MIN);
+    send(&app, &[run, deploy]).await;
+    let decided = T0 + 10 * MIN;
+    let log = LogRecord {
+        time_unix_nano: decided,
+        event_name: "changetrail.approval".into(),
+        trace_id: wf.trace.to_vec(),
+        attributes: vec![
+            kv("cicd.pipeline.run.id", &wf.run),
+            kv("changetrail.change.id", "CHG-LOG"),
+            kv("changetrail.approval.decision", "approved"),
+            kv("changetrail.approval.approver", "bob@example.com"),
+            kv(
+                "changetrail.approval.token",
+                &idp::token("bob@example.com", &["release-approver"], decided as i64),
+            ),
+            kv("changetrail.approval.requested_at", "2026-01-01T10:02:00Z"),
+        ],
+        ..Default::default()
+    };
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "approvals")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![log],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = app
+        .http
+        .post(format!("{}/v1/logs", app.otlp))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(&app.ingest)
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    // A later change rolls it back, saying so on its run span.
+    let mut rb = Workflow::new("CHG-LOG-RB", 51, T0 + 60 * MIN);
+    let rb_run = rb.run_span(
+        "rollback",
+        "alice@example.com",
+        None,
+        vec![kv("changetrail.change.rollback_of", "CHG-LOG")],
+    );
+    send(&app, &[rb_run]).await;
+
+    let p = packet(&app, "CHG-LOG").await;
+    let a = &p["approvals"][0];
+    assert_eq!(a["method"], "log");
+    assert_eq!(a["approver"]["established"], "verified");
+    assert_eq!(a["requested_ns"].as_i64().unwrap(), (T0 + 2 * MIN) as i64);
+    assert_eq!(a["decided_ns"].as_i64().unwrap(), decided as i64);
+    assert_eq!(a["before_first_deploy"], true);
+    assert_eq!(p["rolled_back_by"], serde_json::json!(["CHG-LOG-RB"]));
+    let r = packet(&app, "CHG-LOG-RB").await;
+    assert_eq!(r["change"]["rollback_of"], "CHG-LOG");
+    assert_eq!(r["change"]["kind"], "rollback");
+    app.stop().await;
+}
