@@ -6,7 +6,7 @@
 //! decode failures are INVALID_ARGUMENT, and UNAVAILABLE carries RetryInfo both as a status
 //! detail and in the `google.rpc.retryinfo-bin` trailer the Python exporter reads.
 
-use super::{IngestError, Ingestor, Outcome, Signal};
+use super::{Export, IngestError, Ingestor, Outcome};
 use crate::auth::AuthError;
 use axum::Router;
 use axum::body::Body;
@@ -14,12 +14,8 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -30,10 +26,6 @@ use tonic::codec::{
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The signal-specific part of an export: from the decoded request to the response message.
-type Handler<D, E> =
-    fn(Arc<Ingestor>, Measured<D>) -> futures::future::BoxFuture<'static, Result<E, Status>>;
-
 pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 /// Responses are tiny; this only guards against a bug.
@@ -41,8 +33,8 @@ const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
     Router::new()
-        .route(TRACE_EXPORT, post(traces))
-        .route(LOGS_EXPORT, post(logs))
+        .route(TRACE_EXPORT, post(export::<ExportTraceServiceRequest>))
+        .route(LOGS_EXPORT, post(export::<ExportLogsServiceRequest>))
         .fallback(unimplemented)
         .with_state(ingestor)
 }
@@ -189,17 +181,9 @@ fn outcome_label(r: &Result<Outcome, Status>) -> &'static str {
     }
 }
 
-/// Authenticates, then lets tonic decompress (gzip, zstd) and decode within the size limit.
-async fn export<D, E>(
-    ing: Arc<Ingestor>,
-    signal: Signal,
-    req: Request,
-    handle: Handler<D, E>,
-) -> Response
-where
-    D: Message + Default + Send + 'static,
-    E: Message + Send + 'static,
-{
+/// Authenticates, admits, then lets tonic decompress (gzip, zstd) and decode within the size limit.
+async fn export<T: Export>(State(ing): State<Arc<Ingestor>>, req: Request) -> Response {
+    let signal = T::SIGNAL;
     let header = req
         .headers()
         .get("authorization")
@@ -217,14 +201,13 @@ where
         }
     };
     let limit = ing.config.max_request_bytes;
-    let mut grpc = tonic::server::Grpc::new(MeasuredCodec::<E, D>::default())
+    let mut grpc = tonic::server::Grpc::new(MeasuredCodec::<T::Response, T>::default())
         .apply_compression_config(compression(), EnabledCompressionEncodings::default())
         .apply_max_message_size_config(Some(limit), Some(MAX_RESPONSE_BYTES));
-    let svc = Unary {
-        ing: ing.clone(),
-        handle,
-    };
-    let mut resp = grpc.unary(svc, req).await.map(Body::new);
+    let mut resp = grpc
+        .unary(Unary::<T>(ing.clone(), PhantomData), req)
+        .await
+        .map(Body::new);
     // tonic answers a declared length over the limit with OUT_OF_RANGE, which OTLP clients retry
     // forever; our handlers never use that code, so any OUT_OF_RANGE here is the size limit.
     let h = resp.headers_mut();
@@ -240,71 +223,24 @@ where
     resp
 }
 
-struct Unary<D, E> {
-    ing: Arc<Ingestor>,
-    handle: Handler<D, E>,
-}
+struct Unary<T>(Arc<Ingestor>, PhantomData<T>);
 
-impl<D: Send + 'static, E: Send + 'static> tonic::server::UnaryService<Measured<D>>
-    for Unary<D, E>
-{
-    type Response = E;
-    type Future = futures::future::BoxFuture<'static, Result<tonic::Response<E>, Status>>;
+impl<T: Export> tonic::server::UnaryService<Measured<T>> for Unary<T> {
+    type Response = T::Response;
+    type Future = futures::future::BoxFuture<'static, Result<tonic::Response<T::Response>, Status>>;
 
-    fn call(&mut self, request: tonic::Request<Measured<D>>) -> Self::Future {
-        let fut = (self.handle)(self.ing.clone(), request.into_inner());
-        Box::pin(async move { fut.await.map(tonic::Response::new) })
+    fn call(&mut self, request: tonic::Request<Measured<T>>) -> Self::Future {
+        let ing = self.0.clone();
+        let m = request.into_inner();
+        Box::pin(async move {
+            let result = match m.message.unread_protobuf(m.bytes) {
+                Some(why) => Err(Status::invalid_argument(why)),
+                None => m.message.ingest(&ing).await.map_err(ingest_status),
+            };
+            ing.count_request("grpc", T::SIGNAL, outcome_label(&result));
+            result.map(|o| tonic::Response::new(T::response(&o)))
+        })
     }
-}
-
-async fn traces(State(ing): State<Arc<Ingestor>>, req: Request) -> Response {
-    export(ing, Signal::Traces, req, |ing, m: Measured<ExportTraceServiceRequest>| {
-        Box::pin(async move {
-            let spans: usize = m.message.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-            let result = if spans == 0 && m.message.encoded_len() < m.bytes {
-                Err(Status::invalid_argument(format!(
-                    "the request carried {} bytes but no spans this receiver understands (legacy \
-                     fields such as instrumentation_library_spans are not supported)",
-                    m.bytes
-                )))
-            } else {
-                ing.traces(m.message).await.map_err(ingest_status)
-            };
-            ing.count_request("grpc", Signal::Traces, outcome_label(&result));
-            result.map(|o| ExportTraceServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: i64::try_from(o.rejected).unwrap_or(i64::MAX),
-                    error_message: o.message,
-                }),
-            })
-        })
-    })
-    .await
-}
-
-async fn logs(State(ing): State<Arc<Ingestor>>, req: Request) -> Response {
-    export(ing, Signal::Logs, req, |ing, m: Measured<ExportLogsServiceRequest>| {
-        Box::pin(async move {
-            let records: usize = m.message.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
-            let result = if records == 0 && m.message.encoded_len() < m.bytes {
-                Err(Status::invalid_argument(format!(
-                    "the request carried {} bytes but no log records this receiver understands (legacy \
-                     fields such as instrumentation_library_logs are not supported)",
-                    m.bytes
-                )))
-            } else {
-                ing.logs(m.message).await.map_err(ingest_status)
-            };
-            ing.count_request("grpc", Signal::Logs, outcome_label(&result));
-            result.map(|o| ExportLogsServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
-                    rejected_log_records: i64::try_from(o.rejected).unwrap_or(i64::MAX),
-                    error_message: o.message,
-                }),
-            })
-        })
-    })
-    .await
 }
 
 /// Metrics and anything else: a clear UNIMPLEMENTED.

@@ -2,7 +2,7 @@
 //! gzip / deflate / zstd, the size limit enforced before and after decompression, every error a
 //! `google.rpc.Status` in the request's own encoding.
 
-use super::{IngestError, Ingestor, Outcome, Signal};
+use super::{Export, IngestError, Ingestor, Outcome, Signal};
 use crate::auth::AuthError;
 use axum::Router;
 use axum::body::Body;
@@ -10,12 +10,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::io::Read;
 use std::sync::Arc;
@@ -23,8 +19,8 @@ use std::time::Duration;
 
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
     Router::new()
-        .route("/v1/traces", any(traces))
-        .route("/v1/logs", any(logs))
+        .route("/v1/traces", any(export::<ExportTraceServiceRequest>))
+        .route("/v1/logs", any(export::<ExportLogsServiceRequest>))
         .route("/v1/metrics", any(metrics))
         .fallback(not_found)
         // Our own limit applies (before and after decompression) and answers 413 with a Status.
@@ -294,30 +290,15 @@ fn misspelled_key(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn nothing_understood(
-    enc: Encoding,
-    body: &[u8],
-    decoded_len: usize,
-    what: &str,
-) -> Option<String> {
-    match enc {
-        Encoding::Protobuf if decoded_len < body.len() => Some(format!(
-            "the request carried {} bytes but no {what} this receiver understands (legacy fields \
-             such as instrumentation_library_spans are not supported)",
-            body.len()
-        )),
-        Encoding::Json => {
-            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-            misspelled_key(&v).map(|k| {
-                format!("the request holds no {what}, but has the key {k:?}: OTLP/JSON keys are lowerCamelCase (e.g. resourceSpans, scopeSpans, traceId)")
-            })
-        }
-        Encoding::Protobuf => None,
-    }
+fn misspelled_json(body: &[u8], what: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    misspelled_key(&v).map(|k| {
+        format!("the request holds no {what}, but has the key {k:?}: OTLP/JSON keys are lowerCamelCase (e.g. resourceSpans, scopeSpans, traceId)")
+    })
 }
 
 /// Everything both endpoints share up to the decoded request.
-async fn prepare<T: Message + Default + serde::de::DeserializeOwned>(
+async fn prepare<T: Export>(
     ing: &Ingestor,
     signal: Signal,
     method: &Method,
@@ -439,91 +420,29 @@ fn outcome_label(r: &Result<Outcome, IngestError>) -> &'static str {
     }
 }
 
-async fn traces(
+async fn export<T: Export>(
     State(ing): State<Arc<Ingestor>>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let (req, enc, bytes, _permit) =
-        match prepare::<ExportTraceServiceRequest>(&ing, Signal::Traces, &method, &headers, body)
-            .await
-        {
+        match prepare::<T>(&ing, T::SIGNAL, &method, &headers, body).await {
             Ok(x) => x,
             Err(r) => return r,
         };
-    let spans: usize = req
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum();
-    let result = match (
-        spans,
-        nothing_understood(enc, &bytes, req.encoded_len(), "spans"),
-    ) {
-        (0, Some(why)) => Err(IngestError::InvalidArgument(why)),
-        _ => ing.traces(req).await,
+    let unread = match enc {
+        Encoding::Protobuf => req.unread_protobuf(bytes.len()),
+        Encoding::Json if req.item_count() == 0 => misspelled_json(&bytes, T::ITEMS),
+        Encoding::Json => None,
     };
-    ing.count_request("http", Signal::Traces, outcome_label(&result));
+    let result = match unread {
+        Some(why) => Err(IngestError::InvalidArgument(why)),
+        None => req.ingest(&ing).await,
+    };
+    ing.count_request("http", T::SIGNAL, outcome_label(&result));
     match result {
-        Ok(o) => {
-            let pb = ExportTraceServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: i64::try_from(o.rejected).unwrap_or(i64::MAX),
-                    error_message: o.message.clone(),
-                }),
-            }
-            .encode_to_vec();
-            success(enc, pb, "rejectedSpans", &o)
-        }
-        Err(e) => ingest_response(e, enc),
-    }
-}
-
-async fn logs(
-    State(ing): State<Arc<Ingestor>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (req, enc, bytes, _permit) = match prepare::<ExportLogsServiceRequest>(
-        &ing,
-        Signal::Logs,
-        &method,
-        &headers,
-        body,
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let records: usize = req
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum();
-    let result = match (
-        records,
-        nothing_understood(enc, &bytes, req.encoded_len(), "log records"),
-    ) {
-        (0, Some(why)) => Err(IngestError::InvalidArgument(why)),
-        _ => ing.logs(req).await,
-    };
-    ing.count_request("http", Signal::Logs, outcome_label(&result));
-    match result {
-        Ok(o) => {
-            let pb = ExportLogsServiceResponse {
-                partial_success: (o.rejected > 0).then(|| ExportLogsPartialSuccess {
-                    rejected_log_records: i64::try_from(o.rejected).unwrap_or(i64::MAX),
-                    error_message: o.message.clone(),
-                }),
-            }
-            .encode_to_vec();
-            success(enc, pb, "rejectedLogRecords", &o)
-        }
+        Ok(o) => success(enc, T::response(&o).encode_to_vec(), T::REJECTED_JSON, &o),
         Err(e) => ingest_response(e, enc),
     }
 }

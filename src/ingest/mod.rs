@@ -16,8 +16,12 @@ use crate::pipeline::{AppendError, Appender, Telemetry};
 use crate::storage::Store;
 use binder::{Binder, BinderStats};
 use convert::{ParkedSpan, SpanItem};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +90,109 @@ pub enum IngestError {
     /// Storage refused for a reason retrying cannot fix.
     #[error("internal error")]
     Internal(String),
+}
+
+/// What the two OTLP signals share, so each transport serves both with one handler.
+pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send + 'static {
+    type Response: prost::Message + Send + 'static;
+    const SIGNAL: Signal;
+    /// What the items are called in messages: "spans", "log records".
+    const ITEMS: &'static str;
+    /// The OTLP/JSON name of the partial-success count.
+    const REJECTED_JSON: &'static str;
+    fn item_count(&self) -> usize;
+    fn response(o: &Outcome) -> Self::Response;
+    fn ingest(
+        self,
+        ing: &Ingestor,
+    ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send;
+
+    /// A request that decoded to no items although it carried bytes the decoder skipped
+    /// (legacy `instrumentation_library_*` fields) was meant to carry data: not a silent OK.
+    fn unread_protobuf(&self, body_len: usize) -> Option<String> {
+        (self.item_count() == 0 && self.encoded_len() < body_len).then(|| {
+            format!(
+                "the request carried {body_len} bytes but no {} this receiver understands (legacy \
+                 fields such as instrumentation_library_spans are not supported)",
+                Self::ITEMS
+            )
+        })
+    }
+}
+
+fn partial(o: &Outcome) -> Option<(i64, String)> {
+    (o.rejected > 0).then(|| {
+        (
+            i64::try_from(o.rejected).unwrap_or(i64::MAX),
+            o.message.clone(),
+        )
+    })
+}
+
+impl Export for ExportTraceServiceRequest {
+    type Response = ExportTraceServiceResponse;
+    const SIGNAL: Signal = Signal::Traces;
+    const ITEMS: &'static str = "spans";
+    const REJECTED_JSON: &'static str = "rejectedSpans";
+
+    fn item_count(&self) -> usize {
+        self.resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
+    }
+
+    fn response(o: &Outcome) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: partial(o).map(|(rejected_spans, error_message)| {
+                ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }
+            }),
+        }
+    }
+
+    fn ingest(
+        self,
+        ing: &Ingestor,
+    ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send {
+        ing.traces(self)
+    }
+}
+
+impl Export for ExportLogsServiceRequest {
+    type Response = ExportLogsServiceResponse;
+    const SIGNAL: Signal = Signal::Logs;
+    const ITEMS: &'static str = "log records";
+    const REJECTED_JSON: &'static str = "rejectedLogRecords";
+
+    fn item_count(&self) -> usize {
+        self.resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum()
+    }
+
+    fn response(o: &Outcome) -> ExportLogsServiceResponse {
+        ExportLogsServiceResponse {
+            partial_success: partial(o).map(|(rejected_log_records, error_message)| {
+                ExportLogsPartialSuccess {
+                    rejected_log_records,
+                    error_message,
+                }
+            }),
+        }
+    }
+
+    fn ingest(
+        self,
+        ing: &Ingestor,
+    ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send {
+        ing.logs(self)
+    }
 }
 
 /// Which signal an export carried (metric label).
