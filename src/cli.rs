@@ -48,9 +48,65 @@ pub enum Command {
     /// Import workflow executions.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Evidence reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Check a report directory: the manifest's signature, every file's SHA-256, the checkpoint,
+    /// and (with --bundle or --database-url) every row's entries in the ledger.
+    VerifyReport(VerifyReportArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// SOC 2 change-management evidence for a period: population.csv, exceptions.csv,
+    /// controls.csv, report.html, report.json, sample.csv, manifest.json and manifest.sig.
+    Soc2(Soc2Args),
+}
+
+#[derive(Debug, Args)]
+pub struct Soc2Args {
+    /// Period start: YYYY-MM-DD (UTC midnight) or an RFC 3339 time.
+    #[arg(long, value_name = "DATE")]
+    pub from: String,
+    /// Period end: YYYY-MM-DD includes that whole day; an RFC 3339 time is exclusive.
+    #[arg(long, value_name = "DATE")]
+    pub to: String,
+    /// Only changes to this environment (one of the production environments).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Only changes to this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Directory to write (created; must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Draw a reproducible sample of N changes into sample.csv (needs --seed).
+    #[arg(long, value_name = "N", requires = "seed")]
+    pub sample: Option<usize>,
+    /// The sample's seed, recorded in the manifest so the sample can be drawn again.
+    #[arg(long, value_name = "S", requires = "sample")]
+    pub seed: Option<String>,
+    /// A control catalogue to use instead of the shipped one (reports/soc2.toml).
+    #[arg(long, value_name = "FILE")]
+    pub catalogue: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyReportArgs {
+    /// The report directory (as written by `report soc2`, or unpacked from the API's archive).
+    pub dir: PathBuf,
+    /// An offline bundle (`changetrail export`) to check the checkpoint and rows against.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// The ledger's pinned verifier key (repeatable).
+    #[arg(long = "trusted-key", value_name = "VKEY", required = true)]
+    pub trusted_keys: Vec<String>,
+    /// Signature-checking threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +295,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Checkpoint => commands::ledger::checkpoint(cfg).await,
         Command::Import(ImportCommand::Conductor { files }) => {
             commands::ledger::import_conductor(cfg, files).await
+        }
+        Command::Report(ReportCommand::Soc2(a)) => commands::report::soc2(cfg, a).await,
+        Command::VerifyReport(a) => {
+            commands::report::verify(cfg, a, cli.database_url.is_some()).await
         }
         Command::Bench(b) => commands::bench::run(cfg, b, cli.database_url.is_some()).await,
     }

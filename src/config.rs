@@ -12,7 +12,7 @@ use std::time::Duration;
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "database_url",
     "ledger",
     "http",
@@ -21,6 +21,7 @@ const SECTIONS: [&str; 8] = [
     "identity",
     "tls",
     "storage",
+    "reports",
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -34,6 +35,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub tls: TlsConfig,
     pub storage: StorageConfig,
+    pub reports: ReportsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,6 +46,15 @@ pub struct CorrelationConfig {
     pub approval_task_types: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub version_match_tolerance: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    pub approver_roles: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub emergency_review_window: Duration,
+    pub catalogue_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -249,6 +260,34 @@ impl Config {
             deploy_task_types: c.deploy_task_types.clone(),
             approval_task_types: c.approval_task_types.clone(),
         }
+    }
+
+    /// The SOC 2 report's settings: the catalogue (the shipped one unless `reports.catalogue_file`
+    /// or `catalogue` names another) and the rules' configuration.
+    pub fn report_settings(
+        &self,
+        catalogue: Option<&Path>,
+    ) -> anyhow::Result<crate::report::Settings> {
+        use anyhow::Context;
+        let file = catalogue.map(Path::to_path_buf).or_else(|| {
+            (!self.reports.catalogue_file.as_os_str().is_empty())
+                .then(|| self.reports.catalogue_file.clone())
+        });
+        let text = match &file {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the control catalogue {}", f.display()))?,
+            None => crate::core::report::SOC2_CATALOGUE.to_owned(),
+        };
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Ok(crate::report::Settings::new(
+            self.policy(),
+            nanos(self.correlation.version_match_tolerance),
+            crate::core::rules::RuleContext {
+                approver_roles: self.reports.approver_roles.clone(),
+                emergency_review_window_ns: nanos(self.reports.emergency_review_window),
+            },
+            &text,
+        )?)
     }
 
     /// The trusted issuers, their JWKS files read now.

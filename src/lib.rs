@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod keyfile;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod serve;
 pub mod startup;
 pub mod storage;

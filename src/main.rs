@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         }
     };
     changetrail::telemetry::init(&cli.log);
-    let is_verify = matches!(cli.command, changetrail::cli::Command::Verify(_));
+    let is_verify = matches!(
+        cli.command,
+        changetrail::cli::Command::Verify(_) | changetrail::cli::Command::VerifyReport(_)
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -121,6 +121,7 @@ impl App {
         );
         let state = AppState::new(store.clone(), Some(appender.clone()))
             .with_metrics(ingestor.clone(), writer.clone())
+            .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_correlation(api::Correlation {
                 policy: cfg.policy(),
                 identity: cfg.identity_verifier()?,

@@ -7,6 +7,9 @@ mod error;
 mod health;
 mod ledger;
 mod metrics;
+mod reports;
+
+pub use reports::ReportContext;
 
 pub use error::ApiError;
 
@@ -29,6 +32,8 @@ pub struct AppState {
     /// Where /metrics reads from, when this process ingests.
     pub metrics: Option<(Arc<Ingestor>, Arc<LedgerWriter>)>,
     pub correlation: Arc<Correlation>,
+    /// Report settings and the signing writer, when this process serves reports.
+    pub reports: Option<Arc<ReportContext>>,
 }
 
 /// What the change endpoints need from configuration.
@@ -46,11 +51,25 @@ impl AppState {
             appender,
             metrics: None,
             correlation: Arc::new(Correlation::default()),
+            reports: None,
         }
     }
 
     pub fn with_correlation(mut self, c: Correlation) -> AppState {
         self.correlation = Arc::new(c);
+        self
+    }
+
+    pub fn with_reports(
+        mut self,
+        settings: crate::report::Settings,
+        writer: Arc<LedgerWriter>,
+    ) -> AppState {
+        self.reports = Some(Arc::new(ReportContext {
+            settings,
+            writer,
+            running: tokio::sync::Semaphore::new(1),
+        }));
         self
     }
 
@@ -93,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected(admin::router(), &state, Role::Admin))
         .merge(protected(metrics::router(), &state, Role::Metrics))
         .merge(protected(changes::router(), &state, Role::Auditor))
+        .merge(protected(reports::router(), &state, Role::Auditor))
         .merge(protected(changes::import_router(), &state, Role::Ingest))
         .with_state(state)
 }

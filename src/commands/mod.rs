@@ -5,6 +5,7 @@ pub mod bench_ingest;
 pub mod export;
 pub mod keys;
 pub mod ledger;
+pub mod report;
 pub mod serve;
 pub mod tokens;
 pub mod verify;

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod report;
 pub mod rules;
 pub mod sigcheck;
 pub mod telemetry;

@@ -1006,3 +1006,6 @@ impl AppendTx {
         Ok(())
     }
 }
+
+mod reports;
+pub use reports::{RawFact, SubjectEntries};

@@ -10,6 +10,7 @@ mod idp;
 mod merkle;
 mod otlp;
 mod python;
+mod reports;
 mod scenarios;
 mod storage;
 mod tamper;

@@ -734,7 +734,7 @@ async fn an_unlinked_deploy_is_found() {
     app.stop().await;
 }
 
-const CONDUCTOR: &str = include_str!("vectors/conductor-deploy-execution.json");
+pub const CONDUCTOR: &str = include_str!("vectors/conductor-deploy-execution.json");
 
 /// The Conductor execution of research/soc2.md §3.9: imported by file and over REST (idempotent),
 /// then re-imported after a restart wiped its history; runtimeMetadata is never stored.

@@ -1,0 +1,136 @@
+//! Reports for auditors: `POST /v1/reports/soc2` builds the report against the newest checkpoint
+//! and answers the whole directory as one zip (or tar), signed manifest included.
+
+use super::{ApiError, AppState};
+use crate::report::{self, Query, ReportError};
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// What a process that serves reports holds: the settings and the writer whose key signs them.
+pub struct ReportContext {
+    pub settings: report::Settings,
+    pub writer: Arc<crate::pipeline::LedgerWriter>,
+    /// One report at a time: a second request is told to retry instead of doubling the load.
+    pub running: tokio::sync::Semaphore,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/reports/soc2", post(soc2))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Soc2Request {
+    #[serde(flatten)]
+    query: Query,
+    /// `zip` (default) or `tar`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> ApiError {
+        match e {
+            ReportError::Invalid(m) => ApiError::BadRequest(m),
+            ReportError::NoCheckpoint => ApiError::Unavailable(e.to_string()),
+            ReportError::Storage(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+async fn soc2(
+    State(state): State<AppState>,
+    Json(req): Json<Soc2Request>,
+) -> Result<Response, ApiError> {
+    let ctx = state
+        .reports
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("this process does not sign reports".into()))?;
+    let tar = match req.format.as_deref() {
+        None | Some("zip") => false,
+        Some("tar") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format {other:?}: use \"zip\" or \"tar\""
+            )));
+        }
+    };
+    req.query.period()?;
+    let _permit = ctx.running.try_acquire().map_err(|_| {
+        ApiError::Unavailable("a report is being built; retry when it is done".into())
+    })?;
+    let tmp = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let dir = tmp.path().join("report");
+    let key = ctx.writer.key();
+    let out = report::build(
+        &state.store,
+        &key,
+        &req.query,
+        &ctx.settings,
+        &dir,
+        crate::pipeline::now_ns(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await?;
+    let name = format!(
+        "changetrail-soc2-{}-{}",
+        &out.manifest.period_start.get(..10).unwrap_or("from"),
+        &out.manifest.period_end.get(..10).unwrap_or("to")
+    );
+    // Pack into a file beside the report (reports can be large), then stream it; the temporary
+    // directory lives until the body is sent.
+    let packed = tmp.path().join("packed");
+    let dir2 = dir.clone();
+    let packed2 = packed.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let f = std::io::BufWriter::new(std::fs::File::create(&packed2)?);
+        if tar {
+            report::archive::tar_dir(&dir2, f)
+        } else {
+            report::archive::zip_dir(&dir2, f)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let file = tokio::fs::File::open(&packed)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .len();
+    let stream = futures::stream::unfold(
+        (tokio_util::io::ReaderStream::new(file), tmp),
+        |(mut s, tmp)| async move {
+            use futures::StreamExt;
+            s.next().await.map(|chunk| (chunk, (s, tmp)))
+        },
+    );
+    let (ctype, ext) = if tar {
+        ("application/x-tar", "tar")
+    } else {
+        ("application/zip", "zip")
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.{ext}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,151 @@
+//! Queries the reports stream through: changes of a period in chunks, with their facts, spans and
+//! ledger entries, all bounded by the checkpoint the report is built against. Facts come back as
+//! their stored text so a damaged one becomes a finding in the report instead of an abort.
+
+use super::{Result, Store, hash, i, u};
+use crate::core::hash::Hash;
+use sqlx::QueryBuilder;
+
+/// A fact as stored: the change it was read for, its JSON text and the entry recording it.
+#[derive(Debug, Clone)]
+pub struct RawFact {
+    pub change_id: String,
+    pub payload: String,
+    pub entry_seq: u64,
+}
+
+/// Entries about one subject below the checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectEntries {
+    pub subject: String,
+    pub first: u64,
+    pub last: u64,
+    pub count: u64,
+}
+
+impl Store {
+    /// Ids of the changes requested in `[from, to)` whose request is recorded below `size`.
+    pub async fn report_change_ids(&self, from: i64, to: i64, size: u64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT DISTINCT change_id FROM facts WHERE kind = 'change.requested' AND change_id IS NOT NULL \
+             AND time_ns >= $1 AND time_ns < $2 AND entry_seq < $3 ORDER BY change_id")
+            .bind(from).bind(to).bind(i(size)).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+
+    /// Stored facts of one kind below `size` (text and entry seq), oldest first.
+    pub async fn facts_of_kind(&self, kind: &str, size: u64) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload, entry_seq FROM facts WHERE kind = $1 AND entry_seq < $2 ORDER BY time_ns, fact_key")
+            .bind(kind).bind(i(size)).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(p, s)| Ok((p, u(s, "entry seq")?)))
+            .collect()
+    }
+
+    /// The facts of each change in `ids` below `size`, by the rule `facts_of_change` uses: those
+    /// naming the change, and those of its runs that name no other change.
+    pub async fn facts_of_changes(&self, ids: &[String], size: u64) -> Result<Vec<RawFact>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String, i64)> = on_pool!(self, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT f.change_id, f.payload, f.entry_seq FROM facts f WHERE f.entry_seq < ");
+            q.push_bind(i(size)).push(" AND f.change_id IN (");
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(id);
+            }
+            q.push(") UNION ALL SELECT r.change_id, f.payload, f.entry_seq FROM facts f JOIN \
+                    (SELECT DISTINCT change_id, run_id FROM facts WHERE run_id IS NOT NULL AND change_id IN (");
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(id);
+            }
+            q.push(")) r ON f.run_id = r.run_id WHERE (f.change_id IS NULL OR f.change_id <> r.change_id) AND f.entry_seq < ");
+            q.push_bind(i(size));
+            q.build_query_as().fetch_all(p).await
+        })?;
+        rows.into_iter()
+            .map(|(change_id, payload, seq)| {
+                Ok(RawFact {
+                    change_id,
+                    payload,
+                    entry_seq: u(seq, "entry seq")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Kept spans per (subject, trace) for the subjects given: (subject, trace id hex, count).
+    pub async fn span_counts(&self, subjects: &[String]) -> Result<Vec<(String, String, u64)>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, Vec<u8>, i64)> = on_pool!(self, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT subject, trace_id, COUNT(*) FROM spans WHERE subject IN (");
+            let mut sep = q.separated(", ");
+            for s in subjects {
+                sep.push_bind(s);
+            }
+            q.push(") GROUP BY subject, trace_id");
+            q.build_query_as().fetch_all(p).await
+        })?;
+        rows.into_iter()
+            .map(|(s, t, n)| Ok((s, hex::encode(t), u(n, "span count")?)))
+            .collect()
+    }
+
+    /// The range and number of entries below `size` about each of `subjects`.
+    pub async fn entries_of_subjects(
+        &self,
+        subjects: &[String],
+        size: u64,
+    ) -> Result<Vec<SubjectEntries>> {
+        if subjects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, i64, i64, i64)> = on_pool!(self, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT subject, MIN(seq), MAX(seq), COUNT(*) FROM entries WHERE seq < ");
+            q.push_bind(i(size)).push(" AND subject IN (");
+            let mut sep = q.separated(", ");
+            for s in subjects {
+                sep.push_bind(s);
+            }
+            q.push(") GROUP BY subject");
+            q.build_query_as().fetch_all(p).await
+        })?;
+        rows.into_iter()
+            .map(|(subject, a, b, n)| {
+                Ok(SubjectEntries {
+                    subject,
+                    first: u(a, "seq")?,
+                    last: u(b, "seq")?,
+                    count: u(n, "entry count")?,
+                })
+            })
+            .collect()
+    }
+
+    /// (seq, leaf hash, subject) of the entries asked for that exist.
+    pub async fn leaves(&self, seqs: &[u64]) -> Result<Vec<(u64, Hash, String)>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, Vec<u8>, String)> = on_pool!(self, p => {
+            let mut q = QueryBuilder::new("SELECT seq, leaf_hash, subject FROM entries WHERE seq IN (");
+            let mut sep = q.separated(", ");
+            for s in seqs {
+                sep.push_bind(i(*s));
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(p).await
+        })?;
+        rows.into_iter()
+            .map(|(s, h, subject)| Ok((u(s, "seq")?, hash(&h, "leaf hash")?, subject)))
+            .collect()
+    }
+}

@@ -1,0 +1,687 @@
+//! SOC 2 reports end to end: the correlation scenarios sent through the real listeners, the
+//! report downloaded over REST, its exceptions and control counts checked, its CSV snapshotted,
+//! the HTML rendered in headless Chromium, and `verify-report` catching every kind of tampering.
+
+use crate::helpers::{TestApp, TestDb, bin, spawn_app_with};
+use crate::idp;
+use crate::otlp::kv;
+use crate::scenarios::{CONDUCTOR, Item, T0, Workflow, normal_change, scenario_config, send};
+use changetrail::auth::Role;
+use changetrail::core::report::{Catalogue, SOC2_CATALOGUE};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MIN: u64 = 60 * 1_000_000_000;
+const DAY: u64 = 24 * 60 * MIN;
+
+fn set(item: &mut Item, key: &str, value: &str) {
+    item.span.attributes.retain(|a| a.key != key);
+    item.span.attributes.push(kv(key, value));
+}
+
+/// Every scenario of the correlation issue, with the exception codes each must get.
+async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static str>> {
+    let at = |m: u64| (T0 + m * MIN) as i64;
+    let mut expect: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
+    let mut items = Vec::new();
+
+    // A normal change with a retried deploy: information, not an exception.
+    let mut ok = Workflow::new("CHG-OK", 40, T0);
+    items.extend(normal_change(&mut ok));
+    expect.insert("CHG-OK".into(), BTreeSet::new());
+
+    // Self-approval by someone without the approver role.
+    let mut wf = Workflow::new("CHG-SELF", 41, T0 + DAY);
+    let t = |m: u64| at(m) + DAY as i64;
+    items.extend([
+        wf.run_span(
+            "normal",
+            "alice@example.com",
+            Some(idp::token("alice@example.com", &[], t(0))),
+            vec![],
+        ),
+        wf.approval(
+            "alice@example.com",
+            Some(idp::token("alice@example.com", &[], t(5))),
+            "approved",
+            MIN,
+            5 * MIN,
+        ),
+        wf.deploy(0, "success", 6 * MIN, 7 * MIN),
+    ]);
+    expect.insert(
+        "CHG-SELF".into(),
+        ["SELF_APPROVAL", "APPROVER_NOT_AUTHORIZED"].into(),
+    );
+
+    // Approved after the deploy started; the requester has no token.
+    let mut wf = Workflow::new("CHG-LATE", 42, T0 + 8 * DAY);
+    let t = |m: u64| at(m) + 8 * DAY as i64;
+    items.extend([
+        wf.run_span("normal", "alice@example.com", None, vec![]),
+        wf.deploy(0, "success", 2 * MIN, 4 * MIN),
+        wf.approval(
+            "bob@example.com",
+            Some(idp::token("bob@example.com", &["release-approver"], t(10))),
+            "approved",
+            MIN,
+            10 * MIN,
+        ),
+    ]);
+    expect.insert(
+        "CHG-LATE".into(),
+        ["APPROVAL_AFTER_DEPLOY", "UNVERIFIED_IDENTITY"].into(),
+    );
+
+    // Rejected, deployed anyway.
+    let mut wf = Workflow::new("CHG-REJ", 43, T0 + 9 * DAY);
+    let t = |m: u64| at(m) + 9 * DAY as i64;
+    items.extend([
+        wf.run_span("normal", "carol@example.com", None, vec![]),
+        wf.approval(
+            "bob@example.com",
+            Some(idp::token("bob@example.com", &["release-approver"], t(3))),
+            "rejected",
+            MIN,
+            3 * MIN,
+        ),
+        wf.deploy(0, "success", 4 * MIN, 5 * MIN),
+    ]);
+    expect.insert(
+        "CHG-REJ".into(),
+        ["NO_APPROVAL", "UNVERIFIED_IDENTITY"].into(),
+    );
+
+    // An emergency with neither justification nor review.
+    let mut wf = Workflow::new("CHG-EMERG", 44, T0 + 10 * DAY);
+    items.extend([
+        wf.run_span("emergency", "dave@example.com", None, vec![]),
+        wf.deploy(0, "success", MIN, 2 * MIN),
+    ]);
+    expect.insert(
+        "CHG-EMERG".into(),
+        ["EMERGENCY_NO_REVIEW", "UNVERIFIED_IDENTITY"].into(),
+    );
+
+    // Approved one digest, deployed another.
+    let mut wf = Workflow::new("CHG-SWAP", 45, T0 + 15 * DAY);
+    let t = |m: u64| at(m) + 15 * DAY as i64;
+    let run = wf.run_span(
+        "normal",
+        "alice@example.com",
+        Some(idp::token("alice@example.com", &["engineer"], t(0))),
+        vec![],
+    );
+    let mut approval = wf.approval(
+        "bob@example.com",
+        Some(idp::token("bob@example.com", &["release-approver"], t(5))),
+        "approved",
+        MIN,
+        5 * MIN,
+    );
+    set(
+        &mut approval,
+        "changetrail.approval.subject",
+        "sha256:0000aaaa",
+    );
+    items.extend([run, approval, wf.deploy(0, "success", 6 * MIN, 7 * MIN)]);
+    expect.insert("CHG-SWAP".into(), ["APPROVED_SUBJECT_MISMATCH"].into());
+
+    // A rollback that names nothing it rolls back (approved, so that is its only problem).
+    let mut wf = Workflow::new("CHG-RB", 46, T0 + 16 * DAY);
+    let t = |m: u64| at(m) + 16 * DAY as i64;
+    items.extend([
+        wf.run_span(
+            "rollback",
+            "alice@example.com",
+            Some(idp::token("alice@example.com", &["engineer"], t(0))),
+            vec![],
+        ),
+        wf.approval(
+            "bob@example.com",
+            Some(idp::token("bob@example.com", &["release-approver"], t(2))),
+            "approved",
+            MIN,
+            2 * MIN,
+        ),
+        wf.deploy(0, "success", 3 * MIN, 4 * MIN),
+    ]);
+    expect.insert("CHG-RB".into(), ["ROLLBACK_UNLINKED"].into());
+
+    // Not in the population: a staging change, and a production change after the period.
+    let mut wf = Workflow::new("CHG-STAGING", 47, T0 + 2 * DAY);
+    let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
+    set(&mut run, "deployment.environment.name", "staging");
+    items.push(run);
+    let mut wf = Workflow::new("CHG-FEB", 48, T0 + 40 * DAY);
+    items.push(wf.run_span("normal", "alice@example.com", None, vec![]));
+
+    // A version in production nothing deployed.
+    let mut rogue = Workflow::new("none", 49, T0 + 20 * DAY);
+    rogue.service = "checkout".into();
+    rogue.version = "7.0.1".into();
+    items.push(rogue.service_span("GET /cart", 0));
+    send(app, &items).await;
+
+    // Conductor: imported, then restarted with its history wiped and the approval skipped. The
+    // tokens in the vector are placeholders, so every identity in it stays asserted.
+    let mut doc: Value = serde_json::from_str(CONDUCTOR).unwrap();
+    let import = |d: Value| {
+        app.http
+            .post(format!("{}/v1/import/conductor", app.base))
+            .bearer_auth(&app.ingest)
+            .json(&d)
+            .send()
+    };
+    assert!(import(doc.clone()).await.unwrap().status().is_success());
+    let tasks = doc["tasks"].as_array_mut().unwrap();
+    tasks.retain(|t| t["referenceTaskName"] != "deploy");
+    tasks[1]["status"] = "SKIPPED".into();
+    tasks[1]["taskId"] = "0a1b2c3d-0000-4000-8000-00000000000a".into();
+    assert!(import(doc).await.unwrap().status().is_success());
+    expect.insert(
+        "CHG-2041".into(),
+        [
+            "HISTORY_REWRITTEN",
+            "APPROVAL_BYPASSED",
+            "UNVERIFIED_IDENTITY",
+            "APPROVER_NOT_AUTHORIZED",
+        ]
+        .into(),
+    );
+    app.writer.checkpoint().await.unwrap();
+    expect
+}
+
+fn unzip(bytes: &[u8], dir: &Path) {
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).unwrap();
+        let name = f.name().unwrap().into_owned();
+        assert!(!name.contains('/') && !name.starts_with('.'), "{name}");
+        let mut out = std::fs::File::create(dir.join(&name)).unwrap();
+        std::io::copy(&mut f, &mut out).unwrap();
+    }
+}
+
+fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let h: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|rec| {
+            h.iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn verify_report(dir: &Path, vkey: &str, ledger: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.arg("verify-report")
+        .arg(dir)
+        .args(["--trusted-key", vkey])
+        .args(ledger)
+        .env("RUST_LOG", "warn");
+    let o = c.output().unwrap();
+    eprintln!(
+        "$ verify-report {} {ledger:?}\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The scenario suite's full report: right codes on the right changes, counts per control, the
+/// CSV as snapshots, a reproducible sample, and verify-report against the database and a bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_report_names_every_exception_and_verifies() {
+    let db = TestDb::sqlite().await;
+    let mut cfg = scenario_config(&db);
+    cfg.reports.approver_roles = vec!["release-approver".into()];
+    let app = spawn_app_with(cfg).await;
+    let expect = send_scenarios(&app).await;
+
+    let auditor = app.token(Role::Auditor).await;
+    let post = |body: Value, token: String| {
+        app.http
+            .post(format!("{}/v1/reports/soc2", app.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let query = serde_json::json!({"from": "2026-01-01", "to": "2026-01-31", "sample": 3, "seed": "audit-2026"});
+    // Auditors only; a bad period is a clear 400.
+    let r = post(query.clone(), app.reviewer.clone()).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let r = post(
+        serde_json::json!({"from": "2026-02-01", "to": "2026-01-01"}),
+        auditor.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("the period is empty"));
+    let r = post(
+        serde_json::json!({"from": "2026-01-01", "to": "2026-01-31", "sample": 3}),
+        auditor.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+
+    let r = post(query, auditor.clone()).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/zip");
+    let zip = r.bytes().await.unwrap();
+    let dir = db.path().join("report");
+    unzip(&zip, &dir);
+
+    // One population row per production change in the period, with its codes.
+    let pop = csv_rows(&dir.join("population.csv"));
+    let got: BTreeMap<String, BTreeSet<String>> = pop
+        .iter()
+        .map(|r| {
+            (
+                r["change_id"].clone(),
+                r["exception_codes"]
+                    .split(';')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, BTreeSet<String>> = expect
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().map(|c| c.to_string()).collect()))
+        .collect();
+    assert_eq!(got, want);
+    let ok = pop.iter().find(|r| r["change_id"] == "CHG-OK").unwrap();
+    assert_eq!(
+        ok["deploy_attempts"], "2",
+        "the retry is counted, not flagged"
+    );
+    assert_eq!(ok["approved_by"], "bob@example.com");
+    assert_eq!(ok["approved_by_verified"], "true");
+    assert_eq!(ok["approved_before_deploy"], "true");
+    assert_eq!(ok["deployer_identity"], "spiffe://example.com/deployer");
+    assert_eq!(ok["linked_spans"], "7");
+    assert!(ok["requested_at"].ends_with('Z') && ok["requested_at"].contains('.'));
+
+    // exceptions.csv: the same codes on the same changes, plus the unlinked deploy.
+    let exc = csv_rows(&dir.join("exceptions.csv"));
+    let mut by_change: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &exc {
+        by_change
+            .entry(r["change_id"].clone())
+            .or_default()
+            .insert(r["code"].clone());
+        assert!(!r["evidence"].is_empty() && !r["audit_seq_first"].is_empty());
+    }
+    assert_eq!(
+        by_change.remove(""),
+        Some(["UNLINKED_DEPLOY".to_string()].into())
+    );
+    by_change.retain(|_, v| !v.is_empty());
+    let mut nonempty = want.clone();
+    nonempty.retain(|_, v| !v.is_empty());
+    assert_eq!(by_change, nonempty);
+    let unlinked = exc.iter().find(|r| r["code"] == "UNLINKED_DEPLOY").unwrap();
+    assert!(unlinked["evidence"].contains("checkout 7.0.1"));
+
+    // controls.csv: each control's count is the sum of its codes' exceptions.
+    let mut per_code: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &exc {
+        *per_code.entry(r["code"].clone()).or_default() += 1;
+    }
+    let cat = Catalogue::parse(SOC2_CATALOGUE).unwrap();
+    let controls = csv_rows(&dir.join("controls.csv"));
+    assert_eq!(controls.len(), cat.controls.len());
+    for (c, row) in cat.controls.iter().zip(&controls) {
+        let n: u64 = c
+            .codes
+            .iter()
+            .map(|k| per_code.get(k).copied().unwrap_or(0))
+            .sum();
+        assert_eq!(row["control_id"], c.id);
+        assert_eq!(row["exceptions"], n.to_string(), "{}", c.id);
+        assert_eq!(
+            row["result"],
+            if n > 0 { "exceptions" } else { "pass" },
+            "{}",
+            c.id
+        );
+        if c.population == "changes" {
+            assert_eq!(row["population_tested"], pop.len().to_string());
+        }
+    }
+    let ledger_ctl = controls
+        .iter()
+        .find(|r| r["control_id"] == "CC2.1 / CC4.1")
+        .unwrap();
+    assert_eq!(ledger_ctl["result"], "pass", "the ledger verifies");
+
+    // The manifest names the query, the checkpoint and the counts.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["query"]["from"], "2026-01-01");
+    assert_eq!(manifest["period_end"], "2026-02-01T00:00:00Z");
+    assert_eq!(manifest["rows"]["population"], pop.len());
+    assert_eq!(manifest["rows"]["exceptions"], exc.len());
+    assert_eq!(manifest["ledger"]["vkey"], app.vkey.as_str());
+    assert!(
+        manifest["selection"]
+            .as_str()
+            .unwrap()
+            .contains("production")
+    );
+    let sample = csv_rows(&dir.join("sample.csv"));
+    assert_eq!(sample.len(), 3);
+    assert_eq!(manifest["sample"]["seed"], "audit-2026");
+
+    // Snapshots with times, ids and hashes redacted: the columns and what each row says.
+    let redact = |path: &str| {
+        let text = std::fs::read_to_string(dir.join(path)).unwrap();
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", "[time]");
+        settings.add_filter(r"\b[0-9a-f]{64}\b", "[hash]");
+        settings.add_filter(r"\b[0-9a-f]{32}\b", "[trace]");
+        // Sequence numbers depend on how the sequencer batched the exports; verify-report checks them.
+        settings.add_filter(r"(?m),\d+,\d+,(\d+),\[hash\]\r?$", ",[seq],[seq],$1,[hash]");
+        settings.add_filter(r"(?m)^([A-Z_]+,.*),\d+,\d+\r?$", "$1,[seq],[seq]");
+        settings.add_filter(r"\r\n", "\n");
+        settings.bind(|| insta::assert_snapshot!(path.replace('.', "_"), text));
+    };
+    redact("population.csv");
+    redact("exceptions.csv");
+    redact("controls.csv");
+
+    // verify-report: intact against the manifest alone, the database and a bundle.
+    let vkey = app.vkey.clone();
+    let url = db.url.clone();
+    let o = verify_report(&dir, &vkey, &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = verify_report(&dir, &vkey, &["--database-url", &url]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("rows cite entries the ledger holds"));
+    let bundle = db.path().join("ledger.jsonl");
+    let e = Command::new(bin())
+        .args(["export", "--out"])
+        .arg(&bundle)
+        .args(["--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    // A key nobody trusts.
+    let other = changetrail::core::keys::LedgerKey::from_seed(
+        changetrail::core::keys::Origin::parse("other.example/x").unwrap(),
+        [7; 32],
+    )
+    .unwrap();
+    let o = verify_report(&dir, &other.vkey().to_string(), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("UNKNOWN_KEY"));
+
+    tampering_is_caught(&dir, &db, &app, &vkey, &bundle).await;
+    app.stop().await;
+}
+
+/// A copy of the report with one thing changed, and the finding verify-report must name.
+async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str, bundle: &Path) {
+    let url = db.url.clone();
+    let case = |name: &str| -> PathBuf {
+        let d = db.path().join(format!("tampered-{name}"));
+        copy_dir(dir, &d);
+        d
+    };
+    let expect = |d: &Path, ledger: &[&str], code: &str| {
+        let o = verify_report(d, vkey, ledger);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{}: {out}", d.display());
+        assert!(
+            out.contains(code),
+            "{}: expected {code}: {out}",
+            d.display()
+        );
+    };
+
+    // An edited CSV cell: the approver of the self-approval becomes someone else.
+    let d = case("cell");
+    let p = d.join("population.csv");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains("alice@example.com,true"));
+    std::fs::write(&p, text.replacen("SELF_APPROVAL", "", 1)).unwrap();
+    expect(&d, &[], "FILE_MODIFIED");
+
+    // A removed row.
+    let d = case("row");
+    let p = d.join("exceptions.csv");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let mut lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+    lines.remove(2);
+    std::fs::write(&p, lines.concat()).unwrap();
+    expect(&d, &[], "FILE_MODIFIED");
+
+    // A swapped file: controls.csv where population.csv should be.
+    let d = case("swap");
+    std::fs::copy(d.join("controls.csv"), d.join("population.csv")).unwrap();
+    expect(&d, &[], "FILE_MODIFIED");
+
+    // A forged manifest: counts and hashes made to match a trimmed population, signature kept.
+    let d = case("forged");
+    let p = d.join("population.csv");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let mut lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+    lines.remove(1);
+    std::fs::write(&p, lines.concat()).unwrap();
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    let h = changetrail::report::hash_file(&p, "population.csv").unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == "population.csv" {
+            f["sha256"] = h.sha256.clone().into();
+            f["bytes"] = h.bytes.into();
+        }
+    }
+    m["rows"]["population"] = (m["rows"]["population"].as_u64().unwrap() - 1).into();
+    std::fs::write(
+        d.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    expect(&d, &[], "BAD_SIGNATURE");
+
+    // Built against a checkpoint the ledger does not contain: the key holder signs a checkpoint
+    // of a rewritten history and a manifest naming it. Only the ledger can tell.
+    let d = case("checkpoint");
+    let key = changetrail::keyfile::read_key(&db.path().join("ledger.key")).unwrap();
+    let mut m: changetrail::report::Manifest =
+        serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    let fake = changetrail::core::note::Checkpoint {
+        origin: key.origin().clone(),
+        size: m.ledger.checkpoint.size,
+        root: changetrail::core::hash::Hash::of(&[b"another history"]),
+    };
+    m.ledger.checkpoint.root = fake.root.to_b64();
+    m.ledger.checkpoint.note = fake.sign(&key);
+    let mut bytes = serde_json::to_vec_pretty(&m).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(d.join("manifest.json"), &bytes).unwrap();
+    let sig = changetrail::report::ManifestSig {
+        format: changetrail::core::report::MANIFEST_FORMAT.into(),
+        key_id: key.key_id().to_hex(),
+        vkey: key.vkey().to_string(),
+        signature: changetrail::core::hash::b64(
+            &key.sign(&changetrail::core::report::manifest_message(&bytes)),
+        ),
+    };
+    std::fs::write(d.join("manifest.sig"), serde_json::to_vec(&sig).unwrap()).unwrap();
+    let o = verify_report(&d, vkey, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "without a ledger a key holder's forgery holds"
+    );
+    expect(&d, &["--database-url", &url], "CHECKPOINT_NOT_IN_LEDGER");
+    expect(
+        &d,
+        &["--bundle", bundle.to_str().unwrap()],
+        "CHECKPOINT_NOT_IN_LEDGER",
+    );
+
+    // A row citing an entry about another change (re-signed by the key holder): only the
+    // ledger shows the row is not what the entry says.
+    let d = case("citation");
+    let p = d.join("population.csv");
+    let rows = csv_rows(&p);
+    let ok = rows.iter().find(|r| r["change_id"] == "CHG-OK").unwrap();
+    let other = rows.iter().find(|r| r["change_id"] == "CHG-SELF").unwrap();
+    let text = std::fs::read_to_string(&p).unwrap().replacen(
+        &format!(",{},{},", ok["audit_seq_first"], ok["audit_seq_last"]),
+        &format!(",{},{},", other["audit_seq_first"], ok["audit_seq_last"]),
+        1,
+    );
+    std::fs::write(&p, &text).unwrap();
+    let mut m: changetrail::report::Manifest =
+        serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    let h = changetrail::report::hash_file(&p, "population.csv").unwrap();
+    for f in &mut m.files {
+        if f.name == "population.csv" {
+            *f = h.clone();
+        }
+    }
+    let mut bytes = serde_json::to_vec_pretty(&m).unwrap();
+    bytes.push(b'\n');
+    std::fs::write(d.join("manifest.json"), &bytes).unwrap();
+    let sig = changetrail::report::ManifestSig {
+        format: changetrail::core::report::MANIFEST_FORMAT.into(),
+        key_id: key.key_id().to_hex(),
+        vkey: key.vkey().to_string(),
+        signature: changetrail::core::hash::b64(
+            &key.sign(&changetrail::core::report::manifest_message(&bytes)),
+        ),
+    };
+    std::fs::write(d.join("manifest.sig"), serde_json::to_vec(&sig).unwrap()).unwrap();
+    expect(&d, &["--database-url", &url], "ROW_MISMATCH");
+
+    // An extra file slipped in.
+    let d = case("extra");
+    std::fs::write(d.join("notes.txt"), "all good").unwrap();
+    expect(&d, &[], "UNLISTED_FILE");
+    let _ = app;
+}
+
+/// The command line builds the same report into a directory, refuses to overwrite one, and a
+/// team's own catalogue re-maps a code without touching Rust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_writes_the_report_and_takes_a_custom_catalogue() {
+    let db = TestDb::sqlite().await;
+    let mut cfg = scenario_config(&db);
+    cfg.reports.approver_roles = vec!["release-approver".into()];
+    let app = spawn_app_with(cfg).await;
+    send_scenarios(&app).await;
+    app.stop().await;
+
+    let jwks = idp::jwks_path();
+    let config = db.path().join("changetrail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ledger]\nkey_file = {:?}\n[reports]\napprover_roles = [\"release-approver\"]\n[[identity.issuers]]\nissuer = {:?}\naudience = {:?}\njwks_file = {:?}\n",
+            db.path().join("ledger.key"),
+            idp::ISSUER,
+            idp::AUDIENCE,
+            jwks
+        ),
+    )
+    .unwrap();
+    // Self-approval no longer tests CC6.3 in this team's catalogue; CC9.9 is theirs.
+    let custom = db.path().join("catalogue.toml");
+    std::fs::write(
+        &custom,
+        SOC2_CATALOGUE.replace(
+            "codes = [\"SELF_APPROVAL\", \"APPROVER_NOT_AUTHORIZED\"]",
+            "codes = [\"APPROVER_NOT_AUTHORIZED\"]",
+        ) + "\n[[controls]]\nid = \"CC9.9\"\ntitle = \"Ours\"\ndescription = \"Segregation of duties, our way.\"\npopulation = \"changes\"\ncodes = [\"SELF_APPROVAL\"]\n",
+    )
+    .unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let o = Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--database-url",
+                &db.url,
+                "report",
+                "soc2",
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-01-31",
+                "--out",
+            ])
+            .arg(out)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let out = db.path().join("cli-report");
+    let o = run(&out, &["--catalogue", custom.to_str().unwrap()]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("verify-report"), "{err}");
+    let controls = csv_rows(&out.join("controls.csv"));
+    let get = |id: &str| {
+        controls
+            .iter()
+            .find(|r| r["control_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(get("CC9.9")["exceptions"], "1");
+    assert_eq!(
+        get("CC6.3")["exceptions"],
+        "2",
+        "APPROVER_NOT_AUTHORIZED on CHG-SELF and CHG-2041"
+    );
+    let o = run(&out, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    let o = run(&db.path().join("x"), &["--sample", "2"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "--sample without --seed is a usage error"
+    );
+    let bad = db.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        SOC2_CATALOGUE.replace("\"NO_APPROVAL\"", "\"NO_APROVAL\""),
+    )
+    .unwrap();
+    let o = run(
+        &db.path().join("y"),
+        &["--catalogue", bad.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NO_APROVAL"));
+}
