@@ -736,6 +736,41 @@ pub fn bar_chart(id: &str, title: &str, bars: &[(String, u64)], accent: bool) ->
     s
 }
 
+/// A horizontal bar chart: long labels (exception codes) stay readable in print and at 800 px.
+pub fn hbar_chart(id: &str, title: &str, bars: &[(String, u64)], accent: bool) -> String {
+    let (w, row, label_w, top) = (720.0_f64, 22.0_f64, 250.0_f64, 8.0_f64);
+    let h = top * 2.0 + row * bars.len().max(1) as f64;
+    let max = bars.iter().map(|b| b.1).max().unwrap_or(0).max(1) as f64;
+    let plot_w = w - label_w - 50.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg id="{id}" class="chart" role="img" aria-label="{t}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    for (i, (label, v)) in bars.iter().enumerate() {
+        let y = top + row * i as f64;
+        let bw = (*v as f64 / max) * plot_w;
+        let fill = if accent && *v > 0 {
+            "#b3261e"
+        } else {
+            "#2f5d8a"
+        };
+        let _ = write!(
+            s,
+            r##"<text x="{lx:.1}" y="{ty:.1}" text-anchor="end" font-size="12" fill="#333">{l}</text><rect class="bar" x="{label_w}" y="{ry:.1}" width="{bw:.1}" height="{bh:.1}" fill="{fill}"><title>{l}: {v}</title></rect><text x="{vx:.1}" y="{ty:.1}" font-size="12" fill="#222">{v}</text>"##,
+            lx = label_w - 8.0,
+            ty = y + row * 0.68,
+            l = esc(label),
+            ry = y + 3.0,
+            bh = row - 6.0,
+            vx = label_w + bw + 6.0,
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,5 +904,13 @@ mod tests {
         assert!(svg.contains("&lt;x&gt;") && !svg.contains("<x>"));
         assert!(svg.contains("t&lt;&amp;&gt;"));
         assert!(bar_chart("e", "empty", &[], false).contains("no data"));
+        let h = hbar_chart(
+            "h",
+            "codes",
+            &[("NO_APPROVAL".into(), 2), ("<b>".into(), 0)],
+            true,
+        );
+        assert_eq!(h.matches("<rect class=\"bar\"").count(), 2);
+        assert!(h.contains("#b3261e") && h.contains("&lt;b&gt;"));
     }
 }

@@ -873,7 +873,7 @@ pub async fn build(
                 controls => minijinja::value::Serde(&controls),
                 chart_weeks => core::bar_chart("chart-weeks", "Production changes per week", &weeks, false),
                 chart_lead => core::bar_chart("chart-lead", "Approval lead time", &lead, false),
-                chart_codes => core::bar_chart("chart-codes", "Exceptions by code", &codes, true),
+                chart_codes => core::hbar_chart("chart-codes", "Exceptions by code", &codes, true),
                 exceptions => minijinja::value::Serde(&html_exceptions),
                 sample => minijinja::value::Serde(sample.iter().map(|(_, r)| r).collect::<Vec<_>>()),
                 sample_seed => &query.seed,

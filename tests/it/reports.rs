@@ -22,7 +22,7 @@ fn set(item: &mut Item, key: &str, value: &str) {
 }
 
 /// Every scenario of the correlation issue, with the exception codes each must get.
-async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static str>> {
+pub async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static str>> {
     let at = |m: u64| (T0 + m * MIN) as i64;
     let mut expect: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
     let mut items = Vec::new();
