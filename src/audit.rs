@@ -80,6 +80,7 @@ pub async fn verify_store(
     }
     drop(tx);
     let mut report = verifying.await?;
+    let streamed = std::time::Instant::now();
     if let Some(e) = failure {
         // Stored data too damaged to stream is itself a finding, not a reason to stop.
         report.add(vec![Finding::general(
@@ -94,6 +95,10 @@ pub async fn verify_store(
             format!("stored data cannot be read back: {e}"),
         )]),
     }
+    tracing::debug!(
+        audit_secs = streamed.elapsed().as_secs_f64(),
+        "Stored-data audit done."
+    );
     Ok((report, head.head.size.saturating_sub(latest)))
 }
 
@@ -121,7 +126,9 @@ pub async fn audit(
     let mut last_time = 0i64;
     let mut next = 0u64;
     while next < head.head.size {
-        let rows = store.entries(next, PAGE.min(head.head.size - next)).await?;
+        let rows = store
+            .entries_bare(next, PAGE.min(head.head.size - next))
+            .await?;
         if rows.is_empty() {
             out.push(modified(
                 Some(next),

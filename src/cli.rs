@@ -235,6 +235,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         senders: usize,
     },
+    /// A ledger of synthetic changes (about 11 entries each, with a share of exceptions), then
+    /// `report soc2` over the whole period and `verify-report`, each timed with its peak memory.
+    Report {
+        #[arg(long, default_value_t = 100_000)]
+        changes: u64,
+        /// The period the changes are spread over.
+        #[arg(long, default_value_t = 180)]
+        days: u64,
+        /// Keep the database, key and report in this directory (default: a scratch directory).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
     /// Verify a bundle and report verified entries/s and peak memory.
     Verify {
         file: PathBuf,

@@ -37,6 +37,14 @@ pub async fn run(mut cfg: Config, cmd: BenchCommand, database_given: bool) -> an
             drop(scratch);
             Ok(0)
         }
+        BenchCommand::Report {
+            changes,
+            days,
+            keep,
+        } => {
+            crate::commands::bench_report::run(cfg, changes, days, keep.as_deref(), database_given)
+                .await
+        }
         BenchCommand::Ingest(a) => crate::commands::bench_ingest::run(a).await,
         BenchCommand::Binding {
             traces,

@@ -272,7 +272,14 @@ fn version_key(service: &str, env: &str, version: &str) -> (String, String, Stri
     )
 }
 
-async fn index(store: &Store, size: u64) -> Result<Index, ReportError> {
+/// The index, and the ids of the changes requested in the period (sorted): one read of every
+/// change.requested fact below the checkpoint serves both.
+async fn index(
+    store: &Store,
+    size: u64,
+    period: &Period,
+) -> Result<(Index, Vec<String>), ReportError> {
+    let mut in_period = BTreeSet::new();
     let mut ix = Index {
         known: HashSet::new(),
         rollbacks: HashMap::new(),
@@ -283,6 +290,12 @@ async fn index(store: &Store, size: u64) -> Result<Index, ReportError> {
             continue; // reported where the change's own facts are read
         };
         let id = f.subject();
+        if let Some(c) = &f.change_id
+            && f.time_ns >= period.from_ns
+            && f.time_ns < period.to_ns
+        {
+            in_period.insert(c.clone());
+        }
         ix.known.insert(id.clone());
         ix.known.extend(f.run_id.clone());
         if let evidence::Fact::Change(c) = &f.fact {
@@ -300,7 +313,7 @@ async fn index(store: &Store, size: u64) -> Result<Index, ReportError> {
             }
         }
     }
-    Ok(ix)
+    Ok((ix, in_period.into_iter().collect()))
 }
 
 /// The evidence of each change in `ids` (facts read below `size`), with the seqs of stored facts
@@ -484,10 +497,16 @@ pub async fn build(
     }
     std::fs::create_dir_all(&work)?;
 
-    let ix = index(store, size).await?;
-    let ids = store
-        .report_change_ids(period.from_ns, period.to_ns, size)
-        .await?;
+    let clock = std::time::Instant::now();
+    let phase = |what: &str| {
+        tracing::debug!(
+            phase = what,
+            secs = clock.elapsed().as_secs_f64(),
+            "Report phase done."
+        )
+    };
+    let (ix, ids) = index(store, size, &period).await?;
+    phase("index");
     bar.set_length(ids.len() as u64);
 
     // Production versions first seen in the period, to be explained by some change.
@@ -512,6 +531,8 @@ pub async fn build(
             versions.push((v, seq, false));
         }
     }
+    // Stored order is arbitrary; the report lists unlinked deploys by first sighting.
+    versions.sort_by_key(|(v, seq, _)| (v.first_seen_ns, *seq));
     let mut by_key: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
     for (i, (v, _, _)) in versions.iter().enumerate() {
         by_key
@@ -520,6 +541,7 @@ pub async fn build(
             .push(i);
     }
 
+    phase("versions");
     let mut population = csv_writer(&work.join("population.csv"))?;
     population
         .write_record(core::POPULATION_COLUMNS)
@@ -665,6 +687,7 @@ pub async fn build(
             }
         }
     }
+    phase("changes");
     json.w.write_all(b"\n],\"unlinked_deploys\":[\n")?;
     json.first = true;
 
@@ -714,6 +737,7 @@ pub async fn build(
         )?;
     }
 
+    phase("unlinked");
     json.w.write_all(b"\n],\"ledger_findings\":[\n")?;
     json.first = true;
     let (gaps, gap_seqs, verdict, suppressed) = verifying
@@ -738,6 +762,7 @@ pub async fn build(
     drop(population);
     drop(exceptions);
 
+    phase("ledger verified");
     let controls = core::control_results(cat, &tally.exceptions_by_code, tally.changes, size);
     let mut controls_csv = csv_writer(&work.join("controls.csv"))?;
     controls_csv

@@ -151,10 +151,25 @@ pub async fn verify_report(
     threads: usize,
 ) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
-    let manifest_bytes = std::fs::read(dir.join("manifest.json"))
-        .map_err(|e| anyhow::anyhow!("{}: cannot read manifest.json: {e}", dir.display()))?;
-    let sig_text = std::fs::read_to_string(dir.join("manifest.sig"))
-        .map_err(|e| anyhow::anyhow!("{}: cannot read manifest.sig: {e}", dir.display()))?;
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory", dir.display());
+    }
+    // A report without its manifest or signature is a report that fails, not a usage error.
+    let (manifest_bytes, sig_text) = match (
+        std::fs::read(dir.join("manifest.json")),
+        std::fs::read_to_string(dir.join("manifest.sig")),
+    ) {
+        (Ok(m), Ok(s)) => (m, s),
+        (m, s) => {
+            if let Err(e) = m {
+                out.fail("MISSING_FILE", format!("manifest.json: {e}"));
+            }
+            if let Err(e) = s {
+                out.fail("MISSING_FILE", format!("manifest.sig: {e}"));
+            }
+            return Ok(out);
+        }
+    };
 
     // The ledger first: it may vouch for keys the pins led to (rotations).
     let mut keys: Vec<Vkey> = trusted.to_vec();

@@ -221,6 +221,7 @@ type EntryTuple = (
     Option<Vec<u8>>,
     Option<String>,
 );
+type BareEntryTuple = (i64, Vec<u8>, Vec<u8>, Vec<u8>, i64, String, String);
 type HeadTuple = (String, i64, Vec<u8>, i64, Vec<u8>, String, i64, i64);
 type CheckpointTuple = (i64, Vec<u8>, String, String, i64);
 type TokenTuple = (String, String, String, Vec<u8>, i64, Option<i64>);
@@ -380,6 +381,20 @@ impl Store {
         rows.into_iter().map(entry_row).collect()
     }
 
+    /// Like `entries`, without payloads and salts: for checks of the entry bytes alone, which
+    /// need not read the payloads a second time.
+    pub async fn entries_bare(&self, from: u64, limit: u64) -> Result<Vec<EntryRow>> {
+        let rows: Vec<BareEntryTuple> = on_pool!(self, p => sqlx::query_as(
+            "SELECT seq, entry, sig, leaf_hash, time_ns, kind, subject FROM entries WHERE seq >= $1 ORDER BY seq LIMIT $2")
+            .bind(i(from))
+            .bind(i(limit))
+            .fetch_all(p)
+            .await)?;
+        rows.into_iter()
+            .map(|t| entry_row((t.0, t.1, t.2, t.3, t.4, t.5, t.6, None, None)))
+            .collect()
+    }
+
     pub async fn entry(&self, seq: u64) -> Result<Option<EntryRow>> {
         let sql = const_format(ENTRY_COLUMNS, " WHERE e.seq = $1");
         let row: Option<EntryTuple> = on_pool!(self, p => sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -465,13 +480,27 @@ impl Store {
 
     /// Stored tree nodes (level ≥ 1) completed by leaves in `(lo, hi]`, in completion order:
     /// by the end of their leaf range, then by level — the order `CompactRange::push` makes them.
+    ///
+    /// A node (level L, index i) ends at leaf (i + 1)·2^L, so per level the nodes wanted are the
+    /// index range [lo >> L, (hi >> L) − 1]: one primary-key range per level instead of a scan of
+    /// the whole table (which made auditing a million-entry ledger quadratic).
     pub async fn nodes_completed_between(&self, lo: u64, hi: u64) -> Result<Vec<(NodeId, Hash)>> {
-        let rows: Vec<(i32, i64, Vec<u8>)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT level, idx, hash FROM tree_nodes \
-             WHERE ((idx + 1) << level) > $1 AND ((idx + 1) << level) <= $2 \
-             ORDER BY ((idx + 1) << level), level")
-            .bind(i(lo)).bind(i(hi)).fetch_all(p).await)?;
-        rows.into_iter()
+        let mut rows: Vec<(i32, i64, Vec<u8>)> = Vec::new();
+        for level in 1..64u32 {
+            if hi >> level == 0 {
+                break;
+            }
+            let (first, last) = (lo >> level, (hi >> level) - 1);
+            if first > last {
+                continue;
+            }
+            let part: Vec<(i32, i64, Vec<u8>)> = on_pool!(self, p => sqlx::query_as(
+                "SELECT level, idx, hash FROM tree_nodes WHERE level = $1 AND idx >= $2 AND idx <= $3")
+                .bind(level as i32).bind(i(first)).bind(i(last)).fetch_all(p).await)?;
+            rows.extend(part);
+        }
+        let mut out = rows
+            .into_iter()
             .map(|(level, idx, h)| {
                 let level = u8::try_from(level)
                     .map_err(|_| StorageError::Corrupt(format!("tree node level {level}")))?;
@@ -483,7 +512,9 @@ impl Store {
                     hash(&h, "tree node")?,
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|(id, _)| ((id.idx + 1) << id.level, id.level));
+        Ok(out)
     }
 
     /// Erasure records: (erased seq, the payload.erased entry's seq).

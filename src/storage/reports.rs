@@ -24,19 +24,10 @@ pub struct SubjectEntries {
 }
 
 impl Store {
-    /// Ids of the changes requested in `[from, to)` whose request is recorded below `size`.
-    pub async fn report_change_ids(&self, from: i64, to: i64, size: u64) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT DISTINCT change_id FROM facts WHERE kind = 'change.requested' AND change_id IS NOT NULL \
-             AND time_ns >= $1 AND time_ns < $2 AND entry_seq < $3 ORDER BY change_id")
-            .bind(from).bind(to).bind(i(size)).fetch_all(p).await)?;
-        Ok(rows.into_iter().map(|(c,)| c).collect())
-    }
-
-    /// Stored facts of one kind below `size` (text and entry seq), oldest first.
+    /// Stored facts of one kind below `size` (text and entry seq), in no particular order.
     pub async fn facts_of_kind(&self, kind: &str, size: u64) -> Result<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT payload, entry_seq FROM facts WHERE kind = $1 AND entry_seq < $2 ORDER BY time_ns, fact_key")
+            "SELECT payload, entry_seq FROM facts WHERE kind = $1 AND entry_seq < $2")
             .bind(kind).bind(i(size)).fetch_all(p).await)?;
         rows.into_iter()
             .map(|(p, s)| Ok((p, u(s, "entry seq")?)))
@@ -57,13 +48,15 @@ impl Store {
             for id in ids {
                 sep.push_bind(id);
             }
-            q.push(") UNION ALL SELECT r.change_id, f.payload, f.entry_seq FROM facts f JOIN \
+            // Both halves of the run join are answered from indexes (migration 0004); only facts
+            // that belong to the change through its run are read.
+            q.push(") UNION ALL SELECT r.change_id, f.payload, f.entry_seq FROM \
                     (SELECT DISTINCT change_id, run_id FROM facts WHERE run_id IS NOT NULL AND change_id IN (");
             let mut sep = q.separated(", ");
             for id in ids {
                 sep.push_bind(id);
             }
-            q.push(")) r ON f.run_id = r.run_id WHERE (f.change_id IS NULL OR f.change_id <> r.change_id) AND f.entry_seq < ");
+            q.push(")) r JOIN facts f ON f.run_id = r.run_id AND (f.change_id IS NULL OR f.change_id <> r.change_id) WHERE f.entry_seq < ");
             q.push_bind(i(size));
             q.build_query_as().fetch_all(p).await
         })?;

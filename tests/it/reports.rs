@@ -249,7 +249,12 @@ fn copy_dir(from: &Path, to: &Path) {
 /// CSV as snapshots, a reproducible sample, and verify-report against the database and a bundle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scenario_report_names_every_exception_and_verifies() {
-    let db = TestDb::sqlite().await;
+    for db in TestDb::all("the_scenario_report_names_every_exception_and_verifies").await {
+        scenario_report(db).await;
+    }
+}
+
+async fn scenario_report(db: TestDb) {
     let mut cfg = scenario_config(&db);
     cfg.reports.approver_roles = vec!["release-approver".into()];
     let app = spawn_app_with(cfg).await;
@@ -579,6 +584,11 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     };
     std::fs::write(d.join("manifest.sig"), serde_json::to_vec(&sig).unwrap()).unwrap();
     expect(&d, &["--database-url", &url], "ROW_MISMATCH");
+
+    // The signature removed.
+    let d = case("nosig");
+    std::fs::remove_file(d.join("manifest.sig")).unwrap();
+    expect(&d, &[], "MISSING_FILE");
 
     // An extra file slipped in.
     let d = case("extra");
