@@ -483,7 +483,6 @@ pub async fn build(
         .latest_checkpoint()
         .await?
         .ok_or(ReportError::NoCheckpoint)?;
-    let size = checkpoint.size;
     // The integrity check reads every entry; it runs beside the fold (its signature checks use
     // the other cores) instead of before it.
     let verifying = {
@@ -496,6 +495,68 @@ pub async fn build(
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
+    // A failed build leaves nothing behind, and stops the verification it started.
+    let verifying = AbortOnDrop(verifying);
+    let (manifest, controls, exceptions_by_code) = match write_files(
+        store,
+        key,
+        query,
+        settings,
+        &period,
+        &checkpoint,
+        &work,
+        now_ns,
+        bar,
+        verifying,
+    )
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+    };
+    if out.exists() {
+        std::fs::remove_dir(out)?;
+    }
+    std::fs::rename(&work, out)?;
+    bar.finish_and_clear();
+    Ok(Outcome {
+        dir: out.to_owned(),
+        manifest,
+        controls,
+        exceptions_by_code,
+    })
+}
+
+/// Aborts the task when dropped (an early error must not leave the verifier running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type Verified = Result<(Vec<Exception>, Vec<Option<u64>>, String, u64), ReportError>;
+
+/// Writes every file of the report into `work`; returns the manifest, the control results and
+/// the exception counts.
+#[allow(clippy::too_many_arguments)]
+async fn write_files(
+    store: &Store,
+    key: &LedgerKey,
+    query: &Query,
+    settings: &Settings,
+    period: &Period,
+    checkpoint: &crate::storage::CheckpointRow,
+    work: &Path,
+    now_ns: i64,
+    bar: &ProgressBar,
+    mut verifying: AbortOnDrop<Verified>,
+) -> Result<(Manifest, Vec<ControlResult>, BTreeMap<String, u64>), ReportError> {
+    let size = checkpoint.size;
 
     let clock = std::time::Instant::now();
     let phase = |what: &str| {
@@ -505,7 +566,7 @@ pub async fn build(
             "Report phase done."
         )
     };
-    let (ix, ids) = index(store, size, &period).await?;
+    let (ix, ids) = index(store, size, period).await?;
     phase("index");
     bar.set_length(ids.len() as u64);
 
@@ -740,7 +801,7 @@ pub async fn build(
     phase("unlinked");
     json.w.write_all(b"\n],\"ledger_findings\":[\n")?;
     json.first = true;
-    let (gaps, gap_seqs, verdict, suppressed) = verifying
+    let (gaps, gap_seqs, verdict, suppressed) = (&mut verifying.0)
         .await
         .map_err(|e| ReportError::Other(format!("ledger verification stopped: {e}")))??;
     for (x, seq) in gaps.iter().zip(&gap_seqs) {
@@ -979,17 +1040,7 @@ pub async fn build(
     sig_bytes.push(b'\n');
     std::fs::write(work.join("manifest.sig"), sig_bytes)?;
 
-    if out.exists() {
-        std::fs::remove_dir(out)?;
-    }
-    std::fs::rename(&work, out)?;
-    bar.finish_and_clear();
-    Ok(Outcome {
-        dir: out.to_owned(),
-        manifest,
-        controls,
-        exceptions_by_code: tally.exceptions_by_code,
-    })
+    Ok((manifest, controls, tally.exceptions_by_code))
 }
 
 fn partial_dir(out: &Path) -> PathBuf {

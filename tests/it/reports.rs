@@ -695,3 +695,38 @@ async fn the_cli_writes_the_report_and_takes_a_custom_catalogue() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("NO_APROVAL"));
 }
+
+/// A build that fails part-way (here: a broken template) leaves neither the report directory nor
+/// its work directory behind, and says what failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_build_leaves_nothing_behind() {
+    let db = TestDb::sqlite().await;
+    let cfg = scenario_config(&db);
+    let app = spawn_app_with(cfg.clone()).await;
+    let mut wf = Workflow::new("CHG-ONE", 60, T0);
+    send(&app, &normal_change(&mut wf)).await;
+    app.writer.checkpoint().await.unwrap();
+    let mut settings = cfg.report_settings(None).unwrap();
+    settings.template = "{% if %}".into();
+    let out = db.path().join("r");
+    let query = changetrail::report::Query {
+        from: "2026-01-01".into(),
+        to: "2026-01-31".into(),
+        ..Default::default()
+    };
+    let e = changetrail::report::build(
+        &app.store,
+        &app.writer.key(),
+        &query,
+        &settings,
+        &out,
+        changetrail::pipeline::now_ns(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("template"), "{e}");
+    assert!(!out.exists());
+    assert!(!db.path().join("r.partial").exists());
+    app.stop().await;
+}
