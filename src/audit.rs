@@ -7,9 +7,9 @@ use crate::core::entry::{self, Entry, ErasurePayload, kinds};
 use crate::core::hash::Hash;
 use crate::core::merkle::{CompactRange, NodeId};
 use crate::core::note::{Checkpoint, Note};
-use crate::core::verify::{Class, Finding, Options, Report, Verifier};
+use crate::core::verify::{Class, Finding, Options, RawEntry, Report, Verifier};
 use crate::export::{self, BundlePlan};
-use crate::storage::{StorageError, Store};
+use crate::storage::{EntryRow, StorageError, Store};
 use indicatif::ProgressBar;
 
 const PAGE: u64 = 2000;
@@ -47,28 +47,53 @@ pub async fn verify_store(
     if let Some(b) = &bar {
         b.set_length(latest);
     }
-    let mut rx = export::stream(store.clone(), plan, crate::util::rfc3339_now());
-    let (tx, lines) = std::sync::mpsc::sync_channel::<String>(4096);
+    // Pages of rows, not bundle text: the verifier checks the stored bytes directly, and the
+    // stored-data audit looks at the same rows as they pass instead of reading them again.
+    let mut rx = export::stream_items(store.clone(), plan, crate::util::rfc3339_now());
+    let (tx, pages) = std::sync::mpsc::sync_channel::<Vec<export::Item>>(8);
     let verifying = tokio::task::spawn_blocking(move || {
         let mut v = Verifier::new(opts);
-        for l in lines {
-            if let Some(b) = &bar
-                && l.starts_with("{\"type\":\"entry\"")
-            {
-                b.inc(1);
+        for page in pages {
+            for item in &page {
+                match item {
+                    export::Item::Line(l) => v.push_line(l),
+                    export::Item::Entry(r) => {
+                        v.push_entry(RawEntry {
+                            seq: r.seq,
+                            entry: &r.entry,
+                            sig: &r.sig,
+                            salt: r.salt.as_deref(),
+                            payload: r.payload.as_deref(),
+                        });
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                        }
+                    }
+                }
             }
-            v.push_line(l.trim_end_matches('\n'));
         }
         if let Some(b) = &bar {
             b.finish_and_clear();
         }
         v.finish()
     });
+    let mut pass = AuditPass::default();
     let mut failure = None;
-    while let Some(line) = rx.recv().await {
-        match line {
-            Ok(l) => {
-                if tx.send(l).is_err() {
+    while let Some(page) = rx.recv().await {
+        match page {
+            Ok(items) => {
+                let rows: Vec<&EntryRow> = items
+                    .iter()
+                    .filter_map(|i| match i {
+                        export::Item::Entry(r) => Some(r),
+                        export::Item::Line(_) => None,
+                    })
+                    .collect();
+                if let Err(e) = pass.page(store, &rows).await {
+                    failure = Some(export::ExportError::Storage(e));
+                    break;
+                }
+                if tx.send(items).is_err() {
                     break;
                 }
             }
@@ -88,7 +113,7 @@ pub async fn verify_store(
             format!("reading the ledger failed: {e}"),
         )]);
     }
-    match audit(store, &report.summary.keys, latest).await {
+    match pass.finish(store, &report.summary.keys, latest).await {
         Ok(stored) => report.add(stored),
         Err(e) => report.add(vec![Finding::general(
             Class::Modified,
@@ -109,45 +134,38 @@ fn modified(seq: Option<u64>, detail: String) -> Finding {
     }
 }
 
-/// `keys` is the key history the verifier derived from the entries (first seq, vkey), up to
-/// `covered` entries. The audit looks at the head as it is now and the entries it names, so
-/// appends by a running server while it reads are not mistaken for damage.
-pub async fn audit(
-    store: &Store,
-    keys: &[(u64, String)],
-    covered: u64,
-) -> Result<Vec<Finding>, StorageError> {
-    let mut out = Vec::new();
-    let Some(head) = store.head().await? else {
-        return Ok(out);
-    };
-    let mut range = CompactRange::new();
-    let mut last_leaf = None;
-    let mut last_time = 0i64;
-    let mut next = 0u64;
-    while next < head.head.size {
-        let rows = store
-            .entries_bare(next, PAGE.min(head.head.size - next))
-            .await?;
+/// The stored-data audit, fed the entries in order (as the verifier streams them, or read by
+/// itself): leaf hashes, indexed columns and tree nodes against the entry bytes.
+#[derive(Default)]
+struct AuditPass {
+    range: CompactRange,
+    last_leaf: Option<Hash>,
+    last_time: i64,
+    out: Vec<Finding>,
+}
+
+impl AuditPass {
+    /// Checks the next rows (in sequence order) and the tree nodes they complete.
+    async fn page(&mut self, store: &Store, rows: &[&EntryRow]) -> Result<(), StorageError> {
         if rows.is_empty() {
-            out.push(modified(
-                Some(next),
-                "entries named by the head row are missing".into(),
-            ));
-            break;
+            return Ok(());
         }
-        let before = range.size();
+        let before = self.range.size();
         let mut computed: Vec<(NodeId, Hash)> = Vec::new();
-        for r in &rows {
-            if r.seq != range.size() {
-                out.push(modified(
-                    Some(range.size()),
-                    format!("entries table jumps from {} to {}", range.size(), r.seq),
+        for r in rows {
+            if r.seq != self.range.size() {
+                self.out.push(modified(
+                    Some(self.range.size()),
+                    format!(
+                        "entries table jumps from {} to {}",
+                        self.range.size(),
+                        r.seq
+                    ),
                 ));
             }
             let leaf = entry::leaf_hash(&r.entry);
             if leaf != r.leaf_hash {
-                out.push(modified(
+                self.out.push(modified(
                     Some(r.seq),
                     "entries.leaf_hash is not the hash of entries.entry".into(),
                 ));
@@ -159,49 +177,95 @@ pub async fn audit(
                         || e.subject != r.subject
                         || e.time_ns != r.time_ns
                     {
-                        out.push(modified(
+                        self.out.push(modified(
                             Some(r.seq),
                             "entries.seq/kind/subject/time_ns disagree with the entry bytes".into(),
                         ));
                     }
                 }
-                Err(e) => out.push(modified(
+                Err(e) => self.out.push(modified(
                     Some(r.seq),
                     format!("entries.entry does not decode: {e}"),
                 )),
             }
-            range.push(leaf, |id, h| computed.push((id, h)));
-            last_leaf = Some(leaf);
-            last_time = r.time_ns;
+            self.range.push(leaf, |id, h| computed.push((id, h)));
+            self.last_leaf = Some(leaf);
+            self.last_time = r.time_ns;
         }
-        next = rows.last().map_or(next, |r| r.seq + 1);
-        let stored = store.nodes_completed_between(before, range.size()).await?;
-        compare_nodes(&computed, &stored, &mut out);
+        let stored = store
+            .nodes_completed_between(before, self.range.size())
+            .await?;
+        compare_nodes(&computed, &stored, &mut self.out);
+        Ok(())
     }
-    let h = &head.head;
-    let leaf_ok = last_leaf.is_none_or(|l| l == h.last_leaf);
-    if h.size != range.size() || !leaf_ok || h.range != range || h.last_time_ns < last_time {
-        out.push(modified(None, format!(
-            "the head row (size {}) disagrees with the {} stored entries (size, last leaf, frontier or time)",
-            h.size,
-            range.size()
-        )));
+
+    /// Reads the entries not seen yet up to the head as it is now, then checks the head row, the
+    /// checkpoint, key and erasure rows. `keys` is the key history the verifier derived from the
+    /// entries (first seq, vkey), up to `covered` entries.
+    async fn finish(
+        mut self,
+        store: &Store,
+        keys: &[(u64, String)],
+        covered: u64,
+    ) -> Result<Vec<Finding>, StorageError> {
+        let Some(head) = store.head().await? else {
+            return Ok(self.out);
+        };
+        while self.range.size() < head.head.size {
+            let next = self.range.size();
+            let rows = store
+                .entries_bare(next, PAGE.min(head.head.size - next))
+                .await?;
+            if rows.is_empty() {
+                self.out.push(modified(
+                    Some(next),
+                    "entries named by the head row are missing".into(),
+                ));
+                break;
+            }
+            let refs: Vec<&EntryRow> = rows.iter().collect();
+            self.page(store, &refs).await?;
+            if self.range.size() == next {
+                break;
+            }
+        }
+        let mut out = self.out;
+        let (range, last_leaf, last_time) = (self.range, self.last_leaf, self.last_time);
+        let h = &head.head;
+        let leaf_ok = last_leaf.is_none_or(|l| l == h.last_leaf);
+        if h.size != range.size() || !leaf_ok || h.range != range || h.last_time_ns < last_time {
+            out.push(modified(None, format!(
+                "the head row (size {}) disagrees with the {} stored entries (size, last leaf, frontier or time)",
+                h.size,
+                range.size()
+            )));
+        }
+        if let Some((_, current)) = keys.last()
+            && !current.contains(&format!("+{}+", h.key_id))
+        {
+            out.push(modified(
+                None,
+                format!(
+                    "the head row names key {}, but the entries say {current} is in force",
+                    h.key_id
+                ),
+            ));
+        }
+        audit_checkpoints(store, &mut out).await?;
+        audit_keys(store, keys, covered, &mut out).await?;
+        audit_erasures(store, &mut out).await?;
+        Ok(out)
     }
-    if let Some((_, current)) = keys.last()
-        && !current.contains(&format!("+{}+", h.key_id))
-    {
-        out.push(modified(
-            None,
-            format!(
-                "the head row names key {}, but the entries say {current} is in force",
-                h.key_id
-            ),
-        ));
-    }
-    audit_checkpoints(store, &mut out).await?;
-    audit_keys(store, keys, covered, &mut out).await?;
-    audit_erasures(store, &mut out).await?;
-    Ok(out)
+}
+
+/// The stored-data audit on its own: every entry read from the database. `keys` is the key
+/// history the verifier derived from the entries (first seq, vkey), up to `covered` entries.
+pub async fn audit(
+    store: &Store,
+    keys: &[(u64, String)],
+    covered: u64,
+) -> Result<Vec<Finding>, StorageError> {
+    AuditPass::default().finish(store, keys, covered).await
 }
 
 fn compare_nodes(computed: &[(NodeId, Hash)], stored: &[(NodeId, Hash)], out: &mut Vec<Finding>) {

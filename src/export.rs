@@ -6,7 +6,7 @@ use crate::core::hash::Hash;
 use crate::core::merkle::{
     CompactRange, consistency_ranges, fold_nodes, inclusion_ranges, perfect_nodes,
 };
-use crate::storage::{StorageError, Store};
+use crate::storage::{EntryRow, StorageError, Store};
 use std::ops::Range;
 use tokio::sync::mpsc;
 
@@ -138,43 +138,94 @@ pub fn stream(
 ) -> mpsc::Receiver<Result<String, ExportError>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        if let Err(e) = produce(&store, &plan, &created_at, &tx).await {
+        if let Err(e) = produce(&store, &plan, &created_at, &Sink::Text(&tx)).await {
             let _ = tx.send(Err(e)).await;
         }
     });
     rx
 }
 
+/// One piece of a bundle: a line that is not an entry, or an entry as storage holds it.
+#[derive(Debug)]
+pub enum Item {
+    Line(String),
+    Entry(EntryRow),
+}
+
+/// The same bundle as `stream`, a page at a time and with entries as rows, for a reader in this
+/// process (the database verifier): no base64 or JSON between storage and the checks.
+pub fn stream_items(
+    store: Store,
+    plan: BundlePlan,
+    created_at: String,
+) -> mpsc::Receiver<Result<Vec<Item>, ExportError>> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        if let Err(e) = produce(&store, &plan, &created_at, &Sink::Items(&tx)).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+enum Sink<'a> {
+    Text(&'a mpsc::Sender<Result<String, ExportError>>),
+    Items(&'a mpsc::Sender<Result<Vec<Item>, ExportError>>),
+}
+
+impl Sink<'_> {
+    /// Sends a batch of items; false once the reader has gone.
+    async fn send(&self, items: Vec<Item>) -> bool {
+        match self {
+            Sink::Text(tx) => {
+                for item in items {
+                    let mut line = match item {
+                        Item::Line(l) => l,
+                        Item::Entry(r) => write::entry(
+                            r.seq,
+                            &r.entry,
+                            &r.sig,
+                            r.salt.as_deref(),
+                            r.payload.as_deref(),
+                        ),
+                    };
+                    line.push('\n');
+                    if tx.send(Ok(line)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Sink::Items(tx) => items.is_empty() || tx.send(Ok(items)).await.is_ok(),
+        }
+    }
+}
+
 async fn produce(
     store: &Store,
     plan: &BundlePlan,
     created_at: &str,
-    tx: &mpsc::Sender<Result<String, ExportError>>,
+    sink: &Sink<'_>,
 ) -> Result<(), ExportError> {
-    let send = |line: String| async move {
-        let mut l = line;
-        l.push('\n');
-        tx.send(Ok(l)).await.is_ok()
-    };
     let head = store
         .head()
         .await?
         .ok_or_else(|| ExportError::Range("the ledger has not been created".into()))?;
-    if !send(write::header(head.head.origin.as_str(), created_at)).await {
-        return Ok(());
-    }
+    let mut first = vec![Item::Line(write::header(
+        head.head.origin.as_str(),
+        created_at,
+    ))];
     let keys = store.keys().await?;
     for (i, k) in keys.iter().enumerate() {
         let to_seq = keys.get(i + 1).map(|n| n.from_seq - 1);
-        if !send(write::key(&k.vkey, k.from_seq, to_seq)).await {
-            return Ok(());
-        }
+        first.push(Item::Line(write::key(&k.vkey, k.from_seq, to_seq)));
     }
     if plan.start > 0 {
         let peaks = store.nodes(&CompactRange::peak_ids(plan.start)).await?;
-        if !send(write::prefix(plan.start, &peaks)).await {
-            return Ok(());
-        }
+        first.push(Item::Line(write::prefix(plan.start, &peaks)));
+    }
+    if !sink.send(first).await {
+        return Ok(());
     }
     let mut last_checkpoint = None;
     let mut next = plan.start;
@@ -189,27 +240,22 @@ async fn produce(
         // Checkpoints are fetched page by page too, so memory stays flat for any ledger.
         let checkpoints = store.checkpoints_between(next, page_end).await?;
         let mut cps = checkpoints.into_iter().peekable();
+        let mut page = Vec::with_capacity(rows.len() + 1);
         for r in rows {
             if r.seq >= plan.end {
                 break;
             }
-            let line = write::entry(
-                r.seq,
-                &r.entry,
-                &r.sig,
-                r.salt.as_deref(),
-                r.payload.as_deref(),
-            );
-            if !send(line).await {
-                return Ok(());
-            }
             next = r.seq + 1;
+            page.push(Item::Entry(r));
             while let Some(cp) = cps.next_if(|c| c.size <= next) {
-                if cp.size == next && !send(write::checkpoint(&cp.note)).await {
-                    return Ok(());
+                if cp.size == next {
+                    page.push(Item::Line(write::checkpoint(&cp.note)));
                 }
                 last_checkpoint = Some(cp.size);
             }
+        }
+        if !sink.send(page).await {
+            return Ok(());
         }
     }
     if let Some(m) = plan.consistency_from
@@ -217,7 +263,8 @@ async fn produce(
         && m < last
     {
         let proof = consistency_proof(store, m, last).await?;
-        send(write::consistency(m, last, &proof)).await;
+        sink.send(vec![Item::Line(write::consistency(m, last, &proof))])
+            .await;
     }
     Ok(())
 }

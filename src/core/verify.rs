@@ -11,7 +11,44 @@ use super::merkle::{CompactRange, verify_consistency};
 use super::note::{Checkpoint, Note, NoteVerdict};
 use super::sigcheck::{SigJob, SignatureChecker};
 use ed25519_dalek::Signature;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// One entry's stored fields, for `Verifier::push_entry`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawEntry<'a> {
+    pub seq: u64,
+    pub entry: &'a [u8],
+    pub sig: &'a [u8],
+    /// `None` with `payload` `None`: erased.
+    pub salt: Option<&'a [u8]>,
+    pub payload: Option<&'a str>,
+}
+
+/// An entry however it arrived, decoded: `None` fields did not decode (a finding), an absent salt
+/// is `None` and a present but malformed one `Some(None)`.
+struct EntryInput<'a> {
+    seq: u64,
+    entry: Option<Cow<'a, [u8]>>,
+    sig: Option<[u8; 64]>,
+    salt: Option<Option<[u8; 32]>>,
+    payload: Option<&'a str>,
+}
+
+impl<'a> EntryInput<'a> {
+    fn from_line(l: &'a EntryLine<'a>) -> EntryInput<'a> {
+        EntryInput {
+            seq: l.seq,
+            entry: unb64(&l.entry).map(Cow::Owned),
+            sig: unb64(&l.sig).and_then(|s| s.try_into().ok()),
+            salt: l
+                .salt
+                .as_ref()
+                .map(|s| unb64(s).and_then(|v| v.try_into().ok())),
+            payload: l.payload.as_deref(),
+        }
+    }
+}
 
 /// Findings kept per class; the rest are counted, so a wholly forged bundle cannot exhaust memory.
 const MAX_FINDINGS_PER_CLASS: usize = 1000;
@@ -376,24 +413,13 @@ impl Verifier {
                 return;
             }
         };
-        if !self.header_seen {
-            if let Line::Header { .. } = line {
-            } else {
-                self.header_seen = true;
-                let f = Finding::general(
-                    Class::Modified,
-                    "the bundle does not start with its header line",
-                );
-                self.find(f);
-                self.adopt_origin(None);
-            }
-        }
+        self.header_first(matches!(line, Line::Header { .. }));
         match line {
             Line::Header { format, origin, .. } => self.on_header(&format, &origin),
             // Key lines are informational (LEDGER.md): trust comes from pins and rotation entries.
             Line::Key { .. } => {}
             Line::Prefix { size, peaks } => self.on_prefix(size, &peaks),
-            Line::Entry(e) => self.on_entry(&e),
+            Line::Entry(e) => self.on_entry(EntryInput::from_line(&e)),
             Line::Checkpoint { note } => self.on_checkpoint(&note),
             Line::Consistency { from, to, proof } => {
                 let proof: Option<Vec<Hash>> = proof.iter().map(|p| Hash::from_b64(p)).collect();
@@ -408,6 +434,33 @@ impl Verifier {
                     )),
                 }
             }
+        }
+    }
+
+    /// One entry as storage holds it (bytes, not a bundle line's base64): the same checks as its
+    /// bundle line gets, without encoding and parsing text in between.
+    pub fn push_entry(&mut self, e: RawEntry<'_>) {
+        self.lines += 1;
+        self.header_first(false);
+        self.on_entry(EntryInput {
+            seq: e.seq,
+            entry: Some(std::borrow::Cow::Borrowed(e.entry)),
+            sig: e.sig.try_into().ok(),
+            salt: e.salt.map(|s| s.try_into().ok()),
+            payload: e.payload,
+        });
+    }
+
+    /// The header must come first; anything else first is a finding (once).
+    fn header_first(&mut self, is_header: bool) {
+        if !self.header_seen && !is_header {
+            self.header_seen = true;
+            let f = Finding::general(
+                Class::Modified,
+                "the bundle does not start with its header line",
+            );
+            self.find(f);
+            self.adopt_origin(None);
         }
     }
 
@@ -498,7 +551,7 @@ impl Verifier {
         }
     }
 
-    fn on_entry(&mut self, line: &EntryLine<'_>) {
+    fn on_entry(&mut self, line: EntryInput<'_>) {
         self.summary.entries += 1;
         let Some(origin) = self.origin.clone() else {
             if self.summary.entries == 1 {
@@ -514,7 +567,7 @@ impl Verifier {
             self.entries_started = true;
             self.summary.first_seq = Some(line.seq);
         }
-        let bytes = match unb64(&line.entry) {
+        let bytes = match line.entry.as_deref() {
             Some(b) => b,
             None => {
                 self.find(Finding::at_seq(
@@ -525,7 +578,7 @@ impl Verifier {
                 return;
             }
         };
-        let entry = match Entry::decode(&bytes) {
+        let entry = match Entry::decode(bytes) {
             Ok(e) => e,
             Err(err) => {
                 self.find(Finding::at_seq(
@@ -552,7 +605,7 @@ impl Verifier {
             self.find(f);
         }
         self.summary.last_seq = Some(self.summary.last_seq.map_or(seq, |l| l.max(seq)));
-        let leaf = entry::leaf_hash(&bytes);
+        let leaf = entry::leaf_hash(bytes);
 
         // Sequence: contiguous, a gap (maybe filled later: then it was reordered), or a repeat.
         let contiguous = if seq == self.expected_seq {
@@ -615,10 +668,10 @@ impl Verifier {
         self.last_time = Some(entry.time_ns);
 
         // Payload: present payloads open their commitment; absent ones must be logged erasures.
-        let payload = self.check_payload(seq, &entry, line);
+        let payload = self.check_payload(seq, &entry, &line);
 
         // Key in force, signature, and rotations.
-        self.check_key_and_signature(seq, &entry, line, leaf, payload.as_deref());
+        self.check_key_and_signature(seq, &entry, line.sig, leaf, payload);
 
         // Tree.
         self.window.record(&self.range, leaf, entry.time_ns);
@@ -649,10 +702,14 @@ impl Verifier {
         true
     }
 
-    fn check_payload(&mut self, seq: u64, entry: &Entry, line: &EntryLine<'_>) -> Option<String> {
-        match (&line.salt, &line.payload) {
+    fn check_payload<'a>(
+        &mut self,
+        seq: u64,
+        entry: &Entry,
+        line: &EntryInput<'a>,
+    ) -> Option<&'a str> {
+        match (line.salt, line.payload) {
             (Some(salt), Some(payload)) => {
-                let salt: Option<[u8; 32]> = unb64(salt).and_then(|s| s.try_into().ok());
                 let Some(salt) = salt else {
                     self.find(Finding::at_seq(
                         Class::Modified,
@@ -693,7 +750,7 @@ impl Verifier {
                         )),
                     }
                 }
-                Some(payload.to_string())
+                Some(payload)
             }
             (None, None) => {
                 self.missing_payloads.push(seq);
@@ -714,7 +771,7 @@ impl Verifier {
         &mut self,
         seq: u64,
         entry: &Entry,
-        line: &EntryLine<'_>,
+        sig: Option<[u8; 64]>,
         leaf: Hash,
         payload: Option<&str>,
     ) {
@@ -726,7 +783,6 @@ impl Verifier {
         let mut signed_by_key_in_force = false;
         match &in_force {
             Some(k) if k.key_id() == entry.key_id => {
-                let sig: Option<[u8; 64]> = unb64(&line.sig).and_then(|s| s.try_into().ok());
                 match sig {
                     // A rotation hands trust to a new key, so its own signature must be known
                     // good before any later entry is judged by that key: check it right away.

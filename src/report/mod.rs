@@ -272,6 +272,75 @@ fn version_key(service: &str, env: &str, version: &str) -> (String, String, Stri
     )
 }
 
+/// The fields of a stored change.requested or version.observed fact that the index needs, read
+/// flat: `FactRecord`'s flattened, tagged layout makes serde buffer each fact and parse it twice.
+#[derive(Deserialize)]
+struct FactHead {
+    #[serde(default)]
+    change_id: Option<String>,
+    #[serde(default)]
+    run_id: Option<String>,
+    time_ns: i64,
+    #[serde(default)]
+    rollback_of: Option<String>,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    first_seen_ns: Option<i64>,
+    #[serde(default)]
+    trace_id: Option<String>,
+}
+
+/// Production versions first seen in the period (and the filters), each with the entry that
+/// records it, by first sighting.
+async fn period_versions(
+    store: Store,
+    size: u64,
+    period: Period,
+    query: Query,
+    policy: Policy,
+) -> Result<Vec<(VersionFact, u64, bool)>, ReportError> {
+    let mut versions = Vec::new();
+    for (payload, seq) in store.facts_of_kind("version.observed", size).await? {
+        let Ok(FactHead {
+            service: Some(service),
+            environment: Some(environment),
+            version: Some(version),
+            first_seen_ns: Some(first_seen_ns),
+            trace_id,
+            ..
+        }) = serde_json::from_str::<FactHead>(&payload)
+        else {
+            continue;
+        };
+        let in_scope = policy.is_production(&environment)
+            && first_seen_ns >= period.from_ns
+            && first_seen_ns < period.to_ns
+            && query
+                .environment
+                .as_ref()
+                .is_none_or(|e| e.eq_ignore_ascii_case(&environment))
+            && query.service.as_ref().is_none_or(|s| s == &service);
+        if in_scope {
+            let v = VersionFact {
+                service,
+                environment,
+                version,
+                first_seen_ns,
+                trace_id,
+            };
+            versions.push((v, seq, false));
+        }
+    }
+    // Stored order is arbitrary; the report lists unlinked deploys by first sighting.
+    versions.sort_by_key(|(v, seq, _)| (v.first_seen_ns, *seq));
+    Ok(versions)
+}
+
 /// The index, and the ids of the changes requested in the period (sorted): one read of every
 /// change.requested fact below the checkpoint serves both.
 async fn index(
@@ -286,10 +355,14 @@ async fn index(
         deployers: HashMap::new(),
     };
     for (payload, _) in store.facts_of_kind("change.requested", size).await? {
-        let Ok(f) = serde_json::from_str::<FactRecord>(&payload) else {
+        let Ok(f) = serde_json::from_str::<FactHead>(&payload) else {
             continue; // reported where the change's own facts are read
         };
-        let id = f.subject();
+        let id = f
+            .change_id
+            .clone()
+            .or_else(|| f.run_id.clone())
+            .unwrap_or_default();
         if let Some(c) = &f.change_id
             && f.time_ns >= period.from_ns
             && f.time_ns < period.to_ns
@@ -297,56 +370,106 @@ async fn index(
             in_period.insert(c.clone());
         }
         ix.known.insert(id.clone());
-        ix.known.extend(f.run_id.clone());
-        if let evidence::Fact::Change(c) = &f.fact {
-            if let Some(of) = &c.rollback_of {
-                ix.rollbacks
-                    .entry(of.clone())
-                    .or_default()
-                    .insert(id.clone());
-            }
-            if let (Some(s), Some(e), Some(v)) = (&c.service, &c.environment, &c.version) {
-                ix.deployers
-                    .entry(version_key(s, e, v))
-                    .or_default()
-                    .insert(id);
-            }
+        ix.known.extend(f.run_id);
+        if let Some(of) = f.rollback_of {
+            ix.rollbacks.entry(of).or_default().insert(id.clone());
+        }
+        if let (Some(s), Some(e), Some(v)) = (&f.service, &f.environment, &f.version) {
+            ix.deployers
+                .entry(version_key(s, e, v))
+                .or_default()
+                .insert(id);
         }
     }
     Ok((ix, in_period.into_iter().collect()))
 }
 
-/// The evidence of each change in `ids` (facts read below `size`), with the seqs of stored facts
-/// that would not parse (a ledger problem: EVIDENCE_GAP on that change).
-async fn fold_chunk(
-    store: &Store,
-    ids: &[String],
-    size: u64,
-    policy: &Policy,
-    ix: &Index,
-) -> Result<Vec<(Evidence, Vec<u64>)>, ReportError> {
-    let mut facts: BTreeMap<String, Vec<FactRecord>> = BTreeMap::new();
-    let mut broken: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+/// Each change's stored facts below `size` (in `ids` order), with the seqs of stored facts that
+/// would not parse (a ledger problem: EVIDENCE_GAP on that change).
+type ChangeFacts = Vec<(String, Vec<FactRecord>, Vec<u64>)>;
+
+async fn fetch_facts(store: &Store, ids: &[String], size: u64) -> Result<ChangeFacts, ReportError> {
+    let mut facts: HashMap<String, Vec<FactRecord>> = HashMap::new();
+    let mut broken: HashMap<String, Vec<u64>> = HashMap::new();
     for raw in store.facts_of_changes(ids, size).await? {
         match serde_json::from_str::<FactRecord>(&raw.payload) {
             Ok(f) => facts.entry(raw.change_id).or_default().push(f),
             Err(_) => broken.entry(raw.change_id).or_default().push(raw.entry_seq),
         }
     }
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let records = facts.remove(id).unwrap_or_default();
-        let runs: BTreeSet<String> = records.iter().filter_map(|f| f.run_id.clone()).collect();
-        let mut rolled_back_by: BTreeSet<String> = BTreeSet::new();
-        for k in std::iter::once(id).chain(runs.iter()) {
-            if let Some(r) = ix.rollbacks.get(k) {
-                rolled_back_by.extend(r.iter().cloned());
+    Ok(ids
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                facts.remove(id).unwrap_or_default(),
+                broken.remove(id).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Folds each change's facts into its evidence, with the rollbacks that name it.
+fn fold_facts(facts: ChangeFacts, policy: &Policy, ix: &Index) -> Vec<(Evidence, Vec<u64>)> {
+    facts
+        .into_iter()
+        .map(|(id, records, broken)| {
+            let runs: BTreeSet<&String> =
+                records.iter().filter_map(|f| f.run_id.as_ref()).collect();
+            let mut rolled_back_by: BTreeSet<String> = BTreeSet::new();
+            for k in std::iter::once(&id).chain(runs) {
+                if let Some(r) = ix.rollbacks.get(k) {
+                    rolled_back_by.extend(r.iter().cloned());
+                }
             }
-        }
-        let ev = evidence::evidence(id, &records, rolled_back_by.into_iter().collect(), policy);
-        out.push((ev, broken.remove(id).unwrap_or_default()));
+            let ev =
+                evidence::evidence(&id, &records, rolled_back_by.into_iter().collect(), policy);
+            (ev, broken)
+        })
+        .collect()
+}
+
+/// What one chunk of changes needs from storage: facts, bound spans, ledger ranges and leaves.
+struct Chunk {
+    facts: ChangeFacts,
+    spans: HashMap<String, SpanTally>,
+    entries: HashMap<String, crate::storage::SubjectEntries>,
+    leaves: HashMap<u64, Hash>,
+}
+
+async fn fetch_chunk(store: &Store, ids: &[String], size: u64) -> Result<Chunk, ReportError> {
+    let facts = fetch_facts(store, ids, size).await?;
+    let mut subjects: Vec<String> = ids.to_vec();
+    for (_, records, _) in &facts {
+        subjects.extend(records.iter().filter_map(|f| f.run_id.clone()));
     }
-    Ok(out)
+    subjects.sort();
+    subjects.dedup();
+    let mut spans: HashMap<String, SpanTally> = HashMap::new();
+    for (subject, trace, n) in store.span_counts(&subjects).await? {
+        let t = spans.entry(subject).or_default();
+        t.count += n;
+        t.traces.insert(trace);
+    }
+    let entries = store.entries_of_subjects(&subjects, size).await?;
+    let mut lasts: Vec<u64> = entries.iter().map(|e| e.last).collect();
+    lasts.sort_unstable();
+    lasts.dedup();
+    let leaves = store
+        .leaves(&lasts)
+        .await?
+        .into_iter()
+        .map(|(s, h, _)| (s, h))
+        .collect();
+    Ok(Chunk {
+        facts,
+        spans,
+        entries: entries
+            .into_iter()
+            .map(|e| (e.subject.clone(), e))
+            .collect(),
+        leaves,
+    })
 }
 
 fn matches(q: &Query, e: &Evidence) -> bool {
@@ -566,34 +689,21 @@ async fn write_files(
             "Report phase done."
         )
     };
+    // Version sightings are read beside the index (another connection, another core).
+    let mut reading_versions = AbortOnDrop(tokio::spawn(period_versions(
+        store.clone(),
+        size,
+        period.clone(),
+        query.clone(),
+        settings.policy.clone(),
+    )));
     let (ix, ids) = index(store, size, period).await?;
     phase("index");
     bar.set_length(ids.len() as u64);
 
-    // Production versions first seen in the period, to be explained by some change.
-    let mut versions: Vec<(VersionFact, u64, bool)> = Vec::new();
-    for (payload, seq) in store.facts_of_kind("version.observed", size).await? {
-        let Ok(FactRecord {
-            fact: evidence::Fact::Version(v),
-            ..
-        }) = serde_json::from_str::<FactRecord>(&payload)
-        else {
-            continue;
-        };
-        let in_scope = settings.policy.is_production(&v.environment)
-            && v.first_seen_ns >= period.from_ns
-            && v.first_seen_ns < period.to_ns
-            && query
-                .environment
-                .as_ref()
-                .is_none_or(|e| e.eq_ignore_ascii_case(&v.environment))
-            && query.service.as_ref().is_none_or(|s| s == &v.service);
-        if in_scope {
-            versions.push((v, seq, false));
-        }
-    }
-    // Stored order is arbitrary; the report lists unlinked deploys by first sighting.
-    versions.sort_by_key(|(v, seq, _)| (v.first_seen_ns, *seq));
+    let mut versions = (&mut reading_versions.0)
+        .await
+        .map_err(|e| ReportError::Other(format!("reading version sightings stopped: {e}")))??;
     let mut by_key: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
     for (i, (v, _, _)) in versions.iter().enumerate() {
         by_key
@@ -648,34 +758,29 @@ async fn write_files(
         Ok(())
     };
 
-    for chunk in ids.chunks(CHUNK) {
-        let folded = fold_chunk(store, chunk, size, &settings.policy, &ix).await?;
-        let mut subjects: Vec<String> = Vec::new();
-        for (ev, _) in &folded {
-            subjects.push(ev.change.id.clone());
-            subjects.extend(ev.change.runs.iter().cloned());
-        }
-        subjects.sort();
-        subjects.dedup();
-        let mut spans: HashMap<String, SpanTally> = HashMap::new();
-        for (subject, trace, n) in store.span_counts(&subjects).await? {
-            let t = spans.entry(subject).or_default();
-            t.count += n;
-            t.traces.insert(trace);
-        }
-        let entries = store.entries_of_subjects(&subjects, size).await?;
-        let by_subject: HashMap<&str, &crate::storage::SubjectEntries> =
-            entries.iter().map(|e| (e.subject.as_str(), e)).collect();
-        let mut lasts: Vec<u64> = entries.iter().map(|e| e.last).collect();
-        lasts.sort_unstable();
-        lasts.dedup();
-        let leaves: HashMap<u64, Hash> = store
-            .leaves(&lasts)
-            .await?
-            .into_iter()
-            .map(|(s, h, _)| (s, h))
-            .collect();
-
+    // Storage reads (and parsing the facts) for the next chunks run in their own task while this
+    // one folds and writes: the two halves use both cores once the verifier is done.
+    let (chunk_tx, mut chunks) = tokio::sync::mpsc::channel::<Result<Chunk, ReportError>>(2);
+    let _reader = AbortOnDrop({
+        let (store, ids) = (store.clone(), ids.clone());
+        tokio::spawn(async move {
+            for chunk in ids.chunks(CHUNK) {
+                let c = fetch_chunk(&store, chunk, size).await;
+                let failed = c.is_err();
+                if chunk_tx.send(c).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+    });
+    while let Some(chunk) = chunks.recv().await {
+        let Chunk {
+            facts,
+            spans,
+            entries: by_subject,
+            leaves,
+        } = chunk?;
+        let folded = fold_facts(facts, &settings.policy, &ix);
         for (ev, broken) in &folded {
             bar.inc(1);
             if !matches(query, ev) {
@@ -689,7 +794,7 @@ async fn write_files(
                     span.count += t.count;
                     span.traces.extend(t.traces.iter().cloned());
                 }
-                if let Some(e) = by_subject.get(s.as_str()) {
+                if let Some(e) = by_subject.get(s) {
                     ledger.entries += e.count;
                     ledger.first_seq = Some(ledger.first_seq.map_or(e.first, |f| f.min(e.first)));
                     if ledger.last_seq.is_none_or(|l| e.last > l) {
@@ -770,7 +875,8 @@ async fn write_files(
             })
             .unwrap_or_default();
         let mut found = false;
-        for (ev, _) in fold_chunk(store, &candidates, size, &settings.policy, &ix).await? {
+        let facts = fetch_facts(store, &candidates, size).await?;
+        for (ev, _) in fold_facts(facts, &settings.policy, &ix) {
             if evidence::explains(
                 &ev,
                 &v.service,
