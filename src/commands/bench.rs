@@ -102,16 +102,21 @@ pub async fn run(mut cfg: Config, cmd: BenchCommand, database_given: bool) -> an
 
 /// The process's peak resident memory (VmHWM), from /proc.
 pub fn peak_rss() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
+    let kb = vm_hwm_kb("/proc/self/status")?;
+    Some(format!("{:.1} MB", kb as f64 / 1024.0))
+}
+
+/// VmHWM (peak resident memory, kB) from a /proc/…/status file.
+pub fn vm_hwm_kb(status_file: &str) -> Option<u64> {
+    std::fs::read_to_string(status_file)
+        .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()?;
-    Some(format!("{:.1} MB", kb as f64 / 1024.0))
+        .ok()
 }
 
 async fn bench_ledger(

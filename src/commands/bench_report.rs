@@ -184,18 +184,6 @@ fn change_facts(i: u64, days: u64) -> Vec<FactRecord> {
     out
 }
 
-/// Peak resident memory of a running process, from /proc (VmHWM), in kB.
-fn peak_kb(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// Runs this binary with `args`, returning (exit code, seconds, peak RSS in MB).
 fn timed_child(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<(i32, f64, f64)> {
     let exe = std::env::current_exe()?;
@@ -210,7 +198,8 @@ fn timed_child(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<(i32, f6
     let mut child = cmd.spawn()?;
     let mut peak = 0;
     let code = loop {
-        if let Some(kb) = peak_kb(child.id()) {
+        if let Some(kb) = crate::commands::bench::vm_hwm_kb(&format!("/proc/{}/status", child.id()))
+        {
             peak = peak.max(kb);
         }
         if let Some(status) = child.try_wait()? {

@@ -607,19 +607,18 @@ pub async fn build(
         .await?
         .ok_or(ReportError::NoCheckpoint)?;
     // The integrity check reads every entry; it runs beside the fold (its signature checks use
-    // the other cores) instead of before it.
-    let verifying = {
+    // the other cores) instead of before it. A failed build stops it.
+    let verifying = AbortOnDrop({
         let store = store.clone();
         tokio::spawn(async move { ledger_findings(&store, now_ns).await })
-    };
+    });
 
     let work = partial_dir(out);
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
-    // A failed build leaves nothing behind, and stops the verification it started.
-    let verifying = AbortOnDrop(verifying);
+    // A failed build leaves nothing behind.
     let (manifest, controls, exceptions_by_code) = match write_files(
         store,
         key,
@@ -1131,22 +1130,30 @@ async fn write_files(
             }),
         files,
     };
-    let mut bytes =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| ReportError::Other(e.to_string()))?;
-    bytes.push(b'\n');
-    std::fs::write(work.join("manifest.json"), &bytes)?;
+    write_manifest(work, &manifest, key)?;
+
+    Ok((manifest, controls, tally.exceptions_by_code))
+}
+
+/// Writes manifest.json and its detached signature manifest.sig into `dir`.
+pub fn write_manifest(dir: &Path, manifest: &Manifest, key: &LedgerKey) -> Result<(), ReportError> {
+    let bytes = pretty(manifest)?;
+    std::fs::write(dir.join("manifest.json"), &bytes)?;
     let sig = ManifestSig {
         format: core::MANIFEST_FORMAT.into(),
         key_id: key.key_id().to_hex(),
         vkey: key.vkey().to_string(),
         signature: crate::core::hash::b64(&key.sign(&core::manifest_message(&bytes))),
     };
-    let mut sig_bytes =
-        serde_json::to_vec_pretty(&sig).map_err(|e| ReportError::Other(e.to_string()))?;
-    sig_bytes.push(b'\n');
-    std::fs::write(work.join("manifest.sig"), sig_bytes)?;
+    std::fs::write(dir.join("manifest.sig"), pretty(&sig)?)?;
+    Ok(())
+}
 
-    Ok((manifest, controls, tally.exceptions_by_code))
+/// Pretty JSON with a final newline.
+fn pretty<T: Serialize>(v: &T) -> Result<Vec<u8>, ReportError> {
+    let mut b = serde_json::to_vec_pretty(v).map_err(|e| ReportError::Other(e.to_string()))?;
+    b.push(b'\n');
+    Ok(b)
 }
 
 fn partial_dir(out: &Path) -> PathBuf {

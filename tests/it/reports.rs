@@ -525,18 +525,7 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     };
     m.ledger.checkpoint.root = fake.root.to_b64();
     m.ledger.checkpoint.note = fake.sign(&key);
-    let mut bytes = serde_json::to_vec_pretty(&m).unwrap();
-    bytes.push(b'\n');
-    std::fs::write(d.join("manifest.json"), &bytes).unwrap();
-    let sig = changetrail::report::ManifestSig {
-        format: changetrail::core::report::MANIFEST_FORMAT.into(),
-        key_id: key.key_id().to_hex(),
-        vkey: key.vkey().to_string(),
-        signature: changetrail::core::hash::b64(
-            &key.sign(&changetrail::core::report::manifest_message(&bytes)),
-        ),
-    };
-    std::fs::write(d.join("manifest.sig"), serde_json::to_vec(&sig).unwrap()).unwrap();
+    changetrail::report::write_manifest(&d, &m, &key).unwrap();
     let o = verify_report(&d, vkey, &[]);
     assert_eq!(
         o.status.code(),
@@ -571,18 +560,7 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
             *f = h.clone();
         }
     }
-    let mut bytes = serde_json::to_vec_pretty(&m).unwrap();
-    bytes.push(b'\n');
-    std::fs::write(d.join("manifest.json"), &bytes).unwrap();
-    let sig = changetrail::report::ManifestSig {
-        format: changetrail::core::report::MANIFEST_FORMAT.into(),
-        key_id: key.key_id().to_hex(),
-        vkey: key.vkey().to_string(),
-        signature: changetrail::core::hash::b64(
-            &key.sign(&changetrail::core::report::manifest_message(&bytes)),
-        ),
-    };
-    std::fs::write(d.join("manifest.sig"), serde_json::to_vec(&sig).unwrap()).unwrap();
+    changetrail::report::write_manifest(&d, &m, &key).unwrap();
     expect(&d, &["--database-url", &url], "ROW_MISMATCH");
 
     // The signature removed.
