@@ -280,7 +280,6 @@ struct FactHead {
     change_id: Option<String>,
     #[serde(default)]
     run_id: Option<String>,
-    time_ns: i64,
     #[serde(default)]
     rollback_of: Option<String>,
     #[serde(default)]
@@ -341,8 +340,10 @@ async fn period_versions(
     Ok(versions)
 }
 
-/// The index, and the ids of the changes requested in the period (sorted): one read of every
-/// change.requested fact below the checkpoint serves both.
+/// The index, and the ids of the changes requested in the period (sorted). Only what is small
+/// crosses from storage: ids and times of every change, the few that roll something back, and
+/// the changes outside the period (which may explain a version first seen inside it; a change
+/// inside the period is checked against the versions as it is folded).
 async fn index(
     store: &Store,
     size: u64,
@@ -354,31 +355,45 @@ async fn index(
         rollbacks: HashMap::new(),
         deployers: HashMap::new(),
     };
-    for (payload, _) in store.facts_of_kind("change.requested", size).await? {
-        let Ok(f) = serde_json::from_str::<FactHead>(&payload) else {
-            continue; // reported where the change's own facts are read
-        };
-        let id = f
-            .change_id
-            .clone()
-            .or_else(|| f.run_id.clone())
-            .unwrap_or_default();
-        if let Some(c) = &f.change_id
-            && f.time_ns >= period.from_ns
-            && f.time_ns < period.to_ns
+    for (change_id, run_id, time_ns) in store.change_heads(size).await? {
+        if let Some(c) = &change_id
+            && time_ns >= period.from_ns
+            && time_ns < period.to_ns
         {
             in_period.insert(c.clone());
         }
-        ix.known.insert(id.clone());
-        ix.known.extend(f.run_id);
-        if let Some(of) = f.rollback_of {
-            ix.rollbacks.entry(of).or_default().insert(id.clone());
+        ix.known.extend(change_id);
+        ix.known.extend(run_id);
+    }
+    let heads = |payload: &str| serde_json::from_str::<FactHead>(payload).ok();
+    let subject = |f: &FactHead| {
+        f.change_id
+            .clone()
+            .or_else(|| f.run_id.clone())
+            .unwrap_or_default()
+    };
+    for f in store
+        .rollback_facts(size)
+        .await?
+        .iter()
+        .filter_map(|p| heads(p))
+    {
+        if let Some(of) = &f.rollback_of {
+            ix.rollbacks
+                .entry(of.clone())
+                .or_default()
+                .insert(subject(&f));
         }
+    }
+    let outside = store
+        .change_facts_outside(period.from_ns, period.to_ns, size)
+        .await?;
+    for f in outside.iter().filter_map(|p| heads(p)) {
         if let (Some(s), Some(e), Some(v)) = (&f.service, &f.environment, &f.version) {
             ix.deployers
                 .entry(version_key(s, e, v))
                 .or_default()
-                .insert(id);
+                .insert(subject(&f));
         }
     }
     Ok((ix, in_period.into_iter().collect()))

@@ -24,6 +24,34 @@ pub struct SubjectEntries {
 }
 
 impl Store {
+    /// (change id, run id, time) of every change.requested fact below `size`: no payloads.
+    pub async fn change_heads(
+        &self,
+        size: u64,
+    ) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT change_id, run_id, time_ns FROM facts WHERE kind = 'change.requested' AND entry_seq < $1")
+            .bind(i(size)).fetch_all(p).await)?)
+    }
+
+    /// change.requested facts below `size` that name a change they roll back.
+    pub async fn rollback_facts(&self, size: u64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE kind = 'change.requested' AND entry_seq < $1 \
+             AND payload LIKE '%\"rollback_of\":%'")
+            .bind(i(size)).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    /// change.requested facts below `size` timed outside `[from, to)`.
+    pub async fn change_facts_outside(&self, from: i64, to: i64, size: u64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE kind = 'change.requested' AND entry_seq < $1 \
+             AND (time_ns < $2 OR time_ns >= $3)")
+            .bind(i(size)).bind(from).bind(to).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
     /// Stored facts of one kind below `size` (text and entry seq), in no particular order.
     pub async fn facts_of_kind(&self, kind: &str, size: u64) -> Result<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
