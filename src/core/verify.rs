@@ -486,6 +486,13 @@ impl Verifier {
                 .values(super::bundle::FORMAT, format);
             self.find(f);
         }
+        // An origin that does not parse is damage, not "no origin": falling back to the pinned
+        // keys' origin silently would let a changed header byte pass.
+        if Origin::parse(origin).is_err() {
+            let f = Finding::general(Class::Modified, "the header's origin is not a valid origin")
+                .values("an origin", origin);
+            self.find(f);
+        }
         self.adopt_origin(Some(origin));
     }
 
