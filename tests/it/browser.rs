@@ -4,7 +4,7 @@
 //! `target/tmp/screenshots/` for a person to look at (never committed).
 
 use crate::helpers::{TestDb, spawn_app_with};
-use crate::reports::send_scenarios;
+use crate::reports::{build_january, send_scenarios};
 use crate::scenarios::scenario_config;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -154,24 +154,9 @@ async fn the_report_page_renders_its_tables_and_charts() {
     send_scenarios(&app).await;
     let dir = db.path().join("report");
     let settings = cfg.report_settings(None).unwrap();
-    let query = changetrail::report::Query {
-        from: "2026-01-01".into(),
-        to: "2026-01-31".into(),
-        sample: Some(3),
-        seed: Some("s".into()),
-        ..Default::default()
-    };
-    let out = changetrail::report::build(
-        &app.store,
-        &app.writer.key(),
-        &query,
-        &settings,
-        &dir,
-        changetrail::pipeline::now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    let out = build_january(&app, &settings, &dir, Some((3, "s")))
+        .await
+        .unwrap();
     app.stop().await;
     let page = format!("file://{}", dir.join("report.html").display());
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");

@@ -228,6 +228,32 @@ pub async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static
     expect
 }
 
+/// The January 2026 report of `app`'s ledger built in-process, with an optional (size, seed) sample.
+pub async fn build_january(
+    app: &TestApp,
+    settings: &changetrail::report::Settings,
+    out: &Path,
+    sample: Option<(usize, &str)>,
+) -> Result<changetrail::report::Outcome, changetrail::report::ReportError> {
+    let query = changetrail::report::Query {
+        from: "2026-01-01".into(),
+        to: "2026-01-31".into(),
+        sample: sample.map(|s| s.0),
+        seed: sample.map(|s| s.1.to_owned()),
+        ..Default::default()
+    };
+    changetrail::report::build(
+        &app.store,
+        &app.writer.key(),
+        &query,
+        settings,
+        out,
+        changetrail::pipeline::now_ns(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+}
+
 fn unzip(bytes: &[u8], dir: &Path) {
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     std::fs::create_dir_all(dir).unwrap();
@@ -733,22 +759,9 @@ async fn a_failed_build_leaves_nothing_behind() {
     let mut settings = cfg.report_settings(None).unwrap();
     settings.template = "{% if %}".into();
     let out = db.path().join("r");
-    let query = changetrail::report::Query {
-        from: "2026-01-01".into(),
-        to: "2026-01-31".into(),
-        ..Default::default()
-    };
-    let e = changetrail::report::build(
-        &app.store,
-        &app.writer.key(),
-        &query,
-        &settings,
-        &out,
-        changetrail::pipeline::now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .unwrap_err();
+    let e = build_january(&app, &settings, &out, None)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("template"), "{e}");
     assert!(!out.exists());
     assert!(!db.path().join("r.partial").exists());
