@@ -635,6 +635,14 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     changetrail::report::write_manifest(&d, &m, &key).unwrap();
     expect(&d, &["--database-url", &url], "ROW_MISMATCH");
 
+    // A sample that is not what its recorded seed draws (a hand-picked sample, re-signed).
+    let d = case("sample");
+    let mut m: changetrail::report::Manifest =
+        serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
+    m.sample.as_mut().unwrap().seed = "another-seed".into();
+    changetrail::report::write_manifest(&d, &m, &key).unwrap();
+    expect(&d, &[], "SAMPLE_MISMATCH");
+
     // The signature removed.
     let d = case("nosig");
     std::fs::remove_file(d.join("manifest.sig")).unwrap();
