@@ -497,7 +497,7 @@ fn matches(q: &Query, e: &Evidence) -> bool {
 }
 
 /// A CSV writer as the README promises: RFC 4180 quoting, CRLF, UTF-8.
-fn csv_writer(path: &Path) -> Result<csv::Writer<std::io::BufWriter<std::fs::File>>, ReportError> {
+fn csv_writer(path: &Path) -> Result<Csv, ReportError> {
     let f = std::fs::File::create(path)?;
     Ok(csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
@@ -715,7 +715,7 @@ async fn write_files(
     phase("index");
     bar.set_length(ids.len() as u64);
 
-    let mut versions = (&mut reading_versions.0)
+    let versions = (&mut reading_versions.0)
         .await
         .map_err(|e| ReportError::Other(format!("reading version sightings stopped: {e}")))??;
     let mut by_key: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
@@ -747,34 +747,28 @@ async fn write_files(
     json.w
         .write_all(b"\",\"report\":\"soc2\",\"changes\":[\n")?;
 
-    let mut tally = Tally::new();
-    let mut sampler = query
-        .sample
-        .zip(query.seed.as_ref())
-        .map(|(n, seed)| Sampler::new(n, seed));
-    let mut html_exceptions: Vec<ExceptionRow> = Vec::new();
-    let mut exception_rows = 0u64;
-    let mut processed: HashSet<String> = HashSet::new();
-    let cat = &settings.catalogue;
-    let known = |id: &str| ix.known.contains(id);
-
-    let mut emit = |row: ExceptionRow,
-                    tally: &mut Tally,
-                    html: &mut Vec<ExceptionRow>,
-                    w: &mut csv::Writer<_>|
-     -> Result<(), ReportError> {
-        w.write_record(row.cells()).map_err(csv_err)?;
-        tally.seqs(row.audit_seq_first, row.audit_seq_last);
-        exception_rows += 1;
-        if html.len() < HTML_EXCEPTIONS {
-            html.push(row);
-        }
-        Ok(())
+    let mut out = RowWriter {
+        population,
+        exceptions,
+        json,
+        tally: Tally::new(),
+        html: Vec::new(),
+        exception_rows: 0,
+    };
+    let mut fold = Fold {
+        sampler: query
+            .sample
+            .zip(query.seed.as_ref())
+            .map(|(n, seed)| Sampler::new(n, seed)),
+        processed: HashSet::new(),
+        versions,
+        by_key,
     };
 
-    // Storage reads (and parsing the facts) for the next chunks run in their own task while this
-    // one folds and writes: the two halves use both cores once the verifier is done.
-    let (chunk_tx, mut chunks) = tokio::sync::mpsc::channel::<Result<Chunk, ReportError>>(2);
+    // Storage reads (and parsing the facts) for the next chunks run in their own task while the
+    // fold works on a blocking thread: the two halves use both cores once the verifier is done,
+    // and a report built by the API never holds a runtime worker that OTLP ingest needs.
+    let (chunk_tx, chunks) = tokio::sync::mpsc::channel::<Result<Chunk, ReportError>>(2);
     let _reader = AbortOnDrop({
         let (store, ids) = (store.clone(), ids.clone());
         tokio::spawn(async move {
@@ -787,86 +781,39 @@ async fn write_files(
             }
         })
     });
-    while let Some(chunk) = chunks.recv().await {
-        let Chunk {
-            facts,
-            spans,
-            entries: by_subject,
-            leaves,
-        } = chunk?;
-        let folded = fold_facts(facts, &settings.policy, &ix);
-        for (ev, broken) in &folded {
-            bar.inc(1);
-            if !matches(query, ev) {
-                continue;
-            }
-            processed.insert(ev.change.id.clone());
-            let mut span = SpanTally::default();
-            let mut ledger = LedgerSpan::default();
-            for s in std::iter::once(&ev.change.id).chain(ev.change.runs.iter()) {
-                if let Some(t) = spans.get(s) {
-                    span.count += t.count;
-                    span.traces.extend(t.traces.iter().cloned());
-                }
-                if let Some(e) = by_subject.get(s) {
-                    ledger.entries += e.count;
-                    ledger.first_seq = Some(ledger.first_seq.map_or(e.first, |f| f.min(e.first)));
-                    if ledger.last_seq.is_none_or(|l| e.last > l) {
-                        ledger.last_seq = Some(e.last);
-                        ledger.last_leaf_hash = leaves.get(&e.last).map(|h| h.to_hex());
-                    }
-                }
-            }
-            let mut xs = rules::change_exceptions(ev, &settings.rules, &known);
-            for seq in broken {
-                xs.push(Exception {
-                    code: rules::EVIDENCE_GAP,
-                    evidence: format!("the fact recorded by entry {seq} cannot be read"),
-                });
-            }
-            let row = PopulationRow::new(ev, &span, &ledger, &xs);
-            population.write_record(row.cells()).map_err(csv_err)?;
-            json.item(&JsonChange {
-                row: &row,
-                exceptions: xs.iter().collect(),
-            })?;
-            tally.change(ev, &xs);
-            tally.seqs(ledger.first_seq, ledger.last_seq);
-            for x in &xs {
-                emit(
-                    ExceptionRow::new(cat, &ev.change.id, x, (ledger.first_seq, ledger.last_seq)),
-                    &mut tally,
-                    &mut html_exceptions,
-                    &mut exceptions,
-                )?;
-            }
-            if let Some(s) = sampler.as_mut() {
-                s.offer(&row);
-            }
-            if let (Some(svc), Some(env), Some(ver)) = (
-                &ev.change.service,
-                &ev.change.environment,
-                &ev.change.version,
-            ) && let Some(vs) = by_key.get(&version_key(svc, env, ver))
-            {
-                for &i in vs {
-                    let (v, _, explained) = &mut versions[i];
-                    if !*explained
-                        && evidence::explains(
-                            ev,
-                            &v.service,
-                            &v.environment,
-                            &v.version,
-                            v.first_seen_ns,
-                            settings.tolerance_ns,
-                        )
-                    {
-                        *explained = true;
-                    }
-                }
-            }
-        }
-    }
+    let folding = {
+        let (query, settings, bar) = (query.clone(), settings.clone(), bar.clone());
+        tokio::task::spawn_blocking(move || {
+            fold_chunks(&mut out, &mut fold, &ix, &query, &settings, &bar, chunks)
+                .map(|()| (out, fold, ix))
+        })
+    };
+    // If this future is dropped, the reader is aborted, the channel closes and the fold ends.
+    let (out, fold, ix) = folding
+        .await
+        .map_err(|e| ReportError::Other(format!("folding changes stopped: {e}")))??;
+    let RowWriter {
+        mut population,
+        mut exceptions,
+        mut json,
+        mut tally,
+        html: mut html_exceptions,
+        mut exception_rows,
+    } = out;
+    let Fold {
+        sampler,
+        processed,
+        versions,
+        ..
+    } = fold;
+    let cat = &settings.catalogue;
+    let mut emit = |row: ExceptionRow,
+                    tally: &mut Tally,
+                    html: &mut Vec<ExceptionRow>,
+                    w: &mut csv::Writer<_>|
+     -> Result<(), ReportError> {
+        write_exception(row, tally, html, w, &mut exception_rows)
+    };
     phase("changes");
     json.w.write_all(b"\n],\"unlinked_deploys\":[\n")?;
     json.first = true;
@@ -1148,6 +1095,140 @@ async fn write_files(
     write_manifest(work, &manifest, key)?;
 
     Ok((manifest, controls, tally.exceptions_by_code))
+}
+
+/// The files rows stream into, and what the summary gathers from them.
+struct RowWriter {
+    population: Csv,
+    exceptions: Csv,
+    json: JsonOut,
+    tally: Tally,
+    /// The first exceptions, for the page a person reads.
+    html: Vec<ExceptionRow>,
+    exception_rows: u64,
+}
+
+type Csv = csv::Writer<std::io::BufWriter<std::fs::File>>;
+
+/// The fold's own state: the sample, the changes seen, and which period versions they explain.
+struct Fold {
+    sampler: Option<Sampler>,
+    processed: HashSet<String>,
+    versions: Vec<(VersionFact, u64, bool)>,
+    by_key: HashMap<(String, String, String), Vec<usize>>,
+}
+
+fn write_exception(
+    row: ExceptionRow,
+    tally: &mut Tally,
+    html: &mut Vec<ExceptionRow>,
+    w: &mut Csv,
+    rows: &mut u64,
+) -> Result<(), ReportError> {
+    w.write_record(row.cells()).map_err(csv_err)?;
+    tally.seqs(row.audit_seq_first, row.audit_seq_last);
+    *rows += 1;
+    if html.len() < HTML_EXCEPTIONS {
+        html.push(row);
+    }
+    Ok(())
+}
+
+/// Folds every chunk the reader sends: each change's evidence, its rules, its rows. Blocking (it
+/// waits on the channel), so it runs on a blocking thread.
+fn fold_chunks(
+    out: &mut RowWriter,
+    fold: &mut Fold,
+    ix: &Index,
+    query: &Query,
+    settings: &Settings,
+    bar: &ProgressBar,
+    mut chunks: tokio::sync::mpsc::Receiver<Result<Chunk, ReportError>>,
+) -> Result<(), ReportError> {
+    let cat = &settings.catalogue;
+    let known = |id: &str| ix.known.contains(id);
+    while let Some(chunk) = chunks.blocking_recv() {
+        let Chunk {
+            facts,
+            spans,
+            entries: by_subject,
+            leaves,
+        } = chunk?;
+        let folded = fold_facts(facts, &settings.policy, ix);
+        for (ev, broken) in &folded {
+            bar.inc(1);
+            if !matches(query, ev) {
+                continue;
+            }
+            fold.processed.insert(ev.change.id.clone());
+            let mut span = SpanTally::default();
+            let mut ledger = LedgerSpan::default();
+            for s in std::iter::once(&ev.change.id).chain(ev.change.runs.iter()) {
+                if let Some(t) = spans.get(s) {
+                    span.count += t.count;
+                    span.traces.extend(t.traces.iter().cloned());
+                }
+                if let Some(e) = by_subject.get(s) {
+                    ledger.entries += e.count;
+                    ledger.first_seq = Some(ledger.first_seq.map_or(e.first, |f| f.min(e.first)));
+                    if ledger.last_seq.is_none_or(|l| e.last > l) {
+                        ledger.last_seq = Some(e.last);
+                        ledger.last_leaf_hash = leaves.get(&e.last).map(|h| h.to_hex());
+                    }
+                }
+            }
+            let mut xs = rules::change_exceptions(ev, &settings.rules, &known);
+            for seq in broken {
+                xs.push(Exception {
+                    code: rules::EVIDENCE_GAP,
+                    evidence: format!("the fact recorded by entry {seq} cannot be read"),
+                });
+            }
+            let row = PopulationRow::new(ev, &span, &ledger, &xs);
+            out.population.write_record(row.cells()).map_err(csv_err)?;
+            out.json.item(&JsonChange {
+                row: &row,
+                exceptions: xs.iter().collect(),
+            })?;
+            out.tally.change(ev, &xs);
+            out.tally.seqs(ledger.first_seq, ledger.last_seq);
+            for x in &xs {
+                write_exception(
+                    ExceptionRow::new(cat, &ev.change.id, x, (ledger.first_seq, ledger.last_seq)),
+                    &mut out.tally,
+                    &mut out.html,
+                    &mut out.exceptions,
+                    &mut out.exception_rows,
+                )?;
+            }
+            if let Some(s) = fold.sampler.as_mut() {
+                s.offer(&row);
+            }
+            if let (Some(svc), Some(env), Some(ver)) = (
+                &ev.change.service,
+                &ev.change.environment,
+                &ev.change.version,
+            ) && let Some(vs) = fold.by_key.get(&version_key(svc, env, ver))
+            {
+                for &i in vs {
+                    let (v, _, explained) = &mut fold.versions[i];
+                    if !*explained
+                        && evidence::explains(
+                            ev,
+                            &v.service,
+                            &v.environment,
+                            &v.version,
+                            v.first_seen_ns,
+                            settings.tolerance_ns,
+                        )
+                    {
+                        *explained = true;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes manifest.json and its detached signature manifest.sig into `dir`.

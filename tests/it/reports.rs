@@ -775,3 +775,55 @@ async fn a_failed_build_leaves_nothing_behind() {
     assert!(!db.path().join("r.partial").exists());
     app.stop().await;
 }
+
+/// One report at a time: a request while another builds is told to retry (503 with Retry-After),
+/// nothing is built for it, and once the first is done the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_requested_while_one_builds_is_told_to_retry() {
+    let db = TestDb::sqlite().await;
+    let cfg = scenario_config(&db);
+    let app = spawn_app_with(cfg.clone()).await;
+    app.writer.checkpoint().await.unwrap();
+    // The same router the server runs, on its own port, so the test can hold the build permit a
+    // running report holds.
+    let state = changetrail::api::AppState::new(app.store.clone(), None)
+        .with_reports(cfg.report_settings(None).unwrap(), app.writer.clone());
+    let ctx = state.reports.clone().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, changetrail::api::router(state)).await });
+    let auditor = app.token(Role::Auditor).await;
+    let post = || {
+        app.http
+            .post(format!("{base}/v1/reports/soc2"))
+            .bearer_auth(&auditor)
+            .json(&serde_json::json!({"from": "2026-01-01", "to": "2026-01-31"}))
+            .send()
+    };
+
+    let building = ctx.running.try_acquire().unwrap();
+    let r = post().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("a report is being built"),
+        "{body}"
+    );
+    // The refused request took no permit of its own.
+    assert_eq!(ctx.running.available_permits(), 0);
+    drop(building);
+
+    let r = post().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let bytes = r.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    unzip(&bytes, dir.path());
+    assert!(dir.path().join("manifest.json").exists());
+    assert_eq!(ctx.running.available_permits(), 1);
+    app.stop().await;
+}
