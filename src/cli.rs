@@ -21,6 +21,16 @@ pub struct Cli {
     /// Log filter when RUST_LOG is unset (e.g. info, debug, changetrail=debug).
     #[arg(long, global = true, default_value = "info,sqlx=warn")]
     pub log: String,
+    /// Log lines as text (human-readable, the default) or json (one object per line, with the
+    /// request's trace id and principal as fields).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CHANGETRAIL_LOG_FORMAT"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

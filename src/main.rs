@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    changetrail::telemetry::init(&cli.log);
+    changetrail::telemetry::init_with(&cli.log, cli.log_format);
     let is_verify = matches!(
         cli.command,
         changetrail::cli::Command::Verify(_) | changetrail::cli::Command::VerifyReport(_)

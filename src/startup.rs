@@ -161,7 +161,20 @@ impl App {
         for (listener, router) in self.listeners {
             // Tokens must never reach a log line, whatever a layer decides to print.
             let router = router
-                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(|req: &axum::extract::Request| {
+                            crate::telemetry::request_span(req)
+                        })
+                        // One line per request: status and latency, in the request's span.
+                        .on_response(
+                            tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                        )
+                        // A 5xx (overload included) is worth a warning, not an error page.
+                        .on_failure(
+                            tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN),
+                        ),
+                )
                 .layer(SetSensitiveRequestHeadersLayer::new(std::iter::once(
                     AUTHORIZATION,
                 )));

@@ -93,7 +93,7 @@ async fn require(
         .transpose()?;
     let token = auth::bearer(header)?;
     let principal: Principal = auth::authenticate(&state.store, token, role).await?;
-    tracing::debug!(token_id = %principal.token_id, role = %principal.role, "Authenticated.");
+    crate::telemetry::record_principal(&principal);
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }

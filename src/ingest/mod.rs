@@ -297,7 +297,9 @@ impl Ingestor {
     /// `Authorization: Bearer <token>` with role `ingest`.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = auth::bearer(header)?;
-        auth::authenticate_cached(&self.store, &self.tokens, token, Role::Ingest).await
+        let p = auth::authenticate_cached(&self.store, &self.tokens, token, Role::Ingest).await?;
+        crate::telemetry::record_principal(&p);
+        Ok(p)
     }
 
     /// A slot for one export; `Unavailable` when the receiver is saturated.

@@ -603,3 +603,116 @@ fn configuration_layers_override_in_order() {
     let o = run(ct(d).args(["--config", "nope.toml", "tokens", "list"]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
 }
+
+/// `--log-format json`: one JSON object per line, and every request's lines carry its trace id
+/// (from `traceparent`) and principal — for REST calls and OTLP exports alike — but never a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_each_requests_trace_and_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = ct(dir.path())
+        .args(["serve", "--log-format", "json", "--log", "info"])
+        .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
+        .env("CHANGETRAIL_OTLP__GRPC_LISTEN", "127.0.0.1:0")
+        .env("CHANGETRAIL_OTLP__HTTP_LISTEN", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let admin = line.trim().to_owned();
+    let started = Instant::now();
+    let serving = loop {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "changetrail is serving.").then_some(v)
+        });
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no start line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let base = format!("http://{}", serving["http"].as_str().unwrap());
+    let otlp = format!("http://{}", serving["otlp_http"].as_str().unwrap());
+
+    let http = reqwest::Client::new();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/admin/tokens"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "role": "ingest", "name": "collector" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ingest = created["token"].as_str().unwrap().to_owned();
+    let r = http
+        .post(format!("{otlp}/v1/traces"))
+        .bearer_auth(&ingest)
+        .header("traceparent", &parent)
+        .header("content-type", "application/x-protobuf")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Without a traceparent the request still gets a trace id of its own.
+    let r = http
+        .get(format!("{base}/v1/admin/tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap().clone();
+    let objects: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let finished = |path: &str| -> Vec<&serde_json::Value> {
+        objects
+            .iter()
+            .filter(|v| v["message"] == "finished processing request" && v["span"]["path"] == path)
+            .collect()
+    };
+    let export = finished("/v1/traces");
+    assert_eq!(export.len(), 1, "{lines:#?}");
+    let span = &export[0]["span"];
+    assert_eq!(span["trace_id"], trace);
+    assert_eq!(span["principal"], "collector");
+    assert_eq!(span["role"], "ingest");
+    assert_eq!(export[0]["status"], 200);
+    let listing = finished("/v1/admin/tokens");
+    assert_eq!(listing.len(), 2, "{lines:#?}");
+    for v in &listing {
+        assert_eq!(v["span"]["role"], "admin");
+        assert_eq!(v["span"]["principal"], "bootstrap");
+        let id = v["span"]["trace_id"].as_str().unwrap();
+        assert!(id.len() == 32 && id != trace, "{id}");
+    }
+    let log = lines.join("\n");
+    for token in [&admin, &ingest] {
+        let secret = token.splitn(3, '_').nth(2).unwrap();
+        assert!(!log.contains(secret), "a token secret reached the log");
+    }
+}
