@@ -58,23 +58,32 @@ fn sigterm(child: &Child) {
     assert!(ok.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_on_a_fresh_directory_just_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = ct(dir.path())
-        .arg("serve")
+/// A `serve` child on free ports in `dir`, its stderr collected line by line, and the bootstrap
+/// admin token it printed.
+struct Served {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+    admin: String,
+}
+
+fn serve_in(dir: &Path, args: &[&str], rust_log: Option<&str>) -> Served {
+    let mut c = ct(dir);
+    c.arg("serve")
+        .args(args)
         .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
         .env("CHANGETRAIL_OTLP__GRPC_LISTEN", "127.0.0.1:0")
         .env("CHANGETRAIL_OTLP__HTTP_LISTEN", "127.0.0.1:0")
-        // The most verbose logging there is: still no token may appear in it.
-        .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        .stderr(Stdio::piped());
+    match rust_log {
+        Some(l) => c.env("RUST_LOG", l),
+        None => c.env_remove("RUST_LOG"),
+    };
+    let mut child = c.spawn().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let err = child.stderr.take().unwrap();
-    let sink = stderr_lines.clone();
+    let sink = lines.clone();
     let reader = std::thread::spawn(move || {
         for l in BufReader::new(err).lines().map_while(Result::ok) {
             sink.lock().unwrap().push(l);
@@ -88,6 +97,24 @@ async fn serve_on_a_fresh_directory_just_works() {
     out.read_line(&mut line).unwrap();
     let admin = line.trim().to_owned();
     assert!(admin.starts_with("ct_"));
+    Served {
+        child,
+        lines,
+        reader,
+        admin,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_fresh_directory_just_works() {
+    let dir = tempfile::tempdir().unwrap();
+    // The most verbose logging there is: still no token may appear in it.
+    let Served {
+        mut child,
+        lines: stderr_lines,
+        reader,
+        admin,
+    } = serve_in(dir.path(), &[], Some("trace"));
     let started = Instant::now();
     let addr = loop {
         let found = stderr_lines
@@ -609,30 +636,12 @@ fn configuration_layers_override_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_each_requests_trace_and_principal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = ct(dir.path())
-        .args(["serve", "--log-format", "json", "--log", "info"])
-        .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
-        .env("CHANGETRAIL_OTLP__GRPC_LISTEN", "127.0.0.1:0")
-        .env("CHANGETRAIL_OTLP__HTTP_LISTEN", "127.0.0.1:0")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let admin = line.trim().to_owned();
+    let Served {
+        mut child,
+        lines,
+        reader,
+        admin,
+    } = serve_in(dir.path(), &["--log-format", "json", "--log", "info"], None);
     let started = Instant::now();
     let serving = loop {
         let found = lines.lock().unwrap().iter().find_map(|l| {
