@@ -5,6 +5,9 @@ use crate::config::Config;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// The log filter when neither `--log` nor `RUST_LOG` says otherwise.
+pub const DEFAULT_LOG: &str = "info,sqlx=warn";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "changetrail",
@@ -19,7 +22,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// Log filter when RUST_LOG is unset (e.g. info, debug, changetrail=debug).
-    #[arg(long, global = true, default_value = "info,sqlx=warn")]
+    #[arg(long, global = true, default_value = DEFAULT_LOG)]
     pub log: String,
     /// Log lines as text (human-readable, the default) or json (one object per line, with the
     /// request's trace id and principal as fields).
@@ -67,6 +70,39 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// See it work: a scratch service, a few weeks of realistic changes sent through OTLP/gRPC,
+    /// the SOC 2 report and the verified ledger; keeps serving until Ctrl-C. With --endpoint and
+    /// --token, sends the same changes to a running service instead.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Send to this running service's OTLP/gRPC endpoint (e.g. http://localhost:4317) instead.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// An ingest token of that service (with --endpoint).
+    #[arg(long, value_name = "T")]
+    pub token: Option<String>,
+    /// Weeks of changes (five services, one normal change each per week, plus the problem cases).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=52))]
+    pub weeks: u32,
+    /// Keep the demo's database, key and report here (a new or empty directory) instead of a
+    /// scratch directory removed on exit.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the summary and stop instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Console and REST API (a free port if taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_listen: std::net::SocketAddr,
+    /// OTLP/gRPC listener (a free port if taken).
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    pub otlp_grpc_listen: std::net::SocketAddr,
+    /// OTLP/HTTP listener (a free port if taken).
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    pub otlp_http_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,5 +359,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             commands::report::verify(cfg, a, cli.database_url.is_some()).await
         }
         Command::Bench(b) => commands::bench::run(cfg, b, cli.database_url.is_some()).await,
+        Command::Demo(a) => commands::demo::run(a).await,
     }
 }

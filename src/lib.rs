@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod demo;
 pub mod export;
 pub mod import;
 pub mod ingest;

@@ -21,7 +21,15 @@ fn main() -> ExitCode {
             };
         }
     };
-    changetrail::telemetry::init_with(&cli.log, cli.log_format);
+    // The demo prints its own summary; request lines and the generated-key warning would bury it.
+    let log = if matches!(cli.command, changetrail::cli::Command::Demo(_))
+        && cli.log == changetrail::cli::DEFAULT_LOG
+    {
+        "warn,changetrail::keyfile=error"
+    } else {
+        cli.log.as_str()
+    };
+    changetrail::telemetry::init_with(log, cli.log_format);
     let is_verify = matches!(
         cli.command,
         changetrail::cli::Command::Verify(_) | changetrail::cli::Command::VerifyReport(_)

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_ingest;
 pub mod bench_report;
+pub mod demo;
 pub mod export;
 pub mod keys;
 pub mod ledger;

@@ -1,7 +1,7 @@
 //! The binary itself: a fresh `serve`, crash safety under kill -9, two processes on one
 //! PostgreSQL, export/verify exit codes, key rotation and tokens from the command line.
 
-use crate::helpers::{TestDb, bin};
+use crate::helpers::{TestDb, bin, sigterm};
 use changetrail::storage::Store;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -47,15 +47,6 @@ fn keygen(dir: &Path, origin: &str) -> String {
     let o = run(ct(dir).args(["keys", "generate", "--out", "k.key", "--origin", origin]));
     assert_eq!(code(&o), 0);
     stdout(&o)
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 /// A `serve` child on free ports in `dir`, its stderr collected line by line, and the bootstrap

@@ -261,3 +261,13 @@ pub async fn verify_store(store: &Store, pinned: &[&str]) -> Report {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_changetrail"))
 }
+
+/// Asks a child process to stop the way a service manager does.
+pub fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}

@@ -266,7 +266,17 @@ fn unzip(bytes: &[u8], dir: &Path) {
     }
 }
 
-fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
+/// Each population row's change id and its exception codes.
+pub fn codes_by_change(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, BTreeSet<String>> {
+    rows.iter()
+        .map(|r| {
+            let codes = r["exception_codes"].split(';').filter(|c| !c.is_empty());
+            (r["change_id"].clone(), codes.map(String::from).collect())
+        })
+        .collect()
+}
+
+pub fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut r = csv::Reader::from_path(path).unwrap();
     let h: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
     r.records()
@@ -356,19 +366,7 @@ async fn scenario_report(db: TestDb) {
 
     // One population row per production change in the period, with its codes.
     let pop = csv_rows(&dir.join("population.csv"));
-    let got: BTreeMap<String, BTreeSet<String>> = pop
-        .iter()
-        .map(|r| {
-            (
-                r["change_id"].clone(),
-                r["exception_codes"]
-                    .split(';')
-                    .filter(|c| !c.is_empty())
-                    .map(String::from)
-                    .collect(),
-            )
-        })
-        .collect();
+    let got = codes_by_change(&pop);
     let want: BTreeMap<String, BTreeSet<String>> = expect
         .iter()
         .map(|(k, v)| (k.clone(), v.iter().map(|c| c.to_string()).collect()))

@@ -1,0 +1,500 @@
+//! `changetrail demo`'s data: a realistic few weeks of production changes as OpenTelemetry spans
+//! the way a deploy workflow and the services it deploys emit them (CONVENTIONS.md), with the
+//! exceptions each change should raise. Pure: the command sends it and checks the report.
+//!
+//! Every week each service gets a normal change (requested, approved by a release approver, deployed
+//! by a workload identity, with runtime spans of the new version; every third deploy times out once
+//! and is retried). On top of those, one of each problem an auditor looks for: a self-approval, an
+//! approval after the deploy, an emergency nobody reviewed (and one that was reviewed), a rollback,
+//! an unverified requester and a version in production that no change deployed.
+
+pub mod idp;
+
+use idp::DemoIdp;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use std::collections::{BTreeMap, BTreeSet};
+
+const MIN: i64 = 60 * 1_000_000_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+const WEEK: i64 = 7 * DAY;
+
+pub const SERVICES: [&str; 5] = [
+    "payments-api",
+    "checkout",
+    "ledger-api",
+    "search",
+    "notifications",
+];
+/// The role a verified approver needs (the demo configures `reports.approver_roles` with it).
+pub const APPROVER_ROLE: &str = "release-approver";
+const DEPLOYER: &str = "spiffe://demo.changetrail.local/ns/deploy/sa/deployer";
+
+/// One change the demo sends and the exception codes its report row must carry.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub change_id: String,
+    pub what: String,
+    pub expect: BTreeSet<&'static str>,
+}
+
+/// Everything the demo sends, and what the report over `[from_ns, to_ns)` must say about it.
+pub struct Plan {
+    pub spans: Vec<(Vec<KeyValue>, Span)>,
+    pub scenarios: Vec<Scenario>,
+    /// (service, version) seen in production that no change deployed: UNLINKED_DEPLOY each.
+    pub unlinked: Vec<(String, String)>,
+    pub from_ns: i64,
+    pub to_ns: i64,
+}
+
+impl Plan {
+    /// Expected exception counts by code over the whole report.
+    pub fn expected_by_code(&self) -> BTreeMap<&'static str, u64> {
+        let mut m = BTreeMap::new();
+        for c in self.scenarios.iter().flat_map(|s| &s.expect) {
+            *m.entry(*c).or_default() += 1;
+        }
+        if !self.unlinked.is_empty() {
+            *m.entry("UNLINKED_DEPLOY").or_default() += self.unlinked.len() as u64;
+        }
+        m
+    }
+
+    /// The spans as OTLP export requests of at most `per_request` spans each.
+    pub fn requests(&self, per_request: usize) -> Vec<ExportTraceServiceRequest> {
+        self.spans
+            .chunks(per_request.max(1))
+            .map(|chunk| ExportTraceServiceRequest {
+                resource_spans: chunk
+                    .iter()
+                    .map(|(resource, span)| ResourceSpans {
+                        resource: Some(Resource {
+                            attributes: resource.clone(),
+                            ..Default::default()
+                        }),
+                        scope_spans: vec![ScopeSpans {
+                            spans: vec![span.clone()],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One workflow run: its trace, and the spans of the run, its tasks and the deployed service.
+struct Flow<'a> {
+    idp: &'a DemoIdp,
+    change: String,
+    run: String,
+    trace: [u8; 16],
+    t0: i64,
+    service: String,
+    version: String,
+    artifact: String,
+    next_span: u8,
+    out: Vec<(Vec<KeyValue>, Span)>,
+}
+
+impl<'a> Flow<'a> {
+    fn new(idp: &'a DemoIdp, n: u32, change: &str, service: &str, version: &str, t0: i64) -> Self {
+        let mut trace = [0u8; 16];
+        trace[0] = 0xde;
+        trace[1] = 0x30;
+        trace[2..6].copy_from_slice(&n.to_be_bytes());
+        trace[8..16].copy_from_slice(&t0.to_be_bytes());
+        // The digest the approver approves and the deployer deploys.
+        let artifact = format!(
+            "sha256:{}",
+            crate::core::hash::Hash::of(&[change.as_bytes(), version.as_bytes()]).to_hex()
+        );
+        Flow {
+            idp,
+            change: change.into(),
+            run: format!("run-{}", change.to_ascii_lowercase()),
+            trace,
+            t0,
+            service: service.into(),
+            version: version.into(),
+            artifact,
+            next_span: 1,
+            out: Vec::new(),
+        }
+    }
+
+    fn at(&self, offset: i64) -> i64 {
+        self.t0 + offset
+    }
+
+    fn span(&mut self, name: &str, start: i64, end: i64, attributes: Vec<KeyValue>) -> Span {
+        let mut span_id = [0u8; 8];
+        span_id[..6].copy_from_slice(&self.trace[2..8]);
+        span_id[7] = self.next_span;
+        self.next_span = self.next_span.wrapping_add(1);
+        Span {
+            trace_id: self.trace.to_vec(),
+            span_id: span_id.to_vec(),
+            name: name.into(),
+            kind: 1,
+            start_time_unix_nano: self.at(start) as u64,
+            end_time_unix_nano: self.at(end) as u64,
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn engine() -> Vec<KeyValue> {
+        vec![
+            kv("service.name", "conductor"),
+            kv("service.namespace", "delivery"),
+        ]
+    }
+
+    fn base(&self) -> Vec<KeyValue> {
+        vec![
+            kv("cicd.pipeline.run.id", &self.run),
+            kv("changetrail.change.id", &self.change),
+        ]
+    }
+
+    /// The run's span: the change, who asked for it (`token`: whether their IdP token rides along).
+    fn request(
+        &mut self,
+        kind: &str,
+        requester: &str,
+        roles: &[&str],
+        token: bool,
+        extra: &[(&str, &str)],
+    ) {
+        let mut a = self.base();
+        a.extend([
+            kv("cicd.pipeline.name", "deploy_service"),
+            kv("cicd.pipeline.result", "success"),
+            kv("deployment.environment.name", "production"),
+            kv("changetrail.change.kind", kind),
+            kv("changetrail.change.requester", requester),
+            kv("changetrail.target.service", &self.service.clone()),
+            kv("changetrail.target.version", &self.version.clone()),
+            kv("artifact.hash", &self.artifact.clone()),
+            kv("vcs.ref.head.revision", &format!("{:0>12}", self.trace[5])),
+        ]);
+        if token {
+            a.push(kv(
+                "changetrail.change.requester.token",
+                &self.idp.token(requester, roles, self.t0),
+            ));
+        }
+        a.extend(extra.iter().map(|(k, v)| kv(k, v)));
+        let s = self.span("RUN deploy_service", 0, 45 * MIN, a);
+        self.out.push((Self::engine(), s));
+    }
+
+    fn approval(&mut self, approver: &str, roles: &[&str], decision: &str, start: i64, end: i64) {
+        let mut a = self.base();
+        let token = self.idp.token(approver, roles, self.at(end));
+        a.extend([
+            kv("cicd.pipeline.task.name", "approval"),
+            kv("cicd.pipeline.task.type", "approval"),
+            kv(
+                "cicd.pipeline.task.run.id",
+                &format!("{}-approval", self.run),
+            ),
+            kv("changetrail.approval.decision", decision),
+            kv("changetrail.approval.approver", approver),
+            kv("changetrail.approval.subject", &self.artifact.clone()),
+            kv("changetrail.approval.token", &token),
+        ]);
+        let s = self.span("approval", start, end, a);
+        self.out.push((Self::engine(), s));
+    }
+
+    fn deploy(&mut self, attempt: u32, result: &str, start: i64, end: i64) {
+        let mut a = self.base();
+        let token = self.idp.token(DEPLOYER, &["deployer"], self.at(end));
+        a.extend([
+            kv("cicd.pipeline.task.name", "deploy"),
+            kv("cicd.pipeline.task.type", "deploy"),
+            kv(
+                "cicd.pipeline.task.run.id",
+                &format!("{}-deploy-{attempt}", self.run),
+            ),
+            kv("cicd.pipeline.task.run.result", result),
+            kv("changetrail.task.attempt", &attempt.to_string()),
+            kv("cicd.worker.id", "deployer-7d9f4-x2k"),
+            kv("changetrail.identity.principal", DEPLOYER),
+            kv("changetrail.identity.token", &token),
+            kv("artifact.hash", &self.artifact.clone()),
+        ]);
+        if attempt > 0 {
+            a.push(kv(
+                "changetrail.task.retried_from",
+                &format!("{}-deploy-{}", self.run, attempt - 1),
+            ));
+        }
+        let mut s = self.span("deploy", start, end, a);
+        if result != "success" {
+            s.status = Some(Status {
+                code: 2,
+                message: result.into(),
+            });
+        }
+        self.out.push((Self::engine(), s));
+    }
+
+    /// Requests served by the new version right after the deploy, in the deploy's trace.
+    fn runtime(&mut self, at: i64, names: &[&str]) {
+        let resource = vec![
+            kv("service.name", &self.service.clone()),
+            kv("service.version", &self.version.clone()),
+            kv("deployment.environment.name", "production"),
+        ];
+        for (i, n) in names.iter().enumerate() {
+            let start = at + i as i64 * 1_000_000_000;
+            let s = self.span(
+                n,
+                start,
+                start + 40_000_000,
+                vec![kv("http.request.method", "GET")],
+            );
+            self.out.push((resource.clone(), s));
+        }
+    }
+
+    /// The usual shape: approved by `approver`, deployed (optionally after one timeout), live.
+    fn approved_and_deployed(&mut self, approver: &str, retried: bool) {
+        self.approval(approver, &[APPROVER_ROLE], "approved", 2 * MIN, 20 * MIN);
+        let mut t = 22 * MIN;
+        if retried {
+            self.deploy(0, "timeout", t, t + 5 * MIN);
+            t += 6 * MIN;
+        }
+        let attempt = u32::from(retried);
+        self.deploy(attempt, "success", t, t + 4 * MIN);
+        self.runtime(
+            t + 5 * MIN,
+            &["GET /health", "POST /v1/orders", "GET /v1/orders/{id}"],
+        );
+    }
+}
+
+/// Monday 00:00 UTC of the week holding `ns`.
+fn week_start(ns: i64) -> i64 {
+    // 1970-01-01 was a Thursday: Monday is day 4 of that week.
+    let days = ns.div_euclid(DAY);
+    (days - (days + 3).rem_euclid(7)) * DAY
+}
+
+/// The demo over the `weeks` full weeks before the one holding `now_ns`.
+pub fn plan(idp: &DemoIdp, now_ns: i64, weeks: u32) -> Plan {
+    let weeks = weeks.max(1);
+    let to_ns = week_start(now_ns);
+    let from_ns = to_ns - i64::from(weeks) * WEEK;
+    let mut spans = Vec::new();
+    let mut scenarios = Vec::new();
+    let mut n = 0u32;
+    let mut add = |flow: Flow<'_>, what: &str, expect: &[&'static str], spans: &mut Vec<_>| {
+        scenarios.push(Scenario {
+            change_id: flow.change.clone(),
+            what: what.into(),
+            expect: expect.iter().copied().collect(),
+        });
+        spans.extend(flow.out);
+    };
+    let approvers = ["bob@example.com", "erin@example.com"];
+    let requesters = [
+        "alice@example.com",
+        "carol@example.com",
+        "frank@example.com",
+    ];
+
+    for w in 0..weeks {
+        for (i, svc) in SERVICES.iter().enumerate() {
+            n += 1;
+            // Tuesday to Thursday, office hours, a little apart per service.
+            let t0 = from_ns
+                + i64::from(w) * WEEK
+                + (1 + (i as i64 % 3)) * DAY
+                + 9 * HOUR
+                + i as i64 * 47 * MIN;
+            let id = format!("CHG-{}", 1000 + n);
+            let version = format!("{}.{}.{}", 1 + i, w + 10, n % 7);
+            let mut f = Flow::new(idp, n, &id, svc, &version, t0);
+            let requester = requesters[(n as usize) % requesters.len()];
+            f.request("normal", requester, &["engineer"], true, &[]);
+            let retried = n.is_multiple_of(3);
+            f.approved_and_deployed(approvers[(n as usize) % 2], retried);
+            let what = if retried {
+                "normal change, deploy timed out once and was retried"
+            } else {
+                "normal change"
+            };
+            add(f, what, &[], &mut spans);
+        }
+    }
+
+    // The problems, spread over the period (all in its one week when it has one).
+    let day = |k: i64| from_ns + (k % (i64::from(weeks) * 7 - 2)).max(0) * DAY + DAY + 14 * HOUR;
+    let mut special = |k: i64, id: &str, svc: &str, version: &str| {
+        n += 1;
+        Flow::new(idp, n, id, svc, version, day(k))
+    };
+
+    let mut f = special(1, "CHG-SELF-1", "payments-api", "1.9.1");
+    f.request("normal", "alice@example.com", &["engineer"], true, &[]);
+    f.approval(
+        "alice@example.com",
+        &["engineer"],
+        "approved",
+        2 * MIN,
+        6 * MIN,
+    );
+    f.deploy(0, "success", 8 * MIN, 11 * MIN);
+    f.runtime(12 * MIN, &["GET /health"]);
+    add(
+        f,
+        "approved by its own requester, who is not a release approver",
+        &["SELF_APPROVAL", "APPROVER_NOT_AUTHORIZED"],
+        &mut spans,
+    );
+
+    let mut f = special(4, "CHG-LATE-1", "checkout", "2.9.4");
+    f.request("normal", "carol@example.com", &["engineer"], false, &[]);
+    f.deploy(0, "success", 3 * MIN, 6 * MIN);
+    f.approval(
+        "bob@example.com",
+        &[APPROVER_ROLE],
+        "approved",
+        MIN,
+        25 * MIN,
+    );
+    f.runtime(7 * MIN, &["GET /cart"]);
+    add(
+        f,
+        "approved 19 minutes after its deploy started; requester without a token",
+        &["APPROVAL_AFTER_DEPLOY", "UNVERIFIED_IDENTITY"],
+        &mut spans,
+    );
+
+    let mut f = special(8, "CHG-EMERG-1", "ledger-api", "3.9.0");
+    f.request("emergency", "dave@example.com", &["oncall"], false, &[]);
+    f.deploy(0, "success", 2 * MIN, 4 * MIN);
+    f.runtime(5 * MIN, &["GET /balance"]);
+    add(
+        f,
+        "emergency change nobody reviewed, without justification or token",
+        &["EMERGENCY_NO_REVIEW", "UNVERIFIED_IDENTITY"],
+        &mut spans,
+    );
+
+    let mut f = special(9, "CHG-EMERG-2", "payments-api", "1.9.2");
+    f.request(
+        "emergency",
+        "dave@example.com",
+        &["oncall"],
+        true,
+        &[(
+            "changetrail.change.justification",
+            "INC-4471: card payments failing",
+        )],
+    );
+    f.deploy(0, "success", 2 * MIN, 4 * MIN);
+    f.approval(
+        "erin@example.com",
+        &[APPROVER_ROLE],
+        "approved",
+        30 * MIN,
+        3 * HOUR,
+    );
+    f.runtime(5 * MIN, &["POST /v1/payments"]);
+    add(
+        f,
+        "emergency change with a justification, reviewed by erin three hours later",
+        &[],
+        &mut spans,
+    );
+
+    let mut f = special(11, "CHG-RB-1", "search", "4.9.0");
+    f.request(
+        "rollback",
+        "frank@example.com",
+        &["engineer"],
+        true,
+        &[("changetrail.change.rollback_of", "CHG-1004")],
+    );
+    f.approved_and_deployed("bob@example.com", false);
+    add(f, "rollback of CHG-1004, approved", &[], &mut spans);
+
+    // A version running in production that no change deployed.
+    let mut rogue = special(13, "none", "checkout", "2.9.9-hotfix");
+    rogue.runtime(0, &["GET /cart", "POST /cart/items"]);
+    spans.extend(rogue.out);
+    let unlinked = vec![("checkout".to_owned(), "2.9.9-hotfix".to_owned())];
+
+    Plan {
+        spans,
+        scenarios,
+        unlinked,
+        from_ns,
+        to_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weeks_start_on_monday() {
+        // 2026-12-01 is a Tuesday; its week starts Monday 2026-11-30.
+        let tue = crate::util::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
+        let mon = crate::util::parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
+        assert_eq!(week_start(tue), mon);
+        assert_eq!(week_start(mon), mon);
+        assert_eq!(week_start(mon - 1), mon - WEEK);
+    }
+
+    #[test]
+    fn the_plan_has_every_scenario_inside_its_period() {
+        let idp = DemoIdp::generate().unwrap();
+        let now = crate::util::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
+        for weeks in [1, 6] {
+            let p = plan(&idp, now, weeks);
+            assert_eq!(p.to_ns - p.from_ns, i64::from(weeks) * WEEK);
+            assert_eq!(p.scenarios.len(), SERVICES.len() * weeks as usize + 5);
+            let ids: BTreeSet<_> = p.scenarios.iter().map(|s| &s.change_id).collect();
+            assert_eq!(ids.len(), p.scenarios.len(), "change ids are unique");
+            for (_, s) in &p.spans {
+                let t = s.start_time_unix_nano as i64;
+                assert!(t >= p.from_ns && t < p.to_ns, "{} at {t}", s.name);
+            }
+            let by_code = p.expected_by_code();
+            for code in [
+                "SELF_APPROVAL",
+                "APPROVAL_AFTER_DEPLOY",
+                "EMERGENCY_NO_REVIEW",
+                "UNVERIFIED_IDENTITY",
+                "UNLINKED_DEPLOY",
+            ] {
+                assert!(by_code.contains_key(code), "{code} in {weeks} weeks");
+            }
+            let sent: usize = p.requests(50).iter().map(|r| r.resource_spans.len()).sum();
+            assert_eq!(sent, p.spans.len());
+        }
+    }
+}
