@@ -7,6 +7,7 @@ mod error;
 mod health;
 mod ledger;
 mod metrics;
+pub mod openapi;
 mod reports;
 
 pub use reports::ReportContext;
@@ -108,6 +109,7 @@ fn protected(router: Router<AppState>, state: &AppState, role: Role) -> Router<A
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(openapi::router())
         .merge(protected(ledger::router(), &state, Role::Reviewer))
         .merge(protected(admin::router(), &state, Role::Admin))
         .merge(protected(metrics::router(), &state, Role::Metrics))

@@ -10,6 +10,7 @@ mod fixtures;
 mod helpers;
 mod idp;
 mod merkle;
+mod openapi;
 mod otlp;
 mod python;
 mod reports;

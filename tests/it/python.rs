@@ -12,7 +12,7 @@ const CLIENT: &str = concat!(
     "/tests/it/python/otlp_client.py"
 );
 
-fn python(test: &str) -> Option<PathBuf> {
+pub fn python(test: &str) -> Option<PathBuf> {
     match std::env::var("CHANGETRAIL_TEST_PYTHON") {
         Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
         _ => {
