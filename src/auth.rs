@@ -185,24 +185,25 @@ fn split_token(token: &str) -> Option<(&str, &str)> {
     parse_token(token, MIN_PRESENTED_SECRET_LEN).ok()
 }
 
-/// The token in a file's or variable's text. Line breaks at the end are dropped (`tokens generate
-/// > FILE` and `echo` add one); anything else must already be exactly a token, with a secret of at
-/// least `MIN_REGISTERED_SECRET_LEN` characters.
-pub fn parse_registered(text: &str) -> Result<&str, TokenFormatError> {
-    let token = text.trim_end_matches(['\n', '\r']);
-    parse_token(token, MIN_REGISTERED_SECRET_LEN)?;
-    Ok(token)
+/// The token in a file's or variable's text, split into id and secret. Line breaks at the end are
+/// dropped (`tokens generate > FILE` and `echo` add one); anything else must already be exactly a
+/// token, with a secret of at least `MIN_REGISTERED_SECRET_LEN` characters.
+pub fn parse_registered(text: &str) -> Result<(&str, &str), TokenFormatError> {
+    parse_token(
+        text.trim_end_matches(['\n', '\r']),
+        MIN_REGISTERED_SECRET_LEN,
+    )
 }
 
-/// The row that stores a token, as `issue` stores a new one: the id, and the secret only as its
-/// hash.
-pub fn token_row(
-    token: &str,
+/// The row that registers a token given from outside, stored as `issue` stores a new one: the
+/// id, and the secret only as its hash.
+pub fn registered_row(
+    text: &str,
     name: &str,
     role: Role,
     now_ns: i64,
 ) -> Result<TokenRow, TokenFormatError> {
-    let (id, secret) = parse_token(token, MIN_PRESENTED_SECRET_LEN)?;
+    let (id, secret) = parse_registered(text)?;
     Ok(row_for(id, secret, name, role, now_ns))
 }
 
@@ -354,9 +355,9 @@ mod tests {
     fn generated_tokens_register_as_issue_stores_them() {
         let token = generate();
         assert_ne!(token, generate());
-        assert_eq!(parse_registered(&token), Ok(token.as_str()));
-        let row = token_row(&token, "otel-collector", Role::Ingest, 7).unwrap();
         let (id, secret) = split_token(&token).unwrap();
+        assert_eq!(parse_registered(&token), Ok((id, secret)));
+        let row = registered_row(&token, "otel-collector", Role::Ingest, 7).unwrap();
         assert_eq!(row.id, id);
         assert_eq!(row.secret_hash, secret_hash(secret).0.to_vec());
         assert_eq!((row.role.as_str(), row.revoked_ns), ("ingest", None));
@@ -368,12 +369,13 @@ mod tests {
     #[test]
     fn registered_text_drops_only_trailing_line_breaks() {
         let token = generate();
+        let (id, secret) = split_token(&token).unwrap();
         for text in [
             format!("{token}\n"),
             format!("{token}\r\n"),
             format!("{token}\n\n"),
         ] {
-            assert_eq!(parse_registered(&text), Ok(token.as_str()));
+            assert_eq!(parse_registered(&text), Ok((id, secret)));
         }
         use TokenFormatError as E;
         for text in [
@@ -434,7 +436,7 @@ mod tests {
     #[test]
     fn registration_is_idempotent_and_names_every_conflict() {
         let token = generate();
-        let wanted = token_row(&token, "otel-collector", Role::Ingest, 2).unwrap();
+        let wanted = registered_row(&token, "otel-collector", Role::Ingest, 2).unwrap();
         assert_eq!(registration(None, &wanted), Registration::New);
         let stored = TokenRow {
             created_ns: 1,
@@ -446,7 +448,7 @@ mod tests {
         );
         let (id, _) = split_token(&token).unwrap();
         let other_secret = format!("ct_{id}_{}", "B".repeat(43));
-        let other = token_row(&other_secret, "otel-collector", Role::Admin, 2).unwrap();
+        let other = registered_row(&other_secret, "otel-collector", Role::Admin, 2).unwrap();
         assert_eq!(
             registration(Some(&stored), &other),
             Registration::Conflict(vec![
@@ -454,7 +456,7 @@ mod tests {
                 "its role is ingest".to_owned()
             ])
         );
-        let renamed = token_row(&token, "collector", Role::Ingest, 2).unwrap();
+        let renamed = registered_row(&token, "collector", Role::Ingest, 2).unwrap();
         assert_eq!(
             registration(Some(&stored), &renamed),
             Registration::Conflict(vec!["its name is \"otel-collector\"".to_owned()])

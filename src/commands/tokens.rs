@@ -73,6 +73,7 @@ pub async fn run(cfg: Config, cmd: TokensCommand) -> anyhow::Result<i32> {
                 anyhow::bail!("no active token with id {id}");
             }
         }
+        // Handled above, without a database.
         TokensCommand::Generate => {}
     }
     Ok(0)
@@ -87,9 +88,7 @@ async fn register(
     name: &str,
     role: Role,
 ) -> anyhow::Result<()> {
-    let token = auth::parse_registered(text)
-        .map_err(|e| anyhow::anyhow!("{from} does not hold a usable changetrail token: {e}"))?;
-    let row = auth::token_row(token, name, role, now_ns())
+    let row = auth::registered_row(text, name, role, now_ns())
         .map_err(|e| anyhow::anyhow!("{from} does not hold a usable changetrail token: {e}"))?;
     let existing = store.token(&row.id).await?;
     let outcome = match auth::registration(existing.as_ref(), &row) {
@@ -118,11 +117,11 @@ async fn register(
             Ok(())
         }
         Registration::Conflict(differs) => bail!(
-            "token {} from {from} is already registered, but {}: refusing to change it \
-             (to replace it, revoke {} and register a new one from `changetrail tokens generate`)",
+            "token {} from {from} is already registered, but {}: refusing to change it (a new \
+             token from `changetrail tokens generate` gets a new id; revoke this one if it is \
+             still active)",
             row.id,
-            differs.join(", "),
-            row.id
+            differs.join(", ")
         ),
         // Both arms above return before a `New` gets here.
         Registration::New => bail!("token {} was neither registered nor found", row.id),
