@@ -93,29 +93,158 @@ fn secret_hash(secret: &str) -> Hash {
 
 /// Creates a token; returns the row to store and the token text to show once.
 pub fn issue(name: &str, role: Role, now_ns: i64) -> (TokenRow, String) {
+    let (id, secret) = fresh();
+    let row = row_for(&id, &secret, name, role, now_ns);
+    (row, format!("ct_{id}_{secret}"))
+}
+
+/// A fresh token text, stored nowhere: for secret stores and deployments that must know a token
+/// before changetrail runs (`tokens generate`, then `tokens create --token-file`).
+pub fn generate() -> String {
+    let (id, secret) = fresh();
+    format!("ct_{id}_{secret}")
+}
+
+fn fresh() -> (String, String) {
     let id = hex::encode(random_bytes::<6>());
     let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
-    let row = TokenRow {
-        id: id.clone(),
+    (id, secret)
+}
+
+fn row_for(id: &str, secret: &str, name: &str, role: Role, now_ns: i64) -> TokenRow {
+    TokenRow {
+        id: id.to_owned(),
         name: name.to_owned(),
         role: role.as_str().to_owned(),
-        secret_hash: secret_hash(&secret).0.to_vec(),
+        secret_hash: secret_hash(secret).0.to_vec(),
         created_ns: now_ns,
         revoked_ns: None,
-    };
-    (row, format!("ct_{id}_{secret}"))
+    }
+}
+
+/// The shortest secret accepted from outside: 32 base64url characters are 192 bits. (Presented
+/// tokens are held to the looser bounds below; `generate` makes 43 characters.)
+pub const MIN_REGISTERED_SECRET_LEN: usize = 32;
+/// Presented tokens with shorter secrets are refused outright.
+const MIN_PRESENTED_SECRET_LEN: usize = 16;
+/// Secrets longer than this are refused everywhere.
+const MAX_SECRET_LEN: usize = 128;
+
+/// Why a text given from outside (a file, a variable) is not a token changetrail can register.
+/// The messages describe the shape only: they never quote the text, which may be a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFormatError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it does not start with `ct_` (a changetrail token is ct_<12 hex id>_<secret>)")]
+    Prefix,
+    #[error("the id after `ct_` is not 12 lowercase hex digits followed by `_`")]
+    Id,
+    #[error("the secret may hold only A-Z a-z 0-9 - _ (no spaces or line breaks inside it)")]
+    SecretCharacters,
+    #[error("the secret is {len} characters long; at least {min} are needed")]
+    SecretTooShort { len: usize, min: usize },
+    #[error("the secret is {len} characters long; at most {max} are allowed")]
+    SecretTooLong { len: usize, max: usize },
+}
+
+/// Splits `ct_<12 hex>_<secret>` (a secret of at least `min_secret` characters) and says what is
+/// wrong with anything else.
+fn parse_token(token: &str, min_secret: usize) -> Result<(&str, &str), TokenFormatError> {
+    if token.is_empty() {
+        return Err(TokenFormatError::Empty);
+    }
+    let rest = token.strip_prefix("ct_").ok_or(TokenFormatError::Prefix)?;
+    let (id, secret) = rest.split_once('_').ok_or(TokenFormatError::Id)?;
+    if id.len() != 12 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(TokenFormatError::Id);
+    }
+    if !secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(TokenFormatError::SecretCharacters);
+    }
+    if secret.len() < min_secret {
+        return Err(TokenFormatError::SecretTooShort {
+            len: secret.len(),
+            min: min_secret,
+        });
+    }
+    if secret.len() > MAX_SECRET_LEN {
+        return Err(TokenFormatError::SecretTooLong {
+            len: secret.len(),
+            max: MAX_SECRET_LEN,
+        });
+    }
+    Ok((id, secret))
 }
 
 /// Splits `ct_<12 hex>_<secret>`; anything else is not one of our tokens.
 fn split_token(token: &str) -> Option<(&str, &str)> {
-    let rest = token.strip_prefix("ct_")?;
-    let (id, secret) = rest.split_once('_')?;
-    let id_ok = id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let secret_ok = (16..=128).contains(&secret.len())
-        && secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    (id_ok && secret_ok).then_some((id, secret))
+    parse_token(token, MIN_PRESENTED_SECRET_LEN).ok()
+}
+
+/// The token in a file's or variable's text, split into id and secret. Line breaks at the end are
+/// dropped (`tokens generate > FILE` and `echo` add one); anything else must already be exactly a
+/// token, with a secret of at least `MIN_REGISTERED_SECRET_LEN` characters.
+pub fn parse_registered(text: &str) -> Result<(&str, &str), TokenFormatError> {
+    parse_token(
+        text.trim_end_matches(['\n', '\r']),
+        MIN_REGISTERED_SECRET_LEN,
+    )
+}
+
+/// The row that registers a token given from outside, stored as `issue` stores a new one: the
+/// id, and the secret only as its hash.
+pub fn registered_row(
+    text: &str,
+    name: &str,
+    role: Role,
+    now_ns: i64,
+) -> Result<TokenRow, TokenFormatError> {
+    let (id, secret) = parse_registered(text)?;
+    Ok(row_for(id, secret, name, role, now_ns))
+}
+
+/// What registering a token means, given the row storage already holds under its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Nothing under this id yet: insert the row.
+    New,
+    /// The same secret, role and name are registered and active: nothing to do (a re-run init
+    /// job).
+    AlreadyRegistered,
+    /// Something else holds this id. The reasons name fields, never the secret.
+    Conflict(Vec<String>),
+}
+
+/// Compares a wanted registration with the stored row of the same id.
+pub fn registration(existing: Option<&TokenRow>, wanted: &TokenRow) -> Registration {
+    let Some(have) = existing else {
+        return Registration::New;
+    };
+    let mut differs = Vec::new();
+    let same_secret: bool = have.secret_hash.ct_eq(&wanted.secret_hash).into();
+    if !same_secret {
+        differs.push("its secret differs".to_owned());
+    }
+    if have.role != wanted.role {
+        differs.push(format!("its role is {}", have.role));
+    }
+    if have.name != wanted.name {
+        differs.push(format!("its name is {:?}", have.name));
+    }
+    // A revoked token stays revoked: registering it again must not look like success, since it
+    // would not authenticate.
+    if have.revoked_ns.is_some() {
+        differs.push("it was revoked".to_owned());
+    }
+    if differs.is_empty() {
+        Registration::AlreadyRegistered
+    } else {
+        Registration::Conflict(differs)
+    }
 }
 
 /// The token from an `Authorization` header value: exactly `Bearer <token>`.
@@ -220,6 +349,126 @@ mod tests {
         assert!(!row.secret_hash.is_empty());
         assert!(split_token("ct_zz_abc").is_none());
         assert!(split_token(&token.replace("ct_", "xx_")).is_none());
+    }
+
+    #[test]
+    fn generated_tokens_register_as_issue_stores_them() {
+        let token = generate();
+        assert_ne!(token, generate());
+        let (id, secret) = split_token(&token).unwrap();
+        assert_eq!(parse_registered(&token), Ok((id, secret)));
+        let row = registered_row(&token, "otel-collector", Role::Ingest, 7).unwrap();
+        assert_eq!(row.id, id);
+        assert_eq!(row.secret_hash, secret_hash(secret).0.to_vec());
+        assert_eq!((row.role.as_str(), row.revoked_ns), ("ingest", None));
+        // And what `issue` makes passes the stricter registration check too.
+        let (_, issued) = issue("ci", Role::Admin, 1);
+        assert!(parse_registered(&issued).is_ok());
+    }
+
+    #[test]
+    fn registered_text_drops_only_trailing_line_breaks() {
+        let token = generate();
+        let (id, secret) = split_token(&token).unwrap();
+        for text in [
+            format!("{token}\n"),
+            format!("{token}\r\n"),
+            format!("{token}\n\n"),
+        ] {
+            assert_eq!(parse_registered(&text), Ok((id, secret)));
+        }
+        use TokenFormatError as E;
+        for text in [
+            format!(" {token}"),
+            format!("{token} \n"),
+            format!("{token}\tx"),
+        ] {
+            assert!(
+                matches!(
+                    parse_registered(&text),
+                    Err(E::Prefix | E::SecretCharacters)
+                ),
+                "{text:?}"
+            );
+        }
+        let two_lines = format!("{token}\n{token}\n");
+        assert_eq!(parse_registered(&two_lines), Err(E::SecretCharacters));
+    }
+
+    #[test]
+    fn registered_text_must_be_a_strong_well_formed_token() {
+        use TokenFormatError as E;
+        let id = "0123456789ab";
+        let secret = "A".repeat(MIN_REGISTERED_SECRET_LEN);
+        assert!(parse_registered(&format!("ct_{id}_{secret}")).is_ok());
+        let cases = [
+            (String::new(), E::Empty),
+            ("\n".to_owned(), E::Empty),
+            (format!("xx_{id}_{secret}"), E::Prefix),
+            (format!("{id}_{secret}"), E::Prefix),
+            (format!("ct_{id}"), E::Id),
+            (format!("ct_0123456789AB_{secret}"), E::Id),
+            (format!("ct_0123456789_{secret}"), E::Id),
+            (format!("ct_{id}_{}=", &secret[1..]), E::SecretCharacters),
+            // Long enough to be presented, too short to be registered from outside.
+            (
+                format!("ct_{id}_{}", "A".repeat(20)),
+                E::SecretTooShort { len: 20, min: 32 },
+            ),
+            (
+                format!("ct_{id}_{}", "A".repeat(8)),
+                E::SecretTooShort { len: 8, min: 32 },
+            ),
+            (
+                format!("ct_{id}_{}", "A".repeat(129)),
+                E::SecretTooLong { len: 129, max: 128 },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_registered(&text), Err(want.clone()), "{text:?}");
+            // No message repeats what it was given.
+            if text.len() > 3 {
+                assert!(!want.to_string().contains(&text));
+            }
+        }
+    }
+
+    #[test]
+    fn registration_is_idempotent_and_names_every_conflict() {
+        let token = generate();
+        let wanted = registered_row(&token, "otel-collector", Role::Ingest, 2).unwrap();
+        assert_eq!(registration(None, &wanted), Registration::New);
+        let stored = TokenRow {
+            created_ns: 1,
+            ..wanted.clone()
+        };
+        assert_eq!(
+            registration(Some(&stored), &wanted),
+            Registration::AlreadyRegistered
+        );
+        let (id, _) = split_token(&token).unwrap();
+        let other_secret = format!("ct_{id}_{}", "B".repeat(43));
+        let other = registered_row(&other_secret, "otel-collector", Role::Admin, 2).unwrap();
+        assert_eq!(
+            registration(Some(&stored), &other),
+            Registration::Conflict(vec![
+                "its secret differs".to_owned(),
+                "its role is ingest".to_owned()
+            ])
+        );
+        let renamed = registered_row(&token, "collector", Role::Ingest, 2).unwrap();
+        assert_eq!(
+            registration(Some(&stored), &renamed),
+            Registration::Conflict(vec!["its name is \"otel-collector\"".to_owned()])
+        );
+        let revoked = TokenRow {
+            revoked_ns: Some(3),
+            ..stored
+        };
+        assert_eq!(
+            registration(Some(&revoked), &wanted),
+            Registration::Conflict(vec!["it was revoked".to_owned()])
+        );
     }
 
     #[test]

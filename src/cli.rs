@@ -188,13 +188,22 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// Create a token and print it once.
+    /// Create a token and print it once; or, with --token-file/--token-env, register an existing
+    /// one (idempotent: the same token, role and name again is a no-op).
     Create {
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ingest", "auditor", "reviewer", "admin", "metrics"]))]
         role: String,
         #[arg(long)]
         name: String,
+        /// Register the token in FILE (e.g. from `tokens generate`) instead of creating one.
+        #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
+        token_file: Option<PathBuf>,
+        /// Register the token in this environment variable instead of creating one.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
     },
+    /// Print a fresh token without storing it anywhere (register it later with --token-file).
+    Generate,
     /// List tokens (never their secrets).
     List,
     /// Revoke a token by id.

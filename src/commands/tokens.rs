@@ -1,23 +1,54 @@
-use crate::auth::{self, Role};
+use crate::auth::{self, Registration, Role};
 use crate::cli::TokensCommand;
 use crate::config::Config;
 use crate::pipeline::now_ns;
 use crate::storage::Store;
 use crate::util::rfc3339;
+use anyhow::{Context, bail};
+use std::io::Read;
+use std::path::Path;
+
+/// A token file larger than this is not a token file (and is not read to the end).
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
 
 pub async fn run(cfg: Config, cmd: TokensCommand) -> anyhow::Result<i32> {
+    // Generating touches no database: it serves secret stores and compose files that must know
+    // a token before any changetrail runs.
+    if let TokensCommand::Generate = cmd {
+        println!("{}", auth::generate());
+        eprintln!(
+            "A new token, registered nowhere yet: keep it secret and register it with \
+             `changetrail tokens create --role R --name N --token-file FILE`."
+        );
+        return Ok(0);
+    }
     let store = Store::connect(&cfg.database_url, &cfg.storage_options()).await?;
     store.migrate().await?;
     match cmd {
-        TokensCommand::Create { role, name } => {
+        TokensCommand::Create {
+            role,
+            name,
+            token_file,
+            token_env,
+        } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            let (row, token) = auth::issue(&name, role, now_ns());
-            store.insert_token(&row).await?;
-            eprintln!(
-                "Created {role} token {} ({name}). It is shown once:",
-                row.id
-            );
-            println!("{token}");
+            let given = match (token_file, token_env) {
+                (Some(path), _) => Some((read_token_file(&path)?, path.display().to_string())),
+                (None, Some(var)) => Some((read_token_env(&var)?, format!("${var}"))),
+                (None, None) => None,
+            };
+            match given {
+                Some((text, from)) => register(&store, &text, &from, &name, role).await?,
+                None => {
+                    let (row, token) = auth::issue(&name, role, now_ns());
+                    store.insert_token(&row).await?;
+                    eprintln!(
+                        "Created {role} token {} ({name}). It is shown once:",
+                        row.id
+                    );
+                    println!("{token}");
+                }
+            }
         }
         TokensCommand::List => {
             println!(
@@ -42,6 +73,88 @@ pub async fn run(cfg: Config, cmd: TokensCommand) -> anyhow::Result<i32> {
                 anyhow::bail!("no active token with id {id}");
             }
         }
+        // Handled above, without a database.
+        TokensCommand::Generate => {}
     }
     Ok(0)
+}
+
+/// Registers a token given from outside, as `issue` would store a new one. Messages name the
+/// token by its id and where it came from, never by its secret.
+async fn register(
+    store: &Store,
+    text: &str,
+    from: &str,
+    name: &str,
+    role: Role,
+) -> anyhow::Result<()> {
+    let row = auth::registered_row(text, name, role, now_ns())
+        .map_err(|e| anyhow::anyhow!("{from} does not hold a usable changetrail token: {e}"))?;
+    let existing = store.token(&row.id).await?;
+    let outcome = match auth::registration(existing.as_ref(), &row) {
+        Registration::New => match store.insert_token(&row).await {
+            Ok(()) => {
+                eprintln!("Registered {role} token {} ({name}) from {from}.", row.id);
+                return Ok(());
+            }
+            // Two init jobs racing: the loser finds the winner's row, which may be this token.
+            Err(e) => {
+                let again = store.token(&row.id).await?;
+                match auth::registration(again.as_ref(), &row) {
+                    Registration::New => return Err(e.into()),
+                    other => other,
+                }
+            }
+        },
+        other => other,
+    };
+    match outcome {
+        Registration::AlreadyRegistered => {
+            eprintln!(
+                "Token {} ({role}, {name}) from {from} is already registered; nothing to do.",
+                row.id
+            );
+            Ok(())
+        }
+        Registration::Conflict(differs) => bail!(
+            "token {} from {from} is already registered, but {}: refusing to change it (a new \
+             token from `changetrail tokens generate` gets a new id; revoke this one if it is \
+             still active)",
+            row.id,
+            differs.join(", ")
+        ),
+        // Both arms above return before a `New` gets here.
+        Registration::New => bail!("token {} was neither registered nor found", row.id),
+    }
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| {
+            format!(
+                "cannot read the token file {} (is it text?)",
+                path.display()
+            )
+        })?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        bail!(
+            "{} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token file",
+            path.display()
+        );
+    }
+    Ok(text)
+}
+
+fn read_token_env(var: &str) -> anyhow::Result<String> {
+    match std::env::var(var) {
+        Ok(v) => Ok(v),
+        Err(std::env::VarError::NotPresent) => bail!("the environment variable {var} is not set"),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("the environment variable {var} is not valid UTF-8")
+        }
+    }
 }

@@ -716,3 +716,131 @@ async fn json_logs_carry_each_requests_trace_and_principal() {
         assert!(!log.contains(secret), "a token secret reached the log");
     }
 }
+
+/// A deployment that must know a token in advance (a compose file, a secret store): `tokens
+/// generate` makes one without any database, `tokens create --token-file` registers it — once,
+/// idempotently, and strictly (a different token under the same id, or a malformed file, fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_generated_in_advance_register_from_a_file_or_variable() {
+    use changetrail::auth::{AuthError, Role, authenticate};
+    for db in TestDb::all("tokens_generated_in_advance_register_from_a_file_or_variable").await {
+        let dir = db.path();
+        let o = run(ct(dir).args(["tokens", "generate"]));
+        assert_eq!(code(&o), 0);
+        let token = stdout(&o);
+        assert!(token.starts_with("ct_") && token.len() > 50, "{token}");
+        assert_ne!(stdout(&run(ct(dir).args(["tokens", "generate"]))), token);
+        // Generating touched no database: not even the default SQLite file was created.
+        assert!(!dir.join("changetrail.db").exists());
+
+        std::fs::write(dir.join("ingest_token"), format!("{token}\n")).unwrap();
+        let register = |name: &str, role: &str, file: &str| {
+            run(ct(dir).args([
+                "tokens",
+                "create",
+                "--role",
+                role,
+                "--name",
+                name,
+                "--token-file",
+                file,
+                "--database-url",
+                &db.url,
+            ]))
+        };
+        let secret = token.splitn(3, '_').nth(2).unwrap().to_owned();
+        let o = register("otel-collector", "ingest", "ingest_token");
+        assert_eq!(code(&o), 0);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(said.contains("Registered ingest token"), "{said}");
+        assert!(!said.contains(&secret), "the secret was printed");
+
+        let store = db.store().await;
+        let who = authenticate(&store, &token, Role::Ingest).await.unwrap();
+        assert_eq!(who.name, "otel-collector");
+        assert!(matches!(
+            authenticate(&store, &token, Role::Admin).await,
+            Err(AuthError::Forbidden { .. })
+        ));
+
+        // A re-run (an init job started again) changes nothing and succeeds.
+        let o = register("otel-collector", "ingest", "ingest_token");
+        assert_eq!(code(&o), 0);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("already registered"));
+        assert_eq!(store.tokens().await.unwrap().len(), 1);
+
+        // The same id with another secret, or the same token with another role, is refused.
+        let id = token.split('_').nth(1).unwrap();
+        let forged = format!("ct_{id}_{}", "x".repeat(43));
+        std::fs::write(dir.join("forged"), &forged).unwrap();
+        let o = register("otel-collector", "ingest", "forged");
+        assert_ne!(code(&o), 0);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("its secret differs"));
+        let o = register("otel-collector", "admin", "ingest_token");
+        assert_ne!(code(&o), 0);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("its role is ingest"));
+        assert!(authenticate(&store, &forged, Role::Ingest).await.is_err());
+        assert!(authenticate(&store, &token, Role::Ingest).await.is_ok());
+
+        // Malformed or weak files fail with a message about the shape, never echoing the text.
+        for (text, says) in [
+            (
+                "hunter2hunter2hunter2hunter2\n",
+                "does not start with `ct_`",
+            ),
+            ("ct_0123456789ab_short\n", "at least 32 are needed"),
+            ("", "it is empty"),
+        ] {
+            std::fs::write(dir.join("bad"), text).unwrap();
+            let o = register("x", "ingest", "bad");
+            assert_ne!(code(&o), 0);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("bad does not hold a usable changetrail token") && err.contains(says),
+                "{err}"
+            );
+            assert!(text.trim().is_empty() || !err.contains(text.trim()));
+        }
+        let o = register("x", "ingest", "no-such-file");
+        assert_ne!(code(&o), 0);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the token file"));
+
+        // --token-env does the same from a variable (a platform's secret injection).
+        let other = stdout(&run(ct(dir).args(["tokens", "generate"])));
+        let o = run(ct(dir)
+            .args([
+                "tokens",
+                "create",
+                "--role",
+                "auditor",
+                "--name",
+                "audit firm",
+                "--token-env",
+                "CT_TEST_AUDITOR_TOKEN",
+                "--database-url",
+                &db.url,
+            ])
+            .env("CT_TEST_AUDITOR_TOKEN", &other));
+        assert_eq!(code(&o), 0);
+        assert!(authenticate(&store, &other, Role::Auditor).await.is_ok());
+        let o = run(ct(dir).args([
+            "tokens",
+            "create",
+            "--role",
+            "auditor",
+            "--name",
+            "n",
+            "--token-env",
+            "CT_TEST_UNSET_TOKEN",
+            "--database-url",
+            &db.url,
+        ]));
+        assert_ne!(code(&o), 0);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("CT_TEST_UNSET_TOKEN is not set"));
+        store.close().await;
+    }
+}
