@@ -1,7 +1,9 @@
-//! What the web console stands on, through the real server: `GET /v1/session` for any role, the
-//! change list's exception filter and paging, exceptions on a change's packet, and
-//! `POST /v1/ledger/verify`.
+//! The web console and what it stands on, through the real server: `GET /v1/session` for any
+//! role, the change list's exception filter and paging, exceptions on a change's packet,
+//! `POST /v1/ledger/verify`; then the console itself in headless Chromium, driven by Playwright
+//! (tests/console/console.mjs), with a screenshot of every page for a person to look at.
 
+use crate::browser::{chromium, decode_png};
 use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with};
 use crate::reports::send_scenarios;
 use crate::scenarios::scenario_config;
@@ -9,6 +11,8 @@ use changetrail::auth::Role;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
 
 async fn json(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
     let r = app.get(path, Some(token)).await;
@@ -351,5 +355,166 @@ async fn the_checkpoint_is_json_when_asked() {
     assert_eq!(v["size"], cp.size);
     assert_eq!(v["root"], cp.root.to_b64());
     assert!(v["created_ns"].as_i64().unwrap() > 0);
+    app.stop().await;
+}
+
+/// tests/console with its node_modules installed (`npm ci --prefix tests/console`), or `None`
+/// with a clear note that the browser test is skipped.
+fn playwright() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("CHANGETRAIL_TEST_PLAYWRIGHT").map(PathBuf::from) else {
+        eprintln!(
+            "SKIPPED (console browser test): CHANGETRAIL_TEST_PLAYWRIGHT is not set; run `npm ci --prefix tests/console` and set it to that folder (.ci/run does both)"
+        );
+        return None;
+    };
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
+        eprintln!(
+            "SKIPPED (console browser test): no playwright-core in {}/node_modules; run `npm ci --prefix tests/console`",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+/// The console as a person uses it: sign in, filter, page, open a change, download a report,
+/// verify the ledger, be refused with the wrong role; every page photographed at 1280 and 800 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_browser() {
+    let (Some(dir), Some(browser)) = (playwright(), chromium()) else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(console_config(&db)).await;
+    let expect = send_scenarios(&app).await;
+    let auditor = app.token(Role::Auditor).await;
+    let (_, january) = json(
+        &app,
+        "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&environment=production&limit=500",
+        &auditor,
+    )
+    .await;
+    let (_, everything) = json(&app, "/v1/changes?limit=1", &auditor).await;
+    let with = |code: &str| -> Vec<&String> {
+        expect
+            .iter()
+            .filter(|(_, codes)| codes.contains(code))
+            .map(|(id, _)| id)
+            .collect()
+    };
+    let expectations = serde_json::json!({
+        "from": "2026-01-01",
+        "to": "2026-01-31",
+        "production_total": january["total"],
+        "all_total": everything["total"],
+        "exceptions": expect,
+        "filters": [
+            { "exception": "SELF_APPROVAL", "ids": with("SELF_APPROVAL") },
+            { "exception": "UNVERIFIED_IDENTITY", "from": "2026-01-01", "to": "2026-01-31",
+              "ids": with("UNVERIFIED_IDENTITY") },
+            // The only change of this service was requested the evening before January.
+            { "service": "ledger-api", "ids": ["CHG-DEC"] },
+        ],
+        // The normal change: bob approved (verified), the first deploy attempt timed out.
+        "retried": {
+            "id": "CHG-OK",
+            "approver": "bob@example.com",
+            "requester": "alice@example.com",
+            "retries": "2 attempts: 1 failed, 1 succeeded",
+            "attempts": 2,
+        },
+        "flagged": {
+            "id": "CHG-SELF",
+            "codes": expect["CHG-SELF"],
+            "step": "approval",
+            "step_code": "SELF_APPROVAL",
+        },
+    });
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let shots = target.join("console-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+    let downloads = tempfile::tempdir().unwrap();
+    let tokens = serde_json::json!({
+        "auditor": auditor,
+        "reviewer": app.reviewer,
+        "ingest": app.ingest,
+    });
+    let script = dir.join("console.mjs");
+    let base = app.base.clone();
+    let (shots2, downloads2) = (shots.clone(), downloads.path().to_path_buf());
+    // The script waits on the server this runtime serves: run it off the runtime's workers.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(&script)
+            .current_dir(&dir)
+            .env("CONSOLE_BASE_URL", base)
+            .env("CONSOLE_TOKENS", tokens.to_string())
+            .env("CONSOLE_EXPECT", expectations.to_string())
+            .env("CONSOLE_SCREENSHOTS", &shots2)
+            .env("CONSOLE_DOWNLOADS", &downloads2)
+            .env("CHROMIUM", browser)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs (node 20 is needed for the console test)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the console test failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{stdout}");
+
+    // The downloaded report is the real thing: a zip with the signed manifest.
+    let name = std::fs::read_to_string(downloads.path().join("report-name.txt")).unwrap();
+    let bytes = std::fs::read(downloads.path().join(name.trim())).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let manifest: Value = serde_json::from_reader(zip.by_name("manifest.json").unwrap()).unwrap();
+    assert!(
+        manifest["period_start"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-01-01")
+    );
+    assert!(zip.by_name("manifest.sig").is_ok());
+
+    // Every page at both widths, each a real picture: many colours, and the colours that carry
+    // meaning where they must be (green for a pass, red for exceptions and refusals).
+    let green = [0xe3, 0xf4, 0xe8];
+    let red = [0xfc, 0xeb, 0xea];
+    for (page, must) in [
+        ("01-sign-in", None),
+        ("02-changes", None),
+        ("03-changes-filtered", None),
+        ("04-change", Some(green)),
+        ("05-change-exceptions", Some(red)),
+        ("06-reports", Some(green)),
+        ("07-ledger", Some(green)),
+        ("08-refused", Some(red)),
+    ] {
+        for width in [1280, 800] {
+            let path = shots.join(format!("{page}-{width}.png"));
+            let img = decode_png(&std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("{}: {e}", path.display());
+            }));
+            assert_eq!(img.width, width, "{page}");
+            assert!(img.height >= 400, "{page}-{width}: {} px high", img.height);
+            assert!(img.colours() > 50, "{page}-{width} looks blank");
+            if let Some(c) = must {
+                assert!(
+                    img.count(c) > 2000,
+                    "{page}-{width}: the verdict colour is missing"
+                );
+            }
+        }
+    }
+    eprintln!("screenshots of the console: {}", shots.display());
     app.stop().await;
 }
