@@ -525,7 +525,7 @@
         td(resultBadge(a.result)),
         td(utc(a.start_ns), 'nowrap'),
         td(duration(a.start_ns, a.end_ns), 'nowrap'),
-        td(dash(a.worker)),
+        td(a.worker ? mono(a.worker, 'short') : '—'),
         td(a.identity ? principal(a.identity) : h('span', { class: 'muted', text: '—' })),
         td(mono(a.retried_from, 'short')),
         td(dash(a.reason)))),

@@ -2,7 +2,7 @@
 // playwright-core; no browser download). tests/it/console.rs starts the real server with the
 // correlation scenarios sent, then runs this with:
 //   CONSOLE_BASE_URL        http://127.0.0.1:PORT
-//   CONSOLE_TOKENS          {"auditor","reviewer","ingest"} tokens as JSON
+//   CONSOLE_TOKENS          {"auditor","reviewer","admin","ingest"} tokens as JSON
 //   CONSOLE_EXPECT          what the scenarios must show, as JSON (see tests/it/console.rs)
 //   CONSOLE_SCREENSHOTS     where to write a PNG of every page at 1280 and 800 px
 //   CONSOLE_DOWNLOADS       where to save the downloaded report
@@ -261,6 +261,40 @@ async function reviewer(page) {
   await signOut(page);
 }
 
+async function admin(page) {
+  await signIn(page, tokens.admin);
+  await page.waitForSelector('table.tokens');
+  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Tokens'], 'admin navigation');
+  const rows = await page.$$eval('table.tokens tbody tr', (trs) => trs.length);
+  check(rows >= 4, `the token list (${rows} rows)`);
+  const text = await page.textContent('main');
+  for (const t of Object.values(tokens)) {
+    check(!text.includes(t.split('_').slice(2).join('_')), 'no secret is shown');
+  }
+  await screenshots(page, '08-tokens');
+
+  // A token revoked while it is signed in: the next call brings the sign-in back, saying why.
+  const created = await fetch(`${base}/v1/admin/tokens`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${tokens.admin}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ role: 'auditor', name: 'revoked-while-signed-in' }),
+  }).then((r) => r.json());
+  await signOut(page);
+  await signIn(page, created.token);
+  await page.waitForSelector('table.changes');
+  const gone = await fetch(`${base}/v1/admin/tokens/${created.id}`, {
+    method: 'DELETE',
+    headers: { Authorization: `Bearer ${tokens.admin}` },
+  });
+  same(gone.status, 204, 'the token is revoked');
+  await page.click('#nav a[href="#/reports"]');
+  await page.click('#nav a[href="#/changes"]');
+  await page.waitForSelector('#signin');
+  const said = await page.textContent('#signin-status');
+  check(said.includes('no longer accepted'), `the sign-in says why (${said})`);
+  same(await page.evaluate(() => sessionStorage.length), 0, 'the revoked token is forgotten');
+}
+
 async function refused(page) {
   await signIn(page, tokens.ingest);
   await page.waitForSelector('#refusal');
@@ -269,7 +303,7 @@ async function refused(page) {
   check(text.includes('auditor') && text.includes('reviewer') && text.includes('admin'), 'the refusal names the roles that may sign in');
   check(await page.isHidden('#nav'), 'nothing else is shown');
   same(await page.evaluate(() => sessionStorage.length), 0, 'a refused token is not kept');
-  await screenshots(page, '08-refused');
+  await screenshots(page, '09-refused');
   // A token that is not one at all.
   await page.fill('#token', 'ct_000000000000_notatokenatallnotatoken');
   await page.click('#signin button[type=submit]');
@@ -299,6 +333,7 @@ try {
   });
   await auditor(page);
   await reviewer(page);
+  await admin(page);
   await refused(page);
   // 401s on purpose (the bad token) are expected console lines; anything else is a failure.
   const unexpected = errors.filter((e) => !/status of 401/.test(e));

@@ -381,7 +381,8 @@ fn playwright() -> Option<PathBuf> {
 }
 
 /// The console as a person uses it: sign in, filter, page, open a change, download a report,
-/// verify the ledger, be refused with the wrong role; every page photographed at 1280 and 800 px.
+/// verify the ledger, list tokens, be signed out when the token is revoked, be refused with the
+/// wrong role; every page photographed at 1280 and 800 px.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_browser() {
     let (Some(dir), Some(browser)) = (playwright(), chromium()) else {
@@ -443,6 +444,7 @@ async fn the_console_in_a_browser() {
     let tokens = serde_json::json!({
         "auditor": auditor,
         "reviewer": app.reviewer,
+        "admin": app.admin,
         "ingest": app.ingest,
     });
     let script = dir.join("console.mjs");
@@ -497,7 +499,8 @@ async fn the_console_in_a_browser() {
         ("05-change-exceptions", Some(red)),
         ("06-reports", Some(green)),
         ("07-ledger", Some(green)),
-        ("08-refused", Some(red)),
+        ("08-tokens", None),
+        ("09-refused", Some(red)),
     ] {
         for width in [1280, 800] {
             let path = shots.join(format!("{page}-{width}.png"));
