@@ -306,10 +306,10 @@ fn verdict(report: &Report) -> &'static str {
 }
 
 /// Runs the stored-ledger verifier now. It reads every entry, so one runs at a time: a second
-/// request is told to retry (503) instead of halving both. The signature checks run on blocking
-/// threads inside `verify_store`, not on the runtime's workers.
+/// request is told to retry (503) instead of halving both.
 async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, ApiError> {
-    let _permit = state.verifying.try_acquire().map_err(|_| {
+    // Owned, so a run whose caller went away still holds it until the run ends.
+    let permit = state.verifying.clone().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable("a verification is running; retry when it is done".into())
     })?;
     let started = std::time::Instant::now();
@@ -324,9 +324,17 @@ async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, Api
         now_ns: crate::pipeline::now_ns(),
         threads: 0,
     };
-    let (report, uncovered) = crate::audit::verify_store(&state.store, opts, None)
-        .await
-        .map_err(|e| ApiError::Internal(format!("verifying the ledger: {e:#}")))?;
+    // The whole run on a blocking thread: besides the signature checks (already on threads of
+    // their own) the stored-data audit hashes every entry, which must not hold a runtime worker.
+    let store = state.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let (report, uncovered) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        runtime.block_on(crate::audit::verify_store(&store, opts, None))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("verifying the ledger: {e:#}")))?;
     let s = &report.summary;
     Ok(Json(Verification {
         ok: report.exit_code == 0,

@@ -847,6 +847,10 @@
 
   async function start() {
     $('signout').addEventListener('click', () => signOut());
+    // Paper has no "expand": print every collapsed group (retries, the checkpoint note) open.
+    window.addEventListener('beforeprint', () => {
+      for (const d of document.querySelectorAll('details')) d.open = true;
+    });
     window.addEventListener('hashchange', route);
     const saved = sessionStorage.getItem(TOKEN_KEY);
     if (!saved) {

@@ -215,6 +215,21 @@ async function auditor(page) {
   // Reports: the period, then the download; the zip holds the signed manifest.
   await page.click('#nav a[href="#/reports"]');
   await page.waitForSelector('#report-form');
+  // Mistakes are explained: a sample without its seed (caught here), a period backwards (the
+  // server's 400, shown as it says it).
+  await page.fill('#r-from', expect.from);
+  await page.fill('#r-to', expect.to);
+  await page.fill('#r-sample', '3');
+  await page.click('#build');
+  await page.waitForSelector('#report-status .panel.bad');
+  check((await page.textContent('#report-status')).includes('Sample size and seed go together'), 'a sample needs its seed');
+  await page.fill('#r-sample', '');
+  await page.fill('#r-from', expect.to);
+  await page.fill('#r-to', expect.from);
+  await page.click('#build');
+  await page.waitForFunction(() => /cannot be built/.test(document.querySelector('#report-status').textContent));
+  const said = await page.textContent('#report-status .panel.bad p');
+  check(said.length > 10, `the server's reason is shown (${said})`);
   await page.fill('#r-from', expect.from);
   await page.fill('#r-to', expect.to);
   const [download] = await Promise.all([
@@ -335,8 +350,9 @@ try {
   await reviewer(page);
   await admin(page);
   await refused(page);
-  // 401s on purpose (the bad token) are expected console lines; anything else is a failure.
-  const unexpected = errors.filter((e) => !/status of 401/.test(e));
+  // The browser logs every refused request; the 400 (the backwards period) and the 401s (the
+  // revoked and the bad token) were on purpose. Anything else is a failure.
+  const unexpected = errors.filter((e) => !/Failed to load resource: .* status of (400|401)/.test(e));
   check(unexpected.length === 0, `no script errors and no outside requests: ${unexpected.join('; ')}`);
 } catch (e) {
   failed = e;
