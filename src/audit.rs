@@ -14,6 +14,17 @@ use indicatif::ProgressBar;
 
 const PAGE: u64 = 2000;
 
+/// The key the ledger started with, as the keys table records it: what a check run inside the
+/// server pins, so its verdict rests on that key and every rotation the ledger signed since.
+pub async fn first_key(store: &Store) -> Result<Option<crate::core::keys::Vkey>, StorageError> {
+    Ok(store
+        .keys()
+        .await?
+        .into_iter()
+        .find(|k| k.from_seq == 0)
+        .and_then(|k| crate::core::keys::Vkey::parse(&k.vkey).ok()))
+}
+
 /// Verifies the ledger in a database: everything the newest checkpoint covers, streamed through
 /// the same verifier as a bundle, then the stored-data audit. Returns the report and how many
 /// newer entries no checkpoint covers yet (not checked; a running server covers them soon).

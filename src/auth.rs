@@ -298,7 +298,15 @@ impl TokenCache {
 pub async fn authenticate(store: &Store, token: &str, need: Role) -> Result<Principal, AuthError> {
     let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
     let row = store.token(id).await?;
-    check(row, token, need)
+    check(row, token, Some(need))
+}
+
+/// Checks a presented token against storage whatever its role: for callers that only ask who
+/// they are (the console's sign-in), never for doing anything a role guards.
+pub async fn identify(store: &Store, token: &str) -> Result<Principal, AuthError> {
+    let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
+    let row = store.token(id).await?;
+    check(row, token, None)
 }
 
 /// Like `authenticate`, through a cache of token rows.
@@ -310,10 +318,11 @@ pub async fn authenticate_cached(
 ) -> Result<Principal, AuthError> {
     let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
     let row = cache.row(store, id).await?;
-    check(row, token, need)
+    check(row, token, Some(need))
 }
 
-fn check(row: Option<TokenRow>, token: &str, need: Role) -> Result<Principal, AuthError> {
+/// `need: None` accepts any role.
+fn check(row: Option<TokenRow>, token: &str, need: Option<Role>) -> Result<Principal, AuthError> {
     let (_, secret) = split_token(token).ok_or(AuthError::Invalid)?;
     let presented = secret_hash(secret);
     // Compare against something even for unknown ids, so timing says nothing about which exist.
@@ -326,7 +335,9 @@ fn check(row: Option<TokenRow>, token: &str, need: Role) -> Result<Principal, Au
         _ => return Err(AuthError::Invalid),
     };
     let role: Role = row.role.parse().map_err(|_| AuthError::Invalid)?;
-    if role != need {
+    if let Some(need) = need
+        && role != need
+    {
         return Err(AuthError::Forbidden { have: role, need });
     }
     Ok(Principal {

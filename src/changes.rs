@@ -1,15 +1,16 @@
 //! Reading changes back: the evidence packet of one change (facts folded, spans, versions, the
-//! ledger entries with inclusion proofs) and the list of changes in a period. Shared by the API
-//! and the reports.
+//! ledger entries with inclusion proofs) and the list of changes in a period, each judged by the
+//! SOC 2 report's exception rules. Shared by the API and the reports.
 
 use crate::core::evidence::{self, Evidence, FactRecord, Policy, VersionFact};
 use crate::core::hash::b64;
+use crate::core::rules::{self, Exception, RuleContext};
 use crate::export;
 use crate::storage::{StorageError, Store};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SpanStats {
@@ -33,6 +34,8 @@ pub struct EntryProof {
 pub struct Packet {
     #[serde(flatten)]
     pub evidence: Evidence,
+    /// What the SOC 2 report would list against this change (see `exceptions`).
+    pub exceptions: Vec<Exception>,
     pub spans: SpanStats,
     pub versions: Vec<VersionFact>,
     pub entries: Vec<EntryProof>,
@@ -67,15 +70,38 @@ pub async fn evidence_of(
     )))
 }
 
+/// Change ids and run ids that exist: a rollback must name one of them.
+pub async fn known_ids(store: &Store) -> Result<HashSet<String>, StorageError> {
+    let mut known = HashSet::new();
+    // Every entry, not only those a checkpoint covers: the console shows the ledger as it is now.
+    for (change_id, run_id, _) in store.change_heads(u64::MAX).await? {
+        known.extend(change_id);
+        known.extend(run_id);
+    }
+    Ok(known)
+}
+
+/// The exceptions the SOC 2 report's rules find in a change. Only production changes are judged,
+/// as the report's population holds only those: a staging change carries none, so the console
+/// and the report never disagree about what is an exception.
+pub fn exceptions(ev: &Evidence, ctx: &RuleContext, known: &HashSet<String>) -> Vec<Exception> {
+    if !ev.change.production {
+        return Vec::new();
+    }
+    rules::change_exceptions(ev, ctx, &|id| known.contains(id))
+}
+
 pub async fn packet(
     store: &Store,
     change_id: &str,
     policy: &Policy,
     tolerance_ns: i64,
+    rules: &RuleContext,
 ) -> Result<Option<Packet>, export::ExportError> {
     let Some((ev, _)) = evidence_of(store, change_id, policy).await? else {
         return Ok(None);
     };
+    let exceptions = exceptions(&ev, rules, &known_ids(store).await?);
     let mut subjects = vec![change_id.to_owned()];
     subjects.extend(ev.change.runs.iter().cloned());
     subjects.sort();
@@ -144,6 +170,7 @@ pub async fn packet(
     }
     Ok(Some(Packet {
         evidence: ev,
+        exceptions,
         spans: stats,
         versions,
         entries,
@@ -160,6 +187,41 @@ pub struct ChangeFilter {
     pub environment: Option<String>,
     pub service: Option<String>,
     pub kind: Option<String>,
+}
+
+/// A change in the list: its evidence and what the report's rules find in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    #[serde(flatten)]
+    pub evidence: Evidence,
+    pub exceptions: Vec<Exception>,
+}
+
+/// Changes requested in the period that match the filter, folded and judged; with `exception`,
+/// only those the rules give that code.
+pub async fn list_judged(
+    store: &Store,
+    f: &ChangeFilter,
+    policy: &Policy,
+    ctx: &RuleContext,
+    exception: Option<&str>,
+) -> Result<Vec<Judged>, StorageError> {
+    let known = known_ids(store).await?;
+    Ok(list(store, f, policy)
+        .await?
+        .into_iter()
+        .map(|evidence| Judged {
+            exceptions: exceptions(&evidence, ctx, &known),
+            evidence,
+        })
+        .filter(|j| exception.is_none_or(|code| j.exceptions.iter().any(|x| x.code == code)))
+        .collect())
+}
+
+/// One page of `items`: at most `limit` from `offset` on, and how many there are in all.
+pub fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, usize) {
+    let total = items.len();
+    (items.into_iter().skip(offset).take(limit).collect(), total)
 }
 
 /// Changes requested in the period that match the filter, folded.
@@ -234,4 +296,18 @@ pub async fn unlinked_versions(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn pages_cover_the_list_once() {
+        let items: Vec<u32> = (0..7).collect();
+        assert_eq!(page(items.clone(), 0, 3), (vec![0, 1, 2], 7));
+        assert_eq!(page(items.clone(), 6, 3), (vec![6], 7));
+        assert_eq!(page(items.clone(), 7, 3), (vec![], 7));
+        assert_eq!(page(items, 100, 3), (vec![], 7));
+    }
 }

@@ -367,6 +367,12 @@ mod tests {
         assert!(!shown.contains("PRIVATE"), "{shown}");
     }
 
+    #[test]
+    fn the_default_rules_are_the_shipped_ones() {
+        let shipped = Config::defaults().report_settings(None).unwrap().rules;
+        assert_eq!(shipped, crate::core::rules::RuleContext::default());
+    }
+
     fn toml_like(c: &Config) -> String {
         serde_json::to_string(c).unwrap()
     }

@@ -3,6 +3,7 @@
 
 use super::{ApiError, AppState};
 use crate::changes::{self, ChangeFilter};
+use crate::core::rules::{self, RuleContext};
 use crate::import;
 use crate::util::parse_rfc3339;
 use axum::extract::{Path, Query, State};
@@ -30,6 +31,50 @@ struct ListQuery {
     environment: Option<String>,
     service: Option<String>,
     kind: Option<String>,
+    /// Only changes the report's rules give this exception code.
+    exception: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// Changes per page when the caller does not say, and at most.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// A paging number: digits only, so `limit=-1` or `offset=ten` is a clear 400, not a default.
+fn count(q: &Option<String>, default: usize, name: &str) -> Result<usize, ApiError> {
+    match q {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number, not {s:?}"))),
+    }
+}
+
+/// An exception code the rules know (any case), as the rules spell it.
+fn exception_code(q: &Option<String>) -> Result<Option<&'static str>, ApiError> {
+    let Some(s) = q else {
+        return Ok(None);
+    };
+    rules::ALL
+        .into_iter()
+        .find(|c| c.eq_ignore_ascii_case(s.trim()))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "exception {s:?} is not an exception code: use one of {}",
+                rules::ALL.join(", ")
+            ))
+        })
+}
+
+/// The rules of the report this process signs, so the console judges as the report does.
+fn rule_context(state: &AppState) -> RuleContext {
+    state
+        .reports
+        .as_ref()
+        .map(|r| r.settings.rules.clone())
+        .unwrap_or_default()
 }
 
 fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
@@ -59,8 +104,29 @@ async fn list(
     if filter.from_ns >= filter.to_ns {
         return Err(ApiError::BadRequest("from must be before to".into()));
     }
-    let list = changes::list(&state.store, &filter, &state.correlation.policy).await?;
-    Ok(Json(serde_json::json!({ "changes": list })))
+    let exception = exception_code(&q.exception)?;
+    let limit = count(&q.limit, DEFAULT_LIMIT, "limit")?;
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let offset = count(&q.offset, 0, "offset")?;
+    let all = changes::list_judged(
+        &state.store,
+        &filter,
+        &state.correlation.policy,
+        &rule_context(&state),
+        exception,
+    )
+    .await?;
+    let (list, total) = changes::page(all, offset, limit);
+    Ok(Json(serde_json::json!({
+        "changes": list,
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    })))
 }
 
 async fn one(
@@ -68,10 +134,16 @@ async fn one(
     Path(id): Path<String>,
 ) -> Result<Json<changes::Packet>, ApiError> {
     let c = &state.correlation;
-    changes::packet(&state.store, &id, &c.policy, c.tolerance_ns)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
+    changes::packet(
+        &state.store,
+        &id,
+        &c.policy,
+        c.tolerance_ns,
+        &rule_context(&state),
+    )
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
 }
 
 async fn unlinked(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -2,12 +2,13 @@
 
 use super::{ApiError, AppState};
 use crate::core::hash::{Hash, b64};
+use crate::core::verify::{Class, Options, Report};
 use crate::export::{self, BundlePlan};
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/ledger/proofs/consistency", get(consistency))
         .route("/v1/ledger/keys", get(keys))
         .route("/v1/ledger/bundle", get(bundle))
+        .route("/v1/ledger/verify", post(verify))
 }
 
 #[derive(Deserialize)]
@@ -30,9 +32,11 @@ struct SizeQuery {
     size: Option<u64>,
 }
 
-/// The newest signed checkpoint (or the one at `size`) as the C2SP note text.
+/// The newest signed checkpoint (or the one at `size`) as the C2SP note text; as JSON with its
+/// size, root and time beside the note when the caller accepts `application/json` (the console).
 async fn checkpoint(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<SizeQuery>,
 ) -> Result<Response, ApiError> {
     let cp = match q.size {
@@ -40,6 +44,20 @@ async fn checkpoint(
         None => state.store.latest_checkpoint().await?,
     };
     let cp = cp.ok_or_else(|| ApiError::NotFound("no such checkpoint".into()))?;
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        return Ok(Json(serde_json::json!({
+            "size": cp.size,
+            "root": cp.root.to_b64(),
+            "key_id": cp.key_id,
+            "created_ns": cp.created_ns,
+            "note": cp.note,
+        }))
+        .into_response());
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         cp.note,
@@ -234,4 +252,123 @@ async fn bundle(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// What `POST /v1/ledger/verify` answers: the verifier's verdict over every entry the newest
+/// checkpoint covers, pinned to the ledger's first key.
+#[derive(Serialize)]
+struct Verification {
+    ok: bool,
+    verdict: &'static str,
+    exit_code: i32,
+    summary: VerifySummary,
+    findings: Vec<FindingView>,
+    /// Findings beyond the verifier's per-class cap, by class.
+    suppressed: std::collections::BTreeMap<&'static str, u64>,
+    elapsed_ms: u128,
+}
+
+#[derive(Serialize)]
+struct VerifySummary {
+    origin: Option<String>,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    entries: u64,
+    signatures: u64,
+    checkpoints: u64,
+    checkpoints_valid: u64,
+    redacted: u64,
+    covered_to: Option<u64>,
+    newest_size: Option<u64>,
+    newest_root: Option<String>,
+    keys: usize,
+    /// Entries newer than the newest checkpoint: not covered yet, so not checked.
+    uncovered: u64,
+}
+
+#[derive(Serialize)]
+struct FindingView {
+    class: &'static str,
+    seq: Option<u64>,
+    detail: String,
+}
+
+/// The verdict in the words of `changetrail verify`, for a check pinned to the first key.
+fn verdict(report: &Report) -> &'static str {
+    match report.exit_code {
+        0 if report.has(Class::Unpinned) => "OK, but UNPINNED: trust came from the ledger itself",
+        0 => "OK: intact and covered by signed checkpoints",
+        2 => {
+            "INCOMPLETE or STALE: what is present is intact, but coverage or freshness is not proven"
+        }
+        _ => "FAILED: the ledger was modified, reordered, truncated or signed by an untrusted key",
+    }
+}
+
+/// Runs the stored-ledger verifier now. It reads every entry, so one runs at a time: a second
+/// request is told to retry (503) instead of halving both.
+async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, ApiError> {
+    // Owned, so a run whose caller went away still holds it until the run ends.
+    let permit = state.verifying.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable("a verification is running; retry when it is done".into())
+    })?;
+    let started = std::time::Instant::now();
+    let opts = Options {
+        trusted: crate::audit::first_key(&state.store)
+            .await?
+            .into_iter()
+            .collect(),
+        state: None,
+        // Freshness is a monitoring question; this asks whether what is stored is intact.
+        max_age_ns: None,
+        now_ns: crate::pipeline::now_ns(),
+        threads: 0,
+    };
+    // The whole run on a blocking thread: besides the signature checks (already on threads of
+    // their own) the stored-data audit hashes every entry, which must not hold a runtime worker.
+    let store = state.store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let (report, uncovered) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        runtime.block_on(crate::audit::verify_store(&store, opts, None))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("verifying the ledger: {e:#}")))?;
+    let s = &report.summary;
+    Ok(Json(Verification {
+        ok: report.exit_code == 0,
+        verdict: verdict(&report),
+        exit_code: report.exit_code,
+        summary: VerifySummary {
+            origin: s.origin.clone(),
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+            entries: s.entries,
+            signatures: s.signatures,
+            checkpoints: s.checkpoints,
+            checkpoints_valid: s.checkpoints_valid,
+            redacted: s.redacted,
+            covered_to: s.covered_to,
+            newest_size: s.newest.as_ref().map(|n| n.size),
+            newest_root: s.newest.as_ref().map(|n| n.root.to_b64()),
+            keys: s.keys.len(),
+            uncovered,
+        },
+        findings: report
+            .findings
+            .iter()
+            .map(|f| FindingView {
+                class: f.class.as_str(),
+                seq: f.seq,
+                detail: f.detail.clone(),
+            })
+            .collect(),
+        suppressed: report
+            .suppressed
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect(),
+        elapsed_ms: started.elapsed().as_millis(),
+    }))
 }

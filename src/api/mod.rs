@@ -3,12 +3,14 @@
 
 mod admin;
 mod changes;
+mod console;
 mod error;
 mod health;
 mod ledger;
 mod metrics;
 pub mod openapi;
 mod reports;
+mod session;
 
 pub use reports::ReportContext;
 
@@ -35,6 +37,9 @@ pub struct AppState {
     pub correlation: Arc<Correlation>,
     /// Report settings and the signing writer, when this process serves reports.
     pub reports: Option<Arc<ReportContext>>,
+    /// One ledger verification at a time: it reads every entry and checks every signature, and a
+    /// second one at once would only halve the speed of both.
+    pub verifying: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the change endpoints need from configuration.
@@ -53,6 +58,7 @@ impl AppState {
             metrics: None,
             correlation: Arc::new(Correlation::default()),
             reports: None,
+            verifying: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -80,10 +86,10 @@ impl AppState {
     }
 }
 
-/// Rejects requests without a token of `role`; on success the principal rides along in the
-/// request's extensions for handlers and logs.
+/// Rejects requests without a token of `role` (any valid token when `None`); on success the
+/// principal rides along in the request's extensions for handlers and logs.
 async fn require(
-    State((state, role)): State<(AppState, Role)>,
+    State((state, role)): State<(AppState, Option<Role>)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -93,7 +99,10 @@ async fn require(
         .map(|v| v.to_str().map_err(|_| ApiError::Unauthorized))
         .transpose()?;
     let token = auth::bearer(header)?;
-    let principal: Principal = auth::authenticate(&state.store, token, role).await?;
+    let principal: Principal = match role {
+        Some(role) => auth::authenticate(&state.store, token, role).await?,
+        None => auth::identify(&state.store, token).await?,
+    };
     crate::telemetry::record_principal(&principal);
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
@@ -101,7 +110,15 @@ async fn require(
 
 fn protected(router: Router<AppState>, state: &AppState, role: Role) -> Router<AppState> {
     router.route_layer(middleware::from_fn_with_state(
-        (state.clone(), role),
+        (state.clone(), Some(role)),
+        require,
+    ))
+}
+
+/// Routes for any valid token: they may only say who the caller is, never show data.
+fn signed_in(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router.route_layer(middleware::from_fn_with_state(
+        (state.clone(), None::<Role>),
         require,
     ))
 }
@@ -110,6 +127,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(openapi::router())
+        // The console's files hold no data, so they need no token; every call they make does.
+        .merge(console::router())
+        .merge(signed_in(session::router(), &state))
         .merge(protected(ledger::router(), &state, Role::Reviewer))
         .merge(protected(admin::router(), &state, Role::Admin))
         .merge(protected(metrics::router(), &state, Role::Metrics))

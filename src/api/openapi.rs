@@ -59,13 +59,24 @@ const fn path(name: &'static str, about: &'static str) -> Param {
     }
 }
 
-/// One endpoint: method, path (OpenAPI template syntax, as axum routes it), the role a token needs
-/// (`None`: no token), what it answers on success, and which errors it can give.
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token (health checks, this document, the console's static files).
+    Open,
+    /// Any valid token, whatever its role.
+    AnyRole,
+    /// A token of this role only.
+    Role(Role),
+}
+
+/// One endpoint: method, path (OpenAPI template syntax, as axum routes it), who may call it, what
+/// it answers on success, and which errors it can give.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
-    pub role: Option<Role>,
+    pub access: Access,
     pub summary: &'static str,
     pub params: &'static [Param],
     /// A JSON request body: its description.
@@ -82,8 +93,57 @@ const TEXT: &str = "text/plain";
 pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
+        path: "/",
+        access: Access::Open,
+        summary: "The web console (its data calls carry the signed-in token).",
+        params: &[],
+        body: None,
+        ok: &[
+            (200, "text/html", "the console page"),
+            (304, "", "not modified (ETag)"),
+        ],
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/console/app.js",
+        access: Access::Open,
+        summary: "The console's script.",
+        params: &[],
+        body: None,
+        ok: &[
+            (200, "text/javascript", "script"),
+            (304, "", "not modified (ETag)"),
+        ],
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/console/app.css",
+        access: Access::Open,
+        summary: "The console's style sheet.",
+        params: &[],
+        body: None,
+        ok: &[
+            (200, "text/css", "style sheet"),
+            (304, "", "not modified (ETag)"),
+        ],
+        errors: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/session",
+        access: Access::AnyRole,
+        summary: "Who the token is: id, name, role and the console pages that role opens (never the secret).",
+        params: &[],
+        body: None,
+        ok: &[(200, JSON, "{token_id, name, role, pages: [...]}")],
+        errors: &[],
+    },
+    Operation {
+        method: "get",
         path: "/healthz",
-        role: None,
+        access: Access::Open,
         summary: "Liveness: the process answers.",
         params: &[],
         body: None,
@@ -93,7 +153,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/readyz",
-        role: None,
+        access: Access::Open,
         summary: "Readiness: storage answers and the sequencer runs.",
         params: &[],
         body: None,
@@ -103,7 +163,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/openapi.json",
-        role: None,
+        access: Access::Open,
         summary: "This description of the REST API.",
         params: &[],
         body: None,
@@ -113,7 +173,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/metrics",
-        role: Some(Role::Metrics),
+        access: Access::Role(Role::Metrics),
         summary: "Prometheus metrics: OTLP requests, spans, queue, commits, memory.",
         params: &[],
         body: None,
@@ -123,17 +183,20 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/ledger/checkpoint",
-        role: Some(Role::Reviewer),
-        summary: "The newest (or size N) checkpoint as C2SP signed-note text.",
+        access: Access::Role(Role::Reviewer),
+        summary: "The newest (or size N) checkpoint as C2SP signed-note text; as JSON with Accept: application/json.",
         params: &[q("size", "integer", "tree size of an older checkpoint")],
         body: None,
-        ok: &[(200, TEXT, "signed note")],
+        ok: &[
+            (200, TEXT, "signed note"),
+            (200, JSON, "{size, root, key_id, created_ns, note}"),
+        ],
         errors: &[400, 404],
     },
     Operation {
         method: "get",
         path: "/v1/ledger/entries",
-        role: Some(Role::Reviewer),
+        access: Access::Role(Role::Reviewer),
         summary: "Entries with their bytes, signature, salt, payload and leaf hash, a page at a time.",
         params: &[
             q("from", "integer", "first sequence number (default 0)"),
@@ -146,7 +209,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/ledger/proofs/inclusion",
-        role: Some(Role::Reviewer),
+        access: Access::Role(Role::Reviewer),
         summary: "RFC 9162 inclusion proof of one entry.",
         params: &[
             q_required("seq", "integer", "the entry"),
@@ -167,7 +230,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/ledger/proofs/consistency",
-        role: Some(Role::Reviewer),
+        access: Access::Role(Role::Reviewer),
         summary: "RFC 9162 consistency proof between two tree sizes.",
         params: &[
             q_required("from", "integer", "older tree size"),
@@ -184,7 +247,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/ledger/keys",
-        role: Some(Role::Reviewer),
+        access: Access::Role(Role::Reviewer),
         summary: "The origin, the current key and every key with its sequence range and rotation entry.",
         params: &[],
         body: None,
@@ -194,7 +257,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/ledger/bundle",
-        role: Some(Role::Reviewer),
+        access: Access::Role(Role::Reviewer),
         summary: "An offline evidence bundle (LEDGER.md), streamed page by page.",
         params: &[
             q("from", "integer", "first sequence number"),
@@ -214,9 +277,23 @@ pub const OPERATIONS: &[Operation] = &[
         errors: &[400, 404],
     },
     Operation {
+        method: "post",
+        path: "/v1/ledger/verify",
+        access: Access::Role(Role::Reviewer),
+        summary: "Run the verifier over the stored ledger now (every entry the newest checkpoint covers, the stored-data audit); one at a time.",
+        params: &[],
+        body: None,
+        ok: &[(
+            200,
+            JSON,
+            "{ok, verdict, exit_code, summary, findings: [{class, seq, detail}], suppressed, elapsed_ms}",
+        )],
+        errors: &[503],
+    },
+    Operation {
         method: "get",
         path: "/v1/admin/tokens",
-        role: Some(Role::Admin),
+        access: Access::Role(Role::Admin),
         summary: "Every token: id, name, role, created, revoked (never a secret).",
         params: &[],
         body: None,
@@ -226,7 +303,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/admin/tokens",
-        role: Some(Role::Admin),
+        access: Access::Role(Role::Admin),
         summary: "Create a token; the token is in this answer only.",
         params: &[],
         body: Some("{role: ingest|auditor|reviewer|admin|metrics, name}"),
@@ -236,7 +313,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "delete",
         path: "/v1/admin/tokens/{id}",
-        role: Some(Role::Admin),
+        access: Access::Role(Role::Admin),
         summary: "Revoke a token.",
         params: &[path("id", "the token id (the 12 hex digits after ct_)")],
         body: None,
@@ -246,7 +323,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/changes",
-        role: Some(Role::Auditor),
+        access: Access::Role(Role::Auditor),
         summary: "Changes requested in a period, each folded from its facts.",
         params: &[
             q(
@@ -266,15 +343,30 @@ pub const OPERATIONS: &[Operation] = &[
             ),
             q("service", "string", "target service (case-insensitive)"),
             q("kind", "string", "normal, standard, emergency or rollback"),
+            q(
+                "exception",
+                "string",
+                "only changes with this exception code (NO_APPROVAL, SELF_APPROVAL, ...)",
+            ),
+            q(
+                "limit",
+                "integer",
+                "changes per page, 1 to 500 (default 50)",
+            ),
+            q("offset", "integer", "changes to skip (default 0)"),
         ],
         body: None,
-        ok: &[(200, JSON, "{changes: [...]}")],
+        ok: &[(
+            200,
+            JSON,
+            "{changes: [... each with exceptions: [{code, evidence}]], total, offset, limit}",
+        )],
         errors: &[400],
     },
     Operation {
         method: "get",
         path: "/v1/changes/{id}",
-        role: Some(Role::Auditor),
+        access: Access::Role(Role::Auditor),
         summary: "One change's evidence packet: facts folded, spans, versions, entries with inclusion proofs.",
         params: &[path("id", "the change id")],
         body: None,
@@ -284,7 +376,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/deploys/unlinked",
-        role: Some(Role::Auditor),
+        access: Access::Role(Role::Auditor),
         summary: "Production versions seen in runtime spans that no change explains.",
         params: &[],
         body: None,
@@ -294,7 +386,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/reports/soc2",
-        role: Some(Role::Auditor),
+        access: Access::Role(Role::Auditor),
         summary: "The SOC 2 evidence report over a period, as one zip (or tar), built against the newest checkpoint.",
         params: &[],
         body: Some(
@@ -313,7 +405,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/import/conductor",
-        role: Some(Role::Ingest),
+        access: Access::Role(Role::Ingest),
         summary: "Import one Conductor execution or status-listener message; idempotent.",
         params: &[],
         body: Some("Conductor workflow execution JSON (GET /api/workflow/{id}?includeTasks=true)"),
@@ -359,8 +451,10 @@ pub fn document() -> Value {
             }
         }
         let mut errors: Vec<u16> = op.errors.to_vec();
-        if op.role.is_some() {
-            errors.extend([401, 403]);
+        match op.access {
+            Access::Open => {}
+            Access::AnyRole => errors.push(401),
+            Access::Role(_) => errors.extend([401, 403]),
         }
         errors.push(500);
         errors.sort_unstable();
@@ -381,9 +475,10 @@ pub fn document() -> Value {
                 })
             })
             .collect();
-        let role_note = match op.role {
-            Some(r) => format!("Needs a token of role `{r}`."),
-            None => "No token needed.".into(),
+        let (role_note, role) = match op.access {
+            Access::Role(r) => (format!("Needs a token of role `{r}`."), Some(r.as_str())),
+            Access::AnyRole => ("Needs a valid token of any role.".to_owned(), Some("any")),
+            Access::Open => ("No token needed.".to_owned(), None),
         };
         let mut o = json!({
             "summary": op.summary,
@@ -391,11 +486,11 @@ pub fn document() -> Value {
             "operationId": operation_id(op),
             "parameters": params,
             "responses": responses,
-            "security": match op.role {
-                Some(_) => json!([{"bearer": []}]),
-                None => json!([]),
+            "security": match op.access {
+                Access::Open => json!([]),
+                _ => json!([{"bearer": []}]),
             },
-            "x-changetrail-role": op.role.map(|r| r.as_str()),
+            "x-changetrail-role": role,
         });
         if let Some(b) = op.body {
             o["requestBody"] = json!({
@@ -462,12 +557,16 @@ mod tests {
             assert!(ids.insert(o["operationId"].as_str().unwrap().to_owned()));
             let responses = o["responses"].as_object().unwrap();
             assert!(responses.contains_key("500"));
-            match op.role {
-                Some(r) => {
+            match op.access {
+                Access::Role(r) => {
                     assert_eq!(o["x-changetrail-role"], r.as_str());
                     assert!(responses.contains_key("401") && responses.contains_key("403"));
                 }
-                None => assert!(!responses.contains_key("401")),
+                Access::AnyRole => {
+                    assert_eq!(o["x-changetrail-role"], "any");
+                    assert!(responses.contains_key("401") && !responses.contains_key("403"));
+                }
+                Access::Open => assert!(!responses.contains_key("401")),
             }
             // Every path template parameter is declared, and only those.
             let declared: BTreeSet<&str> = op

@@ -35,12 +35,23 @@ pub const ALL: [&str; 12] = [
 ];
 
 /// What the rules need from configuration and from the rest of the report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleContext {
     /// Roles that may approve production changes; empty means any verified approver may.
     pub approver_roles: Vec<String>,
     /// How long after an emergency deploy an independent review may come.
     pub emergency_review_window_ns: i64,
+}
+
+impl Default for RuleContext {
+    /// The shipped defaults (`[reports]` in src/defaults.toml; a test in config.rs keeps the two
+    /// equal), for a process that judges changes without report settings of its own.
+    fn default() -> RuleContext {
+        RuleContext {
+            approver_roles: Vec::new(),
+            emergency_review_window_ns: 48 * 3600 * 1_000_000_000,
+        }
+    }
 }
 
 /// One exception: the code and what shows it, in words an auditor reads.

@@ -538,12 +538,7 @@ async fn ledger_findings(
     store: &Store,
     now_ns: i64,
 ) -> Result<(Vec<Exception>, Vec<Option<u64>>, String, u64), ReportError> {
-    let first_key = store
-        .keys()
-        .await?
-        .into_iter()
-        .find(|k| k.from_seq == 0)
-        .and_then(|k| crate::core::keys::Vkey::parse(&k.vkey).ok());
+    let first_key = crate::audit::first_key(store).await?;
     let opts = Options {
         trusted: first_key.into_iter().collect(),
         state: None,

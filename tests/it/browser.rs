@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The browser, or `None` with a clear note that the test is skipped.
-fn chromium() -> Option<PathBuf> {
+pub fn chromium() -> Option<PathBuf> {
     let p = std::env::var("CHANGETRAIL_TEST_CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("/usr/bin/chromium"));
@@ -45,13 +45,13 @@ fn headless(browser: &Path, profile: &Path) -> Command {
 }
 
 /// A decoded 8-bit RGB(A) PNG, enough for Chromium's screenshots.
-struct Image {
-    width: usize,
-    height: usize,
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
     rgb: Vec<[u8; 3]>,
 }
 
-fn decode_png(bytes: &[u8]) -> Image {
+pub fn decode_png(bytes: &[u8]) -> Image {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let (mut pos, mut idat) = (8, Vec::new());
     let (mut width, mut height, mut channels) = (0, 0, 0);
@@ -125,7 +125,7 @@ fn decode_png(bytes: &[u8]) -> Image {
 
 impl Image {
     /// Pixels within a small distance of `c` (anti-aliasing blurs edges, not the middle of a bar).
-    fn count(&self, c: [u8; 3]) -> usize {
+    pub fn count(&self, c: [u8; 3]) -> usize {
         self.rgb
             .iter()
             .filter(|p| p.iter().zip(c).all(|(a, b)| a.abs_diff(b) <= 6))
@@ -133,7 +133,7 @@ impl Image {
     }
 
     /// Distinct colours: a blank or broken page has a handful.
-    fn colours(&self) -> usize {
+    pub fn colours(&self) -> usize {
         self.rgb
             .iter()
             .map(|p| (p[0] as u32) << 16 | (p[1] as u32) << 8 | p[2] as u32)

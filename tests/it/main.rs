@@ -5,6 +5,7 @@
 mod api;
 mod browser;
 mod cli;
+mod console;
 mod demo;
 mod fixtures;
 mod helpers;
