@@ -7,6 +7,8 @@
 //   CONSOLE_SCREENSHOTS     where to write a PNG of every page at 1280 and 800 px
 //   CONSOLE_DOWNLOADS       where to save the downloaded report
 //   CHROMIUM                the browser (default /usr/bin/chromium)
+//   CONSOLE_PHASE           `all` (default), or `tampered`: only the reviewer's verify now, which
+//                           must fail and list its findings (the harness damaged the ledger first)
 // Any failed check exits non-zero with a message saying what was expected and what was seen.
 
 import { chromium } from 'playwright-core';
@@ -276,6 +278,22 @@ async function reviewer(page) {
   await signOut(page);
 }
 
+/** After the harness changed a stored payload behind the server's back: verify now must fail. */
+async function tampered(page) {
+  await signIn(page, tokens.reviewer);
+  await page.waitForSelector('#verify');
+  await page.click('#verify');
+  await page.waitForSelector('#verdict', { timeout: 120000 });
+  check(await page.$('#verify-result .panel.bad'), 'the verification failed (red)');
+  const verdict = await page.textContent('#verdict');
+  check(!verdict.startsWith('OK'), `the verdict is not OK (${verdict})`);
+  const classes = await page.$$eval('table.findings tbody tr td:first-child', (tds) => tds.map((t) => t.textContent));
+  check(classes.includes('MODIFIED'), `the findings name the modified entry (${classes.join(', ')})`);
+  check(!(await page.$('#no-findings')), 'no "No findings." line');
+  await screenshots(page, '10-ledger-tampered');
+  await signOut(page);
+}
+
 async function admin(page) {
   await signIn(page, tokens.admin);
   await page.waitForSelector('table.tokens');
@@ -346,10 +364,14 @@ try {
     errors.push(`request outside the server: ${url}`);
     return route.abort();
   });
-  await auditor(page);
-  await reviewer(page);
-  await admin(page);
-  await refused(page);
+  if ((process.env.CONSOLE_PHASE || 'all') === 'tampered') {
+    await tampered(page);
+  } else {
+    await auditor(page);
+    await reviewer(page);
+    await admin(page);
+    await refused(page);
+  }
   // The browser logs every refused request; the 400 (the backwards period) and the 401s (the
   // revoked and the bad token) were on purpose. Anything else is a failure.
   const unexpected = errors.filter((e) => !/Failed to load resource: .* status of (400|401)/.test(e));

@@ -450,29 +450,44 @@ async fn the_console_in_a_browser() {
     let script = dir.join("console.mjs");
     let base = app.base.clone();
     let (shots2, downloads2) = (shots.clone(), downloads.path().to_path_buf());
-    // The script waits on the server this runtime serves: run it off the runtime's workers.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(&script)
-            .current_dir(&dir)
-            .env("CONSOLE_BASE_URL", base)
-            .env("CONSOLE_TOKENS", tokens.to_string())
-            .env("CONSOLE_EXPECT", expectations.to_string())
-            .env("CONSOLE_SCREENSHOTS", &shots2)
-            .env("CONSOLE_DOWNLOADS", &downloads2)
-            .env("CHROMIUM", browser)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node runs (node 20 is needed for the console test)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the console test failed:\n{stdout}\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    let run = move |phase: &'static str| {
+        let (script, dir, base, shots, downloads, browser) = (
+            script.clone(),
+            dir.clone(),
+            base.clone(),
+            shots2.clone(),
+            downloads2.clone(),
+            browser.clone(),
+        );
+        let (tokens, expectations) = (tokens.to_string(), expectations.to_string());
+        // The script waits on the server this runtime serves: run it off the runtime's workers.
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                Command::new("node")
+                    .arg(&script)
+                    .current_dir(&dir)
+                    .env("CONSOLE_BASE_URL", base)
+                    .env("CONSOLE_TOKENS", tokens)
+                    .env("CONSOLE_EXPECT", expectations)
+                    .env("CONSOLE_SCREENSHOTS", &shots)
+                    .env("CONSOLE_DOWNLOADS", &downloads)
+                    .env("CONSOLE_PHASE", phase)
+                    .env("CHROMIUM", browser)
+                    .output()
+            })
+            .await
+            .unwrap()
+            .expect("node runs (node 20 is needed for the console test)");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "the console test ({phase}) failed:\n{stdout}\n{stderr}"
+            );
+            eprintln!("{stdout}");
+        }
+    };
+    run("all").await;
 
     // The downloaded report is the real thing: a zip with the signed manifest.
     let name = std::fs::read_to_string(downloads.path().join("report-name.txt")).unwrap();
@@ -517,6 +532,24 @@ async fn the_console_in_a_browser() {
                 );
             }
         }
+    }
+
+    // Damage the ledger behind the server's back (one stored payload, triggers dropped as an
+    // attacker with database access would): verify now must fail, in red, naming the entry.
+    crate::storage::disable_triggers(&app.store, "payloads").await;
+    crate::storage::flip(
+        &app.store,
+        "payloads",
+        "payload",
+        "seq = (SELECT MIN(seq) FROM payloads WHERE seq > 0)",
+    )
+    .await;
+    run("tampered").await;
+    for width in [1280, 800] {
+        let path = shots.join(format!("10-ledger-tampered-{width}.png"));
+        let img = decode_png(&std::fs::read(&path).unwrap());
+        // The red panel (the key table's small "current" badge stays green).
+        assert!(img.count(red) > 20000, "{}: no red verdict", path.display());
     }
     eprintln!("screenshots of the console: {}", shots.display());
     app.stop().await;

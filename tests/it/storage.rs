@@ -358,7 +358,7 @@ async fn a_change_to_any_stored_column_is_detected() {
 }
 
 /// Changes one value in place: the middle byte of a blob, one character of text, +1 of a number.
-async fn flip(store: &Store, table: &str, column: &str, filter: &str) {
+pub async fn flip(store: &Store, table: &str, column: &str, filter: &str) {
     let select = format!("SELECT {column} FROM {table} WHERE {filter}");
     let set = format!("UPDATE {table} SET {column} = $1 WHERE {filter}");
     macro_rules! flip_on {
