@@ -10,7 +10,7 @@ use crate::storage::{StorageError, Store};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SpanStats {
@@ -70,13 +70,23 @@ pub async fn evidence_of(
     )))
 }
 
-/// Change ids and run ids that exist: a rollback must name one of them.
-pub async fn known_ids(store: &Store) -> Result<HashSet<String>, StorageError> {
+/// Of the changes these roll back, the ones that exist (a change or run id some change.requested
+/// fact names): all a rollback's rule needs to know, looked up by id instead of reading every
+/// change in the ledger. Everything stored counts, not only what a checkpoint covers: the console
+/// shows the ledger as it is.
+pub async fn known_targets<'a>(
+    store: &Store,
+    evs: impl IntoIterator<Item = &'a Evidence>,
+) -> Result<HashSet<String>, StorageError> {
+    let targets: Vec<String> = evs
+        .into_iter()
+        .filter_map(|e| e.change.rollback_of.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut known = HashSet::new();
-    // Every entry, not only those a checkpoint covers: the console shows the ledger as it is now.
-    for (change_id, run_id, _) in store.change_heads(u64::MAX).await? {
-        known.extend(change_id);
-        known.extend(run_id);
+    for chunk in targets.chunks(FOLD_CHUNK) {
+        known.extend(store.existing_changes(chunk).await?);
     }
     Ok(known)
 }
@@ -101,7 +111,7 @@ pub async fn packet(
     let Some((ev, _)) = evidence_of(store, change_id, policy).await? else {
         return Ok(None);
     };
-    let exceptions = exceptions(&ev, rules, &known_ids(store).await?);
+    let exceptions = exceptions(&ev, rules, &known_targets(store, [&ev]).await?);
     let mut subjects = vec![change_id.to_owned()];
     subjects.extend(ev.change.runs.iter().cloned());
     subjects.sort();
@@ -206,13 +216,21 @@ pub async fn list_judged(
     ctx: &RuleContext,
     exception: Option<&str>,
 ) -> Result<Vec<Judged>, StorageError> {
-    let known = known_ids(store).await?;
-    Ok(list(store, f, policy)
-        .await?
+    let listed = list(store, f, policy).await?;
+    let known = known_targets(store, listed.iter().map(|(e, _)| e)).await?;
+    Ok(listed
         .into_iter()
-        .map(|evidence| Judged {
-            exceptions: exceptions(&evidence, ctx, &known),
-            evidence,
+        .map(|(evidence, broken)| {
+            let mut exceptions = exceptions(&evidence, ctx, &known);
+            // As the report says it: a fact the ledger holds but that cannot be read.
+            exceptions.extend(broken.iter().map(|seq| Exception {
+                code: rules::EVIDENCE_GAP,
+                evidence: format!("the fact recorded by entry {seq} cannot be read"),
+            }));
+            Judged {
+                exceptions,
+                evidence,
+            }
         })
         .filter(|j| exception.is_none_or(|code| j.exceptions.iter().any(|x| x.code == code)))
         .collect())
@@ -224,30 +242,119 @@ pub fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, usize) {
     (items.into_iter().skip(offset).take(limit).collect(), total)
 }
 
-/// Changes requested in the period that match the filter, folded.
+/// rollback_of value → the changes (or runs) naming it.
+pub type Rollbacks = HashMap<String, BTreeSet<String>>;
+
+/// Every change.requested fact below `size` that names what it rolls back, as an index: one
+/// scan, instead of a scan per change asked about.
+pub async fn rollback_index(store: &Store, size: u64) -> Result<Rollbacks, StorageError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        change_id: Option<String>,
+        #[serde(default)]
+        run_id: Option<String>,
+        #[serde(default)]
+        rollback_of: Option<String>,
+    }
+    let mut index = Rollbacks::new();
+    for payload in store.rollback_facts(size).await? {
+        let Ok(h) = serde_json::from_str::<Head>(&payload) else {
+            continue;
+        };
+        if let (Some(of), Some(by)) = (h.rollback_of, h.change_id.or(h.run_id)) {
+            index.entry(of).or_default().insert(by);
+        }
+    }
+    Ok(index)
+}
+
+/// Each change's stored facts below `size` (in `ids` order), with the entry seqs of stored facts
+/// that would not parse (a ledger problem the caller reports, not a reason to stop).
+pub type ChangeFacts = Vec<(String, Vec<FactRecord>, Vec<u64>)>;
+
+/// The facts of many changes in one query (by the rule `facts_of_change` uses).
+pub async fn fetch_facts(
+    store: &Store,
+    ids: &[String],
+    size: u64,
+) -> Result<ChangeFacts, StorageError> {
+    let mut facts: HashMap<String, Vec<FactRecord>> = HashMap::new();
+    let mut broken: HashMap<String, Vec<u64>> = HashMap::new();
+    for raw in store.facts_of_changes(ids, size).await? {
+        match serde_json::from_str::<FactRecord>(&raw.payload) {
+            Ok(f) => facts.entry(raw.change_id).or_default().push(f),
+            Err(_) => broken.entry(raw.change_id).or_default().push(raw.entry_seq),
+        }
+    }
+    Ok(ids
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                facts.remove(id).unwrap_or_default(),
+                broken.remove(id).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Folds each change's facts into its evidence, with the rollbacks that name it or its runs.
+pub fn fold_facts(
+    facts: ChangeFacts,
+    policy: &Policy,
+    rollbacks: &Rollbacks,
+) -> Vec<(Evidence, Vec<u64>)> {
+    facts
+        .into_iter()
+        .map(|(id, records, broken)| {
+            let runs: BTreeSet<&String> =
+                records.iter().filter_map(|f| f.run_id.as_ref()).collect();
+            let mut rolled_back_by: BTreeSet<String> = BTreeSet::new();
+            for k in std::iter::once(&id).chain(runs) {
+                if let Some(r) = rollbacks.get(k) {
+                    rolled_back_by.extend(r.iter().cloned());
+                }
+            }
+            let ev =
+                evidence::evidence(&id, &records, rolled_back_by.into_iter().collect(), policy);
+            (ev, broken)
+        })
+        .collect()
+}
+
+/// Changes folded per query: bounds both the query's parameter list and the memory in flight.
+const FOLD_CHUNK: usize = 400;
+
+/// Changes requested in the period that match the filter, folded, each with the entry seqs of
+/// its facts that would not parse. Facts are read a chunk of changes per query and rollbacks
+/// from one index, so a long period costs a few queries per 400 changes, not several per change.
 pub async fn list(
     store: &Store,
     f: &ChangeFilter,
     policy: &Policy,
-) -> Result<Vec<Evidence>, StorageError> {
+) -> Result<Vec<(Evidence, Vec<u64>)>, StorageError> {
+    // Everything stored, not only what a checkpoint covers: the console shows the ledger as it is.
+    let all = u64::MAX;
+    let ids = store.changes_between(f.from_ns, f.to_ns).await?;
+    let rollbacks = rollback_index(store, all).await?;
     let mut out = Vec::new();
-    for id in store.changes_between(f.from_ns, f.to_ns).await? {
-        let Some((ev, _)) = evidence_of(store, &id, policy).await? else {
-            continue;
-        };
-        let c = &ev.change;
-        let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref()
-                .is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
-        };
-        if eq(&f.environment, &c.environment)
-            && eq(&f.service, &c.service)
-            && eq(&f.kind, &Some(c.kind.clone()))
-        {
-            out.push(ev);
+    for chunk in ids.chunks(FOLD_CHUNK) {
+        for (ev, broken) in fold_facts(fetch_facts(store, chunk, all).await?, policy, &rollbacks) {
+            let c = &ev.change;
+            let eq = |want: &Option<String>, have: &Option<String>| {
+                want.as_ref()
+                    .is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+            };
+            if eq(&f.environment, &c.environment)
+                && eq(&f.service, &c.service)
+                && eq(&f.kind, &Some(c.kind.clone()))
+            {
+                out.push((ev, broken));
+            }
         }
     }
-    out.sort_by(|a, b| {
+    out.sort_by(|(a, _), (b, _)| {
         (a.change.requested_ns, &a.change.id).cmp(&(b.change.requested_ns, &b.change.id))
     });
     Ok(out)
@@ -284,7 +391,7 @@ pub async fn unlinked_versions(
     Ok(versions
         .into_iter()
         .filter(|v| {
-            !all.iter().any(|e| {
+            !all.iter().any(|(e, _)| {
                 evidence::explains(
                     e,
                     &v.service,

@@ -6,7 +6,8 @@ pub mod archive;
 pub mod verify;
 
 use crate::audit::verify_store;
-use crate::core::evidence::{self, Evidence, FactRecord, Policy, VersionFact};
+use crate::changes::{ChangeFacts, Rollbacks, fetch_facts, fold_facts};
+use crate::core::evidence::{self, Evidence, Policy, VersionFact};
 use crate::core::hash::Hash;
 use crate::core::keys::LedgerKey;
 use crate::core::report::{
@@ -259,7 +260,7 @@ struct Index {
     /// Change ids and run ids that exist (a rollback must name one).
     known: HashSet<String>,
     /// rollback_of value → the changes naming it.
-    rollbacks: HashMap<String, BTreeSet<String>>,
+    rollbacks: Rollbacks,
     /// (service, environment lowercased, version) → changes that declared deploying it.
     deployers: HashMap<(String, String, String), BTreeSet<String>>,
 }
@@ -280,8 +281,6 @@ struct FactHead {
     change_id: Option<String>,
     #[serde(default)]
     run_id: Option<String>,
-    #[serde(default)]
-    rollback_of: Option<String>,
     #[serde(default)]
     service: Option<String>,
     #[serde(default)]
@@ -372,19 +371,7 @@ async fn index(
             .or_else(|| f.run_id.clone())
             .unwrap_or_default()
     };
-    for f in store
-        .rollback_facts(size)
-        .await?
-        .iter()
-        .filter_map(|p| heads(p))
-    {
-        if let Some(of) = &f.rollback_of {
-            ix.rollbacks
-                .entry(of.clone())
-                .or_default()
-                .insert(subject(&f));
-        }
-    }
+    ix.rollbacks = crate::changes::rollback_index(store, size).await?;
     let outside = store
         .change_facts_outside(period.from_ns, period.to_ns, size)
         .await?;
@@ -397,51 +384,6 @@ async fn index(
         }
     }
     Ok((ix, in_period.into_iter().collect()))
-}
-
-/// Each change's stored facts below `size` (in `ids` order), with the seqs of stored facts that
-/// would not parse (a ledger problem: EVIDENCE_GAP on that change).
-type ChangeFacts = Vec<(String, Vec<FactRecord>, Vec<u64>)>;
-
-async fn fetch_facts(store: &Store, ids: &[String], size: u64) -> Result<ChangeFacts, ReportError> {
-    let mut facts: HashMap<String, Vec<FactRecord>> = HashMap::new();
-    let mut broken: HashMap<String, Vec<u64>> = HashMap::new();
-    for raw in store.facts_of_changes(ids, size).await? {
-        match serde_json::from_str::<FactRecord>(&raw.payload) {
-            Ok(f) => facts.entry(raw.change_id).or_default().push(f),
-            Err(_) => broken.entry(raw.change_id).or_default().push(raw.entry_seq),
-        }
-    }
-    Ok(ids
-        .iter()
-        .map(|id| {
-            (
-                id.clone(),
-                facts.remove(id).unwrap_or_default(),
-                broken.remove(id).unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-/// Folds each change's facts into its evidence, with the rollbacks that name it.
-fn fold_facts(facts: ChangeFacts, policy: &Policy, ix: &Index) -> Vec<(Evidence, Vec<u64>)> {
-    facts
-        .into_iter()
-        .map(|(id, records, broken)| {
-            let runs: BTreeSet<&String> =
-                records.iter().filter_map(|f| f.run_id.as_ref()).collect();
-            let mut rolled_back_by: BTreeSet<String> = BTreeSet::new();
-            for k in std::iter::once(&id).chain(runs) {
-                if let Some(r) = ix.rollbacks.get(k) {
-                    rolled_back_by.extend(r.iter().cloned());
-                }
-            }
-            let ev =
-                evidence::evidence(&id, &records, rolled_back_by.into_iter().collect(), policy);
-            (ev, broken)
-        })
-        .collect()
 }
 
 /// What one chunk of changes needs from storage: facts, bound spans, ledger ranges and leaves.
@@ -832,7 +774,7 @@ async fn write_files(
             .unwrap_or_default();
         let mut found = false;
         let facts = fetch_facts(store, &candidates, size).await?;
-        for (ev, _) in fold_facts(facts, &settings.policy, &ix) {
+        for (ev, _) in fold_facts(facts, &settings.policy, &ix.rollbacks) {
             if evidence::explains(
                 &ev,
                 &v.service,
@@ -1149,7 +1091,7 @@ fn fold_chunks(
             entries: by_subject,
             leaves,
         } = chunk?;
-        let folded = fold_facts(facts, &settings.policy, ix);
+        let folded = fold_facts(facts, &settings.policy, &ix.rollbacks);
         for (ev, broken) in &folded {
             bar.inc(1);
             if !matches(query, ev) {

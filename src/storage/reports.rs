@@ -34,6 +34,35 @@ impl Store {
             .bind(i(size)).fetch_all(p).await)?)
     }
 
+    /// Those of `ids` that a change.requested fact names as its change or run (any entry).
+    pub async fn existing_changes(&self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(Option<String>, Option<String>)> = on_pool!(self, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT change_id, run_id FROM facts WHERE kind = 'change.requested' AND (change_id IN (");
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(id);
+            }
+            q.push(") OR run_id IN (");
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(id);
+            }
+            q.push("))");
+            q.build_query_as().fetch_all(p).await
+        })?;
+        let wanted: std::collections::HashSet<&String> = ids.iter().collect();
+        Ok(rows
+            .into_iter()
+            .flat_map(|(c, r)| [c, r])
+            .flatten()
+            .filter(|id| wanted.contains(id))
+            .collect())
+    }
+
     /// change.requested facts below `size` that name a change they roll back.
     pub async fn rollback_facts(&self, size: u64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
