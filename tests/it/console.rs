@@ -554,3 +554,54 @@ async fn the_console_in_a_browser() {
     eprintln!("screenshots of the console: {}", shots.display());
     app.stop().await;
 }
+
+/// A stored fact that no longer parses (changed behind the server's back) is an EVIDENCE_GAP on
+/// its change in the list, as the report says it; the rest of the list is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_fact_is_an_evidence_gap_in_the_list() {
+    for db in TestDb::all("an_unreadable_fact_is_an_evidence_gap_in_the_list").await {
+        let app = spawn_app_with(console_config(&db)).await;
+        let expect = send_scenarios(&app).await;
+        let auditor = app.token(Role::Auditor).await;
+        let path = "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&limit=500";
+        let (_, before) = json(&app, path, &auditor).await;
+        crate::storage::disable_triggers(&app.store, "facts").await;
+        crate::storage::exec(
+            &app.store,
+            "UPDATE facts SET payload = 'not json' WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
+        )
+        .await
+        .unwrap();
+        let (status, after) = json(&app, path, &auditor).await;
+        assert_eq!(status, StatusCode::OK, "{after}");
+        assert_eq!(after["total"], before["total"], "{:?}", db.backend);
+        for c in after["changes"].as_array().unwrap() {
+            let id = c["change"]["id"].as_str().unwrap();
+            let codes: BTreeSet<&str> = c["exceptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["code"].as_str().unwrap())
+                .collect();
+            if id == "CHG-OK" {
+                // Its approval cannot be read: a gap, and so no approval before the deploy.
+                assert!(codes.contains("EVIDENCE_GAP"), "{codes:?}");
+            } else {
+                // Changes outside the report's population (staging) carry none.
+                let want: BTreeSet<&str> = expect
+                    .get(id)
+                    .map(|w| w.iter().copied().collect())
+                    .unwrap_or_default();
+                assert_eq!(codes, want, "{id}");
+            }
+        }
+        let (_, gaps) = json(
+            &app,
+            "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&exception=EVIDENCE_GAP",
+            &auditor,
+        )
+        .await;
+        assert_eq!(gaps["total"], 1, "{gaps}");
+        app.stop().await;
+    }
+}

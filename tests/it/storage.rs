@@ -119,7 +119,7 @@ async fn concurrent_appends_are_gap_free() {
     }
 }
 
-async fn exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
+pub async fn exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
     let q = sqlx::AssertSqlSafe(sql.to_owned());
     match store {
         Store::Sqlite(p) => sqlx::query(q).execute(p).await.map(|_| ()),
