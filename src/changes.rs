@@ -62,7 +62,15 @@ pub async fn evidence_of(
         .collect();
     let mut ids = vec![change_id.to_owned()];
     ids.extend(runs);
-    let rolled_back_by = store.rollbacks_of(&ids).await?;
+    let index = rollback_index(store, u64::MAX).await?;
+    let rolled_back_by: Vec<String> = ids
+        .iter()
+        .filter_map(|id| index.get(id))
+        .flatten()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let records: Vec<FactRecord> = facts.iter().map(|(f, _)| f.clone()).collect();
     Ok(Some((
         evidence::evidence(change_id, &records, rolled_back_by, policy),
@@ -138,8 +146,10 @@ pub async fn packet(
     }
     stats.traces = traces.into_iter().collect();
     stats.services = services.into_iter().collect();
+    // Only sightings inside the window the change could explain (an indexed range read).
+    let (from, to) = evidence::explained_window(&ev, tolerance_ns);
     let versions = store
-        .version_facts()
+        .version_facts_between(from, to)
         .await?
         .into_iter()
         .filter_map(|f| match f.fact {

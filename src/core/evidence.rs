@@ -1065,21 +1065,30 @@ pub fn explains(
     tolerance_ns: i64,
 ) -> bool {
     let c = &e.change;
+    let (from, to) = explained_window(e, tolerance_ns);
     c.service.as_deref() == Some(service)
         && c.version.as_deref() == Some(version)
         && c.environment
             .as_deref()
             .is_some_and(|env| env.eq_ignore_ascii_case(environment))
-        && {
-            let start = e
-                .timeline
-                .first_deploy_start_ns
-                .or(c.requested_ns)
-                .unwrap_or(i64::MIN);
-            let end = e.timeline.deploy_end_ns.or(c.finished_ns).unwrap_or(start);
-            seen_ns >= start.saturating_sub(tolerance_ns)
-                && seen_ns <= end.saturating_add(tolerance_ns)
-        }
+        && seen_ns >= from
+        && seen_ns <= to
+}
+
+/// The first sightings a change can explain fall in this window (inclusive): its deploy (or its
+/// request and finish) widened by the tolerance. Lets a caller read only those sightings.
+pub fn explained_window(e: &Evidence, tolerance_ns: i64) -> (i64, i64) {
+    let c = &e.change;
+    let start = e
+        .timeline
+        .first_deploy_start_ns
+        .or(c.requested_ns)
+        .unwrap_or(i64::MIN);
+    let end = e.timeline.deploy_end_ns.or(c.finished_ns).unwrap_or(start);
+    (
+        start.saturating_sub(tolerance_ns),
+        end.saturating_add(tolerance_ns),
+    )
 }
 
 /// Identity display helper for reports and the API.

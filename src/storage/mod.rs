@@ -189,8 +189,6 @@ pub struct SpanSummary {
     pub body: Vec<u8>,
 }
 
-type BTreeSetString = std::collections::BTreeSet<String>;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredLog {
     pub digest: Hash,
@@ -604,20 +602,17 @@ impl Store {
         Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 
-    /// Changes whose rollback_of names `change_id` (or one of its runs).
-    pub async fn rollbacks_of(&self, ids: &[String]) -> Result<Vec<String>> {
-        let mut out = BTreeSetString::new();
-        for id in ids {
-            let pattern = format!(
-                "%\"rollback_of\":{}%",
-                serde_json::to_string(id).unwrap_or_default()
-            );
-            let rows: Vec<(Option<String>,)> = on_pool!(self, p => sqlx::query_as(
-                "SELECT change_id FROM facts WHERE kind = 'change.requested' AND payload LIKE $1")
-                .bind(&pattern).fetch_all(p).await)?;
-            out.extend(rows.into_iter().filter_map(|(c,)| c));
-        }
-        Ok(out.into_iter().collect())
+    /// version.observed facts first seen in `[from, to]` (inclusive), by time.
+    pub async fn version_facts_between(&self, from: i64, to: i64) -> Result<Vec<FactRecord>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE kind = 'version.observed' AND time_ns >= $1 AND time_ns <= $2 \
+             ORDER BY time_ns, fact_key")
+            .bind(from).bind(to).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(p,)| {
+                serde_json::from_str(&p).map_err(|e| StorageError::Corrupt(format!("fact: {e}")))
+            })
+            .collect()
     }
 
     /// All version observations, oldest first.
