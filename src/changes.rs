@@ -44,38 +44,23 @@ pub struct Packet {
     pub checkpoint_size: Option<u64>,
 }
 
-/// All facts about a change and the evidence folded from them; `None` for an unknown change.
+/// A change folded from its facts (every entry, not only what a checkpoint covers), by the same
+/// rule and code the report and the list use, with the entry seqs of its facts that would not
+/// parse; `None` for an unknown change.
 pub async fn evidence_of(
     store: &Store,
     change_id: &str,
     policy: &Policy,
-) -> Result<Option<(Evidence, Vec<(FactRecord, u64)>)>, StorageError> {
-    let facts = store.facts_of_change(change_id).await?;
-    if facts.is_empty() {
+) -> Result<Option<(Evidence, Vec<u64>)>, StorageError> {
+    let facts = fetch_facts(store, &[change_id.to_owned()], u64::MAX).await?;
+    if facts
+        .iter()
+        .all(|(_, records, broken)| records.is_empty() && broken.is_empty())
+    {
         return Ok(None);
     }
-    let runs: Vec<String> = facts
-        .iter()
-        .filter_map(|(f, _)| f.run_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut ids = vec![change_id.to_owned()];
-    ids.extend(runs);
-    let index = rollback_index(store, u64::MAX).await?;
-    let rolled_back_by: Vec<String> = ids
-        .iter()
-        .filter_map(|id| index.get(id))
-        .flatten()
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let records: Vec<FactRecord> = facts.iter().map(|(f, _)| f.clone()).collect();
-    Ok(Some((
-        evidence::evidence(change_id, &records, rolled_back_by, policy),
-        facts,
-    )))
+    let rollbacks = rollback_index(store, u64::MAX).await?;
+    Ok(fold_facts(facts, policy, &rollbacks).into_iter().next())
 }
 
 /// Of the changes these roll back, the ones that exist (a change or run id some change.requested
@@ -116,10 +101,11 @@ pub async fn packet(
     tolerance_ns: i64,
     rules: &RuleContext,
 ) -> Result<Option<Packet>, export::ExportError> {
-    let Some((ev, _)) = evidence_of(store, change_id, policy).await? else {
+    let Some((ev, broken)) = evidence_of(store, change_id, policy).await? else {
         return Ok(None);
     };
-    let exceptions = exceptions(&ev, rules, &known_targets(store, [&ev]).await?);
+    let mut exceptions = exceptions(&ev, rules, &known_targets(store, [&ev]).await?);
+    exceptions.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
     let mut subjects = vec![change_id.to_owned()];
     subjects.extend(ev.change.runs.iter().cloned());
     subjects.sort();
@@ -233,10 +219,7 @@ pub async fn list_judged(
         .map(|(evidence, broken)| {
             let mut exceptions = exceptions(&evidence, ctx, &known);
             // As the report says it: a fact the ledger holds but that cannot be read.
-            exceptions.extend(broken.iter().map(|seq| Exception {
-                code: rules::EVIDENCE_GAP,
-                evidence: format!("the fact recorded by entry {seq} cannot be read"),
-            }));
+            exceptions.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
             Judged {
                 exceptions,
                 evidence,
@@ -283,7 +266,7 @@ pub async fn rollback_index(store: &Store, size: u64) -> Result<Rollbacks, Stora
 /// that would not parse (a ledger problem the caller reports, not a reason to stop).
 pub type ChangeFacts = Vec<(String, Vec<FactRecord>, Vec<u64>)>;
 
-/// The facts of many changes in one query (by the rule `facts_of_change` uses).
+/// The facts of many changes in one query (see `Store::facts_of_changes` for which belong to a change).
 pub async fn fetch_facts(
     store: &Store,
     ids: &[String],

@@ -298,6 +298,14 @@ pub fn history_rewritten(e: &Evidence) -> Option<Exception> {
     })
 }
 
+/// A fact the ledger recorded (by entry `seq`) that can no longer be read: evidence is missing.
+pub fn unreadable_fact(seq: u64) -> Exception {
+    ex(
+        EVIDENCE_GAP,
+        format!("the fact recorded by entry {seq} cannot be read"),
+    )
+}
+
 /// A production version first seen in runtime telemetry that no change explains.
 pub fn unlinked_deploy(v: &VersionFact) -> Exception {
     ex(

@@ -1115,12 +1115,7 @@ fn fold_chunks(
                 }
             }
             let mut xs = rules::change_exceptions(ev, &settings.rules, &known);
-            for seq in broken {
-                xs.push(Exception {
-                    code: rules::EVIDENCE_GAP,
-                    evidence: format!("the fact recorded by entry {seq} cannot be read"),
-                });
-            }
+            xs.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
             let row = PopulationRow::new(ev, &span, &ledger, &xs);
             out.population.write_record(row.cells()).map_err(csv_err)?;
             out.json.item(&JsonChange {

@@ -576,23 +576,6 @@ impl Store {
             .collect()
     }
 
-    /// Every fact about a change: those naming it, and those of its runs (a task span may name
-    /// only the run), with the entry that records each.
-    pub async fn facts_of_change(&self, change_id: &str) -> Result<Vec<(FactRecord, u64)>> {
-        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT payload, entry_seq FROM facts WHERE change_id = $1 \
-             OR run_id IN (SELECT run_id FROM facts WHERE change_id = $1 AND run_id IS NOT NULL) \
-             ORDER BY time_ns, fact_key")
-            .bind(change_id).fetch_all(p).await)?;
-        rows.into_iter()
-            .map(|(p, seq)| {
-                let f = serde_json::from_str(&p)
-                    .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
-                Ok((f, u(seq, "entry seq")?))
-            })
-            .collect()
-    }
-
     /// Change ids with a change.requested fact in `[from, to)` (nanoseconds).
     pub async fn changes_between(&self, from: i64, to: i64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(

@@ -91,8 +91,8 @@ impl Store {
             .collect()
     }
 
-    /// The facts of each change in `ids` below `size`, by the rule `facts_of_change` uses: those
-    /// naming the change, and those of its runs that name no other change.
+    /// The facts of each change in `ids` below `size`: those naming the change, and those of its
+    /// runs (a task span may name only the run) that name no other change.
     pub async fn facts_of_changes(&self, ids: &[String], size: u64) -> Result<Vec<RawFact>> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -602,6 +602,16 @@ async fn an_unreadable_fact_is_an_evidence_gap_in_the_list() {
         )
         .await;
         assert_eq!(gaps["total"], 1, "{gaps}");
+        // The change's own page says the same, instead of failing.
+        let (status, packet) = json(&app, "/v1/changes/CHG-OK", &auditor).await;
+        assert_eq!(status, StatusCode::OK, "{packet}");
+        let codes: Vec<&str> = packet["exceptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["code"].as_str().unwrap())
+            .collect();
+        assert!(codes.contains(&"EVIDENCE_GAP"), "{codes:?}");
         app.stop().await;
     }
 }
