@@ -264,14 +264,7 @@ async fn admin_creates_and_revokes_tokens() {
         .unwrap();
     assert!(list.contains("security team") && !list.contains(&token[16..]));
     let id = created["id"].as_str().unwrap();
-    let r = app
-        .http
-        .delete(format!("{}/v1/admin/tokens/{id}", app.base))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.revoke(id).await, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get("/v1/ledger/keys", Some(&token)).await.status(),
         StatusCode::UNAUTHORIZED

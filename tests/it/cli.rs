@@ -96,6 +96,27 @@ fn serve_in(dir: &Path, args: &[&str], rust_log: Option<&str>) -> Served {
     }
 }
 
+/// A token of `role` created through a served admin API; the token.
+async fn create_token(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    role: &str,
+    name: &str,
+) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/admin/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "role": role, "name": name }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_a_fresh_directory_just_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,17 +165,7 @@ async fn serve_on_a_fresh_directory_just_works() {
             .status()
             .is_success()
     );
-    let created: serde_json::Value = http
-        .post(format!("{base}/v1/admin/tokens"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "role": "reviewer", "name": "reviewer" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let reviewer = created["token"].as_str().unwrap().to_owned();
+    let reviewer = create_token(&http, &base, &admin, "reviewer", "reviewer").await;
     let note = http
         .get(format!("{base}/v1/ledger/checkpoint"))
         .bearer_auth(&reviewer)
@@ -651,17 +662,7 @@ async fn json_logs_carry_each_requests_trace_and_principal() {
     let http = reqwest::Client::new();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = format!("00-{trace}-00f067aa0ba902b7-01");
-    let created: serde_json::Value = http
-        .post(format!("{base}/v1/admin/tokens"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({ "role": "ingest", "name": "collector" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ingest = created["token"].as_str().unwrap().to_owned();
+    let ingest = create_token(&http, &base, &admin, "ingest", "collector").await;
     let r = http
         .post(format!("{otlp}/v1/traces"))
         .bearer_auth(&ingest)

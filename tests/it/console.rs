@@ -91,14 +91,7 @@ async fn session_names_any_role_and_the_pages_it_opens() {
     );
     let auditor = app.token(Role::Auditor).await;
     let id = auditor.split('_').nth(1).unwrap();
-    let r = app
-        .http
-        .delete(format!("{}/v1/admin/tokens/{id}", app.base))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.revoke(id).await, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get("/v1/session", Some(&auditor)).await.status(),
         StatusCode::UNAUTHORIZED

@@ -181,6 +181,17 @@ impl TestApp {
         r.send().await.unwrap()
     }
 
+    /// Revokes a token by id through the admin API; the answer's status.
+    pub async fn revoke(&self, id: &str) -> reqwest::StatusCode {
+        self.http
+            .delete(format!("{}/v1/admin/tokens/{id}", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     /// Stops the server and waits until the queue is drained.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
