@@ -6,7 +6,7 @@ use crate::pipeline::{KeySource, random_bytes};
 use crate::storage::HeadRow;
 use anyhow::{Context, bail};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// `<key file>.next`: where a rotation puts the new key before it is committed.
@@ -20,12 +20,20 @@ pub fn read_key(path: &Path) -> anyhow::Result<LedgerKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read signing key {}", path.display()))?;
     if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
+        && exposed(meta.permissions().mode(), meta.gid())
     {
         tracing::warn!(path = %path.display(), "The signing key file is readable by other users; chmod 600 it.");
     }
     LedgerKey::parse_private(&text)
         .with_context(|| format!("{} is not a changetrail signing key", path.display()))
+}
+
+/// Whether a key file with this mode and group is open to users other than its owner and root:
+/// any access for others, or for a group other than root's. A root-group file (0440 root:root)
+/// is how docker-compose.yml hands the key to the non-root service, which reads it through
+/// `group_add: ["0"]`; the root group is root's alone on an ordinary system, so no warning.
+fn exposed(mode: u32, gid: u32) -> bool {
+    mode & 0o007 != 0 || (mode & 0o070 != 0 && gid != 0)
 }
 
 /// Writes a key to a new file with mode 0600 (never overwriting) and syncs it to disk.
@@ -171,4 +179,19 @@ pub fn load_signing_key(
         source,
         generated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed;
+
+    #[test]
+    fn a_key_open_to_others_or_to_another_group_is_exposed() {
+        assert!(!exposed(0o100600, 1000), "owner only");
+        assert!(!exposed(0o100400, 1000), "owner read only");
+        assert!(!exposed(0o100440, 0), "root's group: the compose secret");
+        assert!(exposed(0o100640, 1000), "another group");
+        assert!(exposed(0o100604, 0), "others, even with root's group");
+        assert!(exposed(0o100644, 1000), "everyone");
+    }
 }

@@ -61,7 +61,7 @@ pub async fn run(cfg: Config, cmd: KeysCommand) -> anyhow::Result<i32> {
                 );
             } else {
                 eprintln!(
-                    "Rotated at entry {seq}: the new key is in {}; update ledger.signing_key.",
+                    "Rotated at entry {seq}: the new key is in {}; put it where the service reads its key (ledger.signing_key, or the file ledger.key_file names) before it next starts.",
                     staged.display()
                 );
             }
