@@ -115,7 +115,16 @@
     const byCode = new Map();
     for (const x of xs) byCode.set(x.code, (byCode.get(x.code) || []).concat(x.evidence));
     return h('span', { class: 'badges' },
-      [...byCode].map(([code, evidence]) => badge(code, 'bad', evidence.join('\n'))));
+      [...byCode].map(([code, evidence]) => codeBadge(code, evidence.join('\n'))));
+  }
+
+  /** An exception code's badge with a break opportunity after each '_'. Badges never wrap on
+   * screen; on paper the list's last column may wrap a long code there (APPROVED_SUBJECT_ /
+   * MISMATCH) rather than push the table past the page's edge. */
+  function codeBadge(code, title) {
+    const parts = code.split('_');
+    return h('span', { class: 'badge bad', title },
+      parts.map((p, i) => (i < parts.length - 1 ? [`${p}_`, h('wbr', {})] : p)));
   }
 
   function resultBadge(result) {
@@ -432,9 +441,18 @@
         type: 'button', class: 'button', id: 'next', disabled: last >= data.total,
         onclick: () => go(data.offset + data.limit), text: 'Next →',
       }));
+    // The filters as applied, for paper only: the form does not print what it means (an empty
+    // date prints "mm/dd/yyyy", an empty environment its placeholder).
+    const period = f.from && f.to ? `${f.from} to ${f.to} (UTC, inclusive)`
+      : (f.from ? `from ${f.from} (UTC)` : (f.to ? `up to ${f.to} (UTC, inclusive)` : 'at any date'));
+    const applied = h('p', {
+      class: 'print-only', id: 'print-filters',
+      text: `Filters: requested ${period} · environment ${f.environment || 'any'} · service ${f.service || 'any'} · exception ${f.exception || 'any'}`,
+    });
     return [
       h('h1', { text: 'Changes' }),
       h('p', { class: 'lede', text: 'Changes requested in the period, each judged by the SOC 2 report\'s exception rules (production changes only). Times are UTC.' }),
+      applied,
       form,
       table([
         'Requested (UTC)', 'Change', 'Service · version · environment', 'Requester', 'Approver',

@@ -53,6 +53,30 @@ async function screenshots(page, name) {
   await page.setViewportSize({ width: 1280, height: 900 });
 }
 
+/** A4 portrait less app.css's @page margins (210 mm - 2 x 10 mm at 96 px per inch). */
+const A4_CONTENT_PX = 718;
+
+/**
+ * The page as printed: laid out for print at A4's content width, nothing may stick out to the
+ * right (a wide table or an unbroken hash would be cut off on paper), the screen's controls are
+ * gone; and NAME.pdf is written beside the screenshots for a person to look at.
+ */
+async function printed(page, name) {
+  await page.emulateMedia({ media: 'print' });
+  await page.setViewportSize({ width: A4_CONTENT_PX, height: 1000 });
+  await page.waitForTimeout(50);
+  const widest = await page.evaluate(() => [...document.querySelectorAll('main *')]
+    .filter((e) => e.getClientRects().length > 0)
+    .map((e) => ({ right: Math.ceil(e.getBoundingClientRect().right), what: `${e.tagName.toLowerCase()}.${e.className} "${e.textContent.slice(0, 40)}"` }))
+    .reduce((a, b) => (b.right > a.right ? b : a), { right: 0, what: 'nothing' }));
+  check(widest.right <= A4_CONTENT_PX, `${name}: printed, everything fits A4's ${A4_CONTENT_PX} px (${widest.what} reaches ${widest.right} px)`);
+  const shown = await page.$$eval('#nav, form.filters, .pager button, #verify', (es) => es.filter((e) => e.getClientRects().length > 0).length);
+  same(shown, 0, `${name}: printed, navigation and controls are left out`);
+  await page.pdf({ path: join(shots, `${name}.pdf`), format: 'A4' });
+  await page.emulateMedia({ media: 'screen' });
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
 /** Waits until the console shows the current location (app.js marks each finished render). */
 async function settled(page) {
   await page.waitForFunction(() => document.documentElement.dataset.shown === location.hash);
@@ -150,6 +174,9 @@ async function auditor(page) {
     same(shown, [...codes].sort(), `exception badges of ${id}`);
   }
   await screenshots(page, '02-changes');
+  await printed(page, '02-changes-print');
+  const applied = await page.textContent('#print-filters');
+  check(applied.startsWith('Filters: requested '), `the printed list says which filters it shows (${applied})`);
 
   // Every change, ten a page: "showing 1–10 of N", then the next page.
   await filter(page, { limit: 10 });
@@ -203,6 +230,7 @@ async function auditor(page) {
   check(spans.includes('Spans'), 'the runtime spans are summarised');
   check(await page.$('.panel.ok'), 'a change without exceptions says so');
   await screenshots(page, '04-change');
+  await printed(page, '04-change-print');
 
   // A change with exceptions: highlighted at the top and on the step they concern.
   const x = expect.flagged;
@@ -275,6 +303,7 @@ async function reviewer(page) {
   check(verdict.startsWith('OK'), `the verdict (${verdict})`);
   check(await page.$('#no-findings'), 'no findings are listed');
   await screenshots(page, '07-ledger');
+  await printed(page, '07-ledger-print');
   await signOut(page);
 }
 
