@@ -1017,4 +1017,4 @@ impl AppendTx {
 }
 
 mod reports;
-pub use reports::{RawFact, SubjectEntries};
+pub use reports::{ROLLBACK_FACTS, RawFact, SubjectEntries};

@@ -6,6 +6,13 @@ use super::{Result, Store, hash, i, u};
 use crate::core::hash::Hash;
 use sqlx::QueryBuilder;
 
+/// The change.requested facts below `$1` that name a change they roll back. The predicate is
+/// exactly the one of the partial index `facts_rollbacks` (migration 0005), which is what lets the
+/// planner answer from that index instead of reading every change.requested payload: change the
+/// two together (`storage::the_rollback_lookup_is_answered_from_its_index` checks the plan).
+pub const ROLLBACK_FACTS: &str = "SELECT payload FROM facts WHERE kind = 'change.requested' \
+    AND entry_seq < $1 AND payload LIKE '%\"rollback_of\":%'";
+
 /// A fact as stored: the change it was read for, its JSON text and the entry recording it.
 #[derive(Debug, Clone)]
 pub struct RawFact {
@@ -65,9 +72,7 @@ impl Store {
 
     /// change.requested facts below `size` that name a change they roll back.
     pub async fn rollback_facts(&self, size: u64) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT payload FROM facts WHERE kind = 'change.requested' AND entry_seq < $1 \
-             AND payload LIKE '%\"rollback_of\":%'")
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(ROLLBACK_FACTS)
             .bind(i(size)).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }

@@ -492,3 +492,50 @@ async fn timed_checkpoints_and_idle_heartbeats() {
         );
     }
 }
+
+/// The change list and the report find rollbacks with `ROLLBACK_FACTS`; on a large ledger that is
+/// fast only while the planner answers it from the partial index of migration 0005, which it does
+/// only while the query's predicate is the index's. PostgreSQL is asked with sequential scans off:
+/// an empty table would otherwise be scanned, which says nothing about the index matching.
+#[tokio::test]
+async fn the_rollback_lookup_is_answered_from_its_index() {
+    use changetrail::storage::ROLLBACK_FACTS;
+    for db in TestDb::all("the_rollback_lookup_is_answered_from_its_index").await {
+        let store = db.store().await;
+        let plan: Vec<String> = match &store {
+            Store::Sqlite(p) => {
+                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(
+                    format!("EXPLAIN QUERY PLAN {ROLLBACK_FACTS}"),
+                ))
+                .bind(i64::MAX)
+                .fetch_all(p)
+                .await
+                .unwrap();
+                rows.into_iter().map(|r| r.3).collect()
+            }
+            Store::Postgres(p) => {
+                let mut conn = p.acquire().await.unwrap();
+                sqlx::query("SET enable_seqscan = off")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                let rows: Vec<(String,)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {ROLLBACK_FACTS}")))
+                        .bind(i64::MAX)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .unwrap();
+                sqlx::query("RESET enable_seqscan")
+                    .execute(&mut *conn)
+                    .await
+                    .unwrap();
+                rows.into_iter().map(|r| r.0).collect()
+            }
+        };
+        assert!(
+            plan.iter().any(|l| l.contains("facts_rollbacks")),
+            "{:?}: the rollback lookup does not use its index: {plan:?}",
+            db.backend
+        );
+    }
+}
