@@ -60,14 +60,16 @@ pub async fn open_ledger(
     if head.is_none() {
         tracing::info!(origin = %row.head.origin, vkey = %writer.key().vkey(), "Created a new ledger.");
     }
-    // Entries left uncovered by an earlier run that stopped abruptly get their checkpoint now.
+    // Entries no checkpoint covers yet get one now: left by a run that stopped abruptly, or
+    // appended by a server running beside this command since its last checkpoint (writers share
+    // the chain, so either is normal).
     if row.head.size > row.checkpoint_size {
         let uncovered = row.head.size - row.checkpoint_size;
         writer.checkpoint().await?;
         tracing::info!(
             uncovered,
             size = row.head.size,
-            "Signed a checkpoint over entries an earlier run left uncovered."
+            "Signed a checkpoint over entries no checkpoint covered yet."
         );
     }
     Ok((store, writer))
