@@ -10,7 +10,8 @@ use crate::storage::{StorageError, Store};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SpanStats {
@@ -203,36 +204,100 @@ pub struct Judged {
     pub exceptions: Vec<Exception>,
 }
 
-/// Changes requested in the period that match the filter, folded and judged; with `exception`,
-/// only those the rules give that code.
+/// One page of the changes requested in the period that match the filter, folded and judged
+/// (with `exception`, only those the rules give that code), in request order, and how many
+/// there are in all. The period is folded a chunk at a time and only the first `offset + limit`
+/// changes are kept, so memory follows the page asked for, not the period.
 pub async fn list_judged(
     store: &Store,
     f: &ChangeFilter,
     policy: &Policy,
     ctx: &RuleContext,
     exception: Option<&str>,
-) -> Result<Vec<Judged>, StorageError> {
-    let listed = list(store, f, policy).await?;
-    let known = known_targets(store, listed.iter().map(|(e, _)| e)).await?;
-    Ok(listed
-        .into_iter()
-        .map(|(evidence, broken)| {
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<Judged>, usize), StorageError> {
+    let mut folder = Folder::open(store, f, policy).await?;
+    let mut window = FirstN::new(offset.saturating_add(limit));
+    while let Some(chunk) = folder.next_chunk().await? {
+        let known = known_targets(store, chunk.iter().map(|(e, _)| e)).await?;
+        for (evidence, broken) in chunk {
             let mut exceptions = exceptions(&evidence, ctx, &known);
             // As the report says it: a fact the ledger holds but that cannot be read.
             exceptions.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
-            Judged {
-                exceptions,
-                evidence,
+            if exception.is_none_or(|code| exceptions.iter().any(|x| x.code == code)) {
+                let key = (evidence.change.requested_ns, evidence.change.id.clone());
+                window.push(
+                    key,
+                    Judged {
+                        exceptions,
+                        evidence,
+                    },
+                );
             }
-        })
-        .filter(|j| exception.is_none_or(|code| j.exceptions.iter().any(|x| x.code == code)))
-        .collect())
+        }
+    }
+    Ok(window.page(offset))
 }
 
-/// One page of `items`: at most `limit` from `offset` on, and how many there are in all.
-pub fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, usize) {
-    let total = items.len();
-    (items.into_iter().skip(offset).take(limit).collect(), total)
+/// The first `n` items of a stream in key order, and how many went by: a page of a sorted list
+/// without holding the list (a max-heap of the `n` smallest keys seen so far).
+struct FirstN<K: Ord, T> {
+    n: usize,
+    seen: usize,
+    heap: BinaryHeap<Keyed<K, T>>,
+}
+
+/// An item ordered by its key alone.
+struct Keyed<K, T>(K, T);
+
+impl<K: Ord, T> PartialEq for Keyed<K, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl<K: Ord, T> Eq for Keyed<K, T> {}
+impl<K: Ord, T> PartialOrd for Keyed<K, T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord, T> Ord for Keyed<K, T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl<K: Ord, T> FirstN<K, T> {
+    fn new(n: usize) -> Self {
+        Self {
+            n,
+            seen: 0,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn push(&mut self, key: K, item: T) {
+        self.seen += 1;
+        if self.heap.len() < self.n {
+            self.heap.push(Keyed(key, item));
+        } else if self.heap.peek().is_some_and(|top| key < top.0) {
+            self.heap.pop();
+            self.heap.push(Keyed(key, item));
+        }
+    }
+
+    /// The kept items from `offset` on, in key order, and how many were pushed in all.
+    fn page(self, offset: usize) -> (Vec<T>, usize) {
+        let items = self
+            .heap
+            .into_sorted_vec()
+            .into_iter()
+            .skip(offset)
+            .map(|k| k.1)
+            .collect();
+        (items, self.seen)
+    }
 }
 
 /// rollback_of value → the changes (or runs) naming it.
@@ -319,38 +384,62 @@ pub fn fold_facts(
 /// Changes folded per query: bounds both the query's parameter list and the memory in flight.
 const FOLD_CHUNK: usize = 400;
 
-/// Changes requested in the period that match the filter, folded, each with the entry seqs of
-/// its facts that would not parse. Facts are read a chunk of changes per query and rollbacks
-/// from one index, so a long period costs a few queries per 400 changes, not several per change.
-pub async fn list(
-    store: &Store,
-    f: &ChangeFilter,
-    policy: &Policy,
-) -> Result<Vec<(Evidence, Vec<u64>)>, StorageError> {
-    // Everything stored, not only what a checkpoint covers: the console shows the ledger as it is.
-    let all = u64::MAX;
-    let ids = store.changes_between(f.from_ns, f.to_ns).await?;
-    let rollbacks = rollback_index(store, all).await?;
-    let mut out = Vec::new();
-    for chunk in ids.chunks(FOLD_CHUNK) {
-        for (ev, broken) in fold_facts(fetch_facts(store, chunk, all).await?, policy, &rollbacks) {
-            let c = &ev.change;
-            let eq = |want: &Option<String>, have: &Option<String>| {
-                want.as_ref()
-                    .is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
-            };
-            if eq(&f.environment, &c.environment)
-                && eq(&f.service, &c.service)
-                && eq(&f.kind, &Some(c.kind.clone()))
-            {
-                out.push((ev, broken));
-            }
-        }
+/// The changes requested in the period that match the filter, folded a chunk at a time, each
+/// with the entry seqs of its facts that would not parse. Facts are read 400 changes per query
+/// and rollbacks from one index, so a long period costs a few queries per chunk, not several per
+/// change, and only one chunk is in memory at a time, not the period.
+pub struct Folder<'a> {
+    store: &'a Store,
+    policy: &'a Policy,
+    filter: &'a ChangeFilter,
+    ids: Vec<String>,
+    next: usize,
+    rollbacks: Rollbacks,
+}
+
+impl<'a> Folder<'a> {
+    pub async fn open(
+        store: &'a Store,
+        filter: &'a ChangeFilter,
+        policy: &'a Policy,
+    ) -> Result<Folder<'a>, StorageError> {
+        Ok(Folder {
+            store,
+            policy,
+            filter,
+            ids: store.changes_between(filter.from_ns, filter.to_ns).await?,
+            next: 0,
+            // Everything stored, not only what a checkpoint covers: the console shows the
+            // ledger as it is.
+            rollbacks: rollback_index(store, u64::MAX).await?,
+        })
     }
-    out.sort_by(|(a, _), (b, _)| {
-        (a.change.requested_ns, &a.change.id).cmp(&(b.change.requested_ns, &b.change.id))
-    });
-    Ok(out)
+
+    /// The next chunk's changes that match the filter (possibly none); `None` once all are read.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<(Evidence, Vec<u64>)>>, StorageError> {
+        if self.next >= self.ids.len() {
+            return Ok(None);
+        }
+        let end = (self.next + FOLD_CHUNK).min(self.ids.len());
+        let facts = fetch_facts(self.store, &self.ids[self.next..end], u64::MAX).await?;
+        self.next = end;
+        let f = self.filter;
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
+        };
+        Ok(Some(
+            fold_facts(facts, self.policy, &self.rollbacks)
+                .into_iter()
+                .filter(|(ev, _)| {
+                    let c = &ev.change;
+                    eq(&f.environment, &c.environment)
+                        && eq(&f.service, &c.service)
+                        && eq(&f.kind, &Some(c.kind.clone()))
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// Production versions no change explains: the unlinked deploys.
@@ -368,23 +457,19 @@ pub async fn unlinked_versions(
             _ => None,
         })
         .collect();
-    if versions.is_empty() {
-        return Ok(versions);
-    }
-    let all = list(
-        store,
-        &ChangeFilter {
-            from_ns: i64::MIN,
-            to_ns: i64::MAX,
-            ..Default::default()
-        },
-        policy,
-    )
-    .await?;
-    Ok(versions
-        .into_iter()
-        .filter(|v| {
-            !all.iter().any(|(e, _)| {
+    let mut unexplained = versions;
+    let everything = ChangeFilter {
+        from_ns: i64::MIN,
+        to_ns: i64::MAX,
+        ..Default::default()
+    };
+    let mut folder = Folder::open(store, &everything, policy).await?;
+    // Every change is read once, a chunk at a time; the versions are few and stay in memory.
+    while !unexplained.is_empty()
+        && let Some(chunk) = folder.next_chunk().await?
+    {
+        unexplained.retain(|v| {
+            !chunk.iter().any(|(e, _)| {
                 evidence::explains(
                     e,
                     &v.service,
@@ -394,20 +479,50 @@ pub async fn unlinked_versions(
                     tolerance_ns,
                 )
             })
-        })
-        .collect())
+        });
+    }
+    Ok(unexplained)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::page;
+    use super::FirstN;
+    use proptest::prelude::*;
+
+    /// The indexes of `keys` on the page, and the total.
+    fn first_n(keys: &[(i64, u8)], offset: usize, limit: usize) -> (Vec<usize>, usize) {
+        let mut w = FirstN::new(offset + limit);
+        for (i, k) in keys.iter().enumerate() {
+            w.push(*k, i);
+        }
+        w.page(offset)
+    }
 
     #[test]
     fn pages_cover_the_list_once() {
-        let items: Vec<u32> = (0..7).collect();
-        assert_eq!(page(items.clone(), 0, 3), (vec![0, 1, 2], 7));
-        assert_eq!(page(items.clone(), 6, 3), (vec![6], 7));
-        assert_eq!(page(items.clone(), 7, 3), (vec![], 7));
-        assert_eq!(page(items, 100, 3), (vec![], 7));
+        let keys: Vec<(i64, u8)> = [5, 1, 4, 2, 6, 0, 3].iter().map(|&t| (t, 0)).collect();
+        assert_eq!(first_n(&keys, 0, 3), (vec![5, 1, 3], 7));
+        assert_eq!(first_n(&keys, 3, 3), (vec![6, 2, 0], 7));
+        assert_eq!(first_n(&keys, 6, 3), (vec![4], 7));
+        assert_eq!(first_n(&keys, 7, 3), (vec![], 7));
+        assert_eq!(first_n(&keys, 100, 3), (vec![], 7));
+    }
+
+    proptest! {
+        /// The same page as sorting everything, then skipping and taking.
+        #[test]
+        fn a_page_is_that_of_the_sorted_list(
+            keys in proptest::collection::vec((0i64..20, 0u8..3), 0..60),
+            offset in 0usize..70,
+            limit in 1usize..20,
+        ) {
+            let mut sorted = keys.clone();
+            sorted.sort();
+            let want: Vec<(i64, u8)> = sorted.into_iter().skip(offset).take(limit).collect();
+            let (got, total) = first_n(&keys, offset, limit);
+            prop_assert_eq!(total, keys.len());
+            let got: Vec<(i64, u8)> = got.iter().map(|&i| keys[i]).collect();
+            prop_assert_eq!(got, want);
+        }
     }
 }

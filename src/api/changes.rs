@@ -112,15 +112,16 @@ async fn list(
         )));
     }
     let offset = count(&q.offset, 0, "offset")?;
-    let all = changes::list_judged(
+    let (list, total) = changes::list_judged(
         &state.store,
         &filter,
         &state.correlation.policy,
         &rule_context(&state),
         exception,
+        offset,
+        limit,
     )
     .await?;
-    let (list, total) = changes::page(all, offset, limit);
     Ok(Json(serde_json::json!({
         "changes": list,
         "total": total,

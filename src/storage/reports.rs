@@ -47,8 +47,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows: Vec<(Option<String>, Option<String>)> = on_pool!(self, p => {
+            // `kind || ''` keeps SQLite off facts_kind_time: without statistics it would read
+            // every change.requested fact (0.27 s on 100k changes) instead of looking the ids up
+            // in facts_change_run and facts_run_change (0.3 ms). The list asks once per chunk.
             let mut q = QueryBuilder::new(
-                "SELECT change_id, run_id FROM facts WHERE kind = 'change.requested' AND (change_id IN (");
+                "SELECT change_id, run_id FROM facts WHERE kind || '' = 'change.requested' AND (change_id IN (");
             let mut sep = q.separated(", ");
             for id in ids {
                 sep.push_bind(id);
