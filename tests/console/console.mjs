@@ -163,6 +163,12 @@ async function auditor(page) {
   check((await page.textContent('#who-role')) === 'auditor', 'the role is shown');
   const stored = await page.evaluate(() => [sessionStorage.length, localStorage.length]);
   same(stored, [1, 0], 'the token is in sessionStorage only');
+  // The list opens on the last 30 days (UTC dates, today inclusive), shown in the form.
+  const today = new Date();
+  const monthAgo = new Date(today.getTime());
+  monthAgo.setUTCDate(monthAgo.getUTCDate() - 29);
+  same([await page.inputValue('#f-from'), await page.inputValue('#f-to')],
+    [monthAgo.toISOString().slice(0, 10), today.toISOString().slice(0, 10)], 'the list opens on the last 30 days');
 
   // January's production changes: each row's exception badges are the report's codes.
   await filter(page, { from: expect.from, to: expect.to, environment: 'production' });
