@@ -388,7 +388,7 @@ const FOLD_CHUNK: usize = 400;
 /// with the entry seqs of its facts that would not parse. Facts are read 400 changes per query
 /// and rollbacks from one index, so a long period costs a few queries per chunk, not several per
 /// change, and only one chunk is in memory at a time, not the period.
-pub struct Folder<'a> {
+struct Folder<'a> {
     store: &'a Store,
     policy: &'a Policy,
     filter: &'a ChangeFilter,
@@ -398,7 +398,7 @@ pub struct Folder<'a> {
 }
 
 impl<'a> Folder<'a> {
-    pub async fn open(
+    async fn open(
         store: &'a Store,
         filter: &'a ChangeFilter,
         policy: &'a Policy,
@@ -416,7 +416,7 @@ impl<'a> Folder<'a> {
     }
 
     /// The next chunk's changes that match the filter (possibly none); `None` once all are read.
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<(Evidence, Vec<u64>)>>, StorageError> {
+    async fn next_chunk(&mut self) -> Result<Option<Vec<(Evidence, Vec<u64>)>>, StorageError> {
         if self.next >= self.ids.len() {
             return Ok(None);
         }
@@ -458,6 +458,10 @@ pub async fn unlinked_versions(
         })
         .collect();
     let mut unexplained = versions;
+    if unexplained.is_empty() {
+        // Nothing to explain: no need to read the changes at all.
+        return Ok(unexplained);
+    }
     let everything = ChangeFilter {
         from_ns: i64::MIN,
         to_ns: i64::MAX,
