@@ -2,7 +2,9 @@
 //! ledger entries with inclusion proofs) and the list of changes in a period, each judged by the
 //! SOC 2 report's exception rules. Shared by the API and the reports.
 
-use crate::core::evidence::{self, Evidence, FactRecord, Policy, VersionFact};
+use crate::core::evidence::{
+    self, Evidence, FactRecord, Neighbours, Policy, Recorded, VersionFact,
+};
 use crate::core::hash::b64;
 use crate::core::rules::{self, Exception, RuleContext};
 use crate::export;
@@ -11,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SpanStats {
@@ -45,13 +47,24 @@ pub struct Packet {
     pub checkpoint_size: Option<u64>,
 }
 
-/// A change folded from its facts (every entry, not only what a checkpoint covers), by the same
-/// rule and code the report and the list use, with the entry seqs of its facts that would not
-/// parse; `None` for an unknown change.
+/// How changes are folded and judged: the correlation policy, the exception rules and the
+/// judging settings of the report this process signs, so the console judges as the report does.
+#[derive(Debug, Clone, Default)]
+pub struct Criteria {
+    pub policy: Policy,
+    pub rules: RuleContext,
+    pub judging: evidence::Settings,
+    /// How far a version sighting may be from a deploy that explains it.
+    pub tolerance_ns: i64,
+}
+
+/// A change folded from its facts (every entry, not only what a checkpoint covers) and judged,
+/// by the same rule and code the report and the list use, with the entry seqs of its facts that
+/// would not parse; `None` for an unknown change.
 pub async fn evidence_of(
     store: &Store,
     change_id: &str,
-    policy: &Policy,
+    c: &Criteria,
 ) -> Result<Option<(Evidence, Vec<u64>)>, StorageError> {
     let facts = fetch_facts(store, &[change_id.to_owned()], u64::MAX).await?;
     if facts
@@ -61,52 +74,127 @@ pub async fn evidence_of(
         return Ok(None);
     }
     let rollbacks = rollback_index(store, u64::MAX).await?;
-    Ok(fold_facts(facts, policy, &rollbacks).into_iter().next())
+    let mut folded = fold_facts(facts, &c.policy, &rollbacks);
+    judge_all(store, &mut folded, u64::MAX, &c.judging).await?;
+    Ok(folded.into_iter().next())
 }
 
-/// Of the changes these roll back, the ones that exist (a change or run id some change.requested
-/// fact names): all a rollback's rule needs to know, looked up by id instead of reading every
-/// change in the ledger. Everything stored counts, not only what a checkpoint covers: the console
-/// shows the ledger as it is.
-pub async fn known_targets<'a>(
+/// What judging these changes needs from the rest of the ledger below `size`: the rollback
+/// targets that exist, every use of their credentials, earlier sightings of the versions their
+/// rollbacks restore. Looked up by id and key, a few queries per chunk, never the whole ledger.
+pub async fn neighbours<'a>(
     store: &Store,
     evs: impl IntoIterator<Item = &'a Evidence>,
-) -> Result<HashSet<String>, StorageError> {
-    let targets: Vec<String> = evs
-        .into_iter()
-        .filter_map(|e| e.change.rollback_of.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut known = HashSet::new();
-    for chunk in targets.chunks(FOLD_CHUNK) {
-        known.extend(store.existing_changes(chunk).await?);
+    size: u64,
+) -> Result<Neighbours, StorageError> {
+    let mut targets = BTreeSet::new();
+    let mut credentials = BTreeSet::new();
+    let mut versions = BTreeSet::new();
+    for e in evs {
+        let c = &e.change;
+        targets.extend(c.rollback_of.clone());
+        credentials.extend(e.credentials.iter().map(|u| u.credential.clone()));
+        if c.kind == "rollback"
+            && let (Some(s), Some(env), Some(v)) = (&c.service, &c.environment, &c.version)
+        {
+            versions.insert((s.clone(), env.clone(), v.clone()));
+        }
     }
-    Ok(known)
+    lookup(store, targets, credentials, versions, size).await
 }
 
-/// The exceptions the SOC 2 report's rules find in a change. Only production changes are judged,
-/// as the report's population holds only those: a staging change carries none, so the console
-/// and the report never disagree about what is an exception.
-pub fn exceptions(ev: &Evidence, ctx: &RuleContext, known: &HashSet<String>) -> Vec<Exception> {
-    if !ev.change.production {
-        return Vec::new();
+/// The same lookups as `neighbours`, found from the facts before they are folded (the report
+/// reads a chunk's neighbours beside the fold, which runs elsewhere).
+pub async fn neighbours_of_facts(
+    store: &Store,
+    facts: &ChangeFacts,
+    size: u64,
+) -> Result<Neighbours, StorageError> {
+    let mut targets = BTreeSet::new();
+    let mut credentials = BTreeSet::new();
+    let mut versions = BTreeSet::new();
+    for r in facts.iter().flat_map(|(_, records, _)| records) {
+        credentials.extend(r.fact.credentials());
+        if let evidence::Fact::Change(c) = &r.fact.fact {
+            targets.extend(c.rollback_of.clone());
+            if let (Some(s), Some(env), Some(v)) = (&c.service, &c.environment, &c.version) {
+                versions.insert((s.clone(), env.clone(), v.clone()));
+            }
+        }
     }
-    rules::change_exceptions(ev, ctx, &|id| known.contains(id))
+    lookup(store, targets, credentials, versions, size).await
+}
+
+/// Fills neighbours from the ids, credentials and versions asked about.
+async fn lookup(
+    store: &Store,
+    targets: BTreeSet<String>,
+    credentials: BTreeSet<String>,
+    versions: BTreeSet<(String, String, String)>,
+    size: u64,
+) -> Result<Neighbours, StorageError> {
+    let mut n = Neighbours::default();
+    let targets: Vec<String> = targets.into_iter().collect();
+    for chunk in targets.chunks(FOLD_CHUNK) {
+        n.known.extend(store.existing_changes(chunk).await?);
+    }
+    let credentials: Vec<String> = credentials.into_iter().collect();
+    for (cred, subject, seq) in store.credential_uses(&credentials, size).await? {
+        n.add_credential(&cred, &subject, seq);
+    }
+    let mut both = BTreeSet::new();
+    for (s, env, v) in versions {
+        both.insert((s.clone(), env.to_ascii_lowercase(), v.clone()));
+        both.insert((s, env, v));
+    }
+    let versions: Vec<(String, String, String)> = both.into_iter().collect();
+    for f in store.sightings_of(&versions, size).await? {
+        if let evidence::Fact::Version(v) = &f.fact {
+            n.add_sighting(v);
+        }
+    }
+    Ok(n)
+}
+
+/// Judges folded changes against their neighbours below `size`.
+pub async fn judge_all(
+    store: &Store,
+    folded: &mut [(Evidence, Vec<u64>)],
+    size: u64,
+    settings: &evidence::Settings,
+) -> Result<(), StorageError> {
+    let n = neighbours(store, folded.iter().map(|(e, _)| e), size).await?;
+    for (e, _) in folded.iter_mut() {
+        evidence::judge(e, &n, settings);
+    }
+    Ok(())
+}
+
+/// The exceptions the SOC 2 report's rules find in a judged change, and an EVIDENCE_GAP for each
+/// of its facts that cannot be read. Only production changes are judged, as the report's
+/// population holds only those: a staging change carries none, so the console and the report
+/// never disagree about what is an exception.
+pub fn exceptions(ev: &Evidence, broken: &[u64], ctx: &RuleContext) -> Vec<Exception> {
+    let mut out = if ev.change.production {
+        rules::change_exceptions(ev, ctx)
+    } else {
+        Vec::new()
+    };
+    // As the report says it: a fact the ledger holds but that cannot be read.
+    out.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
+    out
 }
 
 pub async fn packet(
     store: &Store,
     change_id: &str,
-    policy: &Policy,
-    tolerance_ns: i64,
-    rules: &RuleContext,
+    c: &Criteria,
 ) -> Result<Option<Packet>, export::ExportError> {
-    let Some((ev, broken)) = evidence_of(store, change_id, policy).await? else {
+    let Some((ev, broken)) = evidence_of(store, change_id, c).await? else {
         return Ok(None);
     };
-    let mut exceptions = exceptions(&ev, rules, &known_targets(store, [&ev]).await?);
-    exceptions.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
+    let tolerance_ns = c.tolerance_ns;
+    let exceptions = exceptions(&ev, &broken, &c.rules);
     let mut subjects = vec![change_id.to_owned()];
     subjects.extend(ev.change.runs.iter().cloned());
     subjects.sort();
@@ -143,16 +231,7 @@ pub async fn packet(
             evidence::Fact::Version(v) => Some(v),
             _ => None,
         })
-        .filter(|v| {
-            evidence::explains(
-                &ev,
-                &v.service,
-                &v.environment,
-                &v.version,
-                v.first_seen_ns,
-                tolerance_ns,
-            )
-        })
+        .filter(|v| evidence::explains(&ev, v, tolerance_ns))
         .collect();
     let checkpoint = store.latest_checkpoint().await?;
     let size = checkpoint.as_ref().map(|c| c.size);
@@ -211,20 +290,16 @@ pub struct Judged {
 pub async fn list_judged(
     store: &Store,
     f: &ChangeFilter,
-    policy: &Policy,
-    ctx: &RuleContext,
+    c: &Criteria,
     exception: Option<&str>,
     offset: usize,
     limit: usize,
 ) -> Result<(Vec<Judged>, usize), StorageError> {
-    let mut folder = Folder::open(store, f, policy).await?;
+    let mut folder = Folder::open(store, f, c).await?;
     let mut window = FirstN::new(offset.saturating_add(limit));
     while let Some(chunk) = folder.next_chunk().await? {
-        let known = known_targets(store, chunk.iter().map(|(e, _)| e)).await?;
         for (evidence, broken) in chunk {
-            let mut exceptions = exceptions(&evidence, ctx, &known);
-            // As the report says it: a fact the ledger holds but that cannot be read.
-            exceptions.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
+            let exceptions = exceptions(&evidence, &broken, &c.rules);
             if exception.is_none_or(|code| exceptions.iter().any(|x| x.code == code)) {
                 let key = (evidence.change.requested_ns, evidence.change.id.clone());
                 window.push(
@@ -329,7 +404,7 @@ pub async fn rollback_index(store: &Store, size: u64) -> Result<Rollbacks, Stora
 
 /// Each change's stored facts below `size` (in `ids` order), with the entry seqs of stored facts
 /// that would not parse (a ledger problem the caller reports, not a reason to stop).
-pub type ChangeFacts = Vec<(String, Vec<FactRecord>, Vec<u64>)>;
+pub type ChangeFacts = Vec<(String, Vec<Recorded>, Vec<u64>)>;
 
 /// The facts of many changes in one query (see `Store::facts_of_changes` for which belong to a change).
 pub async fn fetch_facts(
@@ -337,11 +412,15 @@ pub async fn fetch_facts(
     ids: &[String],
     size: u64,
 ) -> Result<ChangeFacts, StorageError> {
-    let mut facts: HashMap<String, Vec<FactRecord>> = HashMap::new();
+    let mut facts: HashMap<String, Vec<Recorded>> = HashMap::new();
     let mut broken: HashMap<String, Vec<u64>> = HashMap::new();
     for raw in store.facts_of_changes(ids, size).await? {
         match serde_json::from_str::<FactRecord>(&raw.payload) {
-            Ok(f) => facts.entry(raw.change_id).or_default().push(f),
+            Ok(fact) => facts.entry(raw.change_id).or_default().push(Recorded {
+                seq: raw.entry_seq,
+                received_ns: raw.received_ns,
+                fact,
+            }),
             Err(_) => broken.entry(raw.change_id).or_default().push(raw.entry_seq),
         }
     }
@@ -366,8 +445,10 @@ pub fn fold_facts(
     facts
         .into_iter()
         .map(|(id, records, broken)| {
-            let runs: BTreeSet<&String> =
-                records.iter().filter_map(|f| f.run_id.as_ref()).collect();
+            let runs: BTreeSet<&String> = records
+                .iter()
+                .filter_map(|r| r.fact.run_id.as_ref())
+                .collect();
             let mut rolled_back_by: BTreeSet<String> = BTreeSet::new();
             for k in std::iter::once(&id).chain(runs) {
                 if let Some(r) = rollbacks.get(k) {
@@ -390,7 +471,7 @@ const FOLD_CHUNK: usize = 400;
 /// change, and only one chunk is in memory at a time, not the period.
 struct Folder<'a> {
     store: &'a Store,
-    policy: &'a Policy,
+    criteria: &'a Criteria,
     filter: &'a ChangeFilter,
     ids: Vec<String>,
     next: usize,
@@ -401,11 +482,11 @@ impl<'a> Folder<'a> {
     async fn open(
         store: &'a Store,
         filter: &'a ChangeFilter,
-        policy: &'a Policy,
+        criteria: &'a Criteria,
     ) -> Result<Folder<'a>, StorageError> {
         Ok(Folder {
             store,
-            policy,
+            criteria,
             filter,
             ids: store.changes_between(filter.from_ns, filter.to_ns).await?,
             next: 0,
@@ -415,7 +496,8 @@ impl<'a> Folder<'a> {
         })
     }
 
-    /// The next chunk's changes that match the filter (possibly none); `None` once all are read.
+    /// The next chunk's changes that match the filter (possibly none), judged; `None` once all
+    /// are read.
     async fn next_chunk(&mut self) -> Result<Option<Vec<(Evidence, Vec<u64>)>>, StorageError> {
         if self.next >= self.ids.len() {
             return Ok(None);
@@ -428,8 +510,8 @@ impl<'a> Folder<'a> {
             want.as_ref()
                 .is_none_or(|w| have.as_ref().is_some_and(|h| h.eq_ignore_ascii_case(w)))
         };
-        Ok(Some(
-            fold_facts(facts, self.policy, &self.rollbacks)
+        let mut chunk: Vec<(Evidence, Vec<u64>)> =
+            fold_facts(facts, &self.criteria.policy, &self.rollbacks)
                 .into_iter()
                 .filter(|(ev, _)| {
                     let c = &ev.change;
@@ -437,17 +519,18 @@ impl<'a> Folder<'a> {
                         && eq(&f.service, &c.service)
                         && eq(&f.kind, &Some(c.kind.clone()))
                 })
-                .collect(),
-        ))
+                .collect();
+        judge_all(self.store, &mut chunk, u64::MAX, &self.criteria.judging).await?;
+        Ok(Some(chunk))
     }
 }
 
 /// Production versions no change explains: the unlinked deploys.
 pub async fn unlinked_versions(
     store: &Store,
-    policy: &Policy,
-    tolerance_ns: i64,
+    c: &Criteria,
 ) -> Result<Vec<VersionFact>, StorageError> {
+    let (policy, tolerance_ns) = (&c.policy, c.tolerance_ns);
     let versions: Vec<VersionFact> = store
         .version_facts()
         .await?
@@ -467,22 +550,15 @@ pub async fn unlinked_versions(
         to_ns: i64::MAX,
         ..Default::default()
     };
-    let mut folder = Folder::open(store, &everything, policy).await?;
+    let mut folder = Folder::open(store, &everything, c).await?;
     // Every change is read once, a chunk at a time; the versions are few and stay in memory.
     while !unexplained.is_empty()
         && let Some(chunk) = folder.next_chunk().await?
     {
         unexplained.retain(|v| {
-            !chunk.iter().any(|(e, _)| {
-                evidence::explains(
-                    e,
-                    &v.service,
-                    &v.environment,
-                    &v.version,
-                    v.first_seen_ns,
-                    tolerance_ns,
-                )
-            })
+            !chunk
+                .iter()
+                .any(|(e, _)| evidence::explains(e, v, tolerance_ns))
         });
     }
     Ok(unexplained)

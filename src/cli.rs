@@ -162,6 +162,10 @@ pub enum ImportCommand {
     Conductor {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Allow the facts to arrive this long after the times they state (a backfill of older
+        /// history, e.g. `90d`) instead of `[evidence] max_lateness`; each fact records it.
+        #[arg(long, value_name = "DURATION")]
+        max_lateness: Option<String>,
     },
 }
 
@@ -360,9 +364,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(a) => commands::verify::run(cfg, a, cli.database_url.is_some()).await,
         Command::Erase(a) => commands::ledger::erase(cfg, a).await,
         Command::Checkpoint => commands::ledger::checkpoint(cfg).await,
-        Command::Import(ImportCommand::Conductor { files }) => {
-            commands::ledger::import_conductor(cfg, files).await
-        }
+        Command::Import(ImportCommand::Conductor {
+            files,
+            max_lateness,
+        }) => commands::ledger::import_conductor(cfg, files, max_lateness).await,
         Command::Report(ReportCommand::Soc2(a)) => commands::report::soc2(cfg, a).await,
         Command::VerifyReport(a) => {
             commands::report::verify(cfg, a, cli.database_url.is_some()).await

@@ -12,8 +12,9 @@ use std::time::Duration;
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "database_url",
+    "evidence",
     "ledger",
     "http",
     "otlp",
@@ -32,6 +33,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub otlp: OtlpConfig,
     pub correlation: CorrelationConfig,
+    pub evidence: EvidenceConfig,
     pub identity: IdentityConfig,
     pub tls: TlsConfig,
     pub storage: StorageConfig,
@@ -50,8 +52,20 @@ pub struct CorrelationConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    #[serde(with = "humantime_serde")]
+    pub receipt_tolerance: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_lateness: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReportsConfig {
     pub approver_roles: Vec<String>,
+    pub approvers: Vec<crate::core::rules::ApproverRule>,
     #[serde(with = "humantime_serde")]
     pub emergency_review_window: Duration,
     pub catalogue_file: PathBuf,
@@ -60,6 +74,11 @@ pub struct ReportsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
+    #[serde(with = "humantime_serde")]
+    pub max_token_age_at_receipt: Duration,
+    pub change_claim: String,
+    pub artifact_claim: String,
+    pub require_bound_approvals: bool,
     pub issuers: Vec<IssuerConfig>,
 }
 
@@ -177,6 +196,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
 impl Config {
     /// Loads the layers. `file` is `--config`; without it `changetrail.toml` is read if present.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -238,6 +261,21 @@ impl Config {
                 "tls: cert_file and key_file go together, and client_ca_file needs both".into(),
             ));
         }
+        let i = &self.identity;
+        if i.change_claim.trim().is_empty() || i.artifact_claim.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "identity.change_claim and identity.artifact_claim must name a claim".into(),
+            ));
+        }
+        for r in &self.reports.approvers {
+            if r.service.trim().is_empty() || r.roles.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "reports.approvers: a rule needs a service pattern and at least one role \
+                     (service = {:?}, roles = {:?})",
+                    r.service, r.roles
+                )));
+            }
+        }
         if !l.origin.is_empty() {
             crate::core::keys::Origin::parse(&l.origin)
                 .map_err(|e| ConfigError::Invalid(format!("ledger.origin: {e}")))?;
@@ -278,16 +316,51 @@ impl Config {
                 .with_context(|| format!("cannot read the control catalogue {}", f.display()))?,
             None => crate::core::report::SOC2_CATALOGUE.to_owned(),
         };
-        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Ok(crate::report::Settings::new(
             self.policy(),
             nanos(self.correlation.version_match_tolerance),
-            crate::core::rules::RuleContext {
-                approver_roles: self.reports.approver_roles.clone(),
-                emergency_review_window_ns: nanos(self.reports.emergency_review_window),
-            },
+            self.rules(),
+            self.judging(),
             &text,
         )?)
+    }
+
+    /// How the console and the API fold and judge changes (as the report does).
+    pub fn criteria(&self) -> crate::changes::Criteria {
+        crate::changes::Criteria {
+            policy: self.policy(),
+            rules: self.rules(),
+            judging: self.judging(),
+            tolerance_ns: nanos(self.correlation.version_match_tolerance),
+        }
+    }
+
+    /// The exception rules' settings.
+    pub fn rules(&self) -> crate::core::rules::RuleContext {
+        crate::core::rules::RuleContext {
+            approver_roles: self.reports.approver_roles.clone(),
+            approvers: self.reports.approvers.clone(),
+            emergency_review_window_ns: nanos(self.reports.emergency_review_window),
+        }
+    }
+
+    /// How changes are judged against receipts, lateness and bound tokens.
+    pub fn judging(&self) -> crate::core::evidence::Settings {
+        crate::core::evidence::Settings {
+            receipt_tolerance_ns: nanos(self.evidence.receipt_tolerance),
+            max_lateness_ns: nanos(self.evidence.max_lateness),
+            require_bound_approvals: self.identity.require_bound_approvals,
+        }
+    }
+
+    /// The token rules of `[identity]`.
+    pub fn token_rules(&self) -> crate::core::identity::TokenRules {
+        let i = &self.identity;
+        crate::core::identity::TokenRules {
+            max_age_at_receipt_ns: nanos(i.max_token_age_at_receipt),
+            change_claim: i.change_claim.clone(),
+            artifact_claim: i.artifact_claim.clone(),
+        }
     }
 
     /// The trusted issuers, their JWKS files read now.
@@ -312,7 +385,7 @@ impl Config {
                 roles_claim: i.roles_claim.clone(),
             });
         }
-        Ok(crate::core::identity::IdentityVerifier::new(issuers))
+        Ok(crate::core::identity::IdentityVerifier::new(issuers).with_rules(self.token_rules()))
     }
 
     pub fn ingest(&self) -> anyhow::Result<crate::ingest::IngestConfig> {
@@ -328,6 +401,8 @@ impl Config {
             policy: self.policy(),
             identity: self.identity_verifier()?,
             max_versions_remembered: 100_000,
+            max_clock_skew_ns: nanos(self.evidence.max_clock_skew),
+            version_window_ns: nanos(self.correlation.version_match_tolerance),
         })
     }
 
@@ -369,8 +444,14 @@ mod tests {
 
     #[test]
     fn the_default_rules_are_the_shipped_ones() {
-        let shipped = Config::defaults().report_settings(None).unwrap().rules;
-        assert_eq!(shipped, crate::core::rules::RuleContext::default());
+        let c = Config::defaults();
+        let shipped = c.report_settings(None).unwrap();
+        assert_eq!(shipped.rules, crate::core::rules::RuleContext::default());
+        assert_eq!(shipped.judging, crate::core::evidence::Settings::default());
+        assert_eq!(
+            c.token_rules(),
+            crate::core::identity::TokenRules::default()
+        );
     }
 
     fn toml_like(c: &Config) -> String {

@@ -125,9 +125,9 @@ impl App {
             .with_metrics(ingestor.clone(), writer.clone())
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_correlation(api::Correlation {
-                policy: cfg.policy(),
+                criteria: cfg.criteria(),
                 identity: cfg.identity_verifier()?,
-                tolerance_ns: i64::try_from(cfg.correlation.version_match_tolerance.as_nanos())
+                max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
                     .unwrap_or(i64::MAX),
             });
         let listeners = vec![

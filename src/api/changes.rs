@@ -2,11 +2,13 @@
 //! Conductor import for the `ingest` role.
 
 use super::{ApiError, AppState};
+use crate::auth::Principal;
 use crate::changes::{self, ChangeFilter};
-use crate::core::rules::{self, RuleContext};
+use crate::core::evidence::{Intake, SentBy};
+use crate::core::rules;
 use crate::import;
 use crate::util::parse_rfc3339;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -68,15 +70,6 @@ fn exception_code(q: &Option<String>) -> Result<Option<&'static str>, ApiError> 
         })
 }
 
-/// The rules of the report this process signs, so the console judges as the report does.
-fn rule_context(state: &AppState) -> RuleContext {
-    state
-        .reports
-        .as_ref()
-        .map(|r| r.settings.rules.clone())
-        .unwrap_or_default()
-}
-
 fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
     match q {
         None => Ok(default),
@@ -115,8 +108,7 @@ async fn list(
     let (list, total) = changes::list_judged(
         &state.store,
         &filter,
-        &state.correlation.policy,
-        &rule_context(&state),
+        &state.correlation.criteria,
         exception,
         offset,
         limit,
@@ -134,29 +126,31 @@ async fn one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<changes::Packet>, ApiError> {
-    let c = &state.correlation;
-    changes::packet(
-        &state.store,
-        &id,
-        &c.policy,
-        c.tolerance_ns,
-        &rule_context(&state),
-    )
-    .await?
-    .map(Json)
-    .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
+    changes::packet(&state.store, &id, &state.correlation.criteria)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
 }
 
 async fn unlinked(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let c = &state.correlation;
-    let v = changes::unlinked_versions(&state.store, &c.policy, c.tolerance_ns).await?;
+    let v = changes::unlinked_versions(&state.store, &state.correlation.criteria).await?;
     Ok(Json(serde_json::json!({ "unlinked_deploys": v })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    /// A wider lateness allowance for this import's facts (a backfill), e.g. `30d`.
+    max_lateness: Option<String>,
+}
+
 /// One execution per request (`GET /api/workflow/{id}?includeTasks=true` output or a
-/// status-listener message). Re-importing is idempotent; vanished history is recorded.
+/// status-listener message). Re-importing is idempotent; vanished history is recorded. Every fact
+/// records the token that sent it.
 async fn import_conductor(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<ImportQuery>,
     Json(doc): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let appender = state
@@ -164,18 +158,27 @@ async fn import_conductor(
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable("this process does not append".into()))?;
     let c = &state.correlation;
-    let p = import::prepare(
-        &state.store,
-        &doc,
-        &c.policy,
-        &c.identity,
-        crate::pipeline::now_ns(),
-    )
-    .await
-    .map_err(|e| match e {
-        import::ImportError::Invalid(m) => ApiError::BadRequest(m),
-        import::ImportError::Storage(s) => s.into(),
-    })?;
+    let max_lateness_ns = q
+        .max_lateness
+        .as_deref()
+        .map(import::parse_max_lateness)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let intake = Intake {
+        received_ns: crate::pipeline::now_ns(),
+        sent_by: Some(SentBy {
+            token_id: Some(principal.token_id.clone()),
+            name: principal.name.clone(),
+        }),
+        max_lateness_ns,
+        max_clock_skew_ns: c.max_clock_skew_ns,
+    };
+    let p = import::prepare(&state.store, &doc, &c.criteria.policy, &c.identity, &intake)
+        .await
+        .map_err(|e| match e {
+            import::ImportError::Invalid(m) => ApiError::BadRequest(m),
+            import::ImportError::Storage(s) => s.into(),
+        })?;
     let done = appender.append_telemetry(p.telemetry).await.map_err(|e| {
         if e.is_transient() {
             ApiError::Unavailable("changetrail is busy; retry shortly".into())

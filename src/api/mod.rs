@@ -45,9 +45,11 @@ pub struct AppState {
 /// What the change endpoints need from configuration.
 #[derive(Debug, Default)]
 pub struct Correlation {
-    pub policy: crate::core::evidence::Policy,
+    /// How changes are folded and judged (as the report this process signs does).
+    pub criteria: crate::changes::Criteria,
     pub identity: crate::core::identity::IdentityVerifier,
-    pub tolerance_ns: i64,
+    /// Imports: event times further ahead than this are refused.
+    pub max_clock_skew_ns: i64,
 }
 
 impl AppState {

@@ -413,10 +413,14 @@ pub async fn binding(
                     } else {
                         (binding, runtime)
                     };
-                    ing.traces(first)
+                    let sender = crate::core::evidence::SentBy {
+                        token_id: None,
+                        name: "bench binding".into(),
+                    };
+                    ing.traces(first, sender.clone())
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    ing.traces(second)
+                    ing.traces(second, sender)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }

@@ -5,7 +5,8 @@
 
 use crate::config::Config;
 use crate::core::evidence::{
-    ApprovalFact, ChangeFact, Fact, FactRecord, RunFinishedFact, Source, TaskFact, version_fact,
+    ApprovalFact, ChangeFact, Fact, FactRecord, Intake, RunFinishedFact, Source, TaskFact,
+    VersionFact, version_fact,
 };
 use crate::core::identity::{Established, Principal};
 use crate::keyfile;
@@ -20,14 +21,20 @@ use std::time::{Duration, Instant};
 const START_NS: i64 = 1_767_225_600 * 1_000_000_000;
 const MIN: i64 = 60_000_000_000;
 
-fn verified(sub: &str, roles: &[&str]) -> Option<Principal> {
+/// A verified identity whose token is the `token`-th one issued to `sub` (each change carries
+/// tokens of its own, as a rotating issuer hands them out).
+fn verified(sub: &str, roles: &[&str], token: u64) -> Option<Principal> {
     Some(Principal {
         subject: Some(sub.to_owned()),
         established: Established::Verified {
             issuer: "https://idp.example.com".into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             expires_ns: None,
-            token_sha256: crate::core::hash::Hash::of(&[sub.as_bytes()]).to_hex(),
+            token_sha256: crate::core::hash::Hash::of(&[sub.as_bytes(), &token.to_be_bytes()])
+                .to_hex(),
+            jti: None,
+            bound_change: None,
+            bound_artifact: None,
         },
     })
 }
@@ -39,13 +46,18 @@ fn record(key: String, change: &str, run: &str, source: Source, t: i64, fact: Fa
         run_id: Some(run.to_owned()),
         source,
         time_ns: t,
+        stated_until_ns: None,
+        sent_by: None,
+        // A backfill of last year's history: late by design, and allowed to be.
+        max_lateness_ns: Some(10 * 366 * 1440 * MIN),
         fact,
     }
 }
 
 /// The facts of change `i`: most are clean with a retried deploy; every 50th is self-approved,
 /// every 97th approved late, every 131st rejected and deployed, every 199th an emergency without
-/// review, every 211th a rollback of the change before it; every 500th leaves an unlinked version.
+/// review, every 211th a rollback of the change before it, every 300th deploys with the previous
+/// change's credential; every 500th leaves an unlinked version.
 fn change_facts(i: u64, days: u64) -> Vec<FactRecord> {
     let id = format!("CHG-{:06}", i);
     let run = format!("wf-{:06}", i);
@@ -90,14 +102,16 @@ fn change_facts(i: u64, days: u64) -> Vec<FactRecord> {
         rollback_of: (kind == "rollback").then(|| format!("CHG-{:06}", i.saturating_sub(1))),
         justification: None,
         requester: match source {
-            Source::Span => verified("alice@example.com", &["engineer"]),
+            Source::Span => verified("alice@example.com", &["engineer"], i),
             _ => None,
         },
         requested_ns: t0,
     };
+    let deploy_token = if i % 300 == 17 { i - 1 } else { i };
     let approval = || ApprovalFact {
         decision: decision.into(),
-        approver: verified(approver, &["release-approver"]),
+        stated_decision: None,
+        approver: verified(approver, &["release-approver"], i),
         requested_ns: Some(t0 + MIN),
         decided_ns: Some(decided),
         approved_subject: Some(digest.clone()),
@@ -113,7 +127,9 @@ fn change_facts(i: u64, days: u64) -> Vec<FactRecord> {
         start_ns: t0 + s * MIN,
         end_ns: t0 + e * MIN,
         worker: Some("deployer-5c8b7".into()),
-        identity: verified("spiffe://example.com/deployer", &["deployer"]),
+        identity: verified("spiffe://example.com/deployer", &["deployer"], deploy_token),
+        credential_id: None,
+        triggered_by: None,
         trace_id: Some(format!("{:032x}", i)),
         span_id: Some(format!("{:016x}", i * 2 + u64::from(attempt))),
         reason: None,
@@ -165,21 +181,23 @@ fn change_facts(i: u64, days: u64) -> Vec<FactRecord> {
             compensation_run: None,
         }),
     ));
-    out.push(version_fact(
-        &service,
-        "production",
-        &version,
-        t0 + 16 * MIN,
-        None,
-    ));
+    let seen = |version: String, at: i64| {
+        version_fact(
+            VersionFact {
+                service: service.clone(),
+                environment: "production".into(),
+                version,
+                first_seen_ns: at,
+                trace_id: None,
+                previous: None,
+            },
+            30 * MIN,
+            &Intake::default(),
+        )
+    };
+    out.push(seen(version.clone(), t0 + 16 * MIN));
     if i % 500 == 250 {
-        out.push(version_fact(
-            &service,
-            "production",
-            &format!("{version}-hotfix"),
-            t0 + 90 * MIN,
-            None,
-        ));
+        out.push(seen(format!("{version}-hotfix"), t0 + 90 * MIN));
     }
     out
 }

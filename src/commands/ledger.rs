@@ -35,10 +35,27 @@ pub async fn checkpoint(cfg: Config) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub async fn import_conductor(cfg: Config, files: Vec<std::path::PathBuf>) -> anyhow::Result<i32> {
+pub async fn import_conductor(
+    cfg: Config,
+    files: Vec<std::path::PathBuf>,
+    max_lateness: Option<String>,
+) -> anyhow::Result<i32> {
     let (store, writer) = open_ledger(&cfg, false).await?;
     let policy = cfg.policy();
     let ids = cfg.identity_verifier()?;
+    let max_lateness_ns = max_lateness
+        .as_deref()
+        .map(crate::import::parse_max_lateness)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    // Facts a command imports name the operator who ran it: no API token sent them.
+    let operator = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown user".into());
+    let sent_by = crate::core::evidence::SentBy {
+        token_id: None,
+        name: format!("changetrail import conductor (run by {operator})"),
+    };
     let mut failed = 0;
     for file in files {
         let text = std::fs::read_to_string(&file)
@@ -50,8 +67,14 @@ pub async fn import_conductor(cfg: Config, files: Vec<std::path::PathBuf>) -> an
             one => vec![one],
         };
         for (i, d) in docs.iter().enumerate() {
-            match crate::import::prepare(&store, d, &policy, &ids, crate::pipeline::now_ns()).await
-            {
+            let intake = crate::core::evidence::Intake {
+                received_ns: crate::pipeline::now_ns(),
+                sent_by: Some(sent_by.clone()),
+                max_lateness_ns,
+                max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
+                    .unwrap_or(i64::MAX),
+            };
+            match crate::import::prepare(&store, d, &policy, &ids, &intake).await {
                 Ok(p) => {
                     let done = writer.append_with_telemetry(&[], &p.telemetry).await?;
                     eprintln!(

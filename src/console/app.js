@@ -12,6 +12,8 @@
     'NO_APPROVAL', 'SELF_APPROVAL', 'APPROVAL_AFTER_DEPLOY', 'APPROVER_NOT_AUTHORIZED',
     'UNVERIFIED_IDENTITY', 'APPROVAL_BYPASSED', 'APPROVED_SUBJECT_MISMATCH', 'UNLINKED_DEPLOY',
     'EMERGENCY_NO_REVIEW', 'ROLLBACK_UNLINKED', 'HISTORY_REWRITTEN', 'EVIDENCE_GAP',
+    'APPROVAL_DECISION_MISSING', 'CONFLICTING_EVIDENCE', 'LATE_EVIDENCE', 'TOKEN_REUSED',
+    'APPROVAL_TOKEN_MISMATCH', 'CREDENTIAL_NOT_ROTATED',
   ];
   // Which page of a change an exception concerns, so it is marked on that step as well.
   const CONCERNS = {
@@ -19,7 +21,8 @@
     APPROVER_NOT_AUTHORIZED: 'approval', APPROVAL_BYPASSED: 'approval',
     APPROVED_SUBJECT_MISMATCH: 'approval', EMERGENCY_NO_REVIEW: 'requested',
     ROLLBACK_UNLINKED: 'rollback', HISTORY_REWRITTEN: 'deploy', UNLINKED_DEPLOY: 'deploy',
-    EVIDENCE_GAP: 'ledger',
+    EVIDENCE_GAP: 'ledger', APPROVAL_DECISION_MISSING: 'approval', APPROVAL_TOKEN_MISMATCH: 'approval',
+    CREDENTIAL_NOT_ROTATED: 'deploy', CONFLICTING_EVIDENCE: 'requested', LATE_EVIDENCE: 'requested',
   };
   const PAGES = {
     changes: 'Changes',
@@ -525,15 +528,25 @@
   // ---------------------------------------------------------------------------------------
   // One change.
 
-  /** The step an exception concerns; an unverified identity is on the step of whose it is
-   * (the rule's evidence starts "requester …", "approver …" or "deployer …"). */
+  /** The step an exception concerns; an unverified identity or a reused token is on the step of
+   * whose it is (the rule's evidence starts "requester …", "approver …" or "deployer …", or
+   * "the requester …" for a token). */
   function concerns(x) {
-    if (x.code === 'UNVERIFIED_IDENTITY') {
-      if (x.evidence.startsWith('approver')) return 'approval';
-      if (x.evidence.startsWith('deployer')) return 'deploy';
+    if (x.code === 'UNVERIFIED_IDENTITY' || x.code === 'TOKEN_REUSED') {
+      const e = x.evidence.replace(/^the /, '');
+      if (e.startsWith('approver')) return 'approval';
+      if (e.startsWith('deployer')) return 'deploy';
       return 'requested';
     }
     return CONCERNS[x.code] || 'requested';
+  }
+
+  /** Who handed the service a fact: an ingest token's name and id, or an importing operator. */
+  function senders(list) {
+    const all = (list || []).filter(Boolean);
+    if (!all.length) return null;
+    return h('span', { class: 'list' }, all.map((s) => h('span', { class: 'sender' },
+      h('span', { text: s.name }), s.token_id ? [' ', mono(s.token_id, 'short')] : null)));
   }
 
   function flagged(xs, where) {
@@ -556,14 +569,16 @@
   }
 
   function attemptTable(attempts) {
-    return table(['#', 'Result', 'Started', 'Took', 'Worker', 'Identity', 'Retried from', 'Reason'],
+    return table(['#', 'Result', 'Started', 'Took', 'Received', 'Worker', 'Identity', 'Sent by', 'Retried from', 'Reason'],
       attempts.map((a) => h('tr', { class: a.result === 'success' ? null : 'failed' },
         td(String(a.attempt + 1), 'num'),
         td(resultBadge(a.result)),
         td(utc(a.start_ns), 'nowrap'),
         td(duration(a.start_ns, a.end_ns), 'nowrap'),
+        td(utc(a.received_ns), 'nowrap'),
         td(a.worker ? mono(a.worker, 'short') : '—'),
         td(a.identity ? principal(a.identity) : h('span', { class: 'muted', text: '—' })),
+        td(senders(a.sent_by) || h('span', { class: 'muted', text: '—' })),
         td(mono(a.retried_from, 'short')),
         td(dash(a.reason)))),
       { class: 'attempts' });
@@ -615,6 +630,7 @@
       ['Result', resultBadge(c.result)],
       ['Requested', utc(c.requested_ns)],
       ['Finished', utc(c.finished_ns)],
+      (c.sent_by || []).length ? ['Sent by', senders(c.sent_by)] : null,
       ['Runs', c.runs.length ? h('span', {}, c.runs.map((r) => mono(r, 'short'))) : null],
       c.justification ? ['Justification', c.justification] : null,
     ]);
@@ -637,7 +653,10 @@
           h('p', { class: 'approver' }, a.decision === 'approved' ? 'approved by ' : `${a.decision} by `, principal(a.approver)),
           facts([
             ['Decided', utc(a.decided_ns)],
+            ['Received', utc(a.received_ns)],
             ['Method', a.method],
+            a.sent_by ? ['Sent by', senders([a.sent_by])] : null,
+            a.stated_decision ? ['Stated decision', a.stated_decision] : null,
             a.approved_subject ? ['Approved subject', mono(a.approved_subject)] : null,
             a.before_first_deploy === null || a.before_first_deploy === undefined ? null
               : ['Before the first deploy', a.before_first_deploy ? 'yes' : h('strong', { class: 'bad-text', text: 'no' })],

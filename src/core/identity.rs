@@ -1,7 +1,10 @@
 //! Verified identity: a JWT in a token attribute is checked against trusted issuers — signature
-//! (EdDSA, ES256, RS256 keys from the issuer's JWKS), `iss`, `aud`, `exp`/`nbf` at the time of the
-//! event (evidence can arrive late) and `sub` against the asserted subject. Only the result and the
-//! token's SHA-256 are kept; the token itself never leaves this function.
+//! (EdDSA, ES256, RS256 keys from the issuer's JWKS), `iss`, `aud`, `exp` (required) and `nbf` at
+//! the time of the event (evidence can arrive late), `exp` again against the time the service
+//! received it (the event time is the sender's claim: a token that expired long before it arrived
+//! proves nothing), and `sub` against the asserted subject. Only the result, the token's SHA-256,
+//! its `jti` and the claims that bind it to a change are kept; the token itself never leaves this
+//! function.
 
 use super::hash::Hash;
 use base64::Engine as _;
@@ -11,6 +14,30 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 /// Clock skew tolerated around `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 60;
+
+/// What the token rules take from configuration (`[identity]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    /// A token that had expired longer than this when the service received it proves nothing,
+    /// whatever event time its sender states.
+    pub max_age_at_receipt_ns: i64,
+    /// The claim that binds a token to the change it is for (an approval of CHG-1 says
+    /// `"change_id": "CHG-1"`).
+    pub change_claim: String,
+    /// The claim that binds a token to the artifact it approves.
+    pub artifact_claim: String,
+}
+
+impl Default for TokenRules {
+    /// The shipped defaults (`[identity]` in src/defaults.toml).
+    fn default() -> TokenRules {
+        TokenRules {
+            max_age_at_receipt_ns: 24 * 3600 * 1_000_000_000,
+            change_claim: "change_id".into(),
+            artifact_claim: "artifact_digest".into(),
+        }
+    }
+}
 
 /// One issuer whose tokens are believed.
 #[derive(Clone)]
@@ -33,6 +60,16 @@ pub enum Established {
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_ns: Option<i64>,
         token_sha256: String,
+        /// The token's own id (`jti`), when it has one: with the issuer, it names the token even
+        /// if its bytes differ.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jti: Option<String>,
+        /// The change the token says it is for (the configured change claim).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bound_change: Option<String>,
+        /// The artifact the token says it is for (the configured artifact claim).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bound_artifact: Option<String>,
     },
     /// Only a plain attribute or payload field says so; `reason` says why no token verified it.
     Asserted {
@@ -45,6 +82,25 @@ pub enum Established {
 impl Established {
     pub fn is_verified(&self) -> bool {
         matches!(self, Established::Verified { .. })
+    }
+
+    /// The names under which this identity's credential may be seen again: the token's digest
+    /// and, for a verified token with a `jti`, the issuer's id for it. Only a verified token
+    /// counts: one that did not verify proves nothing, used once or twice.
+    pub fn credentials(&self) -> Vec<String> {
+        match self {
+            Established::Verified {
+                issuer,
+                token_sha256,
+                jti,
+                ..
+            } => {
+                let mut c = vec![format!("sha256:{token_sha256}")];
+                c.extend(jti.as_ref().map(|j| format!("jti:{issuer}#{j}")));
+                c
+            }
+            Established::Asserted { .. } => Vec::new(),
+        }
     }
 }
 
@@ -61,6 +117,7 @@ pub struct Principal {
 #[derive(Clone, Default)]
 pub struct IdentityVerifier {
     issuers: Vec<TrustedIssuer>,
+    rules: TokenRules,
 }
 
 impl std::fmt::Debug for IdentityVerifier {
@@ -88,15 +145,29 @@ fn claim_time(claims: &serde_json::Value, name: &str) -> Option<i64> {
 
 impl IdentityVerifier {
     pub fn new(issuers: Vec<TrustedIssuer>) -> IdentityVerifier {
-        IdentityVerifier { issuers }
+        IdentityVerifier {
+            issuers,
+            rules: TokenRules::default(),
+        }
     }
 
-    /// Establishes who `asserted` (and/or `token`) is, as of `event_ns`.
+    pub fn with_rules(mut self, rules: TokenRules) -> IdentityVerifier {
+        self.rules = rules;
+        self
+    }
+
+    pub fn rules(&self) -> &TokenRules {
+        &self.rules
+    }
+
+    /// Establishes who `asserted` (and/or `token`) is, as of `event_ns` (the sender's claim),
+    /// for a token the service received at `received_ns` (its own clock).
     pub fn establish(
         &self,
         asserted: Option<&str>,
         token: Option<&str>,
         event_ns: i64,
+        received_ns: i64,
     ) -> Principal {
         let asserted = asserted.map(str::trim).filter(|s| !s.is_empty());
         let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
@@ -108,7 +179,7 @@ impl IdentityVerifier {
                 },
             };
         };
-        match self.verify(token, asserted, event_ns) {
+        match self.verify(token, asserted, event_ns, received_ns) {
             Ok((sub, v)) => Principal {
                 subject: Some(sub),
                 established: v,
@@ -129,6 +200,7 @@ impl IdentityVerifier {
         token: &str,
         asserted: Option<&str>,
         event_ns: i64,
+        received_ns: i64,
     ) -> Result<(String, Established), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
         let payload = token.split('.').nth(1).ok_or("not a JWT: no payload")?;
@@ -182,13 +254,22 @@ impl IdentityVerifier {
             })?;
         let claims = data.claims;
         let event_s = event_ns.div_euclid(1_000_000_000);
-        let exp = claim_time(&claims, "exp");
-        if let Some(exp) = exp
-            && event_s > exp + LEEWAY_SECS
-        {
+        // A token without an expiry would vouch forever, for anyone who ever saw it.
+        let exp = claim_time(&claims, "exp").ok_or("token has no exp claim")?;
+        if event_s > exp + LEEWAY_SECS {
             return Err(format!(
                 "token had expired at the time of the event ({} s before it)",
                 event_s - exp
+            ));
+        }
+        // The event time is the sender's claim; the receipt is the service's own clock.
+        let received_s = received_ns.div_euclid(1_000_000_000);
+        let max_age_s = self.rules.max_age_at_receipt_ns.div_euclid(1_000_000_000);
+        if received_s.saturating_sub(exp) > max_age_s.saturating_add(LEEWAY_SECS) {
+            return Err(format!(
+                "token had expired {} before it was received (at most {} is accepted)",
+                super::rules::human_duration((received_s - exp).saturating_mul(1_000_000_000)),
+                super::rules::human_duration(self.rules.max_age_at_receipt_ns)
             ));
         }
         if let Some(nbf) = claim_time(&claims, "nbf")
@@ -216,13 +297,24 @@ impl IdentityVerifier {
                 .collect(),
             _ => Vec::new(),
         };
+        let claim = |name: &str| {
+            claims
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         Ok((
             sub,
             Established::Verified {
                 issuer: issuer.issuer.clone(),
                 roles,
-                expires_ns: exp.map(|e| e.saturating_mul(1_000_000_000)),
+                expires_ns: Some(exp.saturating_mul(1_000_000_000)),
                 token_sha256: token_sha256(token),
+                jti: claim("jti"),
+                bound_change: claim(&self.rules.change_claim),
+                bound_artifact: claim(&self.rules.artifact_claim),
             },
         ))
     }

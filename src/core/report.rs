@@ -419,6 +419,103 @@ impl ExceptionRow {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Credential rotation.
+
+pub const ROTATION_COLUMNS: [&str; 7] = [
+    "service",
+    "credential",
+    "changes",
+    "first_change",
+    "first_seq",
+    "last_change",
+    "last_seq",
+];
+
+/// One deploying credential of one service, as rotation.csv lists it: a credential on more than
+/// one change was not rotated between them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationRow {
+    pub service: String,
+    pub credential: String,
+    pub changes: u64,
+    pub first_change: String,
+    pub first_seq: u64,
+    pub last_change: String,
+    pub last_seq: u64,
+}
+
+impl RotationRow {
+    pub fn cells(&self) -> Vec<String> {
+        [
+            self.service.clone(),
+            self.credential.clone(),
+            self.changes.to_string(),
+            self.first_change.clone(),
+            self.first_seq.to_string(),
+            self.last_change.clone(),
+            self.last_seq.to_string(),
+        ]
+        .into_iter()
+        .map(|c| neutralise(&c).into_owned())
+        .collect()
+    }
+}
+
+/// The deploying credentials of the population's changes, per service, gathered as rows stream.
+#[derive(Debug, Clone, Default)]
+pub struct Rotation {
+    rows: BTreeMap<(String, String), RotationRow>,
+}
+
+impl Rotation {
+    pub fn change(&mut self, e: &Evidence) {
+        let service = e.change.service.clone().unwrap_or_default();
+        for u in e
+            .credentials
+            .iter()
+            .filter(|u| u.role == super::evidence::IdentityRole::Deployer)
+        {
+            let r = self
+                .rows
+                .entry((service.clone(), u.credential.clone()))
+                .or_insert_with(|| RotationRow {
+                    service: service.clone(),
+                    credential: u.credential.clone(),
+                    changes: 0,
+                    first_change: e.change.id.clone(),
+                    first_seq: u.seq,
+                    last_change: e.change.id.clone(),
+                    last_seq: u.seq,
+                });
+            r.changes += 1;
+            if u.seq < r.first_seq {
+                (r.first_change, r.first_seq) = (e.change.id.clone(), u.seq);
+            }
+            if u.seq >= r.last_seq {
+                (r.last_change, r.last_seq) = (e.change.id.clone(), u.seq);
+            }
+        }
+    }
+
+    /// By service, then credential.
+    pub fn rows(&self) -> impl Iterator<Item = &RotationRow> {
+        self.rows.values()
+    }
+
+    /// Per service: (credentials, changes, credentials on more than one change).
+    pub fn summary(&self) -> BTreeMap<String, (u64, u64, u64)> {
+        let mut out: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for r in self.rows.values() {
+            let s = out.entry(r.service.clone()).or_default();
+            s.0 += 1;
+            s.1 += r.changes;
+            s.2 += u64::from(r.changes > 1);
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Control results.
 
 pub const CONTROL_COLUMNS: [&str; 7] = [
@@ -441,7 +538,8 @@ pub struct ControlResult {
     pub exceptions: u64,
     /// Exceptions per code this control is tested by (zero counts included).
     pub by_code: BTreeMap<String, u64>,
-    /// `pass` (no exceptions noted), `exceptions` (noted), `not_tested` (empty population).
+    /// `pass` (no exceptions noted), `exceptions` (noted), `not_tested` (empty population, or
+    /// settings under which its codes test nothing).
     pub result: String,
 }
 
@@ -467,12 +565,15 @@ impl ControlResult {
     }
 }
 
-/// Each control's result from the exception counts and the sizes of the two populations.
+/// Each control's result from the exception counts and the sizes of the two populations. A
+/// control whose every code is `untested` under the report's settings (approver roles with none
+/// configured) is "not_tested", never "pass".
 pub fn control_results(
     cat: &Catalogue,
     counts: &BTreeMap<String, u64>,
     changes: u64,
     ledger_entries: u64,
+    untested: &[&str],
 ) -> Vec<ControlResult> {
     cat.controls
         .iter()
@@ -488,6 +589,8 @@ pub fn control_results(
             } else {
                 changes
             };
+            let tests_nothing = c.codes.iter().all(|k| untested.contains(&k.as_str()));
+            let tested = if tests_nothing { 0 } else { tested };
             let result = if exceptions > 0 {
                 "exceptions"
             } else if tested == 0 {
@@ -826,15 +929,21 @@ mod tests {
         let c = Catalogue::parse(SOC2_CATALOGUE).unwrap();
         let mut counts = BTreeMap::new();
         counts.insert("SELF_APPROVAL".to_string(), 2);
-        let r = control_results(&c, &counts, 10, 100);
+        let r = control_results(&c, &counts, 10, 100, &[]);
         let by: BTreeMap<&str, &ControlResult> = r.iter().map(|r| (r.id.as_str(), r)).collect();
         assert_eq!(by["CC8.1"].result, "exceptions");
         assert_eq!(by["CC8.1"].exceptions, 2);
         assert_eq!(by["CC6.3"].result, "exceptions");
         assert_eq!(by["CC6.1"].result, "pass");
         assert_eq!(by["CC2.1 / CC4.1"].population_tested, 100);
-        let empty = control_results(&c, &BTreeMap::new(), 0, 100);
+        let empty = control_results(&c, &BTreeMap::new(), 0, 100, &[]);
         assert_eq!(empty[0].result, "not_tested");
+        // No approver roles configured: CC6.2 tested nothing; CC6.3 still tests self-approval.
+        let r = control_results(&c, &BTreeMap::new(), 10, 100, &["APPROVER_NOT_AUTHORIZED"]);
+        let by: BTreeMap<&str, &ControlResult> = r.iter().map(|r| (r.id.as_str(), r)).collect();
+        assert_eq!(by["CC6.2"].result, "not_tested");
+        assert_eq!(by["CC6.2"].population_tested, 0);
+        assert_eq!(by["CC6.3"].result, "pass");
     }
 
     fn row(id: &str) -> PopulationRow {
@@ -850,10 +959,15 @@ mod tests {
                 approved_ns: None,
                 first_deploy_start_ns: None,
                 deploy_end_ns: None,
+                deploy_received_ns: None,
             },
             steps: vec![],
             history_rewrites: vec![],
             rolled_back_by: vec![],
+            conflicts: vec![],
+            deciding: vec![],
+            credentials: vec![],
+            judgement: Default::default(),
         };
         PopulationRow::new(&e, &SpanTally::default(), &LedgerSpan::default(), &[])
     }

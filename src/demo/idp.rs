@@ -71,7 +71,7 @@ mod tests {
         let token = idp.token("alice@example.com", &["engineer"], at);
         let ours = IdentityVerifier::new(vec![issuer(&idp)]);
         let other = IdentityVerifier::new(vec![issuer(&DemoIdp::generate().unwrap())]);
-        let p = ours.establish(Some("alice@example.com"), Some(&token), at);
+        let p = ours.establish(Some("alice@example.com"), Some(&token), at, at);
         assert_eq!(p.subject.as_deref(), Some("alice@example.com"));
         match &p.established {
             Established::Verified { issuer, roles, .. } => {
@@ -81,7 +81,7 @@ mod tests {
             other => panic!("not verified: {other:?}"),
         }
         let verified = |v: &IdentityVerifier, at: i64| {
-            v.establish(Some("alice@example.com"), Some(&token), at)
+            v.establish(Some("alice@example.com"), Some(&token), at, at)
                 .established
                 .is_verified()
         };

@@ -14,8 +14,6 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::sync::Arc;
 
-/// Spans may not end more than this far in the future (clock skew beyond this is an error).
-const FUTURE_SLACK_NS: u64 = 24 * 3600 * 1_000_000_000;
 /// Reasons quoted in a partial-success message at most.
 const MAX_REASONS: usize = 5;
 
@@ -26,6 +24,9 @@ pub enum Reject {
     SpanId,
     ParentSpanId,
     Timestamps,
+    /// A time further ahead of the receiver's clock than `[evidence] max_clock_skew`: event
+    /// times are claims weighed against the receipt, and one from the future cannot be.
+    FutureTime,
 }
 
 impl Reject {
@@ -35,6 +36,7 @@ impl Reject {
             Reject::SpanId => "invalid_span_id",
             Reject::ParentSpanId => "invalid_parent_span_id",
             Reject::Timestamps => "invalid_timestamps",
+            Reject::FutureTime => "future_time",
         }
     }
 }
@@ -213,8 +215,13 @@ fn id<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
     (a != [0u8; N]).then_some(a)
 }
 
-/// Validates every span; returns the valid ones and what was rejected.
-pub fn spans(request: Vec<ResourceSpans>, now_ns: u64) -> (Vec<SpanItem>, Rejections) {
+/// Validates every span against the receiver's clock (`now_ns`, and at most `max_skew_ns`
+/// ahead of it); returns the valid ones and what was rejected.
+pub fn spans(
+    request: Vec<ResourceSpans>,
+    now_ns: u64,
+    max_skew_ns: u64,
+) -> (Vec<SpanItem>, Rejections) {
     let mut items = Vec::new();
     let mut rej = Rejections::default();
     for rs in request {
@@ -251,10 +258,19 @@ pub fn spans(request: Vec<ResourceSpans>, now_ns: u64) -> (Vec<SpanItem>, Reject
                     continue;
                 }
                 let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
-                if start == 0 || end < start || end > now_ns.saturating_add(FUTURE_SLACK_NS) {
+                if start == 0 || end < start {
                     rej.add(Reject::Timestamps, format!(
-                        "span {:?}: timestamps must have 0 < start <= end and end not more than a day ahead (start {start}, end {end})",
+                        "span {:?}: timestamps must have 0 < start <= end (start {start}, end {end})",
                         span.name
+                    ));
+                    continue;
+                }
+                if end > now_ns.saturating_add(max_skew_ns) {
+                    rej.add(Reject::FutureTime, format!(
+                        "span {:?}: it ends {} s ahead of the receiver's clock (at most {} s of clock skew is accepted)",
+                        span.name,
+                        (end - now_ns) / 1_000_000_000,
+                        max_skew_ns / 1_000_000_000
                     ));
                     continue;
                 }
@@ -365,8 +381,13 @@ pub struct LogItem {
     pub subject: Option<String>,
 }
 
-/// Validates log records: ids, when present, must be well formed.
-pub fn logs(request: Vec<ResourceLogs>) -> (Vec<LogItem>, Rejections) {
+/// Validates log records: ids, when present, must be well formed, and the record's time may be
+/// at most `max_skew_ns` ahead of the receiver's clock (`now_ns`).
+pub fn logs(
+    request: Vec<ResourceLogs>,
+    now_ns: u64,
+    max_skew_ns: u64,
+) -> (Vec<LogItem>, Rejections) {
     let mut items = Vec::new();
     let mut rej = Rejections::default();
     for rl in request {
@@ -400,6 +421,18 @@ pub fn logs(request: Vec<ResourceLogs>) -> (Vec<LogItem>, Rejections) {
                     );
                     continue;
                 };
+                let time = record.time_unix_nano.max(record.observed_time_unix_nano);
+                if time > now_ns.saturating_add(max_skew_ns) {
+                    rej.add(
+                        Reject::FutureTime,
+                        format!(
+                            "log record: its time is {} s ahead of the receiver's clock (at most {} s of clock skew is accepted)",
+                            (time - now_ns) / 1_000_000_000,
+                            max_skew_ns / 1_000_000_000
+                        ),
+                    );
+                    continue;
+                }
                 let contract = o.contract
                     || has_contract(&record.attributes)
                     || record.event_name == APPROVAL_EVENT

@@ -182,16 +182,21 @@ fn outcome_label(r: &Result<Outcome, Status>) -> &'static str {
 }
 
 /// Authenticates, admits, then lets tonic decompress (gzip, zstd) and decode within the size limit.
-async fn export<T: Export>(State(ing): State<Arc<Ingestor>>, req: Request) -> Response {
+async fn export<T: Export>(State(ing): State<Arc<Ingestor>>, mut req: Request) -> Response {
     let signal = T::SIGNAL;
     let header = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = ing.authenticate(header).await {
-        ing.count_request("grpc", signal, "unauthorized");
-        return status_response(auth_status(e));
-    }
+    let principal = match ing.authenticate(header).await {
+        Ok(p) => p,
+        Err(e) => {
+            ing.count_request("grpc", signal, "unauthorized");
+            return status_response(auth_status(e));
+        }
+    };
+    // The handler records who sent each fact; tonic hands the extensions on.
+    req.extensions_mut().insert(principal);
     // Admission before decompression and decoding: overload is answered, not buffered.
     let _permit = match ing.admit() {
         Ok(p) => p,
@@ -231,11 +236,17 @@ impl<T: Export> tonic::server::UnaryService<Measured<T>> for Unary<T> {
 
     fn call(&mut self, request: tonic::Request<Measured<T>>) -> Self::Future {
         let ing = self.0.clone();
+        let sender = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .map(super::sender);
         let m = request.into_inner();
         Box::pin(async move {
-            let result = match m.message.unread_protobuf(m.bytes) {
-                Some(why) => Err(Status::invalid_argument(why)),
-                None => m.message.ingest(&ing).await.map_err(ingest_status),
+            let result = match (m.message.unread_protobuf(m.bytes), sender) {
+                (Some(why), _) => Err(Status::invalid_argument(why)),
+                (None, Some(sender)) => m.message.ingest(&ing, sender).await.map_err(ingest_status),
+                // Authentication put the principal there; without it nothing is accepted.
+                (None, None) => Err(Status::unauthenticated("no authenticated sender")),
             };
             ing.count_request("grpc", T::SIGNAL, outcome_label(&result));
             result.map(|o| tonic::Response::new(T::response(&o)))

@@ -298,13 +298,22 @@ fn misspelled_json(body: &[u8], what: &str) -> Option<String> {
 }
 
 /// Everything both endpoints share up to the decoded request.
+/// A decoded request with its encoding, raw bytes, admission slot and sender.
+type Prepared<T> = (
+    T,
+    Encoding,
+    Vec<u8>,
+    tokio::sync::OwnedSemaphorePermit,
+    crate::core::evidence::SentBy,
+);
+
 async fn prepare<T: Export>(
     ing: &Ingestor,
     signal: Signal,
     method: &Method,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(T, Encoding, Vec<u8>, tokio::sync::OwnedSemaphorePermit), Response> {
+) -> Result<Prepared<T>, Response> {
     let enc = parse_content_type(headers.get(header::CONTENT_TYPE));
     let reply_enc = enc.unwrap_or(Encoding::Json);
     if method != Method::POST {
@@ -334,10 +343,13 @@ async fn prepare<T: Export>(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = ing.authenticate(auth).await {
-        ing.count_request("http", signal, "unauthorized");
-        return Err(auth_response(e, enc));
-    }
+    let principal = match ing.authenticate(auth).await {
+        Ok(p) => p,
+        Err(e) => {
+            ing.count_request("http", signal, "unauthorized");
+            return Err(auth_response(e, enc));
+        }
+    };
     // Admission before the body is read: overload is answered, not buffered.
     let permit = match ing.admit() {
         Ok(p) => p,
@@ -361,15 +373,16 @@ async fn prepare<T: Export>(
             return Err(ingest_response(e, enc));
         }
     };
+    let sender = super::sender(&principal);
     if bytes.is_empty() {
-        return Ok((T::default(), enc, bytes, permit));
+        return Ok((T::default(), enc, bytes, permit, sender));
     }
     let decoded = match enc {
         Encoding::Protobuf => T::decode(bytes.as_slice()).map_err(|e| e.to_string()),
         Encoding::Json => serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string()),
     };
     match decoded {
-        Ok(t) => Ok((t, enc, bytes, permit)),
+        Ok(t) => Ok((t, enc, bytes, permit, sender)),
         Err(e) => {
             ing.count_request("http", signal, "rejected");
             Err(status(
@@ -426,7 +439,7 @@ async fn export<T: Export>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, enc, bytes, _permit) =
+    let (req, enc, bytes, _permit, sender) =
         match prepare::<T>(&ing, T::SIGNAL, &method, &headers, body).await {
             Ok(x) => x,
             Err(r) => return r,
@@ -438,7 +451,7 @@ async fn export<T: Export>(
     };
     let result = match unread {
         Some(why) => Err(IngestError::InvalidArgument(why)),
-        None => req.ingest(&ing).await,
+        None => req.ingest(&ing, sender).await,
     };
     ing.count_request("http", T::SIGNAL, outcome_label(&result));
     match result {

@@ -6,10 +6,11 @@ pub mod binder;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod versions;
 
 use crate::auth::{self, AuthError, Principal, Role, TokenCache};
 use crate::core::contract::{KeepRule, Redactor};
-use crate::core::evidence::{self, FactRecord};
+use crate::core::evidence::{self, Intake, SentBy};
 use crate::core::identity::IdentityVerifier;
 use crate::metrics::Registry;
 use crate::pipeline::{AppendError, Appender, Telemetry};
@@ -42,8 +43,13 @@ pub struct IngestConfig {
     pub policy: crate::core::evidence::Policy,
     /// Issuers whose tokens verify identities.
     pub identity: IdentityVerifier,
-    /// Distinct (service, environment, version) sightings remembered per process.
+    /// Distinct (service, environment) pairs whose running version is remembered per process.
     pub max_versions_remembered: usize,
+    /// Items whose times lie further ahead of the receiver's clock are rejected.
+    pub max_clock_skew_ns: i64,
+    /// A version not seen for this long that shows again is a sighting (a downgrade, a
+    /// redeploy); the version match tolerance.
+    pub version_window_ns: i64,
 }
 
 impl Default for IngestConfig {
@@ -62,7 +68,17 @@ impl Default for IngestConfig {
             policy: Default::default(),
             identity: IdentityVerifier::default(),
             max_versions_remembered: 100_000,
+            max_clock_skew_ns: 5 * 60 * 1_000_000_000,
+            version_window_ns: 30 * 60 * 1_000_000_000,
         }
+    }
+}
+
+/// Who sent an export: its ingest token's id and name (never the secret).
+pub fn sender(p: &Principal) -> SentBy {
+    SentBy {
+        token_id: Some(p.token_id.clone()),
+        name: p.name.clone(),
     }
 }
 
@@ -105,6 +121,7 @@ pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send 
     fn ingest(
         self,
         ing: &Ingestor,
+        sender: SentBy,
     ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send;
 
     /// A request that decoded to no items although it carried bytes the decoder skipped
@@ -157,8 +174,9 @@ impl Export for ExportTraceServiceRequest {
     fn ingest(
         self,
         ing: &Ingestor,
+        sender: SentBy,
     ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send {
-        ing.traces(self)
+        ing.traces(self, sender)
     }
 }
 
@@ -190,8 +208,9 @@ impl Export for ExportLogsServiceRequest {
     fn ingest(
         self,
         ing: &Ingestor,
+        sender: SentBy,
     ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send {
-        ing.logs(self)
+        ing.logs(self, sender)
     }
 }
 
@@ -220,8 +239,8 @@ pub struct Ingestor {
     binder: Binder<ParkedSpan>,
     redactor: Redactor,
     inflight: Arc<tokio::sync::Semaphore>,
-    /// Production versions already recorded (so each is checked against storage once).
-    versions_seen: std::sync::Mutex<std::collections::HashSet<(String, String, String)>>,
+    /// Which version each production service runs, for sightings.
+    versions: versions::Versions,
 }
 
 impl Ingestor {
@@ -275,7 +294,10 @@ impl Ingestor {
             inflight: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_requests.max(1),
             )),
-            versions_seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            versions: versions::Versions::new(
+                config.version_window_ns,
+                config.max_versions_remembered,
+            ),
             binder: Binder::new(
                 config.late_binding_window,
                 config.max_parked_bytes,
@@ -326,9 +348,25 @@ impl Ingestor {
         );
     }
 
-    pub async fn traces(&self, req: ExportTraceServiceRequest) -> Result<Outcome, IngestError> {
-        let now = crate::pipeline::now_ns().max(0) as u64;
-        let (items, rejections) = convert::spans(req.resource_spans, now);
+    /// What an item received now from `sender` is stamped with.
+    fn intake(&self, sender: SentBy) -> Intake {
+        Intake {
+            received_ns: crate::pipeline::now_ns(),
+            sent_by: Some(sender),
+            max_lateness_ns: None,
+            max_clock_skew_ns: self.config.max_clock_skew_ns,
+        }
+    }
+
+    pub async fn traces(
+        &self,
+        req: ExportTraceServiceRequest,
+        sender: SentBy,
+    ) -> Result<Outcome, IngestError> {
+        let intake = self.intake(sender);
+        let now = intake.received_ns.max(0) as u64;
+        let skew = self.config.max_clock_skew_ns.max(0) as u64;
+        let (items, rejections) = convert::spans(req.resource_spans, now, skew);
         let m = &self.metrics;
         m.add(
             "changetrail_spans_received_total",
@@ -342,8 +380,11 @@ impl Ingestor {
                 *n,
             );
         }
-        let mut facts = self.new_versions(&items);
-        let versions: Vec<_> = facts.iter().filter_map(version_key).collect();
+        let (mut facts, sightings) = self
+            .versions
+            .sightings(&self.store, &items, &self.config.policy, &intake)
+            .await
+            .map_err(|e| self.append_error(&AppendError::Storage(e)))?;
         let (kept, released) = self.classify(items);
         let mut rows = Vec::with_capacity(kept.len() + released.len());
         for (item, rule, subject) in kept.iter().chain(released.iter()) {
@@ -354,6 +395,7 @@ impl Ingestor {
                 &attrs,
                 &self.config.policy,
                 &self.config.identity,
+                &intake,
             ));
             rows.push(convert::span_row(item, *rule, subject, &self.redactor));
         }
@@ -362,6 +404,7 @@ impl Ingestor {
             message: rejections.message("spans"),
         };
         if rows.is_empty() && facts.is_empty() {
+            self.versions.commit(sightings);
             return Ok(outcome);
         }
         let count = rows.len() as u64;
@@ -375,7 +418,7 @@ impl Ingestor {
             .await
         {
             Ok(done) => {
-                self.remember_versions(versions);
+                self.versions.commit(sightings);
                 m.add("changetrail_spans_accepted_total", &[], count);
                 m.add(
                     "changetrail_spans_duplicate_total",
@@ -395,64 +438,6 @@ impl Ingestor {
                 });
                 Err(self.append_error(&e))
             }
-        }
-    }
-
-    /// Version observations for production (service, environment, version) triples not seen
-    /// before; workflow spans (carrying the contract) describe deploys, not running versions.
-    fn new_versions(&self, items: &[SpanItem]) -> Vec<FactRecord> {
-        let mut out: Vec<FactRecord> = Vec::new();
-        let Ok(seen) = self.versions_seen.lock() else {
-            return out;
-        };
-        // Spans of one resource share its Origin: look at each resource once.
-        let mut last: Option<&Arc<convert::Origin>> = None;
-        for item in items.iter().filter(|i| !i.contract) {
-            if last.is_some_and(|l| Arc::ptr_eq(l, &item.origin)) {
-                continue;
-            }
-            last = Some(&item.origin);
-            let Some((service, env, version)) = convert::deployed_version(&item.origin) else {
-                continue;
-            };
-            if !self.config.policy.is_production(&env)
-                || seen.contains(&(service.clone(), env.clone(), version.clone()))
-            {
-                continue;
-            }
-            // The earliest span of this resource in the request is the first sighting.
-            let start = items
-                .iter()
-                .filter(|i| Arc::ptr_eq(&i.origin, &item.origin))
-                .map(|i| i.span.start_time_unix_nano)
-                .min()
-                .unwrap_or(item.span.start_time_unix_nano);
-            let start = i64::try_from(start).unwrap_or(i64::MAX);
-            let fact = evidence::version_fact(
-                &service,
-                &env,
-                &version,
-                start,
-                Some(hex::encode(item.trace_id)),
-            );
-            match out.iter_mut().find(|f| f.key == fact.key) {
-                Some(f) if f.time_ns > start => *f = fact,
-                Some(_) => {}
-                None => out.push(fact),
-            }
-        }
-        out
-    }
-
-    fn remember_versions(&self, versions: Vec<(String, String, String)>) {
-        if versions.is_empty() {
-            return;
-        }
-        if let Ok(mut seen) = self.versions_seen.lock() {
-            if seen.len() + versions.len() > self.config.max_versions_remembered {
-                seen.clear();
-            }
-            seen.extend(versions);
         }
     }
 
@@ -505,8 +490,17 @@ impl Ingestor {
         (kept, released)
     }
 
-    pub async fn logs(&self, req: ExportLogsServiceRequest) -> Result<Outcome, IngestError> {
-        let (items, rejections) = convert::logs(req.resource_logs);
+    pub async fn logs(
+        &self,
+        req: ExportLogsServiceRequest,
+        sender: SentBy,
+    ) -> Result<Outcome, IngestError> {
+        let intake = self.intake(sender);
+        let (items, rejections) = convert::logs(
+            req.resource_logs,
+            intake.received_ns.max(0) as u64,
+            self.config.max_clock_skew_ns.max(0) as u64,
+        );
         let m = &self.metrics;
         m.add(
             "changetrail_log_records_received_total",
@@ -545,6 +539,7 @@ impl Ingestor {
                     &attrs,
                     &self.config.policy,
                     &self.config.identity,
+                    &intake,
                 ));
                 rows.push(convert::log_row(item, &subject, &self.redactor));
             }
@@ -641,13 +636,4 @@ fn bind_all(
 
 fn unpark(parked: Vec<ParkedSpan>) -> impl Iterator<Item = SpanItem> {
     parked.into_iter().filter_map(ParkedSpan::unpark)
-}
-
-fn version_key(f: &FactRecord) -> Option<(String, String, String)> {
-    match &f.fact {
-        evidence::Fact::Version(v) => {
-            Some((v.service.clone(), v.environment.clone(), v.version.clone()))
-        }
-        _ => None,
-    }
 }

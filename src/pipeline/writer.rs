@@ -380,6 +380,9 @@ impl LedgerWriter {
             }
         };
         let mut seqs = Vec::new();
+        // The entries' time (never behind the previous entry's): what derived rows record as
+        // their receipt, so they agree with the signed entries.
+        let mut batch_time = now;
         if !drafts.is_empty() {
             let built = self
                 .build(&row.head, drafts.to_vec(), now, key.clone())
@@ -387,6 +390,7 @@ impl LedgerWriter {
             seqs = built.entries.iter().map(|e| e.seq).collect();
             tx.insert_batch(&built).await?;
             row.head = built.head;
+            batch_time = row.head.last_time_ns;
         }
         // Telemetry entries follow the caller's drafts; each row is stored with its entry's seq.
         let own_count = seqs.len() - fresh.entries.len();
@@ -398,9 +402,9 @@ impl LedgerWriter {
                 span_rows.extend(e.spans.iter().map(|&i| (fresh.spans[i], seq)));
                 log_rows.extend(e.logs.iter().map(|&i| (fresh.logs[i], seq)));
             }
-            tx.insert_spans(&span_rows, now).await?;
-            tx.insert_logs(&log_rows, now).await?;
-            let fact_rows: Vec<(&FactRecord, u64)> = fresh
+            tx.insert_spans(&span_rows, batch_time).await?;
+            tx.insert_logs(&log_rows, batch_time).await?;
+            let fact_rows: Vec<(&FactRecord, u64, i64)> = fresh
                 .facts
                 .iter()
                 .enumerate()
@@ -408,10 +412,11 @@ impl LedgerWriter {
                     (
                         *f,
                         seqs[own_count + fresh.entries.len() - fresh.facts.len() + k],
+                        batch_time,
                     )
                 })
                 .collect();
-            tx.insert_facts(&fact_rows, now).await?;
+            tx.insert_facts(&fact_rows).await?;
         }
         let appended_any = !seqs.is_empty();
         seqs.truncate(own_count);
@@ -434,6 +439,8 @@ impl LedgerWriter {
             Work::Erase { seq, .. } => {
                 let erasure_seq = seqs.first().copied().unwrap_or_default();
                 tx.erase_payload(*seq, erasure_seq).await?;
+                // Every copy goes: the chain keeps only the commitment.
+                tx.erase_derived(*seq).await?;
                 force_checkpoint = true;
             }
             _ => {}

@@ -7,12 +7,12 @@ pub mod verify;
 
 use crate::audit::verify_store;
 use crate::changes::{ChangeFacts, Rollbacks, fetch_facts, fold_facts};
-use crate::core::evidence::{self, Evidence, Policy, VersionFact};
+use crate::core::evidence::{self, Evidence, Neighbours, Policy, VersionFact};
 use crate::core::hash::Hash;
 use crate::core::keys::LedgerKey;
 use crate::core::report::{
-    self as core, Catalogue, ControlResult, ExceptionRow, LedgerSpan, PopulationRow, Sampler,
-    SpanTally, Tally,
+    self as core, Catalogue, ControlResult, ExceptionRow, LedgerSpan, PopulationRow, Rotation,
+    Sampler, SpanTally, Tally,
 };
 use crate::core::rules::{self, Exception, RuleContext};
 use crate::core::verify::{Class, Options};
@@ -120,6 +120,8 @@ pub struct Settings {
     pub policy: Policy,
     pub tolerance_ns: i64,
     pub rules: RuleContext,
+    /// Receipts, lateness, bound approval tokens.
+    pub judging: evidence::Settings,
     pub catalogue: Catalogue,
     /// SHA-256 (hex) of the catalogue text, recorded in the manifest.
     pub catalogue_sha256: String,
@@ -131,12 +133,14 @@ impl Settings {
         policy: Policy,
         tolerance_ns: i64,
         rules: RuleContext,
+        judging: evidence::Settings,
         catalogue_text: &str,
     ) -> Result<Settings, ReportError> {
         Ok(Settings {
             policy,
             tolerance_ns,
             rules,
+            judging,
             catalogue: Catalogue::parse(catalogue_text).map_err(ReportError::Invalid)?,
             catalogue_sha256: Hash::of(&[catalogue_text.as_bytes()]).to_hex(),
             template: core::SOC2_TEMPLATE.to_owned(),
@@ -200,6 +204,20 @@ pub struct ManifestSettings {
     pub emergency_review_window: String,
     pub version_match_tolerance: String,
     pub catalogue_sha256: String,
+    /// Per-service approver roles (`[[reports.approvers]]`).
+    #[serde(default)]
+    pub approvers: Vec<crate::core::rules::ApproverRule>,
+    /// The judging settings, in nanoseconds so a verifier re-derives with exactly these.
+    #[serde(default)]
+    pub receipt_tolerance_ns: i64,
+    #[serde(default)]
+    pub max_lateness_ns: i64,
+    #[serde(default)]
+    pub require_bound_approvals: bool,
+    #[serde(default)]
+    pub version_match_tolerance_ns: i64,
+    #[serde(default)]
+    pub emergency_review_window_ns: i64,
 }
 
 /// manifest.json: what was asked, against which checkpoint, and the hash of every file.
@@ -234,10 +252,11 @@ pub struct ManifestSig {
     pub signature: String,
 }
 
-pub const FILES: [&str; 6] = [
+pub const FILES: [&str; 7] = [
     "population.csv",
     "exceptions.csv",
     "controls.csv",
+    "rotation.csv",
     "report.json",
     "report.html",
     "sample.csv",
@@ -255,10 +274,8 @@ pub struct Outcome {
     pub exceptions_by_code: BTreeMap<String, u64>,
 }
 
-/// Everything about the ledger's changes that one change's rules need to look beyond itself.
+/// What the report needs about the ledger's changes beyond the period's own.
 struct Index {
-    /// Change ids and run ids that exist (a rollback must name one).
-    known: HashSet<String>,
     /// rollback_of value → the changes naming it.
     rollbacks: Rollbacks,
     /// (service, environment lowercased, version) → changes that declared deploying it.
@@ -291,6 +308,8 @@ struct FactHead {
     first_seen_ns: Option<i64>,
     #[serde(default)]
     trace_id: Option<String>,
+    #[serde(default)]
+    previous: Option<String>,
 }
 
 /// Production versions first seen in the period (and the filters), each with the entry that
@@ -310,6 +329,7 @@ async fn period_versions(
             version: Some(version),
             first_seen_ns: Some(first_seen_ns),
             trace_id,
+            previous,
             ..
         }) = serde_json::from_str::<FactHead>(&payload)
         else {
@@ -330,6 +350,7 @@ async fn period_versions(
                 version,
                 first_seen_ns,
                 trace_id,
+                previous,
             };
             versions.push((v, seq, false));
         }
@@ -350,19 +371,16 @@ async fn index(
 ) -> Result<(Index, Vec<String>), ReportError> {
     let mut in_period = BTreeSet::new();
     let mut ix = Index {
-        known: HashSet::new(),
         rollbacks: HashMap::new(),
         deployers: HashMap::new(),
     };
-    for (change_id, run_id, time_ns) in store.change_heads(size).await? {
+    for (change_id, _, time_ns) in store.change_heads(size).await? {
         if let Some(c) = &change_id
             && time_ns >= period.from_ns
             && time_ns < period.to_ns
         {
             in_period.insert(c.clone());
         }
-        ix.known.extend(change_id);
-        ix.known.extend(run_id);
     }
     let heads = |payload: &str| serde_json::from_str::<FactHead>(payload).ok();
     let subject = |f: &FactHead| {
@@ -386,9 +404,11 @@ async fn index(
     Ok((ix, in_period.into_iter().collect()))
 }
 
-/// What one chunk of changes needs from storage: facts, bound spans, ledger ranges and leaves.
+/// What one chunk of changes needs from storage: facts, what judging them looks up, bound
+/// spans, ledger ranges and leaves.
 struct Chunk {
     facts: ChangeFacts,
+    neighbours: Neighbours,
     spans: HashMap<String, SpanTally>,
     entries: HashMap<String, crate::storage::SubjectEntries>,
     leaves: HashMap<u64, Hash>,
@@ -396,9 +416,10 @@ struct Chunk {
 
 async fn fetch_chunk(store: &Store, ids: &[String], size: u64) -> Result<Chunk, ReportError> {
     let facts = fetch_facts(store, ids, size).await?;
+    let neighbours = crate::changes::neighbours_of_facts(store, &facts, size).await?;
     let mut subjects: Vec<String> = ids.to_vec();
     for (_, records, _) in &facts {
-        subjects.extend(records.iter().filter_map(|f| f.run_id.clone()));
+        subjects.extend(records.iter().filter_map(|r| r.fact.run_id.clone()));
     }
     subjects.sort();
     subjects.dedup();
@@ -420,6 +441,7 @@ async fn fetch_chunk(store: &Store, ids: &[String], size: u64) -> Result<Chunk, 
         .collect();
     Ok(Chunk {
         facts,
+        neighbours,
         spans,
         entries: entries
             .into_iter()
@@ -700,6 +722,7 @@ async fn write_files(
         processed: HashSet::new(),
         versions,
         by_key,
+        rotation: Rotation::default(),
     };
 
     // Storage reads (and parsing the facts) for the next chunks run in their own task while the
@@ -741,6 +764,7 @@ async fn write_files(
         sampler,
         processed,
         versions,
+        rotation,
         ..
     } = fold;
     let cat = &settings.catalogue;
@@ -772,21 +796,12 @@ async fn write_files(
                     .collect()
             })
             .unwrap_or_default();
-        let mut found = false;
         let facts = fetch_facts(store, &candidates, size).await?;
-        for (ev, _) in fold_facts(facts, &settings.policy, &ix.rollbacks) {
-            if evidence::explains(
-                &ev,
-                &v.service,
-                &v.environment,
-                &v.version,
-                v.first_seen_ns,
-                settings.tolerance_ns,
-            ) {
-                found = true;
-                break;
-            }
-        }
+        let mut folded = fold_facts(facts, &settings.policy, &ix.rollbacks);
+        crate::changes::judge_all(store, &mut folded, size, &settings.judging).await?;
+        let found = folded
+            .iter()
+            .any(|(ev, _)| evidence::explains(ev, v, settings.tolerance_ns));
         if found {
             continue;
         }
@@ -828,7 +843,13 @@ async fn write_files(
     drop(exceptions);
 
     phase("ledger verified");
-    let controls = core::control_results(cat, &tally.exceptions_by_code, tally.changes, size);
+    let controls = core::control_results(
+        cat,
+        &tally.exceptions_by_code,
+        tally.changes,
+        size,
+        &settings.rules.untested_codes(),
+    );
     let mut controls_csv = csv_writer(&work.join("controls.csv"))?;
     controls_csv
         .write_record(core::CONTROL_COLUMNS)
@@ -838,6 +859,33 @@ async fn write_files(
     }
     controls_csv.flush()?;
     drop(controls_csv);
+
+    let mut rotation_csv = csv_writer(&work.join("rotation.csv"))?;
+    rotation_csv
+        .write_record(core::ROTATION_COLUMNS)
+        .map_err(csv_err)?;
+    for r in rotation.rows() {
+        rotation_csv.write_record(r.cells()).map_err(csv_err)?;
+    }
+    rotation_csv.flush()?;
+    drop(rotation_csv);
+    let rotation_summary: Vec<serde_json::Value> = rotation
+        .summary()
+        .into_iter()
+        .map(|(service, (credentials, changes, reused))| {
+            serde_json::json!({
+                "service": service,
+                "credentials": credentials,
+                "changes": changes,
+                "credentials_on_several_changes": reused,
+            })
+        })
+        .collect();
+    let reused_credentials: Vec<&core::RotationRow> = rotation
+        .rows()
+        .filter(|r| r.changes > 1)
+        .take(200)
+        .collect();
 
     let sample = sampler.map(Sampler::finish).unwrap_or_default();
     let mut sample_csv = csv_writer(&work.join("sample.csv"))?;
@@ -900,6 +948,9 @@ async fn write_files(
         }),
     )
     .map_err(|e| ReportError::Other(e.to_string()))?;
+    json.w.write_all(b",\"rotation\":")?;
+    serde_json::to_writer(&mut json.w, &rotation_summary)
+        .map_err(|e| ReportError::Other(e.to_string()))?;
     json.w.write_all(b",\"sample\":")?;
     serde_json::to_writer(
         &mut json.w,
@@ -966,6 +1017,8 @@ async fn write_files(
                 chart_codes => core::hbar_chart("chart-codes", "Exceptions by code", &codes, true),
                 exceptions => minijinja::value::Serde(&html_exceptions),
                 sample => minijinja::value::Serde(sample.iter().map(|(_, r)| r).collect::<Vec<_>>()),
+                rotation => minijinja::value::Serde(&rotation_summary),
+                reused_credentials => minijinja::value::Serde(&reused_credentials),
                 sample_seed => &query.seed,
                 sample_method => core::SAMPLE_METHOD,
             })
@@ -1012,6 +1065,12 @@ async fn write_files(
             ),
             version_match_tolerance: rules::human_duration(settings.tolerance_ns),
             catalogue_sha256: settings.catalogue_sha256.clone(),
+            approvers: settings.rules.approvers.clone(),
+            receipt_tolerance_ns: settings.judging.receipt_tolerance_ns,
+            max_lateness_ns: settings.judging.max_lateness_ns,
+            require_bound_approvals: settings.judging.require_bound_approvals,
+            version_match_tolerance_ns: settings.tolerance_ns,
+            emergency_review_window_ns: settings.rules.emergency_review_window_ns,
         },
         rows: Rows {
             population: tally.changes,
@@ -1047,12 +1106,14 @@ struct RowWriter {
 
 type Csv = csv::Writer<std::io::BufWriter<std::fs::File>>;
 
-/// The fold's own state: the sample, the changes seen, and which period versions they explain.
+/// The fold's own state: the sample, the changes seen, which period versions they explain, and
+/// the deploying credentials per service.
 struct Fold {
     sampler: Option<Sampler>,
     processed: HashSet<String>,
     versions: Vec<(VersionFact, u64, bool)>,
     by_key: HashMap<(String, String, String), Vec<usize>>,
+    rotation: Rotation,
 }
 
 fn write_exception(
@@ -1083,15 +1144,18 @@ fn fold_chunks(
     mut chunks: tokio::sync::mpsc::Receiver<Result<Chunk, ReportError>>,
 ) -> Result<(), ReportError> {
     let cat = &settings.catalogue;
-    let known = |id: &str| ix.known.contains(id);
     while let Some(chunk) = chunks.blocking_recv() {
         let Chunk {
             facts,
+            neighbours,
             spans,
             entries: by_subject,
             leaves,
         } = chunk?;
-        let folded = fold_facts(facts, &settings.policy, &ix.rollbacks);
+        let mut folded = fold_facts(facts, &settings.policy, &ix.rollbacks);
+        for (ev, _) in &mut folded {
+            evidence::judge(ev, &neighbours, &settings.judging);
+        }
         for (ev, broken) in &folded {
             bar.inc(1);
             if !matches(query, ev) {
@@ -1114,8 +1178,8 @@ fn fold_chunks(
                     }
                 }
             }
-            let mut xs = rules::change_exceptions(ev, &settings.rules, &known);
-            xs.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
+            let xs = crate::changes::exceptions(ev, broken, &settings.rules);
+            fold.rotation.change(ev);
             let row = PopulationRow::new(ev, &span, &ledger, &xs);
             out.population.write_record(row.cells()).map_err(csv_err)?;
             out.json.item(&JsonChange {
@@ -1144,16 +1208,7 @@ fn fold_chunks(
             {
                 for &i in vs {
                     let (v, _, explained) = &mut fold.versions[i];
-                    if !*explained
-                        && evidence::explains(
-                            ev,
-                            &v.service,
-                            &v.environment,
-                            &v.version,
-                            v.first_seen_ns,
-                            settings.tolerance_ns,
-                        )
-                    {
+                    if !*explained && evidence::explains(ev, v, settings.tolerance_ns) {
                         *explained = true;
                     }
                 }

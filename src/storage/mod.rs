@@ -349,7 +349,7 @@ impl Store {
             Store::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
             Store::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
-        Ok(())
+        self.backfill_credentials().await
     }
 
     pub async fn close(&self) {
@@ -974,37 +974,90 @@ impl AppendTx {
         Ok(found)
     }
 
-    /// Stores facts, each with the seq of the entry that records it.
-    pub async fn insert_facts(
-        &mut self,
-        rows: &[(&FactRecord, u64)],
-        received_ns: i64,
-    ) -> Result<()> {
+    /// Stores facts, each with the seq and time of the entry that records it, and the
+    /// credentials they show (the first entry per credential and subject is kept).
+    pub async fn insert_facts(&mut self, rows: &[(&FactRecord, u64, i64)]) -> Result<()> {
         for chunk in rows.chunks(INSERT_CHUNK / 2) {
             let payloads: Vec<String> = chunk
                 .iter()
-                .map(|(f, _)| {
+                .map(|(f, _, _)| {
                     serde_json::to_string(f).map_err(|e| StorageError::Corrupt(e.to_string()))
                 })
                 .collect::<Result<_>>()?;
             on_tx!(self, c => {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) ");
-                q.push_values(chunk.iter().zip(&payloads), |mut b, ((f, seq), payload)| {
+                q.push_values(chunk.iter().zip(&payloads), |mut b, ((f, seq, received), payload)| {
                     b.push_bind(&f.key)
                         .push_bind(f.fact.entry_kind())
                         .push_bind(&f.change_id)
                         .push_bind(&f.run_id)
-                        .push_bind(serde_json::to_value(f.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
+                        .push_bind(f.source.as_str())
                         .push_bind(f.time_ns)
                         .push_bind(payload)
                         .push_bind(i(*seq))
-                        .push_bind(received_ns);
+                        .push_bind(*received);
                 });
                 q.build().execute(&mut *c).await?;
             });
         }
+        let creds: Vec<(String, String, u64)> = rows
+            .iter()
+            .flat_map(|(f, seq, _)| {
+                let subject = f.subject();
+                f.credentials()
+                    .into_iter()
+                    .map(move |c| (c, subject.clone(), *seq))
+            })
+            .collect();
+        self.insert_credentials(&creds).await
+    }
+
+    /// Records credential uses; a (credential, subject) seen before keeps its first entry.
+    async fn insert_credentials(&mut self, rows: &[(String, String, u64)]) -> Result<()> {
+        for chunk in rows.chunks(INSERT_CHUNK / 2) {
+            on_tx!(self, c => {
+                let mut q = QueryBuilder::new("INSERT INTO credentials (credential, subject, first_seq) ");
+                q.push_values(chunk, |mut b, (cred, subject, seq)| {
+                    b.push_bind(cred).push_bind(subject).push_bind(i(*seq));
+                });
+                q.push(" ON CONFLICT (credential, subject) DO NOTHING");
+                q.build().execute(&mut *c).await?;
+            });
+        }
         Ok(())
+    }
+
+    /// Removes what an erased entry's payload produced in derived tables: its facts row and the
+    /// credential uses only it showed (a use another fact of the same subject shows moves to
+    /// that fact's entry).
+    pub async fn erase_derived(&mut self, seq: u64) -> Result<()> {
+        let gone: Vec<(String, String)> = on_tx!(self, c => sqlx::query_as(
+            "SELECT credential, subject FROM credentials WHERE first_seq = $1")
+            .bind(i(seq)).fetch_all(&mut *c).await)?;
+        on_tx!(self, c => {
+            sqlx::query("DELETE FROM facts WHERE entry_seq = $1").bind(i(seq)).execute(&mut *c).await?;
+            sqlx::query("DELETE FROM credentials WHERE first_seq = $1").bind(i(seq)).execute(&mut *c).await?;
+        });
+        let subjects: std::collections::BTreeSet<&String> = gone.iter().map(|(_, s)| s).collect();
+        let mut again = Vec::new();
+        for subject in subjects {
+            let facts: Vec<(String, i64)> = on_tx!(self, c => sqlx::query_as(
+                "SELECT payload, entry_seq FROM facts WHERE change_id = $1 \
+                 OR (change_id IS NULL AND run_id = $1) ORDER BY entry_seq")
+                .bind(subject).fetch_all(&mut *c).await)?;
+            for (payload, fseq) in facts {
+                let Ok(f) = serde_json::from_str::<FactRecord>(&payload) else {
+                    continue;
+                };
+                for cred in f.credentials() {
+                    if gone.iter().any(|(c, s)| c == &cred && s == subject) {
+                        again.push((cred, subject.clone(), u(fseq, "entry seq")?));
+                    }
+                }
+            }
+        }
+        self.insert_credentials(&again).await
     }
 
     pub async fn commit(self) -> Result<()> {
@@ -1016,5 +1069,7 @@ impl AppendTx {
     }
 }
 
+mod derived;
 mod reports;
+pub use derived::{StoredFact, StoredLogRow, StoredSpanRow};
 pub use reports::{ROLLBACK_FACTS, RawFact, SubjectEntries};

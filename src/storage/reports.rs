@@ -19,6 +19,8 @@ pub struct RawFact {
     pub change_id: String,
     pub payload: String,
     pub entry_seq: u64,
+    /// The time of that entry: the fact's receipt.
+    pub received_ns: i64,
 }
 
 /// Entries about one subject below the checkpoint.
@@ -105,9 +107,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, String, i64)> = on_pool!(self, p => {
+        let rows: Vec<(String, String, i64, i64)> = on_pool!(self, p => {
             let mut q = QueryBuilder::new(
-                "SELECT f.change_id, f.payload, f.entry_seq FROM facts f WHERE f.entry_seq < ");
+                "SELECT f.change_id, f.payload, f.entry_seq, f.received_ns FROM facts f WHERE f.entry_seq < ");
             q.push_bind(i(size)).push(" AND f.change_id IN (");
             let mut sep = q.separated(", ");
             for id in ids {
@@ -115,7 +117,7 @@ impl Store {
             }
             // Both halves of the run join are answered from indexes (migration 0004); only facts
             // that belong to the change through its run are read.
-            q.push(") UNION ALL SELECT r.change_id, f.payload, f.entry_seq FROM \
+            q.push(") UNION ALL SELECT r.change_id, f.payload, f.entry_seq, f.received_ns FROM \
                     (SELECT DISTINCT change_id, run_id FROM facts WHERE run_id IS NOT NULL AND change_id IN (");
             let mut sep = q.separated(", ");
             for id in ids {
@@ -126,11 +128,12 @@ impl Store {
             q.build_query_as().fetch_all(p).await
         })?;
         rows.into_iter()
-            .map(|(change_id, payload, seq)| {
+            .map(|(change_id, payload, seq, received_ns)| {
                 Ok(RawFact {
                     change_id,
                     payload,
                     entry_seq: u(seq, "entry seq")?,
+                    received_ns,
                 })
             })
             .collect()

@@ -147,6 +147,19 @@ pub fn config(db: &TestDb) -> Config {
     c
 }
 
+/// Ten years, as the lateness and token-age allowance of a test that replays a fixed past (the
+/// scenarios happen in January 2026 whenever the test runs): a backfill, allowed to be late.
+/// Tests of the receipt rules themselves use the shipped limits and times around now.
+pub const HISTORY: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+
+/// `config` for a test that replays history (see `HISTORY`).
+pub fn history_config(db: &TestDb) -> Config {
+    let mut c = config(db);
+    c.evidence.max_lateness = HISTORY;
+    c.identity.max_token_age_at_receipt = HISTORY;
+    c
+}
+
 pub struct TestApp {
     pub base: String,
     /// `http://127.0.0.1:port` of the OTLP gRPC and HTTP listeners.

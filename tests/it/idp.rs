@@ -61,6 +61,14 @@ pub fn token_with(
     jsonwebtoken::encode(&h, &claims, &k).unwrap()
 }
 
+/// A token with exactly these claims, signed by the issuer's EdDSA key.
+pub fn token_claims(claims: &serde_json::Value) -> String {
+    let (k, kid) = key(Algorithm::EdDSA);
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, &k).unwrap()
+}
+
 /// A token valid for an hour around `at_ns` (so it verifies at that event time).
 pub fn token(sub: &str, roles: &[&str], at_ns: i64) -> String {
     let at = at_ns / 1_000_000_000;
@@ -108,7 +116,7 @@ fn tokens_verify_at_the_time_of_the_event() {
             now - 60,
             now + 600,
         );
-        let p = v.establish(Some("bob@example.com"), Some(&t), at);
+        let p = v.establish(Some("bob@example.com"), Some(&t), at, at);
         assert_eq!(p.subject.as_deref(), Some("bob@example.com"));
         match &p.established {
             Established::Verified {
@@ -116,6 +124,7 @@ fn tokens_verify_at_the_time_of_the_event() {
                 roles,
                 token_sha256,
                 expires_ns,
+                ..
             } => {
                 assert_eq!(issuer, ISSUER);
                 assert_eq!(roles, &vec!["release-approver".to_owned()]);
@@ -126,11 +135,11 @@ fn tokens_verify_at_the_time_of_the_event() {
         }
         // A token with no asserted subject establishes its own.
         assert_eq!(
-            v.establish(None, Some(&t), at).subject.as_deref(),
+            v.establish(None, Some(&t), at, at).subject.as_deref(),
             Some("bob@example.com")
         );
     }
-    // Valid then, expired now: evidence that arrives late still verifies.
+    // Valid then, expired an hour before it arrived: evidence that arrives late still verifies.
     let old = token_with(
         Algorithm::EdDSA,
         ISSUER,
@@ -144,7 +153,8 @@ fn tokens_verify_at_the_time_of_the_event() {
         v.establish(
             Some("bob@example.com"),
             Some(&old),
-            (now - 5000) * 1_000_000_000
+            (now - 5000) * 1_000_000_000,
+            at
         )
         .established
         .is_verified()
@@ -227,7 +237,7 @@ fn tokens_verify_at_the_time_of_the_event() {
         ),
     ];
     for (what, asserted, t, why) in cases {
-        let p = v.establish(asserted, Some(&t), at);
+        let p = v.establish(asserted, Some(&t), at, at);
         assert!(!p.established.is_verified(), "{what}");
         assert!(
             reason(&p.established).contains(why),
@@ -244,7 +254,7 @@ fn tokens_verify_at_the_time_of_the_event() {
             Established::Verified { .. } => unreachable!(),
         }
     }
-    let none = v.establish(Some("carol@example.com"), None, at);
+    let none = v.establish(Some("carol@example.com"), None, at, at);
     assert_eq!(reason(&none.established), "no token");
     // An HMAC token (a shared secret, not an issuer's key) is never accepted.
     let hs = jsonwebtoken::encode(
@@ -255,9 +265,82 @@ fn tokens_verify_at_the_time_of_the_event() {
     .unwrap();
     assert!(
         reason(
-            &v.establish(Some("bob@example.com"), Some(&hs), at)
+            &v.establish(Some("bob@example.com"), Some(&hs), at, at)
                 .established
         )
         .contains("not accepted")
     );
+}
+
+#[test]
+fn a_token_must_carry_exp_and_not_have_expired_long_before_it_arrived() {
+    let v = verifier();
+    let now = 1_767_261_600i64;
+    let (at, day) = (now * 1_000_000_000, 86_400 * 1_000_000_000i64);
+    let claims = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "bob@example.com",
+            "iat": now - 60, "exp": now + 600});
+        for (k, val) in extra.as_object().unwrap() {
+            c[k] = val.clone();
+        }
+        c
+    };
+    // No exp: it would vouch forever.
+    let mut no_exp = claims(serde_json::json!({}));
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let p = v.establish(
+        Some("bob@example.com"),
+        Some(&token_claims(&no_exp)),
+        at,
+        at,
+    );
+    assert_eq!(reason(&p.established), "token has no exp claim");
+    // Valid at the (claimed) event time, but it had expired two days before it was received.
+    let t = token_claims(&claims(serde_json::json!({})));
+    let p = v.establish(Some("bob@example.com"), Some(&t), at, at + 2 * day);
+    assert!(
+        reason(&p.established).contains("expired 1 d 23 h before it was received"),
+        "{}",
+        reason(&p.established)
+    );
+    // Twenty hours late is within the default day.
+    let p = v.establish(
+        Some("bob@example.com"),
+        Some(&t),
+        at,
+        at + day - 4 * 3600 * 1_000_000_000,
+    );
+    assert!(p.established.is_verified());
+    // A stricter limit applies as configured.
+    let strict = verifier().with_rules(changetrail::core::identity::TokenRules {
+        max_age_at_receipt_ns: 60 * 1_000_000_000,
+        ..Default::default()
+    });
+    assert!(
+        !strict
+            .establish(
+                Some("bob@example.com"),
+                Some(&t),
+                at,
+                at + 3600 * 1_000_000_000
+            )
+            .established
+            .is_verified()
+    );
+    // jti and the binding claims are kept (as the configured claims name them).
+    let bound = token_claims(&claims(serde_json::json!({
+        "jti": "tok-1", "change_id": "CHG-1", "artifact_digest": "sha256:aa"})));
+    match v.establish(None, Some(&bound), at, at).established {
+        Established::Verified {
+            jti,
+            bound_change,
+            bound_artifact,
+            ..
+        } => {
+            assert_eq!(jti.as_deref(), Some("tok-1"));
+            assert_eq!(bound_change.as_deref(), Some("CHG-1"));
+            assert_eq!(bound_artifact.as_deref(), Some("sha256:aa"));
+        }
+        other => panic!("{other:?}"),
+    }
 }

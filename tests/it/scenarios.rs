@@ -1,7 +1,7 @@
 //! Change correlation end to end: realistic scenarios through the real OTLP listeners (and the
 //! Conductor import), each asserting the evidence packet and the entries written.
 
-use crate::helpers::{TestApp, TestDb, config, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, history_config, spawn_app_with};
 use crate::idp;
 use crate::otlp::kv;
 use changetrail::auth::Role;
@@ -22,7 +22,7 @@ pub const T0: u64 = 1_767_261_600 * 1_000_000_000;
 const MIN: u64 = 60 * 1_000_000_000;
 
 pub fn scenario_config(db: &TestDb) -> changetrail::config::Config {
-    let mut c = config(db);
+    let mut c = history_config(db);
     c.identity.issuers = vec![changetrail::config::IssuerConfig {
         issuer: idp::ISSUER.into(),
         audience: idp::AUDIENCE.into(),

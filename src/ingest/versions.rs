@@ -1,0 +1,202 @@
+//! Which production version each service runs, as its runtime spans show it: a sighting is
+//! recorded when a (service, environment) shows a version it has not run lately — a new version,
+//! a downgrade, a redeploy of an old one. A rollout's old version still draining (seen within the
+//! window) is not a sighting; one that comes back after the window is.
+//!
+//! The state is this process's memory, loaded per (service, environment) from the recorded
+//! sightings the first time it is needed, and updated only after the sightings it produced are
+//! committed (a failed export leaves it as it was, so the retry records them).
+
+use super::convert::{self, SpanItem};
+use crate::core::evidence::{self, FactRecord, Intake, Policy, VersionFact};
+use crate::storage::{StorageError, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What one (service, environment) was last seen running.
+#[derive(Debug, Clone, Default)]
+struct Running {
+    /// The version of the latest sighting.
+    current: Option<String>,
+    /// Receipt time each version was last seen at (the receiver's clock, not the spans').
+    last_seen: HashMap<String, i64>,
+}
+
+/// A change to the remembered state, applied once the export that showed it is committed.
+#[derive(Debug, Clone)]
+pub struct Update {
+    key: (String, String),
+    version: String,
+    at_ns: i64,
+    /// The version of the latest sighting after this one.
+    current: Option<String>,
+}
+
+pub struct Versions {
+    window_ns: i64,
+    max_remembered: usize,
+    state: Mutex<HashMap<(String, String), Running>>,
+}
+
+/// One (service, environment, version) a request shows, at its earliest span.
+struct Observed {
+    service: String,
+    environment: String,
+    version: String,
+    first_seen_ns: i64,
+    trace_id: String,
+}
+
+impl Versions {
+    pub fn new(window_ns: i64, max_remembered: usize) -> Versions {
+        Versions {
+            window_ns: window_ns.max(1),
+            max_remembered,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Production versions the request's runtime spans show (workflow spans describe deploys,
+    /// not running versions), each once, at its earliest span.
+    fn observed(items: &[SpanItem], policy: &Policy) -> Vec<Observed> {
+        let mut out: Vec<Observed> = Vec::new();
+        let mut last: Option<&Arc<convert::Origin>> = None;
+        for item in items.iter().filter(|i| !i.contract) {
+            // Spans of one resource share its Origin: look at each resource once.
+            if last.is_some_and(|l| Arc::ptr_eq(l, &item.origin)) {
+                continue;
+            }
+            last = Some(&item.origin);
+            let Some((service, environment, version)) = convert::deployed_version(&item.origin)
+            else {
+                continue;
+            };
+            if !policy.is_production(&environment) {
+                continue;
+            }
+            let start = items
+                .iter()
+                .filter(|i| Arc::ptr_eq(&i.origin, &item.origin))
+                .map(|i| i.span.start_time_unix_nano)
+                .min()
+                .unwrap_or(item.span.start_time_unix_nano);
+            let start = i64::try_from(start).unwrap_or(i64::MAX);
+            match out.iter_mut().find(|o| {
+                o.service == service && o.environment == environment && o.version == version
+            }) {
+                Some(o) if o.first_seen_ns > start => {
+                    o.first_seen_ns = start;
+                    o.trace_id = hex::encode(item.trace_id);
+                }
+                Some(_) => {}
+                None => out.push(Observed {
+                    service,
+                    environment,
+                    version,
+                    first_seen_ns: start,
+                    trace_id: hex::encode(item.trace_id),
+                }),
+            }
+        }
+        out.sort_by_key(|o| o.first_seen_ns);
+        out
+    }
+
+    fn remembered(&self, key: &(String, String)) -> Option<Running> {
+        self.state.lock().ok()?.get(key).cloned()
+    }
+
+    /// What the recorded sightings say of a (service, environment) this process has not seen
+    /// yet: its latest version.
+    async fn load(
+        store: &Store,
+        service: &str,
+        environment: &str,
+    ) -> Result<Running, StorageError> {
+        Ok(Running {
+            current: store
+                .latest_sighting(service, environment)
+                .await?
+                .map(|v| v.version),
+            last_seen: HashMap::new(),
+        })
+    }
+
+    /// The sightings a request's spans make (received at `now_ns`), and the state updates to
+    /// apply once they are committed.
+    pub async fn sightings(
+        &self,
+        store: &Store,
+        items: &[SpanItem],
+        policy: &Policy,
+        intake: &Intake,
+    ) -> Result<(Vec<FactRecord>, Vec<Update>), StorageError> {
+        let now = intake.received_ns;
+        let mut local: HashMap<(String, String), Running> = HashMap::new();
+        let mut facts = Vec::new();
+        let mut updates = Vec::new();
+        for o in Self::observed(items, policy) {
+            let key = (o.service.clone(), o.environment.clone());
+            if !local.contains_key(&key) {
+                let r = match self.remembered(&key) {
+                    Some(r) => r,
+                    None => Self::load(store, &o.service, &o.environment).await?,
+                };
+                local.insert(key.clone(), r);
+            }
+            let Some(r) = local.get_mut(&key) else {
+                continue;
+            };
+            if r.current.as_deref() != Some(o.version.as_str()) {
+                // Not seen within the window: new, or back after another version ran.
+                let gone = r
+                    .last_seen
+                    .get(&o.version)
+                    .is_none_or(|t| now.saturating_sub(*t) > self.window_ns);
+                if gone {
+                    facts.push(evidence::version_fact(
+                        VersionFact {
+                            service: o.service.clone(),
+                            environment: o.environment.clone(),
+                            version: o.version.clone(),
+                            first_seen_ns: o.first_seen_ns,
+                            trace_id: Some(o.trace_id.clone()),
+                            previous: r.current.clone(),
+                        },
+                        self.window_ns,
+                        intake,
+                    ));
+                    r.current = Some(o.version.clone());
+                }
+            }
+            r.last_seen.insert(o.version.clone(), now);
+            updates.push(Update {
+                key,
+                version: o.version,
+                at_ns: now,
+                current: r.current.clone(),
+            });
+        }
+        Ok((facts, updates))
+    }
+
+    /// Remembers what a committed export showed.
+    pub fn commit(&self, updates: Vec<Update>) {
+        if updates.is_empty() {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if state.len() + updates.len() > self.max_remembered {
+            // Forgetting only costs a lookup of the recorded sightings next time.
+            state.clear();
+        }
+        for u in updates {
+            let r = state.entry(u.key).or_default();
+            r.current = u.current;
+            let t = r.last_seen.entry(u.version).or_insert(u.at_ns);
+            *t = (*t).max(u.at_ns);
+        }
+    }
+}
