@@ -82,6 +82,10 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
         roles_claim: "roles".into(),
     }];
     cfg.reports.approver_roles = vec![demo::APPROVER_ROLE.into()];
+    // The demo replays weeks of history in a minute: its facts and tokens arrive weeks after the
+    // times they state, which this service allows (as an import of older history would).
+    cfg.evidence.max_lateness = demo::HISTORY;
+    cfg.identity.max_token_age_at_receipt = demo::HISTORY;
 
     let app = App::build(cfg.clone()).await?;
     let (store, writer) = (app.store.clone(), app.writer.clone());

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod bundle;
 pub mod contract;
+pub mod derived;
 pub mod entry;
 pub mod evidence;
 pub mod hash;

@@ -73,6 +73,9 @@ pub enum Class {
     Stale,
     Redacted,
     Unpinned,
+    /// A derived table (facts, spans, log records, credentials, tokens) holds a row no signed
+    /// entry produced, or one that differs from what its entry produces.
+    DerivedMismatch,
 }
 
 impl Class {
@@ -93,6 +96,7 @@ impl Class {
             Class::Stale => "STALE",
             Class::Redacted => "REDACTED",
             Class::Unpinned => "UNPINNED",
+            Class::DerivedMismatch => "DERIVED_MISMATCH",
         }
     }
 
@@ -223,6 +227,18 @@ pub struct Report {
 impl Report {
     pub fn has(&self, class: Class) -> bool {
         self.findings.iter().any(|f| f.class == class)
+    }
+
+    /// Counts findings of `class` a further check found but did not list.
+    pub fn add_suppressed(&mut self, class: Class, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self.suppressed.entry(class).or_default() += n;
+        self.exit_code = worse(self.exit_code, class.exit_code());
+        if self.exit_code != 0 {
+            self.new_state = None;
+        }
     }
 
     /// Adds findings from a further check (e.g. of stored data), updating the verdict.

@@ -6,7 +6,8 @@
 //! by a workload identity, with runtime spans of the new version; every third deploy times out once
 //! and is retried). On top of those, one of each problem an auditor looks for: a self-approval, an
 //! approval after the deploy, an emergency nobody reviewed (and one that was reviewed), a rollback,
-//! an unverified requester and a version in production that no change deployed.
+//! an unverified requester, an approval token replayed from another change, a deploy credential
+//! that was not rotated, and a version in production that no change deployed.
 
 pub mod idp;
 
@@ -32,6 +33,10 @@ pub const SERVICES: [&str; 5] = [
 /// The role a verified approver needs (the demo configures `reports.approver_roles` with it).
 pub const APPROVER_ROLE: &str = "release-approver";
 const DEPLOYER: &str = "spiffe://demo.changetrail.local/ns/deploy/sa/deployer";
+/// How late the demo's service lets evidence and tokens arrive: it replays the past weeks at
+/// once, as an import of older history would (`[evidence] max_lateness`,
+/// `[identity] max_token_age_at_receipt`).
+pub const HISTORY: std::time::Duration = std::time::Duration::from_secs(60 * 7 * 86_400);
 
 /// One change the demo sends and the exception codes its report row must carry.
 #[derive(Debug, Clone)]
@@ -206,8 +211,13 @@ impl<'a> Flow<'a> {
     }
 
     fn approval(&mut self, approver: &str, roles: &[&str], decision: &str, start: i64, end: i64) {
-        let mut a = self.base();
         let token = self.idp.token(approver, roles, self.at(end));
+        self.approval_with(approver, &token, decision, start, end);
+    }
+
+    /// An approval carrying `token`, whoever it was issued for.
+    fn approval_with(&mut self, approver: &str, token: &str, decision: &str, start: i64, end: i64) {
+        let mut a = self.base();
         a.extend([
             kv("cicd.pipeline.task.name", "approval"),
             kv("cicd.pipeline.task.type", "approval"),
@@ -218,13 +228,32 @@ impl<'a> Flow<'a> {
             kv("changetrail.approval.decision", decision),
             kv("changetrail.approval.approver", approver),
             kv("changetrail.approval.subject", &self.artifact.clone()),
-            kv("changetrail.approval.token", &token),
+            kv("changetrail.approval.token", token),
         ]);
         let s = self.span("approval", start, end, a);
         self.out.push((Self::engine(), s));
     }
 
+    /// The approval token this flow's approval span carries, if it has one.
+    fn approval_token(&self) -> Option<String> {
+        self.out.iter().find_map(|(_, s)| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key == "changetrail.approval.token")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    any_value::Value::StringValue(t) => Some(t.clone()),
+                    _ => None,
+                })
+        })
+    }
+
     fn deploy(&mut self, attempt: u32, result: &str, start: i64, end: i64) {
+        // Each change's deploy uses a key of its own: rotated every deploy cycle.
+        let key = format!("deploy-key-{}", self.change.to_ascii_lowercase());
+        self.deploy_with_key(attempt, result, start, end, &key);
+    }
+
+    fn deploy_with_key(&mut self, attempt: u32, result: &str, start: i64, end: i64, key: &str) {
         let mut a = self.base();
         let token = self.idp.token(DEPLOYER, &["deployer"], self.at(end));
         a.extend([
@@ -239,6 +268,7 @@ impl<'a> Flow<'a> {
             kv("cicd.worker.id", "deployer-7d9f4-x2k"),
             kv("changetrail.identity.principal", DEPLOYER),
             kv("changetrail.identity.token", &token),
+            kv("changetrail.identity.credential_id", key),
             kv("artifact.hash", &self.artifact.clone()),
         ]);
         if attempt > 0 {
@@ -440,6 +470,53 @@ pub fn plan(idp: &DemoIdp, now_ns: i64, weeks: u32) -> Plan {
     f.approved_and_deployed("bob@example.com", false);
     add(f, "rollback of CHG-1004, approved", &[], &mut spans);
 
+    // An approval token lifted from one change (it leaked through a trace backend) and put on
+    // another change's approval, while it is still valid: it proves nothing there.
+    let mut f = special(15, "CHG-TOKEN-1", "notifications", "5.9.1");
+    f.request("normal", "carol@example.com", &["engineer"], true, &[]);
+    f.approved_and_deployed("erin@example.com", false);
+    let stolen = f.approval_token();
+    add(
+        f,
+        "normal change (its approval token is replayed below)",
+        &[],
+        &mut spans,
+    );
+    let mut f = special(15, "CHG-REPLAY-1", "notifications", "5.9.2");
+    f.t0 += 10 * MIN;
+    f.request("normal", "frank@example.com", &["engineer"], true, &[]);
+    if let Some(token) = stolen {
+        // Decided at the same instant as the approval the token was issued for.
+        f.approval_with("erin@example.com", &token, "approved", MIN, 10 * MIN);
+    }
+    f.deploy(0, "success", 12 * MIN, 15 * MIN);
+    f.runtime(16 * MIN, &["POST /v1/notify"]);
+    add(
+        f,
+        "approved with erin's token from CHG-TOKEN-1, replayed",
+        &["TOKEN_REUSED"],
+        &mut spans,
+    );
+
+    // A deploy with the key an earlier search change used: not rotated between deploys.
+    let mut f = special(17, "CHG-KEY-1", "search", "4.9.3");
+    f.request("normal", "alice@example.com", &["engineer"], true, &[]);
+    f.approval(
+        "bob@example.com",
+        &[APPROVER_ROLE],
+        "approved",
+        2 * MIN,
+        20 * MIN,
+    );
+    f.deploy_with_key(0, "success", 22 * MIN, 26 * MIN, "deploy-key-chg-1004");
+    f.runtime(27 * MIN, &["GET /search"]);
+    add(
+        f,
+        "deployed with CHG-1004's deploy key, never rotated",
+        &["CREDENTIAL_NOT_ROTATED"],
+        &mut spans,
+    );
+
     // A version running in production that no change deployed.
     let mut rogue = special(13, "none", "checkout", "2.9.9-hotfix");
     rogue.runtime(0, &["GET /cart", "POST /cart/items"]);
@@ -476,7 +553,7 @@ mod tests {
         for weeks in [1, 6] {
             let p = plan(&idp, now, weeks);
             assert_eq!(p.to_ns - p.from_ns, i64::from(weeks) * WEEK);
-            assert_eq!(p.scenarios.len(), SERVICES.len() * weeks as usize + 5);
+            assert_eq!(p.scenarios.len(), SERVICES.len() * weeks as usize + 8);
             let ids: BTreeSet<_> = p.scenarios.iter().map(|s| &s.change_id).collect();
             assert_eq!(ids.len(), p.scenarios.len(), "change ids are unique");
             for (_, s) in &p.spans {

@@ -166,6 +166,11 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
         .and_then(|kv| str_value(&kv.value))
 }
 
+/// A resource's `service.name`, as the spans table records it (absent: "unknown_service").
+pub fn service_name(attrs: &[KeyValue]) -> Option<&str> {
+    attr(attrs, "service.name")
+}
+
 fn subject_of(attrs: &[KeyValue]) -> Option<String> {
     SUBJECT_KEYS
         .iter()
@@ -191,9 +196,7 @@ fn origin(
     Arc::new(Origin {
         contract: has_contract(attrs),
         subject: subject_of(attrs),
-        service: attr(attrs, "service.name")
-            .unwrap_or("unknown_service")
-            .to_owned(),
+        service: service_name(attrs).unwrap_or("unknown_service").to_owned(),
         resource,
         resource_schema,
         scope,

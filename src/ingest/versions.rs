@@ -18,8 +18,16 @@ use std::sync::{Arc, Mutex};
 struct Running {
     /// The version of the latest sighting.
     current: Option<String>,
-    /// Receipt time each version was last seen at (the receiver's clock, not the spans').
-    last_seen: HashMap<String, i64>,
+    /// When each version was last seen: by the receiver's clock and by the spans' own.
+    last_seen: HashMap<String, Seen>,
+}
+
+/// A version's last sighting by both clocks. A version is back after a gap when either clock
+/// shows one: the receipt when it runs live, the spans' times when history arrives at once.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    received_ns: i64,
+    event_ns: i64,
 }
 
 /// A change to the remembered state, applied once the export that showed it is committed.
@@ -27,7 +35,7 @@ struct Running {
 pub struct Update {
     key: (String, String),
     version: String,
-    at_ns: i64,
+    seen: Seen,
     /// The version of the latest sighting after this one.
     current: Option<String>,
 }
@@ -38,12 +46,13 @@ pub struct Versions {
     state: Mutex<HashMap<(String, String), Running>>,
 }
 
-/// One (service, environment, version) a request shows, at its earliest span.
+/// One (service, environment, version) a request shows, from its earliest to its latest span.
 struct Observed {
     service: String,
     environment: String,
     version: String,
     first_seen_ns: i64,
+    last_seen_ns: i64,
     trace_id: String,
 }
 
@@ -74,26 +83,28 @@ impl Versions {
             if !policy.is_production(&environment) {
                 continue;
             }
-            let start = items
+            let starts = items
                 .iter()
                 .filter(|i| Arc::ptr_eq(&i.origin, &item.origin))
-                .map(|i| i.span.start_time_unix_nano)
-                .min()
-                .unwrap_or(item.span.start_time_unix_nano);
-            let start = i64::try_from(start).unwrap_or(i64::MAX);
+                .map(|i| i64::try_from(i.span.start_time_unix_nano).unwrap_or(i64::MAX));
+            let (start, end) =
+                starts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
             match out.iter_mut().find(|o| {
                 o.service == service && o.environment == environment && o.version == version
             }) {
-                Some(o) if o.first_seen_ns > start => {
-                    o.first_seen_ns = start;
-                    o.trace_id = hex::encode(item.trace_id);
+                Some(o) => {
+                    if o.first_seen_ns > start {
+                        o.first_seen_ns = start;
+                        o.trace_id = hex::encode(item.trace_id);
+                    }
+                    o.last_seen_ns = o.last_seen_ns.max(end);
                 }
-                Some(_) => {}
                 None => out.push(Observed {
                     service,
                     environment,
                     version,
                     first_seen_ns: start,
+                    last_seen_ns: end,
                     trace_id: hex::encode(item.trace_id),
                 }),
             }
@@ -148,11 +159,12 @@ impl Versions {
                 continue;
             };
             if r.current.as_deref() != Some(o.version.as_str()) {
-                // Not seen within the window: new, or back after another version ran.
-                let gone = r
-                    .last_seen
-                    .get(&o.version)
-                    .is_none_or(|t| now.saturating_sub(*t) > self.window_ns);
+                // Not seen within the window, by either clock: new, or back after another
+                // version ran.
+                let gone = r.last_seen.get(&o.version).is_none_or(|t| {
+                    now.saturating_sub(t.received_ns) > self.window_ns
+                        || o.first_seen_ns.saturating_sub(t.event_ns) > self.window_ns
+                });
                 if gone {
                     facts.push(evidence::version_fact(
                         VersionFact {
@@ -169,11 +181,15 @@ impl Versions {
                     r.current = Some(o.version.clone());
                 }
             }
-            r.last_seen.insert(o.version.clone(), now);
+            let seen = Seen {
+                received_ns: now,
+                event_ns: o.last_seen_ns,
+            };
+            r.last_seen.insert(o.version.clone(), seen);
             updates.push(Update {
                 key,
                 version: o.version,
-                at_ns: now,
+                seen,
                 current: r.current.clone(),
             });
         }
@@ -195,8 +211,9 @@ impl Versions {
         for u in updates {
             let r = state.entry(u.key).or_default();
             r.current = u.current;
-            let t = r.last_seen.entry(u.version).or_insert(u.at_ns);
-            *t = (*t).max(u.at_ns);
+            let t = r.last_seen.entry(u.version).or_insert(u.seen);
+            t.received_ns = t.received_ns.max(u.seen.received_ns);
+            t.event_ns = t.event_ns.max(u.seen.event_ns);
         }
     }
 }

@@ -90,9 +90,6 @@ type LogRowTuple = (
     i64,
 );
 
-/// Credential rows read per round trip when auditing.
-const CREDENTIAL_PAGE: i64 = 5000;
-
 impl Store {
     /// Fills the credential index from the facts stored before it existed, once (recorded in
     /// `backfills`). Facts are read in entry order, so each use keeps its first entry.
@@ -104,6 +101,8 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin_append().await?;
+        // Under the writer lock: no writer records a use meanwhile that an older fact shows.
+        tx.lock_head().await?;
         let mut after: i64 = -1;
         loop {
             let rows: Vec<(String, i64)> = on_tx!(&mut tx, c => sqlx::query_as(
@@ -124,7 +123,10 @@ impl Store {
             }
             tx.insert_credentials(&creds).await?;
         }
-        on_tx!(&mut tx, c => sqlx::query("INSERT INTO backfills (name, done_ns) VALUES ($1, $2)")
+        // Several processes may migrate at once: the first to commit records it, the others
+        // found nothing new to insert (credential rows keep their first entry).
+        on_tx!(&mut tx, c => sqlx::query(
+            "INSERT INTO backfills (name, done_ns) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(NAME).bind(crate::pipeline::now_ns()).execute(&mut *c).await.map(|_| ()))?;
         tx.commit().await
     }
@@ -269,18 +271,16 @@ impl Store {
         Ok(rows)
     }
 
-    /// Credential rows in (first seq, credential, subject) order, a page after `after`.
-    pub async fn credentials_page(
+    /// Credential rows whose first entry is in `[lo, hi)`: (first seq, credential, subject).
+    pub async fn credentials_between(
         &self,
-        after: Option<(u64, String, String)>,
+        lo: u64,
+        hi: u64,
     ) -> Result<Vec<(u64, String, String)>> {
-        let (seq, c, s) = after.unwrap_or((0, String::new(), String::new()));
-        let first = i(seq);
         let rows: Vec<(i64, String, String)> = on_pool!(self, p => sqlx::query_as(
             "SELECT first_seq, credential, subject FROM credentials \
-             WHERE first_seq > $1 OR (first_seq = $1 AND (credential > $2 OR (credential = $2 AND subject > $3))) \
-             ORDER BY first_seq, credential, subject LIMIT $4")
-            .bind(first).bind(&c).bind(&s).bind(CREDENTIAL_PAGE).fetch_all(p).await)?;
+             WHERE first_seq >= $1 AND first_seq < $2 ORDER BY first_seq, credential, subject")
+            .bind(i(lo)).bind(i(hi)).fetch_all(p).await)?;
         rows.into_iter()
             .map(|(seq, c, s)| Ok((u(seq, "first seq")?, c, s)))
             .collect()

@@ -82,7 +82,7 @@ async fn the_demo_serves_a_report_whose_exceptions_match_its_scenarios() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["changes"].as_array().map(Vec::len), Some(10), "{list}");
+    assert_eq!(list["changes"].as_array().map(Vec::len), Some(13), "{list}");
 
     sigterm(&child);
     assert!(child.wait().unwrap().success());
@@ -110,7 +110,34 @@ async fn the_demo_serves_a_report_whose_exceptions_match_its_scenarios() {
     );
     want.insert("CHG-EMERG-2".into(), codes(&[]));
     want.insert("CHG-RB-1".into(), codes(&[]));
+    want.insert("CHG-TOKEN-1".into(), codes(&[]));
+    want.insert("CHG-REPLAY-1".into(), codes(&["TOKEN_REUSED"]));
+    want.insert("CHG-KEY-1".into(), codes(&["CREDENTIAL_NOT_ROTATED"]));
     assert_eq!(got, want);
+    // The replayed token names the change it was issued on; the key is in the rotation table.
+    let exceptions = csv_rows(&report.join("exceptions.csv"));
+    let replay = exceptions
+        .iter()
+        .find(|r| r["code"] == "TOKEN_REUSED")
+        .unwrap();
+    assert_eq!(replay["change_id"], "CHG-REPLAY-1");
+    assert!(
+        replay["evidence"].contains("used first on CHG-TOKEN-1"),
+        "{replay:?}"
+    );
+    let rotation = csv_rows(&report.join("rotation.csv"));
+    let key = rotation
+        .iter()
+        .find(|r| r["credential"] == "key:deploy-key-chg-1004")
+        .unwrap();
+    assert_eq!(
+        (key["service"].as_str(), key["changes"].as_str()),
+        ("search", "2")
+    );
+    assert_eq!(
+        (key["first_change"].as_str(), key["last_change"].as_str()),
+        ("CHG-1004", "CHG-KEY-1")
+    );
     // The retried deploys are attempts, not exceptions; the rollback is linked both ways.
     let row = |id: &str| rows.iter().find(|r| r["change_id"] == id).unwrap();
     assert_eq!(row("CHG-1003")["deploy_attempts"], "2");

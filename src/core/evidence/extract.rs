@@ -86,26 +86,37 @@ fn normalize_decision(stated: Option<&str>) -> (String, Option<String>) {
     (known.into(), None)
 }
 
+/// What a fact is about and when its sender says it happened.
+struct About {
+    /// The key before the statement's digest: what the fact is about.
+    base: String,
+    change_id: Option<String>,
+    run_id: Option<String>,
+    source: Source,
+    time_ns: i64,
+    /// When the item stating it ended.
+    until_ns: i64,
+}
+
 impl FactRecord {
-    /// A fact under `base` (what it is about) with its statement's digest appended, so a repeat
-    /// is the same key and a contradiction is a new one.
-    fn stated(
-        base: String,
-        change_id: Option<String>,
-        run_id: Option<String>,
-        source: Source,
-        time_ns: i64,
-        stated_until_ns: i64,
-        intake: &Intake,
-        fact: Fact,
-    ) -> FactRecord {
+    /// A fact under `about.base` with its statement's digest appended, so a repeat is the same
+    /// key and a contradiction is a new one.
+    fn stated(about: About, intake: &Intake, fact: Fact) -> FactRecord {
+        let About {
+            base,
+            change_id,
+            run_id,
+            source,
+            time_ns,
+            until_ns,
+        } = about;
         let mut f = FactRecord {
             key: base,
             change_id,
             run_id,
             source,
             time_ns,
-            stated_until_ns: (stated_until_ns > time_ns).then_some(stated_until_ns),
+            stated_until_ns: (until_ns > time_ns).then_some(until_ns),
             sent_by: intake.sent_by.clone(),
             max_lateness_ns: intake.max_lateness_ns,
             fact,
@@ -183,15 +194,17 @@ pub fn facts_from_item(
         });
         let (decision, stated_decision) = normalize_decision(stated_decision.as_deref());
         out.push(FactRecord::stated(
-            format!(
-                "approval:{}:{key_part}:{src}",
-                scope.clone().unwrap_or_default()
-            ),
-            change_id.clone(),
-            run_id.clone(),
-            info.source,
-            decided,
-            info.end_ns,
+            About {
+                base: format!(
+                    "approval:{}:{key_part}:{src}",
+                    scope.clone().unwrap_or_default()
+                ),
+                change_id: change_id.clone(),
+                run_id: run_id.clone(),
+                source: info.source,
+                time_ns: decided,
+                until_ns: info.end_ns,
+            },
             intake,
             Fact::Approval(ApprovalFact {
                 decision,
@@ -227,15 +240,17 @@ pub fn facts_from_item(
             (p, t) => Some(ids.establish(p.as_deref(), t.as_deref(), info.end_ns, received)),
         };
         out.push(FactRecord::stated(
-            format!(
-                "task:{}:{task_run}:{src}",
-                run_id.clone().or(change_id.clone()).unwrap_or_default()
-            ),
-            change_id,
-            run_id,
-            info.source,
-            info.end_ns,
-            info.end_ns,
+            About {
+                base: format!(
+                    "task:{}:{task_run}:{src}",
+                    run_id.clone().or(change_id.clone()).unwrap_or_default()
+                ),
+                change_id,
+                run_id,
+                source: info.source,
+                time_ns: info.end_ns,
+                until_ns: info.end_ns,
+            },
             intake,
             Fact::Task(TaskFact {
                 task: text(a, "cicd.pipeline.task.name").unwrap_or_else(|| task_type.clone()),
@@ -282,12 +297,14 @@ pub fn facts_from_item(
     };
     let run_key = run_id.clone().unwrap_or_else(|| id.clone());
     out.push(FactRecord::stated(
-        format!("run:{run_key}:requested:{src}"),
-        change_id.clone().or_else(|| run_id.clone()),
-        run_id.clone(),
-        info.source,
-        info.start_ns,
-        info.end_ns,
+        About {
+            base: format!("run:{run_key}:requested:{src}"),
+            change_id: change_id.clone().or_else(|| run_id.clone()),
+            run_id: run_id.clone(),
+            source: info.source,
+            time_ns: info.start_ns,
+            until_ns: info.end_ns,
+        },
         intake,
         Fact::Change(ChangeFact {
             pipeline: text(a, "cicd.pipeline.name"),
@@ -305,12 +322,14 @@ pub fn facts_from_item(
     ));
     if let Some(result) = text(a, "cicd.pipeline.result") {
         out.push(FactRecord::stated(
-            format!("run:{run_key}:finished:{src}"),
-            change_id.or(run_id.clone()),
-            run_id,
-            info.source,
-            info.end_ns,
-            info.end_ns,
+            About {
+                base: format!("run:{run_key}:finished:{src}"),
+                change_id: change_id.or(run_id.clone()),
+                run_id,
+                source: info.source,
+                time_ns: info.end_ns,
+                until_ns: info.end_ns,
+            },
             intake,
             Fact::RunFinished(RunFinishedFact {
                 result: normalize_result(&result),
@@ -462,12 +481,14 @@ pub fn conductor_facts(
     };
     let fact = |base: String, time_ns: i64, fact: Fact| {
         FactRecord::stated(
-            base,
-            Some(change_id.clone()),
-            Some(run_id.clone()),
-            Source::Conductor,
-            time_ns,
-            time_ns,
+            About {
+                base,
+                change_id: Some(change_id.clone()),
+                run_id: Some(run_id.clone()),
+                source: Source::Conductor,
+                time_ns,
+                until_ns: time_ns,
+            },
             intake,
             fact,
         )

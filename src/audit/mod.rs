@@ -1,7 +1,11 @@
-//! Checks a database's derived data against its entries, for `verify --database-url`: every
+//! Checks a database's stored data against its entries, for `verify --database-url`: every
 //! stored column, not only the ones a bundle carries, must agree with the signed entry bytes
 //! (leaf hashes, indexed kind/subject/time, tree nodes, checkpoint rows, key rows, the head row,
-//! erasure records). A disagreement is MODIFIED: someone or something changed stored data.
+//! erasure records): a disagreement there is MODIFIED. The derived tables the report and the
+//! console read (facts, spans, log records, credentials) are recomputed from the entries as they
+//! pass (`derived`): a row no signed entry produced, or one that differs, is DERIVED_MISMATCH.
+
+mod derived;
 
 use crate::core::entry::{self, Entry, ErasurePayload, kinds};
 use crate::core::hash::Hash;
@@ -125,7 +129,10 @@ pub async fn verify_store(
         )]);
     }
     match pass.finish(store, &report.summary.keys, latest).await {
-        Ok(stored) => report.add(stored),
+        Ok((stored, suppressed)) => {
+            report.add(stored);
+            report.add_suppressed(Class::DerivedMismatch, suppressed);
+        }
         Err(e) => report.add(vec![Finding::general(
             Class::Modified,
             format!("stored data cannot be read back: {e}"),
@@ -146,13 +153,15 @@ fn modified(seq: Option<u64>, detail: String) -> Finding {
 }
 
 /// The stored-data audit, fed the entries in order (as the verifier streams them, or read by
-/// itself): leaf hashes, indexed columns and tree nodes against the entry bytes.
+/// itself): leaf hashes, indexed columns and tree nodes against the entry bytes, and the derived
+/// tables against what the entries produce.
 #[derive(Default)]
 struct AuditPass {
     range: CompactRange,
     last_leaf: Option<Hash>,
     last_time: i64,
     out: Vec<Finding>,
+    derived: derived::DerivedAudit,
 }
 
 impl AuditPass {
@@ -207,26 +216,26 @@ impl AuditPass {
             .nodes_completed_between(before, self.range.size())
             .await?;
         compare_nodes(&computed, &stored, &mut self.out);
-        Ok(())
+        self.derived.page(store, rows).await
     }
 
     /// Reads the entries not seen yet up to the head as it is now, then checks the head row, the
-    /// checkpoint, key and erasure rows. `keys` is the key history the verifier derived from the
-    /// entries (first seq, vkey), up to `covered` entries.
+    /// checkpoint, key and erasure rows, and derived rows past the head. `keys` is the key
+    /// history the verifier derived from the entries (first seq, vkey), up to `covered` entries.
+    /// Returns the findings and how many derived mismatches were counted but not listed.
     async fn finish(
         mut self,
         store: &Store,
         keys: &[(u64, String)],
         covered: u64,
-    ) -> Result<Vec<Finding>, StorageError> {
+    ) -> Result<(Vec<Finding>, u64), StorageError> {
         let Some(head) = store.head().await? else {
-            return Ok(self.out);
+            return Ok((self.out, 0));
         };
         while self.range.size() < head.head.size {
             let next = self.range.size();
-            let rows = store
-                .entries_bare(next, PAGE.min(head.head.size - next))
-                .await?;
+            // With payloads: the derived rows of entries no checkpoint covers yet are checked too.
+            let rows = store.entries(next, PAGE.min(head.head.size - next)).await?;
             if rows.is_empty() {
                 self.out.push(modified(
                     Some(next),
@@ -240,7 +249,9 @@ impl AuditPass {
                 break;
             }
         }
+        let (derived, suppressed) = self.derived.finish(store, head.head.size).await?;
         let mut out = self.out;
+        out.extend(derived);
         let (range, last_leaf, last_time) = (self.range, self.last_leaf, self.last_time);
         let h = &head.head;
         let leaf_ok = last_leaf.is_none_or(|l| l == h.last_leaf);
@@ -265,7 +276,7 @@ impl AuditPass {
         audit_checkpoints(store, &mut out).await?;
         audit_keys(store, keys, covered, &mut out).await?;
         audit_erasures(store, &mut out).await?;
-        Ok(out)
+        Ok((out, suppressed))
     }
 }
 
@@ -275,7 +286,7 @@ pub async fn audit(
     store: &Store,
     keys: &[(u64, String)],
     covered: u64,
-) -> Result<Vec<Finding>, StorageError> {
+) -> Result<(Vec<Finding>, u64), StorageError> {
     AuditPass::default().finish(store, keys, covered).await
 }
 
