@@ -96,9 +96,9 @@ impl DerivedAudit {
         hi: u64,
         expected: &BTreeMap<u64, Expected>,
     ) -> Result<(), StorageError> {
-        let mut matched: HashSet<u64> = HashSet::new();
+        let mut by_seq: BTreeMap<u64, Vec<FactRow>> = BTreeMap::new();
         for s in store.facts_between(lo, hi).await? {
-            let stored = FactRow {
+            by_seq.entry(s.entry_seq).or_default().push(FactRow {
                 fact_key: s.fact_key,
                 kind: s.kind,
                 change_id: s.change_id,
@@ -108,43 +108,44 @@ impl DerivedAudit {
                 payload: s.payload,
                 entry_seq: s.entry_seq,
                 received_ns: s.received_ns,
-            };
-            let seq = stored.entry_seq;
+            });
+        }
+        let mut matched: HashSet<u64> = HashSet::new();
+        for (seq, mut rows) in by_seq {
             let want = expected.get(&seq).and_then(|e| e.derived.fact.as_ref());
-            match want {
-                Some(w) if matched.insert(seq) => {
-                    let diff = derived::fact_differences(&stored, w);
-                    if !diff.is_empty() {
-                        self.mismatch(
-                            Some(seq),
-                            format!(
-                                "facts row {:?}: {} differ from what entry {seq} produces",
-                                stored.fact_key,
-                                diff.join(", ")
-                            ),
-                        );
-                    }
-                }
-                Some(_) => self.mismatch(
-                    Some(seq),
-                    format!(
-                        "facts row {:?} is a second row for entry {seq}",
-                        stored.fact_key
-                    ),
-                ),
-                None => {
-                    let why = match expected.get(&seq) {
-                        Some(e) if e.erased => "whose payload was erased",
-                        _ => "which records no fact",
-                    };
+            if let Some(w) = want {
+                // The row under the entry's key is the entry's; any other is forged.
+                let i = rows
+                    .iter()
+                    .position(|r| r.fact_key == w.fact_key)
+                    .unwrap_or(0);
+                let row = rows.remove(i);
+                matched.insert(seq);
+                let diff = derived::fact_differences(&row, w);
+                if !diff.is_empty() {
                     self.mismatch(
                         Some(seq),
                         format!(
-                            "facts row {:?} names entry {seq}, {why}: no signed entry produced it",
-                            stored.fact_key
+                            "facts row {:?}: {} differ from what entry {seq} produces",
+                            row.fact_key,
+                            diff.join(", ")
                         ),
                     );
                 }
+            }
+            for row in rows {
+                let why = match expected.get(&seq) {
+                    Some(e) if e.erased => "whose payload was erased",
+                    Some(e) if e.derived.fact.is_some() => "which records another fact",
+                    _ => "which records no fact",
+                };
+                self.mismatch(
+                    Some(seq),
+                    format!(
+                        "facts row {:?} names entry {seq}, {why}: no signed entry produced it",
+                        row.fact_key
+                    ),
+                );
             }
         }
         for e in expected.values() {

@@ -10,6 +10,7 @@ mod demo;
 mod fixtures;
 mod helpers;
 mod idp;
+mod integrity;
 mod merkle;
 mod openapi;
 mod otlp;

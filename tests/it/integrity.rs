@@ -1,0 +1,649 @@
+//! Evidence nobody can forge, tried as an attacker would through the real OTLP listener with
+//! tokens from the test issuer, at times around now and with the shipped limits: replayed and
+//! stale tokens, backdated approvals, times from the future, contradicting statements, missing
+//! decisions, unrotated credentials, rows forged into the derived tables.
+
+use crate::helpers::{TestApp, TestDb, bin, spawn_app_with, verify_store};
+use crate::idp;
+use crate::otlp::kv;
+use crate::scenarios::{Item, Workflow, normal_change, packet, scenario_config, send};
+use crate::storage::{disable_triggers, exec};
+use changetrail::core::verify::Class;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use prost::Message;
+use serde_json::Value;
+use std::time::Duration;
+
+const MIN: u64 = 60 * 1_000_000_000;
+const HOUR: u64 = 60 * MIN;
+
+/// The scenarios' issuer with the shipped receipt limits (not the history allowance) and no
+/// receipt tolerance, so the order the service receives things in is all that counts.
+fn strict(db: &TestDb) -> changetrail::config::Config {
+    let mut c = scenario_config(db);
+    let shipped = changetrail::config::Config::defaults();
+    c.evidence = shipped.evidence.clone();
+    c.evidence.receipt_tolerance = Duration::ZERO;
+    c.identity.max_token_age_at_receipt = shipped.identity.max_token_age_at_receipt;
+    c
+}
+
+/// A start time `ago` before now, on a whole minute.
+fn ago(d: u64) -> u64 {
+    let now = changetrail::pipeline::now_ns() as u64;
+    (now - d) / MIN * MIN
+}
+
+fn set(item: &mut Item, key: &str, value: &str) {
+    item.span.attributes.retain(|kv| kv.key != key);
+    item.span.attributes.push(kv(key, value));
+}
+
+fn unset(item: &mut Item, key: &str) {
+    item.span.attributes.retain(|kv| kv.key != key);
+}
+
+fn attr(item: &Item, key: &str) -> String {
+    item.span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            AnyValueKind::StringValue(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+fn codes(p: &Value) -> Vec<String> {
+    p["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn evidence_of(p: &Value, code: &str) -> String {
+    p["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["code"] == code)
+        .map(|x| x["evidence"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no {code} in {}", p["exceptions"]))
+}
+
+fn kinds(p: &Value) -> Vec<String> {
+    p["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_approval_token_proves_nothing_on_the_second_change() {
+    for db in TestDb::all("a_replayed_approval_token_proves_nothing_on_the_second_change").await {
+        let app = spawn_app_with(strict(&db)).await;
+        let t0 = ago(2 * HOUR);
+        let mut a = Workflow::new("CHG-A", 1, t0);
+        let a_items = normal_change(&mut a);
+        let stolen = attr(&a_items[1], "changetrail.approval.token");
+        send(&app, &a_items).await;
+        // A minute later, on another change, while the token is still valid.
+        let mut b = Workflow::new("CHG-B", 2, t0 + MIN);
+        let mut b_items = normal_change(&mut b);
+        set(&mut b_items[1], "changetrail.approval.token", &stolen);
+        send(&app, &b_items).await;
+
+        let pa = packet(&app, "CHG-A").await;
+        assert!(
+            codes(&pa).is_empty(),
+            "{:?}: {}",
+            db.backend,
+            pa["exceptions"]
+        );
+        let pb = packet(&app, "CHG-B").await;
+        assert_eq!(
+            codes(&pb),
+            ["TOKEN_REUSED"],
+            "{:?}: {}",
+            db.backend,
+            pb["exceptions"]
+        );
+        assert!(
+            evidence_of(&pb, "TOKEN_REUSED").contains("was used first on CHG-A"),
+            "{}",
+            pb["exceptions"]
+        );
+        let approver = &pb["approvals"][0]["approver"];
+        assert_eq!(approver["established"], "asserted", "{approver}");
+        assert!(
+            approver["reason"]
+                .as_str()
+                .unwrap()
+                .contains("proves nothing here"),
+            "{approver}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backdated_approval_received_after_the_deploy_is_not_before_it() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(strict(&db)).await;
+    let t0 = ago(2 * HOUR);
+    let mut wf = Workflow::new("CHG-BACKDATED", 3, t0);
+    let items = normal_change(&mut wf);
+    // The deploy's record first; the approval, dated before it, arrives afterwards.
+    send(
+        &app,
+        &[items[0].clone(), items[2].clone(), items[3].clone()],
+    )
+    .await;
+    send(&app, &[items[1].clone()]).await;
+    let p = packet(&app, "CHG-BACKDATED").await;
+    assert_eq!(p["approvals"][0]["before_first_deploy"], false, "{p}");
+    assert_eq!(codes(&p), ["APPROVAL_AFTER_DEPLOY"], "{}", p["exceptions"]);
+    assert!(
+        evidence_of(&p, "APPROVAL_AFTER_DEPLOY").contains("received"),
+        "{}",
+        p["exceptions"]
+    );
+    // The same change told in order (a minute later: tokens of its own): before.
+    let mut wf = Workflow::new("CHG-IN-ORDER", 4, t0 + MIN);
+    send(&app, &normal_change(&mut wf)).await;
+    let p = packet(&app, "CHG-IN-ORDER").await;
+    assert_eq!(p["approvals"][0]["before_first_deploy"], true, "{p}");
+    assert!(codes(&p).is_empty(), "{}", p["exceptions"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_expired_long_before_it_arrived_or_has_no_exp_proves_nothing() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(strict(&db)).await;
+    // Three days ago, sent now: the tokens were valid at the (claimed) time of the events.
+    let mut wf = Workflow::new("CHG-STALE", 5, ago(72 * HOUR));
+    send(&app, &normal_change(&mut wf)).await;
+    let p = packet(&app, "CHG-STALE").await;
+    assert_eq!(
+        p["requester"]["established"], "asserted",
+        "{}",
+        p["requester"]
+    );
+    assert!(
+        p["requester"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before it was received (at most 1 d 0 h is accepted)"),
+        "{}",
+        p["requester"]
+    );
+    let c = codes(&p);
+    assert!(c.contains(&"UNVERIFIED_IDENTITY".into()), "{c:?}");
+    assert!(
+        c.contains(&"LATE_EVIDENCE".into()),
+        "three days late: {c:?}"
+    );
+
+    // A token without exp.
+    let mut wf = Workflow::new("CHG-NOEXP", 6, ago(HOUR));
+    let mut items = normal_change(&mut wf);
+    let now_s = (changetrail::pipeline::now_ns() / 1_000_000_000) as u64;
+    let forever = idp::token_claims(&serde_json::json!({
+        "iss": idp::ISSUER, "aud": idp::AUDIENCE, "sub": "alice@example.com",
+        "roles": ["engineer"], "iat": now_s - 7200}));
+    set(
+        &mut items[0],
+        "changetrail.change.requester.token",
+        &forever,
+    );
+    send(&app, &items).await;
+    let p = packet(&app, "CHG-NOEXP").await;
+    assert_eq!(p["requester"]["established"], "asserted");
+    assert_eq!(p["requester"]["reason"], "token has no exp claim");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_from_the_future_is_rejected_and_its_neighbours_kept() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(strict(&db)).await;
+    let mut wf = Workflow::new("CHG-FUTURE", 7, ago(HOUR));
+    let items = normal_change(&mut wf);
+    let mut future = items[1].clone();
+    let ahead = changetrail::pipeline::now_ns() as u64 + HOUR;
+    future.span.start_time_unix_nano = ahead;
+    future.span.end_time_unix_nano = ahead + MIN;
+    let mut sent = vec![items[0].clone(), future];
+    sent.extend(items[2..4].iter().cloned());
+    let body = ExportTraceServiceRequest {
+        resource_spans: sent
+            .iter()
+            .map(|i| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: i.resource.iter().map(|(k, v)| kv(k, v)).collect(),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![i.span.clone()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let r = app
+        .http
+        .post(format!("{}/v1/traces", app.otlp))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(&app.ingest)
+        .body(body.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    let partial = resp.partial_success.unwrap();
+    assert_eq!(partial.rejected_spans, 1);
+    assert!(
+        partial
+            .error_message
+            .contains("ahead of the receiver's clock"),
+        "{}",
+        partial.error_message
+    );
+    // The rest of the request is evidence as usual: no approval made it.
+    let p = packet(&app, "CHG-FUTURE").await;
+    assert_eq!(p["approvals"].as_array().unwrap().len(), 0, "{p}");
+    assert!(codes(&p).contains(&"NO_APPROVAL".into()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contradicting_facts_are_all_kept_and_flagged() {
+    for db in TestDb::all("contradicting_facts_are_all_kept_and_flagged").await {
+        let app = spawn_app_with(strict(&db)).await;
+        let mut wf = Workflow::new("CHG-TWO-FACES", 8, ago(2 * HOUR));
+        let items = normal_change(&mut wf);
+        // An early span says staging, to take the change out of the population; the run's own
+        // span says production.
+        let mut staging = wf.run_span("normal", "alice@example.com", None, vec![]);
+        set(&mut staging, "deployment.environment.name", "staging");
+        send(&app, &[staging]).await;
+        send(&app, &items).await;
+        let p = packet(&app, "CHG-TWO-FACES").await;
+        let k = kinds(&p);
+        assert_eq!(
+            k.iter().filter(|k| *k == "change.requested").count(),
+            2,
+            "both statements are in the ledger: {k:?}"
+        );
+        assert_eq!(p["change"]["production"], true, "{}", p["change"]);
+        assert!(
+            codes(&p).contains(&"CONFLICTING_EVIDENCE".into()),
+            "{}",
+            p["exceptions"]
+        );
+        let e = evidence_of(&p, "CONFLICTING_EVIDENCE");
+        assert!(
+            e.contains("\"staging\"")
+                && e.contains("\"production\"")
+                && e.contains("sent by test-ingest"),
+            "{e}"
+        );
+        let conflict = &p["conflicts"][0];
+        assert_eq!(conflict["field"], "environment");
+        assert_eq!(conflict["values"].as_array().unwrap().len(), 2);
+        // The population of production changes holds it.
+        let auditor = app.token(changetrail::auth::Role::Auditor).await;
+        let list: Value = app
+            .get("/v1/changes?environment=production", Some(&auditor))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["total"], 1, "{list}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_without_a_decision_is_not_approved() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(strict(&db)).await;
+    let mut wf = Workflow::new("CHG-SILENT", 9, ago(2 * HOUR));
+    let mut items = normal_change(&mut wf);
+    unset(&mut items[1], "changetrail.approval.decision");
+    send(&app, &items).await;
+    let p = packet(&app, "CHG-SILENT").await;
+    assert_eq!(p["approvals"][0]["decision"], "unknown");
+    assert_eq!(
+        codes(&p),
+        ["NO_APPROVAL", "APPROVAL_DECISION_MISSING"],
+        "{}",
+        p["exceptions"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_credential_used_on_an_earlier_change_was_not_rotated() {
+    for db in TestDb::all("a_deploy_credential_used_on_an_earlier_change_was_not_rotated").await {
+        let app = spawn_app_with(strict(&db)).await;
+        let t0 = ago(2 * HOUR);
+        let mut first = Workflow::new("CHG-KEY-A", 10, t0);
+        let first_items = normal_change(&mut first);
+        let token = attr(&first_items[3], "changetrail.identity.token");
+        send(&app, &first_items).await;
+        let mut second = Workflow::new("CHG-KEY-B", 11, t0 + MIN);
+        let mut items = normal_change(&mut second);
+        for d in &mut items[2..4] {
+            set(d, "changetrail.identity.token", &token);
+        }
+        send(&app, &items).await;
+        let p = packet(&app, "CHG-KEY-B").await;
+        assert_eq!(
+            codes(&p),
+            ["CREDENTIAL_NOT_ROTATED"],
+            "{:?}: {}",
+            db.backend,
+            p["exceptions"]
+        );
+        assert!(
+            evidence_of(&p, "CREDENTIAL_NOT_ROTATED").contains("used first on CHG-KEY-A"),
+            "{}",
+            p["exceptions"]
+        );
+        let identity = &p["steps"][0]["attempts"][1]["identity"];
+        assert_eq!(identity["established"], "asserted", "{identity}");
+        // The first change used it first: nothing to say there.
+        assert!(codes(&packet(&app, "CHG-KEY-A").await).is_empty());
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_never_deployed_and_a_restoring_rollback_need_no_approval() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(strict(&db)).await;
+    let t0 = ago(6 * HOUR);
+    // Rejected, then the run failed: nothing was deployed.
+    let mut wf = Workflow::new("CHG-REJECTED", 12, t0);
+    let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
+    set(&mut run, "cicd.pipeline.result", "failure");
+    let t = |m: u64| (t0 + m * MIN) as i64;
+    let bob = idp::token("bob@example.com", &["release-approver"], t(15));
+    let rejected = wf.approval("bob@example.com", Some(bob), "rejected", MIN, 15 * MIN);
+    send(&app, &[run, rejected]).await;
+    let p = packet(&app, "CHG-REJECTED").await;
+    assert!(
+        !codes(&p).contains(&"NO_APPROVAL".into()),
+        "{}",
+        p["exceptions"]
+    );
+
+    // 1.41.0 ran (approved), 1.42.0 replaced it, then an automatic rollback put 1.41.0 back
+    // without an approval of its own.
+    let mut old = Workflow::new("CHG-OLD", 13, t0);
+    old.version = "1.41.0".into();
+    send(&app, &normal_change(&mut old)).await;
+    let mut new = Workflow::new("CHG-NEW", 14, t0 + HOUR);
+    send(&app, &normal_change(&mut new)).await;
+    let mut rb = Workflow::new("CHG-AUTO-RB", 15, t0 + 2 * HOUR);
+    rb.version = "1.41.0".into();
+    let run = rb.run_span(
+        "rollback",
+        "conductor",
+        None,
+        vec![kv("changetrail.change.rollback_of", "CHG-NEW")],
+    );
+    let deploy = rb.deploy(0, "success", MIN, 3 * MIN);
+    let live = rb.service_span("GET /pay", 4 * MIN);
+    send(&app, &[run, deploy, live]).await;
+    let p = packet(&app, "CHG-AUTO-RB").await;
+    let c = codes(&p);
+    assert!(!c.contains(&"NO_APPROVAL".into()), "{c:?}");
+    assert!(!c.contains(&"ROLLBACK_UNLINKED".into()), "{c:?}");
+    assert_eq!(p["judgement"]["restores_seen_version"], true);
+    // And the version it put back is explained by it, not an unlinked deploy.
+    let auditor = app.token(changetrail::auth::Role::Auditor).await;
+    let unlinked: Value = app
+        .get("/v1/deploys/unlinked", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        unlinked["unlinked_deploys"],
+        serde_json::json!([]),
+        "{unlinked}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_version_redeployed_by_no_change_is_an_unlinked_deploy() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app_with(strict(&db)).await;
+    let t0 = ago(6 * HOUR);
+    let mut one = Workflow::new("CHG-V1", 16, t0);
+    one.version = "1.0.0".into();
+    send(&app, &normal_change(&mut one)).await;
+    let mut two = Workflow::new("CHG-V2", 17, t0 + HOUR);
+    two.version = "2.0.0".into();
+    send(&app, &normal_change(&mut two)).await;
+    // Two hours later 1.0.0 serves again, and no change put it there.
+    let mut rogue = Workflow::new("none", 18, t0 + 3 * HOUR);
+    rogue.version = "1.0.0".into();
+    let live = rogue.service_span("GET /pay", 0);
+    send(&app, &[live]).await;
+    let auditor = app.token(changetrail::auth::Role::Auditor).await;
+    let unlinked: Value = app
+        .get("/v1/deploys/unlinked", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let list = unlinked["unlinked_deploys"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{unlinked}");
+    assert_eq!(list[0]["version"], "1.0.0");
+    assert_eq!(list[0]["previous"], "2.0.0");
+    app.stop().await;
+}
+
+/// An approval as a log record, so the ledger binds a log record too.
+async fn send_approval_log(app: &TestApp, change: &str, at: u64) {
+    let record = LogRecord {
+        time_unix_nano: at,
+        observed_time_unix_nano: at,
+        event_name: "changetrail.approval".into(),
+        attributes: vec![
+            kv("changetrail.change.id", change),
+            kv("changetrail.approval.decision", "approved"),
+            kv("changetrail.approval.approver", "erin@example.com"),
+        ],
+        ..Default::default()
+    };
+    let body = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "approvals")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = app
+        .http
+        .post(format!("{}/v1/logs", app.otlp))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(&app.ingest)
+        .body(body.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+}
+
+/// Findings of DERIVED_MISMATCH whose detail mentions `what`.
+fn mismatches<'a>(r: &'a changetrail::core::verify::Report, what: &str) -> Vec<&'a str> {
+    r.findings
+        .iter()
+        .filter(|f| f.class == Class::DerivedMismatch && f.detail.contains(what))
+        .map(|f| f.detail.as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() {
+    for db in
+        TestDb::all("a_row_forged_into_or_changed_in_any_derived_table_fails_verification").await
+    {
+        let app = spawn_app_with(strict(&db)).await;
+        let mut wf = Workflow::new("CHG-DERIVED", 19, ago(2 * HOUR));
+        send(&app, &normal_change(&mut wf)).await;
+        send_approval_log(&app, "CHG-DERIVED", ago(HOUR)).await;
+        app.writer.checkpoint().await.unwrap();
+        let vkey = app.vkey.clone();
+        let clean = verify_store(&app.store, &[&vkey]).await;
+        assert_eq!(clean.exit_code, 0, "{:?}: {:?}", db.backend, clean.findings);
+        app.stop().await;
+        let store = db.store().await;
+
+        // A database writer adds a row to each table (no key needed)...
+        let facts_row = "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
+             SELECT 'approval:CHG-DERIVED:forged:span', kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns \
+             FROM facts WHERE kind = 'approval.decided' AND source = 'span'";
+        exec(&store, facts_row).await.unwrap();
+        exec(&store, "INSERT INTO credentials (credential, subject, first_seq) SELECT 'sha256:forged', subject, first_seq FROM credentials LIMIT 1").await.unwrap();
+        // Bytes concatenated stay bytes: SQLite needs telling.
+        let twice = |col: &str| match db.backend {
+            changetrail::storage::Backend::Sqlite => format!("CAST({col} || {col} AS BLOB)"),
+            changetrail::storage::Backend::Postgres => format!("{col} || {col}"),
+        };
+        exec(&store, &format!("INSERT INTO spans (trace_id, span_id, parent_span_id, digest, body, service, name, start_ns, end_ns, subject, rule, entry_seq, received_ns) \
+             SELECT trace_id, {}, parent_span_id, digest, body, service, name, start_ns, end_ns, subject, rule, entry_seq, received_ns FROM spans LIMIT 1", twice("span_id"))).await.unwrap();
+        exec(&store, &format!("INSERT INTO log_records (digest, body, trace_id, span_id, time_ns, event_name, subject, entry_seq, received_ns) \
+             SELECT {}, body, trace_id, span_id, time_ns, event_name, 'CHG-OTHER', entry_seq, received_ns FROM log_records LIMIT 1", twice("digest"))).await.unwrap();
+        // ... and changes one in each (past the triggers, which a writer with the rights drops).
+        for t in ["facts", "credentials", "spans", "log_records"] {
+            disable_triggers(&store, t).await;
+        }
+        exec(&store, "UPDATE facts SET payload = replace(payload, '\"decision\":\"approved\"', '\"decision\":\"rejected\"') WHERE fact_key <> 'approval:CHG-DERIVED:forged:span' AND kind = 'approval.decided'").await.unwrap();
+        exec(&store, "UPDATE credentials SET subject = 'CHG-ELSEWHERE' WHERE credential <> 'sha256:forged' AND first_seq = (SELECT MAX(first_seq) FROM credentials)").await.unwrap();
+        exec(
+            &store,
+            "UPDATE spans SET service = 'someone-else' WHERE rule = 'link'",
+        )
+        .await
+        .unwrap();
+        exec(
+            &store,
+            "UPDATE log_records SET subject = 'CHG-ELSEWHERE' WHERE subject = 'CHG-DERIVED'",
+        )
+        .await
+        .unwrap();
+
+        let r = verify_store(&store, &[&vkey]).await;
+        assert_eq!(r.exit_code, 1, "{:?}", db.backend);
+        for (table, forged, changed) in [
+            ("facts", "no signed entry produced it", "payload differ"),
+            ("credentials", "sha256:forged", "CHG-ELSEWHERE"),
+            ("spans", "does not bind it", "service (against its body)"),
+            ("log_records", "does not bind it", "subject differ"),
+        ] {
+            let found = mismatches(&r, table);
+            assert!(
+                found.iter().any(|d| d.contains(forged))
+                    && found.iter().any(|d| d.contains(changed)),
+                "{:?} {table}: {found:#?}",
+                db.backend
+            );
+        }
+        // The command says so too, naming the class and a table, and exits 1.
+        let o = std::process::Command::new(bin())
+            .args(["verify", "--trusted-key", &vkey, "--database-url", &db.url])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("DERIVED_MISMATCH") && text.contains("facts row"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_fact_removes_every_copy_and_still_verifies() {
+    for db in TestDb::all("erasing_a_fact_removes_every_copy_and_still_verifies").await {
+        let app = spawn_app_with(strict(&db)).await;
+        let mut wf = Workflow::new("CHG-ERASE", 20, ago(2 * HOUR));
+        send(&app, &normal_change(&mut wf)).await;
+        let p = packet(&app, "CHG-ERASE").await;
+        let seq = p["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "approval.decided")
+            .unwrap()["seq"]
+            .as_u64()
+            .unwrap();
+        app.writer
+            .erase(seq, "GDPR request 17", "dpo@example.com")
+            .await
+            .unwrap();
+        let count = |sql: &'static str| {
+            let store = app.store.clone();
+            async move {
+                match &store {
+                    changetrail::storage::Store::Sqlite(p) => {
+                        sqlx::query_scalar::<_, i64>(sql)
+                            .bind(seq as i64)
+                            .fetch_one(p)
+                            .await
+                    }
+                    changetrail::storage::Store::Postgres(p) => {
+                        sqlx::query_scalar::<_, i64>(sql)
+                            .bind(seq as i64)
+                            .fetch_one(p)
+                            .await
+                    }
+                }
+                .unwrap()
+            }
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM facts WHERE entry_seq = $1").await,
+            0
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM credentials WHERE first_seq = $1").await,
+            0
+        );
+        let r = verify_store(&app.store, &[&app.vkey]).await;
+        assert_eq!(r.exit_code, 0, "{:?}: {:?}", db.backend, r.findings);
+        assert!(r.has(Class::Redacted));
+        // The approval is gone from the evidence; the change says so.
+        let p = packet(&app, "CHG-ERASE").await;
+        assert_eq!(p["approvals"].as_array().unwrap().len(), 0, "{p}");
+        app.stop().await;
+    }
+}
