@@ -136,7 +136,7 @@ async fn lookup(
     let mut n = Neighbours::default();
     let targets: Vec<String> = targets.into_iter().collect();
     for chunk in targets.chunks(FOLD_CHUNK) {
-        n.known.extend(store.existing_changes(chunk).await?);
+        n.known.extend(store.existing_changes(chunk, size).await?);
     }
     let credentials: Vec<String> = credentials.into_iter().collect();
     for (cred, subject, seq) in store.credential_uses(&credentials, size).await? {
@@ -170,19 +170,9 @@ pub async fn judge_all(
     Ok(())
 }
 
-/// The exceptions the SOC 2 report's rules find in a judged change, and an EVIDENCE_GAP for each
-/// of its facts that cannot be read. Only production changes are judged, as the report's
-/// population holds only those: a staging change carries none, so the console and the report
-/// never disagree about what is an exception.
+/// The exceptions the SOC 2 report's rules find in a judged change (`rules::judged_exceptions`).
 pub fn exceptions(ev: &Evidence, broken: &[u64], ctx: &RuleContext) -> Vec<Exception> {
-    let mut out = if ev.change.production {
-        rules::change_exceptions(ev, ctx)
-    } else {
-        Vec::new()
-    };
-    // As the report says it: a fact the ledger holds but that cannot be read.
-    out.extend(broken.iter().map(|seq| rules::unreadable_fact(*seq)));
-    out
+    rules::judged_exceptions(ev, broken, ctx)
 }
 
 pub async fn packet(

@@ -153,6 +153,10 @@ pub struct VerifyReportArgs {
     /// Signature-checking threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// The control catalogue the report was built with, when not the shipped one (re-deriving
+    /// the rows from a bundle needs it; its SHA-256 must be the manifest's).
+    #[arg(long, value_name = "FILE")]
+    pub catalogue: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -144,7 +144,8 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
         None,
     )
     .await?;
-    let checked = verify_report(&out, LedgerSource::Store(store.clone()), &trusted, 0).await?;
+    let checked =
+        verify_report(&out, LedgerSource::Store(store.clone()), &trusted, 0, None).await?;
 
     let expected = plan.expected_by_code();
     let got: BTreeMap<&str, u64> = built

@@ -91,7 +91,15 @@ pub async fn verify(cfg: Config, a: VerifyReportArgs, database_flag: bool) -> an
         ),
         (None, false) => LedgerSource::None,
     };
-    let outcome = verify_report(&a.dir, source, &trusted, a.threads).await?;
+    let catalogue = a
+        .catalogue
+        .as_ref()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the control catalogue {}", f.display()))
+        })
+        .transpose()?;
+    let outcome = verify_report(&a.dir, source, &trusted, a.threads, catalogue.as_deref()).await?;
     print!("{}", outcome.text(&a.dir));
     Ok(if outcome.failed() { 1 } else { 0 })
 }

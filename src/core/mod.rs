@@ -13,6 +13,7 @@ pub mod identity;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod rederive;
 pub mod report;
 pub mod rules;
 pub mod sigcheck;

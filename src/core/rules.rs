@@ -616,6 +616,19 @@ pub fn change_exceptions(e: &Evidence, ctx: &RuleContext) -> Vec<Exception> {
     out
 }
 
+/// The exceptions a judged change carries in reports and the console: the rules' (production
+/// changes only, as the report's population holds only those, so the console and the report
+/// never disagree) and an EVIDENCE_GAP for each of its facts (by entry) that cannot be read.
+pub fn judged_exceptions(e: &Evidence, unreadable: &[u64], ctx: &RuleContext) -> Vec<Exception> {
+    let mut out = if e.change.production {
+        change_exceptions(e, ctx)
+    } else {
+        Vec::new()
+    };
+    out.extend(unreadable.iter().map(|seq| unreadable_fact(*seq)));
+    out
+}
+
 /// "3 h 20 min", "45 s": durations as people read them.
 pub fn human_duration(ns: i64) -> String {
     let s = ns.max(0) / 1_000_000_000;

@@ -207,17 +207,18 @@ pub struct ManifestSettings {
     /// Per-service approver roles (`[[reports.approvers]]`).
     #[serde(default)]
     pub approvers: Vec<crate::core::rules::ApproverRule>,
-    /// The judging settings, in nanoseconds so a verifier re-derives with exactly these.
+    /// The judging settings, in nanoseconds, so a verifier re-derives with exactly these (absent
+    /// in reports made before re-derivation).
     #[serde(default)]
-    pub receipt_tolerance_ns: i64,
+    pub receipt_tolerance_ns: Option<i64>,
     #[serde(default)]
-    pub max_lateness_ns: i64,
+    pub max_lateness_ns: Option<i64>,
     #[serde(default)]
-    pub require_bound_approvals: bool,
+    pub require_bound_approvals: Option<bool>,
     #[serde(default)]
-    pub version_match_tolerance_ns: i64,
+    pub version_match_tolerance_ns: Option<i64>,
     #[serde(default)]
-    pub emergency_review_window_ns: i64,
+    pub emergency_review_window_ns: Option<i64>,
 }
 
 /// manifest.json: what was asked, against which checkpoint, and the hash of every file.
@@ -424,7 +425,7 @@ async fn fetch_chunk(store: &Store, ids: &[String], size: u64) -> Result<Chunk, 
     subjects.sort();
     subjects.dedup();
     let mut spans: HashMap<String, SpanTally> = HashMap::new();
-    for (subject, trace, n) in store.span_counts(&subjects).await? {
+    for (subject, trace, n) in store.span_counts(&subjects, size).await? {
         let t = spans.entry(subject).or_default();
         t.count += n;
         t.traces.insert(trace);
@@ -514,20 +515,8 @@ async fn ledger_findings(
     let (report, _) = verify_store(store, opts, None)
         .await
         .map_err(|e| ReportError::Other(format!("verifying the ledger: {e}")))?;
-    let mut xs = Vec::new();
-    let mut seqs = Vec::new();
-    for f in report
-        .findings
-        .iter()
-        .filter(|f| !matches!(f.class, Class::Redacted | Class::Unpinned))
-    {
-        xs.push(Exception {
-            code: rules::EVIDENCE_GAP,
-            evidence: format!("ledger {}: {}", f.class.as_str(), f.detail),
-        });
-        seqs.push(f.seq);
-    }
-    let suppressed: u64 = report.suppressed.values().sum();
+    let (found, suppressed) = ledger_exceptions(&report);
+    let (xs, seqs): (Vec<Exception>, Vec<Option<u64>>) = found.into_iter().unzip();
     let verdict = if xs.is_empty() {
         format!(
             "verified: {} entries, {} signatures, {} checkpoints; intact{}",
@@ -551,6 +540,28 @@ async fn ledger_findings(
         )
     };
     Ok((xs, seqs, verdict, suppressed))
+}
+
+/// The verifier's findings as the report lists them (EVIDENCE_GAP, with the entry each names),
+/// and how many more it counted without listing.
+pub fn ledger_exceptions(
+    report: &crate::core::verify::Report,
+) -> (Vec<(Exception, Option<u64>)>, u64) {
+    let found = report
+        .findings
+        .iter()
+        .filter(|f| !matches!(f.class, Class::Redacted | Class::Unpinned))
+        .map(|f| {
+            (
+                Exception {
+                    code: rules::EVIDENCE_GAP,
+                    evidence: format!("ledger {}: {}", f.class.as_str(), f.detail),
+                },
+                f.seq,
+            )
+        })
+        .collect();
+    (found, report.suppressed.values().sum())
 }
 
 /// Builds the report into `out` (created; it must not exist or be empty). The files are written
@@ -1066,11 +1077,11 @@ async fn write_files(
             version_match_tolerance: rules::human_duration(settings.tolerance_ns),
             catalogue_sha256: settings.catalogue_sha256.clone(),
             approvers: settings.rules.approvers.clone(),
-            receipt_tolerance_ns: settings.judging.receipt_tolerance_ns,
-            max_lateness_ns: settings.judging.max_lateness_ns,
-            require_bound_approvals: settings.judging.require_bound_approvals,
-            version_match_tolerance_ns: settings.tolerance_ns,
-            emergency_review_window_ns: settings.rules.emergency_review_window_ns,
+            receipt_tolerance_ns: Some(settings.judging.receipt_tolerance_ns),
+            max_lateness_ns: Some(settings.judging.max_lateness_ns),
+            require_bound_approvals: Some(settings.judging.require_bound_approvals),
+            version_match_tolerance_ns: Some(settings.tolerance_ns),
+            emergency_review_window_ns: Some(settings.rules.emergency_review_window_ns),
         },
         rows: Rows {
             population: tally.changes,

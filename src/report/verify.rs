@@ -9,7 +9,9 @@ use crate::core::hash::{Hash, unb64};
 use crate::core::keys::Vkey;
 use crate::core::merkle::CompactRange;
 use crate::core::note::{Checkpoint, Note, NoteVerdict};
+use crate::core::rederive::{LedgerFacts, Scope, rederive};
 use crate::core::report::{self as core, EXCEPTION_COLUMNS, POPULATION_COLUMNS, sample_rank};
+use crate::core::rules::Exception;
 use crate::core::verify::{Options, Verifier};
 use crate::storage::Store;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -143,12 +145,15 @@ fn read_csv(
 }
 
 /// Checks a report directory. `trusted` are pinned vkeys; with a ledger, keys its rotation
-/// entries hand trust to are accepted as well (a report signed after a rotation).
+/// entries hand trust to are accepted as well (a report signed after a rotation). With a bundle,
+/// the report's rows are also re-derived from its entries alone and compared; `catalogue` is the
+/// control catalogue's text when the report used another than the shipped one.
 pub async fn verify_report(
     dir: &Path,
     ledger: LedgerSource,
     trusted: &[Vkey],
     threads: usize,
+    catalogue: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
     if !dir.is_dir() {
@@ -191,14 +196,17 @@ pub async fn verify_report(
         .collect();
     let mut ledger_root: Option<Result<Hash, String>> = None;
     let mut leaves: HashMap<u64, (Hash, String)> = HashMap::new();
+    let mut offline: Option<(LedgerFacts, bool, Vec<(Exception, Option<u64>)>)> = None;
     let size = manifest.as_ref().map(|m| m.ledger.checkpoint.size);
     match (&ledger, size) {
         (LedgerSource::None, _) | (_, None) => {}
         (LedgerSource::Bundle(path), Some(size)) => {
-            let (report, root, found) = read_bundle(path, trusted, threads, size, &wanted)?;
-            ledger_verdict(&report, &mut out, &mut keys);
-            ledger_root = Some(root);
-            leaves = found;
+            let read = read_bundle(path, trusted, threads, size, &wanted)?;
+            ledger_verdict(&read.report, &mut out, &mut keys);
+            ledger_root = Some(read.root);
+            leaves = read.found;
+            let findings = super::ledger_exceptions(&read.report).0;
+            offline = Some((read.facts, read.from_start, findings));
         }
         (LedgerSource::Store(store), Some(size)) => {
             let opts = Options {
@@ -404,7 +412,231 @@ pub async fn verify_report(
             ));
         }
     }
+    if let Some((facts, from_start, findings)) = offline {
+        rederived(dir, &m, catalogue, &facts, from_start, &findings, &mut out);
+    }
     Ok(out)
+}
+
+/// The report's settings as its manifest records them, when it records all the judging ones
+/// (a report from before re-derivation does not).
+fn scope_of(m: &Manifest) -> Result<Scope, String> {
+    let s = &m.settings;
+    let (
+        Some(receipt_tolerance_ns),
+        Some(max_lateness_ns),
+        Some(require_bound_approvals),
+        Some(tolerance_ns),
+        Some(emergency_review_window_ns),
+    ) = (
+        s.receipt_tolerance_ns,
+        s.max_lateness_ns,
+        s.require_bound_approvals,
+        s.version_match_tolerance_ns,
+        s.emergency_review_window_ns,
+    )
+    else {
+        return Err(
+            "the manifest records no judging settings (a report made before re-derivation)".into(),
+        );
+    };
+    let period = m.query.period().map_err(|e| e.to_string())?;
+    Ok(Scope {
+        from_ns: period.from_ns,
+        to_ns: period.to_ns,
+        environment: m.query.environment.clone(),
+        service: m.query.service.clone(),
+        policy: crate::core::evidence::Policy {
+            production_environments: s.production_environments.clone(),
+            deploy_task_types: s.deploy_task_types.clone(),
+            approval_task_types: s.approval_task_types.clone(),
+        },
+        rules: crate::core::rules::RuleContext {
+            approver_roles: s.approver_roles.clone(),
+            approvers: s.approvers.clone(),
+            emergency_review_window_ns,
+        },
+        judging: crate::core::evidence::Settings {
+            receipt_tolerance_ns,
+            max_lateness_ns,
+            require_bound_approvals,
+        },
+        tolerance_ns,
+    })
+}
+
+/// Re-derives the report's rows from the bundle's entries and names every row that differs.
+fn rederived(
+    dir: &Path,
+    m: &Manifest,
+    catalogue: Option<&str>,
+    facts: &LedgerFacts,
+    from_start: bool,
+    findings: &[(Exception, Option<u64>)],
+    out: &mut Outcome,
+) {
+    if !from_start {
+        out.fail(
+            "NOT_DERIVED",
+            "the bundle does not start at entry 0: the rows cannot be re-derived from it (export the whole ledger)",
+        );
+        return;
+    }
+    let scope = match scope_of(m) {
+        Ok(s) => s,
+        Err(e) => {
+            out.fail("NOT_DERIVED", e);
+            return;
+        }
+    };
+    let text = catalogue.unwrap_or(core::SOC2_CATALOGUE);
+    if Hash::of(&[text.as_bytes()]).to_hex() != m.settings.catalogue_sha256 {
+        out.fail(
+            "NOT_DERIVED",
+            "the report was built with another control catalogue than the one given: pass it with --catalogue",
+        );
+        return;
+    }
+    let cat = match core::Catalogue::parse(text) {
+        Ok(c) => c,
+        Err(e) => {
+            out.fail("NOT_DERIVED", e);
+            return;
+        }
+    };
+    let want = rederive(facts, &scope, &cat, findings);
+    let before = out.findings.len() + out.suppressed.values().sum::<u64>() as usize;
+
+    // Population: one row per change, every column.
+    let pop = read_csv(dir, "population.csv", &POPULATION_COLUMNS, out);
+    let mut have: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &pop {
+        let cells: Vec<String> = r.iter().map(str::to_owned).collect();
+        have.insert(plain(r.get(0).unwrap_or_default()).to_owned(), cells);
+    }
+    for row in &want.population {
+        let cells = row.cells();
+        match have.remove(&row.change_id) {
+            None => out.fail(
+                "DERIVED_MISMATCH",
+                format!(
+                    "population.csv has no row for {}, which the entries put in the population",
+                    row.change_id
+                ),
+            ),
+            Some(got) if got != cells => {
+                let diff: Vec<String> = POPULATION_COLUMNS
+                    .iter()
+                    .zip(got.iter().zip(&cells))
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(c, (a, b))| format!("{c} is {a:?}, the entries give {b:?}"))
+                    .collect();
+                out.fail(
+                    "DERIVED_MISMATCH",
+                    format!("population.csv row {}: {}", row.change_id, diff.join("; ")),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for id in have.keys() {
+        out.fail(
+            "DERIVED_MISMATCH",
+            format!("population.csv row {id} is not in the population the entries give"),
+        );
+    }
+
+    // Exceptions, controls and the rotation table: as multisets of rows, each said in words.
+    let cell = |r: &[String], i: usize| r.get(i).map(String::as_str).unwrap_or("").to_owned();
+    let rows = |name: &'static str,
+                header: &[&str],
+                want: Vec<Vec<String>>,
+                say: &dyn Fn(&[String]) -> String,
+                out: &mut Outcome| {
+        let got: Vec<Vec<String>> = read_csv(dir, name, header, out)
+            .iter()
+            .map(|r| r.iter().map(str::to_owned).collect())
+            .collect();
+        let mut left: BTreeMap<Vec<String>, i64> = BTreeMap::new();
+        for r in got {
+            *left.entry(r).or_default() += 1;
+        }
+        for r in want {
+            *left.entry(r).or_default() -= 1;
+        }
+        for (r, n) in left {
+            if n > 0 {
+                out.fail(
+                    "DERIVED_MISMATCH",
+                    format!("{name} lists {}, which the entries do not give", say(&r)),
+                );
+            } else if n < 0 {
+                out.fail(
+                    "DERIVED_MISMATCH",
+                    format!("{name} lacks {}, which the entries give", say(&r)),
+                );
+            }
+        }
+    };
+    rows(
+        "exceptions.csv",
+        &EXCEPTION_COLUMNS,
+        want.exceptions.iter().map(|r| r.cells()).collect(),
+        &|r| {
+            let change = cell(r, 1);
+            format!(
+                "{} {} ({})",
+                cell(r, 0),
+                if change.is_empty() {
+                    "about the ledger".to_owned()
+                } else {
+                    format!("on {change}")
+                },
+                cell(r, 3)
+            )
+        },
+        out,
+    );
+    rows(
+        "controls.csv",
+        &core::CONTROL_COLUMNS,
+        want.controls.iter().map(|r| r.cells()).collect(),
+        &|r| {
+            format!(
+                "control {} as {} with {} exceptions ({})",
+                cell(r, 0),
+                cell(r, 6),
+                cell(r, 4),
+                cell(r, 5)
+            )
+        },
+        out,
+    );
+    rows(
+        "rotation.csv",
+        &core::ROTATION_COLUMNS,
+        want.rotation.iter().map(|r| r.cells()).collect(),
+        &|r| {
+            format!(
+                "{} credential {} on {} changes ({} to {})",
+                cell(r, 0),
+                cell(r, 1),
+                cell(r, 2),
+                cell(r, 3),
+                cell(r, 5)
+            )
+        },
+        out,
+    );
+    if out.findings.len() + out.suppressed.values().sum::<u64>() as usize == before {
+        out.ok(format!(
+            "re-derived from the bundle's entries alone: {} population rows, {} exceptions, {} controls, {} credentials, as the report says",
+            want.population.len(),
+            want.exceptions.len(),
+            want.controls.len(),
+            want.rotation.len()
+        ));
+    }
 }
 
 /// Row-level checks needing no ledger: counts, headers, cited sequence numbers inside the
@@ -608,13 +840,21 @@ fn ledger_verdict(report: &crate::core::verify::Report, out: &mut Outcome, keys:
     }
 }
 
-type BundleRead = (
-    crate::core::verify::Report,
-    Result<Hash, String>,
-    HashMap<u64, (Hash, String)>,
-);
+/// What one pass over a bundle gives.
+struct BundleRead {
+    report: crate::core::verify::Report,
+    /// The tree's root at the report's size.
+    root: Result<Hash, String>,
+    /// The cited entries' leaves and subjects.
+    found: HashMap<u64, (Hash, String)>,
+    /// Everything below the report's size, for re-deriving its rows.
+    facts: LedgerFacts,
+    /// The bundle starts at entry 0 (no prefix), so it holds every fact.
+    from_start: bool,
+}
 
-/// One pass over a bundle: the verifier, the root at `size`, and the cited entries' leaves.
+/// One pass over a bundle: the verifier, the root at `size`, the cited entries' leaves and
+/// what re-deriving the report needs.
 fn read_bundle(
     path: &Path,
     trusted: &[Vkey],
@@ -635,6 +875,8 @@ fn read_bundle(
     let mut range = CompactRange::new();
     let mut root: Option<Hash> = (size == 0).then(|| range.root());
     let mut found = HashMap::new();
+    let mut facts = LedgerFacts::new(size);
+    let mut from_start = true;
     let mut buf = Vec::with_capacity(1024);
     loop {
         buf.clear();
@@ -648,6 +890,7 @@ fn read_bundle(
         };
         match Line::parse(text) {
             Ok(Line::Prefix { size: a, peaks }) if range.size() == 0 => {
+                from_start = a == 0;
                 let peaks: Option<Vec<Hash>> = peaks.iter().map(|p| Hash::from_b64(p)).collect();
                 if let Some(r) = peaks.and_then(|p| CompactRange::from_peaks(a, p)) {
                     range = r;
@@ -656,10 +899,20 @@ fn read_bundle(
             Ok(Line::Entry(e)) => {
                 if let Some(bytes) = unb64(&e.entry) {
                     let leaf = leaf_hash(&bytes);
-                    if wanted.contains(&e.seq)
-                        && let Ok(entry) = Entry::decode(&bytes)
-                    {
-                        found.insert(e.seq, (leaf, entry.subject));
+                    if let Ok(entry) = Entry::decode(&bytes) {
+                        if e.seq < size {
+                            facts.push(
+                                e.seq,
+                                &entry.kind,
+                                &entry.subject,
+                                entry.time_ns,
+                                leaf,
+                                e.payload.as_deref(),
+                            );
+                        }
+                        if wanted.contains(&e.seq) {
+                            found.insert(e.seq, (leaf, entry.subject));
+                        }
                     }
                     if range.size() == e.seq && e.seq < size {
                         range.push(leaf, |_, _| {});
@@ -680,5 +933,11 @@ fn read_bundle(
             range.size()
         )
     });
-    Ok((report, root, found))
+    Ok(BundleRead {
+        report,
+        root,
+        found,
+        facts,
+        from_start,
+    })
 }

@@ -43,8 +43,8 @@ impl Store {
             .bind(i(size)).fetch_all(p).await)?)
     }
 
-    /// Those of `ids` that a change.requested fact names as its change or run (any entry).
-    pub async fn existing_changes(&self, ids: &[String]) -> Result<Vec<String>> {
+    /// Those of `ids` that a change.requested fact below entry `size` names as its change or run.
+    pub async fn existing_changes(&self, ids: &[String], size: u64) -> Result<Vec<String>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -53,7 +53,8 @@ impl Store {
             // every change.requested fact (0.27 s on 100k changes) instead of looking the ids up
             // in facts_change_run and facts_run_change (0.3 ms). The list asks once per chunk.
             let mut q = QueryBuilder::new(
-                "SELECT change_id, run_id FROM facts WHERE kind || '' = 'change.requested' AND (change_id IN (");
+                "SELECT change_id, run_id FROM facts WHERE kind || '' = 'change.requested' AND entry_seq < ");
+            q.push_bind(i(size)).push(" AND (change_id IN (");
             let mut sep = q.separated(", ");
             for id in ids {
                 sep.push_bind(id);
@@ -139,14 +140,20 @@ impl Store {
             .collect()
     }
 
-    /// Kept spans per (subject, trace) for the subjects given: (subject, trace id hex, count).
-    pub async fn span_counts(&self, subjects: &[String]) -> Result<Vec<(String, String, u64)>> {
+    /// Spans bound below entry `size` per (subject, trace) for the subjects given: (subject,
+    /// trace id hex, count).
+    pub async fn span_counts(
+        &self,
+        subjects: &[String],
+        size: u64,
+    ) -> Result<Vec<(String, String, u64)>> {
         if subjects.is_empty() {
             return Ok(Vec::new());
         }
         let rows: Vec<(String, Vec<u8>, i64)> = on_pool!(self, p => {
             let mut q = QueryBuilder::new(
-                "SELECT subject, trace_id, COUNT(*) FROM spans WHERE subject IN (");
+                "SELECT subject, trace_id, COUNT(*) FROM spans WHERE entry_seq < ");
+            q.push_bind(i(size)).push(" AND subject IN (");
             let mut sep = q.separated(", ");
             for s in subjects {
                 sep.push_bind(s);

@@ -503,6 +503,10 @@ async fn scenario_report(db: TestDb) {
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
     let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("re-derived from the bundle's entries alone"),
+        "the rows were re-derived offline and agree"
+    );
     // A key nobody trusts.
     let other = changetrail::core::keys::LedgerKey::from_seed(
         changetrail::core::keys::Origin::parse("other.example/x").unwrap(),
@@ -651,6 +655,86 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     std::fs::write(d.join("notes.txt"), "all good").unwrap();
     expect(&d, &[], "UNLISTED_FILE");
     let _ = app;
+}
+
+/// A database writer forges an approval into the facts table (no key needed). The service builds
+/// and signs a report from it — which says so itself (its ledger check finds the row) — and
+/// verify-report fails against the database and, offline, against a bundle: the rows re-derived
+/// from the signed entries are not the report's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_built_from_a_tampered_database_fails_offline_verification() {
+    for db in
+        TestDb::all("a_report_built_from_a_tampered_database_fails_offline_verification").await
+    {
+        let mut cfg = scenario_config(&db);
+        cfg.reports.approver_roles = vec!["release-approver".into()];
+        let app = spawn_app_with(cfg.clone()).await;
+        send_scenarios(&app).await;
+        // CHG-REJ was rejected and deployed (NO_APPROVAL). The forger copies CHG-OK's approval
+        // onto it, under a key of its own, naming an existing entry.
+        crate::storage::exec(
+            &app.store,
+            "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
+             SELECT 'approval:CHG-REJ:forged', kind, 'CHG-REJ', 'wf-CHG-REJ', source, time_ns, \
+                    replace(payload, 'CHG-OK', 'CHG-REJ'), entry_seq, received_ns \
+             FROM facts WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
+        )
+        .await
+        .unwrap();
+        let dir = db.path().join("tampered-report");
+        let settings = cfg.report_settings(None).unwrap();
+        let outcome = build_january(&app, &settings, &dir, None).await.unwrap();
+        assert!(
+            outcome.manifest.ledger.verification.starts_with("FAILED"),
+            "{:?}: the report's own ledger check names the forged row: {}",
+            db.backend,
+            outcome.manifest.ledger.verification
+        );
+        let pop = csv_rows(&dir.join("population.csv"));
+        let rej = pop.iter().find(|r| r["change_id"] == "CHG-REJ").unwrap();
+        assert!(
+            !rej["exception_codes"].contains("NO_APPROVAL"),
+            "the forged approval shows in the report: {rej:?}"
+        );
+        let vkey = app.vkey.clone();
+        let url = db.url.clone();
+        let bundle = db.path().join("tampered.jsonl");
+        let e = Command::new(bin())
+            .args(["export", "--out"])
+            .arg(&bundle)
+            .args(["--database-url", &url])
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+        app.stop().await;
+
+        let o = verify_report(&dir, &vkey, &["--database-url", &url]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("DERIVED_MISMATCH facts row \"approval:CHG-REJ:forged\""),
+            "{text}"
+        );
+
+        let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{text}");
+        // The bundle itself is intact: the entries are what the service signed.
+        assert!(text.contains("ok    ledger verifies"), "{text}");
+        for named in [
+            "population.csv row CHG-REJ: approval_decision is \"approved\", the entries give \"rejected\"",
+            "exceptions.csv lacks NO_APPROVAL on CHG-REJ (deployed, but the approvals on record are: rejected)",
+            "exceptions.csv lists EVIDENCE_GAP about the ledger (ledger DERIVED_MISMATCH: facts row \"approval:CHG-REJ:forged\"",
+            "controls.csv lists control CC2.1 / CC4.1 as exceptions",
+            "controls.csv lacks control CC8.1 as exceptions with 7 exceptions",
+        ] {
+            assert!(
+                text.contains(named),
+                "{:?}: {named:?} in\n{text}",
+                db.backend
+            );
+        }
+    }
 }
 
 /// The command line builds the same report into a directory, refuses to overwrite one, and a
