@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use proptest::prelude::*;
 use prost::Message;
 use serde_json::Value;
 use std::time::Duration;
@@ -645,5 +646,180 @@ async fn erasing_a_fact_removes_every_copy_and_still_verifies() {
         let p = packet(&app, "CHG-ERASE").await;
         assert_eq!(p["approvals"].as_array().unwrap().len(), 0, "{p}");
         app.stop().await;
+    }
+}
+
+/// One change of a random scenario set: what it is, and which of the things that go wrong in
+/// practice happen to it.
+#[derive(Debug, Clone)]
+struct Case {
+    day: u64,
+    kind: u8,
+    staging: bool,
+    also_staging: bool,
+    approval: u8,
+    token: u8,
+    deploy: u8,
+    version: u8,
+    rollback_of: u8,
+    live: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (0u64..45, 0u8..4, any::<bool>(), 0u8..8),
+        (0u8..5, 0u8..3, 0u8..4, 0u8..3),
+        (0u8..3, any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (day, kind, staging, also),
+                (approval, token, deploy, version),
+                (rollback_of, live),
+            )| Case {
+                day,
+                kind,
+                staging,
+                also_staging: also == 0,
+                approval,
+                token,
+                deploy,
+                version,
+                rollback_of,
+                live,
+            },
+        )
+}
+
+/// The spans of a scenario set (changes CHG-P0, CHG-P1, …), in order, through the workflow
+/// builders the other tests use.
+fn scenario_items(cases: &[Case]) -> Vec<Item> {
+    use crate::scenarios::T0;
+    let day = 86_400 * 1_000_000_000u64;
+    let mut items = Vec::new();
+    let mut last_approval_token: Option<String> = None;
+    for (i, c) in cases.iter().enumerate() {
+        let id = format!("CHG-P{i}");
+        let t0 = T0 + c.day * day + i as u64 * MIN;
+        let mut wf = Workflow::new(&id, 100 + i as u8, t0);
+        wf.version = format!("{}.0.0", c.version + 1);
+        let kind = ["normal", "normal", "emergency", "rollback"][c.kind as usize];
+        let mut extra = Vec::new();
+        match c.rollback_of {
+            1 if i > 0 => extra.push(kv(
+                "changetrail.change.rollback_of",
+                &format!("CHG-P{}", i - 1),
+            )),
+            2 => extra.push(kv("changetrail.change.rollback_of", "CHG-NOWHERE")),
+            _ => {}
+        }
+        let t = |m: u64| (t0 + m * MIN) as i64;
+        let mut run = wf.run_span(
+            kind,
+            "alice@example.com",
+            Some(idp::token("alice@example.com", &["engineer"], t(0))),
+            extra,
+        );
+        if c.staging {
+            set(&mut run, "deployment.environment.name", "staging");
+        }
+        items.push(run);
+        if c.also_staging {
+            let mut other = wf.run_span(kind, "alice@example.com", None, vec![]);
+            set(&mut other, "deployment.environment.name", "staging");
+            items.push(other);
+        }
+        let token = match c.token {
+            0 => Some(idp::token("bob@example.com", &["release-approver"], t(15))),
+            1 => None,
+            _ => last_approval_token.clone(),
+        };
+        let (decision, end) = match c.approval {
+            0 => (None, 0),
+            1 => (Some("approved"), 15),
+            2 => (Some("approved"), 40),
+            3 => (Some("rejected"), 15),
+            _ => (Some("LGTM"), 15),
+        };
+        if let Some(d) = decision {
+            let mut a = wf.approval("bob@example.com", token.clone(), d, MIN, end * MIN);
+            if d == "LGTM" {
+                unset(&mut a, "changetrail.approval.decision");
+            }
+            last_approval_token = token.or(last_approval_token);
+            items.push(a);
+        }
+        match c.deploy {
+            0 => {}
+            1 => items.push(wf.deploy(0, "success", 20 * MIN, 25 * MIN)),
+            2 => {
+                items.push(wf.deploy(0, "timeout", 20 * MIN, 22 * MIN));
+                items.push(wf.deploy(1, "success", 23 * MIN, 25 * MIN));
+            }
+            _ => items.push(wf.deploy(0, "failure", 20 * MIN, 22 * MIN)),
+        }
+        if c.live {
+            items.push(wf.service_span("GET /pay", 26 * MIN));
+        }
+    }
+    // A version nobody deployed, in the middle of the period.
+    let mut rogue = Workflow::new("none", 99, T0 + 20 * day);
+    rogue.version = "9.9.9".into();
+    items.push(rogue.service_span("GET /pay", 0));
+    items
+}
+
+proptest::proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// For random scenario sets, the report re-derived offline from a bundle (by
+    /// `verify-report --bundle`) is row for row the report the service built.
+    #[test]
+    fn the_offline_rederivation_equals_the_services_report(cases in proptest::collection::vec(case(), 1..9)) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = TestDb::sqlite().await;
+            let mut cfg = scenario_config(&db);
+            cfg.reports.approver_roles = vec!["release-approver".into()];
+            let app = spawn_app_with(cfg.clone()).await;
+            let items = scenario_items(&cases);
+            // In two exports, so receipts differ between the halves.
+            let half = items.len() / 2;
+            send(&app, &items[..half]).await;
+            send(&app, &items[half..]).await;
+            app.writer.checkpoint().await.unwrap();
+            let dir = db.path().join("report");
+            let settings = cfg.report_settings(None).unwrap();
+            crate::reports::build_january(&app, &settings, &dir, None).await.unwrap();
+            let bundle = db.path().join("ledger.jsonl");
+            let plan = changetrail::export::plan(&app.store, None, None, None).await.unwrap();
+            let mut rx = changetrail::export::stream(app.store.clone(), plan, "2026-12-06T00:00:00Z".into());
+            let mut text = String::new();
+            while let Some(line) = rx.recv().await {
+                text.push_str(&line.unwrap());
+            }
+            std::fs::write(&bundle, text).unwrap();
+            let trusted = [changetrail::core::keys::Vkey::parse(&app.vkey).unwrap()];
+            let out = changetrail::report::verify::verify_report(
+                &dir,
+                changetrail::report::verify::LedgerSource::Bundle(bundle),
+                &trusted,
+                2,
+                None,
+            )
+            .await
+            .unwrap();
+            app.stop().await;
+            prop_assert!(
+                !out.failed() && out.passed.iter().any(|p| p.starts_with("re-derived")),
+                "{cases:#?}\n{}",
+                out.text(&dir)
+            );
+            Ok(())
+        })?;
     }
 }
