@@ -196,7 +196,7 @@ pub async fn verify_report(
         .collect();
     let mut ledger_root: Option<Result<Hash, String>> = None;
     let mut leaves: HashMap<u64, (Hash, String)> = HashMap::new();
-    let mut offline: Option<(LedgerFacts, bool, Vec<(Exception, Option<u64>)>)> = None;
+    let mut offline: Option<Offline> = None;
     let size = manifest.as_ref().map(|m| m.ledger.checkpoint.size);
     match (&ledger, size) {
         (LedgerSource::None, _) | (_, None) => {}
@@ -205,8 +205,11 @@ pub async fn verify_report(
             ledger_verdict(&read.report, &mut out, &mut keys);
             ledger_root = Some(read.root);
             leaves = read.found;
-            let findings = super::ledger_exceptions(&read.report).0;
-            offline = Some((read.facts, read.from_start, findings));
+            offline = Some(Offline {
+                findings: super::ledger_exceptions(&read.report).0,
+                facts: read.facts,
+                from_start: read.from_start,
+            });
         }
         (LedgerSource::Store(store), Some(size)) => {
             let opts = Options {
@@ -412,8 +415,8 @@ pub async fn verify_report(
             ));
         }
     }
-    if let Some((facts, from_start, findings)) = offline {
-        rederived(dir, &m, catalogue, &facts, from_start, &findings, &mut out);
+    if let Some(o) = offline {
+        rederived(dir, &m, catalogue, &o, &mut out);
     }
     Ok(out)
 }
@@ -465,17 +468,19 @@ fn scope_of(m: &Manifest) -> Result<Scope, String> {
     })
 }
 
-/// Re-derives the report's rows from the bundle's entries and names every row that differs.
-fn rederived(
-    dir: &Path,
-    m: &Manifest,
-    catalogue: Option<&str>,
-    facts: &LedgerFacts,
+/// What re-deriving a report needs from its bundle.
+struct Offline {
+    facts: LedgerFacts,
+    /// The bundle starts at entry 0.
     from_start: bool,
-    findings: &[(Exception, Option<u64>)],
-    out: &mut Outcome,
-) {
-    if !from_start {
+    /// The ledger verifier's findings, as the report lists them.
+    findings: Vec<(Exception, Option<u64>)>,
+}
+
+/// Re-derives the report's rows from the bundle's entries and names every row that differs.
+fn rederived(dir: &Path, m: &Manifest, catalogue: Option<&str>, o: &Offline, out: &mut Outcome) {
+    let (facts, findings) = (&o.facts, &o.findings);
+    if !o.from_start {
         out.fail(
             "NOT_DERIVED",
             "the bundle does not start at entry 0: the rows cannot be re-derived from it (export the whole ledger)",
