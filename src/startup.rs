@@ -60,6 +60,7 @@ pub async fn open_ledger(
     if head.is_none() {
         tracing::info!(origin = %row.head.origin, vkey = %writer.key().vkey(), "Created a new ledger.");
     }
+    adopt_tokens(&store, &writer).await?;
     // Entries no checkpoint covers yet get one now: left by a run that stopped abruptly, or
     // appended by a server running beside this command since its last checkpoint (writers share
     // the chain, so either is normal).
@@ -73,6 +74,22 @@ pub async fn open_ledger(
         );
     }
     Ok((store, writer))
+}
+
+/// Tokens made before the ledger recorded them get their `token.created` entries once, the first
+/// time a version that records tokens opens the ledger; from then on every token is created
+/// through the ledger, and `verify` names any row that none produced.
+async fn adopt_tokens(store: &Store, writer: &LedgerWriter) -> anyhow::Result<()> {
+    let rows = store.tokens().await?;
+    if rows.is_empty() || !store.token_entries().await?.is_empty() {
+        return Ok(());
+    }
+    writer.adopt_tokens(&rows).await?;
+    tracing::warn!(
+        tokens = rows.len(),
+        "Recorded the existing API tokens in the ledger (made before tokens were recorded)."
+    );
+    Ok(())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db` for messages.
@@ -95,7 +112,9 @@ impl App {
         let (store, writer) = open_ledger(&cfg, true).await?;
         let bootstrap_token = if store.tokens().await?.is_empty() {
             let (row, token) = auth::issue("bootstrap", Role::Admin, now_ns());
-            store.insert_token(&row).await?;
+            writer
+                .create_token(&row, "changetrail serve (the first start's admin token)")
+                .await?;
             Some(token)
         } else {
             None
@@ -122,6 +141,7 @@ impl App {
             otlp_http.local_addr()?,
         );
         let state = AppState::new(store.clone(), Some(appender.clone()))
+            .with_writer(writer.clone())
             .with_metrics(ingestor.clone(), writer.clone())
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_correlation(api::Correlation {

@@ -1,9 +1,9 @@
 //! Token management for the `admin` role: create (shown once), list, revoke.
 
 use super::{ApiError, AppState};
-use crate::auth::{self, Role};
-use crate::pipeline::now_ns;
-use axum::extract::{Path, State};
+use crate::auth::{self, Principal, Role};
+use crate::pipeline::{AppendError, LedgerWriter, now_ns};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -31,8 +31,33 @@ struct TokenInfo {
     revoked_ns: Option<i64>,
 }
 
+/// The writer that records token changes in the ledger; a process without one cannot change
+/// tokens.
+fn writer(state: &AppState) -> Result<&LedgerWriter, ApiError> {
+    state
+        .writer
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("this process does not write the ledger".into()))
+}
+
+/// "admin token ab12cd (ops)": who made a token change, as the ledger records it.
+fn by(p: &Principal) -> String {
+    format!("{} token {} ({})", p.role, p.token_id, p.name)
+}
+
+fn append_error(e: AppendError) -> ApiError {
+    match e {
+        AppendError::NoActiveToken(id) => {
+            ApiError::NotFound(format!("no active token with id {id}"))
+        }
+        e if e.is_transient() => ApiError::Unavailable("the ledger is busy; retry shortly".into()),
+        e => ApiError::Internal(e.to_string()),
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Json(req): Json<CreateToken>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let name = req.name.trim();
@@ -42,7 +67,10 @@ async fn create(
         ));
     }
     let (row, token) = auth::issue(name, req.role, now_ns());
-    state.store.insert_token(&row).await?;
+    writer(&state)?
+        .create_token(&row, &by(&principal))
+        .await
+        .map_err(append_error)?;
     tracing::info!(token_id = %row.id, role = %req.role, "Token created.");
     Ok((
         StatusCode::CREATED,
@@ -69,12 +97,13 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, Api
 
 async fn revoke(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.revoke_token(&id, now_ns()).await? {
-        tracing::info!(token_id = %id, "Token revoked.");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("no active token with id {id}")))
-    }
+    writer(&state)?
+        .revoke_token(&id, &by(&principal))
+        .await
+        .map_err(append_error)?;
+    tracing::info!(token_id = %id, "Token revoked.");
+    Ok(StatusCode::NO_CONTENT)
 }

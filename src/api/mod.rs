@@ -40,6 +40,8 @@ pub struct AppState {
     /// One ledger verification at a time: it reads every entry and checks every signature, and a
     /// second one at once would only halve the speed of both.
     pub verifying: Arc<tokio::sync::Semaphore>,
+    /// The ledger writer, when this process may record token changes.
+    pub writer: Option<Arc<LedgerWriter>>,
 }
 
 /// What the change endpoints need from configuration.
@@ -61,7 +63,13 @@ impl AppState {
             correlation: Arc::new(Correlation::default()),
             reports: None,
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
+            writer: None,
         }
+    }
+
+    pub fn with_writer(mut self, writer: Arc<LedgerWriter>) -> AppState {
+        self.writer = Some(writer);
+        self
     }
 
     pub fn with_correlation(mut self, c: Correlation) -> AppState {

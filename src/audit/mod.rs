@@ -276,6 +276,7 @@ impl AuditPass {
         audit_checkpoints(store, &mut out).await?;
         audit_keys(store, keys, covered, &mut out).await?;
         audit_erasures(store, &mut out).await?;
+        audit_tokens(store, &mut out).await?;
         Ok((out, suppressed))
     }
 }
@@ -353,6 +354,95 @@ async fn audit_keys(
             None,
             "signing_keys rows disagree with ledger.created and the key.rotated entries".into(),
         ));
+    }
+    Ok(())
+}
+
+/// The API tokens the service checks, against the entries that created and revoked them: a row
+/// no entry produced (a token a database writer added), a changed role, name or secret, or a
+/// revocation undone, is DERIVED_MISMATCH.
+async fn audit_tokens(store: &Store, out: &mut Vec<Finding>) -> Result<(), StorageError> {
+    use crate::core::entry::{TokenCreated, TokenRevoked};
+    let mut created: std::collections::BTreeMap<String, (u64, Option<TokenCreated>)> =
+        Default::default();
+    let mut revoked: std::collections::BTreeMap<String, u64> = Default::default();
+    for (seq, kind, payload) in store.token_entries().await? {
+        match (kind.as_str(), payload) {
+            (kinds::TOKEN_CREATED, Some(p)) => {
+                if let Ok(t) = serde_json::from_str::<TokenCreated>(&p) {
+                    created.insert(t.token_id.clone(), (seq, Some(t)));
+                }
+            }
+            (kinds::TOKEN_REVOKED, Some(p)) => {
+                if let Ok(t) = serde_json::from_str::<TokenRevoked>(&p) {
+                    revoked.insert(t.token_id, seq);
+                }
+            }
+            // An erased payload still says a token was created there, not which.
+            (kinds::TOKEN_CREATED, None) => {
+                created.insert(format!("(erased at entry {seq})"), (seq, None));
+            }
+            _ => {}
+        }
+    }
+    let erased_any = created.values().any(|(_, t)| t.is_none());
+    let mismatch = |seq: Option<u64>, detail: String| match seq {
+        Some(s) => Finding::at_seq(Class::DerivedMismatch, s, detail),
+        None => Finding::general(Class::DerivedMismatch, detail),
+    };
+    for row in store.tokens().await? {
+        let id = &row.id;
+        match created.remove(id) {
+            None if erased_any => {}
+            None => out.push(mismatch(
+                None,
+                format!(
+                    "api_tokens row {id} ({}, {:?}) was created by no signed entry",
+                    row.role, row.name
+                ),
+            )),
+            Some((_, None)) => {}
+            Some((seq, Some(t))) => {
+                let mut wrong = Vec::new();
+                if t.role != row.role {
+                    wrong.push("role");
+                }
+                if t.name != row.name {
+                    wrong.push("name");
+                }
+                if t.secret_sha256 != hex::encode(&row.secret_hash) {
+                    wrong.push("secret");
+                }
+                if !wrong.is_empty() {
+                    out.push(mismatch(
+                        Some(seq),
+                        format!(
+                            "api_tokens row {id}: {} differ from what entry {seq} created",
+                            wrong.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        match (row.revoked_ns.is_some(), revoked.get(id)) {
+            (false, Some(seq)) => out.push(mismatch(
+                Some(*seq),
+                format!("api_tokens row {id} is active, but entry {seq} revoked it"),
+            )),
+            (true, None) => out.push(mismatch(
+                None,
+                format!("api_tokens row {id} is revoked, but no entry revoked it"),
+            )),
+            _ => {}
+        }
+    }
+    for (id, (seq, t)) in created {
+        if t.is_some() {
+            out.push(mismatch(
+                Some(seq),
+                format!("api_tokens has no row for token {id}, which entry {seq} created"),
+            ));
+        }
     }
     Ok(())
 }

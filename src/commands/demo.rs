@@ -97,7 +97,7 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
     let mut tokens = BTreeMap::new();
     for role in [Role::Ingest, Role::Auditor, Role::Reviewer] {
         let (row, token) = auth::issue(&format!("demo {role}"), role, now_ns());
-        store.insert_token(&row).await?;
+        writer.create_token(&row, "changetrail demo").await?;
         tokens.insert(role.as_str(), token);
     }
     let sent = send(&format!("http://{grpc}"), &tokens["ingest"], plan).await?;

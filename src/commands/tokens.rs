@@ -1,7 +1,7 @@
 use crate::auth::{self, Registration, Role};
 use crate::cli::TokensCommand;
 use crate::config::Config;
-use crate::pipeline::now_ns;
+use crate::pipeline::{AppendError, LedgerWriter, now_ns};
 use crate::storage::Store;
 use crate::util::rfc3339;
 use anyhow::{Context, bail};
@@ -22,8 +22,20 @@ pub async fn run(cfg: Config, cmd: TokensCommand) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let store = Store::connect(&cfg.database_url, &cfg.storage_options()).await?;
-    store.migrate().await?;
+    // Listing reads; creating and revoking append to the ledger (each token change is an entry),
+    // so those need the signing key, as `keys rotate` does.
+    if let TokensCommand::List = cmd {
+        let store = Store::connect(&cfg.database_url, &cfg.storage_options()).await?;
+        store.migrate().await?;
+        list(&store).await?;
+        return Ok(0);
+    }
+    // Creating a token is the first write of a ledger registered before any server ran (a
+    // deployment's init job): it may create the ledger, with the configured key or a generated
+    // one, as `serve` would.
+    let create = matches!(cmd, TokensCommand::Create { .. });
+    let (store, writer) = crate::startup::open_ledger(&cfg, create).await?;
+    let by = format!("changetrail tokens (run by {})", operator());
     match cmd {
         TokensCommand::Create {
             role,
@@ -38,10 +50,12 @@ pub async fn run(cfg: Config, cmd: TokensCommand) -> anyhow::Result<i32> {
                 (None, None) => None,
             };
             match given {
-                Some((text, from)) => register(&store, &text, &from, &name, role).await?,
+                Some((text, from)) => {
+                    register(&store, &writer, &by, &text, &from, &name, role).await?
+                }
                 None => {
                     let (row, token) = auth::issue(&name, role, now_ns());
-                    store.insert_token(&row).await?;
+                    writer.create_token(&row, &by).await?;
                     eprintln!(
                         "Created {role} token {} ({name}). It is shown once:",
                         row.id
@@ -50,39 +64,50 @@ pub async fn run(cfg: Config, cmd: TokensCommand) -> anyhow::Result<i32> {
                 }
             }
         }
-        TokensCommand::List => {
-            println!(
-                "{:<14} {:<9} {:<21} {:<21} name",
-                "id", "role", "created", "revoked"
-            );
-            for t in store.tokens().await? {
-                println!(
-                    "{:<14} {:<9} {:<21} {:<21} {}",
-                    t.id,
-                    t.role,
-                    rfc3339(t.created_ns),
-                    t.revoked_ns.map_or("-".into(), rfc3339),
-                    t.name
-                );
-            }
-        }
-        TokensCommand::Revoke { id } => {
-            if store.revoke_token(&id, now_ns()).await? {
-                eprintln!("Revoked token {id}.");
-            } else {
-                anyhow::bail!("no active token with id {id}");
-            }
-        }
+        // Handled above, with no writer.
+        TokensCommand::List => {}
+        TokensCommand::Revoke { id } => match writer.revoke_token(&id, &by).await {
+            Ok(_) => eprintln!("Revoked token {id}."),
+            Err(AppendError::NoActiveToken(_)) => anyhow::bail!("no active token with id {id}"),
+            Err(e) => return Err(e.into()),
+        },
         // Handled above, without a database.
         TokensCommand::Generate => {}
     }
     Ok(0)
 }
 
+async fn list(store: &Store) -> anyhow::Result<()> {
+    println!(
+        "{:<14} {:<9} {:<21} {:<21} name",
+        "id", "role", "created", "revoked"
+    );
+    for t in store.tokens().await? {
+        println!(
+            "{:<14} {:<9} {:<21} {:<21} {}",
+            t.id,
+            t.role,
+            rfc3339(t.created_ns),
+            t.revoked_ns.map_or("-".into(), rfc3339),
+            t.name
+        );
+    }
+    Ok(())
+}
+
+/// Who ran this command, as token entries record it.
+fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "an unknown user".into())
+}
+
 /// Registers a token given from outside, as `issue` would store a new one. Messages name the
 /// token by its id and where it came from, never by its secret.
 async fn register(
     store: &Store,
+    writer: &LedgerWriter,
+    by: &str,
     text: &str,
     from: &str,
     name: &str,
@@ -92,8 +117,8 @@ async fn register(
         .map_err(|e| anyhow::anyhow!("{from} does not hold a usable changetrail token: {e}"))?;
     let existing = store.token(&row.id).await?;
     let outcome = match auth::registration(existing.as_ref(), &row) {
-        Registration::New => match store.insert_token(&row).await {
-            Ok(()) => {
+        Registration::New => match writer.create_token(&row, by).await {
+            Ok(_) => {
                 eprintln!("Registered {role} token {} ({name}) from {from}.", row.id);
                 return Ok(());
             }

@@ -15,6 +15,9 @@ pub mod kinds {
     pub const KEY_ROTATED: &str = "key.rotated";
     pub const HEARTBEAT: &str = "heartbeat";
     pub const PAYLOAD_ERASED: &str = "payload.erased";
+    /// An API token was created (or registered): its id, name, role and secret's hash.
+    pub const TOKEN_CREATED: &str = "token.created";
+    pub const TOKEN_REVOKED: &str = "token.revoked";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -171,6 +174,30 @@ pub struct ErasurePayload {
     pub erased_seq: u64,
     pub reason: String,
     pub requested_by: String,
+}
+
+/// A `token.created` entry: who may now call the service, as what. The secret itself is never
+/// recorded; its hash is what the service checks, so the ledger pins it: a database writer who
+/// adds a token, or changes one's role or secret, leaves a row no entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenCreated {
+    pub token_id: String,
+    pub name: String,
+    pub role: String,
+    /// SHA-256 (hex) of the secret, as the service stores it.
+    pub secret_sha256: String,
+    /// Who created it: an admin's token, a command and its operator, the first start.
+    pub by: String,
+    /// Recorded when the ledger first learned of a token made before tokens were recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+}
+
+/// A `token.revoked` entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRevoked {
+    pub token_id: String,
+    pub by: String,
 }
 
 #[cfg(test)]

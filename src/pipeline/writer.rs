@@ -5,13 +5,13 @@
 use crate::core::batch::{
     self, BatchError, BuildTimings, BuiltBatch, CheckpointRefused, Draft, DraftError, Head,
 };
-use crate::core::entry::{ErasurePayload, kinds};
+use crate::core::entry::{ErasurePayload, TokenCreated, TokenRevoked, kinds};
 use crate::core::evidence::FactRecord;
 use crate::core::hash::Hash;
 use crate::core::keys::{KeyId, LedgerKey};
 use crate::core::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
 use crate::core::telemetry::{LogRow, SpanRow, telemetry_entries};
-use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store};
+use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store, TokenRow};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -58,6 +58,8 @@ pub enum AppendError {
     Stopped,
     #[error("the append queue is full")]
     Overloaded,
+    #[error("no active token with id {0}")]
+    NoActiveToken(String),
 }
 
 impl AppendError {
@@ -136,6 +138,28 @@ enum Work<'a> {
         requested_by: String,
     },
     Checkpoint,
+    /// A token row stored with its `token.created` entry.
+    CreateToken {
+        row: &'a TokenRow,
+        by: &'a str,
+    },
+    RevokeToken {
+        id: &'a str,
+        by: &'a str,
+    },
+    /// `token.created` entries for rows made before tokens were recorded.
+    AdoptTokens(&'a [TokenRow]),
+}
+
+fn token_created(row: &TokenRow, by: &str, adopted: bool) -> TokenCreated {
+    TokenCreated {
+        token_id: row.id.clone(),
+        name: row.name.clone(),
+        role: row.role.clone(),
+        secret_sha256: hex::encode(&row.secret_hash),
+        by: by.to_owned(),
+        adopted,
+    }
 }
 
 pub struct LedgerWriter {
@@ -280,6 +304,21 @@ impl LedgerWriter {
         Ok(out)
     }
 
+    /// Stores a new API token with the `token.created` entry that records it (`by`: who made it).
+    pub async fn create_token(&self, row: &TokenRow, by: &str) -> Result<Appended, AppendError> {
+        self.run(Work::CreateToken { row, by }).await
+    }
+
+    /// Revokes an active token with a `token.revoked` entry; `NoActiveToken` if there is none.
+    pub async fn revoke_token(&self, id: &str, by: &str) -> Result<Appended, AppendError> {
+        self.run(Work::RevokeToken { id, by }).await
+    }
+
+    /// Records tokens made before the ledger recorded tokens (once, on upgrade).
+    pub async fn adopt_tokens(&self, rows: &[TokenRow]) -> Result<Appended, AppendError> {
+        self.run(Work::AdoptTokens(rows)).await
+    }
+
     /// Erases the payload and salt of entry `seq` and logs it with a `payload.erased` entry.
     pub async fn erase(
         &self,
@@ -337,6 +376,32 @@ impl LedgerWriter {
                 &own
             }
             Work::Checkpoint => &[],
+            Work::CreateToken { row, by } => {
+                own = vec![Draft::of(
+                    kinds::TOKEN_CREATED,
+                    "",
+                    &token_created(row, by, false),
+                )?];
+                &own
+            }
+            Work::RevokeToken { id, by } => {
+                if tx.token(id).await?.is_none_or(|t| t.revoked_ns.is_some()) {
+                    return Err(AppendError::NoActiveToken((*id).to_owned()));
+                }
+                let p = TokenRevoked {
+                    token_id: (*id).to_owned(),
+                    by: (*by).to_owned(),
+                };
+                own = vec![Draft::of(kinds::TOKEN_REVOKED, "", &p)?];
+                &own
+            }
+            Work::AdoptTokens(rows) => {
+                own = rows
+                    .iter()
+                    .map(|r| Draft::of(kinds::TOKEN_CREATED, "", &token_created(r, "", true)))
+                    .collect::<Result<_, _>>()?;
+                &own
+            }
             Work::Rotate(new_key) => {
                 own = vec![batch::rotation_draft(new_key, row.head.size)?];
                 &own
@@ -442,6 +507,10 @@ impl LedgerWriter {
                 // Every copy goes: the chain keeps only the commitment.
                 tx.erase_derived(*seq).await?;
                 force_checkpoint = true;
+            }
+            Work::CreateToken { row, .. } => tx.insert_token(row).await?,
+            Work::RevokeToken { id, .. } => {
+                tx.revoke_token(id, batch_time).await?;
             }
             _ => {}
         }

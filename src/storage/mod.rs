@@ -664,15 +664,8 @@ impl Store {
         Ok(ids)
     }
 
-    // --- tokens (not part of the ledger: revocation updates a row) ---
-
-    pub async fn insert_token(&self, t: &TokenRow) -> Result<()> {
-        on_pool!(self, p => sqlx::query(
-            "INSERT INTO api_tokens (id, name, role, secret_hash, created_ns, revoked_ns) VALUES ($1, $2, $3, $4, $5, NULL)")
-            .bind(&t.id).bind(&t.name).bind(&t.role).bind(&t.secret_hash).bind(t.created_ns)
-            .execute(p).await.map(|_| ()))?;
-        Ok(())
-    }
+    // --- tokens: rows the service checks; created and revoked through the ledger writer, each
+    // with an entry, so `verify` can tell a row no entry produced ---
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
         let t: Option<TokenTuple> = on_pool!(self, p => sqlx::query_as(
@@ -688,12 +681,15 @@ impl Store {
         Ok(rows.into_iter().map(token_row).collect())
     }
 
-    /// Marks a token revoked; false if no active token has that id.
-    pub async fn revoke_token(&self, id: &str, now_ns: i64) -> Result<bool> {
-        let n = on_pool!(self, p => sqlx::query(
-            "UPDATE api_tokens SET revoked_ns = $1 WHERE id = $2 AND revoked_ns IS NULL")
-            .bind(now_ns).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
-        Ok(n == 1)
+    /// The token entries (created, revoked) in order, with their payloads (None if erased).
+    pub async fn token_entries(&self) -> Result<Vec<(u64, String, Option<String>)>> {
+        let rows: Vec<(i64, String, Option<String>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT e.seq, e.kind, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
+             WHERE e.kind IN ('token.created', 'token.revoked') ORDER BY e.seq")
+            .fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(s, k, p)| Ok((u(s, "seq")?, k, p)))
+            .collect()
     }
 
     /// Begins the one kind of write transaction the ledger has. SQLite takes the write lock up
@@ -851,6 +847,31 @@ impl AppendTx {
             "SELECT e.kind, p.seq FROM entries e LEFT JOIN payloads p ON p.seq = e.seq WHERE e.seq = $1")
             .bind(i(seq)).fetch_optional(c).await)?;
         Ok(r.map(|(k, p)| (k, p.is_some())))
+    }
+
+    /// Stores a new token row (its ledger entry is appended in the same transaction).
+    pub async fn insert_token(&mut self, t: &TokenRow) -> Result<()> {
+        on_tx!(self, c => sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, secret_hash, created_ns, revoked_ns) VALUES ($1, $2, $3, $4, $5, NULL)")
+            .bind(&t.id).bind(&t.name).bind(&t.role).bind(&t.secret_hash).bind(t.created_ns)
+            .execute(c).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// The token row under `id`, inside the transaction.
+    pub async fn token(&mut self, id: &str) -> Result<Option<TokenRow>> {
+        let t: Option<TokenTuple> = on_tx!(self, c => sqlx::query_as(
+            "SELECT id, name, role, secret_hash, created_ns, revoked_ns FROM api_tokens WHERE id = $1")
+            .bind(id).fetch_optional(c).await)?;
+        Ok(t.map(token_row))
+    }
+
+    /// Marks a token revoked; false if no active token has that id.
+    pub async fn revoke_token(&mut self, id: &str, now_ns: i64) -> Result<bool> {
+        let n = on_tx!(self, c => sqlx::query(
+            "UPDATE api_tokens SET revoked_ns = $1 WHERE id = $2 AND revoked_ns IS NULL")
+            .bind(now_ns).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     /// Records the erasure of `seq` by entry `erasure_seq` and deletes its payload and salt.

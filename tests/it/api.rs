@@ -73,6 +73,8 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
     for db in TestDb::all("checkpoints_entries_and_proofs_verify_offline").await {
         let app = spawn_app(&db).await;
         let vkey = Vkey::parse(&app.vkey).unwrap();
+        // The ledger's first entry and the test's tokens.
+        let base = app.store.head().await.unwrap().unwrap().head.size;
         app.appender
             .append((1..=60).map(draft).collect())
             .await
@@ -94,7 +96,7 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
         let parsed = Note::parse(&note).unwrap();
         assert!(matches!(parsed.verify([&vkey]), NoteVerdict::Valid(_)));
         let cp = Checkpoint::parse_body(&parsed.text).unwrap();
-        assert_eq!(cp.size, 101);
+        assert_eq!(cp.size, base + 100);
 
         // Inclusion of entry 42 in the newest checkpoint, from the leaf the entries page gives.
         let page: serde_json::Value = app
@@ -116,13 +118,15 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
             .json()
             .await
             .unwrap();
-        assert_eq!(proof["size"], 101);
-        verify_inclusion(42, 101, &leaf, &hashes(&proof["hashes"]), &cp.root).unwrap();
+        assert_eq!(proof["size"], cp.size);
+        verify_inclusion(42, cp.size, &leaf, &hashes(&proof["hashes"]), &cp.root).unwrap();
         // The same proof does not fit another entry's bytes (binding, catalogue G).
         let other = changetrail::core::entry::leaf_hash(
             &unb64(entries[3]["entry"].as_str().unwrap()).unwrap(),
         );
-        assert!(verify_inclusion(42, 101, &other, &hashes(&proof["hashes"]), &cp.root).is_err());
+        assert!(
+            verify_inclusion(42, cp.size, &other, &hashes(&proof["hashes"]), &cp.root).is_err()
+        );
 
         // Consistency between the two checkpoints.
         let old_note = app
@@ -137,18 +141,28 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
         let old = Checkpoint::parse_body(&Note::parse(&old_note).unwrap().text).unwrap();
         let cons: serde_json::Value = app
             .get(
-                &format!("/v1/ledger/proofs/consistency?from={first_cp}&to=101"),
+                &format!(
+                    "/v1/ledger/proofs/consistency?from={first_cp}&to={}",
+                    cp.size
+                ),
                 Some(&app.reviewer),
             )
             .await
             .json()
             .await
             .unwrap();
-        verify_consistency(old.size, 101, &old.root, &cp.root, &hashes(&cons["hashes"])).unwrap();
+        verify_consistency(
+            old.size,
+            cp.size,
+            &old.root,
+            &cp.root,
+            &hashes(&cons["hashes"]),
+        )
+        .unwrap();
 
         // Bad parameters are clear 400s, unknown ones too.
         for bad in [
-            "/v1/ledger/proofs/inclusion?seq=101",
+            &format!("/v1/ledger/proofs/inclusion?seq={}", cp.size),
             "/v1/ledger/proofs/inclusion?seq=1&size=100000",
             "/v1/ledger/proofs/consistency?from=0",
             "/v1/ledger/proofs/consistency?from=50&to=10",
@@ -204,7 +218,7 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
             "{:?}: {:?}",
             db.backend, report.findings
         );
-        assert_eq!(report.summary.entries, 101);
+        assert_eq!(report.summary.entries, cp.size);
 
         // A range bundle (prefix peaks, then entries 30..) verifies too.
         let text = app
@@ -287,6 +301,7 @@ async fn admin_creates_and_revokes_tokens() {
 async fn shutdown_commits_what_was_accepted() {
     let db = TestDb::sqlite().await;
     let app = spawn_app(&db).await;
+    let base = app.store.head().await.unwrap().unwrap().head.size;
     let appender = app.appender.clone();
     let pending: Vec<_> = (0..20u64)
         .map(|i| {
@@ -304,7 +319,7 @@ async fn shutdown_commits_what_was_accepted() {
         }
     }
     let head = store.head().await.unwrap().unwrap();
-    assert_eq!(head.head.size, 1 + ok);
+    assert_eq!(head.head.size, base + ok);
     assert_eq!(
         head.checkpoint_size, head.head.size,
         "the final checkpoint covers everything"

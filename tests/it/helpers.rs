@@ -182,7 +182,7 @@ pub struct TestApp {
 impl TestApp {
     pub async fn token(&self, role: Role) -> String {
         let (row, token) = auth::issue(&format!("test-{role}"), role, now_ns());
-        self.store.insert_token(&row).await.unwrap();
+        self.writer.create_token(&row, "a test").await.unwrap();
         token
     }
 
@@ -239,9 +239,9 @@ pub async fn spawn_app_with(cfg: Config) -> TestApp {
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(async move { app.run().await.unwrap() });
     let (row, reviewer) = auth::issue("test-reviewer", Role::Reviewer, now_ns());
-    store.insert_token(&row).await.unwrap();
+    writer.create_token(&row, "a test").await.unwrap();
     let (row, ingest) = auth::issue("test-ingest", Role::Ingest, now_ns());
-    store.insert_token(&row).await.unwrap();
+    writer.create_token(&row, "a test").await.unwrap();
     TestApp {
         base,
         grpc,

@@ -521,11 +521,50 @@ async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() 
         send(&app, &normal_change(&mut wf)).await;
         send_approval_log(&app, "CHG-DERIVED", ago(HOUR)).await;
         app.writer.checkpoint().await.unwrap();
+        // A token made and revoked through the API: two entries.
+        let made: Value = app
+            .http
+            .post(format!("{}/v1/admin/tokens", app.base))
+            .bearer_auth(&app.admin)
+            .json(&serde_json::json!({"role": "auditor", "name": "temporary"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let revoked_id = made["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            app.revoke(&revoked_id).await,
+            reqwest::StatusCode::NO_CONTENT
+        );
+        let entries = app.store.token_entries().await.unwrap();
+        let created = entries.iter().filter(|e| e.1 == "token.created").count();
+        assert_eq!(
+            created, 4,
+            "bootstrap, reviewer, ingest, temporary: {entries:?}"
+        );
+        let revoked = entries.iter().find(|e| e.1 == "token.revoked").unwrap();
+        assert!(revoked.2.as_deref().unwrap().contains(&revoked_id));
+        assert!(
+            revoked.2.as_deref().unwrap().contains("admin token"),
+            "the entry names who revoked it: {revoked:?}"
+        );
         let vkey = app.vkey.clone();
         let clean = verify_store(&app.store, &[&vkey]).await;
         assert_eq!(clean.exit_code, 0, "{:?}: {:?}", db.backend, clean.findings);
         app.stop().await;
         let store = db.store().await;
+
+        // A database writer adds an admin token of their own, and un-revokes the one revoked.
+        exec(&store, "INSERT INTO api_tokens (id, name, role, secret_hash, created_ns, revoked_ns) \
+             SELECT 'f0f0f0f0f0f0', 'backdoor', 'admin', secret_hash, created_ns, NULL FROM api_tokens LIMIT 1").await.unwrap();
+        exec(
+            &store,
+            &format!("UPDATE api_tokens SET revoked_ns = NULL WHERE id = '{revoked_id}'"),
+        )
+        .await
+        .unwrap();
 
         // A database writer adds a row to each table (no key needed)...
         let facts_row = "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
@@ -568,6 +607,11 @@ async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() 
             ("credentials", "sha256:forged", "CHG-ELSEWHERE"),
             ("spans", "does not bind it", "service (against its body)"),
             ("log_records", "does not bind it", "subject differ"),
+            (
+                "api_tokens",
+                "f0f0f0f0f0f0 (admin, \"backdoor\") was created by no signed entry",
+                "is active, but entry",
+            ),
         ] {
             let found = mismatches(&r, table);
             assert!(
@@ -821,5 +865,78 @@ proptest::proptest! {
             );
             Ok(())
         })?;
+    }
+}
+
+/// Tokens made before the ledger recorded them are recorded once, when the first version that
+/// records tokens opens the ledger; after that, a token row no entry produced is a finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_made_before_they_were_recorded_are_adopted_once() {
+    for db in TestDb::all("tokens_made_before_they_were_recorded_are_adopted_once").await {
+        let cfg = strict(&db);
+        let (store, writer) = changetrail::startup::open_ledger(&cfg, true).await.unwrap();
+        // As an earlier version stored it: the row alone.
+        let (row, _) =
+            changetrail::auth::issue("old collector", changetrail::auth::Role::Ingest, 1);
+        let hash = hex::encode(&row.secret_hash);
+        let insert = match db.backend {
+            changetrail::storage::Backend::Sqlite => format!("X'{hash}'"),
+            changetrail::storage::Backend::Postgres => format!("'\\x{hash}'::bytea"),
+        };
+        exec(
+            &store,
+            &format!(
+                "INSERT INTO api_tokens (id, name, role, secret_hash, created_ns, revoked_ns) \
+             VALUES ('{}', 'old collector', 'ingest', {insert}, 1, NULL)",
+                row.id
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(store.token_entries().await.unwrap().is_empty());
+        let vkey = writer.key().vkey().to_string();
+        let before = verify_store(&store, &[&vkey]).await;
+        assert!(
+            before
+                .findings
+                .iter()
+                .any(|f| f.class == Class::DerivedMismatch && f.detail.contains(&row.id)),
+            "{:?}",
+            before.findings
+        );
+        store.close().await;
+        // The next start records it.
+        let (store, _) = changetrail::startup::open_ledger(&cfg, true).await.unwrap();
+        let entries = store.token_entries().await.unwrap();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert!(
+            entries[0]
+                .2
+                .as_deref()
+                .unwrap()
+                .contains("\"adopted\":true")
+        );
+        let after = verify_store(&store, &[&vkey]).await;
+        assert_eq!(after.exit_code, 0, "{:?}: {:?}", db.backend, after.findings);
+        // Only once: a row added later is not adopted again.
+        exec(
+            &store,
+            "INSERT INTO api_tokens (id, name, role, secret_hash, created_ns, revoked_ns) \
+             SELECT 'abcdefabcdef', 'late', 'admin', secret_hash, 2, NULL FROM api_tokens LIMIT 1",
+        )
+        .await
+        .unwrap();
+        store.close().await;
+        let (store, _) = changetrail::startup::open_ledger(&cfg, true).await.unwrap();
+        assert_eq!(store.token_entries().await.unwrap().len(), 1);
+        let r = verify_store(&store, &[&vkey]).await;
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.detail.contains("api_tokens row abcdefabcdef")),
+            "{:?}",
+            r.findings
+        );
+        store.close().await;
     }
 }
