@@ -87,13 +87,27 @@ pub struct IdentityConfig {
 pub struct IssuerConfig {
     pub issuer: String,
     pub audience: String,
+    /// The issuer's keys from a file (give this or `discovery_url`).
+    #[serde(default)]
     pub jwks_file: PathBuf,
+    /// The issuer's OpenID Connect discovery document (`…/.well-known/openid-configuration`,
+    /// or the issuer's URL it hangs off): its `jwks_uri` is fetched, cached and refreshed.
+    #[serde(default)]
+    pub discovery_url: String,
+    /// How often keys from `discovery_url` are fetched again (and at once when a token names a
+    /// key the set lacks, at most once a minute).
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
 }
 
 fn default_roles_claim() -> String {
     "roles".into()
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -262,6 +276,30 @@ impl Config {
             ));
         }
         let i = &self.identity;
+        for issuer in &i.issuers {
+            let (file, url) = (
+                !issuer.jwks_file.as_os_str().is_empty(),
+                !issuer.discovery_url.is_empty(),
+            );
+            if file == url {
+                return Err(ConfigError::Invalid(format!(
+                    "identity.issuers ({}): give exactly one of jwks_file and discovery_url",
+                    issuer.issuer
+                )));
+            }
+            if url && let Err(e) = crate::ingest::issuers::check_url(&issuer.discovery_url) {
+                return Err(ConfigError::Invalid(format!(
+                    "identity.issuers ({}): discovery_url {e}",
+                    issuer.issuer
+                )));
+            }
+            if issuer.refresh_interval < Duration::from_secs(60) {
+                return Err(ConfigError::Invalid(format!(
+                    "identity.issuers ({}): refresh_interval must be at least 1m",
+                    issuer.issuer
+                )));
+            }
+        }
         if i.change_claim.trim().is_empty() || i.artifact_claim.trim().is_empty() {
             return Err(ConfigError::Invalid(
                 "identity.change_claim and identity.artifact_claim must name a claim".into(),
@@ -368,6 +406,16 @@ impl Config {
         use anyhow::Context;
         let mut issuers = Vec::new();
         for i in &self.identity.issuers {
+            if !i.discovery_url.is_empty() {
+                // Fetched at start and refreshed (`ingest::issuers`); no key until then.
+                issuers.push(crate::core::identity::TrustedIssuer {
+                    issuer: i.issuer.clone(),
+                    audience: i.audience.clone(),
+                    keys: jsonwebtoken::jwk::JwkSet { keys: Vec::new() },
+                    roles_claim: i.roles_claim.clone(),
+                });
+                continue;
+            }
             let text = std::fs::read_to_string(&i.jwks_file).with_context(|| {
                 format!(
                     "cannot read the JWKS of {} at {}",

@@ -119,14 +119,22 @@ impl App {
         } else {
             None
         };
+        // One verifier for ingest and the API, its issuers' keys current and recorded.
+        let (identity, wake) = ingest::issuers::with_wake(cfg.identity_verifier()?);
+        let refresher = Arc::new(ingest::issuers::Refresher::new(
+            &cfg,
+            identity.clone(),
+            writer.clone(),
+        )?);
+        refresher.start().await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(refresher.run(wake, shutdown.clone()));
         let sequencer_stop = CancellationToken::new();
         let (appender, sequencer) =
             spawn_sequencer(writer.clone(), cfg.sequencer(), sequencer_stop.clone());
-        let ingestor = Arc::new(Ingestor::new(
-            appender.clone(),
-            store.clone(),
-            cfg.ingest()?,
-        ));
+        let mut ingest_cfg = cfg.ingest()?;
+        ingest_cfg.identity = identity.clone();
+        let ingestor = Arc::new(Ingestor::new(appender.clone(), store.clone(), ingest_cfg));
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await
@@ -146,7 +154,7 @@ impl App {
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_correlation(api::Correlation {
                 criteria: cfg.criteria(),
-                identity: cfg.identity_verifier()?,
+                identity,
                 max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
                     .unwrap_or(i64::MAX),
             });
@@ -164,7 +172,7 @@ impl App {
             appender,
             ingestor,
             store,
-            shutdown: CancellationToken::new(),
+            shutdown,
             sequencer_stop,
             listeners,
             tls,

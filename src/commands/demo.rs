@@ -79,6 +79,8 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
         issuer: demo::idp::ISSUER.into(),
         audience: demo::idp::AUDIENCE.into(),
         jwks_file: jwks,
+        discovery_url: String::new(),
+        refresh_interval: std::time::Duration::from_secs(3600),
         roles_claim: "roles".into(),
     }];
     cfg.reports.approver_roles = vec![demo::APPROVER_ROLE.into()];

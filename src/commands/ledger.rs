@@ -42,7 +42,7 @@ pub async fn import_conductor(
 ) -> anyhow::Result<i32> {
     let (store, writer) = open_ledger(&cfg, false).await?;
     let policy = cfg.policy();
-    let ids = cfg.identity_verifier()?;
+    let ids = crate::ingest::issuers::for_command(&cfg, writer.clone()).await?;
     let max_lateness_ns = max_lateness
         .as_deref()
         .map(crate::import::parse_max_lateness)

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::sync::{Arc, RwLock};
 
 /// Clock skew tolerated around `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 60;
@@ -114,16 +115,24 @@ pub struct Principal {
     pub established: Established,
 }
 
+/// Called with an issuer's name when a token names a key its key set does not hold: the keys
+/// may have rotated, and whoever fetches them can look again.
+pub type UnknownKeyHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Verifies tokens against the trusted issuers. Clones share the issuers, so keys refreshed from
+/// an issuer's discovery document reach every clone at once.
 #[derive(Clone, Default)]
 pub struct IdentityVerifier {
-    issuers: Vec<TrustedIssuer>,
+    issuers: Arc<RwLock<Vec<TrustedIssuer>>>,
     rules: TokenRules,
+    unknown_key: Option<UnknownKeyHook>,
 }
 
 impl std::fmt::Debug for IdentityVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let issuers = self.read();
         f.debug_list()
-            .entries(self.issuers.iter().map(|i| &i.issuer))
+            .entries(issuers.iter().map(|i| &i.issuer))
             .finish()
     }
 }
@@ -146,9 +155,43 @@ fn claim_time(claims: &serde_json::Value, name: &str) -> Option<i64> {
 impl IdentityVerifier {
     pub fn new(issuers: Vec<TrustedIssuer>) -> IdentityVerifier {
         IdentityVerifier {
-            issuers,
+            issuers: Arc::new(RwLock::new(issuers)),
             rules: TokenRules::default(),
+            unknown_key: None,
         }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<TrustedIssuer>> {
+        match self.issuers.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Replaces an issuer's key set (fetched again from its JWKS); false if it is not trusted.
+    pub fn set_keys(&self, issuer: &str, keys: JwkSet) -> bool {
+        let mut all = match self.issuers.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match all.iter_mut().find(|i| i.issuer == issuer) {
+            Some(i) => {
+                i.keys = keys;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The trusted issuers as they are now.
+    pub fn issuers(&self) -> Vec<TrustedIssuer> {
+        self.read().clone()
+    }
+
+    /// Asks to be told when a token names a key its issuer's set lacks.
+    pub fn on_unknown_key(mut self, hook: UnknownKeyHook) -> IdentityVerifier {
+        self.unknown_key = Some(hook);
+        self
     }
 
     pub fn with_rules(mut self, rules: TokenRules) -> IdentityVerifier {
@@ -210,8 +253,8 @@ impl IdentityVerifier {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or("not a JWT: unreadable claims")?;
         let iss = unverified.iss.ok_or("token has no iss claim")?;
-        let issuer = self
-            .issuers
+        let issuers = self.read();
+        let issuer = issuers
             .iter()
             .find(|i| i.issuer == iss)
             .ok_or_else(|| format!("issuer {iss:?} is not trusted"))?;
@@ -225,10 +268,15 @@ impl IdentityVerifier {
             ));
         }
         let jwk = match &header.kid {
-            Some(kid) => issuer
-                .keys
-                .find(kid)
-                .ok_or_else(|| format!("key {kid:?} is not in the issuer's JWKS"))?,
+            Some(kid) => match issuer.keys.find(kid) {
+                Some(k) => k,
+                None => {
+                    if let Some(hook) = &self.unknown_key {
+                        hook(&issuer.issuer);
+                    }
+                    return Err(format!("key {kid:?} is not in the issuer's JWKS"));
+                }
+            },
             None if issuer.keys.keys.len() == 1 => &issuer.keys.keys[0],
             None => return Err("token names no key (kid) and the issuer has several".into()),
         };

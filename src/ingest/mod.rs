@@ -6,6 +6,7 @@ pub mod binder;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod issuers;
 pub mod versions;
 
 use crate::auth::{self, AuthError, Principal, Role, TokenCache};

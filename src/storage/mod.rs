@@ -683,10 +683,27 @@ impl Store {
 
     /// The token entries (created, revoked) in order, with their payloads (None if erased).
     pub async fn token_entries(&self) -> Result<Vec<(u64, String, Option<String>)>> {
-        let rows: Vec<(i64, String, Option<String>)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT e.seq, e.kind, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
-             WHERE e.kind IN ('token.created', 'token.revoked') ORDER BY e.seq")
-            .fetch_all(p).await)?;
+        self.entries_of_kinds(&["token.created", "token.revoked"])
+            .await
+    }
+
+    /// Entries of these (rare) kinds in order: (seq, kind, payload; None if erased). Answered
+    /// from the kind index.
+    pub async fn entries_of_kinds(
+        &self,
+        kinds: &[&str],
+    ) -> Result<Vec<(u64, String, Option<String>)>> {
+        let rows: Vec<(i64, String, Option<String>)> = on_pool!(self, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT e.seq, e.kind, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
+                 WHERE e.kind IN (");
+            let mut sep = q.separated(", ");
+            for k in kinds {
+                sep.push_bind(*k);
+            }
+            q.push(") ORDER BY e.seq");
+            q.build_query_as().fetch_all(p).await
+        })?;
         rows.into_iter()
             .map(|(s, k, p)| Ok((u(s, "seq")?, k, p)))
             .collect()

@@ -344,3 +344,135 @@ fn a_token_must_carry_exp_and_not_have_expired_long_before_it_arrived() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An identity provider's discovery document and key set, served on a local port, with a key set
+/// the test can change (a key rotation).
+struct DiscoveryServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+}
+
+async fn discovery_server(issuer: &'static str, keys: serde_json::Value) -> DiscoveryServer {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(keys));
+    let doc = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{base}/jwks")});
+    let served = shared.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
+        )
+        .route(
+            "/jwks",
+            get(move || {
+                let keys = served.lock().unwrap().clone();
+                async move { axum::Json(keys) }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    DiscoveryServer {
+        url: base,
+        keys: shared,
+    }
+}
+
+/// The test key set without the keys named.
+fn keys_without(kids: &[&str]) -> serde_json::Value {
+    let mut all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(jwks_path()).unwrap()).unwrap();
+    all["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| !kids.contains(&k["kid"].as_str().unwrap()));
+    all
+}
+
+/// An issuer configured by its discovery URL: keys fetched at start and recorded in the ledger;
+/// after the issuer rotates in a new key, a token naming it makes the service fetch again, and
+/// the new set is recorded too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_keys_come_from_discovery_and_each_set_is_recorded() {
+    use crate::helpers::{TestDb, spawn_app_with};
+    use crate::scenarios::{Workflow, normal_change, packet, send};
+    let idp = discovery_server(ISSUER, keys_without(&["ed-1"])).await;
+    let db = TestDb::sqlite().await;
+    let mut cfg = crate::scenarios::scenario_config(&db);
+    cfg.identity.issuers[0].jwks_file = Default::default();
+    cfg.identity.issuers[0].discovery_url = idp.url.clone();
+    let app = spawn_app_with(cfg).await;
+    let sets = |store: changetrail::storage::Store| async move {
+        store
+            .entries_of_kinds(&["identity.keys"])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, p)| serde_json::from_str::<serde_json::Value>(&p.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = sets(app.store.clone()).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["issuer"], ISSUER);
+    assert_eq!(first[0]["source"], format!("{}/jwks", idp.url));
+    assert_eq!(first[0]["keys"]["keys"].as_array().unwrap().len(), 2);
+
+    // The issuer starts signing with ed-1, which it now publishes.
+    *idp.keys.lock().unwrap() = keys_without(&[]);
+    let mut wf = Workflow::new("CHG-ROTATED-1", 60, crate::scenarios::T0);
+    send(&app, &normal_change(&mut wf)).await;
+    let p = packet(&app, "CHG-ROTATED-1").await;
+    assert_eq!(p["requester"]["established"], "asserted", "not fetched yet");
+    // The miss asked for a fetch; wait until the new set is recorded.
+    let started = std::time::Instant::now();
+    let second = loop {
+        let s = sets(app.store.clone()).await;
+        if s.len() == 2 {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(second[1]["keys"]["keys"].as_array().unwrap().len(), 3);
+    assert_ne!(second[0]["keys_sha256"], second[1]["keys_sha256"]);
+    let mut wf = Workflow::new(
+        "CHG-ROTATED-2",
+        61,
+        crate::scenarios::T0 + 3_600_000_000_000,
+    );
+    send(&app, &normal_change(&mut wf)).await;
+    let p = packet(&app, "CHG-ROTATED-2").await;
+    assert_eq!(
+        p["requester"]["established"], "verified",
+        "{}",
+        p["requester"]
+    );
+    let vkey = app.vkey.clone();
+    let r = crate::helpers::verify_store(&app.store, &[&vkey]).await;
+    assert_eq!(r.exit_code, 0, "{:?}", r.findings);
+    app.stop().await;
+}
+
+/// A discovery document that names another issuer is not that issuer's: its keys are not used.
+#[tokio::test]
+async fn a_discovery_document_of_another_issuer_is_refused() {
+    let idp = discovery_server("https://evil.example", keys_without(&[])).await;
+    let client = reqwest::Client::new();
+    let e = changetrail::ingest::issuers::fetch(&client, ISSUER, &idp.url)
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("is the discovery document of \"https://evil.example\""),
+        "{e}"
+    );
+    // Plain http only to this machine.
+    assert!(changetrail::ingest::issuers::check_url("http://idp.example.com/x").is_err());
+    assert!(changetrail::ingest::issuers::check_url("https://idp.example.com/x").is_ok());
+    assert!(changetrail::ingest::issuers::check_url("http://[::1]:8080/x").is_ok());
+}

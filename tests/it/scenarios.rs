@@ -27,6 +27,8 @@ pub fn scenario_config(db: &TestDb) -> changetrail::config::Config {
         issuer: idp::ISSUER.into(),
         audience: idp::AUDIENCE.into(),
         jwks_file: idp::jwks_path().into(),
+        discovery_url: String::new(),
+        refresh_interval: std::time::Duration::from_secs(3600),
         roles_claim: "roles".into(),
     }];
     c
