@@ -569,16 +569,15 @@
   }
 
   function attemptTable(attempts) {
-    return table(['#', 'Result', 'Started', 'Took', 'Received', 'Worker', 'Identity', 'Sent by', 'Retried from', 'Reason'],
+    return table(['#', 'Result', 'Started', 'Took', 'Received from', 'Worker', 'Identity', 'Retried from', 'Reason'],
       attempts.map((a) => h('tr', { class: a.result === 'success' ? null : 'failed' },
         td(String(a.attempt + 1), 'num'),
         td(resultBadge(a.result)),
         td(utc(a.start_ns), 'nowrap'),
         td(duration(a.start_ns, a.end_ns), 'nowrap'),
-        td(utc(a.received_ns), 'nowrap'),
+        td(h('span', { class: 'stacked' }, h('span', { class: 'nowrap', text: utc(a.received_ns) }), senders(a.sent_by))),
         td(a.worker ? mono(a.worker, 'short') : '—'),
         td(a.identity ? principal(a.identity) : h('span', { class: 'muted', text: '—' })),
-        td(senders(a.sent_by) || h('span', { class: 'muted', text: '—' })),
         td(mono(a.retried_from, 'short')),
         td(dash(a.reason)))),
       { class: 'attempts' });

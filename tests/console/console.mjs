@@ -201,6 +201,10 @@ async function auditor(page) {
     same(first.length + second.length, Math.min(20, total), 'rows over two pages');
   }
 
+  // The exception filter offers every code the rules produce.
+  const offered = await page.$$eval('#f-exception option', (os) => os.map((o) => o.value).filter(Boolean));
+  same(offered.join(','), expect.codes.join(','), 'the exception filter offers every code');
+
   // Filters: by exception code and by service; they are kept in the URL.
   for (const f of expect.filters) {
     await filter(page, f);
@@ -232,6 +236,11 @@ async function auditor(page) {
   await page.click('#timeline details.retries summary');
   const attempts = await page.$$eval('#timeline details.retries table.attempts tbody tr', (rows) => rows.length);
   same(attempts, r.attempts, 'attempts inside the group');
+  const sentBy = await page.textContent('#timeline li[data-step="approval"] .step-body');
+  check(sentBy.includes('Sent by') && sentBy.includes(r.sender), `the approval says who sent it (${r.sender})`);
+  check(sentBy.includes('Received'), 'the approval says when the service received it');
+  const from = await page.textContent('#timeline details.retries table.attempts tbody');
+  check(from.includes(r.sender), 'each attempt says who sent it');
   const spans = await page.textContent('#timeline li[data-step="runtime"]');
   check(spans.includes('Spans'), 'the runtime spans are summarised');
   check(await page.$('.panel.ok'), 'a change without exceptions says so');

@@ -420,7 +420,11 @@ async fn the_console_in_a_browser() {
             "requester": "alice@example.com",
             "retries": "2 attempts: 1 failed, 1 succeeded",
             "attempts": 2,
+            // Who sent the evidence: the ingest token the test exports with.
+            "sender": "test-ingest",
         },
+        // The codes the exception filter must offer, the evidence rules' newest among them.
+        "codes": changetrail::core::rules::ALL,
         "flagged": {
             "id": "CHG-SELF",
             "codes": expect["CHG-SELF"],
