@@ -97,18 +97,8 @@ impl DerivedAudit {
         expected: &BTreeMap<u64, Expected>,
     ) -> Result<(), StorageError> {
         let mut by_seq: BTreeMap<u64, Vec<FactRow>> = BTreeMap::new();
-        for s in store.facts_between(lo, hi).await? {
-            by_seq.entry(s.entry_seq).or_default().push(FactRow {
-                fact_key: s.fact_key,
-                kind: s.kind,
-                change_id: s.change_id,
-                run_id: s.run_id,
-                source: s.source,
-                time_ns: s.time_ns,
-                payload: s.payload,
-                entry_seq: s.entry_seq,
-                received_ns: s.received_ns,
-            });
+        for row in store.facts_between(lo, hi).await? {
+            by_seq.entry(row.entry_seq).or_default().push(row);
         }
         let mut matched: HashSet<u64> = HashSet::new();
         for (seq, mut rows) in by_seq {

@@ -3,22 +3,9 @@
 //! credentials), read in entry order.
 
 use super::{AppendTx, Result, StorageError, Store, i, u};
+use crate::core::derived::FactRow;
 use crate::core::evidence::{FactRecord, version_key_prefix};
 use sqlx::QueryBuilder;
-
-/// A facts row exactly as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredFact {
-    pub fact_key: String,
-    pub kind: String,
-    pub change_id: Option<String>,
-    pub run_id: Option<String>,
-    pub source: String,
-    pub time_ns: i64,
-    pub payload: String,
-    pub entry_seq: u64,
-    pub received_ns: i64,
-}
 
 /// A spans row exactly as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,14 +174,14 @@ impl Store {
     }
 
     /// facts rows of entries in `[lo, hi)`, by entry.
-    pub async fn facts_between(&self, lo: u64, hi: u64) -> Result<Vec<StoredFact>> {
+    pub async fn facts_between(&self, lo: u64, hi: u64) -> Result<Vec<FactRow>> {
         let rows: Vec<FactTuple> = on_pool!(self, p => sqlx::query_as(
             "SELECT fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns \
              FROM facts WHERE entry_seq >= $1 AND entry_seq < $2 ORDER BY entry_seq, fact_key")
             .bind(i(lo)).bind(i(hi)).fetch_all(p).await)?;
         rows.into_iter()
             .map(|t| {
-                Ok(StoredFact {
+                Ok(FactRow {
                     fact_key: t.0,
                     kind: t.1,
                     change_id: t.2,

@@ -1109,5 +1109,5 @@ impl AppendTx {
 
 mod derived;
 mod reports;
-pub use derived::{StoredFact, StoredLogRow, StoredSpanRow};
+pub use derived::{StoredLogRow, StoredSpanRow};
 pub use reports::{ROLLBACK_FACTS, RawFact, SubjectEntries};

@@ -9,12 +9,11 @@ use crate::otlp::kv;
 use crate::scenarios::{Item, Workflow, normal_change, packet, scenario_config, send};
 use crate::storage::{disable_triggers, exec};
 use changetrail::core::verify::Class;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use proptest::prelude::*;
@@ -477,29 +476,7 @@ async fn send_approval_log(app: &TestApp, change: &str, at: u64) {
         ],
         ..Default::default()
     };
-    let body = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "approvals")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: vec![record],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let r = app
-        .http
-        .post(format!("{}/v1/logs", app.otlp))
-        .header("content-type", "application/x-protobuf")
-        .bearer_auth(&app.ingest)
-        .body(body.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    crate::scenarios::send_log(app, record).await;
 }
 
 /// Findings of DERIVED_MISMATCH whose detail mentions `what`.

@@ -8,8 +8,10 @@ use changetrail::auth::Role;
 use changetrail::core::hash::{Hash, unb64};
 use changetrail::core::merkle::verify_inclusion;
 use changetrail::core::note::{Checkpoint, Note};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Link;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
@@ -282,6 +284,33 @@ pub async fn send(app: &TestApp, items: &[Item]) {
         "{}",
         r.text().await.unwrap()
     );
+}
+
+/// One log record from the `approvals` service, over OTLP/HTTP; it must be accepted.
+pub async fn send_log(app: &TestApp, record: LogRecord) {
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "approvals")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![record],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = app
+        .http
+        .post(format!("{}/v1/logs", app.otlp))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(&app.ingest)
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
 }
 
 pub async fn packet(app: &TestApp, change: &str) -> Value {
@@ -1052,8 +1081,7 @@ async fn a_rollback_through_a_failure_workflow_is_linked_both_ways() {
 /// span (`changetrail.change.rollback_of`): both end up in the packets, the rollback both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_event_approvals_and_declared_rollbacks() {
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(scenario_config(&db)).await;
     let mut wf = Workflow::new("CHG-LOG", 50, T0);
@@ -1078,29 +1106,7 @@ async fn log_event_approvals_and_declared_rollbacks() {
         ],
         ..Default::default()
     };
-    let req = ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "approvals")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                log_records: vec![log],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let r = app
-        .http
-        .post(format!("{}/v1/logs", app.otlp))
-        .header("content-type", "application/x-protobuf")
-        .bearer_auth(&app.ingest)
-        .body(req.encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    send_log(&app, log).await;
     // A later change rolls it back, saying so on its run span.
     let mut rb = Workflow::new("CHG-LOG-RB", 51, T0 + 60 * MIN);
     let rb_run = rb.run_span(
