@@ -117,7 +117,11 @@ pub async fn neighbours_of_facts(
         credentials.extend(r.fact.credentials());
         if let evidence::Fact::Change(c) = &r.fact.fact {
             targets.extend(c.rollback_of.clone());
-            if let (Some(s), Some(env), Some(v)) = (&c.service, &c.environment, &c.version) {
+            // Only a rollback asks whether its version ran before: one lookup per rollback, not
+            // per change.
+            if c.kind.as_deref() == Some("rollback")
+                && let (Some(s), Some(env), Some(v)) = (&c.service, &c.environment, &c.version)
+            {
                 versions.insert((s.clone(), env.clone(), v.clone()));
             }
         }
