@@ -90,8 +90,10 @@ pub async fn neighbours<'a>(
     let mut targets = BTreeSet::new();
     let mut credentials = BTreeSet::new();
     let mut versions = BTreeSet::new();
+    let mut runs = BTreeSet::new();
     for e in evs {
         let c = &e.change;
+        runs.extend(c.runs.iter().cloned());
         targets.extend(c.rollback_of.clone());
         credentials.extend(e.credentials.iter().map(|u| u.credential.clone()));
         if c.kind == "rollback"
@@ -100,7 +102,7 @@ pub async fn neighbours<'a>(
             versions.insert((s.clone(), env.clone(), v.clone()));
         }
     }
-    lookup(store, targets, credentials, versions, size).await
+    lookup(store, targets, credentials, versions, runs, size).await
 }
 
 /// The same lookups as `neighbours`, found from the facts before they are folded (the report
@@ -113,20 +115,35 @@ pub async fn neighbours_of_facts(
     let mut targets = BTreeSet::new();
     let mut credentials = BTreeSet::new();
     let mut versions = BTreeSet::new();
-    for r in facts.iter().flat_map(|(_, records, _)| records) {
-        credentials.extend(r.fact.credentials());
-        if let evidence::Fact::Change(c) = &r.fact.fact {
-            targets.extend(c.rollback_of.clone());
-            // Only a rollback asks whether its version ran before: one lookup per rollback, not
-            // per change.
-            if c.kind.as_deref() == Some("rollback")
-                && let (Some(s), Some(env), Some(v)) = (&c.service, &c.environment, &c.version)
-            {
-                versions.insert((s.clone(), env.clone(), v.clone()));
+    let mut runs = BTreeSet::new();
+    for (_, records, _) in facts {
+        // Only a rollback asks whether its version ran before: one lookup per rollback, not per
+        // change. Its service, environment and version may come from different facts, so every
+        // combination they state is looked up.
+        let changes = || {
+            records.iter().filter_map(|r| match &r.fact.fact {
+                evidence::Fact::Change(c) => Some(c),
+                _ => None,
+            })
+        };
+        if changes().any(|c| c.kind.as_deref() == Some("rollback")) {
+            for s in changes().filter_map(|c| c.service.as_ref()) {
+                for env in changes().filter_map(|c| c.environment.as_ref()) {
+                    for v in changes().filter_map(|c| c.version.as_ref()) {
+                        versions.insert((s.clone(), env.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        for r in records {
+            credentials.extend(r.fact.credentials());
+            runs.extend(r.fact.run_id.clone());
+            if let evidence::Fact::Change(c) = &r.fact.fact {
+                targets.extend(c.rollback_of.clone());
             }
         }
     }
-    lookup(store, targets, credentials, versions, size).await
+    lookup(store, targets, credentials, versions, runs, size).await
 }
 
 /// Fills neighbours from the ids, credentials and versions asked about.
@@ -135,9 +152,16 @@ async fn lookup(
     targets: BTreeSet<String>,
     credentials: BTreeSet<String>,
     versions: BTreeSet<(String, String, String)>,
+    runs: BTreeSet<String>,
     size: u64,
 ) -> Result<Neighbours, StorageError> {
     let mut n = Neighbours::default();
+    let runs: Vec<String> = runs.into_iter().collect();
+    for chunk in runs.chunks(FOLD_CHUNK) {
+        for (run, change) in store.run_claims(chunk, size).await? {
+            n.add_run_claim(&run, &change);
+        }
+    }
     let targets: Vec<String> = targets.into_iter().collect();
     for chunk in targets.chunks(FOLD_CHUNK) {
         n.known.extend(store.existing_changes(chunk, size).await?);
@@ -146,12 +170,7 @@ async fn lookup(
     for (cred, subject, seq) in store.credential_uses(&credentials, size).await? {
         n.add_credential(&cred, &subject, seq);
     }
-    let mut both = BTreeSet::new();
-    for (s, env, v) in versions {
-        both.insert((s.clone(), env.to_ascii_lowercase(), v.clone()));
-        both.insert((s, env, v));
-    }
-    let versions: Vec<(String, String, String)> = both.into_iter().collect();
+    let versions: Vec<(String, String, String)> = versions.into_iter().collect();
     for f in store.sightings_of(&versions, size).await? {
         if let evidence::Fact::Version(v) = &f.fact {
             n.add_sighting(v);

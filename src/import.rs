@@ -60,6 +60,9 @@ pub async fn prepare(
     })
 }
 
+/// The widest lateness allowance the REST import takes (31 days).
+pub const MAX_API_LATENESS_NS: i64 = 31 * 86_400 * 1_000_000_000;
+
 /// A lateness allowance as an import states it (`30d`, `720h`): humantime, at most ten years.
 pub fn parse_max_lateness(s: &str) -> Result<i64, String> {
     let d = humantime::parse_duration(s.trim())

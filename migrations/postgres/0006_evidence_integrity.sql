@@ -53,6 +53,13 @@ DELETE FROM facts WHERE entry_seq IN (SELECT seq FROM erasures);
 CREATE TRIGGER facts_erase_only_logged BEFORE UPDATE OR DELETE ON facts
     FOR EACH ROW EXECUTE FUNCTION changetrail_derived_erase_only_logged();
 
+DROP TRIGGER spans_append_only ON spans;
+CREATE TRIGGER spans_erase_only_logged BEFORE UPDATE OR DELETE ON spans
+    FOR EACH ROW EXECUTE FUNCTION changetrail_derived_erase_only_logged();
+DROP TRIGGER log_records_append_only ON log_records;
+CREATE TRIGGER log_records_erase_only_logged BEFORE UPDATE OR DELETE ON log_records
+    FOR EACH ROW EXECUTE FUNCTION changetrail_derived_erase_only_logged();
+
 CREATE TRIGGER credentials_erase_only_logged BEFORE UPDATE OR DELETE ON credentials
     FOR EACH ROW EXECUTE FUNCTION changetrail_credential_erase_only_logged();
 CREATE TRIGGER credentials_no_truncate BEFORE TRUNCATE ON credentials

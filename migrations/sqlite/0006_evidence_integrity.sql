@@ -33,6 +33,16 @@ CREATE TRIGGER facts_erase_only_logged BEFORE DELETE ON facts
 WHEN NOT EXISTS (SELECT 1 FROM erasures WHERE erasures.seq = OLD.entry_seq)
 BEGIN SELECT RAISE(ABORT, 'a fact can only be deleted by a logged erasure'); END;
 
+-- So do the spans and log records an erased binding entry bound.
+DROP TRIGGER spans_no_delete;
+CREATE TRIGGER spans_erase_only_logged BEFORE DELETE ON spans
+WHEN NOT EXISTS (SELECT 1 FROM erasures WHERE erasures.seq = OLD.entry_seq)
+BEGIN SELECT RAISE(ABORT, 'a span can only be deleted by a logged erasure'); END;
+DROP TRIGGER log_records_no_delete;
+CREATE TRIGGER log_records_erase_only_logged BEFORE DELETE ON log_records
+WHEN NOT EXISTS (SELECT 1 FROM erasures WHERE erasures.seq = OLD.entry_seq)
+BEGIN SELECT RAISE(ABORT, 'a log record can only be deleted by a logged erasure'); END;
+
 CREATE TRIGGER credentials_no_update BEFORE UPDATE ON credentials
 BEGIN SELECT RAISE(ABORT, 'credentials are append-only'); END;
 CREATE TRIGGER credentials_erase_only_logged BEFORE DELETE ON credentials

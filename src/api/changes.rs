@@ -164,6 +164,15 @@ async fn import_conductor(
         .map(import::parse_max_lateness)
         .transpose()
         .map_err(ApiError::BadRequest)?;
+    // Any ingest token may backfill a month; older history goes through the command line, run
+    // by someone with the database (and recorded in each fact either way).
+    if max_lateness_ns.is_some_and(|n| n > import::MAX_API_LATENESS_NS) {
+        return Err(ApiError::BadRequest(
+            "max_lateness may be at most 31d here; import older history with \
+             `changetrail import conductor --max-lateness`"
+                .into(),
+        ));
+    }
     let intake = Intake {
         received_ns: crate::pipeline::now_ns(),
         sent_by: Some(SentBy {

@@ -32,6 +32,7 @@ fn verified(sub: &str, roles: &[&str], token: u64) -> Option<Principal> {
             expires_ns: None,
             token_sha256: crate::core::hash::Hash::of(&[sub.as_bytes(), &token.to_be_bytes()])
                 .to_hex(),
+            signed_sha256: String::new(),
             jti: None,
             bound_change: None,
             bound_artifact: None,

@@ -61,6 +61,10 @@ pub enum Established {
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_ns: Option<i64>,
         token_sha256: String,
+        /// SHA-256 (hex) of what the issuer signed (header and claims): names the token even if
+        /// its signature is re-encoded (an ES256 signature has two valid forms).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        signed_sha256: String,
         /// The token's own id (`jti`), when it has one: with the issuer, it names the token even
         /// if its bytes differ.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,10 +97,15 @@ impl Established {
             Established::Verified {
                 issuer,
                 token_sha256,
+                signed_sha256,
                 jti,
                 ..
             } => {
-                let mut c = vec![format!("sha256:{token_sha256}")];
+                let mut c = vec![if signed_sha256.is_empty() {
+                    format!("sha256:{token_sha256}")
+                } else {
+                    format!("jws:{signed_sha256}")
+                }];
                 c.extend(jti.as_ref().map(|j| format!("jti:{issuer}#{j}")));
                 c
             }
@@ -278,6 +287,9 @@ impl IdentityVerifier {
                 }
             },
             None if issuer.keys.keys.len() == 1 => &issuer.keys.keys[0],
+            None if issuer.keys.keys.is_empty() => {
+                return Err("the issuer's keys are not loaded (yet)".into());
+            }
             None => return Err("token names no key (kid) and the issuer has several".into()),
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("issuer key unusable: {e}"))?;
@@ -360,6 +372,10 @@ impl IdentityVerifier {
                 roles,
                 expires_ns: Some(exp.saturating_mul(1_000_000_000)),
                 token_sha256: token_sha256(token),
+                signed_sha256: token
+                    .rsplit_once('.')
+                    .map(|(signed, _)| token_sha256(signed))
+                    .unwrap_or_default(),
                 jti: claim("jti"),
                 bound_change: claim(&self.rules.change_claim),
                 bound_artifact: claim(&self.rules.artifact_claim),

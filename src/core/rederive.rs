@@ -179,10 +179,15 @@ pub fn rederive(
     let mut deployers: HashMap<(String, String, String), BTreeSet<String>> = HashMap::new();
     let mut n = Neighbours::default();
     let mut versions: Vec<(evidence::VersionFact, u64)> = Vec::new();
+    let in_scope = |t: i64| t >= scope.from_ns && t < scope.to_ns;
     for r in &l.facts {
         let f = &r.fact;
         if let Some(c) = &f.change_id {
             by_change.entry(c).or_default().push(r);
+            n.add_run_claim(c, c);
+            if let Some(run) = &f.run_id {
+                n.add_run_claim(run, c);
+            }
         }
         if let Some(run) = &f.run_id {
             by_run.entry(run).or_default().push(r);
@@ -195,9 +200,11 @@ pub fn rederive(
                 n.known.extend(f.change_id.clone());
                 n.known.extend(f.run_id.clone());
                 let subject = f.subject();
+                // In the period by the time it states or by when it arrived: history sent late
+                // into a closed period shows in the period it arrived in too.
+                let in_period_here = in_scope(f.time_ns) || in_scope(r.received_ns);
                 if let Some(id) = &f.change_id
-                    && f.time_ns >= scope.from_ns
-                    && f.time_ns < scope.to_ns
+                    && in_period_here
                 {
                     in_period.insert(id.clone());
                 }
@@ -207,7 +214,7 @@ pub fn rederive(
                         .or_default()
                         .insert(subject.clone());
                 }
-                if (f.time_ns < scope.from_ns || f.time_ns >= scope.to_ns)
+                if !in_period_here
                     && let (Some(s), Some(e), Some(v)) = (&c.service, &c.environment, &c.version)
                 {
                     deployers
@@ -219,8 +226,7 @@ pub fn rederive(
             Fact::Version(v) => {
                 n.add_sighting(v);
                 let in_scope = scope.policy.is_production(&v.environment)
-                    && v.first_seen_ns >= scope.from_ns
-                    && v.first_seen_ns < scope.to_ns
+                    && (in_scope(v.first_seen_ns) || in_scope(r.received_ns))
                     && scope
                         .environment
                         .as_ref()
@@ -242,8 +248,9 @@ pub fn rederive(
             .unwrap_or_default();
         let runs: BTreeSet<String> = facts.iter().filter_map(|r| r.fact.run_id.clone()).collect();
         for run in &runs {
+            // A fact naming another change is that change's, whatever run it names.
             for r in by_run.get(run.as_str()).into_iter().flatten() {
-                if r.fact.change_id.as_deref() != Some(id) {
+                if r.fact.change_id.is_none() {
                     facts.push((*r).clone());
                 }
             }

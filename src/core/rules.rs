@@ -458,8 +458,18 @@ pub fn history_rewritten(e: &Evidence) -> Option<Exception> {
     })
 }
 
-/// Facts about the change that contradict each other: every value, with when and from whom.
+/// Facts about the change that contradict each other: every value, with when and from whom;
+/// and runs the change names that another change claims.
 pub fn conflicting_evidence(e: &Evidence) -> Vec<Exception> {
+    let runs = e.judgement.contested_runs.iter().map(|(run, others)| {
+        ex(
+            CONFLICTING_EVIDENCE,
+            format!(
+                "run {run} is named by this change and claimed by {}",
+                others.join(", ")
+            ),
+        )
+    });
     e.conflicts
         .iter()
         .map(|c| {
@@ -486,6 +496,7 @@ pub fn conflicting_evidence(e: &Evidence) -> Vec<Exception> {
                 format!("{} is stated as {}", c.field, values.join(" and as ")),
             )
         })
+        .chain(runs)
         .collect()
 }
 
@@ -658,6 +669,7 @@ mod tests {
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 expires_ns: None,
                 token_sha256: format!("sha-{sub}"),
+                signed_sha256: String::new(),
                 jti: None,
                 bound_change: None,
                 bound_artifact: None,

@@ -30,6 +30,24 @@ struct Seen {
     event_ns: i64,
 }
 
+/// Versions remembered per (service, environment): a sender cycling version strings costs this
+/// much memory, not more (a version forgotten and seen again is a sighting, which it is).
+const VERSIONS_PER_SERVICE: usize = 64;
+
+/// Keeps the most recently received versions.
+fn forget_oldest(seen: &mut HashMap<String, Seen>) {
+    while seen.len() > VERSIONS_PER_SERVICE {
+        let Some(oldest) = seen
+            .iter()
+            .min_by_key(|(_, s)| s.received_ns)
+            .map(|(v, _)| v.clone())
+        else {
+            return;
+        };
+        seen.remove(&oldest);
+    }
+}
+
 /// A change to the remembered state, applied once the export that showed it is committed.
 #[derive(Debug, Clone)]
 pub struct Update {
@@ -186,6 +204,7 @@ impl Versions {
                 event_ns: o.last_seen_ns,
             };
             r.last_seen.insert(o.version.clone(), seen);
+            forget_oldest(&mut r.last_seen);
             updates.push(Update {
                 key,
                 version: o.version,
@@ -214,6 +233,7 @@ impl Versions {
             let t = r.last_seen.entry(u.version).or_insert(u.seen);
             t.received_ns = t.received_ns.max(u.seen.received_ns);
             t.event_ns = t.event_ns.max(u.seen.event_ns);
+            forget_oldest(&mut r.last_seen);
         }
     }
 }

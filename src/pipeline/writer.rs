@@ -419,13 +419,16 @@ impl LedgerWriter {
                     kinds::LEDGER_CREATED,
                     kinds::KEY_ROTATED,
                     kinds::PAYLOAD_ERASED,
+                    kinds::TOKEN_CREATED,
+                    kinds::TOKEN_REVOKED,
+                    crate::ingest::issuers::IDENTITY_KEYS,
                 ]
                 .contains(&kind.as_str())
                 {
                     return Err(AppendError::Erase(
                         *seq,
                         format!(
-                            "{kind} entries carry no personal data and are needed to verify the ledger"
+                            "{kind} entries are needed to verify the ledger and who may use it"
                         ),
                     ));
                 }

@@ -323,7 +323,8 @@ async fn period_versions(
     policy: Policy,
 ) -> Result<Vec<(VersionFact, u64, bool)>, ReportError> {
     let mut versions = Vec::new();
-    for (payload, seq) in store.facts_of_kind("version.observed", size).await? {
+    let in_period = |t: i64| t >= period.from_ns && t < period.to_ns;
+    for (payload, seq, received_ns) in store.facts_of_kind("version.observed", size).await? {
         let Ok(FactHead {
             service: Some(service),
             environment: Some(environment),
@@ -337,8 +338,7 @@ async fn period_versions(
             continue;
         };
         let in_scope = policy.is_production(&environment)
-            && first_seen_ns >= period.from_ns
-            && first_seen_ns < period.to_ns
+            && (in_period(first_seen_ns) || in_period(received_ns))
             && query
                 .environment
                 .as_ref()
@@ -375,10 +375,12 @@ async fn index(
         rollbacks: HashMap::new(),
         deployers: HashMap::new(),
     };
-    for (change_id, _, time_ns) in store.change_heads(size).await? {
+    let inside = |t: i64| t >= period.from_ns && t < period.to_ns;
+    for (change_id, _, time_ns, received_ns) in store.change_heads(size).await? {
+        // By the time it states, or by when it arrived: history sent late into a closed period
+        // shows in the period it arrived in too.
         if let Some(c) = &change_id
-            && time_ns >= period.from_ns
-            && time_ns < period.to_ns
+            && (inside(time_ns) || inside(received_ns))
         {
             in_period.insert(c.clone());
         }
@@ -913,7 +915,7 @@ async fn write_files(
 
     let generated_at = crate::util::rfc3339(now_ns);
     let selection = format!(
-        "every change whose change.requested fact is timed in [{}, {}) and recorded by an entry below checkpoint size {size}, \
+        "every change with a change.requested fact timed or received in [{}, {}) and recorded by an entry below checkpoint size {size}, \
          in a production environment ({}){}{}; facts of later entries are not included",
         crate::util::rfc3339(period.from_ns),
         crate::util::rfc3339(period.to_ns),

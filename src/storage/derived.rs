@@ -4,7 +4,7 @@
 
 use super::{AppendTx, Result, StorageError, Store, i, u};
 use crate::core::derived::FactRow;
-use crate::core::evidence::{FactRecord, version_key_prefix};
+use crate::core::evidence::{Fact, FactRecord, service_key_prefix, version_key_prefix};
 use sqlx::QueryBuilder;
 
 /// A spans row exactly as stored.
@@ -147,8 +147,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Sighting facts below `size` whose key starts with `prefix`: found through the kind
+    /// index and compared byte for byte (a range over keys would follow the database's
+    /// collation, which need not be bytewise), newest entry first.
+    async fn sightings_with_prefix(&self, prefix: &str, size: u64) -> Result<Vec<FactRecord>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE kind = 'version.observed' AND entry_seq >= 0 \
+             AND entry_seq < $1 AND substr(fact_key, 1, CAST($2 AS INTEGER)) = $3 ORDER BY entry_seq DESC")
+            .bind(i(size)).bind(prefix.chars().count() as i64).bind(prefix)
+            .fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(payload,)| {
+                serde_json::from_str(&payload)
+                    .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))
+            })
+            .collect()
+    }
+
     /// When each (service, environment, version) was seen running in production, by the
-    /// version.observed facts below `size` (looked up by key, so no payload is scanned).
+    /// version.observed facts below `size`. Keys before the environment was lower-cased in them
+    /// are found under the environment as given.
     pub async fn sightings_of(
         &self,
         versions: &[(String, String, String)],
@@ -156,17 +174,18 @@ impl Store {
     ) -> Result<Vec<FactRecord>> {
         let mut out = Vec::new();
         for (service, env, version) in versions {
-            let prefix = version_key_prefix(service, env, version);
-            // Keys are the prefix itself (ledgers before sightings had times) or prefix@bucket.
-            let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
-                "SELECT payload FROM facts WHERE entry_seq < $1 AND (fact_key = $2 \
-                 OR (fact_key >= $3 AND fact_key < $4))")
-                .bind(i(size)).bind(&prefix).bind(format!("{prefix}@")).bind(format!("{prefix}A"))
-                .fetch_all(p).await)?;
-            for (payload,) in rows {
-                out.push(
-                    serde_json::from_str(&payload)
-                        .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?,
+            let mut prefixes = vec![version_key_prefix(service, env, version)];
+            let as_given = format!("{}{version}", service_key_prefix(service, env));
+            if as_given != prefixes[0] {
+                prefixes.push(as_given);
+            }
+            for prefix in prefixes {
+                // A prefix of another version's key ("1.0" of "1.0.1") is not a match.
+                out.extend(
+                    self.sightings_with_prefix(&prefix, size)
+                        .await?
+                        .into_iter()
+                        .filter(|f| matches!(&f.fact, Fact::Version(v) if &v.version == version)),
                 );
             }
         }
@@ -247,13 +266,15 @@ impl Store {
             .collect()
     }
 
-    /// Derived rows that name an entry at or past `size` (none should, below the head).
-    pub async fn derived_rows_from(&self, size: u64) -> Result<Vec<(String, String)>> {
-        let rows: Vec<(String, String)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT 'facts', fact_key FROM facts WHERE entry_seq >= $1 \
-             UNION ALL SELECT 'credentials', credential || ' ' || subject FROM credentials WHERE first_seq >= $1 \
-             UNION ALL SELECT 'log_records', '' || entry_seq FROM log_records WHERE entry_seq >= $1 \
-             UNION ALL SELECT 'spans', '' || entry_seq FROM spans WHERE entry_seq >= $1 LIMIT 100")
+    /// Derived rows that name an entry at or past `size`, or before the first: (table, key,
+    /// the entry named). No signed entry produced them.
+    pub async fn derived_rows_outside(&self, size: u64) -> Result<Vec<(String, String, i64)>> {
+        let rows: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT 'facts', fact_key, entry_seq FROM facts WHERE entry_seq >= $1 OR entry_seq < 0 \
+             UNION ALL SELECT 'credentials', credential || ' ' || subject, first_seq FROM credentials \
+               WHERE first_seq >= $1 OR first_seq < 0 \
+             UNION ALL SELECT 'log_records', '', entry_seq FROM log_records WHERE entry_seq >= $1 OR entry_seq < 0 \
+             UNION ALL SELECT 'spans', '', entry_seq FROM spans WHERE entry_seq >= $1 OR entry_seq < 0 LIMIT 100")
             .bind(i(size)).fetch_all(p).await)?;
         Ok(rows)
     }
@@ -275,27 +296,34 @@ impl Store {
 }
 
 impl Store {
-    /// The latest recorded sighting of any version of (service, environment).
+    /// The latest recorded sighting (by entry) of any version of (service, environment).
     pub async fn latest_sighting(
         &self,
         service: &str,
         environment: &str,
     ) -> Result<Option<crate::core::evidence::VersionFact>> {
-        // Every sighting key of the pair starts with this; 0x20 is the byte after the separator.
-        let lo = format!("version:{service}\u{1f}{environment}\u{1f}");
-        let hi = format!("version:{service}\u{1f}{environment}\u{20}");
-        let row: Option<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT payload FROM facts WHERE fact_key >= $1 AND fact_key < $2 \
-             ORDER BY entry_seq DESC LIMIT 1")
-            .bind(&lo).bind(&hi).fetch_optional(p).await)?;
-        let Some((payload,)) = row else {
-            return Ok(None);
-        };
-        let f: FactRecord = serde_json::from_str(&payload)
-            .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
-        Ok(match f.fact {
-            crate::core::evidence::Fact::Version(v) => Some(v),
-            _ => None,
-        })
+        let lower = service_key_prefix(service, &environment.to_ascii_lowercase());
+        let given = service_key_prefix(service, environment);
+        let mut found: Option<(u64, crate::core::evidence::VersionFact)> = None;
+        for prefix in [lower.clone(), given.clone()] {
+            if prefix == given && given == lower && found.is_some() {
+                break;
+            }
+            let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+                "SELECT payload, entry_seq FROM facts WHERE kind = 'version.observed' AND entry_seq >= 0 \
+                 AND substr(fact_key, 1, CAST($1 AS INTEGER)) = $2 ORDER BY entry_seq DESC LIMIT 1")
+                .bind(prefix.chars().count() as i64).bind(&prefix).fetch_all(p).await)?;
+            for (payload, seq) in rows {
+                let f: FactRecord = serde_json::from_str(&payload)
+                    .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
+                let seq = u(seq, "entry seq")?;
+                if let Fact::Version(v) = f.fact
+                    && found.as_ref().is_none_or(|(s, _)| seq > *s)
+                {
+                    found = Some((seq, v));
+                }
+            }
+        }
+        Ok(found.map(|(_, v)| v))
     }
 }

@@ -998,8 +998,14 @@ impl AppendTx {
     pub async fn existing_facts(&mut self, keys: &[&str]) -> Result<HashSet<String>> {
         let mut found = HashSet::new();
         for chunk in keys.chunks(INSERT_CHUNK) {
+            // Only a row recorded by a fact entry about the same subject counts: a row a
+            // database writer planted under an expected key must not make the real fact a
+            // "repeat" that is never signed.
             let rows: Vec<(String,)> = on_tx!(self, c => {
-                let mut q = QueryBuilder::new("SELECT fact_key FROM facts WHERE fact_key IN (");
+                let mut q = QueryBuilder::new(
+                    "SELECT f.fact_key FROM facts f JOIN entries e ON e.seq = f.entry_seq \
+                     AND e.kind = f.kind AND e.subject = COALESCE(f.change_id, f.run_id, '') \
+                     WHERE f.fact_key IN (");
                 let mut sep = q.separated(", ");
                 for k in chunk {
                     sep.push_bind(*k);
@@ -1066,9 +1072,9 @@ impl AppendTx {
         Ok(())
     }
 
-    /// Removes what an erased entry's payload produced in derived tables: its facts row and the
+    /// Removes what an erased entry's payload produced in derived tables: its facts row, the
     /// credential uses only it showed (a use another fact of the same subject shows moves to
-    /// that fact's entry).
+    /// that fact's entry), and the spans and log records a binding entry bound.
     pub async fn erase_derived(&mut self, seq: u64) -> Result<()> {
         let gone: Vec<(String, String)> = on_tx!(self, c => sqlx::query_as(
             "SELECT credential, subject FROM credentials WHERE first_seq = $1")
@@ -1076,6 +1082,9 @@ impl AppendTx {
         on_tx!(self, c => {
             sqlx::query("DELETE FROM facts WHERE entry_seq = $1").bind(i(seq)).execute(&mut *c).await?;
             sqlx::query("DELETE FROM credentials WHERE first_seq = $1").bind(i(seq)).execute(&mut *c).await?;
+            // An erased binding takes the telemetry it bound with it.
+            sqlx::query("DELETE FROM spans WHERE entry_seq = $1").bind(i(seq)).execute(&mut *c).await?;
+            sqlx::query("DELETE FROM log_records WHERE entry_seq = $1").bind(i(seq)).execute(&mut *c).await?;
         });
         let subjects: std::collections::BTreeSet<&String> = gone.iter().map(|(_, s)| s).collect();
         let mut again = Vec::new();

@@ -33,13 +33,15 @@ pub struct SubjectEntries {
 }
 
 impl Store {
-    /// (change id, run id, time) of every change.requested fact below `size`: no payloads.
+    /// (change id, run id, stated time, receipt) of every change.requested fact below `size`:
+    /// no payloads.
     pub async fn change_heads(
         &self,
         size: u64,
-    ) -> Result<Vec<(Option<String>, Option<String>, i64)>> {
+    ) -> Result<Vec<(Option<String>, Option<String>, i64, i64)>> {
         Ok(on_pool!(self, p => sqlx::query_as(
-            "SELECT change_id, run_id, time_ns FROM facts WHERE kind = 'change.requested' AND entry_seq < $1")
+            "SELECT change_id, run_id, time_ns, received_ns FROM facts \
+             WHERE kind = 'change.requested' AND entry_seq >= 0 AND entry_seq < $1")
             .bind(i(size)).fetch_all(p).await)?)
     }
 
@@ -83,27 +85,54 @@ impl Store {
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
-    /// change.requested facts below `size` timed outside `[from, to)`.
+    /// change.requested facts below `size` neither timed nor received in `[from, to)`.
     pub async fn change_facts_outside(&self, from: i64, to: i64, size: u64) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
             "SELECT payload FROM facts WHERE kind = 'change.requested' AND entry_seq < $1 \
-             AND (time_ns < $2 OR time_ns >= $3)")
+             AND (time_ns < $2 OR time_ns >= $3) AND (received_ns < $2 OR received_ns >= $3)")
             .bind(i(size)).bind(from).bind(to).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
 
-    /// Stored facts of one kind below `size` (text and entry seq), in no particular order.
-    pub async fn facts_of_kind(&self, kind: &str, size: u64) -> Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT payload, entry_seq FROM facts WHERE kind = $1 AND entry_seq < $2")
+    /// Stored facts of one kind below `size` (text, entry seq and receipt), in no particular
+    /// order.
+    pub async fn facts_of_kind(&self, kind: &str, size: u64) -> Result<Vec<(String, u64, i64)>> {
+        let rows: Vec<(String, i64, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload, entry_seq, received_ns FROM facts WHERE kind = $1 AND entry_seq < $2")
             .bind(kind).bind(i(size)).fetch_all(p).await)?;
         rows.into_iter()
-            .map(|(p, s)| Ok((p, u(s, "entry seq")?)))
+            .map(|(p, s, r)| Ok((p, u(s, "entry seq")?, r)))
             .collect()
     }
 
+    /// The changes that claim each of `runs` below `size`: facts naming the run with a change
+    /// id, and the change whose own id the run id is. (run, change) pairs.
+    pub async fn run_claims(&self, runs: &[String], size: u64) -> Result<Vec<(String, String)>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(on_pool!(self, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT DISTINCT run_id, change_id FROM facts WHERE change_id IS NOT NULL AND entry_seq < ");
+            q.push_bind(i(size)).push(" AND run_id IN (");
+            let mut sep = q.separated(", ");
+            for r in runs {
+                sep.push_bind(r);
+            }
+            q.push(") UNION SELECT DISTINCT change_id, change_id FROM facts WHERE entry_seq < ");
+            q.push_bind(i(size)).push(" AND change_id IN (");
+            let mut sep = q.separated(", ");
+            for r in runs {
+                sep.push_bind(r);
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(p).await
+        })?)
+    }
+
     /// The facts of each change in `ids` below `size`: those naming the change, and those of its
-    /// runs (a task span may name only the run) that name no other change.
+    /// runs (a task span may name only the run) that name no change at all — a fact naming
+    /// another change is that change's, whatever run it names.
     pub async fn facts_of_changes(&self, ids: &[String], size: u64) -> Result<Vec<RawFact>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -119,12 +148,13 @@ impl Store {
             // Both halves of the run join are answered from indexes (migration 0004); only facts
             // that belong to the change through its run are read.
             q.push(") UNION ALL SELECT r.change_id, f.payload, f.entry_seq, f.received_ns FROM \
-                    (SELECT DISTINCT change_id, run_id FROM facts WHERE run_id IS NOT NULL AND change_id IN (");
+                    (SELECT DISTINCT change_id, run_id FROM facts WHERE run_id IS NOT NULL AND entry_seq < ");
+            q.push_bind(i(size)).push(" AND change_id IN (");
             let mut sep = q.separated(", ");
             for id in ids {
                 sep.push_bind(id);
             }
-            q.push(")) r JOIN facts f ON f.run_id = r.run_id AND (f.change_id IS NULL OR f.change_id <> r.change_id) WHERE f.entry_seq < ");
+            q.push(")) r JOIN facts f ON f.run_id = r.run_id AND f.change_id IS NULL WHERE f.entry_seq < ");
             q.push_bind(i(size));
             q.build_query_as().fetch_all(p).await
         })?;

@@ -134,6 +134,33 @@ async fn a_replayed_approval_token_proves_nothing_on_the_second_change() {
                 .contains("proves nothing here"),
             "{approver}"
         );
+        // Replayed again, this time naming CHG-A's run, as if the token's first use were this
+        // change's own: a run another change claims is not this change's, and the claim is a
+        // contradiction on both.
+        let mut c = Workflow::new("CHG-C", 3, t0 + 2 * MIN);
+        let mut c_items = normal_change(&mut c);
+        set(&mut c_items[1], "changetrail.approval.token", &stolen);
+        set(&mut c_items[1], "cicd.pipeline.run.id", &a.run);
+        send(&app, &c_items).await;
+        let pc = packet(&app, "CHG-C").await;
+        let cc = codes(&pc);
+        assert!(
+            cc.contains(&"TOKEN_REUSED".into()) && cc.contains(&"CONFLICTING_EVIDENCE".into()),
+            "{:?}: {}",
+            db.backend,
+            pc["exceptions"]
+        );
+        assert!(
+            evidence_of(&pc, "CONFLICTING_EVIDENCE").contains("claimed by CHG-A"),
+            "{}",
+            pc["exceptions"]
+        );
+        let pa = packet(&app, "CHG-A").await;
+        assert!(
+            !codes(&pa).contains(&"TOKEN_REUSED".into()),
+            "{}",
+            pa["exceptions"]
+        );
         app.stop().await;
     }
 }
@@ -549,6 +576,11 @@ async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() 
              FROM facts WHERE kind = 'approval.decided' AND source = 'span'";
         exec(&store, facts_row).await.unwrap();
         exec(&store, "INSERT INTO credentials (credential, subject, first_seq) SELECT 'sha256:forged', subject, first_seq FROM credentials LIMIT 1").await.unwrap();
+        // A row naming no entry at all (before the first), which reports bounded only from
+        // above would read.
+        exec(&store, "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
+             SELECT 'forged-before-the-first', kind, change_id, run_id, source, time_ns, payload, -1, received_ns \
+             FROM facts WHERE kind = 'change.requested'").await.unwrap();
         // Bytes concatenated stay bytes: SQLite needs telling.
         let twice = |col: &str| match db.backend {
             changetrail::storage::Backend::Sqlite => format!("CAST({col} || {col} AS BLOB)"),
@@ -579,6 +611,15 @@ async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() 
 
         let r = verify_store(&store, &[&vkey]).await;
         assert_eq!(r.exit_code, 1, "{:?}", db.backend);
+        assert!(
+            !mismatches(
+                &r,
+                "\"forged-before-the-first\" names entry -1, outside the ledger"
+            )
+            .is_empty(),
+            "{:?}",
+            r.findings
+        );
         for (table, forged, changed) in [
             ("facts", "no signed entry produced it", "payload differ"),
             ("credentials", "sha256:forged", "CHG-ELSEWHERE"),

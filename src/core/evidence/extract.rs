@@ -140,12 +140,14 @@ impl FactRecord {
     }
 }
 
-/// A principal as stated (subject and token digest), whatever its verification gave.
+/// A principal as stated (subject and token digest) and whether its token verified — not why
+/// or when: a statement re-sent after the issuer's keys arrived is a new fact (verified), one
+/// re-sent unchanged is the same fact.
 fn reduce_principals(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(o) => {
             if o.contains_key("established") {
-                o.retain(|k, _| k == "subject" || k == "token_sha256");
+                o.retain(|k, _| k == "subject" || k == "token_sha256" || k == "established");
             } else {
                 o.values_mut().for_each(reduce_principals);
             }
@@ -348,8 +350,8 @@ pub fn version_fact(v: VersionFact, window_ns: i64, intake: &Intake) -> FactReco
     let bucket = v.first_seen_ns.div_euclid(window_ns.max(1));
     FactRecord {
         key: format!(
-            "version:{}\u{1f}{}\u{1f}{}@{bucket}",
-            v.service, v.environment, v.version
+            "{}@{bucket}",
+            version_key_prefix(&v.service, &v.environment, &v.version)
         ),
         change_id: None,
         run_id: None,
@@ -362,10 +364,18 @@ pub fn version_fact(v: VersionFact, window_ns: i64, intake: &Intake) -> FactReco
     }
 }
 
-/// The key prefix of every sighting of (service, environment, version): what a lookup of "was
-/// this version seen before" ranges over.
+/// The key prefix of every sighting of (service, environment, version), the environment in
+/// lower case (as the rules compare it): what "was this version seen before" looks up.
 pub fn version_key_prefix(service: &str, environment: &str, version: &str) -> String {
-    format!("version:{service}\u{1f}{environment}\u{1f}{version}")
+    format!(
+        "{}{version}",
+        service_key_prefix(service, &environment.to_ascii_lowercase())
+    )
+}
+
+/// The key prefix of every sighting of any version of (service, environment), as given.
+pub fn service_key_prefix(service: &str, environment: &str) -> String {
+    format!("version:{service}\u{1f}{environment}\u{1f}")
 }
 
 /// A Conductor execution (or status-listener payload) mapped to facts, plus the task ids it holds

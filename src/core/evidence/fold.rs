@@ -261,6 +261,7 @@ pub fn evidence(
     let mut requested_ns: Option<i64> = None;
     let mut change_senders: BTreeSet<SentBy> = BTreeSet::new();
     let mut finished: Vec<&RunFinishedFact> = Vec::new();
+    let mut run_result = Stated::default();
     let mut runs: BTreeSet<String> = BTreeSet::new();
     for r in &facts {
         runs.extend(r.fact.run_id.clone());
@@ -285,7 +286,11 @@ pub fn evidence(
                 change_senders.extend(r.fact.sent_by.clone());
                 deciding.push(receipt("change.requested".into(), r));
             }
-            Fact::RunFinished(f) => finished.push(f),
+            Fact::RunFinished(f) => {
+                finished.push(f);
+                run_result.add(Some(&f.result), r);
+                deciding.push(receipt("change.finished".into(), r));
+            }
             _ => {}
         }
     }
@@ -296,7 +301,10 @@ pub fn evidence(
     artifact.conflict("artifact", &mut conflicts);
     revision.conflict("revision", &mut conflicts);
     rollback_of.conflict("rollback_of", &mut conflicts);
+    pipeline.conflict("pipeline", &mut conflicts);
+    justification.conflict("justification", &mut conflicts);
     requester_subjects.conflict("requester", &mut conflicts);
+    run_result.conflict("run result", &mut conflicts);
     // A change any fact places in production is judged as one: a fact saying "staging" must not
     // take a production change out of the population.
     let environment = environment
@@ -305,10 +313,17 @@ pub fn evidence(
         .find(|v| policy.is_production(&v.value))
         .map(|v| v.value.clone())
         .or_else(|| environment.first());
+    // Kinds that contradict each other are judged by the one that asks most: a normal change
+    // needs its approval before the deploy, an emergency or a rollback less.
+    let kind = if kind.values.len() > 1 && kind.values.iter().any(|v| v.value == "normal") {
+        "normal".to_owned()
+    } else {
+        kind.first().unwrap_or_else(|| "normal".into())
+    };
     let change = ChangeView {
         id: change_id.to_owned(),
         runs: runs.into_iter().collect(),
-        kind: kind.first().unwrap_or_else(|| "normal".into()),
+        kind,
         production: environment
             .as_deref()
             .is_some_and(|e| policy.is_production(e)),
@@ -343,6 +358,7 @@ pub fn evidence(
     let mut by_task: BTreeMap<String, BTreeMap<String, AttemptView>> = BTreeMap::new();
     let mut task_types: BTreeMap<String, String> = BTreeMap::new();
     let mut results: BTreeMap<String, Stated> = BTreeMap::new();
+    let mut triggers: BTreeMap<String, Stated> = BTreeMap::new();
     for r in &facts {
         let Fact::Task(t) = &r.fact.fact else {
             continue;
@@ -366,6 +382,10 @@ pub fn evidence(
             .entry(t.task_run_id.clone())
             .or_default()
             .add(Some(&t.result), r);
+        triggers
+            .entry(t.task_run_id.clone())
+            .or_insert_with(Stated::folding_case)
+            .add(t.triggered_by.as_deref(), r);
         deciding.push(receipt(format!("deploy attempt {}", t.task_run_id), r));
         task_types
             .entry(t.task.clone())
@@ -418,6 +438,9 @@ pub fn evidence(
     for (task_run, stated) in &results {
         stated.conflict(&format!("task {task_run} result"), &mut conflicts);
     }
+    for (task_run, stated) in &triggers {
+        stated.conflict(&format!("task {task_run} triggered_by"), &mut conflicts);
+    }
     let steps: Vec<StepView> = by_task
         .into_iter()
         .map(|(task, attempts)| {
@@ -451,9 +474,11 @@ pub fn evidence(
         .max();
     let deploy_received = attempts().map(|a| a.received_ns).min();
 
-    // Approvals: one per decision and approver; the same decision from several sources once
-    // (the first kept, a verified account preferred). Statements about one approval step that
-    // disagree on the decision or the approver are conflicts.
+    // Approvals: one per statement. The same decision by the same approver about the same step
+    // (or, with no step named, at the same instant) from several sources is one approval: the
+    // first kept, or the verified account whole, with its own times and receipt (a verified
+    // approver never lends its verdict to another statement's times). Statements about one
+    // approval step that disagree on the decision or the approver are conflicts.
     let mut approvals: Vec<ApprovalView> = Vec::new();
     let mut per_step: BTreeMap<String, (Stated, Stated)> = BTreeMap::new();
     for r in &facts {
@@ -492,31 +517,15 @@ pub fn evidence(
         }
         let same = approvals.iter().position(|v| {
             v.decision == a.decision
+                && v.task_run_id == a.task_run_id
+                && (a.task_run_id.is_some() || v.decided_ns == a.decided_ns)
                 && v.approver
                     .as_ref()
                     .and_then(|p| p.subject.as_deref())
                     .map(super::normalize_subject)
                     == approver_subject
         });
-        if let Some(i) = same
-            && a.decision != decision::PENDING
-        {
-            let v = &mut approvals[i];
-            let verified =
-                |p: &Option<Principal>| p.as_ref().is_some_and(|p| p.established.is_verified());
-            if verified(&a.approver) && !verified(&v.approver) {
-                v.approver = a.approver.clone();
-            }
-            v.received_ns = v.received_ns.min(r.received_ns);
-            continue;
-        }
-        if a.decision == decision::PENDING
-            && approvals.iter().any(|v| v.decision != decision::PENDING)
-        {
-            continue;
-        }
-        approvals.retain(|v| v.decision != decision::PENDING);
-        approvals.push(ApprovalView {
+        let view = ApprovalView {
             decision: a.decision.clone(),
             stated_decision: a.stated_decision.clone(),
             approver: a.approver.clone(),
@@ -529,7 +538,27 @@ pub fn evidence(
             received_ns: r.received_ns,
             seq: r.seq,
             sent_by: r.fact.sent_by.clone(),
-        });
+        };
+        if let Some(i) = same
+            && a.decision != decision::PENDING
+        {
+            let v = &mut approvals[i];
+            let verified =
+                |p: &Option<Principal>| p.as_ref().is_some_and(|p| p.established.is_verified());
+            if verified(&a.approver) && !verified(&v.approver) {
+                *v = view;
+            } else if verified(&a.approver) == verified(&v.approver) {
+                v.received_ns = v.received_ns.min(r.received_ns);
+            }
+            continue;
+        }
+        if a.decision == decision::PENDING
+            && approvals.iter().any(|v| v.decision != decision::PENDING)
+        {
+            continue;
+        }
+        approvals.retain(|v| v.decision != decision::PENDING);
+        approvals.push(view);
     }
     for (step, (d, who)) in &per_step {
         d.conflict(&format!("approval {step} decision"), &mut conflicts);
@@ -685,5 +714,180 @@ pub fn established_label(p: &Option<Principal>) -> &'static str {
         }) => "verified",
         Some(_) => "asserted",
         None => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::evidence::{
+        ApprovalFact, ChangeFact, FactRecord, Neighbours, RunFinishedFact, Settings, TaskFact,
+        judge,
+    };
+    use crate::core::identity::Established;
+
+    const MIN: i64 = 60_000_000_000;
+
+    fn record(seq: u64, received: i64, time: i64, fact: Fact) -> Recorded {
+        Recorded {
+            seq,
+            received_ns: received,
+            fact: FactRecord {
+                key: format!("k{seq}"),
+                change_id: Some("CHG-1".into()),
+                run_id: Some("wf-1".into()),
+                source: Source::Span,
+                time_ns: time,
+                stated_until_ns: None,
+                sent_by: None,
+                max_lateness_ns: None,
+                fact,
+            },
+        }
+    }
+
+    fn change(env: &str, kind: &str) -> Fact {
+        Fact::Change(ChangeFact {
+            environment: Some(env.into()),
+            kind: Some(kind.into()),
+            ..Default::default()
+        })
+    }
+
+    fn approval(who: Principal, decided: i64) -> Fact {
+        Fact::Approval(ApprovalFact {
+            decision: "approved".into(),
+            stated_decision: None,
+            approver: Some(who),
+            requested_ns: Some(0),
+            decided_ns: Some(decided),
+            approved_subject: None,
+            task_run_id: Some("appr-1".into()),
+        })
+    }
+
+    fn bob(verified: bool) -> Principal {
+        Principal {
+            subject: Some("bob".into()),
+            established: if verified {
+                Established::Verified {
+                    issuer: "idp".into(),
+                    roles: vec![],
+                    expires_ns: None,
+                    token_sha256: "t".into(),
+                    signed_sha256: String::new(),
+                    jti: None,
+                    bound_change: None,
+                    bound_artifact: None,
+                }
+            } else {
+                Established::Asserted {
+                    reason: "no token".into(),
+                    token_sha256: None,
+                }
+            },
+        }
+    }
+
+    fn deploy(received: i64) -> Recorded {
+        record(
+            9,
+            received,
+            25 * MIN,
+            Fact::Task(TaskFact {
+                task: "deploy".into(),
+                task_run_id: "t1".into(),
+                task_type: "deploy".into(),
+                attempt: 0,
+                retried_from: None,
+                result: "success".into(),
+                start_ns: 20 * MIN,
+                end_ns: 25 * MIN,
+                worker: None,
+                identity: None,
+                credential_id: None,
+                triggered_by: None,
+                trace_id: None,
+                span_id: None,
+                reason: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_fact_placing_the_change_in_production_wins_and_the_contradiction_is_kept() {
+        let e = evidence(
+            "CHG-1",
+            &[
+                record(1, 0, 0, change("staging", "emergency")),
+                record(2, 0, 1, change("production", "normal")),
+            ],
+            vec![],
+            &Policy::default(),
+        );
+        assert!(e.change.production);
+        assert_eq!(e.change.kind, "normal", "the reading that asks more");
+        let fields: Vec<&str> = e.conflicts.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["environment", "kind"]);
+        assert_eq!(e.conflicts[0].values[1].seq, 2);
+    }
+
+    #[test]
+    fn contradicting_run_results_are_a_conflict() {
+        let done = |r: &str| {
+            Fact::RunFinished(RunFinishedFact {
+                result: r.into(),
+                end_ns: 30 * MIN,
+                compensation_run: None,
+            })
+        };
+        let e = evidence(
+            "CHG-1",
+            &[
+                record(1, 0, 0, done("success")),
+                record(2, 0, 0, done("failure")),
+            ],
+            vec![],
+            &Policy::default(),
+        );
+        assert_eq!(e.conflicts[0].field, "run result");
+        assert_eq!(e.deciding.len(), 2, "run outcomes are deciding facts");
+    }
+
+    #[test]
+    fn a_verified_approver_does_not_lend_its_verdict_to_another_statements_times() {
+        // Asserted "bob approved" sent early, dated before the deploy; bob's real, verified
+        // approval of the same step arrives after the deploy.
+        let facts = [
+            record(1, MIN, 10 * MIN, approval(bob(false), 10 * MIN)),
+            deploy(26 * MIN),
+            record(3, 40 * MIN, 30 * MIN, approval(bob(true), 30 * MIN)),
+        ];
+        let mut e = evidence("CHG-1", &facts, vec![], &Policy::default());
+        judge(&mut e, &Neighbours::default(), &Settings::default());
+        assert_eq!(e.approvals.len(), 1);
+        let a = &e.approvals[0];
+        assert!(a.approver.as_ref().unwrap().established.is_verified());
+        assert_eq!(
+            (a.decided_ns, a.received_ns, a.seq),
+            (Some(30 * MIN), 40 * MIN, 3)
+        );
+        assert_eq!(a.before_first_deploy, Some(false));
+    }
+
+    #[test]
+    fn the_same_facts_in_another_order_fold_to_the_same_evidence() {
+        let facts = vec![
+            record(1, 0, 0, change("production", "normal")),
+            record(2, MIN, 10 * MIN, approval(bob(true), 10 * MIN)),
+            deploy(26 * MIN),
+        ];
+        let mut reversed = facts.clone();
+        reversed.reverse();
+        let p = Policy::default();
+        assert_eq!(
+            evidence("CHG-1", &facts, vec![], &p),
+            evidence("CHG-1", &reversed, vec![], &p)
+        );
     }
 }

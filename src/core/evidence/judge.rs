@@ -8,7 +8,7 @@ use super::fold::{Evidence, IdentityRole, Receipt, deploy_succeeded};
 use super::{VersionFact, decision};
 use crate::core::identity::{Established, Principal};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The settings judging takes (`[evidence]`, `[identity]`); a report records them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,9 @@ pub struct Neighbours {
     pub credentials: HashMap<String, Vec<(String, u64)>>,
     /// (service, environment lowercased, version) → when sightings of it were first seen.
     pub sightings: HashMap<(String, String, String), Vec<i64>>,
+    /// run id → the changes that claim it: facts naming it with a change id, and the change
+    /// whose own id it is. A run claimed by another change is not this change's to vouch for.
+    pub run_claims: HashMap<String, BTreeSet<String>>,
 }
 
 impl Neighbours {
@@ -52,6 +55,13 @@ impl Neighbours {
             .entry(sighting_key(&v.service, &v.environment, &v.version))
             .or_default()
             .push(v.first_seen_ns);
+    }
+
+    pub fn add_run_claim(&mut self, run: &str, change: &str) {
+        self.run_claims
+            .entry(run.to_owned())
+            .or_default()
+            .insert(change.to_owned());
     }
 
     pub fn add_credential(&mut self, credential: &str, subject: &str, seq: u64) {
@@ -96,6 +106,11 @@ pub struct TokenMismatch {
 pub struct Judgement {
     /// Deciding facts received later than allowed after their stated time.
     pub late: Vec<Receipt>,
+    /// Deciding facts later than `max_lateness` that an import allowed (a backfill): not
+    /// exceptions, but on record.
+    pub allowed_late: Vec<Receipt>,
+    /// Runs this change names that another change claims, with those changes.
+    pub contested_runs: Vec<(String, Vec<String>)>,
     pub reused: Vec<Reuse>,
     pub token_mismatches: Vec<TokenMismatch>,
     /// Digests of tokens this judgement discredited with a code of their own (reuse, a token
@@ -149,9 +164,24 @@ fn principals_mut(e: &mut Evidence) -> Vec<&mut Principal> {
 /// proves nothing here are turned into asserted ones, with the reason.
 pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
     let mut j = Judgement::default();
-    let own: HashSet<String> = std::iter::once(e.change.id.clone())
-        .chain(e.change.runs.iter().cloned())
-        .collect();
+    // What is this change's own: its id, and the runs no other change claims. A sender names a
+    // change's runs; naming another change's run must not make that change's tokens "own".
+    let mut own: HashSet<String> = HashSet::from([e.change.id.clone()]);
+    for run in &e.change.runs {
+        let others: Vec<String> = n
+            .run_claims
+            .get(run)
+            .into_iter()
+            .flatten()
+            .filter(|c| **c != e.change.id)
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            own.insert(run.clone());
+        } else {
+            j.contested_runs.push((run.clone(), others));
+        }
+    }
 
     // Before the deploy: by the stated times and by the receipts (a backdated approval sent
     // after the deploy's record is not before it).
@@ -170,24 +200,32 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
         };
     }
 
-    j.late = e
-        .deciding
-        .iter()
-        .filter(|r| {
-            r.received_ns.saturating_sub(r.stated_ns)
-                > r.max_lateness_ns.unwrap_or(s.max_lateness_ns)
-        })
-        .cloned()
-        .collect();
+    let lateness = |r: &Receipt| r.received_ns.saturating_sub(r.stated_ns);
+    for r in &e.deciding {
+        if lateness(r) > r.max_lateness_ns.unwrap_or(s.max_lateness_ns) {
+            j.late.push(r.clone());
+        } else if lateness(r) > s.max_lateness_ns {
+            j.allowed_late.push(r.clone());
+        }
+    }
 
-    // Credentials another change used first.
+    // Credentials another change used first: before this change's first use of it, in any role.
+    let mut own_first: HashMap<&str, u64> = HashMap::new();
+    for u in &e.credentials {
+        let f = own_first.entry(u.credential.as_str()).or_insert(u.seq);
+        *f = (*f).min(u.seq);
+    }
     for u in &e.credentials {
         let Some(uses) = n.credentials.get(&u.credential) else {
             continue;
         };
+        let mine = own_first
+            .get(u.credential.as_str())
+            .copied()
+            .unwrap_or(u.seq);
         let first = uses
             .iter()
-            .filter(|(subject, seq)| !own.contains(subject) && *seq < u.seq)
+            .filter(|(subject, seq)| !own.contains(subject) && *seq < mine)
             .min_by_key(|(_, seq)| *seq);
         if let Some((first_subject, first_seq)) = first {
             j.reused.push(Reuse {
@@ -230,11 +268,15 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
         {
             wrong.push(format!("was issued for change {c}"));
         }
-        if let (Some(b), Some(d)) = (bound_artifact, &artifact)
-            && b != d
-            && !d.starts_with(b.trim_end_matches("..."))
-        {
-            wrong.push(format!("was issued for artifact {b}, not {d}"));
+        // Bound to an artifact, the token names exactly what it approves.
+        match (bound_artifact, &artifact) {
+            (Some(b), Some(d)) if b != d => {
+                wrong.push(format!("was issued for artifact {b}, not {d}"));
+            }
+            (Some(b), None) => wrong.push(format!(
+                "was issued for artifact {b}, and the change states none"
+            )),
+            _ => {}
         }
         if !wrong.is_empty() {
             let detail = format!("the approval token {}", wrong.join(" and "));

@@ -20,7 +20,7 @@ mod judge;
 
 pub use extract::{
     ConductorImport, Intake, ItemInfo, conductor_facts, facts_from_item, rewritten, rfc3339_ns,
-    version_fact, version_key_prefix,
+    service_key_prefix, version_fact, version_key_prefix,
 };
 pub use fold::{
     ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
