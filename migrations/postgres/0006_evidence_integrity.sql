@@ -14,6 +14,10 @@ CREATE INDEX credentials_seq ON credentials (first_seq);
 -- A credential's first use (the reuse lookup).
 CREATE INDEX credentials_first ON credentials (credential, first_seq);
 
+-- Version sightings are looked up by key prefix, byte for byte: in the C collation (the
+-- database's own need not order bytes), which this index answers.
+CREATE INDEX facts_key_bytes ON facts (fact_key COLLATE "C");
+
 -- Derived rows are recomputed in entry order.
 CREATE INDEX facts_entry ON facts (entry_seq);
 CREATE INDEX spans_entry ON spans (entry_seq);

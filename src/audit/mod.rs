@@ -65,11 +65,11 @@ pub async fn verify_store(
     // Pages of rows, not bundle text: the verifier checks the stored bytes directly, and the
     // stored-data audit looks at the same rows as they pass instead of reading them again.
     let mut rx = export::stream_items(store.clone(), plan, crate::util::rfc3339_now());
-    let (tx, pages) = std::sync::mpsc::sync_channel::<Vec<export::Item>>(8);
+    let (tx, pages) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<export::Item>>>(8);
     let verifying = tokio::task::spawn_blocking(move || {
         let mut v = Verifier::new(opts);
         for page in pages {
-            for item in &page {
+            for item in page.iter() {
                 match item {
                     export::Item::Line(l) => v.push_line(l),
                     export::Item::Entry(r) => {
@@ -97,6 +97,12 @@ pub async fn verify_store(
     while let Some(page) = rx.recv().await {
         match page {
             Ok(items) => {
+                // The verifier gets the page first: its signature checks and this pass's
+                // derived-table queries then run side by side.
+                let items = std::sync::Arc::new(items);
+                if tx.send(items.clone()).is_err() {
+                    break;
+                }
                 let rows: Vec<&EntryRow> = items
                     .iter()
                     .filter_map(|i| match i {
@@ -106,9 +112,6 @@ pub async fn verify_store(
                     .collect();
                 if let Err(e) = pass.page(store, &rows).await {
                     failure = Some(export::ExportError::Storage(e));
-                    break;
-                }
-                if tx.send(items).is_err() {
                     break;
                 }
             }
