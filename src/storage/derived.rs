@@ -158,22 +158,37 @@ impl Store {
         size: u64,
         limit: i64,
     ) -> Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = match self {
-            Store::Sqlite(p) => sqlx::query_as(
-                // `kind || ''` and `entry_seq + 0` keep SQLite (no statistics) on the key
-                // range: through facts_kind_time or facts_entry it would read every sighting
-                // once per rollback (318 s instead of 1 s in a 100k-change report).
-                "SELECT payload, entry_seq FROM facts WHERE fact_key >= $1 AND fact_key < $2 \
+        let rows: Vec<(String, i64)> =
+            match self {
+                Store::Sqlite(p) => sqlx::query_as(
+                    // `kind || ''` and `entry_seq + 0` keep SQLite (no statistics) on the key
+                    // range: through facts_kind_time or facts_entry it would read every sighting
+                    // once per rollback (318 s instead of 1 s in a 100k-change report).
+                    "SELECT payload, entry_seq FROM facts WHERE fact_key >= $1 AND fact_key < $2 \
                  AND kind || '' = 'version.observed' AND entry_seq + 0 >= 0 AND entry_seq + 0 < $3 \
-                 ORDER BY entry_seq DESC LIMIT $4")
-                .bind(lo).bind(hi).bind(i(size)).bind(limit).fetch_all(p).await?,
-            Store::Postgres(p) => sqlx::query_as(
-                "SELECT payload, entry_seq FROM facts WHERE fact_key COLLATE \"C\" >= $1 \
+                 ORDER BY entry_seq DESC LIMIT $4",
+                )
+                .bind(lo)
+                .bind(hi)
+                .bind(i(size))
+                .bind(limit)
+                .fetch_all(p)
+                .await?,
+                Store::Postgres(p) => {
+                    sqlx::query_as(
+                        "SELECT payload, entry_seq FROM facts WHERE fact_key COLLATE \"C\" >= $1 \
                  AND fact_key COLLATE \"C\" < $2 \
                  AND kind = 'version.observed' AND entry_seq >= 0 AND entry_seq < $3 \
-                 ORDER BY entry_seq DESC LIMIT $4")
-                .bind(lo).bind(hi).bind(i(size)).bind(limit).fetch_all(p).await?,
-        };
+                 ORDER BY entry_seq DESC LIMIT $4",
+                    )
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(i(size))
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await?
+                }
+            };
         rows.into_iter()
             .map(|(payload, seq)| Ok((payload, u(seq, "entry seq")?)))
             .collect()

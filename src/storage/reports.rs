@@ -154,7 +154,9 @@ impl Store {
             for id in ids {
                 sep.push_bind(id);
             }
-            q.push(")) r JOIN facts f ON f.run_id = r.run_id AND f.change_id IS NULL WHERE f.entry_seq < ");
+            // CROSS JOIN keeps SQLite's order: from each run to its facts (facts_run_change),
+            // not from every fact naming no change (all version sightings) to the runs.
+            q.push(")) r CROSS JOIN facts f WHERE f.run_id = r.run_id AND f.change_id IS NULL AND f.entry_seq < ");
             q.push_bind(i(size));
             q.build_query_as().fetch_all(p).await
         })?;
