@@ -5,9 +5,12 @@
 //! built from a database whose derived tables were tampered with fails offline, although the
 //! service signed it.
 //!
-//! Everything below the report's checkpoint is held in memory (the facts as parsed, per change;
-//! per subject, its entry range and bound spans): re-derivation trades memory for needing nothing
-//! but the bundle.
+//! Held in memory per fact is where to read it again (a locator into the bundle and a digest of
+//! its payload, 48 bytes), plus the small indexes judging needs (each credential's first use, run
+//! claims, change ids, version sightings, each change's period and rollback link); the facts
+//! themselves are read back from the bundle one change at a time, and a payload that no longer
+//! matches its digest stops re-derivation. A 100k-change ledger (1,000,201 entries) takes about
+//! 200 MB this way, against 1.5 GB holding every fact parsed.
 
 use super::evidence::{
     self, Evidence, Fact, FactRecord, Neighbours, Policy, Recorded, sighting_key,
@@ -30,11 +33,70 @@ struct Subject {
     last_leaf: Option<Hash>,
 }
 
+/// Where a fact's entry lies in the source the caller reads entries from (for a bundle, the
+/// line's byte offset and length), and the digest of the payload seen on the first pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locator {
+    pub offset: u64,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FactRef {
+    seq: u64,
+    received_ns: i64,
+    at: Locator,
+    digest: [u8; 16],
+}
+
+/// A change.requested fact, as much of it as decides the population and version explanations.
+#[derive(Debug, Clone)]
+struct ChangeStub {
+    subject: String,
+    change_id: Option<String>,
+    time_ns: i64,
+    received_ns: i64,
+    rollback_of: Option<String>,
+    deploys: Option<(String, String, String)>,
+}
+
+/// Reads a fact's payload again, given where the first pass saw it.
+pub trait PayloadSource {
+    fn payload(&mut self, at: Locator) -> Result<String, String>;
+}
+
+/// Payloads kept in memory, by locator offset (for tests and small ledgers).
+impl PayloadSource for HashMap<u64, String> {
+    fn payload(&mut self, at: Locator) -> Result<String, String> {
+        self.get(&at.offset)
+            .cloned()
+            .ok_or_else(|| format!("no payload at {}", at.offset))
+    }
+}
+
+fn digest(payload: &str) -> [u8; 16] {
+    let h = Hash::of(&[payload.as_bytes()]);
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&h.0[..16]);
+    d
+}
+
 /// What the entries below a checkpoint hold, gathered as they stream past.
 #[derive(Debug, Default)]
 pub struct LedgerFacts {
     size: u64,
-    facts: Vec<Recorded>,
+    facts: Vec<FactRef>,
+    /// Change id → its facts (indexes into `facts`), in push order.
+    by_change: HashMap<String, Vec<u32>>,
+    /// Run id → the facts naming it and no change.
+    by_run: HashMap<String, Vec<u32>>,
+    changes: Vec<ChangeStub>,
+    versions: Vec<(evidence::VersionFact, u64, i64)>,
+    /// Each credential's first use below the checkpoint: all that reuse needs (a change reused
+    /// a credential exactly when its first use belongs to another subject).
+    first_uses: HashMap<String, (String, u64)>,
+    known: std::collections::HashSet<String>,
+    run_claims: HashMap<String, BTreeSet<String>>,
     subjects: HashMap<String, Subject>,
     spans: HashMap<String, SpanTally>,
 }
@@ -48,7 +110,9 @@ impl LedgerFacts {
         }
     }
 
-    /// One entry, in any order. Its payload, if present, is what the ledger signed.
+    /// One entry, in entry order; `at` is where it can be read again. Its payload, if present,
+    /// is what the ledger signed.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         seq: u64,
@@ -57,6 +121,7 @@ impl LedgerFacts {
         time_ns: i64,
         leaf: Hash,
         payload: Option<&str>,
+        at: Locator,
     ) {
         if seq >= self.size {
             return;
@@ -78,15 +143,11 @@ impl LedgerFacts {
         };
         if evidence::FACT_KINDS.contains(&kind) {
             // What the writer would have stored as a fact: a fact record about this subject.
-            if let Ok(fact) = serde_json::from_str::<FactRecord>(payload)
-                && fact.fact.entry_kind() == kind
-                && fact.subject() == subject
+            if let Ok(f) = serde_json::from_str::<FactRecord>(payload)
+                && f.fact.entry_kind() == kind
+                && f.subject() == subject
             {
-                self.facts.push(Recorded {
-                    seq,
-                    received_ns: time_ns,
-                    fact,
-                });
+                self.index(f, seq, time_ns, at, digest(payload));
             }
         } else if kind == SPANS_BOUND
             && let Ok(d) = super::derived::derive(seq, kind, subject, time_ns, payload)
@@ -97,6 +158,105 @@ impl LedgerFacts {
                 t.traces.insert(r.trace_id);
             }
         }
+    }
+
+    fn index(&mut self, f: FactRecord, seq: u64, received_ns: i64, at: Locator, d: [u8; 16]) {
+        let i = self.facts.len() as u32;
+        self.facts.push(FactRef {
+            seq,
+            received_ns,
+            at,
+            digest: d,
+        });
+        let subject = f.subject();
+        if let Some(c) = &f.change_id {
+            self.by_change.entry(c.clone()).or_default().push(i);
+            self.add_run_claim(c, c);
+            if let Some(run) = &f.run_id {
+                self.add_run_claim(run, c);
+            }
+        } else if let Some(run) = &f.run_id {
+            self.by_run.entry(run.clone()).or_default().push(i);
+        }
+        for c in f.credentials() {
+            match self.first_uses.get_mut(&c) {
+                Some(first) if first.1 <= seq => {}
+                Some(first) => *first = (subject.clone(), seq),
+                None => {
+                    self.first_uses.insert(c, (subject.clone(), seq));
+                }
+            }
+        }
+        match f.fact {
+            Fact::Change(c) => {
+                self.known.extend(f.change_id.clone());
+                self.known.extend(f.run_id.clone());
+                self.changes.push(ChangeStub {
+                    subject,
+                    change_id: f.change_id,
+                    time_ns: f.time_ns,
+                    received_ns,
+                    rollback_of: c.rollback_of,
+                    deploys: match (c.service, c.environment, c.version) {
+                        (Some(s), Some(e), Some(v)) => Some((s, e, v)),
+                        _ => None,
+                    },
+                });
+            }
+            Fact::Version(v) => self.versions.push((v, seq, received_ns)),
+            _ => {}
+        }
+    }
+
+    fn add_run_claim(&mut self, run: &str, change: &str) {
+        if let Some(set) = self.run_claims.get_mut(run) {
+            if !set.contains(change) {
+                set.insert(change.to_owned());
+            }
+        } else {
+            self.run_claims
+                .insert(run.to_owned(), BTreeSet::from([change.to_owned()]));
+        }
+    }
+
+    /// The facts `ids` point at, read again from `src` and checked against the first pass.
+    fn load(&self, ids: &[u32], src: &mut dyn PayloadSource) -> Result<Vec<Recorded>, String> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &i in ids {
+            let r = self.facts[i as usize];
+            let payload = src.payload(r.at)?;
+            if digest(&payload) != r.digest {
+                return Err(format!(
+                    "entry {}'s payload changed since it was verified: the bundle was modified while being read",
+                    r.seq
+                ));
+            }
+            let fact = serde_json::from_str::<FactRecord>(&payload)
+                .map_err(|e| format!("entry {}: {e}", r.seq))?;
+            out.push(Recorded {
+                seq: r.seq,
+                received_ns: r.received_ns,
+                fact,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The neighbours judging looks up, from the whole ledger below the checkpoint (moved out:
+    /// they are the largest indexes, and only judging reads them).
+    fn take_neighbours(&mut self) -> Neighbours {
+        let mut n = Neighbours {
+            known: std::mem::take(&mut self.known),
+            run_claims: std::mem::take(&mut self.run_claims),
+            ..Default::default()
+        };
+        for (c, (subject, seq)) in std::mem::take(&mut self.first_uses) {
+            n.credentials.insert(c, vec![(subject, seq)]);
+        }
+        for (v, _, _) in &self.versions {
+            n.add_sighting(v);
+        }
+        n
     }
 
     /// The ledger span of a change: the entries about it and its runs.
@@ -163,102 +323,79 @@ pub struct Rederived {
     pub rotation: Vec<RotationRow>,
 }
 
-/// Re-derives the report over `l`. `ledger_findings` are the verifier's findings (as exceptions,
-/// with the entry each names), which the report lists as EVIDENCE_GAP rows.
+/// Re-derives the report over `l`, reading each change's facts again from `src`.
+/// `ledger_findings` are the verifier's findings (as exceptions, with the entry each names),
+/// which the report lists as EVIDENCE_GAP rows. Fails only when a fact cannot be read again as
+/// it was first seen.
 pub fn rederive(
-    l: &LedgerFacts,
+    mut l: LedgerFacts,
+    src: &mut dyn PayloadSource,
     scope: &Scope,
     cat: &Catalogue,
     ledger_findings: &[(Exception, Option<u64>)],
-) -> Rederived {
-    // The indexes the service reads from storage, from the facts themselves.
-    let mut by_change: HashMap<&str, Vec<&Recorded>> = HashMap::new();
-    let mut by_run: HashMap<&str, Vec<&Recorded>> = HashMap::new();
-    let mut in_period: BTreeSet<String> = BTreeSet::new();
-    let mut rollbacks: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut deployers: HashMap<(String, String, String), BTreeSet<String>> = HashMap::new();
-    let mut n = Neighbours::default();
-    let mut versions: Vec<(evidence::VersionFact, u64)> = Vec::new();
+) -> Result<Rederived, String> {
+    let n = l.take_neighbours();
+    let l = &l;
     let in_scope = |t: i64| t >= scope.from_ns && t < scope.to_ns;
-    for r in &l.facts {
-        let f = &r.fact;
-        if let Some(c) = &f.change_id {
-            by_change.entry(c).or_default().push(r);
-            n.add_run_claim(c, c);
-            if let Some(run) = &f.run_id {
-                n.add_run_claim(run, c);
-            }
+    let mut in_period: BTreeSet<&str> = BTreeSet::new();
+    let mut rollbacks: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    let mut deployers: HashMap<(String, String, String), BTreeSet<&str>> = HashMap::new();
+    for c in &l.changes {
+        // In the period by the time it states or by when it arrived: history sent late into a
+        // closed period shows in the period it arrived in too.
+        let in_period_here = in_scope(c.time_ns) || in_scope(c.received_ns);
+        if let Some(id) = &c.change_id
+            && in_period_here
+        {
+            in_period.insert(id);
         }
-        if let Some(run) = &f.run_id {
-            by_run.entry(run).or_default().push(r);
+        if let Some(of) = &c.rollback_of {
+            rollbacks.entry(of).or_default().insert(&c.subject);
         }
-        for c in f.credentials() {
-            n.add_credential(&c, &f.subject(), r.seq);
-        }
-        match &f.fact {
-            Fact::Change(c) => {
-                n.known.extend(f.change_id.clone());
-                n.known.extend(f.run_id.clone());
-                let subject = f.subject();
-                // In the period by the time it states or by when it arrived: history sent late
-                // into a closed period shows in the period it arrived in too.
-                let in_period_here = in_scope(f.time_ns) || in_scope(r.received_ns);
-                if let Some(id) = &f.change_id
-                    && in_period_here
-                {
-                    in_period.insert(id.clone());
-                }
-                if let Some(of) = &c.rollback_of {
-                    rollbacks
-                        .entry(of.clone())
-                        .or_default()
-                        .insert(subject.clone());
-                }
-                if !in_period_here
-                    && let (Some(s), Some(e), Some(v)) = (&c.service, &c.environment, &c.version)
-                {
-                    deployers
-                        .entry(sighting_key(s, e, v))
-                        .or_default()
-                        .insert(subject);
-                }
-            }
-            Fact::Version(v) => {
-                n.add_sighting(v);
-                let in_scope = scope.policy.is_production(&v.environment)
-                    && (in_scope(v.first_seen_ns) || in_scope(r.received_ns))
-                    && scope
-                        .environment
-                        .as_ref()
-                        .is_none_or(|e| e.eq_ignore_ascii_case(&v.environment))
-                    && scope.service.as_ref().is_none_or(|s| s == &v.service);
-                if in_scope {
-                    versions.push((v.clone(), r.seq));
-                }
-            }
-            _ => {}
+        if !in_period_here && let Some((s, e, v)) = &c.deploys {
+            deployers
+                .entry(sighting_key(s, e, v))
+                .or_default()
+                .insert(&c.subject);
         }
     }
+    let mut versions: Vec<(&evidence::VersionFact, u64)> = l
+        .versions
+        .iter()
+        .filter(|(v, _, received_ns)| {
+            scope.policy.is_production(&v.environment)
+                && (in_scope(v.first_seen_ns) || in_scope(*received_ns))
+                && scope
+                    .environment
+                    .as_ref()
+                    .is_none_or(|e| e.eq_ignore_ascii_case(&v.environment))
+                && scope.service.as_ref().is_none_or(|s| s == &v.service)
+        })
+        .map(|(v, seq, _)| (v, *seq))
+        .collect();
     versions.sort_by_key(|(v, seq)| (v.first_seen_ns, *seq));
+    // Only sightings of the version a change deployed can be explained by it.
+    let mut versions_of: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+    for (i, (v, _)) in versions.iter().enumerate() {
+        versions_of
+            .entry(sighting_key(&v.service, &v.environment, &v.version))
+            .or_default()
+            .push(i);
+    }
 
-    let fold = |id: &str| -> Evidence {
-        let mut facts: Vec<Recorded> = by_change
-            .get(id)
-            .map(|v| v.iter().map(|r| (*r).clone()).collect())
-            .unwrap_or_default();
+    let mut fold = |id: &str| -> Result<Evidence, String> {
+        let mut facts = l.load(l.by_change.get(id).map_or(&[][..], Vec::as_slice), src)?;
         let runs: BTreeSet<String> = facts.iter().filter_map(|r| r.fact.run_id.clone()).collect();
         for run in &runs {
             // A fact naming another change is that change's, whatever run it names.
-            for r in by_run.get(run.as_str()).into_iter().flatten() {
-                if r.fact.change_id.is_none() {
-                    facts.push((*r).clone());
-                }
+            if let Some(ids) = l.by_run.get(run.as_str()) {
+                facts.extend(l.load(ids, src)?);
             }
         }
         let mut rolled_back_by = BTreeSet::new();
         for k in std::iter::once(id).chain(runs.iter().map(String::as_str)) {
             if let Some(r) = rollbacks.get(k) {
-                rolled_back_by.extend(r.iter().cloned());
+                rolled_back_by.extend(r.iter().map(|s| (*s).to_owned()));
             }
         }
         let mut ev = evidence::evidence(
@@ -268,25 +405,25 @@ pub fn rederive(
             &scope.policy,
         );
         evidence::judge(&mut ev, &n, &scope.judging);
-        ev
+        Ok(ev)
     };
 
     let mut out = Rederived::default();
     let mut tally = Tally::new();
     let mut rotation = Rotation::default();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut processed: BTreeSet<String> = BTreeSet::new();
+    let mut processed: BTreeSet<&str> = BTreeSet::new();
     let mut explained = vec![false; versions.len()];
     let mut exception = |code_row: ExceptionRow, out: &mut Rederived| {
         *counts.entry(code_row.code.clone()).or_default() += 1;
         out.exceptions.push(code_row);
     };
-    for id in &in_period {
-        let ev = fold(id);
+    for &id in &in_period {
+        let ev = fold(id)?;
         if !scope.holds(&ev) {
             continue;
         }
-        processed.insert(id.clone());
+        processed.insert(id);
         let spans = l.span_tally(&ev);
         let ledger = l.ledger_span(&ev);
         let xs = rules::judged_exceptions(&ev, &[], &scope.rules);
@@ -300,9 +437,16 @@ pub fn rederive(
                 &mut out,
             );
         }
-        for (i, (v, _)) in versions.iter().enumerate() {
-            if !explained[i] && evidence::explains(&ev, v, scope.tolerance_ns) {
-                explained[i] = true;
+        let c = &ev.change;
+        if let (Some(s), Some(e), Some(v)) = (&c.service, &c.environment, &c.version) {
+            for &i in versions_of
+                .get(&sighting_key(s, e, v))
+                .into_iter()
+                .flatten()
+            {
+                if !explained[i] && evidence::explains(&ev, versions[i].0, scope.tolerance_ns) {
+                    explained[i] = true;
+                }
             }
         }
     }
@@ -310,12 +454,17 @@ pub fn rederive(
         if explained[i] {
             continue;
         }
-        let by_other = deployers
+        let mut by_other = false;
+        for &c in deployers
             .get(&sighting_key(&v.service, &v.environment, &v.version))
             .into_iter()
             .flatten()
-            .filter(|c| !processed.contains(*c))
-            .any(|c| evidence::explains(&fold(c), v, scope.tolerance_ns));
+        {
+            if !processed.contains(c) && evidence::explains(&fold(c)?, v, scope.tolerance_ns) {
+                by_other = true;
+                break;
+            }
+        }
         if !by_other {
             let x = rules::unlinked_deploy(v);
             exception(
@@ -335,5 +484,71 @@ pub fn rederive(
         &scope.rules.untested_codes(),
     );
     out.rotation = rotation.rows().cloned().collect();
-    out
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FACT: &str = r#"{"key":"run:wf:requested:span:ab","change_id":"CHG-1","run_id":"wf","source":"span","time_ns":5,"fact":"change","environment":"production","service":"pay","requested_ns":5}"#;
+
+    fn scope() -> Scope {
+        Scope {
+            from_ns: 0,
+            to_ns: 100,
+            environment: None,
+            service: None,
+            policy: Policy::default(),
+            rules: RuleContext::default(),
+            judging: evidence::Settings::default(),
+            tolerance_ns: 0,
+        }
+    }
+
+    fn ledger() -> (LedgerFacts, HashMap<u64, String>) {
+        let mut l = LedgerFacts::new(10);
+        let at = Locator { offset: 7, len: 0 };
+        l.push(
+            0,
+            "change.requested",
+            "CHG-1",
+            6,
+            Hash([1; 32]),
+            Some(FACT),
+            at,
+        );
+        // Past the checkpoint: not part of the report.
+        let late = Locator { offset: 8, len: 0 };
+        l.push(
+            10,
+            "change.requested",
+            "CHG-1",
+            6,
+            Hash([2; 32]),
+            Some(FACT),
+            late,
+        );
+        (l, HashMap::from([(7, FACT.to_owned())]))
+    }
+
+    #[test]
+    fn the_facts_are_read_again_and_folded() {
+        let cat = Catalogue::parse(super::super::report::SOC2_CATALOGUE).unwrap();
+        let (l, mut src) = ledger();
+        let r = rederive(l, &mut src, &scope(), &cat, &[]).unwrap();
+        assert_eq!(r.population.len(), 1);
+        assert_eq!(r.population[0].change_id, "CHG-1");
+        assert_eq!(r.population[0].audit_entries, 1);
+        assert_eq!(r.population[0].audit_seq_last, Some(0));
+    }
+
+    #[test]
+    fn a_payload_that_changed_since_it_was_verified_stops_rederivation() {
+        let cat = Catalogue::parse(super::super::report::SOC2_CATALOGUE).unwrap();
+        let (l, mut src) = ledger();
+        src.insert(7, FACT.replace("production", "staging"));
+        let e = rederive(l, &mut src, &scope(), &cat, &[]).unwrap_err();
+        assert!(e.contains("entry 0's payload changed"), "{e}");
+    }
 }

@@ -9,7 +9,7 @@ use crate::core::hash::{Hash, unb64};
 use crate::core::keys::Vkey;
 use crate::core::merkle::CompactRange;
 use crate::core::note::{Checkpoint, Note, NoteVerdict};
-use crate::core::rederive::{LedgerFacts, Scope, rederive};
+use crate::core::rederive::{LedgerFacts, Locator, PayloadSource, Scope, rederive};
 use crate::core::report::{self as core, EXCEPTION_COLUMNS, POPULATION_COLUMNS, sample_rank};
 use crate::core::rules::Exception;
 use crate::core::verify::{Options, Verifier};
@@ -209,6 +209,7 @@ pub async fn verify_report(
                 findings: super::ledger_exceptions(&read.report).0,
                 facts: read.facts,
                 from_start: read.from_start,
+                bundle: path.clone(),
             });
         }
         (LedgerSource::Store(store), Some(size)) => {
@@ -416,7 +417,7 @@ pub async fn verify_report(
         }
     }
     if let Some(o) = offline {
-        rederived(dir, &m, catalogue, &o, &mut out);
+        rederived(dir, &m, catalogue, o, &mut out);
     }
     Ok(out)
 }
@@ -475,12 +476,45 @@ struct Offline {
     from_start: bool,
     /// The ledger verifier's findings, as the report lists them.
     findings: Vec<(Exception, Option<u64>)>,
+    /// The bundle, read again for each change's facts.
+    bundle: PathBuf,
+}
+
+/// A bundle's entry payloads, read again by line offset.
+struct BundlePayloads {
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+impl PayloadSource for BundlePayloads {
+    fn payload(&mut self, at: Locator) -> Result<String, String> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.buf.resize(at.len as usize, 0);
+        self.file
+            .seek(SeekFrom::Start(at.offset))
+            .and_then(|_| self.file.read_exact(&mut self.buf))
+            .map_err(|e| format!("reading the bundle again at byte {}: {e}", at.offset))?;
+        let text = std::str::from_utf8(&self.buf)
+            .map_err(|_| format!("the bundle changed at byte {}", at.offset))?;
+        match Line::parse(text) {
+            Ok(Line::Entry(e)) => e
+                .payload
+                .map(|p| p.into_owned())
+                .ok_or_else(|| format!("the bundle changed at byte {}", at.offset)),
+            _ => Err(format!("the bundle changed at byte {}", at.offset)),
+        }
+    }
 }
 
 /// Re-derives the report's rows from the bundle's entries and names every row that differs.
-fn rederived(dir: &Path, m: &Manifest, catalogue: Option<&str>, o: &Offline, out: &mut Outcome) {
-    let (facts, findings) = (&o.facts, &o.findings);
-    if !o.from_start {
+fn rederived(dir: &Path, m: &Manifest, catalogue: Option<&str>, o: Offline, out: &mut Outcome) {
+    let Offline {
+        facts,
+        from_start,
+        findings,
+        bundle,
+    } = o;
+    if !from_start {
         out.fail(
             "NOT_DERIVED",
             "the bundle does not start at entry 0: the rows cannot be re-derived from it (export the whole ledger)",
@@ -509,7 +543,23 @@ fn rederived(dir: &Path, m: &Manifest, catalogue: Option<&str>, o: &Offline, out
             return;
         }
     };
-    let want = rederive(facts, &scope, &cat, findings);
+    let mut payloads = match std::fs::File::open(&bundle) {
+        Ok(file) => BundlePayloads {
+            file,
+            buf: Vec::new(),
+        },
+        Err(e) => {
+            out.fail("NOT_DERIVED", format!("cannot open the bundle again: {e}"));
+            return;
+        }
+    };
+    let want = match rederive(facts, &mut payloads, &scope, &cat, &findings) {
+        Ok(w) => w,
+        Err(e) => {
+            out.fail("NOT_DERIVED", e);
+            return;
+        }
+    };
     let before = out.findings.len() + out.suppressed.values().sum::<u64>() as usize;
 
     // Population: one row per change, every column.
@@ -883,11 +933,15 @@ fn read_bundle(
     let mut facts = LedgerFacts::new(size);
     let mut from_start = true;
     let mut buf = Vec::with_capacity(1024);
+    let mut offset = 0u64;
     loop {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
+        let read = reader.read_until(b'\n', &mut buf)?;
+        if read == 0 {
             break;
         }
+        let at = offset;
+        offset += read as u64;
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let Ok(text) = std::str::from_utf8(line) else {
             v.push_unreadable("line is not valid UTF-8");
@@ -913,6 +967,10 @@ fn read_bundle(
                                 entry.time_ns,
                                 leaf,
                                 e.payload.as_deref(),
+                                Locator {
+                                    offset: at,
+                                    len: line.len() as u32,
+                                },
                             );
                         }
                         if wanted.contains(&e.seq) {
