@@ -403,91 +403,95 @@ async fn a_deploy_credential_used_on_an_earlier_change_was_not_rotated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_never_deployed_and_a_restoring_rollback_need_no_approval() {
-    let db = TestDb::sqlite().await;
-    let app = spawn_app_with(strict(&db)).await;
-    let t0 = ago(6 * HOUR);
-    // Rejected, then the run failed: nothing was deployed.
-    let mut wf = Workflow::new("CHG-REJECTED", 12, t0);
-    let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
-    set(&mut run, "cicd.pipeline.result", "failure");
-    let t = |m: u64| (t0 + m * MIN) as i64;
-    let bob = idp::token("bob@example.com", &["release-approver"], t(15));
-    let rejected = wf.approval("bob@example.com", Some(bob), "rejected", MIN, 15 * MIN);
-    send(&app, &[run, rejected]).await;
-    let p = packet(&app, "CHG-REJECTED").await;
-    assert!(
-        !codes(&p).contains(&"NO_APPROVAL".into()),
-        "{}",
-        p["exceptions"]
-    );
+    for db in
+        TestDb::all("a_run_that_never_deployed_and_a_restoring_rollback_need_no_approval").await
+    {
+        let app = spawn_app_with(strict(&db)).await;
+        let t0 = ago(6 * HOUR);
+        // Rejected, then the run failed: nothing was deployed.
+        let mut wf = Workflow::new("CHG-REJECTED", 12, t0);
+        let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
+        set(&mut run, "cicd.pipeline.result", "failure");
+        let t = |m: u64| (t0 + m * MIN) as i64;
+        let bob = idp::token("bob@example.com", &["release-approver"], t(15));
+        let rejected = wf.approval("bob@example.com", Some(bob), "rejected", MIN, 15 * MIN);
+        send(&app, &[run, rejected]).await;
+        let p = packet(&app, "CHG-REJECTED").await;
+        assert!(
+            !codes(&p).contains(&"NO_APPROVAL".into()),
+            "{}",
+            p["exceptions"]
+        );
 
-    // 1.41.0 ran (approved), 1.42.0 replaced it, then an automatic rollback put 1.41.0 back
-    // without an approval of its own.
-    let mut old = Workflow::new("CHG-OLD", 13, t0);
-    old.version = "1.41.0".into();
-    send(&app, &normal_change(&mut old)).await;
-    let mut new = Workflow::new("CHG-NEW", 14, t0 + HOUR);
-    send(&app, &normal_change(&mut new)).await;
-    let mut rb = Workflow::new("CHG-AUTO-RB", 15, t0 + 2 * HOUR);
-    rb.version = "1.41.0".into();
-    let run = rb.run_span(
-        "rollback",
-        "conductor",
-        None,
-        vec![kv("changetrail.change.rollback_of", "CHG-NEW")],
-    );
-    let deploy = rb.deploy(0, "success", MIN, 3 * MIN);
-    let live = rb.service_span("GET /pay", 4 * MIN);
-    send(&app, &[run, deploy, live]).await;
-    let p = packet(&app, "CHG-AUTO-RB").await;
-    let c = codes(&p);
-    assert!(!c.contains(&"NO_APPROVAL".into()), "{c:?}");
-    assert!(!c.contains(&"ROLLBACK_UNLINKED".into()), "{c:?}");
-    assert_eq!(p["judgement"]["restores_seen_version"], true);
-    // And the version it put back is explained by it, not an unlinked deploy.
-    let auditor = app.token(changetrail::auth::Role::Auditor).await;
-    let unlinked: Value = app
-        .get("/v1/deploys/unlinked", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        unlinked["unlinked_deploys"],
-        serde_json::json!([]),
-        "{unlinked}"
-    );
-    app.stop().await;
+        // 1.41.0 ran (approved), 1.42.0 replaced it, then an automatic rollback put 1.41.0 back
+        // without an approval of its own.
+        let mut old = Workflow::new("CHG-OLD", 13, t0);
+        old.version = "1.41.0".into();
+        send(&app, &normal_change(&mut old)).await;
+        let mut new = Workflow::new("CHG-NEW", 14, t0 + HOUR);
+        send(&app, &normal_change(&mut new)).await;
+        let mut rb = Workflow::new("CHG-AUTO-RB", 15, t0 + 2 * HOUR);
+        rb.version = "1.41.0".into();
+        let run = rb.run_span(
+            "rollback",
+            "conductor",
+            None,
+            vec![kv("changetrail.change.rollback_of", "CHG-NEW")],
+        );
+        let deploy = rb.deploy(0, "success", MIN, 3 * MIN);
+        let live = rb.service_span("GET /pay", 4 * MIN);
+        send(&app, &[run, deploy, live]).await;
+        let p = packet(&app, "CHG-AUTO-RB").await;
+        let c = codes(&p);
+        assert!(!c.contains(&"NO_APPROVAL".into()), "{c:?}");
+        assert!(!c.contains(&"ROLLBACK_UNLINKED".into()), "{c:?}");
+        assert_eq!(p["judgement"]["restores_seen_version"], true);
+        // And the version it put back is explained by it, not an unlinked deploy.
+        let auditor = app.token(changetrail::auth::Role::Auditor).await;
+        let unlinked: Value = app
+            .get("/v1/deploys/unlinked", Some(&auditor))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            unlinked["unlinked_deploys"],
+            serde_json::json!([]),
+            "{unlinked}"
+        );
+        app.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_version_redeployed_by_no_change_is_an_unlinked_deploy() {
-    let db = TestDb::sqlite().await;
-    let app = spawn_app_with(strict(&db)).await;
-    let t0 = ago(6 * HOUR);
-    let mut one = Workflow::new("CHG-V1", 16, t0);
-    one.version = "1.0.0".into();
-    send(&app, &normal_change(&mut one)).await;
-    let mut two = Workflow::new("CHG-V2", 17, t0 + HOUR);
-    two.version = "2.0.0".into();
-    send(&app, &normal_change(&mut two)).await;
-    // Two hours later 1.0.0 serves again, and no change put it there.
-    let mut rogue = Workflow::new("none", 18, t0 + 3 * HOUR);
-    rogue.version = "1.0.0".into();
-    let live = rogue.service_span("GET /pay", 0);
-    send(&app, &[live]).await;
-    let auditor = app.token(changetrail::auth::Role::Auditor).await;
-    let unlinked: Value = app
-        .get("/v1/deploys/unlinked", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let list = unlinked["unlinked_deploys"].as_array().unwrap();
-    assert_eq!(list.len(), 1, "{unlinked}");
-    assert_eq!(list[0]["version"], "1.0.0");
-    assert_eq!(list[0]["previous"], "2.0.0");
-    app.stop().await;
+    for db in TestDb::all("an_old_version_redeployed_by_no_change_is_an_unlinked_deploy").await {
+        let app = spawn_app_with(strict(&db)).await;
+        let t0 = ago(6 * HOUR);
+        let mut one = Workflow::new("CHG-V1", 16, t0);
+        one.version = "1.0.0".into();
+        send(&app, &normal_change(&mut one)).await;
+        let mut two = Workflow::new("CHG-V2", 17, t0 + HOUR);
+        two.version = "2.0.0".into();
+        send(&app, &normal_change(&mut two)).await;
+        // Two hours later 1.0.0 serves again, and no change put it there.
+        let mut rogue = Workflow::new("none", 18, t0 + 3 * HOUR);
+        rogue.version = "1.0.0".into();
+        let live = rogue.service_span("GET /pay", 0);
+        send(&app, &[live]).await;
+        let auditor = app.token(changetrail::auth::Role::Auditor).await;
+        let unlinked: Value = app
+            .get("/v1/deploys/unlinked", Some(&auditor))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let list = unlinked["unlinked_deploys"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{unlinked}");
+        assert_eq!(list[0]["version"], "1.0.0");
+        assert_eq!(list[0]["previous"], "2.0.0");
+        app.stop().await;
+    }
 }
 
 /// An approval as a log record, so the ledger binds a log record too.
