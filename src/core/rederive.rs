@@ -5,8 +5,8 @@
 //! built from a database whose derived tables were tampered with fails offline, although the
 //! service signed it.
 //!
-//! Held in memory per fact is where to read it again (a locator into the bundle and a digest of
-//! its payload, 48 bytes), plus the small indexes judging needs (each credential's first use, run
+//! Held in memory per fact is where to read it again (a locator into the bundle and the SHA-256
+//! of its payload, 64 bytes), plus the small indexes judging needs (each credential's first use, run
 //! claims, change ids, version sightings, each change's period and rollback link); the facts
 //! themselves are read back from the bundle one change at a time, and a payload that no longer
 //! matches its digest stops re-derivation. A 100k-change ledger (1,000,201 entries) takes about
@@ -38,7 +38,7 @@ struct Subject {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Locator {
     pub offset: u64,
-    pub len: u32,
+    pub len: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,8 @@ struct FactRef {
     seq: u64,
     received_ns: i64,
     at: Locator,
-    digest: [u8; 16],
+    /// The whole SHA-256: the second read is checked by it alone, so it must resist collisions.
+    digest: Hash,
 }
 
 /// A change.requested fact, as much of it as decides the population and version explanations.
@@ -74,11 +75,8 @@ impl PayloadSource for HashMap<u64, String> {
     }
 }
 
-fn digest(payload: &str) -> [u8; 16] {
-    let h = Hash::of(&[payload.as_bytes()]);
-    let mut d = [0u8; 16];
-    d.copy_from_slice(&h.0[..16]);
-    d
+fn digest(payload: &str) -> Hash {
+    Hash::of(&[payload.as_bytes()])
 }
 
 /// What the entries below a checkpoint hold, gathered as they stream past.
@@ -99,6 +97,8 @@ pub struct LedgerFacts {
     run_claims: HashMap<String, BTreeSet<String>>,
     subjects: HashMap<String, Subject>,
     spans: HashMap<String, SpanTally>,
+    /// More facts than the index can name (2^32): re-derivation refuses rather than alias them.
+    overflow: bool,
 }
 
 impl LedgerFacts {
@@ -160,8 +160,11 @@ impl LedgerFacts {
         }
     }
 
-    fn index(&mut self, f: FactRecord, seq: u64, received_ns: i64, at: Locator, d: [u8; 16]) {
-        let i = self.facts.len() as u32;
+    fn index(&mut self, f: FactRecord, seq: u64, received_ns: i64, at: Locator, d: Hash) {
+        let Ok(i) = u32::try_from(self.facts.len()) else {
+            self.overflow = true;
+            return;
+        };
         self.facts.push(FactRef {
             seq,
             received_ns,
@@ -334,6 +337,9 @@ pub fn rederive(
     cat: &Catalogue,
     ledger_findings: &[(Exception, Option<u64>)],
 ) -> Result<Rederived, String> {
+    if l.overflow {
+        return Err("the ledger holds more facts than re-derivation indexes (2^32)".into());
+    }
     let n = l.take_neighbours();
     let l = &l;
     let in_scope = |t: i64| t >= scope.from_ns && t < scope.to_ns;
@@ -450,6 +456,8 @@ pub fn rederive(
             }
         }
     }
+    // Changes outside the period, folded once each however many sightings ask about them.
+    let mut others: HashMap<&str, Evidence> = HashMap::new();
     for (i, (v, seq)) in versions.iter().enumerate() {
         if explained[i] {
             continue;
@@ -460,7 +468,14 @@ pub fn rederive(
             .into_iter()
             .flatten()
         {
-            if !processed.contains(c) && evidence::explains(&fold(c)?, v, scope.tolerance_ns) {
+            if processed.contains(c) {
+                continue;
+            }
+            let ev = match others.entry(c) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(fold(c)?),
+            };
+            if evidence::explains(ev, v, scope.tolerance_ns) {
                 by_other = true;
                 break;
             }

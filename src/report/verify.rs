@@ -489,7 +489,9 @@ struct BundlePayloads {
 impl PayloadSource for BundlePayloads {
     fn payload(&mut self, at: Locator) -> Result<String, String> {
         use std::io::{Read, Seek, SeekFrom};
-        self.buf.resize(at.len as usize, 0);
+        let len = usize::try_from(at.len)
+            .map_err(|_| format!("a line of {} bytes at byte {}", at.len, at.offset))?;
+        self.buf.resize(len, 0);
         self.file
             .seek(SeekFrom::Start(at.offset))
             .and_then(|_| self.file.read_exact(&mut self.buf))
@@ -969,7 +971,7 @@ fn read_bundle(
                                 e.payload.as_deref(),
                                 Locator {
                                     offset: at,
-                                    len: line.len() as u32,
+                                    len: line.len() as u64,
                                 },
                             );
                         }
