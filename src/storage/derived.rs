@@ -148,9 +148,9 @@ impl Store {
     }
 
     /// Sighting facts below `size` whose key lies in `[lo, hi)` byte for byte, newest entry
-    /// first, at most `limit`. SQLite compares keys bytewise; PostgreSQL compares in the database's collation,
-    /// which need not be bytewise, so there the range is taken in the C collation (an index of
-    /// migration 0006 answers it).
+    /// first, at most `limit`. SQLite compares keys bytewise; PostgreSQL compares in the
+    /// database's collation, which need not be bytewise, so there the range is taken in the C
+    /// collation (an index of migration 0006 answers it).
     async fn sightings_between(
         &self,
         lo: &str,
@@ -158,37 +158,23 @@ impl Store {
         size: u64,
         limit: i64,
     ) -> Result<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> =
-            match self {
-                Store::Sqlite(p) => sqlx::query_as(
-                    // `kind || ''` and `entry_seq + 0` keep SQLite (no statistics) on the key
-                    // range: through facts_kind_time or facts_entry it would read every sighting
-                    // once per rollback (318 s instead of 1 s in a 100k-change report).
-                    "SELECT payload, entry_seq FROM facts WHERE fact_key >= $1 AND fact_key < $2 \
+        let sql = match self {
+            // `kind || ''` and `entry_seq + 0` keep SQLite (no statistics) on the key range:
+            // through facts_kind_time or facts_entry it would read every sighting once per
+            // rollback (318 s instead of 1 s in a 100k-change report).
+            Store::Sqlite(_) => {
+                "SELECT payload, entry_seq FROM facts WHERE fact_key >= $1 AND fact_key < $2 \
                  AND kind || '' = 'version.observed' AND entry_seq + 0 >= 0 AND entry_seq + 0 < $3 \
-                 ORDER BY entry_seq DESC LIMIT $4",
-                )
-                .bind(lo)
-                .bind(hi)
-                .bind(i(size))
-                .bind(limit)
-                .fetch_all(p)
-                .await?,
-                Store::Postgres(p) => {
-                    sqlx::query_as(
-                        "SELECT payload, entry_seq FROM facts WHERE fact_key COLLATE \"C\" >= $1 \
-                 AND fact_key COLLATE \"C\" < $2 \
-                 AND kind = 'version.observed' AND entry_seq >= 0 AND entry_seq < $3 \
-                 ORDER BY entry_seq DESC LIMIT $4",
-                    )
-                    .bind(lo)
-                    .bind(hi)
-                    .bind(i(size))
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await?
-                }
-            };
+                 ORDER BY entry_seq DESC LIMIT $4"
+            }
+            Store::Postgres(_) => {
+                "SELECT payload, entry_seq FROM facts WHERE fact_key COLLATE \"C\" >= $1 \
+                 AND fact_key COLLATE \"C\" < $2 AND kind = 'version.observed' \
+                 AND entry_seq >= 0 AND entry_seq < $3 ORDER BY entry_seq DESC LIMIT $4"
+            }
+        };
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(sql)
+            .bind(lo).bind(hi).bind(i(size)).bind(limit).fetch_all(p).await)?;
         rows.into_iter()
             .map(|(payload, seq)| Ok((payload, u(seq, "entry seq")?)))
             .collect()
