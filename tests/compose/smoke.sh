@@ -41,11 +41,13 @@ step "secrets into the env file, with the README's commands"
         echo "CHANGETRAIL_SIGNING_KEY=$(docker run --rm --entrypoint sh changetrail:local -c \
             'changetrail keys generate --origin changetrail.example/prod --out /tmp/k >&2 && cat /tmp/k')"
         echo "CHANGETRAIL_INGEST_TOKEN=$(docker run --rm changetrail:local tokens generate)"
+        echo "COLLECTOR_TOKEN=$(docker run --rm changetrail:local tokens generate)"
         echo "POSTGRES_PASSWORD=$(docker run --rm changetrail:local tokens generate | cut -d_ -f3-)"
     } > "$env_file"
 )
 grep -q '^CHANGETRAIL_SIGNING_KEY=PRIVATE+KEY+' "$env_file" || fail "no signing key in the env file"
 ingest=$(sed -n 's/^CHANGETRAIL_INGEST_TOKEN=//p' "$env_file")
+collector=$(sed -n 's/^COLLECTOR_TOKEN=//p' "$env_file")
 
 step "docker compose up --build -d --wait ${services:-(all services)}"
 # shellcheck disable=SC2086  # an empty $services means every service
@@ -72,8 +74,11 @@ auditor=$(dc exec -T changetrail changetrail tokens create --role auditor --name
 
 step "telemetry in: the demo's changes over OTLP/gRPC"
 if [ -z "$services" ]; then
-    # Through the collector, as applications send: it adds the ingest token itself.
-    target=(--endpoint http://otel-collector:4317 --token unused-the-collector-adds-its-own)
+    # Through the collector, as applications send: they present the collector's token, and it
+    # forwards with the ingest token. Without the right token it refuses (UNAUTHENTICATED).
+    dc exec -T changetrail changetrail demo --weeks 1 --endpoint http://otel-collector:4317 \
+        --token "$ingest" >/dev/null 2>&1 && fail "the collector accepted the ingest token from a sender"
+    target=(--endpoint http://otel-collector:4317 --token "$collector")
 else
     target=(--endpoint http://127.0.0.1:4317 --token "$ingest")
 fi
@@ -91,6 +96,36 @@ echo "changes listed: $n"
 [ "$n" -ge 10 ] || fail "expected the demo's changes in the list, found $n"
 code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/v1/changes)
 [ "$code" = 401 ] || fail "without a token the list answered $code, not 401"
+
+if [ -z "$services" ]; then
+    step "Jaeger shows the demo's deploy workflows, without their token attributes"
+    # Tail sampling keeps deploy workflows (cicd.pipeline.run.id) after its 10 s decision wait.
+    # The demo's spans are dated up to weeks back, hence the wide window.
+    day_us=$(( 86400 * 1000000 ))
+    now_us=$(( $(date +%s) * 1000000 ))
+    jaeger_url="http://127.0.0.1:16686/api/traces?service=conductor&limit=50"
+    jaeger_url+="&start=$(( now_us - 400 * day_us ))&end=$(( now_us + day_us ))"
+    count_spans='import json, sys; print(sum(len(t["spans"]) for t in json.load(sys.stdin)["data"] or []))'
+    for _ in $(seq 1 60); do
+        spans=$(curl -fsS "$jaeger_url" | python3 -c "$count_spans" || echo 0)
+        [ "$spans" -gt 0 ] && break
+        sleep 1
+    done
+    [ "$spans" -gt 0 ] || fail "no demo spans reached Jaeger"
+    curl -fsS "$jaeger_url" | python3 -c '
+import json, re, sys
+keys = set()
+for t in json.load(sys.stdin)["data"]:
+    for s in t["spans"]:
+        keys |= {x["key"] for x in s.get("tags", [])}
+        keys |= {f["key"] for l in s.get("logs", []) for f in l.get("fields", [])}
+    keys |= {x["key"] for p in t.get("processes", {}).values() for x in p.get("tags", [])}
+assert "cicd.pipeline.run.id" in keys, "no deploy workflow span in Jaeger"
+leaked = sorted(k for k in keys if re.search("(?i)(authorization|cookie|password|secret|token)", k))
+assert not leaked, f"secret attributes reached Jaeger: {leaked}"
+' || fail "Jaeger: see above"
+    echo "Jaeger: $spans spans, no token attributes"
+fi
 
 step "a report, and the ledger verified against the pinned key"
 dc exec -T changetrail changetrail report soc2 --from 2000-01-01 --to 2100-01-01 \
