@@ -123,7 +123,9 @@ pub struct OtlpConfig {
     pub max_parked_bytes: usize,
     pub max_bound_traces: usize,
     pub redact_attributes: Vec<String>,
-    pub max_concurrent_requests: usize,
+    pub max_inflight_bytes: usize,
+    pub max_inflight_bytes_per_token: usize,
+    pub limits: crate::ingest::limits::Limits,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -445,7 +447,9 @@ impl Config {
             max_parked_bytes: o.max_parked_bytes,
             max_bound_traces: o.max_bound_traces,
             redact: o.redact_attributes.clone(),
-            max_concurrent_requests: o.max_concurrent_requests,
+            max_inflight_bytes: o.max_inflight_bytes,
+            max_inflight_bytes_per_token: o.max_inflight_bytes_per_token,
+            limits: o.limits.clone(),
             policy: self.policy(),
             identity: self.identity_verifier()?,
             max_versions_remembered: 100_000,

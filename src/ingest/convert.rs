@@ -8,11 +8,11 @@ use crate::core::evidence::{AttrValue, Attrs, ItemInfo, Source};
 use crate::core::telemetry::{LogRow, SpanRow};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Reasons quoted in a partial-success message at most.
 const MAX_REASONS: usize = 5;
@@ -41,17 +41,119 @@ impl Reject {
     }
 }
 
-/// Shared parts of a resource and scope, so many spans can point at them cheaply.
+/// A resource, decoded once and shared by every scope, span, parked span and row of it (a request
+/// may repeat one large resource over thousands of scopes: it must cost once, not per copy).
 #[derive(Debug)]
-pub struct Origin {
+pub struct ResourcePart {
     pub resource: Option<Resource>,
-    pub resource_schema: String,
-    pub scope: Option<InstrumentationScope>,
-    pub scope_schema: String,
+    pub schema_url: String,
     /// The resource carries a contract attribute.
     pub contract: bool,
     pub subject: Option<String>,
     pub service: String,
+    /// Its field in a stored row (redacted, encoded), built once when a first row needs it.
+    stored: OnceLock<Vec<u8>>,
+}
+
+impl ResourcePart {
+    pub fn new(resource: Option<Resource>, schema_url: String) -> Arc<ResourcePart> {
+        let attrs = resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
+        Arc::new(ResourcePart {
+            contract: has_contract(attrs),
+            subject: subject_of(attrs),
+            service: service_name(attrs).unwrap_or("unknown_service").to_owned(),
+            resource,
+            schema_url,
+            stored: OnceLock::new(),
+        })
+    }
+
+    fn attributes(&self) -> &[KeyValue] {
+        self.resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Field 1 of a stored `ResourceSpans` / `ResourceLogs`: the redacted resource.
+    fn stored(&self, r: &Redactor) -> &[u8] {
+        self.stored.get_or_init(|| {
+            let mut buf = Vec::new();
+            if let Some(res) = &self.resource {
+                let mut res = res.clone();
+                redact(&mut res.attributes, r);
+                prost::encoding::message::encode(1, &res, &mut buf);
+            }
+            buf
+        })
+    }
+}
+
+/// Where spans come from: their shared resource and their scope.
+#[derive(Debug)]
+pub struct Origin {
+    pub res: Arc<ResourcePart>,
+    pub scope: Option<InstrumentationScope>,
+    pub scope_schema: String,
+    /// Field 1 of a stored `ScopeSpans` / `ScopeLogs`, built once.
+    stored: OnceLock<Vec<u8>>,
+}
+
+impl Origin {
+    pub fn new(
+        res: Arc<ResourcePart>,
+        scope: Option<InstrumentationScope>,
+        scope_schema: String,
+    ) -> Arc<Origin> {
+        Arc::new(Origin {
+            res,
+            scope,
+            scope_schema,
+            stored: OnceLock::new(),
+        })
+    }
+
+    fn stored_scope(&self) -> &[u8] {
+        self.stored.get_or_init(|| {
+            let mut buf = Vec::new();
+            if let Some(scope) = &self.scope {
+                prost::encoding::message::encode(1, scope, &mut buf);
+            }
+            buf
+        })
+    }
+
+    /// The stored form of one item: `Resource{Spans,Logs}` holding this resource, one
+    /// `Scope{Spans,Logs}` with this scope and the item (`encoded`, field 2), byte for byte what
+    /// prost would encode, from the parts encoded once.
+    fn stored_body(&self, r: &Redactor, encoded: &[u8]) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        let field = |n: usize| 1 + encoded_len_varint(n as u64) + n;
+        let res = self.res.stored(r);
+        let scope = self.stored_scope();
+        let scope_schema = (!self.scope_schema.is_empty()).then(|| field(self.scope_schema.len()));
+        let inner = scope.len() + field(encoded.len()) + scope_schema.unwrap_or(0);
+        let res_schema =
+            (!self.res.schema_url.is_empty()).then(|| field(self.res.schema_url.len()));
+        let mut buf = Vec::with_capacity(res.len() + field(inner) + res_schema.unwrap_or(0));
+        buf.extend_from_slice(res);
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(inner as u64, &mut buf);
+        buf.extend_from_slice(scope);
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(encoded.len() as u64, &mut buf);
+        buf.extend_from_slice(encoded);
+        if scope_schema.is_some() {
+            prost::encoding::string::encode(3, &self.scope_schema, &mut buf);
+        }
+        if res_schema.is_some() {
+            prost::encoding::string::encode(3, &self.res.schema_url, &mut buf);
+        }
+        buf
+    }
 }
 
 /// A valid span with the context it came with.
@@ -183,27 +285,6 @@ fn has_contract(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| contract::is_contract_key(&kv.key))
 }
 
-fn origin(
-    resource: Option<Resource>,
-    resource_schema: String,
-    scope: Option<InstrumentationScope>,
-    scope_schema: String,
-) -> Arc<Origin> {
-    let attrs = resource
-        .as_ref()
-        .map(|r| r.attributes.as_slice())
-        .unwrap_or(&[]);
-    Arc::new(Origin {
-        contract: has_contract(attrs),
-        subject: subject_of(attrs),
-        service: service_name(attrs).unwrap_or("unknown_service").to_owned(),
-        resource,
-        resource_schema,
-        scope,
-        scope_schema,
-    })
-}
-
 /// Says what is wrong with an id that `id` refused.
 fn bad_id(want: usize, got: &[u8]) -> String {
     if got.len() == want {
@@ -228,13 +309,9 @@ pub fn spans(
     let mut items = Vec::new();
     let mut rej = Rejections::default();
     for rs in request {
+        let res = ResourcePart::new(rs.resource, rs.schema_url);
         for ss in rs.scope_spans {
-            let o = origin(
-                rs.resource.clone(),
-                rs.schema_url.clone(),
-                ss.scope,
-                ss.schema_url,
-            );
+            let o = Origin::new(res.clone(), ss.scope, ss.schema_url);
             for span in ss.spans {
                 let (Some(trace_id), Some(span_id)) =
                     (id::<16>(&span.trace_id), id::<8>(&span.span_id))
@@ -277,8 +354,8 @@ pub fn spans(
                     ));
                     continue;
                 }
-                let contract = o.contract || has_contract(&span.attributes);
-                let subject = subject_of(&span.attributes).or_else(|| o.subject.clone());
+                let contract = o.res.contract || has_contract(&span.attributes);
+                let subject = subject_of(&span.attributes).or_else(|| o.res.subject.clone());
                 items.push(SpanItem {
                     origin: o.clone(),
                     span,
@@ -331,10 +408,6 @@ fn string(s: &str) -> AnyValue {
 
 /// The stored form of a kept span: one resource, one scope, this span, secrets redacted.
 pub fn span_row(item: &SpanItem, rule: KeepRule, subject: &str, r: &Redactor) -> SpanRow {
-    let mut resource = item.origin.resource.clone();
-    if let Some(res) = resource.as_mut() {
-        redact(&mut res.attributes, r);
-    }
     let mut span = item.span.clone();
     redact(&mut span.attributes, r);
     for e in &mut span.events {
@@ -343,32 +416,17 @@ pub fn span_row(item: &SpanItem, rule: KeepRule, subject: &str, r: &Redactor) ->
     for l in &mut span.links {
         redact(&mut l.attributes, r);
     }
-    let (name, start_ns, end_ns) = (
-        span.name.clone(),
-        span.start_time_unix_nano,
-        span.end_time_unix_nano,
-    );
-    let parent_span_id = id::<8>(&span.parent_span_id);
-    let body = ResourceSpans {
-        resource,
-        scope_spans: vec![ScopeSpans {
-            scope: item.origin.scope.clone(),
-            spans: vec![span],
-            schema_url: item.origin.scope_schema.clone(),
-        }],
-        schema_url: item.origin.resource_schema.clone(),
-    }
-    .encode_to_vec();
+    let body = item.origin.stored_body(r, &span.encode_to_vec());
     SpanRow {
         trace_id: item.trace_id,
         span_id: item.span_id,
-        parent_span_id,
+        parent_span_id: id::<8>(&span.parent_span_id),
         digest: contract::telemetry_digest(b"span", &body),
         body,
-        service: item.origin.service.clone(),
-        name,
-        start_ns,
-        end_ns,
+        service: item.origin.res.service.clone(),
+        name: span.name,
+        start_ns: span.start_time_unix_nano,
+        end_ns: span.end_time_unix_nano,
         subject: subject.to_owned(),
         rule,
     }
@@ -394,13 +452,9 @@ pub fn logs(
     let mut items = Vec::new();
     let mut rej = Rejections::default();
     for rl in request {
+        let res = ResourcePart::new(rl.resource, rl.schema_url);
         for sl in rl.scope_logs {
-            let o = origin(
-                rl.resource.clone(),
-                rl.schema_url.clone(),
-                sl.scope,
-                sl.schema_url,
-            );
+            let o = Origin::new(res.clone(), sl.scope, sl.schema_url);
             for record in sl.log_records {
                 let trace_id = if record.trace_id.is_empty() {
                     None
@@ -436,11 +490,11 @@ pub fn logs(
                     );
                     continue;
                 }
-                let contract = o.contract
+                let contract = o.res.contract
                     || has_contract(&record.attributes)
                     || record.event_name == APPROVAL_EVENT
                     || attr(&record.attributes, "event.name") == Some(APPROVAL_EVENT);
-                let subject = subject_of(&record.attributes).or_else(|| o.subject.clone());
+                let subject = subject_of(&record.attributes).or_else(|| o.res.subject.clone());
                 items.push(LogItem {
                     origin: o.clone(),
                     record,
@@ -456,10 +510,6 @@ pub fn logs(
 }
 
 pub fn log_row(item: &LogItem, subject: &str, r: &Redactor) -> LogRow {
-    let mut resource = item.origin.resource.clone();
-    if let Some(res) = resource.as_mut() {
-        redact(&mut res.attributes, r);
-    }
     let mut record = item.record.clone();
     redact(&mut record.attributes, r);
     if let Some(body) = record.body.as_mut() {
@@ -477,16 +527,7 @@ pub fn log_row(item: &LogItem, subject: &str, r: &Redactor) -> LogRow {
             .unwrap_or_default()
             .to_owned()
     };
-    let body = ResourceLogs {
-        resource,
-        scope_logs: vec![ScopeLogs {
-            scope: item.origin.scope.clone(),
-            log_records: vec![record],
-            schema_url: item.origin.scope_schema.clone(),
-        }],
-        schema_url: item.origin.resource_schema.clone(),
-    }
-    .encode_to_vec();
+    let body = item.origin.stored_body(r, &record.encode_to_vec());
     LogRow {
         digest: contract::telemetry_digest(b"log", &body),
         body,
@@ -521,12 +562,7 @@ fn attr_value(v: &Option<AnyValue>) -> Option<AttrValue> {
 /// redaction: token attributes must be seen to be verified).
 pub fn rule_attrs(origin: &Origin, item: &[KeyValue]) -> Attrs {
     let mut a = Attrs::new();
-    for kv in origin
-        .resource
-        .iter()
-        .flat_map(|r| &r.attributes)
-        .chain(item)
-    {
+    for kv in origin.res.attributes().iter().chain(item) {
         if let Some(v) = attr_value(&kv.value) {
             a.insert(kv.key.clone(), v);
         }
@@ -565,14 +601,119 @@ pub fn log_info(item: &LogItem) -> ItemInfo {
 
 /// The (service, environment, version) a resource runs, when it says all three.
 pub fn deployed_version(origin: &Origin) -> Option<(String, String, String)> {
-    let attrs = origin
-        .resource
-        .as_ref()
-        .map(|r| r.attributes.as_slice())
-        .unwrap_or(&[]);
+    let attrs = origin.res.attributes();
     Some((
         attr(attrs, "service.name")?.to_owned(),
         attr(attrs, "deployment.environment.name")?.to_owned(),
         attr(attrs, "service.version")?.to_owned(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::logs::v1::ScopeLogs;
+    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(string(v)),
+            ..Default::default()
+        }
+    }
+
+    /// Rows assembled from parts encoded once are byte for byte what prost encodes (the digest
+    /// of a stored row must not depend on how it was built).
+    #[test]
+    fn stored_rows_are_what_prost_encodes() {
+        let r = Redactor::new(&["*token*".to_owned()]);
+        let resources = [
+            None,
+            Some(Resource {
+                attributes: vec![kv("service.name", "api"), kv("x.token", "secret")],
+                ..Default::default()
+            }),
+        ];
+        let scopes = [
+            None,
+            Some(InstrumentationScope {
+                name: "s".into(),
+                version: "1".into(),
+                ..Default::default()
+            }),
+        ];
+        for resource in &resources {
+            for scope in &scopes {
+                for (res_schema, scope_schema) in [("", ""), ("https://a", ""), ("", "https://b")] {
+                    let part = ResourcePart::new(resource.clone(), res_schema.into());
+                    let o = Origin::new(part, scope.clone(), scope_schema.into());
+                    let span = Span {
+                        name: "n".repeat(300),
+                        trace_id: vec![1; 16],
+                        ..Default::default()
+                    };
+                    let mut redacted = resource.clone();
+                    if let Some(res) = redacted.as_mut() {
+                        redact(&mut res.attributes, &r);
+                    }
+                    let want = ResourceSpans {
+                        resource: redacted.clone(),
+                        scope_spans: vec![ScopeSpans {
+                            scope: scope.clone(),
+                            spans: vec![span.clone()],
+                            schema_url: scope_schema.into(),
+                        }],
+                        schema_url: res_schema.into(),
+                    }
+                    .encode_to_vec();
+                    assert_eq!(o.stored_body(&r, &span.encode_to_vec()), want);
+                    let record = LogRecord {
+                        severity_text: "INFO".into(),
+                        ..Default::default()
+                    };
+                    let want = ResourceLogs {
+                        resource: redacted,
+                        scope_logs: vec![ScopeLogs {
+                            scope: scope.clone(),
+                            log_records: vec![record.clone()],
+                            schema_url: scope_schema.into(),
+                        }],
+                        schema_url: res_schema.into(),
+                    }
+                    .encode_to_vec();
+                    assert_eq!(o.stored_body(&r, &record.encode_to_vec()), want);
+                }
+            }
+        }
+    }
+
+    /// One resource over many scopes is one allocation, not one per scope.
+    #[test]
+    fn a_resource_is_shared_by_all_its_scopes() {
+        let request = vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "api")],
+                ..Default::default()
+            }),
+            scope_spans: (0..3)
+                .map(|_| ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        start_time_unix_nano: 1,
+                        end_time_unix_nano: 2,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }];
+        let (items, rej) = spans(request, 10, 0);
+        assert_eq!(rej.count, 0);
+        assert_eq!(items.len(), 3);
+        assert!(Arc::ptr_eq(&items[0].origin.res, &items[2].origin.res));
+        assert!(!Arc::ptr_eq(&items[0].origin, &items[2].origin));
+    }
 }

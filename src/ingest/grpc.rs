@@ -1,35 +1,34 @@
 //! OTLP/gRPC on :4317: `TraceService/Export` and `LogsService/Export`, served through axum so
 //! authentication runs on the metadata before a byte of the body is decompressed or decoded.
 //!
-//! tonic's own answers are adjusted where they would break OTLP semantics: a message over the
-//! size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE, which clients retry forever),
-//! decode failures are INVALID_ARGUMENT, and UNAVAILABLE carries RetryInfo both as a status
-//! detail and in the `google.rpc.retryinfo-bin` trailer the Python exporter reads.
+//! The unary call is framed, decompressed and decoded here rather than by tonic's server, so the
+//! body is held in the sender's share of the in-flight bytes as it arrives and the CPU work runs
+//! in the blocking pool. A message over the size limit is RESOURCE_EXHAUSTED (not OUT_OF_RANGE,
+//! which clients retry forever), decode failures are INVALID_ARGUMENT, and UNAVAILABLE carries
+//! RetryInfo both as a status detail and in the `google.rpc.retryinfo-bin` trailer the Python
+//! exporter reads.
 
+use super::decode::{Compression, Format};
 use super::{Export, IngestError, Ingestor, Outcome};
 use crate::auth::AuthError;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use hyper::body::Frame;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::codec::{
-    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
-};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 pub const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-/// Responses are tiny; this only guards against a bug.
-const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 pub fn router(ingestor: Arc<Ingestor>) -> Router {
     Router::new()
@@ -37,87 +36,6 @@ pub fn router(ingestor: Arc<Ingestor>) -> Router {
         .route(LOGS_EXPORT, post(export::<ExportLogsServiceRequest>))
         .fallback(unimplemented)
         .with_state(ingestor)
-}
-
-/// A decoded message and the number of (decompressed) bytes it came from, so a request whose
-/// bytes decode to nothing known (legacy or misspelled fields) is not mistaken for an empty one.
-pub struct Measured<T> {
-    pub message: T,
-    pub bytes: usize,
-}
-
-struct MeasuredCodec<E, D>(PhantomData<(E, D)>);
-
-impl<E, D> Default for MeasuredCodec<E, D> {
-    fn default() -> Self {
-        MeasuredCodec(PhantomData)
-    }
-}
-
-struct MeasuredEncoder<E>(PhantomData<E>);
-struct MeasuredDecoder<D>(PhantomData<D>);
-
-impl<E: Message + Send + 'static, D: Message + Default + Send + 'static> Codec
-    for MeasuredCodec<E, D>
-{
-    type Encode = E;
-    type Decode = Measured<D>;
-    type Encoder = MeasuredEncoder<E>;
-    type Decoder = MeasuredDecoder<D>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        MeasuredEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        MeasuredDecoder(PhantomData)
-    }
-}
-
-impl<E: Message> Encoder for MeasuredEncoder<E> {
-    type Item = E;
-    type Error = Status;
-
-    fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode the response: {e}")))
-    }
-}
-
-impl<D: Message + Default> Decoder for MeasuredDecoder<D> {
-    type Item = Measured<D>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Measured<D>>, Status> {
-        use bytes_remaining::Remaining;
-        let bytes = src.remaining_bytes();
-        let message = D::decode(src).map_err(|e| {
-            Status::invalid_argument(format!(
-                "the request is not a valid OTLP protobuf message: {e}"
-            ))
-        })?;
-        Ok(Some(Measured { message, bytes }))
-    }
-}
-
-mod bytes_remaining {
-    /// `DecodeBuf::remaining` without naming the `bytes` crate's trait at every call.
-    pub trait Remaining {
-        fn remaining_bytes(&self) -> usize;
-    }
-
-    impl Remaining for tonic::codec::DecodeBuf<'_> {
-        fn remaining_bytes(&self) -> usize {
-            prost::bytes::Buf::remaining(self)
-        }
-    }
-}
-
-fn compression() -> EnabledCompressionEncodings {
-    let mut e = EnabledCompressionEncodings::default();
-    e.enable(CompressionEncoding::Gzip);
-    e.enable(CompressionEncoding::Zstd);
-    e
 }
 
 /// A status as the full gRPC HTTP response (trailers-only).
@@ -171,18 +89,50 @@ fn auth_status(e: AuthError) -> Status {
     }
 }
 
-fn outcome_label(r: &Result<Outcome, Status>) -> &'static str {
-    match r {
-        Ok(o) if o.rejected > 0 => "partial",
-        Ok(_) => "ok",
-        Err(s) if s.code() == Code::Unavailable => "retryable",
-        Err(s) if s.code() == Code::Internal => "error",
-        Err(_) => "rejected",
+/// Encodings a client may compress with (`grpc-accept-encoding`).
+const ACCEPTED: &str = "gzip,zstd,deflate";
+
+/// A unary call's answer: one message, then `grpc-status: 0` in the trailers.
+fn ok_response<M: Message>(m: &M) -> Response {
+    let len = m.encoded_len();
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    m.encode_raw(&mut buf);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, std::convert::Infallible>(Frame::data(axum::body::Bytes::from(buf))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut r = Response::new(Body::new(http_body_util::StreamBody::new(
+        futures::stream::iter(frames),
+    )));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-accept-encoding", HeaderValue::from_static(ACCEPTED));
+    r
+}
+
+/// The message's compression, from `grpc-encoding` (a message may still arrive uncompressed:
+/// its frame says which).
+fn compression(headers: &HeaderMap) -> Result<Compression, Status> {
+    match headers.get("grpc-encoding").map(|v| v.to_str()) {
+        None => Ok(Compression::None),
+        Some(Ok("identity")) => Ok(Compression::None),
+        Some(Ok("gzip")) => Ok(Compression::Gzip),
+        Some(Ok("zstd")) => Ok(Compression::Zstd),
+        Some(Ok("deflate")) => Ok(Compression::Deflate),
+        Some(other) => Err(Status::unimplemented(format!(
+            "grpc-encoding {:?} is not supported; use one of {ACCEPTED} or identity",
+            other.unwrap_or("(not text)")
+        ))),
     }
 }
 
-/// Authenticates, admits, then lets tonic decompress (gzip, zstd) and decode within the size limit.
-async fn export<T: Export>(State(ing): State<Arc<Ingestor>>, mut req: Request) -> Response {
+/// Authenticates, then receives, decompresses and decodes the one message of a unary call within
+/// the size limit and the sender's share of the in-flight bytes (decoding in the blocking pool).
+async fn export<T: Export>(State(ing): State<Arc<Ingestor>>, req: Request) -> Response {
     let signal = T::SIGNAL;
     let header = req
         .headers()
@@ -195,63 +145,84 @@ async fn export<T: Export>(State(ing): State<Arc<Ingestor>>, mut req: Request) -
             return status_response(auth_status(e));
         }
     };
-    // The handler records who sent each fact; tonic hands the extensions on.
-    req.extensions_mut().insert(principal);
-    // Admission before decompression and decoding: overload is answered, not buffered.
-    let _permit = match ing.admit() {
-        Ok(p) => p,
-        Err(e) => {
-            ing.count_request("grpc", signal, "retryable");
-            return status_response(ingest_status(e));
+    let grpc = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if !grpc {
+        ing.count_request("grpc", signal, "rejected");
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/grpc",
+        )
+            .into_response();
+    }
+    let compression = match compression(req.headers()) {
+        Ok(c) => c,
+        Err(s) => {
+            ing.count_request("grpc", signal, "rejected");
+            let mut r = status_response(s);
+            r.headers_mut()
+                .insert("grpc-accept-encoding", HeaderValue::from_static(ACCEPTED));
+            return r;
         }
     };
-    let limit = ing.config.max_request_bytes;
-    let mut grpc = tonic::server::Grpc::new(MeasuredCodec::<T::Response, T>::default())
-        .apply_compression_config(compression(), EnabledCompressionEncodings::default())
-        .apply_max_message_size_config(Some(limit), Some(MAX_RESPONSE_BYTES));
-    let mut resp = grpc
-        .unary(Unary::<T>(ing.clone(), PhantomData), req)
-        .await
-        .map(Body::new);
-    // tonic answers a declared length over the limit with OUT_OF_RANGE, which OTLP clients retry
-    // forever; our handlers never use that code, so any OUT_OF_RANGE here is the size limit.
-    let h = resp.headers_mut();
-    if h.get("grpc-status").is_some_and(|v| v == "11") {
-        h.insert("grpc-status", HeaderValue::from_static("8"));
-        h.insert(
-            "grpc-message",
-            HeaderValue::from_str(&format!("request exceeds the {limit}-byte limit"))
-                .unwrap_or(HeaderValue::from_static("too large")),
-        );
-        ing.count_request("grpc", signal, "too_large");
+    let result = receive_and_ingest::<T>(&ing, req.into_body(), compression, &principal).await;
+    ing.count_request("grpc", signal, super::outcome_label(&result));
+    match result {
+        Ok(o) => ok_response(&T::response(&o)),
+        Err(e) => status_response(ingest_status(e)),
     }
-    resp
 }
 
-struct Unary<T>(Arc<Ingestor>, PhantomData<T>);
-
-impl<T: Export> tonic::server::UnaryService<Measured<T>> for Unary<T> {
-    type Response = T::Response;
-    type Future = futures::future::BoxFuture<'static, Result<tonic::Response<T::Response>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<Measured<T>>) -> Self::Future {
-        let ing = self.0.clone();
-        let sender = request
-            .extensions()
-            .get::<crate::auth::Principal>()
-            .map(super::sender);
-        let m = request.into_inner();
-        Box::pin(async move {
-            let result = match (m.message.unread_protobuf(m.bytes), sender) {
-                (Some(why), _) => Err(Status::invalid_argument(why)),
-                (None, Some(sender)) => m.message.ingest(&ing, sender).await.map_err(ingest_status),
-                // Authentication put the principal there; without it nothing is accepted.
-                (None, None) => Err(Status::unauthenticated("no authenticated sender")),
-            };
-            ing.count_request("grpc", T::SIGNAL, outcome_label(&result));
-            result.map(|o| tonic::Response::new(T::response(&o)))
-        })
+async fn receive_and_ingest<T: Export>(
+    ing: &Ingestor,
+    body: Body,
+    compression: Compression,
+    principal: &crate::auth::Principal,
+) -> Result<Outcome, IngestError> {
+    let limit = ing.config.max_request_bytes;
+    let mut reservation = ing.reservation(principal);
+    // The 5-byte frame header (compressed flag, length) precedes the message.
+    let mut raw = ing
+        .receive(body, None, &mut reservation, limit.saturating_add(5))
+        .await?;
+    if raw.len() < 5 {
+        return Err(IngestError::InvalidArgument(
+            "the request holds no gRPC message".into(),
+        ));
     }
+    let len = u32::from_be_bytes([raw[1], raw[2], raw[3], raw[4]]) as usize;
+    if len > limit {
+        return Err(IngestError::TooLarge(format!(
+            "request exceeds the {limit}-byte limit"
+        )));
+    }
+    if raw.len() != 5 + len {
+        return Err(IngestError::InvalidArgument(
+            "a unary call carries exactly one whole message".into(),
+        ));
+    }
+    let compression = match raw[0] {
+        0 => Compression::None,
+        1 if compression != Compression::None => compression,
+        1 => {
+            return Err(IngestError::InvalidArgument(
+                "the message is marked compressed but no grpc-encoding names how".into(),
+            ));
+        }
+        f => {
+            return Err(IngestError::InvalidArgument(format!(
+                "unknown gRPC frame flag {f}"
+            )));
+        }
+    };
+    raw.drain(..5);
+    let decoded = ing
+        .decode::<T>(raw, compression, Format::Protobuf, reservation)
+        .await?;
+    ing.ingest(decoded, super::sender(principal)).await
 }
 
 /// Metrics and anything else: a clear UNIMPLEMENTED.

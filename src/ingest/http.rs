@@ -2,6 +2,7 @@
 //! gzip / deflate / zstd, the size limit enforced before and after decompression, every error a
 //! `google.rpc.Status` in the request's own encoding.
 
+use super::decode::{Compression, Format};
 use super::{Export, IngestError, Ingestor, Outcome, Signal};
 use crate::auth::AuthError;
 use axum::Router;
@@ -13,7 +14,6 @@ use axum::routing::any;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -212,108 +212,35 @@ fn ingest_response(e: IngestError, enc: Encoding) -> Response {
     }
 }
 
-/// Reads the body and undoes its Content-Encoding, never holding more than `limit` bytes of
-/// either the compressed or the decompressed form (a decompression bomb stops at the limit).
-pub async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Vec<u8>, IngestError> {
+/// The body's Content-Encoding.
+fn compression(headers: &HeaderMap) -> Result<Compression, IngestError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().map(|s| s.trim().to_ascii_lowercase()))
         .transpose()
         .map_err(|_| IngestError::InvalidArgument("Content-Encoding is not readable text".into()))?
         .unwrap_or_default();
-    let too_large =
-        || IngestError::TooLarge(format!("the request body exceeds the {limit}-byte limit"));
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    use http_body_util::BodyExt as _;
-    let raw = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(IngestError::InvalidArgument(format!(
-                "the request body could not be read: {e}"
-            )));
-        }
-    };
-    let reader: Box<dyn Read + '_> = match encoding.as_str() {
-        "" | "identity" => return Ok(raw.to_vec()),
-        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+    Ok(match encoding.as_str() {
+        "" | "identity" => Compression::None,
+        "gzip" | "x-gzip" => Compression::Gzip,
         // HTTP "deflate" is zlib-wrapped (RFC 9110); the collector does the same.
-        "deflate" => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
-        "zstd" => Box::new(
-            zstd::stream::read::Decoder::new(&raw[..])
-                .map_err(|e| IngestError::InvalidArgument(format!("zstd: {e}")))?,
-        ),
+        "deflate" => Compression::Deflate,
+        "zstd" => Compression::Zstd,
         other => {
             return Err(IngestError::InvalidArgument(format!(
                 "unsupported Content-Encoding {other:?}: use gzip, deflate, zstd or none"
             )));
         }
-    };
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    let n = reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            IngestError::InvalidArgument(format!("the {encoding} body is corrupt: {e}"))
-        })?;
-    if n > limit {
-        return Err(IngestError::TooLarge(format!(
-            "the request exceeds the {limit}-byte limit after {encoding} decompression"
-        )));
-    }
-    Ok(out)
-}
-
-/// OTLP/JSON keys are lowerCamelCase; a body that decoded to nothing but spells keys another way
-/// (snake_case, the legacy instrumentationLibrary*) was almost certainly meant to carry data.
-fn misspelled_key(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            if k.contains('_') || k.starts_with("instrumentationLibrary") {
-                Some(k.clone())
-            } else {
-                misspelled_key(v)
-            }
-        }),
-        serde_json::Value::Array(items) => items.iter().find_map(misspelled_key),
-        _ => None,
-    }
-}
-
-fn misspelled_json(body: &[u8], what: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    misspelled_key(&v).map(|k| {
-        format!("the request holds no {what}, but has the key {k:?}: OTLP/JSON keys are lowerCamelCase (e.g. resourceSpans, scopeSpans, traceId)")
     })
 }
 
-/// Everything both endpoints share up to the decoded request.
-/// A decoded request with its encoding, raw bytes, admission slot and sender.
-type Prepared<T> = (
-    T,
-    Encoding,
-    Vec<u8>,
-    tokio::sync::OwnedSemaphorePermit,
-    crate::core::evidence::SentBy,
-);
-
-async fn prepare<T: Export>(
+/// Checks the method, the media type and the token before a byte of the body is read.
+async fn prepare(
     ing: &Ingestor,
     signal: Signal,
     method: &Method,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<Prepared<T>, Response> {
+) -> Result<(Encoding, crate::auth::Principal), Response> {
     let enc = parse_content_type(headers.get(header::CONTENT_TYPE));
     let reply_enc = enc.unwrap_or(Encoding::Json);
     if method != Method::POST {
@@ -339,66 +266,14 @@ async fn prepare<T: Export>(
             None,
         ));
     };
-    // Authenticate before anything is read, decompressed or decoded.
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match ing.authenticate(auth).await {
-        Ok(p) => p,
+    match ing.authenticate(auth).await {
+        Ok(p) => Ok((enc, p)),
         Err(e) => {
             ing.count_request("http", signal, "unauthorized");
-            return Err(auth_response(e, enc));
-        }
-    };
-    // Admission before the body is read: overload is answered, not buffered.
-    let permit = match ing.admit() {
-        Ok(p) => p,
-        Err(e) => {
-            ing.count_request("http", signal, "retryable");
-            return Err(ingest_response(e, enc));
-        }
-    };
-    let bytes = match read_body(headers, body, ing.config.max_request_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            ing.count_request(
-                "http",
-                signal,
-                if matches!(e, IngestError::TooLarge(_)) {
-                    "too_large"
-                } else {
-                    "rejected"
-                },
-            );
-            return Err(ingest_response(e, enc));
-        }
-    };
-    let sender = super::sender(&principal);
-    if bytes.is_empty() {
-        return Ok((T::default(), enc, bytes, permit, sender));
-    }
-    let decoded = match enc {
-        Encoding::Protobuf => T::decode(bytes.as_slice()).map_err(|e| e.to_string()),
-        Encoding::Json => serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string()),
-    };
-    match decoded {
-        Ok(t) => Ok((t, enc, bytes, permit, sender)),
-        Err(e) => {
-            ing.count_request("http", signal, "rejected");
-            Err(status(
-                StatusCode::BAD_REQUEST,
-                enc,
-                code::INVALID_ARGUMENT,
-                &format!(
-                    "the request is not a valid OTLP {} message: {e}",
-                    if enc == Encoding::Json {
-                        "JSON"
-                    } else {
-                        "protobuf"
-                    }
-                ),
-                None,
-            ))
+            Err(auth_response(e, enc))
         }
     }
 }
@@ -407,7 +282,7 @@ fn success(enc: Encoding, pb: Vec<u8>, rejected_key: &str, o: &Outcome) -> Respo
     let body = match enc {
         Encoding::Protobuf => pb,
         // Written by hand: OTLP/JSON spells int64 as a string, and full success as {}.
-        Encoding::Json if o.rejected == 0 => b"{}".to_vec(),
+        Encoding::Json if o.rejected == 0 && o.message.is_empty() => b"{}".to_vec(),
         Encoding::Json => serde_json::json!({
             "partialSuccess": { rejected_key: o.rejected.to_string(), "errorMessage": o.message }
         })
@@ -422,42 +297,53 @@ fn success(enc: Encoding, pb: Vec<u8>, rejected_key: &str, o: &Outcome) -> Respo
         .into_response()
 }
 
-fn outcome_label(r: &Result<Outcome, IngestError>) -> &'static str {
-    match r {
-        Ok(o) if o.rejected > 0 => "partial",
-        Ok(_) => "ok",
-        Err(IngestError::Unavailable { .. }) => "retryable",
-        Err(IngestError::Internal(_)) => "error",
-        Err(IngestError::TooLarge(_)) => "too_large",
-        Err(IngestError::InvalidArgument(_)) => "rejected",
-    }
-}
-
 async fn export<T: Export>(
     State(ing): State<Arc<Ingestor>>,
     method: Method,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, enc, bytes, _permit, sender) =
-        match prepare::<T>(&ing, T::SIGNAL, &method, &headers, body).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-    let unread = match enc {
-        Encoding::Protobuf => req.unread_protobuf(bytes.len()),
-        Encoding::Json if req.item_count() == 0 => misspelled_json(&bytes, T::ITEMS),
-        Encoding::Json => None,
+    let (enc, principal) = match prepare(&ing, T::SIGNAL, &method, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let result = match unread {
-        Some(why) => Err(IngestError::InvalidArgument(why)),
-        None => req.ingest(&ing, sender).await,
-    };
-    ing.count_request("http", T::SIGNAL, outcome_label(&result));
+    let result = receive_and_ingest::<T>(&ing, &headers, body, enc, &principal).await;
+    ing.count_request("http", T::SIGNAL, super::outcome_label(&result));
     match result {
         Ok(o) => success(enc, T::response(&o).encode_to_vec(), T::REJECTED_JSON, &o),
         Err(e) => ingest_response(e, enc),
     }
+}
+
+async fn receive_and_ingest<T: Export>(
+    ing: &Ingestor,
+    headers: &HeaderMap,
+    body: Body,
+    enc: Encoding,
+    principal: &crate::auth::Principal,
+) -> Result<Outcome, IngestError> {
+    let compression = compression(headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut reservation = ing.reservation(principal);
+    let raw = ing
+        .receive(
+            body,
+            declared,
+            &mut reservation,
+            ing.config.max_request_bytes,
+        )
+        .await?;
+    let format = match enc {
+        Encoding::Protobuf => Format::Protobuf,
+        Encoding::Json => Format::Json,
+    };
+    let decoded = ing
+        .decode::<T>(raw, compression, format, reservation)
+        .await?;
+    ing.ingest(decoded, super::sender(principal)).await
 }
 
 async fn metrics(headers: HeaderMap) -> Response {

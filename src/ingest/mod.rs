@@ -2,11 +2,15 @@
 //! items, decides what is evidence, parks the rest for late binding, and answers only after the
 //! evidence is committed.
 
+pub mod admission;
 pub mod binder;
 pub mod convert;
+pub mod decode;
 pub mod grpc;
 pub mod http;
 pub mod issuers;
+pub mod limits;
+pub mod scan;
 pub mod versions;
 
 use crate::auth::{self, AuthError, Principal, Role, TokenCache};
@@ -37,9 +41,15 @@ pub struct IngestConfig {
     pub max_parked_bytes: usize,
     pub max_bound_traces: usize,
     pub redact: Vec<String>,
-    /// Export requests handled at once; beyond this, UNAVAILABLE / 503 with a retry delay, so
-    /// overload is answered instead of growing memory.
-    pub max_concurrent_requests: usize,
+    /// Bytes all exports in flight may hold (received, decompressed, decoded, as rows); beyond
+    /// this, UNAVAILABLE / 503 with a retry delay, so overload is answered instead of growing
+    /// memory.
+    pub max_inflight_bytes: usize,
+    /// What one ingest token's exports may hold of that at once (fairness; also the largest
+    /// single export).
+    pub max_inflight_bytes_per_token: usize,
+    /// `[otlp.limits]`.
+    pub limits: limits::Limits,
     /// Environments, task types: what the correlation rules treat specially.
     pub policy: crate::core::evidence::Policy,
     /// Issuers whose tokens verify identities.
@@ -65,7 +75,9 @@ impl Default for IngestConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            max_concurrent_requests: 32,
+            max_inflight_bytes: 384 << 20,
+            max_inflight_bytes_per_token: 128 << 20,
+            limits: limits::Limits::default(),
             policy: Default::default(),
             identity: IdentityVerifier::default(),
             max_versions_remembered: 100_000,
@@ -117,7 +129,11 @@ pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send 
     const ITEMS: &'static str;
     /// The OTLP/JSON name of the partial-success count.
     const REJECTED_JSON: &'static str;
+    /// Logs (not traces): how the cost scan reads the bytes.
+    const LOGS: bool;
     fn item_count(&self) -> usize;
+    /// Cuts the request to `[otlp.limits]` in place.
+    fn apply_limits(&mut self, l: &limits::Limits) -> limits::Applied;
     fn response(o: &Outcome) -> Self::Response;
     fn ingest(
         self,
@@ -138,8 +154,10 @@ pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send 
     }
 }
 
+/// A partial success says what was rejected, or (count 0) what was cut: OTLP lets a receiver
+/// warn that way.
 fn partial(o: &Outcome) -> Option<(i64, String)> {
-    (o.rejected > 0).then(|| {
+    (o.rejected > 0 || !o.message.is_empty()).then(|| {
         (
             i64::try_from(o.rejected).unwrap_or(i64::MAX),
             o.message.clone(),
@@ -152,6 +170,11 @@ impl Export for ExportTraceServiceRequest {
     const SIGNAL: Signal = Signal::Traces;
     const ITEMS: &'static str = "spans";
     const REJECTED_JSON: &'static str = "rejectedSpans";
+    const LOGS: bool = false;
+
+    fn apply_limits(&mut self, l: &limits::Limits) -> limits::Applied {
+        limits::traces(self, l)
+    }
 
     fn item_count(&self) -> usize {
         self.resource_spans
@@ -186,6 +209,11 @@ impl Export for ExportLogsServiceRequest {
     const SIGNAL: Signal = Signal::Logs;
     const ITEMS: &'static str = "log records";
     const REJECTED_JSON: &'static str = "rejectedLogRecords";
+    const LOGS: bool = true;
+
+    fn apply_limits(&mut self, l: &limits::Limits) -> limits::Applied {
+        limits::logs(self, l)
+    }
 
     fn item_count(&self) -> usize {
         self.resource_logs
@@ -215,6 +243,18 @@ impl Export for ExportLogsServiceRequest {
     }
 }
 
+/// The `outcome` label of `changetrail_otlp_requests_total`.
+pub fn outcome_label(r: &Result<Outcome, IngestError>) -> &'static str {
+    match r {
+        Ok(o) if o.rejected > 0 => "partial",
+        Ok(_) => "ok",
+        Err(IngestError::Unavailable { .. }) => "retryable",
+        Err(IngestError::Internal(_)) => "error",
+        Err(IngestError::TooLarge(_)) => "too_large",
+        Err(IngestError::InvalidArgument(_)) => "rejected",
+    }
+}
+
 /// Which signal an export carried (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -239,7 +279,9 @@ pub struct Ingestor {
     pub config: IngestConfig,
     binder: Binder<ParkedSpan>,
     redactor: Redactor,
-    inflight: Arc<tokio::sync::Semaphore>,
+    budget: Arc<admission::Budget>,
+    /// Threads decoding at once (the blocking pool is larger; decoding is CPU work).
+    decoders: Arc<tokio::sync::Semaphore>,
     /// Which version each production service runs, for sightings.
     versions: versions::Versions,
 }
@@ -288,12 +330,24 @@ impl Ingestor {
                 "changetrail_log_records_unrelated_total",
                 "Log records that are not evidence and were not stored.",
             ),
+            (
+                "changetrail_otlp_truncated_total",
+                "Attributes, values, events and links cut to [otlp.limits], by what was cut.",
+            ),
+            (
+                "changetrail_otlp_admission_refused_total",
+                "Exports answered retry-later or too-large by the in-flight byte budget, by why.",
+            ),
         ] {
             metrics.describe(name, "counter", help);
         }
         Ingestor {
-            inflight: Arc::new(tokio::sync::Semaphore::new(
-                config.max_concurrent_requests.max(1),
+            budget: admission::Budget::new(
+                config.max_inflight_bytes,
+                config.max_inflight_bytes_per_token,
+            ),
+            decoders: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             versions: versions::Versions::new(
                 config.version_window_ns,
@@ -325,16 +379,191 @@ impl Ingestor {
         Ok(p)
     }
 
-    /// A slot for one export; `Unavailable` when the receiver is saturated.
-    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, IngestError> {
-        self.inflight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| IngestError::Unavailable {
-                message: "changetrail is handling as many exports as it allows; retry shortly"
-                    .into(),
-                retry_after: self.config.retry_after,
-            })
+    /// An empty reservation of the in-flight byte budget for one export of `p`.
+    pub fn reservation(&self, p: &Principal) -> admission::Reservation {
+        self.budget.reservation(&p.token_id)
+    }
+
+    /// Bytes all exports hold now (for `/metrics`).
+    pub fn inflight_bytes(&self) -> usize {
+        self.budget.held()
+    }
+
+    /// Holds `n` more received bytes for an export, or the answer to give instead.
+    pub fn hold(&self, r: &mut admission::Reservation, n: usize) -> Result<(), IngestError> {
+        r.grow(n)
+            .map_err(|why| self.refused(why, "the request body"))
+    }
+
+    fn refused(&self, why: admission::Refused, what: &str) -> IngestError {
+        self.metrics.add(
+            "changetrail_otlp_admission_refused_total",
+            &[(
+                "reason",
+                match why {
+                    admission::Refused::Full => "full",
+                    admission::Refused::Share => "token_share",
+                    admission::Refused::TooLarge => "too_large",
+                },
+            )],
+            1,
+        );
+        let mut e = decode::refused(why, what, self.budget.max_per_sender());
+        if let IngestError::Unavailable { retry_after, .. } = &mut e {
+            *retry_after = self.config.retry_after;
+        }
+        e
+    }
+
+    /// Reads an export's body as it arrives, each piece held in `r` before it is kept and never
+    /// more than `limit` bytes: a slow or large upload holds only what it has sent, within its
+    /// sender's share.
+    pub async fn receive(
+        &self,
+        mut body: axum::body::Body,
+        declared: Option<u64>,
+        r: &mut admission::Reservation,
+        limit: usize,
+    ) -> Result<Vec<u8>, IngestError> {
+        use http_body_util::BodyExt as _;
+        let too_large =
+            || IngestError::TooLarge(format!("the request body exceeds the {limit}-byte limit"));
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let mut out: Vec<u8> = Vec::new();
+        if let Some(n) = declared.and_then(|n| usize::try_from(n).ok()) {
+            self.hold(r, n)?;
+            out.reserve_exact(n);
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                IngestError::InvalidArgument(format!("the request body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let need = out.len() + data.len();
+            if need > limit {
+                return Err(too_large());
+            }
+            if need > out.capacity() {
+                // Grown by doubling, as Vec would, but held before it is allocated.
+                let cap = need.max(out.capacity() * 2).min(limit);
+                self.hold(r, cap - out.capacity())?;
+                out.reserve_exact(cap - out.len());
+            }
+            out.extend_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// Decompresses, decodes and limits an export's received bytes in the blocking pool.
+    pub async fn decode<T: Export>(
+        &self,
+        raw: Vec<u8>,
+        compression: decode::Compression,
+        format: decode::Format,
+        reservation: admission::Reservation,
+    ) -> Result<decode::Decoded<T>, IngestError> {
+        let _thread =
+            self.decoders
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| IngestError::Unavailable {
+                    message: "changetrail is shutting down; retry shortly".into(),
+                    retry_after: self.config.retry_after,
+                })?;
+        let (limit, limits, per_sender) = (
+            self.config.max_request_bytes,
+            self.config.limits.clone(),
+            self.budget.max_per_sender(),
+        );
+        let done = tokio::task::spawn_blocking(move || {
+            decode::decode::<T>(
+                raw,
+                compression,
+                format,
+                limit,
+                &limits,
+                reservation,
+                per_sender,
+            )
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("decoding stopped: {e}")))?;
+        if let Err(IngestError::Unavailable { .. } | IngestError::TooLarge(_)) = &done {
+            self.metrics.add(
+                "changetrail_otlp_admission_refused_total",
+                &[("reason", "decoded")],
+                1,
+            );
+        }
+        done
+    }
+
+    /// Ingests a decoded export and says, beside what ingest rejected, what the limits refused
+    /// or cut.
+    pub async fn ingest<T: Export>(
+        &self,
+        d: decode::Decoded<T>,
+        sender: SentBy,
+    ) -> Result<Outcome, IngestError> {
+        let decode::Decoded {
+            request,
+            applied,
+            unread,
+            reservation,
+        } = d;
+        if let Some(why) = unread {
+            return Err(IngestError::InvalidArgument(why));
+        }
+        for (what, n) in &applied.truncated {
+            self.metrics.add(
+                "changetrail_otlp_truncated_total",
+                &[("signal", T::SIGNAL.label()), ("what", what)],
+                *n,
+            );
+        }
+        let mut o = request.ingest(self, sender).await?;
+        drop(reservation);
+        let mut notes = Vec::new();
+        if applied.excess_items > 0 {
+            let (received, rejected, max) = match T::SIGNAL {
+                Signal::Traces => (
+                    "changetrail_spans_received_total",
+                    "changetrail_spans_rejected_total",
+                    self.config.limits.max_spans_per_request,
+                ),
+                Signal::Logs => (
+                    "changetrail_log_records_received_total",
+                    "changetrail_log_records_rejected_total",
+                    self.config.limits.max_log_records_per_request,
+                ),
+            };
+            self.metrics.add(
+                rejected,
+                &[("reason", "too_many_in_request")],
+                applied.excess_items,
+            );
+            self.metrics.add(received, &[], applied.excess_items);
+            o.rejected += applied.excess_items;
+            notes.push(format!(
+                "{} {} rejected: more than {max} in one request ([otlp.limits])",
+                applied.excess_items,
+                T::ITEMS
+            ));
+        }
+        if !o.message.is_empty() {
+            notes.push(std::mem::take(&mut o.message));
+        }
+        let cut = applied.message();
+        if !cut.is_empty() {
+            notes.push(cut);
+        }
+        o.message = notes.join("; ");
+        Ok(o)
     }
 
     pub fn count_request(&self, transport: &str, signal: Signal, outcome: &str) {

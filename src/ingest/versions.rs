@@ -86,14 +86,31 @@ impl Versions {
     /// Production versions the request's runtime spans show (workflow spans describe deploys,
     /// not running versions), each once, at its earliest span.
     fn observed(items: &[SpanItem], policy: &Policy) -> Vec<Observed> {
-        let mut out: Vec<Observed> = Vec::new();
-        let mut last: Option<&Arc<convert::Origin>> = None;
-        for item in items.iter().filter(|i| !i.contract) {
-            // Spans of one resource share its Origin: look at each resource once.
-            if last.is_some_and(|l| Arc::ptr_eq(l, &item.origin)) {
-                continue;
+        // One pass, each resource looked at once (its scopes and spans share it), each version
+        // found by hash: a request of thousands of resources costs linear time, not quadratic.
+        let mut by_resource: HashMap<*const convert::ResourcePart, (usize, i64, i64)> =
+            HashMap::new();
+        let mut order = Vec::new();
+        for (n, item) in items.iter().enumerate().filter(|(_, i)| !i.contract) {
+            let t = i64::try_from(item.span.start_time_unix_nano).unwrap_or(i64::MAX);
+            let key = Arc::as_ptr(&item.origin.res);
+            let e = by_resource.entry(key).or_insert_with(|| {
+                order.push(key);
+                (n, t, t)
+            });
+            if t < e.1 {
+                e.0 = n;
             }
-            last = Some(&item.origin);
+            e.1 = e.1.min(t);
+            e.2 = e.2.max(t);
+        }
+        let mut out: Vec<Observed> = Vec::new();
+        let mut index: HashMap<(String, String, String), usize> = HashMap::new();
+        for key in order {
+            let Some(&(first, start, end)) = by_resource.get(&key) else {
+                continue;
+            };
+            let item = &items[first];
             let Some((service, environment, version)) = convert::deployed_version(&item.origin)
             else {
                 continue;
@@ -101,30 +118,29 @@ impl Versions {
             if !policy.is_production(&environment) {
                 continue;
             }
-            let starts = items
-                .iter()
-                .filter(|i| Arc::ptr_eq(&i.origin, &item.origin))
-                .map(|i| i64::try_from(i.span.start_time_unix_nano).unwrap_or(i64::MAX));
-            let (start, end) =
-                starts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
-            match out.iter_mut().find(|o| {
-                o.service == service && o.environment == environment && o.version == version
-            }) {
-                Some(o) => {
+            match index.get(&(service.clone(), environment.clone(), version.clone())) {
+                Some(&i) => {
+                    let o = &mut out[i];
                     if o.first_seen_ns > start {
                         o.first_seen_ns = start;
                         o.trace_id = hex::encode(item.trace_id);
                     }
                     o.last_seen_ns = o.last_seen_ns.max(end);
                 }
-                None => out.push(Observed {
-                    service,
-                    environment,
-                    version,
-                    first_seen_ns: start,
-                    last_seen_ns: end,
-                    trace_id: hex::encode(item.trace_id),
-                }),
+                None => {
+                    index.insert(
+                        (service.clone(), environment.clone(), version.clone()),
+                        out.len(),
+                    );
+                    out.push(Observed {
+                        service,
+                        environment,
+                        version,
+                        first_seen_ns: start,
+                        last_seen_ns: end,
+                        trace_id: hex::encode(item.trace_id),
+                    });
+                }
             }
         }
         out.sort_by_key(|o| o.first_seen_ns);

@@ -1,0 +1,160 @@
+//! Admission by bytes in flight: every export holds a reservation that grows as its body
+//! arrives, is decompressed, is decoded and becomes rows, and is given back when it is answered.
+//! A reservation that cannot grow is answered "retry shortly" (UNAVAILABLE / 503), so overload
+//! never turns into memory; one sender (ingest token) can hold at most its share, so a slow or
+//! greedy client cannot take every slot from the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Every sender together holds the whole budget.
+    Full,
+    /// This sender holds its share.
+    Share,
+    /// One request alone would need more than a sender may ever hold: retrying cannot help.
+    TooLarge,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_sender: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+pub struct Budget {
+    max_total: usize,
+    max_per_sender: usize,
+    held: Mutex<Held>,
+}
+
+impl Budget {
+    pub fn new(max_total: usize, max_per_sender: usize) -> Arc<Budget> {
+        let max_total = max_total.max(1);
+        Arc::new(Budget {
+            max_total,
+            max_per_sender: max_per_sender.clamp(1, max_total),
+            held: Mutex::new(Held::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        match self.held.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Bytes held by everyone now.
+    pub fn held(&self) -> usize {
+        self.lock().total
+    }
+
+    pub fn max_per_sender(&self) -> usize {
+        self.max_per_sender
+    }
+
+    pub fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    /// An empty reservation for `sender`.
+    pub fn reservation(self: &Arc<Budget>, sender: &str) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            sender: sender.to_owned(),
+            bytes: 0,
+        }
+    }
+}
+
+/// Bytes one export holds; given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<Budget>,
+    sender: String,
+    bytes: usize,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives back `n` bytes no longer held (a buffer dropped once decoded).
+    pub fn shrink(&mut self, n: usize) {
+        let n = n.min(self.bytes);
+        if n == 0 {
+            return;
+        }
+        let mut h = self.budget.lock();
+        h.total -= n;
+        if let Some(mine) = h.by_sender.get_mut(&self.sender) {
+            *mine -= n;
+            if *mine == 0 {
+                h.by_sender.remove(&self.sender);
+            }
+        }
+        self.bytes -= n;
+    }
+
+    /// Holds `n` more bytes, or says why not (and holds nothing more).
+    pub fn grow(&mut self, n: usize) -> Result<(), Refused> {
+        if n == 0 {
+            return Ok(());
+        }
+        let want = self.bytes.saturating_add(n);
+        if want > self.budget.max_per_sender {
+            return Err(Refused::TooLarge);
+        }
+        let mut h = self.budget.lock();
+        if h.total.saturating_add(n) > self.budget.max_total {
+            return Err(Refused::Full);
+        }
+        let mine = h.by_sender.entry(self.sender.clone()).or_default();
+        if mine.saturating_add(n) > self.budget.max_per_sender {
+            return Err(Refused::Share);
+        }
+        *mine += n;
+        h.total += n;
+        self.bytes = want;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shrink(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_are_bounded_in_total_and_per_sender_and_given_back() {
+        let b = Budget::new(100, 60);
+        let mut a1 = b.reservation("a");
+        let mut a2 = b.reservation("a");
+        let mut c = b.reservation("c");
+        a1.grow(40).unwrap();
+        // A's second export would take A past its share while others wait.
+        assert_eq!(a2.grow(30), Err(Refused::Share));
+        a2.grow(20).unwrap();
+        c.grow(40).unwrap();
+        assert_eq!(b.held(), 100);
+        let mut d = b.reservation("d");
+        assert_eq!(d.grow(1), Err(Refused::Full));
+        // One request needing more than any sender may hold can never be admitted.
+        assert_eq!(b.reservation("e").grow(61), Err(Refused::TooLarge));
+        drop(a1);
+        assert_eq!(b.held(), 60);
+        d.grow(40).unwrap();
+        drop((a2, c, d));
+        assert_eq!(b.held(), 0);
+        assert!(b.lock().by_sender.is_empty());
+    }
+}
