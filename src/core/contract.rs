@@ -6,6 +6,24 @@ use super::hash::Hash;
 /// Attribute-name prefixes that make a span or log record audit evidence.
 pub const CONTRACT_PREFIXES: [&str; 2] = ["cicd.", "changetrail."];
 
+/// Namespaces of every attribute the correlation rules read (`evidence::extract`): only these
+/// are copied out of a span and its resource for the rules, so an item's other attributes (up to
+/// the limits, possibly megabytes) are never copied per item.
+pub const RULE_PREFIXES: [&str; 7] = [
+    "changetrail.",
+    "cicd.",
+    "deployment.",
+    "artifact.",
+    "vcs.",
+    "event.",
+    "service.",
+];
+
+/// Whether the correlation rules may read this attribute.
+pub fn is_rule_key(key: &str) -> bool {
+    RULE_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 /// Attributes whose value names the change (the ledger entry's subject), strongest first.
 pub const SUBJECT_KEYS: [&str; 2] = ["changetrail.change.id", "cicd.pipeline.run.id"];
 

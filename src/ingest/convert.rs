@@ -562,7 +562,13 @@ fn attr_value(v: &Option<AnyValue>) -> Option<AttrValue> {
 /// redaction: token attributes must be seen to be verified).
 pub fn rule_attrs(origin: &Origin, item: &[KeyValue]) -> Attrs {
     let mut a = Attrs::new();
-    for kv in origin.res.attributes().iter().chain(item) {
+    for kv in origin
+        .res
+        .attributes()
+        .iter()
+        .chain(item)
+        .filter(|kv| contract::is_rule_key(&kv.key))
+    {
         if let Some(v) = attr_value(&kv.value) {
             a.insert(kv.key.clone(), v);
         }

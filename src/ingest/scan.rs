@@ -144,14 +144,51 @@ fn walk(mut buf: &[u8], m: Msg, depth: usize, cost: &mut usize) -> Result<(), Ma
                     None => *cost = cost.saturating_add(len + 24),
                 }
             }
-            _ => {
-                return Err(Malformed(format!(
-                    "wire type {wire} (groups are not used by OTLP)"
-                )));
-            }
+            // A group: OTLP has none, so it is an unknown field prost skips; so do we.
+            3 => skip_group(&mut buf, field, depth + 1)?,
+            _ => return Err(Malformed(format!("wire type {wire} out of place"))),
         }
     }
     Ok(())
+}
+
+/// Skips a group's fields up to its end-group key (nested groups included), costing nothing:
+/// prost keeps no unknown fields.
+fn skip_group(buf: &mut &[u8], field: u64, depth: usize) -> Result<(), Malformed> {
+    if depth > MAX_DEPTH {
+        return Err(Malformed(format!(
+            "messages are nested more than {MAX_DEPTH} deep"
+        )));
+    }
+    loop {
+        if buf.is_empty() {
+            return Err(Malformed("a group is not closed".into()));
+        }
+        let key = varint(buf)?;
+        let (f, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(buf)?;
+            }
+            1 | 5 => {
+                let n = if wire == 1 { 8 } else { 4 };
+                if buf.len() < n {
+                    return Err(Malformed("a fixed-width field is cut short".into()));
+                }
+                *buf = &buf[n..];
+            }
+            2 => {
+                let len = usize::try_from(varint(buf)?).unwrap_or(usize::MAX);
+                if buf.len() < len {
+                    return Err(Malformed("a length-delimited field is cut short".into()));
+                }
+                *buf = &buf[len..];
+            }
+            3 => skip_group(buf, f, depth + 1)?,
+            4 if f == field => return Ok(()),
+            _ => return Err(Malformed("a group ends with the wrong field".into())),
+        }
+    }
 }
 
 /// The cost of a protobuf `ExportTraceServiceRequest` (`logs = false`) or
@@ -385,7 +422,10 @@ mod tests {
     #[test]
     fn malformed_bytes_are_refused_not_walked() {
         assert!(protobuf(&[0x0a, 0x05, 0x01], false).is_err(), "cut short");
-        assert!(protobuf(&[0x0b], false).is_err(), "group wire type");
+        assert!(protobuf(&[0x0b], false).is_err(), "an open group");
+        // An unknown field as a closed group is skipped, as prost does.
+        assert!(protobuf(&[0x7b, 0x08, 0x01, 0x7c], false).is_ok());
+        assert!(ExportTraceServiceRequest::decode(&[0x7b, 0x08, 0x01, 0x7c][..]).is_ok());
         // 101 nested AnyValue arrays: deeper than prost allows.
         let mut v = AnyValue::default();
         for _ in 0..101 {
@@ -416,5 +456,29 @@ mod tests {
         assert_eq!(m.as_deref(), Some("instrumentationLibrarySpans"));
         assert!(json(b"{").is_err());
         assert!(json(b"{} x").is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 400, failure_persistence: None, ..Default::default() })]
+        /// Whatever bytes arrive: the scan never panics, and whatever prost accepts the scan
+        /// accepted and priced at no less than it holds.
+        #[test]
+        fn mutated_bytes_are_scanned_safely(
+            muts in proptest::collection::vec((0usize..100_000, 0u8..=255, 0u8..3), 0..10),
+            spans in 0usize..20,
+        ) {
+            let mut bytes = sample(spans, 5).encode_to_vec();
+            for (at, b, op) in muts {
+                if bytes.is_empty() { break; }
+                let i = at % bytes.len();
+                match op { 0 => bytes[i] = b, 1 => bytes.insert(i, b), _ => { bytes.remove(i); } }
+            }
+            let scanned = protobuf(&bytes, false);
+            if let Ok(r) = ExportTraceServiceRequest::decode(bytes.as_slice()) {
+                let c = scanned.expect("prost decoded what the scan refused");
+                proptest::prop_assert!(c.decoded_bytes >= held(&r));
+            }
+            let _ = json(&bytes);
+        }
     }
 }

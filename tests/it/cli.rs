@@ -1,27 +1,12 @@
 //! The binary itself: a fresh `serve`, crash safety under kill -9, two processes on one
 //! PostgreSQL, export/verify exit codes, key rotation and tokens from the command line.
 
-use crate::helpers::{TestDb, bin, sigterm};
+use crate::helpers::{Served, TestDb, create_token, ct, serve_in, sigterm};
 use changetrail::storage::Store;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A command with a clean environment for changetrail settings, run in `dir`.
-fn ct(dir: &Path) -> Command {
-    let mut c = Command::new(bin());
-    c.current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CHANGETRAIL_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("RUST_LOG", "warn");
-    c
-}
 
 fn run(c: &mut Command) -> Output {
     let out = c.output().unwrap();
@@ -49,74 +34,6 @@ fn keygen(dir: &Path, origin: &str) -> String {
     stdout(&o)
 }
 
-/// A `serve` child on free ports in `dir`, its stderr collected line by line, and the bootstrap
-/// admin token it printed.
-struct Served {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: std::thread::JoinHandle<()>,
-    admin: String,
-}
-
-fn serve_in(dir: &Path, args: &[&str], rust_log: Option<&str>) -> Served {
-    let mut c = ct(dir);
-    c.arg("serve")
-        .args(args)
-        .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
-        .env("CHANGETRAIL_OTLP__GRPC_LISTEN", "127.0.0.1:0")
-        .env("CHANGETRAIL_OTLP__HTTP_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match rust_log {
-        Some(l) => c.env("RUST_LOG", l),
-        None => c.env_remove("RUST_LOG"),
-    };
-    let mut child = c.spawn().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(l);
-        }
-    });
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("Bootstrap admin token"), "{line}");
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let admin = line.trim().to_owned();
-    assert!(admin.starts_with("ct_"));
-    Served {
-        child,
-        lines,
-        reader,
-        admin,
-    }
-}
-
-/// A token of `role` created through a served admin API; the token.
-async fn create_token(
-    http: &reqwest::Client,
-    base: &str,
-    admin: &str,
-    role: &str,
-    name: &str,
-) -> String {
-    let created: serde_json::Value = http
-        .post(format!("{base}/v1/admin/tokens"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({ "role": role, "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_a_fresh_directory_just_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,7 +43,7 @@ async fn serve_on_a_fresh_directory_just_works() {
         lines: stderr_lines,
         reader,
         admin,
-    } = serve_in(dir.path(), &[], Some("trace"));
+    } = serve_in(dir.path(), &[], Some("trace"), &[]);
     let started = Instant::now();
     let addr = loop {
         let found = stderr_lines
@@ -636,7 +553,12 @@ async fn json_logs_carry_each_requests_trace_and_principal() {
         lines,
         reader,
         admin,
-    } = serve_in(dir.path(), &["--log-format", "json", "--log", "info"], None);
+    } = serve_in(
+        dir.path(),
+        &["--log-format", "json", "--log", "info"],
+        None,
+        &[],
+    );
     let started = Instant::now();
     let serving = loop {
         let found = lines.lock().unwrap().iter().find_map(|l| {

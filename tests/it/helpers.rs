@@ -6,8 +6,10 @@ use changetrail::core::verify::{Options, Report};
 use changetrail::pipeline::{LedgerWriter, now_ns};
 use changetrail::startup::App;
 use changetrail::storage::{Backend, Store};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
@@ -294,4 +296,128 @@ pub fn sigterm(child: &std::process::Child) {
         .status()
         .unwrap();
     assert!(ok.success());
+}
+
+/// A command with a clean environment for changetrail settings, run in `dir`.
+pub fn ct(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CHANGETRAIL_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// A `serve` child on free ports in `dir`, its stderr collected line by line, and the bootstrap
+/// admin token it printed.
+pub struct Served {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+    pub reader: std::thread::JoinHandle<()>,
+    pub admin: String,
+}
+
+pub fn serve_in(dir: &Path, args: &[&str], rust_log: Option<&str>, env: &[(&str, &str)]) -> Served {
+    let mut c = ct(dir);
+    c.envs(env.iter().copied());
+    c.arg("serve")
+        .args(args)
+        .env("CHANGETRAIL_HTTP__LISTEN", "127.0.0.1:0")
+        .env("CHANGETRAIL_OTLP__GRPC_LISTEN", "127.0.0.1:0")
+        .env("CHANGETRAIL_OTLP__HTTP_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match rust_log {
+        Some(l) => c.env("RUST_LOG", l),
+        None => c.env_remove("RUST_LOG"),
+    };
+    let mut child = c.spawn().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("Bootstrap admin token"), "{line}");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let admin = line.trim().to_owned();
+    assert!(admin.starts_with("ct_"));
+    Served {
+        child,
+        lines,
+        reader,
+        admin,
+    }
+}
+
+/// A token of `role` created through a served admin API; the token.
+pub async fn create_token(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    role: &str,
+    name: &str,
+) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{base}/v1/admin/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "role": role, "name": name }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
+impl Served {
+    /// The address a listener (`http`, `otlp_grpc`, `otlp_http`) serves on, from the "is
+    /// serving" log line (needs RUST_LOG at info or lower), awaited up to 60 s.
+    pub async fn addr(&self, listener: &str) -> String {
+        let started = std::time::Instant::now();
+        let key = format!(" {listener}=");
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("changetrail is serving"))
+                .and_then(|l| {
+                    l.split(&key)
+                        .nth(1)
+                        .map(|s| s.split_whitespace().next().unwrap_or("").to_owned())
+                });
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "server did not start: {:?}",
+                self.lines.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The child's peak resident memory (VmHWM) in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
 }

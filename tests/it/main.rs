@@ -9,6 +9,7 @@ mod console;
 mod demo;
 mod fixtures;
 mod helpers;
+mod hostile;
 mod idp;
 mod integrity;
 mod merkle;

@@ -677,6 +677,26 @@ pub fn rewritten(
 
 #[cfg(test)]
 mod tests {
+
+    /// Ingest copies only attributes in the rules' namespaces for the rules; every attribute
+    /// name this file reads must be among them, or the rules would silently never see it.
+    #[test]
+    fn every_key_the_rules_read_is_copied_for_them() {
+        let src = include_str!("extract.rs");
+        let mut checked = 0;
+        for lit in src.split('"').skip(1).step_by(2) {
+            let dotted = !lit.ends_with(".rs")
+                && lit.contains('.')
+                && lit.split('.').all(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                });
+            if dotted {
+                assert!(crate::core::contract::is_rule_key(lit), "{lit}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "{checked}");
+    }
     use super::*;
     use crate::core::identity::IdentityVerifier;
 
