@@ -6,6 +6,7 @@ use crate::core::contract::{
 };
 use crate::core::evidence::{AttrValue, Attrs, ItemInfo, Source};
 use crate::core::telemetry::{LogRow, SpanRow};
+use crate::ingest::binder::Parkable;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -52,6 +53,8 @@ pub struct Origin {
     pub contract: bool,
     pub subject: Option<String>,
     pub service: String,
+    /// Approximate memory it holds, counted once by the binder while parked spans share it.
+    pub approx_bytes: usize,
 }
 
 /// A valid span with the context it came with.
@@ -97,11 +100,6 @@ impl ParkedSpan {
             .collect()
     }
 
-    /// Memory held while parked: the bytes and the bookkeeping around them.
-    pub fn weight(&self) -> usize {
-        self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64
-    }
-
     /// Back to a span, as it was parked (it was valid then, so it decodes).
     pub fn unpark(self) -> Option<SpanItem> {
         let span = Span::decode(self.bytes.as_slice()).ok()?;
@@ -113,6 +111,18 @@ impl ParkedSpan {
             contract: false,
             subject: None,
         })
+    }
+}
+
+impl Parkable for ParkedSpan {
+    /// Memory held while parked: the bytes and the bookkeeping around them.
+    fn weight(&self) -> usize {
+        self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64
+    }
+
+    /// The resource and scope, shared with the other spans of the same request.
+    fn shared(&self) -> Option<(usize, usize)> {
+        Some((Arc::as_ptr(&self.origin) as usize, self.origin.approx_bytes))
     }
 }
 
@@ -193,15 +203,72 @@ fn origin(
         .as_ref()
         .map(|r| r.attributes.as_slice())
         .unwrap_or(&[]);
+    let subject = subject_of(attrs);
+    let service = service_name(attrs).unwrap_or("unknown_service").to_owned();
+    // The Arc's counts, the struct, and what its fields point to.
+    let approx_bytes = 2 * std::mem::size_of::<usize>()
+        + std::mem::size_of::<Origin>()
+        + resource.as_ref().map_or(0, resource_heap)
+        + scope.as_ref().map_or(0, |s| {
+            s.name.len() + s.version.len() + attrs_heap(&s.attributes)
+        })
+        + resource_schema.len()
+        + scope_schema.len()
+        + subject.as_ref().map_or(0, String::len)
+        + service.len();
     Arc::new(Origin {
         contract: has_contract(attrs),
-        subject: subject_of(attrs),
-        service: service_name(attrs).unwrap_or("unknown_service").to_owned(),
+        subject,
+        service,
+        approx_bytes,
         resource,
         resource_schema,
         scope,
         scope_schema,
     })
+}
+
+// Decoded sizes are walked rather than taken from the wire size: an empty array element is two
+// bytes on the wire and a few dozen decoded, so the wire size could undercount many times over.
+
+fn resource_heap(r: &Resource) -> usize {
+    attrs_heap(&r.attributes)
+        + r.entity_refs
+            .iter()
+            .map(|e| {
+                std::mem::size_of_val(e)
+                    + e.schema_url.len()
+                    + e.r#type.len()
+                    + e.id_keys
+                        .iter()
+                        .chain(&e.description_keys)
+                        .map(|k| std::mem::size_of::<String>() + k.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
+fn attrs_heap(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| {
+            std::mem::size_of::<KeyValue>() + kv.key.len() + kv.value.as_ref().map_or(0, value_heap)
+        })
+        .sum()
+}
+
+fn value_heap(v: &AnyValue) -> usize {
+    match &v.value {
+        Some(Value::StringValue(s)) => s.len(),
+        Some(Value::BytesValue(b)) => b.len(),
+        Some(Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .map(|v| std::mem::size_of::<AnyValue>() + value_heap(v))
+            .sum(),
+        Some(Value::KvlistValue(l)) => attrs_heap(&l.values),
+        _ => 0,
+    }
 }
 
 /// Says what is wrong with an id that `id` refused.
