@@ -6,6 +6,7 @@ use crate::core::contract::{
 };
 use crate::core::evidence::{AttrValue, Attrs, ItemInfo, Source};
 use crate::core::telemetry::{LogRow, SpanRow};
+use crate::ingest::binder::Parkable;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
@@ -53,6 +54,9 @@ pub struct ResourcePart {
     pub service: String,
     /// Its field in a stored row (redacted, encoded), built once when a first row needs it.
     stored: OnceLock<Vec<u8>>,
+    /// Approximate memory it holds (its stored form included, once built), counted once by the
+    /// binder while parked spans share it.
+    pub approx_bytes: usize,
 }
 
 impl ResourcePart {
@@ -61,13 +65,25 @@ impl ResourcePart {
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
+        let subject = subject_of(attrs);
+        let service = service_name(attrs).unwrap_or("unknown_service").to_owned();
+        // The Arc's counts, the struct, what its fields point to, and the stored form.
+        let approx_bytes = 2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<ResourcePart>()
+            + resource
+                .as_ref()
+                .map_or(0, |r| resource_heap(r) + r.encoded_len())
+            + schema_url.len()
+            + subject.as_ref().map_or(0, String::len)
+            + service.len();
         Arc::new(ResourcePart {
             contract: has_contract(attrs),
-            subject: subject_of(attrs),
-            service: service_name(attrs).unwrap_or("unknown_service").to_owned(),
+            subject,
+            service,
             resource,
             schema_url,
             stored: OnceLock::new(),
+            approx_bytes,
         })
     }
 
@@ -100,6 +116,8 @@ pub struct Origin {
     pub scope_schema: String,
     /// Field 1 of a stored `ScopeSpans` / `ScopeLogs`, built once.
     stored: OnceLock<Vec<u8>>,
+    /// Approximate memory of the scope part (the resource is counted by `res`).
+    pub approx_bytes: usize,
 }
 
 impl Origin {
@@ -108,11 +126,18 @@ impl Origin {
         scope: Option<InstrumentationScope>,
         scope_schema: String,
     ) -> Arc<Origin> {
+        let approx_bytes = 2 * std::mem::size_of::<usize>()
+            + std::mem::size_of::<Origin>()
+            + scope.as_ref().map_or(0, |s| {
+                s.name.len() + s.version.len() + attrs_heap(&s.attributes) + s.encoded_len()
+            })
+            + scope_schema.len();
         Arc::new(Origin {
             res,
             scope,
             scope_schema,
             stored: OnceLock::new(),
+            approx_bytes,
         })
     }
 
@@ -199,11 +224,6 @@ impl ParkedSpan {
             .collect()
     }
 
-    /// Memory held while parked: the bytes and the bookkeeping around them.
-    pub fn weight(&self) -> usize {
-        self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64
-    }
-
     /// Back to a span, as it was parked (it was valid then, so it decodes).
     pub fn unpark(self) -> Option<SpanItem> {
         let span = Span::decode(self.bytes.as_slice()).ok()?;
@@ -215,6 +235,22 @@ impl ParkedSpan {
             contract: false,
             subject: None,
         })
+    }
+}
+
+impl Parkable for ParkedSpan {
+    /// Memory held while parked: the bytes, the bookkeeping around them, and the scope part of
+    /// its origin (small within the limits; counted per span, which errs towards evicting).
+    fn weight(&self) -> usize {
+        self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64 + self.origin.approx_bytes
+    }
+
+    /// The resource, shared with the other spans (of every scope) of the same request.
+    fn shared(&self) -> Option<(usize, usize)> {
+        Some((
+            Arc::as_ptr(&self.origin.res) as usize,
+            self.origin.res.approx_bytes,
+        ))
     }
 }
 
@@ -283,6 +319,49 @@ fn subject_of(attrs: &[KeyValue]) -> Option<String> {
 
 fn has_contract(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| contract::is_contract_key(&kv.key))
+}
+
+// Decoded sizes are walked rather than taken from the wire size: an empty array element is two
+// bytes on the wire and a few dozen decoded, so the wire size could undercount many times over.
+
+fn resource_heap(r: &Resource) -> usize {
+    attrs_heap(&r.attributes)
+        + r.entity_refs
+            .iter()
+            .map(|e| {
+                std::mem::size_of_val(e)
+                    + e.schema_url.len()
+                    + e.r#type.len()
+                    + e.id_keys
+                        .iter()
+                        .chain(&e.description_keys)
+                        .map(|k| std::mem::size_of::<String>() + k.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
+}
+
+fn attrs_heap(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| {
+            std::mem::size_of::<KeyValue>() + kv.key.len() + kv.value.as_ref().map_or(0, value_heap)
+        })
+        .sum()
+}
+
+fn value_heap(v: &AnyValue) -> usize {
+    match &v.value {
+        Some(Value::StringValue(s)) => s.len(),
+        Some(Value::BytesValue(b)) => b.len(),
+        Some(Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .map(|v| std::mem::size_of::<AnyValue>() + value_heap(v))
+            .sum(),
+        Some(Value::KvlistValue(l)) => attrs_heap(&l.values),
+        _ => 0,
+    }
 }
 
 /// Says what is wrong with an id that `id` refused.

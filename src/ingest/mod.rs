@@ -20,7 +20,7 @@ use crate::core::identity::IdentityVerifier;
 use crate::metrics::Registry;
 use crate::pipeline::{AppendError, Appender, Telemetry};
 use crate::storage::Store;
-use binder::{Binder, BinderStats};
+use binder::{Binder, BinderStats, SourceId};
 use convert::{ParkedSpan, SpanItem};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -593,6 +593,7 @@ impl Ingestor {
         req: ExportTraceServiceRequest,
         sender: SentBy,
     ) -> Result<Outcome, IngestError> {
+        let source = SourceId::of(&sender);
         let intake = self.intake(sender);
         let now = intake.received_ns.max(0) as u64;
         let skew = self.config.max_clock_skew_ns.max(0) as u64;
@@ -615,7 +616,7 @@ impl Ingestor {
             .sightings(&self.store, &items, &self.config.policy, &intake)
             .await
             .map_err(|e| self.append_error(&AppendError::Storage(e)))?;
-        let (kept, released) = self.classify(items);
+        let (kept, released) = self.classify(items, source);
         let mut rows = Vec::with_capacity(kept.len() + released.len());
         for (item, rule, subject) in kept.iter().chain(released.iter()) {
             // Facts first: token attributes are read (and verified) before redaction drops them.
@@ -663,7 +664,7 @@ impl Ingestor {
                 let now = Instant::now();
                 self.binder.with(now, |v| {
                     for (item, _, _) in released {
-                        park(v, item);
+                        park(v, item, source);
                     }
                 });
                 Err(self.append_error(&e))
@@ -677,6 +678,7 @@ impl Ingestor {
     fn classify(
         &self,
         items: Vec<SpanItem>,
+        source: SourceId,
     ) -> (
         Vec<(SpanItem, KeepRule, String)>,
         Vec<(SpanItem, KeepRule, String)>,
@@ -711,7 +713,7 @@ impl Ingestor {
                     kept.push((item, KeepRule::Link, subject));
                     continue;
                 }
-                park(v, item);
+                park(v, item, source);
                 parked += 1;
             }
         });
@@ -725,6 +727,7 @@ impl Ingestor {
         req: ExportLogsServiceRequest,
         sender: SentBy,
     ) -> Result<Outcome, IngestError> {
+        let source = SourceId::of(&sender);
         let intake = self.intake(sender);
         let (items, rejections) = convert::logs(
             req.resource_logs,
@@ -803,7 +806,7 @@ impl Ingestor {
             Err(e) => {
                 self.binder.with(Instant::now(), |v| {
                     for (item, _, _) in released {
-                        park(v, item);
+                        park(v, item, source);
                     }
                 });
                 Err(self.append_error(&e))
@@ -828,14 +831,13 @@ impl Ingestor {
     }
 }
 
-fn park(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem) {
+fn park(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem, source: SourceId) {
     let links = ParkedSpan::linked_traces(&item);
     let p = ParkedSpan::park(item);
-    let w = p.weight();
     if links.is_empty() {
-        v.park(p.trace_id(), p, w);
+        v.park(p.trace_id(), p, source);
     } else {
-        v.park_linking(p.trace_id(), &links, p, w);
+        v.park_linking(p.trace_id(), &links, p, source);
     }
 }
 
