@@ -92,18 +92,41 @@ async fn adopt_tokens(store: &Store, writer: &LedgerWriter) -> anyhow::Result<()
     Ok(())
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db` for messages.
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***` for
+/// messages: PostgreSQL URLs may carry the password in the userinfo or in the query.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (base, query) = match url[s + 3..].find('?').map(|q| q + s + 3) {
+        Some(q) => (&url[..q], Some(&url[q + 1..])),
+        None => (url, None),
+    };
+    // The userinfo ends at the last '@' before the query (the query may hold paths with '@',
+    // e.g. sslrootcert); a password may hold '/' or '#' when it was not percent-encoded.
+    let mut out = match base[s + 3..].rfind('@').map(|at| at + s + 3) {
+        Some(at) => match base[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        // An unencoded '?' in a password puts its '@' in the "query": show nothing of either.
+        None if query.is_some_and(|q| q.contains('@')) => {
+            return format!("{}***", &url[..s + 3]);
         }
-        _ => url.to_owned(),
+        None => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 impl App {

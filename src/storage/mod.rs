@@ -10,7 +10,7 @@ use crate::core::hash::Hash;
 use crate::core::keys::{KeyId, Origin};
 use crate::core::merkle::{CompactRange, NodeId};
 use crate::core::telemetry::{LogRow, SpanRow};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -28,10 +28,13 @@ const INSERT_CHUNK: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    #[error("unsupported database URL (it starts {0:?}): use sqlite://PATH or postgres://…")]
     Url(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// Not transient: a certificate or `sslmode` mismatch stays until someone fixes it.
+    #[error("TLS to the database failed: {0} (check sslmode and sslrootcert in the database URL)")]
+    Tls(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -300,6 +303,35 @@ fn token_row(t: TokenTuple) -> TokenRow {
     }
 }
 
+/// A failed handshake reaches us as an I/O error wrapping rustls's (or as sqlx's own TLS error
+/// for `sslmode=require` against a server without TLS), and an unreadable `sslrootcert` as a bare
+/// "No such file"; naming them TLS points the operator at the URL rather than at the network.
+fn pg_connect_error(e: sqlx::Error, o: &PgConnectOptions) -> StorageError {
+    let verifies = matches!(
+        o.get_ssl_mode(),
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    let tls = match &e {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => {
+            io.get_ref()
+                .is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>())
+                || (verifies
+                    && o.get_socket().is_none()
+                    && matches!(
+                        io.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ))
+        }
+        _ => false,
+    };
+    if tls {
+        StorageError::Tls(e)
+    } else {
+        StorageError::Db(e)
+    }
+}
+
 const ENTRY_COLUMNS: &str = "SELECT e.seq, e.entry, e.sig, e.leaf_hash, e.time_ns, e.kind, e.subject, p.salt, p.payload \
      FROM entries e LEFT JOIN payloads p ON p.seq = e.seq";
 const HEAD_COLUMNS: &str = "SELECT origin, size, last_leaf, last_time_ns, frontier, key_id, checkpoint_size, checkpoint_time_ns FROM ledger_head WHERE id = 1";
@@ -329,11 +361,14 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(o)
-                .await?;
+                .connect_with(o.clone())
+                .await
+                .map_err(|e| pg_connect_error(e, &o))?;
             Ok(Store::Postgres(pool))
         } else {
-            Err(StorageError::Url(url.chars().take(40).collect()))
+            // Only the part before any ':' or '@': the rest may be a password.
+            let shown = url.split([':', '@']).next().unwrap_or_default();
+            Err(StorageError::Url(shown.chars().take(40).collect()))
         }
     }
 

@@ -15,6 +15,7 @@ mod integrity;
 mod merkle;
 mod openapi;
 mod otlp;
+mod pg_tls;
 mod python;
 mod reports;
 mod scenarios;
