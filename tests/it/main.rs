@@ -11,6 +11,7 @@ mod fixtures;
 mod helpers;
 mod idp;
 mod integrity;
+mod listeners;
 mod merkle;
 mod openapi;
 mod otlp;
