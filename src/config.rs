@@ -12,7 +12,7 @@ use std::time::Duration;
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "database_url",
     "evidence",
     "ledger",
@@ -23,6 +23,7 @@ const SECTIONS: [&str; 10] = [
     "tls",
     "storage",
     "reports",
+    "listeners",
 ];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -38,6 +39,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub reports: ReportsConfig,
+    pub listeners: ListenersConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -320,6 +322,7 @@ impl Config {
             crate::core::keys::Origin::parse(&l.origin)
                 .map_err(|e| ConfigError::Invalid(format!("ledger.origin: {e}")))?;
         }
+        self.listeners.validate()?;
         Ok(())
     }
 
@@ -481,6 +484,54 @@ impl Config {
     }
 }
 
+/// What every listener (REST, OTLP gRPC, OTLP HTTP) allows a client, so slow, idle or too many
+/// clients cannot starve the rest (`[listeners]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersConfig {
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub api_request_timeout: Duration,
+    pub min_body_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub body_rate_grace: Duration,
+    pub http2_max_concurrent_streams: u32,
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+}
+
+impl ListenersConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(format!("listeners.{m}")));
+        if self.max_connections == 0 || self.http2_max_concurrent_streams == 0 {
+            return invalid("max_connections and http2_max_concurrent_streams must be at least 1");
+        }
+        for (name, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+            ("api_request_timeout", self.api_request_timeout),
+            ("body_rate_grace", self.body_rate_grace),
+            ("http2_keepalive_interval", self.http2_keepalive_interval),
+            ("http2_keepalive_timeout", self.http2_keepalive_timeout),
+        ] {
+            // Zero would close every connection at once rather than switch the limit off.
+            if d.is_zero() {
+                return invalid(&format!("{name} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +555,32 @@ mod tests {
             c.token_rules(),
             crate::core::identity::TokenRules::default()
         );
+    }
+
+    #[test]
+    fn listener_limits_default_as_a_proxy_would_and_zero_is_refused() {
+        let c = Config::defaults();
+        let l = &c.listeners;
+        assert_eq!(l.max_connections, 4096);
+        assert_eq!(l.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(l.idle_timeout, Duration::from_secs(60));
+        assert_eq!(l.request_timeout, Duration::from_secs(60));
+        assert_eq!(l.api_request_timeout, Duration::from_secs(300));
+        assert_eq!(
+            (l.min_body_rate, l.body_rate_grace),
+            (1024, Duration::from_secs(5))
+        );
+        assert_eq!(l.http2_max_concurrent_streams, 100);
+        assert_eq!(l.http2_keepalive_interval, Duration::from_secs(30));
+        assert_eq!(l.http2_keepalive_timeout, Duration::from_secs(10));
+        c.validate().unwrap();
+        let mut zero = c.clone();
+        zero.listeners.idle_timeout = Duration::ZERO;
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.contains("listeners.idle_timeout"), "{e}");
+        let mut zero = c;
+        zero.listeners.max_connections = 0;
+        assert!(zero.validate().is_err());
     }
 
     fn toml_like(c: &Config) -> String {

@@ -1,5 +1,6 @@
 //! A small Prometheus text-format registry: labelled counters incremented on the hot path
-//! (a short lock per request, not per span) and gauges read at scrape time.
+//! (a short lock per request, not per span), labelled gauges moved up and down (connections),
+//! and gauges read at scrape time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +32,19 @@ impl Registry {
         );
         if let Ok(mut c) = self.counters.lock() {
             *c.entry(key).or_default() += n;
+        }
+    }
+
+    /// Lowers a gauge kept here (connections open); never below zero.
+    pub fn sub(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        if let Ok(mut c) = self.counters.lock()
+            && let Some(v) = c.get_mut(&key)
+        {
+            *v = v.saturating_sub(n);
         }
     }
 
@@ -140,5 +154,18 @@ mod tests {
             r.get("ct_spans_received_total", &[("transport", "grpc")]),
             5
         );
+    }
+
+    #[test]
+    fn gauges_go_down_but_not_below_zero() {
+        let r = Registry::default();
+        r.describe("ct_open", "gauge", "Open.");
+        r.add("ct_open", &[("listener", "api")], 3);
+        r.sub("ct_open", &[("listener", "api")], 1);
+        assert_eq!(r.get("ct_open", &[("listener", "api")]), 2);
+        r.sub("ct_open", &[("listener", "api")], 5);
+        assert_eq!(r.get("ct_open", &[("listener", "api")]), 0);
+        // A gauge back at zero still shows, labelled.
+        assert!(r.render(&[]).contains("ct_open{listener=\"api\"} 0\n"));
     }
 }

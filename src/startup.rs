@@ -3,7 +3,7 @@
 
 use crate::api::{self, AppState};
 use crate::auth::{self, Role};
-use crate::config::Config;
+use crate::config::{Config, ListenersConfig};
 use crate::ingest::{self, Ingestor};
 use crate::keyfile;
 use crate::pipeline::{Appender, LedgerWriter, now_ns, spawn_sequencer};
@@ -34,7 +34,7 @@ pub struct App {
     /// Stops the listeners; the sequencer is stopped after them, so accepted requests commit.
     shutdown: CancellationToken,
     sequencer_stop: CancellationToken,
-    listeners: Vec<(TcpListener, axum::Router)>,
+    listeners: Vec<(TcpListener, axum::Router, serve::Endpoint)>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     sequencer: tokio::task::JoinHandle<()>,
 }
@@ -90,6 +90,21 @@ async fn adopt_tokens(store: &Store, writer: &LedgerWriter) -> anyhow::Result<()
         "Recorded the existing API tokens in the ledger (made before tokens were recorded)."
     );
     Ok(())
+}
+
+/// A listener's limits from `[listeners]`, with its own request deadline.
+fn limits(l: &ListenersConfig, request_timeout: Duration) -> serve::Limits {
+    serve::Limits {
+        max_connections: l.max_connections,
+        header_read_timeout: l.header_read_timeout,
+        idle_timeout: l.idle_timeout,
+        request_timeout,
+        min_body_rate: l.min_body_rate,
+        body_rate_grace: l.body_rate_grace,
+        http2_max_concurrent_streams: l.http2_max_concurrent_streams,
+        http2_keepalive_interval: l.http2_keepalive_interval,
+        http2_keepalive_timeout: l.http2_keepalive_timeout,
+    }
 }
 
 /// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***` for
@@ -181,10 +196,29 @@ impl App {
                 max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
                     .unwrap_or(i64::MAX),
             });
+        // Connection metrics go where /metrics reads the ingest counters from.
+        let endpoint = |name, request_timeout| serve::Endpoint {
+            name,
+            limits: limits(&cfg.listeners, request_timeout),
+            metrics: ingestor.metrics.clone(),
+        };
+        let l = &cfg.listeners;
         let listeners = vec![
-            (http, api::router(state)),
-            (grpc, ingest::grpc::router(ingestor.clone())),
-            (otlp_http, ingest::http::router(ingestor.clone())),
+            (
+                http,
+                api::router(state),
+                endpoint("api", l.api_request_timeout),
+            ),
+            (
+                grpc,
+                ingest::grpc::router(ingestor.clone()),
+                endpoint("otlp_grpc", l.request_timeout),
+            ),
+            (
+                otlp_http,
+                ingest::http::router(ingestor.clone()),
+                endpoint("otlp_http", l.request_timeout),
+            ),
         ];
         Ok(App {
             http_addr,
@@ -211,7 +245,7 @@ impl App {
 
     pub async fn run(self) -> anyhow::Result<()> {
         let mut servers = Vec::new();
-        for (listener, router) in self.listeners {
+        for (listener, router, endpoint) in self.listeners {
             // Tokens must never reach a log line, whatever a layer decides to print.
             let router = router
                 .layer(
@@ -237,6 +271,7 @@ impl App {
                 self.tls.clone(),
                 self.shutdown.clone(),
                 DRAIN_DEADLINE,
+                endpoint,
             )));
         }
         for s in servers {

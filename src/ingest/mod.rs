@@ -275,7 +275,8 @@ pub struct Ingestor {
     pub appender: Appender,
     pub store: Store,
     pub tokens: TokenCache,
-    pub metrics: Registry,
+    /// What /metrics renders; shared with the listeners, which count connections in it.
+    pub metrics: Arc<Registry>,
     pub config: IngestConfig,
     binder: Binder<ParkedSpan>,
     redactor: Redactor,
@@ -362,7 +363,7 @@ impl Ingestor {
             tokens: TokenCache::new(Duration::from_secs(5)),
             appender,
             store,
-            metrics,
+            metrics: Arc::new(metrics),
             config,
         }
     }

@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod idp;
 mod integrity;
+mod listeners;
 mod merkle;
 mod openapi;
 mod otlp;
