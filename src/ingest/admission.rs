@@ -83,6 +83,11 @@ impl Reservation {
         self.bytes
     }
 
+    /// Whose reservation this is (the ingest token id).
+    pub fn sender(&self) -> &str {
+        &self.sender
+    }
+
     /// Gives back `n` bytes no longer held (a buffer dropped once decoded).
     pub fn shrink(&mut self, n: usize) {
         let n = n.min(self.bytes);

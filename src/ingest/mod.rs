@@ -283,6 +283,11 @@ pub struct Ingestor {
     budget: Arc<admission::Budget>,
     /// Threads decoding at once (the blocking pool is larger; decoding is CPU work).
     decoders: Arc<tokio::sync::Semaphore>,
+    /// Per ingest token, at most half of them, so one sender's stream of expensive requests
+    /// cannot keep every decoding thread from the others.
+    decoders_by_sender:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    decoders_per_sender: usize,
     /// Which version each production service runs, for sightings.
     versions: versions::Versions,
 }
@@ -342,14 +347,15 @@ impl Ingestor {
         ] {
             metrics.describe(name, "counter", help);
         }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ingestor {
             budget: admission::Budget::new(
                 config.max_inflight_bytes,
                 config.max_inflight_bytes_per_token,
             ),
-            decoders: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            decoders: Arc::new(tokio::sync::Semaphore::new(threads)),
+            decoders_by_sender: Default::default(),
+            decoders_per_sender: (threads / 2).max(1),
             versions: versions::Versions::new(
                 config.version_window_ns,
                 config.max_versions_remembered,
@@ -467,15 +473,29 @@ impl Ingestor {
         format: decode::Format,
         reservation: admission::Reservation,
     ) -> Result<decode::Decoded<T>, IngestError> {
-        let _thread =
-            self.decoders
+        let stopping = |_| IngestError::Unavailable {
+            message: "changetrail is shutting down; retry shortly".into(),
+            retry_after: self.config.retry_after,
+        };
+        let mine = {
+            let mut m = match self.decoders_by_sender.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            // Senders that hold no slot are forgotten, so the map stays as small as the set of
+            // tokens sending right now.
+            m.retain(|_, s| Arc::strong_count(s) > 1);
+            m.entry(reservation.sender().to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.decoders_per_sender)))
                 .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| IngestError::Unavailable {
-                    message: "changetrail is shutting down; retry shortly".into(),
-                    retry_after: self.config.retry_after,
-                })?;
+        };
+        let _mine = mine.acquire_owned().await.map_err(stopping)?;
+        let _thread = self
+            .decoders
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(stopping)?;
         let (limit, limits, per_sender) = (
             self.config.max_request_bytes,
             self.config.limits.clone(),
@@ -665,7 +685,7 @@ impl Ingestor {
                 let now = Instant::now();
                 self.binder.with(now, |v| {
                     for (item, _, _) in released {
-                        park(v, item, source);
+                        park_item(v, item, source);
                     }
                 });
                 Err(self.append_error(&e))
@@ -686,7 +706,7 @@ impl Ingestor {
     ) {
         let mut kept = Vec::new();
         let mut released = Vec::new();
-        let mut parked = 0u64;
+        let mut to_park = Vec::new();
         self.binder.with(Instant::now(), |v| {
             // Spans carrying the contract bind their trace first, so the order of spans inside
             // one request does not matter.
@@ -701,23 +721,43 @@ impl Ingestor {
                 kept.push((item, KeepRule::Attribute, subject));
             }
             for item in others {
-                if let Some(subject) = v.bound(&item.trace_id).map(str::to_owned) {
-                    kept.push((item, KeepRule::Trace, subject));
-                    continue;
+                match keep_now(v, &item.trace_id, &ParkedSpan::linked_traces(&item)) {
+                    Some((rule, subject)) => {
+                        if rule == KeepRule::Link {
+                            released.extend(bind_all(v, item.trace_id, &subject));
+                        }
+                        kept.push((item, rule, subject));
+                    }
+                    None => to_park.push(item),
                 }
-                let linked = item.span.links.iter().find_map(|l| {
-                    let t: [u8; 16] = l.trace_id.as_slice().try_into().ok()?;
-                    v.bound(&t).map(str::to_owned)
-                });
-                if let Some(subject) = linked {
-                    released.extend(bind_all(v, item.trace_id, &subject));
-                    kept.push((item, KeepRule::Link, subject));
-                    continue;
-                }
-                park(v, item, source);
-                parked += 1;
             }
         });
+        // Spans are encoded for parking outside the lock, so a large request does not hold every
+        // other one up. A trace bound meanwhile by another request is looked at again below.
+        let prepared: Vec<(Vec<[u8; 16]>, ParkedSpan)> = to_park
+            .into_iter()
+            .map(|i| (ParkedSpan::linked_traces(&i), ParkedSpan::park(i)))
+            .collect();
+        let mut parked = 0u64;
+        if !prepared.is_empty() {
+            self.binder.with(Instant::now(), |v| {
+                for (links, p) in prepared {
+                    match keep_now(v, &p.trace_id(), &links) {
+                        Some((rule, subject)) => {
+                            let Some(item) = p.unpark() else { continue };
+                            if rule == KeepRule::Link {
+                                released.extend(bind_all(v, item.trace_id, &subject));
+                            }
+                            kept.push((item, rule, subject));
+                        }
+                        None => {
+                            park(v, links, p, source);
+                            parked += 1;
+                        }
+                    }
+                }
+            });
+        }
         self.metrics
             .add("changetrail_spans_parked_total", &[], parked);
         (kept, released)
@@ -807,7 +847,7 @@ impl Ingestor {
             Err(e) => {
                 self.binder.with(Instant::now(), |v| {
                     for (item, _, _) in released {
-                        park(v, item, source);
+                        park_item(v, item, source);
                     }
                 });
                 Err(self.append_error(&e))
@@ -832,9 +872,33 @@ impl Ingestor {
     }
 }
 
-fn park(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem, source: SourceId) {
+/// Whether a span not carrying the contract is kept now: its trace is bound (rule: trace), or it
+/// links to a bound trace (rule: link; its own trace is then bound too).
+fn keep_now(
+    v: &binder::BinderView<'_, ParkedSpan>,
+    trace: &[u8; 16],
+    links: &[[u8; 16]],
+) -> Option<(KeepRule, String)> {
+    if let Some(subject) = v.bound(trace) {
+        return Some((KeepRule::Trace, subject.to_owned()));
+    }
+    links
+        .iter()
+        .find_map(|t| v.bound(t))
+        .map(|subject| (KeepRule::Link, subject.to_owned()))
+}
+
+fn park_item(v: &mut binder::BinderView<'_, ParkedSpan>, item: SpanItem, source: SourceId) {
     let links = ParkedSpan::linked_traces(&item);
-    let p = ParkedSpan::park(item);
+    park(v, links, ParkedSpan::park(item), source);
+}
+
+fn park(
+    v: &mut binder::BinderView<'_, ParkedSpan>,
+    links: Vec<[u8; 16]>,
+    p: ParkedSpan,
+    source: SourceId,
+) {
     if links.is_empty() {
         v.park(p.trace_id(), p, source);
     } else {
