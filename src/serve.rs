@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response, StatusCode, header};
 use axum::response::IntoResponse as _;
 use body::Guarded;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::convert::Infallible;
@@ -247,6 +247,15 @@ impl Activity {
         InFlight(self.clone())
     }
 
+    /// While a request is in flight: when it counts as stalled, if nothing has moved (no request
+    /// started or ended, no response frame taken) for `limit`. A client that stops reading (an
+    /// HTTP/2 window of 0, a full TCP window) would otherwise hold the connection forever.
+    fn stalled_at(&self, limit: Duration) -> Option<Instant> {
+        let last = self.last.load(Ordering::SeqCst);
+        (self.in_flight.load(Ordering::SeqCst) > 0)
+            .then(|| self.epoch + Duration::from_millis(last) + limit)
+    }
+
     /// When the connection counts as idle, or `None` while a request is in flight. The end of the
     /// last request counts too: a keep-alive connection is not closed right after a long request.
     fn idle_at(&self, idle: Duration) -> Option<Instant> {
@@ -318,8 +327,37 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                     past_deadline(grpc)
                 }
             };
-            Ok(resp.map(|b| Body::new(Guarded::new(b, in_flight))))
+            let touch = activity.clone();
+            Ok(resp.map(|b| Body::new(Guarded::new(Touching(b, touch), in_flight))))
         })
+    }
+}
+
+/// A response body that marks its connection active each time a frame is taken to be sent.
+struct Touching(Body, Arc<Activity>);
+
+impl HttpBody for Touching {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.0).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(_))) = &r {
+            this.1.touch();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.size_hint()
     }
 }
 
@@ -391,6 +429,9 @@ impl Conn {
     {
         let listener = self.slot.listener.clone();
         let idle = listener.limits.idle_timeout;
+        // Processing ends by the request deadline (its answer included); after that a response
+        // must keep moving: nothing moving for twice the deadline is a stalled client.
+        let stall = listener.limits.request_timeout.saturating_mul(2);
         let activity = Arc::new(Activity::new());
         let service = ConnService {
             router: self.router.clone(),
@@ -400,7 +441,8 @@ impl Conn {
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut closing: Option<&'static str> = None;
-        let mut check = Instant::now() + idle;
+        // Looked at least every `stall`, so a request that stalls is seen within twice that.
+        let mut check = Instant::now() + idle.min(stall);
         let reason = loop {
             tokio::select! {
                 ended = conn.as_mut() => break closing.unwrap_or_else(|| why_ended(ended, &activity)),
@@ -416,8 +458,12 @@ impl Conn {
                         // Told to close a while ago, nothing in flight, still open: dropped.
                         (Some(why), Some(_)) => break why,
                         (Some(_), None) => check = now + CLOSE_GRACE,
-                        (None, None) => check = now + idle,
-                        (None, Some(at)) if at > now => check = at,
+                        (None, None) => match activity.stalled_at(stall) {
+                            Some(at) if at <= now => break "stalled",
+                            Some(at) => check = at.min(now + idle),
+                            None => check = now + idle,
+                        },
+                        (None, Some(at)) if at > now => check = at.min(now + stall),
                         (None, Some(_)) => {
                             // Before its first request this cancels reading the protocol
                             // preface; on HTTP/1 it closes between requests, on HTTP/2 it sends
@@ -572,7 +618,9 @@ mod tests {
                     }
                 }),
             )
-            .route("/ok", get(|| async { "ok" }));
+            .route("/ok", get(|| async { "ok" }))
+            // More than any socket buffer holds: a client that does not read stalls it.
+            .route("/big", get(|| async { vec![b'x'; 64 << 20] }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Registry::default());
@@ -616,6 +664,35 @@ mod tests {
             .await
             .expect("the server did not close the connection");
         String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A client that asks and then never lets the answer through (an HTTP/2 window of 0, while
+    /// it answers PINGs) cannot hold its connection: it is closed once nothing has moved for
+    /// twice the request deadline. (HTTP/1 hands its whole body to the socket buffer, and the
+    /// idle timeout closes it.)
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_as_stalled() {
+        let mut l = limits();
+        l.request_timeout = Duration::from_millis(500);
+        l.idle_timeout = Duration::from_secs(60);
+        let (addr, metrics, _stop) = start(l).await;
+        let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{addr}/big"))
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            until(|| closed(&metrics, "stalled") == 1).await,
+            "the stalled connection was not closed"
+        );
+        drop(resp);
     }
 
     #[tokio::test]

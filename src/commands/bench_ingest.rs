@@ -417,10 +417,11 @@ pub async fn binding(
                         token_id: None,
                         name: "bench binding".into(),
                     };
-                    ing.traces(first, sender.clone())
+                    let mut hold = ing.hold_for("bench binding");
+                    ing.traces(first, sender.clone(), &mut hold)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    ing.traces(second, sender)
+                    ing.traces(second, sender, &mut hold)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }

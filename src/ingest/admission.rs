@@ -83,6 +83,17 @@ impl Reservation {
         self.bytes
     }
 
+    /// Moves everything held into a new reservation (handed to the append queue, so what waits
+    /// there stays counted whatever becomes of the caller).
+    pub fn take(&mut self) -> Reservation {
+        let bytes = std::mem::take(&mut self.bytes);
+        Reservation {
+            budget: self.budget.clone(),
+            sender: self.sender.clone(),
+            bytes,
+        }
+    }
+
     /// Whose reservation this is (the ingest token id).
     pub fn sender(&self) -> &str {
         &self.sender

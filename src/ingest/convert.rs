@@ -28,6 +28,8 @@ pub enum Reject {
     /// A time further ahead of the receiver's clock than `[evidence] max_clock_skew`: event
     /// times are claims weighed against the receipt, and one from the future cannot be.
     FutureTime,
+    /// A change or run id longer than `MAX_SUBJECT_BYTES`.
+    Subject,
 }
 
 impl Reject {
@@ -38,6 +40,7 @@ impl Reject {
             Reject::ParentSpanId => "invalid_parent_span_id",
             Reject::Timestamps => "invalid_timestamps",
             Reject::FutureTime => "future_time",
+            Reject::Subject => "invalid_subject",
         }
     }
 }
@@ -224,6 +227,11 @@ impl ParkedSpan {
             .collect()
     }
 
+    /// What its stored row will take: the span, its resource's and scope's stored forms.
+    pub fn row_bytes(&self, r: &Redactor) -> usize {
+        self.bytes.len() + self.origin.res.stored(r).len() + self.origin.stored_scope().len() + 64
+    }
+
     /// Back to a span, as it was parked (it was valid then, so it decodes).
     pub fn unpark(self) -> Option<SpanItem> {
         let span = Span::decode(self.bytes.as_slice()).ok()?;
@@ -260,6 +268,20 @@ pub struct Rejections {
     pub by_reason: Vec<(Reject, u64)>,
     reasons: Vec<String>,
 }
+
+/// A name as quoted in a message: its first 64 characters, escaped.
+fn quote(name: &str) -> String {
+    let head: String = name.chars().take(64).collect();
+    if head.len() < name.len() {
+        format!("{head:?}…")
+    } else {
+        format!("{head:?}")
+    }
+}
+
+/// A subject (change id, run id) longer than this is refused: it is stored with every row and
+/// remembered per bound trace.
+pub const MAX_SUBJECT_BYTES: usize = 256;
 
 impl Rejections {
     fn add(&mut self, why: Reject, detail: String) {
@@ -341,24 +363,31 @@ fn resource_heap(r: &Resource) -> usize {
             .sum::<usize>()
 }
 
-fn attrs_heap(attrs: &[KeyValue]) -> usize {
-    attrs
-        .iter()
-        .map(|kv| {
-            std::mem::size_of::<KeyValue>() + kv.key.len() + kv.value.as_ref().map_or(0, value_heap)
-        })
-        .sum()
+#[allow(clippy::ptr_arg)] // the capacity is what is held
+fn attrs_heap(attrs: &Vec<KeyValue>) -> usize {
+    // Capacity, not length: what is allocated is what is held.
+    (attrs.capacity() - attrs.len()) * std::mem::size_of::<KeyValue>()
+        + attrs
+            .iter()
+            .map(|kv| {
+                std::mem::size_of::<KeyValue>()
+                    + kv.key.capacity()
+                    + kv.value.as_ref().map_or(0, value_heap)
+            })
+            .sum::<usize>()
 }
 
 fn value_heap(v: &AnyValue) -> usize {
     match &v.value {
-        Some(Value::StringValue(s)) => s.len(),
-        Some(Value::BytesValue(b)) => b.len(),
-        Some(Value::ArrayValue(a)) => a
-            .values
-            .iter()
-            .map(|v| std::mem::size_of::<AnyValue>() + value_heap(v))
-            .sum(),
+        Some(Value::StringValue(s)) => s.capacity(),
+        Some(Value::BytesValue(b)) => b.capacity(),
+        Some(Value::ArrayValue(a)) => {
+            a.values
+                .iter()
+                .map(|v| std::mem::size_of::<AnyValue>() + value_heap(v))
+                .sum::<usize>()
+                + (a.values.capacity() - a.values.len()) * std::mem::size_of::<AnyValue>()
+        }
         Some(Value::KvlistValue(l)) => attrs_heap(&l.values),
         _ => 0,
     }
@@ -402,7 +431,7 @@ pub fn spans(
                     };
                     rej.add(
                         why,
-                        format!("span {:?}: {field} {}", span.name, bad_id(want, got)),
+                        format!("span {}: {field} {}", quote(&span.name), bad_id(want, got)),
                     );
                     continue;
                 };
@@ -410,8 +439,8 @@ pub fn spans(
                     rej.add(
                         Reject::ParentSpanId,
                         format!(
-                            "span {:?}: parent_span_id must be empty or 8 bytes and not all zero",
-                            span.name
+                            "span {}: parent_span_id must be empty or 8 bytes and not all zero",
+                            quote(&span.name)
                         ),
                     );
                     continue;
@@ -419,15 +448,15 @@ pub fn spans(
                 let (start, end) = (span.start_time_unix_nano, span.end_time_unix_nano);
                 if start == 0 || end < start {
                     rej.add(Reject::Timestamps, format!(
-                        "span {:?}: timestamps must have 0 < start <= end (start {start}, end {end})",
-                        span.name
+                        "span {}: timestamps must have 0 < start <= end (start {start}, end {end})",
+                        quote(&span.name)
                     ));
                     continue;
                 }
                 if end > now_ns.saturating_add(max_skew_ns) {
                     rej.add(Reject::FutureTime, format!(
-                        "span {:?}: it ends {} s ahead of the receiver's clock (at most {} s of clock skew is accepted)",
-                        span.name,
+                        "span {}: it ends {} s ahead of the receiver's clock (at most {} s of clock skew is accepted)",
+                        quote(&span.name),
                         (end - now_ns) / 1_000_000_000,
                         max_skew_ns / 1_000_000_000
                     ));
@@ -435,6 +464,19 @@ pub fn spans(
                 }
                 let contract = o.res.contract || has_contract(&span.attributes);
                 let subject = subject_of(&span.attributes).or_else(|| o.res.subject.clone());
+                if subject
+                    .as_ref()
+                    .is_some_and(|s| s.len() > MAX_SUBJECT_BYTES)
+                {
+                    rej.add(
+                        Reject::Subject,
+                        format!(
+                            "span {}: its change or run id is longer than {MAX_SUBJECT_BYTES} bytes",
+                            quote(&span.name)
+                        ),
+                    );
+                    continue;
+                }
                 items.push(SpanItem {
                     origin: o.clone(),
                     span,
@@ -574,6 +616,18 @@ pub fn logs(
                     || record.event_name == APPROVAL_EVENT
                     || attr(&record.attributes, "event.name") == Some(APPROVAL_EVENT);
                 let subject = subject_of(&record.attributes).or_else(|| o.res.subject.clone());
+                if subject
+                    .as_ref()
+                    .is_some_and(|s| s.len() > MAX_SUBJECT_BYTES)
+                {
+                    rej.add(
+                        Reject::Subject,
+                        format!(
+                            "log record: its change or run id is longer than {MAX_SUBJECT_BYTES} bytes"
+                        ),
+                    );
+                    continue;
+                }
                 items.push(LogItem {
                     origin: o.clone(),
                     record,
@@ -687,10 +741,19 @@ pub fn log_info(item: &LogItem) -> ItemInfo {
 /// The (service, environment, version) a resource runs, when it says all three.
 pub fn deployed_version(origin: &Origin) -> Option<(String, String, String)> {
     let attrs = origin.res.attributes();
+    // Each is remembered per process for every service running: a name or version longer than
+    // any real one is remembered by its first 256 bytes.
+    let cut = |v: &str| {
+        let mut end = v.len().min(256);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        v[..end].to_owned()
+    };
     Some((
-        attr(attrs, "service.name")?.to_owned(),
-        attr(attrs, "deployment.environment.name")?.to_owned(),
-        attr(attrs, "service.version")?.to_owned(),
+        cut(attr(attrs, "service.name")?),
+        cut(attr(attrs, "deployment.environment.name")?),
+        cut(attr(attrs, "service.version")?),
     ))
 }
 

@@ -37,6 +37,9 @@ pub struct Decoded<T> {
 /// Decompression reads this much at a time, charging each piece before it is kept.
 const CHUNK: usize = 64 * 1024;
 
+/// The largest zstd window accepted (2^23 = 8 MiB).
+const ZSTD_WINDOW_LOG: u32 = 23;
+
 pub fn refused(r: Refused, what: &str, per_sender: usize) -> IngestError {
     match r {
         Refused::Full => IngestError::Unavailable {
@@ -70,12 +73,25 @@ fn decompress(
     let mut reader: Box<dyn Read + '_> = match c {
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&raw[..])),
         Compression::Deflate => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
-        _ => Box::new(
-            zstd::stream::read::Decoder::new(&raw[..])
-                .map_err(|e| IngestError::InvalidArgument(format!("zstd: {e}")))?,
-        ),
+        _ => {
+            let mut d = zstd::stream::read::Decoder::new(&raw[..])
+                .map_err(|e| IngestError::InvalidArgument(format!("zstd: {e}")))?;
+            // A frame may ask for a window of up to 2 GiB; 8 MiB covers the levels clients use
+            // by default and bounds the decoder's own buffer.
+            d.window_log_max(ZSTD_WINDOW_LOG)
+                .map_err(|e| IngestError::InvalidArgument(format!("zstd: {e}")))?;
+            Box::new(d)
+        }
     };
     let mut out = Vec::new();
+    // The read buffer and the decoder's own state (its window) are held too.
+    let window = if c == Compression::Zstd {
+        1 << ZSTD_WINDOW_LOG
+    } else {
+        64 << 10
+    };
+    res.grow(CHUNK + window)
+        .map_err(|r| refused(r, "decompression", per_sender))?;
     let mut chunk = vec![0u8; CHUNK];
     loop {
         let n = reader.read(&mut chunk).map_err(|e| {
@@ -89,11 +105,13 @@ fn decompress(
                 "the request exceeds the {limit}-byte limit after {name} decompression"
             )));
         }
-        // What `out` may grow to when it doubles.
-        let grows = (out.len() + n).next_power_of_two().min(limit) - out.capacity().min(limit);
-        if out.len() + n > out.capacity() {
-            res.grow(grows)
+        let need = out.len() + n;
+        if need > out.capacity() {
+            // Grown by doubling, as Vec would, but held before it is allocated.
+            let cap = need.max(out.capacity() * 2).min(limit);
+            res.grow(cap - out.capacity())
                 .map_err(|r| refused(r, "the decompressed request", per_sender))?;
+            out.reserve_exact(cap - out.len());
         }
         out.extend_from_slice(&chunk[..n]);
     }
@@ -113,6 +131,8 @@ pub fn decode<T: Export>(
     // Everything held so far is the received and decompressed bytes: given back once decoded.
     let body = decompress(raw, compression, limit, &mut reservation, per_sender)?;
     let bad = |e: String| {
+        // Decoder messages may quote the input (a whole string value): a short prefix only.
+        let e: String = e.chars().take(256).collect();
         IngestError::InvalidArgument(format!(
             "the request is not a valid OTLP {} message: {e}",
             match format {

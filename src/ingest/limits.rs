@@ -12,6 +12,8 @@
 //!   limit is emptied;
 //! - events and links beyond their limits are dropped (`dropped_events_count`,
 //!   `dropped_links_count` grow);
+//! - names, trace states, status messages, schema URLs and log severity texts are cut like
+//!   attribute values, and NUL (which PostgreSQL text cannot hold) becomes U+FFFD everywhere;
 //! - spans or log records beyond the per-request limit are rejected (partial success), the first
 //!   ones are kept.
 
@@ -109,6 +111,25 @@ impl Applied {
     }
 }
 
+/// Cuts a string at `max` bytes (at a character boundary) and replaces NUL, which PostgreSQL text
+/// columns cannot hold; a changed string gives back its spare capacity (what was cut must not stay
+/// allocated behind a parked span).
+fn text(s: &mut String, max: usize, what: &'static str, a: &mut Applied) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.shrink_to_fit();
+        a.cut(what, 1);
+    }
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+        a.cut("nul_replaced", 1);
+    }
+}
+
 fn u32_add(a: u32, b: usize) -> u32 {
     a.saturating_add(u32::try_from(b).unwrap_or(u32::MAX))
 }
@@ -127,7 +148,16 @@ fn attributes(v: &mut Vec<KeyValue>, max: usize, l: &Limits, a: &mut Applied) ->
         a.cut("attributes", (v.len() - max) as u64);
         v.truncate(max);
     }
+    if v.len() < before {
+        v.shrink_to_fit();
+    }
     for kv in v.iter_mut() {
+        text(
+            &mut kv.key,
+            l.max_attribute_key_length,
+            "attribute_key_length",
+            a,
+        );
         if let Some(val) = kv.value.as_mut() {
             value(val, 1, l, a);
         }
@@ -137,16 +167,12 @@ fn attributes(v: &mut Vec<KeyValue>, max: usize, l: &Limits, a: &mut Applied) ->
 
 fn value(v: &mut AnyValue, depth: usize, l: &Limits, a: &mut Applied) {
     match v.value.as_mut() {
-        Some(Value::StringValue(s)) if s.len() > l.max_attribute_value_length => {
-            let mut end = l.max_attribute_value_length;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-            a.cut("attribute_value_length", 1);
+        Some(Value::StringValue(s)) => {
+            text(s, l.max_attribute_value_length, "attribute_value_length", a);
         }
         Some(Value::BytesValue(b)) if b.len() > l.max_attribute_value_length => {
             b.truncate(l.max_attribute_value_length);
+            b.shrink_to_fit();
             a.cut("attribute_value_length", 1);
         }
         Some(Value::ArrayValue(arr)) => {
@@ -169,7 +195,7 @@ fn value(v: &mut AnyValue, depth: usize, l: &Limits, a: &mut Applied) {
         Some(Value::KvlistValue(list)) => {
             if depth >= l.max_value_depth {
                 a.cut("value_depth", 1);
-                list.values.clear();
+                list.values = Vec::new();
                 return;
             }
             let n = list.values.len();
@@ -183,7 +209,16 @@ fn value(v: &mut AnyValue, depth: usize, l: &Limits, a: &mut Applied) {
                 );
                 list.values.truncate(l.max_kvlist_length);
             }
+            if list.values.len() < n {
+                list.values.shrink_to_fit();
+            }
             for kv in &mut list.values {
+                text(
+                    &mut kv.key,
+                    l.max_attribute_key_length,
+                    "attribute_key_length",
+                    a,
+                );
                 if let Some(val) = kv.value.as_mut() {
                     value(val, depth + 1, l, a);
                 }
@@ -201,7 +236,7 @@ fn resource(r: &mut Option<Resource>, l: &Limits, a: &mut Applied) {
         // otherwise.
         if !r.entity_refs.is_empty() {
             a.cut("entity_refs", r.entity_refs.len() as u64);
-            r.entity_refs.clear();
+            r.entity_refs = Vec::new();
         }
     }
 }
@@ -211,14 +246,7 @@ fn scope(s: &mut Option<InstrumentationScope>, l: &Limits, a: &mut Applied) {
         let d = attributes(&mut s.attributes, l.max_scope_attributes, l, a);
         s.dropped_attributes_count = u32_add(s.dropped_attributes_count, d);
         for t in [&mut s.name, &mut s.version] {
-            if t.len() > l.max_attribute_value_length {
-                let mut end = l.max_attribute_value_length;
-                while !t.is_char_boundary(end) {
-                    end -= 1;
-                }
-                t.truncate(end);
-                a.cut("attribute_value_length", 1);
-            }
+            text(t, l.max_attribute_value_length, "text_length", a);
         }
     }
 }
@@ -234,6 +262,12 @@ pub fn traces(req: &mut ExportTraceServiceRequest, l: &Limits) -> Applied {
     let mut seen = 0usize;
     for rs in &mut req.resource_spans {
         resource(&mut rs.resource, l, &mut a);
+        text(
+            &mut rs.schema_url,
+            l.max_attribute_value_length,
+            "text_length",
+            &mut a,
+        );
         let res_len = rs
             .resource
             .as_ref()
@@ -244,31 +278,50 @@ pub fn traces(req: &mut ExportTraceServiceRequest, l: &Limits) -> Applied {
             if ss.spans.len() > room {
                 a.excess_items += (ss.spans.len() - room) as u64;
                 ss.spans.truncate(room);
+                ss.spans.shrink_to_fit();
             }
             seen += ss.spans.len();
             scope(&mut ss.scope, l, &mut a);
+            text(
+                &mut ss.schema_url,
+                l.max_attribute_value_length,
+                "text_length",
+                &mut a,
+            );
             let scope_len = ss.scope.as_ref().map_or(0, |s| field_len(s.encoded_len()))
                 + field_len(ss.schema_url.len());
             for span in &mut ss.spans {
+                // Names, states and messages are bounded like attribute values: they are stored,
+                // and quoted back in messages.
+                let max = l.max_attribute_value_length;
+                text(&mut span.name, max, "text_length", &mut a);
+                text(&mut span.trace_state, max, "text_length", &mut a);
+                if let Some(st) = span.status.as_mut() {
+                    text(&mut st.message, max, "text_length", &mut a);
+                }
                 let d = attributes(&mut span.attributes, l.max_span_attributes, l, &mut a);
                 span.dropped_attributes_count = u32_add(span.dropped_attributes_count, d);
                 if span.events.len() > l.max_events_per_span {
                     let n = span.events.len() - l.max_events_per_span;
                     a.cut("events", n as u64);
                     span.events.truncate(l.max_events_per_span);
+                    span.events.shrink_to_fit();
                     span.dropped_events_count = u32_add(span.dropped_events_count, n);
                 }
                 if span.links.len() > l.max_links_per_span {
                     let n = span.links.len() - l.max_links_per_span;
                     a.cut("links", n as u64);
                     span.links.truncate(l.max_links_per_span);
+                    span.links.shrink_to_fit();
                     span.dropped_links_count = u32_add(span.dropped_links_count, n);
                 }
                 for e in &mut span.events {
+                    text(&mut e.name, max, "text_length", &mut a);
                     let d = attributes(&mut e.attributes, l.max_event_attributes, l, &mut a);
                     e.dropped_attributes_count = u32_add(e.dropped_attributes_count, d);
                 }
                 for k in &mut span.links {
+                    text(&mut k.trace_state, max, "text_length", &mut a);
                     let d = attributes(&mut k.attributes, l.max_link_attributes, l, &mut a);
                     k.dropped_attributes_count = u32_add(k.dropped_attributes_count, d);
                 }
@@ -287,6 +340,12 @@ pub fn logs(req: &mut ExportLogsServiceRequest, l: &Limits) -> Applied {
     let mut seen = 0usize;
     for rl in &mut req.resource_logs {
         resource(&mut rl.resource, l, &mut a);
+        text(
+            &mut rl.schema_url,
+            l.max_attribute_value_length,
+            "text_length",
+            &mut a,
+        );
         let res_len = rl
             .resource
             .as_ref()
@@ -297,12 +356,22 @@ pub fn logs(req: &mut ExportLogsServiceRequest, l: &Limits) -> Applied {
             if sl.log_records.len() > room {
                 a.excess_items += (sl.log_records.len() - room) as u64;
                 sl.log_records.truncate(room);
+                sl.log_records.shrink_to_fit();
             }
             seen += sl.log_records.len();
             scope(&mut sl.scope, l, &mut a);
+            text(
+                &mut sl.schema_url,
+                l.max_attribute_value_length,
+                "text_length",
+                &mut a,
+            );
             let scope_len = sl.scope.as_ref().map_or(0, |s| field_len(s.encoded_len()))
                 + field_len(sl.schema_url.len());
             for r in &mut sl.log_records {
+                let max = l.max_attribute_value_length;
+                text(&mut r.severity_text, max, "text_length", &mut a);
+                text(&mut r.event_name, max, "text_length", &mut a);
                 let d = attributes(&mut r.attributes, l.max_log_record_attributes, l, &mut a);
                 r.dropped_attributes_count = u32_add(r.dropped_attributes_count, d);
                 if let Some(body) = r.body.as_mut() {

@@ -139,6 +139,7 @@ pub trait Export: prost::Message + Default + serde::de::DeserializeOwned + Send 
         self,
         ing: &Ingestor,
         sender: SentBy,
+        hold: &mut admission::Reservation,
     ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send;
 
     /// A request that decoded to no items although it carried bytes the decoder skipped
@@ -199,8 +200,9 @@ impl Export for ExportTraceServiceRequest {
         self,
         ing: &Ingestor,
         sender: SentBy,
+        hold: &mut admission::Reservation,
     ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send {
-        ing.traces(self, sender)
+        ing.traces(self, sender, hold)
     }
 }
 
@@ -238,8 +240,9 @@ impl Export for ExportLogsServiceRequest {
         self,
         ing: &Ingestor,
         sender: SentBy,
+        hold: &mut admission::Reservation,
     ) -> impl std::future::Future<Output = Result<Outcome, IngestError>> + Send {
-        ing.logs(self, sender)
+        ing.logs(self, sender, hold)
     }
 }
 
@@ -337,6 +340,10 @@ impl Ingestor {
                 "Log records that are not evidence and were not stored.",
             ),
             (
+                "changetrail_spans_release_dropped_total",
+                "Parked spans a binding released but the in-flight byte budget could not hold as rows.",
+            ),
+            (
                 "changetrail_otlp_truncated_total",
                 "Attributes, values, events and links cut to [otlp.limits], by what was cut.",
             ),
@@ -389,6 +396,11 @@ impl Ingestor {
     /// An empty reservation of the in-flight byte budget for one export of `p`.
     pub fn reservation(&self, p: &Principal) -> admission::Reservation {
         self.budget.reservation(&p.token_id)
+    }
+
+    /// An empty reservation for a sender known by id only (in-process tools).
+    pub fn hold_for(&self, sender: &str) -> admission::Reservation {
+        self.budget.reservation(sender)
     }
 
     /// Bytes all exports hold now (for `/metrics`).
@@ -489,8 +501,8 @@ impl Ingestor {
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.decoders_per_sender)))
                 .clone()
         };
-        let _mine = mine.acquire_owned().await.map_err(stopping)?;
-        let _thread = self
+        let mine = mine.acquire_owned().await.map_err(stopping)?;
+        let thread = self
             .decoders
             .clone()
             .acquire_owned()
@@ -502,6 +514,9 @@ impl Ingestor {
             self.budget.max_per_sender(),
         );
         let done = tokio::task::spawn_blocking(move || {
+            // The slots go with the work: a client that goes away does not free them while the
+            // decoding it started still runs.
+            let _slots = (mine, thread);
             decode::decode::<T>(
                 raw,
                 compression,
@@ -535,7 +550,7 @@ impl Ingestor {
             request,
             applied,
             unread,
-            reservation,
+            mut reservation,
         } = d;
         if let Some(why) = unread {
             return Err(IngestError::InvalidArgument(why));
@@ -547,7 +562,7 @@ impl Ingestor {
                 *n,
             );
         }
-        let mut o = request.ingest(self, sender).await?;
+        let mut o = request.ingest(self, sender, &mut reservation).await?;
         drop(reservation);
         let mut notes = Vec::new();
         if applied.excess_items > 0 {
@@ -609,10 +624,13 @@ impl Ingestor {
         }
     }
 
+    /// Ingests spans. `hold` is the export's reservation: rows that parked spans released by a
+    /// binding become are charged to it, and it stays held until their commit.
     pub async fn traces(
         &self,
         req: ExportTraceServiceRequest,
         sender: SentBy,
+        hold: &mut admission::Reservation,
     ) -> Result<Outcome, IngestError> {
         let source = SourceId::of(&sender);
         let intake = self.intake(sender);
@@ -637,7 +655,7 @@ impl Ingestor {
             .sightings(&self.store, &items, &self.config.policy, &intake)
             .await
             .map_err(|e| self.append_error(&AppendError::Storage(e)))?;
-        let (kept, released) = self.classify(items, source);
+        let (kept, released) = self.classify(items, source, hold);
         let mut rows = Vec::with_capacity(kept.len() + released.len());
         for (item, rule, subject) in kept.iter().chain(released.iter()) {
             // Facts first: token attributes are read (and verified) before redaction drops them.
@@ -662,11 +680,14 @@ impl Ingestor {
         let count = rows.len() as u64;
         match self
             .appender
-            .append_telemetry(Telemetry {
-                spans: rows,
-                logs: Vec::new(),
-                facts,
-            })
+            .append_telemetry_holding(
+                Telemetry {
+                    spans: rows,
+                    logs: Vec::new(),
+                    facts,
+                },
+                Box::new(hold.take()),
+            )
             .await
         {
             Ok(done) => {
@@ -700,6 +721,7 @@ impl Ingestor {
         &self,
         items: Vec<SpanItem>,
         source: SourceId,
+        hold: &mut admission::Reservation,
     ) -> (
         Vec<(SpanItem, KeepRule, String)>,
         Vec<(SpanItem, KeepRule, String)>,
@@ -760,13 +782,14 @@ impl Ingestor {
         }
         self.metrics
             .add("changetrail_spans_parked_total", &[], parked);
-        (kept, released)
+        (kept, self.take_released(released, hold))
     }
 
     pub async fn logs(
         &self,
         req: ExportLogsServiceRequest,
         sender: SentBy,
+        hold: &mut admission::Reservation,
     ) -> Result<Outcome, IngestError> {
         let source = SourceId::of(&sender);
         let intake = self.intake(sender);
@@ -788,12 +811,11 @@ impl Ingestor {
                 *n,
             );
         }
-        let mut rows = Vec::new();
-        let mut facts = Vec::new();
+        let mut kept = Vec::new();
         let mut released = Vec::new();
         let mut unrelated = 0u64;
         self.binder.with(Instant::now(), |v| {
-            for item in &items {
+            for (n, item) in items.iter().enumerate() {
                 let bound = item.trace_id.and_then(|t| v.bound(&t).map(str::to_owned));
                 if !item.contract && bound.is_none() {
                     unrelated += 1;
@@ -803,21 +825,27 @@ impl Ingestor {
                 if item.contract
                     && let Some(t) = item.trace_id
                 {
-                    for (r, rule, subj) in bind_all(v, t, &subject) {
-                        released.push((r, rule, subj));
-                    }
+                    released.extend(bind_all(v, t, &subject));
                 }
-                let attrs = convert::rule_attrs(&item.origin, &item.record.attributes);
-                facts.extend(evidence::facts_from_item(
-                    &convert::log_info(item),
-                    &attrs,
-                    &self.config.policy,
-                    &self.config.identity,
-                    &intake,
-                ));
-                rows.push(convert::log_row(item, &subject, &self.redactor));
+                kept.push((n, subject));
             }
         });
+        // Facts and rows are built outside the binder's lock.
+        let released = self.take_released(released, hold);
+        let mut rows = Vec::with_capacity(kept.len());
+        let mut facts = Vec::new();
+        for (n, subject) in kept {
+            let item = &items[n];
+            let attrs = convert::rule_attrs(&item.origin, &item.record.attributes);
+            facts.extend(evidence::facts_from_item(
+                &convert::log_info(item),
+                &attrs,
+                &self.config.policy,
+                &self.config.identity,
+                &intake,
+            ));
+            rows.push(convert::log_row(item, &subject, &self.redactor));
+        }
         m.add("changetrail_log_records_unrelated_total", &[], unrelated);
         let outcome = Outcome {
             rejected: rejections.count,
@@ -833,11 +861,14 @@ impl Ingestor {
         let count = rows.len() as u64;
         match self
             .appender
-            .append_telemetry(Telemetry {
-                spans,
-                logs: rows,
-                facts,
-            })
+            .append_telemetry_holding(
+                Telemetry {
+                    spans,
+                    logs: rows,
+                    facts,
+                },
+                Box::new(hold.take()),
+            )
             .await
         {
             Ok(_) => {
@@ -853,6 +884,32 @@ impl Ingestor {
                 Err(self.append_error(&e))
             }
         }
+    }
+
+    /// Parked spans a binding released become rows, each with a copy of its resource: they are
+    /// held in the export's reservation before they are decoded, and those that do not fit are
+    /// dropped and counted (parking is best effort; the binding itself is never refused for them).
+    fn take_released(
+        &self,
+        released: Vec<(ParkedSpan, KeepRule, String)>,
+        hold: &mut admission::Reservation,
+    ) -> Vec<(SpanItem, KeepRule, String)> {
+        let mut out = Vec::with_capacity(released.len());
+        let mut dropped = 0u64;
+        for (p, rule, subject) in released {
+            if hold.grow(p.row_bytes(&self.redactor)).is_err() {
+                dropped += 1;
+                continue;
+            }
+            if let Some(item) = p.unpark() {
+                out.push((item, rule, subject));
+            }
+        }
+        if dropped > 0 {
+            self.metrics
+                .add("changetrail_spans_release_dropped_total", &[], dropped);
+        }
+        out
     }
 
     fn append_error(&self, e: &AppendError) -> IngestError {
@@ -908,29 +965,24 @@ fn park(
 
 /// Binds `trace` and takes everything that waited for it: its own parked spans (rule: trace), and
 /// parked spans that link to it (rule: link), whose own traces become bound in turn.
+/// (Spans come out still encoded: they are decoded, and charged, outside the binder's lock.)
 fn bind_all(
     v: &mut binder::BinderView<'_, ParkedSpan>,
     trace: [u8; 16],
     subject: &str,
-) -> Vec<(SpanItem, KeepRule, String)> {
+) -> Vec<(ParkedSpan, KeepRule, String)> {
     let mut out = Vec::new();
     let mut queue = vec![(trace, KeepRule::Trace)];
     while let Some((t, _)) = queue.pop() {
-        for r in unpark(v.bind(t, subject)) {
-            out.push((r, KeepRule::Trace, subject.to_owned()));
+        for p in v.bind(t, subject) {
+            out.push((p, KeepRule::Trace, subject.to_owned()));
         }
         for (own, p) in v.release_linking(&t) {
-            if let Some(item) = p.unpark() {
-                out.push((item, KeepRule::Link, subject.to_owned()));
-            }
+            out.push((p, KeepRule::Link, subject.to_owned()));
             if v.bound(&own).is_none() {
                 queue.push((own, KeepRule::Link));
             }
         }
     }
     out
-}
-
-fn unpark(parked: Vec<ParkedSpan>) -> impl Iterator<Item = SpanItem> {
-    parked.into_iter().filter_map(ParkedSpan::unpark)
 }

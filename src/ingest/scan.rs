@@ -141,7 +141,7 @@ fn walk(mut buf: &[u8], m: Msg, depth: usize, cost: &mut usize) -> Result<(), Ma
                     Some(c) => walk(inner, c, depth + 1, cost)?,
                     // A string or bytes field (or one prost skips): its bytes, plus a String's
                     // own size for repeated strings.
-                    None => *cost = cost.saturating_add(len + 24),
+                    None => *cost = cost.saturating_add(len + 48),
                 }
             }
             // A group: OTLP has none, so it is an unknown field prost skips; so do we.
@@ -246,6 +246,13 @@ struct JsonScan {
     misspelled: Option<String>,
 }
 
+impl JsonScan {
+    /// A scalar's place: a field, or a buffered value of 32 bytes in a `Vec` that doubles.
+    fn scalar(&mut self) {
+        self.cost = self.cost.saturating_add(64);
+    }
+}
+
 /// One JSON value, walked without building it.
 struct Node<'s>(&'s mut JsonScan);
 
@@ -263,26 +270,37 @@ impl<'de> serde::de::Visitor<'de> for Node<'_> {
         f.write_str("an OTLP/JSON value")
     }
 
+    // Every value is charged what serde may hold for it: `AnyValue` is `#[serde(flatten)]`, so
+    // values inside it are first buffered whole, and a struct can be built from an array (`[]`
+    // is a default `Span`) — so an array costs as much as an object, and a scalar its buffer.
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.0.scalar();
         Ok(())
     }
     fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.0.scalar();
         Ok(())
     }
     fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.0.scalar();
         Ok(())
     }
     fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.0.scalar();
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.scalar();
         Ok(())
     }
     fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.0.cost = self.0.cost.saturating_add(s.len() + 24);
+        // The decoded string, and its copy in a flatten buffer.
+        self.0.scalar();
+        self.0.cost = self.0.cost.saturating_add(2 * s.len());
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.cost = self.0.cost.saturating_add(json_object_cost());
         while seq.next_element_seed(Node(self.0))?.is_some() {}
         Ok(())
     }
@@ -292,7 +310,8 @@ impl<'de> serde::de::Visitor<'de> for Node<'_> {
             if self.0.misspelled.is_none()
                 && (key.contains('_') || key.starts_with("instrumentationLibrary"))
             {
-                self.0.misspelled = Some(key.into_owned());
+                // Quoted back to the client: never more than a short prefix of it.
+                self.0.misspelled = Some(key.chars().take(64).collect());
             }
             map.next_value_seed(Node(self.0))?;
         }
@@ -446,6 +465,29 @@ mod tests {
             }],
         };
         assert!(protobuf(&r.encode_to_vec(), true).is_err());
+    }
+
+    /// Arrays build structs (`[]` is a default span) and flattened values buffer whole: neither
+    /// may cost less than it holds.
+    #[test]
+    fn json_arrays_and_nested_values_are_charged() {
+        let mut body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":["#.to_vec();
+        for i in 0..10_000 {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"[]");
+        }
+        body.extend_from_slice(b"]}]}]}");
+        let (c, _) = json(&body).unwrap();
+        assert!(
+            c.decoded_bytes >= 10_000 * 2 * size_of::<Span>(),
+            "{}",
+            c.decoded_bytes
+        );
+        let nested = format!(r#"{{"x":{}{}}}"#, "[".repeat(100), "]".repeat(100));
+        let (c, _) = json(nested.as_bytes()).unwrap();
+        assert!(c.decoded_bytes >= 100 * 64, "{}", c.decoded_bytes);
     }
 
     #[test]

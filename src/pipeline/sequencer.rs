@@ -35,10 +35,15 @@ impl Default for SequencerConfig {
     }
 }
 
+/// What a caller keeps alive until its job is committed or failed (ingest's hold on the
+/// in-flight byte budget: rows waiting in the queue stay counted even if the caller goes away).
+pub type Hold = Box<dyn std::any::Any + Send>;
+
 struct Job {
     drafts: Vec<Draft>,
     telemetry: Telemetry,
     reply: oneshot::Sender<Result<Appended, Arc<AppendError>>>,
+    hold: Option<Hold>,
 }
 
 impl Job {
@@ -61,7 +66,7 @@ impl Appender {
     /// Queues `drafts` and waits until they are committed. A full queue fails at once with
     /// `Overloaded` (retryable) rather than waiting: callers turn that into UNAVAILABLE/503.
     pub async fn append(&self, drafts: Vec<Draft>) -> Result<Appended, Arc<AppendError>> {
-        self.submit(drafts, Telemetry::default()).await
+        self.submit(drafts, Telemetry::default(), None).await
     }
 
     /// Queues kept telemetry; answers once it is committed with the entries that reference it.
@@ -69,13 +74,23 @@ impl Appender {
         &self,
         telemetry: Telemetry,
     ) -> Result<Appended, Arc<AppendError>> {
-        self.submit(Vec::new(), telemetry).await
+        self.submit(Vec::new(), telemetry, None).await
+    }
+
+    /// Like `append_telemetry`, keeping `hold` alive until the job is done.
+    pub async fn append_telemetry_holding(
+        &self,
+        telemetry: Telemetry,
+        hold: Hold,
+    ) -> Result<Appended, Arc<AppendError>> {
+        self.submit(Vec::new(), telemetry, Some(hold)).await
     }
 
     async fn submit(
         &self,
         drafts: Vec<Draft>,
         telemetry: Telemetry,
+        hold: Option<Hold>,
     ) -> Result<Appended, Arc<AppendError>> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -83,6 +98,7 @@ impl Appender {
                 drafts,
                 telemetry,
                 reply,
+                hold,
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => Arc::new(AppendError::Overloaded),
@@ -99,6 +115,7 @@ impl Appender {
                 drafts,
                 telemetry: Telemetry::default(),
                 reply,
+                hold: None,
             })
             .await
             .map_err(|_| Arc::new(AppendError::Stopped))?;
@@ -179,12 +196,15 @@ async fn run_batch(
     let mut drafts = Vec::new();
     let mut telemetry = Telemetry::default();
     let mut replies = Vec::with_capacity(jobs.len());
+    // Released when this function returns: after the commit (or failure) is answered.
+    let mut _holds = Vec::with_capacity(jobs.len());
     for j in jobs {
         drafts.extend(j.drafts);
         telemetry.spans.extend(j.telemetry.spans);
         telemetry.logs.extend(j.telemetry.logs);
         telemetry.facts.extend(j.telemetry.facts);
         replies.push(j.reply);
+        _holds.push(j.hold);
     }
     let started = std::time::Instant::now();
     let mut result = writer.append_with_telemetry(&drafts, &telemetry).await;
