@@ -585,7 +585,6 @@ mod tests {
     use super::*;
     use axum::routing::{get, post};
     use http_body_util::BodyExt as _;
-    use hyper::body::Body as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     fn limits() -> Limits {
