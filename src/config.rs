@@ -455,7 +455,7 @@ impl Config {
             limits: o.limits.clone(),
             policy: self.policy(),
             identity: self.identity_verifier()?,
-            max_versions_remembered: 100_000,
+            max_versions_remembered: 10_000,
             max_clock_skew_ns: nanos(self.evidence.max_clock_skew),
             version_window_ns: nanos(self.correlation.version_match_tolerance),
         })

@@ -80,7 +80,7 @@ impl Default for IngestConfig {
             limits: limits::Limits::default(),
             policy: Default::default(),
             identity: IdentityVerifier::default(),
-            max_versions_remembered: 100_000,
+            max_versions_remembered: 10_000,
             max_clock_skew_ns: 5 * 60 * 1_000_000_000,
             version_window_ns: 30 * 60 * 1_000_000_000,
         }
