@@ -196,15 +196,14 @@ async fn run_batch(
     let mut drafts = Vec::new();
     let mut telemetry = Telemetry::default();
     let mut replies = Vec::with_capacity(jobs.len());
-    // Released when this function returns: after the commit (or failure) is answered.
-    let mut _holds = Vec::with_capacity(jobs.len());
+    let mut holds = Vec::with_capacity(jobs.len());
     for j in jobs {
         drafts.extend(j.drafts);
         telemetry.spans.extend(j.telemetry.spans);
         telemetry.logs.extend(j.telemetry.logs);
         telemetry.facts.extend(j.telemetry.facts);
         replies.push(j.reply);
-        _holds.push(j.hold);
+        holds.push(j.hold);
     }
     let started = std::time::Instant::now();
     let mut result = writer.append_with_telemetry(&drafts, &telemetry).await;
@@ -216,6 +215,9 @@ async fn run_batch(
         result = writer.append_with_telemetry(&drafts, &telemetry).await;
     }
     writer.metrics.record_commit(count, started.elapsed());
+    // What the callers held for these rows is given back once they are committed (or failed),
+    // before anyone is answered.
+    drop(holds);
     match result {
         Ok(appended) => {
             let mut offset = 0;

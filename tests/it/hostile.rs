@@ -702,3 +702,64 @@ async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw() {
         app.stop().await;
     }
 }
+
+/// Parked spans that a binding releases become rows, each copying its resource: they are held in
+/// the binding export's share, and those that do not fit are dropped and counted, not allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_released_by_a_binding_are_held_in_its_share() {
+    let db = TestDb::sqlite().await;
+    let mut cfg = config(&db);
+    cfg.otlp.max_inflight_bytes = 8 << 20;
+    cfg.otlp.max_inflight_bytes_per_token = 2 << 20;
+    let app = spawn_app_with(cfg).await;
+    let t = trace();
+    let send = |req: ExportTraceServiceRequest| {
+        let (client, url, token) = (
+            app.http.clone(),
+            format!("{}/v1/traces", app.otlp),
+            app.ingest.clone(),
+        );
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .bearer_auth(token)
+                .body(req.encode_to_vec())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Twenty runtime spans of the trace, each with a 400 KB resource of its own: parked.
+    for i in 0..20 {
+        let mut r = request(
+            "svc",
+            vec![crate::otlp::span(t, &format!("runtime {i}"), vec![])],
+        );
+        if let Some(res) = r.resource_spans[0].resource.as_mut() {
+            res.attributes
+                .extend((0..40).map(|j| kv(&format!("big.{j}"), &"r".repeat(10_000))));
+        }
+        assert_eq!(send(r).await, 200);
+    }
+    assert_eq!(app.ingestor.binder_stats().parked_spans, 20);
+    // The binding span: its export may hold 2 MiB, so only some of the 8 MB of rows are kept.
+    assert_eq!(
+        send(request("svc", vec![deploy_span(t, "CHG-RELEASE")])).await,
+        200
+    );
+    let stored = app.store.spans_of_trace(&t).await.unwrap().len();
+    let dropped = app
+        .ingestor
+        .metrics
+        .get("changetrail_spans_release_dropped_total", &[]);
+    assert!(stored >= 2 && stored < 21, "{stored} stored");
+    assert_eq!(
+        stored as u64 - 1 + dropped,
+        20,
+        "each released span kept or counted"
+    );
+    assert_eq!(app.ingestor.inflight_bytes(), 0);
+    app.stop().await;
+}
