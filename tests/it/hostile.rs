@@ -577,7 +577,7 @@ fn mutated_requests_never_crash_the_receiver() {
         }
         let status = rt.block_on(async {
             if target == 2 {
-                grpc_raw(&app.grpc, &app.ingest, &body).await
+                grpc_raw(&app, &body).await
             } else {
                 app.http
                     .post(format!("{}/v1/traces", app.otlp))
@@ -618,41 +618,10 @@ fn mutated_requests_never_crash_the_receiver() {
     });
 }
 
-/// One raw gRPC call; the HTTP-style status its grpc-status maps to (5xx for server faults).
-async fn grpc_raw(base: &str, token: &str, msg: &[u8]) -> u16 {
-    use http_body_util::BodyExt;
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(msg);
-    let stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::post(format!("{base}{}", changetrail::ingest::grpc::TRACE_EXPORT))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {token}"))
-        .body(http_body_util::Full::new(prost::bytes::Bytes::from(frame)))
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let code = match resp.headers().get("grpc-status") {
-        Some(s) => s.to_str().unwrap().to_owned(),
-        None => {
-            let collected = resp.into_body().collect().await.unwrap();
-            collected
-                .trailers()
-                .and_then(|t| t.get("grpc-status"))
-                .map(|s| s.to_str().unwrap().to_owned())
-                .unwrap_or_default()
-        }
-    };
-    match code.as_str() {
+/// The HTTP-style status a raw gRPC call's grpc-status maps to (5xx for server faults).
+async fn grpc_raw(app: &crate::helpers::TestApp, msg: &[u8]) -> u16 {
+    let path = changetrail::ingest::grpc::TRACE_EXPORT;
+    match crate::otlp::raw_grpc(app, path, msg).await.as_str() {
         // INTERNAL, UNKNOWN, DATA_LOSS, or no status at all: the server's fault.
         "13" | "2" | "15" | "" => 500,
         _ => 200,

@@ -1026,7 +1026,7 @@ async fn grpc_semantics() {
 }
 
 /// Sends raw protobuf bytes as a gRPC request with the ingest token; returns grpc-status.
-async fn raw_grpc(app: &TestApp, path: &str, msg: &[u8]) -> String {
+pub async fn raw_grpc(app: &TestApp, path: &str, msg: &[u8]) -> String {
     use http_body_util::BodyExt;
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
