@@ -310,6 +310,13 @@ pub enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+    /// Hostile input against a server of its own: the worst requests the limits allow at full
+    /// admission concurrency and a thousand slow or idle connections per listener, beside an
+    /// honest exporter; prints the server's peak RSS, the honest throughput against an unloaded
+    /// run, and whether anything acknowledged was lost (exit 1 if so, or if the chain does not
+    /// verify). The global --config FILE is passed to the server (to try other limits); without
+    /// it the server runs on the built-in defaults.
+    Hostile(BenchHostileArgs),
     /// Verify a bundle and report verified entries/s and peak memory.
     Verify {
         file: PathBuf,
@@ -353,6 +360,40 @@ pub struct BenchIngestArgs {
     pub no_baseline: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchHostileArgs {
+    /// How long each phase (unloaded, then under attack) measures the honest exporter.
+    #[arg(long, default_value = "15s", value_name = "DURATION")]
+    pub duration: String,
+    /// Attacking tasks, half on OTLP/HTTP and half on OTLP/gRPC (protobuf, gzip), all with one
+    /// ingest token, each sending the worst requests back to back.
+    #[arg(long, default_value_t = 16)]
+    pub attackers: usize,
+    /// Idle, slow-header and slow-body connections held open on each listener (REST, OTLP gRPC,
+    /// OTLP HTTP); one the server closes is replaced at once. Capped by the open-files limit.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub slow_connections: usize,
+    /// Only these attack requests (comma-separated: amplification, dense-max, dense-fit,
+    /// evidence, nested), to see what each costs; default all.
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    pub attacks: Vec<String>,
+    /// Slow bodies use the attackers' token too. By default they have an ingest token of their
+    /// own: OTLP/HTTP holds a body's announced length in its sender's share, so with one token
+    /// the slow bodies hold all of it and the worst requests are only ever refused.
+    #[arg(long)]
+    pub one_token: bool,
+    /// Honest exporters (OTLP/gRPC, gzip, 1% audit spans), each one request at a time.
+    #[arg(long, default_value_t = 4)]
+    pub exporters: usize,
+    /// Spans per honest export request.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Keep the server's scratch directory (database, key, server.log) here instead of deleting
+    /// it; a new or empty directory.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+}
+
 /// Runs the command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut cfg = Config::load(cli.config.as_deref())?;
@@ -376,7 +417,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::VerifyReport(a) => {
             commands::report::verify(cfg, a, cli.database_url.is_some()).await
         }
-        Command::Bench(b) => commands::bench::run(cfg, b, cli.database_url.is_some()).await,
+        Command::Bench(b) => {
+            commands::bench::run(cfg, b, cli.config.as_deref(), cli.database_url.is_some()).await
+        }
         Command::Demo(a) => commands::demo::run(a).await,
     }
 }

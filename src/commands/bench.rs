@@ -14,7 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(mut cfg: Config, cmd: BenchCommand, database_given: bool) -> anyhow::Result<i32> {
+pub async fn run(
+    mut cfg: Config,
+    cmd: BenchCommand,
+    config_file: Option<&std::path::Path>,
+    database_given: bool,
+) -> anyhow::Result<i32> {
     match cmd {
         BenchCommand::Ledger {
             entries,
@@ -46,6 +51,9 @@ pub async fn run(mut cfg: Config, cmd: BenchCommand, database_given: bool) -> an
                 .await
         }
         BenchCommand::Ingest(a) => crate::commands::bench_ingest::run(a).await,
+        BenchCommand::Hostile(a) => {
+            crate::commands::bench_hostile::run(a, config_file, database_given).await
+        }
         BenchCommand::Binding {
             traces,
             spans,

@@ -15,8 +15,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::codec::CompressionEncoding;
 
@@ -120,33 +120,44 @@ fn make_request(batch: usize, audit_share: f64, seed: &mut u64) -> ExportTraceSe
     }
 }
 
+/// (trace id, span id) of every audit span a server acknowledged, so a caller can check later
+/// that each one is stored.
+pub(crate) type AckedAudit = Arc<Mutex<Vec<([u8; 16], [u8; 8])>>>;
+
 #[derive(Default)]
 struct Tally {
     spans_ok: AtomicU64,
     audit_ok: AtomicU64,
+    audit_unchecked: AtomicU64,
     requests: AtomicU64,
     rejected_spans: AtomicU64,
     retried: AtomicU64,
     failed: AtomicU64,
 }
 
-struct PhaseResult {
-    secs: f64,
-    spans_ok: u64,
-    audit_ok: u64,
-    requests: u64,
-    rejected: u64,
-    retried: u64,
-    failed: u64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct PhaseResult {
+    pub(crate) secs: f64,
+    pub(crate) spans_ok: u64,
+    pub(crate) audit_ok: u64,
+    /// Audit spans in acknowledged requests that were partly rejected: which of them the server
+    /// kept is not known, so they are not in the `acked` list.
+    pub(crate) audit_unchecked: u64,
+    pub(crate) requests: u64,
+    pub(crate) rejected: u64,
+    pub(crate) retried: u64,
+    pub(crate) failed: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
-async fn phase(
+/// `a.exporters` honest exporters sending `a.batch`-span requests for `duration`; with `acked`,
+/// the ids of the audit spans of every fully acknowledged request are added to it.
+pub(crate) async fn phase(
     endpoint: &str,
     token: Option<&str>,
     a: &BenchIngestArgs,
     duration: Duration,
+    acked: Option<AckedAudit>,
 ) -> anyhow::Result<PhaseResult> {
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
@@ -165,6 +176,7 @@ async fn phase(
         let tally = tally.clone();
         let token = token.map(|t| format!("Bearer {t}"));
         let (batch, share) = (a.batch, a.audit_share);
+        let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ ((e as u64 + 1) << 32) ^ crate::pipeline::now_ns() as u64;
             let mut latencies = Vec::new();
@@ -187,7 +199,15 @@ async fn phase(
                             let rejected = resp.into_inner().partial_success.map_or(0, |p| p.rejected_spans.max(0) as u64);
                             tally.rejected_spans.fetch_add(rejected, Ordering::Relaxed);
                             tally.spans_ok.fetch_add(batch as u64 - rejected, Ordering::Relaxed);
-                            tally.audit_ok.fetch_add(audit_spans(batch, share) as u64, Ordering::Relaxed);
+                            let audit = audit_spans(batch, share);
+                            tally.audit_ok.fetch_add(audit as u64, Ordering::Relaxed);
+                            match &acked {
+                                Some(_) if rejected > 0 => {
+                                    tally.audit_unchecked.fetch_add(audit as u64, Ordering::Relaxed);
+                                }
+                                Some(list) => record_audit(list, &req, audit),
+                                None => {}
+                            }
                             break;
                         }
                         Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline + Duration::from_secs(10) => {
@@ -224,6 +244,7 @@ async fn phase(
         secs,
         spans_ok: tally.spans_ok.load(Ordering::Relaxed),
         audit_ok: tally.audit_ok.load(Ordering::Relaxed),
+        audit_unchecked: tally.audit_unchecked.load(Ordering::Relaxed),
         requests: tally.requests.load(Ordering::Relaxed),
         rejected: tally.rejected_spans.load(Ordering::Relaxed),
         retried: tally.retried.load(Ordering::Relaxed),
@@ -231,6 +252,29 @@ async fn phase(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
     })
+}
+
+/// Adds the ids of the first `audit` spans of `req` (where `make_request` puts the audit spans).
+fn record_audit(list: &AckedAudit, req: &ExportTraceServiceRequest, audit: usize) {
+    let spans = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .take(audit);
+    let ids: Vec<([u8; 16], [u8; 8])> = spans
+        .filter_map(|s| {
+            Some((
+                s.trace_id.as_slice().try_into().ok()?,
+                s.span_id.as_slice().try_into().ok()?,
+            ))
+        })
+        .collect();
+    // A poisoned lock only means another exporter task panicked; the list itself is intact.
+    match list.lock() {
+        Ok(mut l) => l.extend(ids),
+        Err(p) => p.into_inner().extend(ids),
+    }
 }
 
 /// The receiver that does nothing: decode, answer OK.
@@ -256,7 +300,7 @@ async fn server_metric(a: &BenchIngestArgs, name: &str) -> Option<f64> {
 }
 
 /// GET {base}/metrics with a bearer token over plain HTTP/1.1 (hyper client, no extra crates).
-async fn get_metrics(base: &str, token: &str) -> anyhow::Result<String> {
+pub(crate) async fn get_metrics(base: &str, token: &str) -> anyhow::Result<String> {
     use http_body_util::BodyExt;
     let authority = base.trim_start_matches("http://").trim_end_matches('/');
     let stream = tokio::net::TcpStream::connect(authority).await?;
@@ -272,7 +316,7 @@ async fn get_metrics(base: &str, token: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn print(label: &str, r: &PhaseResult) {
+pub(crate) fn print(label: &str, r: &PhaseResult) {
     println!("  {label}");
     println!(
         "    accepted spans/s   {:.0}  ({} spans in {:.1} s, {} requests)",
@@ -307,7 +351,7 @@ pub async fn run(a: BenchIngestArgs) -> anyhow::Result<i32> {
         }
     );
     let stored_before = server_metric(&a, "changetrail_spans_accepted_total").await;
-    let server = phase(&a.endpoint, Some(&a.token), &a, duration).await?;
+    let server = phase(&a.endpoint, Some(&a.token), &a, duration, None).await?;
     print(&format!("changetrail at {}", a.endpoint), &server);
     if let Some(peak) = server_metric(&a, "changetrail_peak_resident_memory_bytes").await {
         println!("    server peak RSS    {:.1} MB", peak / 1e6);
@@ -343,7 +387,7 @@ pub async fn run(a: BenchIngestArgs) -> anyhow::Result<i32> {
                 .serve_with_incoming_shutdown(tokio_stream_from(listener), s.cancelled())
                 .await;
         });
-        let null = phase(&format!("http://{addr}"), None, &a, duration).await?;
+        let null = phase(&format!("http://{addr}"), None, &a, duration, None).await?;
         print(
             "do-nothing OTLP receiver (same load, same process as the load generator)",
             &null,
