@@ -723,7 +723,7 @@ async fn rows_released_by_a_binding_are_held_in_its_share() {
         .ingestor
         .metrics
         .get("changetrail_spans_release_dropped_total", &[]);
-    assert!(stored >= 2 && stored < 21, "{stored} stored");
+    assert!((2..21).contains(&stored), "{stored} stored");
     assert_eq!(
         stored as u64 - 1 + dropped,
         20,
