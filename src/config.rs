@@ -127,6 +127,7 @@ pub struct OtlpConfig {
     pub redact_attributes: Vec<String>,
     pub max_inflight_bytes: usize,
     pub max_inflight_bytes_per_token: usize,
+    pub max_stored_bytes_per_second_per_token: usize,
     pub limits: crate::ingest::limits::Limits,
 }
 
@@ -452,6 +453,7 @@ impl Config {
             redact: o.redact_attributes.clone(),
             max_inflight_bytes: o.max_inflight_bytes,
             max_inflight_bytes_per_token: o.max_inflight_bytes_per_token,
+            max_stored_bytes_per_second_per_token: o.max_stored_bytes_per_second_per_token,
             limits: o.limits.clone(),
             policy: self.policy(),
             identity: self.identity_verifier()?,

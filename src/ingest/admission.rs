@@ -146,9 +146,83 @@ impl Drop for Reservation {
     }
 }
 
+/// How fast one sender may have rows stored: a token bucket per sender, refilled at `rate` bytes
+/// a second up to `burst`. The single writer is shared by every sender; without this, one token
+/// storing the largest rows the limits allow keeps everyone else's commits waiting behind its own.
+/// A request may take the bucket below zero (a large one still passes once); the sender then
+/// waits until it is refilled.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl Pacer {
+    /// `rate` 0 turns pacing off.
+    pub fn new(rate: usize) -> Pacer {
+        Pacer {
+            rate: rate as f64,
+            burst: 4.0 * rate as f64,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `bytes` for `sender` at `now`, or says how long until it may store again.
+    pub fn take(
+        &self,
+        sender: &str,
+        bytes: usize,
+        now: std::time::Instant,
+    ) -> Result<(), std::time::Duration> {
+        if self.rate <= 0.0 || bytes == 0 {
+            return Ok(());
+        }
+        let mut b = match self.buckets.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if b.len() > 1024 {
+            // Senders whose bucket has refilled are remembered no longer.
+            let (rate, burst) = (self.rate, self.burst);
+            b.retain(|_, (level, at)| {
+                *level + rate * now.saturating_duration_since(*at).as_secs_f64() < burst
+            });
+        }
+        let (level, at) = b.entry(sender.to_owned()).or_insert((self.burst, now));
+        *level =
+            (*level + self.rate * now.saturating_duration_since(*at).as_secs_f64()).min(self.burst);
+        *at = now;
+        if *level <= 0.0 {
+            return Err(std::time::Duration::from_secs_f64(-*level / self.rate));
+        }
+        *level -= bytes as f64;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_storing_faster_than_its_rate_waits_and_others_do_not() {
+        let p = Pacer::new(1000);
+        let t0 = std::time::Instant::now();
+        // A burst of four seconds' worth passes, the request that overdraws it too.
+        p.take("a", 3000, t0).unwrap();
+        p.take("a", 5000, t0).unwrap();
+        // Now 4,000 bytes in debt: four seconds to wait.
+        let wait = p.take("a", 1, t0).unwrap_err();
+        assert_eq!(wait.as_secs(), 4);
+        // Another sender has its own bucket.
+        p.take("b", 3000, t0).unwrap();
+        // Refilled with time.
+        let later = t0 + std::time::Duration::from_secs(5);
+        p.take("a", 100, later).unwrap();
+        // Off when the rate is 0.
+        Pacer::new(0).take("a", usize::MAX, t0).unwrap();
+    }
 
     #[test]
     fn reservations_are_bounded_in_total_and_per_sender_and_given_back() {

@@ -50,6 +50,8 @@ pub struct IngestConfig {
     pub max_inflight_bytes_per_token: usize,
     /// `[otlp.limits]`.
     pub limits: limits::Limits,
+    /// Bytes of rows one ingest token may have stored per second (0: unpaced).
+    pub max_stored_bytes_per_second_per_token: usize,
     /// Environments, task types: what the correlation rules treat specially.
     pub policy: crate::core::evidence::Policy,
     /// Issuers whose tokens verify identities.
@@ -78,6 +80,7 @@ impl Default for IngestConfig {
             max_inflight_bytes: 384 << 20,
             max_inflight_bytes_per_token: 128 << 20,
             limits: limits::Limits::default(),
+            max_stored_bytes_per_second_per_token: 8 << 20,
             policy: Default::default(),
             identity: IdentityVerifier::default(),
             max_versions_remembered: 10_000,
@@ -284,6 +287,7 @@ pub struct Ingestor {
     binder: Binder<ParkedSpan>,
     redactor: Redactor,
     budget: Arc<admission::Budget>,
+    pacer: admission::Pacer,
     /// Threads decoding at once (the blocking pool is larger; decoding is CPU work).
     decoders: Arc<tokio::sync::Semaphore>,
     /// Per ingest token, at most half of them, so one sender's stream of expensive requests
@@ -360,6 +364,7 @@ impl Ingestor {
                 config.max_inflight_bytes,
                 config.max_inflight_bytes_per_token,
             ),
+            pacer: admission::Pacer::new(config.max_stored_bytes_per_second_per_token),
             decoders: Arc::new(tokio::sync::Semaphore::new(threads)),
             decoders_by_sender: Default::default(),
             decoders_per_sender: (threads / 2).max(1),
@@ -677,6 +682,15 @@ impl Ingestor {
             self.versions.commit(sightings);
             return Ok(outcome);
         }
+        let stored: usize = rows.iter().map(|r| r.body.len()).sum();
+        if let Err(e) = self.pace(hold.sender(), stored) {
+            self.binder.with(Instant::now(), |v| {
+                for (item, _, _) in released {
+                    park_item(v, item, source);
+                }
+            });
+            return Err(e);
+        }
         let count = rows.len() as u64;
         match self
             .appender
@@ -854,10 +868,20 @@ impl Ingestor {
         if rows.is_empty() && released.is_empty() && facts.is_empty() {
             return Ok(outcome);
         }
-        let spans = released
+        let spans: Vec<_> = released
             .iter()
             .map(|(item, rule, subject)| convert::span_row(item, *rule, subject, &self.redactor))
             .collect();
+        let stored: usize = spans.iter().map(|r| r.body.len()).sum::<usize>()
+            + rows.iter().map(|r| r.body.len()).sum::<usize>();
+        if let Err(e) = self.pace(hold.sender(), stored) {
+            self.binder.with(Instant::now(), |v| {
+                for (item, _, _) in released {
+                    park_item(v, item, source);
+                }
+            });
+            return Err(e);
+        }
         let count = rows.len() as u64;
         match self
             .appender
@@ -910,6 +934,25 @@ impl Ingestor {
                 .add("changetrail_spans_release_dropped_total", &[], dropped);
         }
         out
+    }
+
+    /// Whether `sender` may have `bytes` of rows stored now; "retry later" when it stores faster
+    /// than `otlp.max_stored_bytes_per_second_per_token`.
+    fn pace(&self, sender: &str, bytes: usize) -> Result<(), IngestError> {
+        self.pacer
+            .take(sender, bytes, std::time::Instant::now())
+            .map_err(|wait| {
+                self.metrics.add(
+                    "changetrail_otlp_admission_refused_total",
+                    &[("reason", "store_rate")],
+                    1,
+                );
+                IngestError::Unavailable {
+                    message: "this ingest token stores more than it may per second; retry shortly"
+                        .into(),
+                    retry_after: wait.max(self.config.retry_after),
+                }
+            })
     }
 
     fn append_error(&self, e: &AppendError) -> IngestError {
