@@ -461,8 +461,12 @@ impl Ingestor {
             out.reserve_exact(n);
         }
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                IngestError::InvalidArgument(format!("the request body could not be read: {e}"))
+            // Not the client's data at fault but its delivery (cut for arriving below the
+            // minimum rate, or the connection lost): retryable, so an exporter sends it again
+            // instead of dropping it as a permanent error.
+            let frame = frame.map_err(|e| IngestError::Unavailable {
+                message: format!("the request body could not be read ({e}); retry"),
+                retry_after: self.config.retry_after,
             })?;
             let Ok(data) = frame.into_data() else {
                 continue;
