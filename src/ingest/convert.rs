@@ -283,6 +283,14 @@ fn quote(name: &str) -> String {
 /// remembered per bound trace.
 pub const MAX_SUBJECT_BYTES: usize = 256;
 
+const SUBJECT_TOO_LONG: &str = "its change or run id is longer than 256 bytes";
+
+fn too_long(subject: &Option<String>) -> bool {
+    subject
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SUBJECT_BYTES)
+}
+
 impl Rejections {
     fn add(&mut self, why: Reject, detail: String) {
         self.count += 1;
@@ -464,16 +472,10 @@ pub fn spans(
                 }
                 let contract = o.res.contract || has_contract(&span.attributes);
                 let subject = subject_of(&span.attributes).or_else(|| o.res.subject.clone());
-                if subject
-                    .as_ref()
-                    .is_some_and(|s| s.len() > MAX_SUBJECT_BYTES)
-                {
+                if too_long(&subject) {
                     rej.add(
                         Reject::Subject,
-                        format!(
-                            "span {}: its change or run id is longer than {MAX_SUBJECT_BYTES} bytes",
-                            quote(&span.name)
-                        ),
+                        format!("span {}: {SUBJECT_TOO_LONG}", quote(&span.name)),
                     );
                     continue;
                 }
@@ -616,16 +618,8 @@ pub fn logs(
                     || record.event_name == APPROVAL_EVENT
                     || attr(&record.attributes, "event.name") == Some(APPROVAL_EVENT);
                 let subject = subject_of(&record.attributes).or_else(|| o.res.subject.clone());
-                if subject
-                    .as_ref()
-                    .is_some_and(|s| s.len() > MAX_SUBJECT_BYTES)
-                {
-                    rej.add(
-                        Reject::Subject,
-                        format!(
-                            "log record: its change or run id is longer than {MAX_SUBJECT_BYTES} bytes"
-                        ),
-                    );
+                if too_long(&subject) {
+                    rej.add(Reject::Subject, format!("log record: {SUBJECT_TOO_LONG}"));
                     continue;
                 }
                 items.push(LogItem {
@@ -834,6 +828,11 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_subject_message_names_the_limit() {
+        assert!(SUBJECT_TOO_LONG.contains(&format!(" {MAX_SUBJECT_BYTES} bytes")));
     }
 
     /// One resource over many scopes is one allocation, not one per scope.

@@ -412,12 +412,7 @@ impl Served {
 
     /// The child's peak resident memory (VmHWM) in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        let status = format!("/proc/{}/status", self.child.id());
+        changetrail::commands::bench::vm_hwm_kb(&status).map_or(0, |kb| kb * 1024)
     }
 }
