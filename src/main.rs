@@ -10,7 +10,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = match changetrail::cli::Cli::try_parse() {
+    let cli = match changetrail::app::cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -22,17 +22,17 @@ fn main() -> ExitCode {
         }
     };
     // The demo prints its own summary; request lines and the generated-key warning would bury it.
-    let log = if matches!(cli.command, changetrail::cli::Command::Demo(_))
-        && cli.log == changetrail::cli::DEFAULT_LOG
+    let log = if matches!(cli.command, changetrail::app::cli::Command::Demo(_))
+        && cli.log == changetrail::app::cli::DEFAULT_LOG
     {
-        "warn,changetrail::keyfile=error"
+        "warn,changetrail::app::keyfile=error"
     } else {
         cli.log.as_str()
     };
-    changetrail::telemetry::init_with(log, cli.log_format);
+    changetrail::app::telemetry::init_with(log, cli.log_format);
     let is_verify = matches!(
         cli.command,
-        changetrail::cli::Command::Verify(_) | changetrail::cli::Command::VerifyReport(_)
+        changetrail::app::cli::Command::Verify(_) | changetrail::app::cli::Command::VerifyReport(_)
     );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(changetrail::cli::run(cli)) {
+    match runtime.block_on(changetrail::app::cli::run(cli)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -2,7 +2,8 @@
 
 use super::{ApiError, AppState};
 use crate::auth::{self, Principal, Role};
-use crate::pipeline::{AppendError, LedgerWriter, now_ns};
+use crate::pipeline::{AppendError, LedgerWriter};
+use crate::sys::now_ns;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};

@@ -3,11 +3,11 @@
 
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::changes::{self, ChangeFilter};
+use crate::core::evidence::rules;
 use crate::core::evidence::{Intake, SentBy};
-use crate::core::rules;
-use crate::import;
-use crate::util::parse_rfc3339;
+use crate::core::time::parse_rfc3339;
+use crate::ingest::conductor;
+use crate::read::changes::{self, ChangeFilter};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -161,12 +161,12 @@ async fn import_conductor(
     let max_lateness_ns = q
         .max_lateness
         .as_deref()
-        .map(import::parse_max_lateness)
+        .map(conductor::parse_max_lateness)
         .transpose()
         .map_err(ApiError::BadRequest)?;
     // Any ingest token may backfill a month; older history goes through the command line, run
     // by someone with the database (and recorded in each fact either way).
-    if max_lateness_ns.is_some_and(|n| n > import::MAX_API_LATENESS_NS) {
+    if max_lateness_ns.is_some_and(|n| n > conductor::MAX_API_LATENESS_NS) {
         return Err(ApiError::BadRequest(
             "max_lateness may be at most 31d here; import older history with \
              `changetrail import conductor --max-lateness`"
@@ -174,7 +174,7 @@ async fn import_conductor(
         ));
     }
     let intake = Intake {
-        received_ns: crate::pipeline::now_ns(),
+        received_ns: crate::sys::now_ns(),
         sent_by: Some(SentBy {
             token_id: Some(principal.token_id.clone()),
             name: principal.name.clone(),
@@ -182,11 +182,11 @@ async fn import_conductor(
         max_lateness_ns,
         max_clock_skew_ns: c.max_clock_skew_ns,
     };
-    let p = import::prepare(&state.store, &doc, &c.criteria.policy, &c.identity, &intake)
+    let p = conductor::prepare(&state.store, &doc, &c.criteria.policy, &c.identity, &intake)
         .await
         .map_err(|e| match e {
-            import::ImportError::Invalid(m) => ApiError::BadRequest(m),
-            import::ImportError::Storage(s) => s.into(),
+            conductor::ImportError::Invalid(m) => ApiError::BadRequest(m),
+            conductor::ImportError::Storage(s) => s.into(),
         })?;
     let done = appender.append_telemetry(p.telemetry).await.map_err(|e| {
         if e.is_transient() {

@@ -2,7 +2,7 @@
 //! nothing internal (the cause is logged once, here).
 
 use crate::auth::AuthError;
-use crate::export::ExportError;
+use crate::read::export::ExportError;
 use crate::storage::StorageError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -1,9 +1,9 @@
 //! The ledger for reviewers: checkpoints, entries, proofs, keys and streamed bundles.
 
 use super::{ApiError, AppState};
-use crate::core::hash::{Hash, b64};
-use crate::core::verify::{Class, Options, Report};
-use crate::export::{self, BundlePlan};
+use crate::core::ledger::hash::{Hash, b64};
+use crate::core::ledger::verify::{Class, Options, Report};
+use crate::read::export::{self, BundlePlan};
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -222,11 +222,7 @@ async fn bundle(
     Query(q): Query<BundleQuery>,
 ) -> Result<Response, ApiError> {
     let plan: BundlePlan = export::plan(&state.store, q.from, q.to, q.consistency_from).await?;
-    let rx = export::stream(
-        state.store.clone(),
-        plan.clone(),
-        crate::util::rfc3339_now(),
-    );
+    let rx = export::stream(state.store.clone(), plan.clone(), crate::sys::rfc3339_now());
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| {
             let chunk = item.map(axum::body::Bytes::from).map_err(|e| {
@@ -314,14 +310,14 @@ async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, Api
     })?;
     let started = std::time::Instant::now();
     let opts = Options {
-        trusted: crate::audit::first_key(&state.store)
+        trusted: crate::read::audit::first_key(&state.store)
             .await?
             .into_iter()
             .collect(),
         state: None,
         // Freshness is a monitoring question; this asks whether what is stored is intact.
         max_age_ns: None,
-        now_ns: crate::pipeline::now_ns(),
+        now_ns: crate::sys::now_ns(),
         threads: 0,
     };
     // The whole run on a blocking thread: besides the signature checks (already on threads of
@@ -330,7 +326,7 @@ async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, Api
     let runtime = tokio::runtime::Handle::current();
     let (report, uncovered) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        runtime.block_on(crate::audit::verify_store(&store, opts, None))
+        runtime.block_on(crate::read::audit::verify_store(&store, opts, None))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?

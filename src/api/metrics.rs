@@ -20,7 +20,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let w = &writer.metrics;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     let b = ing.binder_stats();
-    let (rss, peak) = crate::metrics::memory();
+    let (rss, peak) = crate::sys::metrics::memory();
     let queue = state.appender.as_ref().map_or(0, |a| a.queue_depth()) as f64;
     let extra = [
         (

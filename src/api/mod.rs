@@ -48,8 +48,8 @@ pub struct AppState {
 #[derive(Debug, Default)]
 pub struct Correlation {
     /// How changes are folded and judged (as the report this process signs does).
-    pub criteria: crate::changes::Criteria,
-    pub identity: crate::core::identity::IdentityVerifier,
+    pub criteria: crate::read::changes::Criteria,
+    pub identity: crate::core::evidence::identity::IdentityVerifier,
     /// Imports: event times further ahead than this are refused.
     pub max_clock_skew_ns: i64,
 }
@@ -113,7 +113,7 @@ async fn require(
         Some(role) => auth::authenticate(&state.store, token, role).await?,
         None => auth::identify(&state.store, token).await?,
     };
-    crate::telemetry::record_principal(&principal);
+    principal.record_on_span();
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }

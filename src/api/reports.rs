@@ -76,7 +76,7 @@ async fn soc2(
         &req.query,
         &ctx.settings,
         &dir,
-        crate::pipeline::now_ns(),
+        crate::sys::now_ns(),
         &indicatif::ProgressBar::hidden(),
     )
     .await?;

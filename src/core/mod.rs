@@ -1,21 +1,9 @@
-//! The pure core: ledger encoding, hashing, signing, Merkle math, checkpoints, bundles and
-//! verification. Architecture invariant: nothing here performs I/O or reads the clock; time,
-//! randomness (salts, seeds) and bytes are passed in.
+//! The pure core, in two halves: `ledger` (entry encoding, hashing, signing, RFC 6962 Merkle math,
+//! checkpoints, bundles, the streaming verifier) and `evidence` (facts from spans and Conductor,
+//! the fold into a change's evidence, identities, exception rules, report rows), plus `time`
+//! (RFC 3339 text). Architecture invariant: nothing here performs I/O or reads the clock; time,
+//! randomness (salts, seeds) and bytes are passed in. `tests/it/architecture.rs` holds it.
 
-pub mod batch;
-pub mod bundle;
-pub mod contract;
-pub mod derived;
-pub mod entry;
 pub mod evidence;
-pub mod hash;
-pub mod identity;
-pub mod keys;
-pub mod merkle;
-pub mod note;
-pub mod rederive;
-pub mod report;
-pub mod rules;
-pub mod sigcheck;
-pub mod telemetry;
-pub mod verify;
+pub mod ledger;
+pub mod time;

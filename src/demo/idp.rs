@@ -56,7 +56,7 @@ impl DemoIdp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::identity::{Established, IdentityVerifier, TrustedIssuer};
+    use crate::core::evidence::identity::{Established, IdentityVerifier, TrustedIssuer};
 
     #[test]
     fn its_tokens_verify_against_its_jwks_and_no_other() {

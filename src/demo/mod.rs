@@ -127,7 +127,7 @@ impl<'a> Flow<'a> {
         // The digest the approver approves and the deployer deploys.
         let artifact = format!(
             "sha256:{}",
-            crate::core::hash::Hash::of(&[change.as_bytes(), version.as_bytes()]).to_hex()
+            crate::core::ledger::hash::Hash::of(&[change.as_bytes(), version.as_bytes()]).to_hex()
         );
         Flow {
             idp,
@@ -539,8 +539,8 @@ mod tests {
     #[test]
     fn weeks_start_on_monday() {
         // 2026-12-01 is a Tuesday; its week starts Monday 2026-11-30.
-        let tue = crate::util::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
-        let mon = crate::util::parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
+        let tue = crate::core::time::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
+        let mon = crate::core::time::parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
         assert_eq!(week_start(tue), mon);
         assert_eq!(week_start(mon), mon);
         assert_eq!(week_start(mon - 1), mon - WEEK);
@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn the_plan_has_every_scenario_inside_its_period() {
         let idp = DemoIdp::generate().unwrap();
-        let now = crate::util::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
+        let now = crate::core::time::parse_rfc3339("2026-12-01T11:00:00Z").unwrap();
         for weeks in [1, 6] {
             let p = plan(&idp, now, weeks);
             assert_eq!(p.to_ns - p.from_ns, i64::from(weeks) * WEEK);

@@ -1,11 +1,11 @@
 //! From decoded OTLP requests to what the ledger keeps: per-item validation, contract
 //! detection, redaction of secrets, and the exact bytes (and digest) each kept item is stored as.
 
-use crate::core::contract::{
+use crate::core::evidence::contract::{
     self, APPROVAL_EVENT, KeepRule, REDACTED, Redaction, Redactor, SUBJECT_KEYS,
 };
+use crate::core::evidence::telemetry::{LogRow, SpanRow};
 use crate::core::evidence::{AttrValue, Attrs, ItemInfo, Source};
-use crate::core::telemetry::{LogRow, SpanRow};
 use crate::ingest::binder::Parkable;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};

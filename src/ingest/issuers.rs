@@ -4,10 +4,10 @@
 //! first time it is seen) an `identity.keys` entry records it, so a verdict "verified by issuer X"
 //! can be checked against the keys X published then.
 
-use crate::config::Config;
-use crate::core::batch::Draft;
-use crate::core::hash::Hash;
-use crate::core::identity::IdentityVerifier;
+use crate::app::config::Config;
+use crate::core::evidence::identity::IdentityVerifier;
+use crate::core::ledger::batch::Draft;
+use crate::core::ledger::hash::Hash;
 use crate::pipeline::LedgerWriter;
 use jsonwebtoken::jwk::JwkSet;
 use std::collections::HashMap;

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod binder;
+pub mod conductor;
 pub mod convert;
 pub mod decode;
 pub mod grpc;
@@ -14,12 +15,12 @@ pub mod scan;
 pub mod versions;
 
 use crate::auth::{self, AuthError, Principal, Role, TokenCache};
-use crate::core::contract::{KeepRule, Redactor};
+use crate::core::evidence::contract::{KeepRule, Redactor};
+use crate::core::evidence::identity::IdentityVerifier;
 use crate::core::evidence::{self, Intake, SentBy};
-use crate::core::identity::IdentityVerifier;
-use crate::metrics::Registry;
 use crate::pipeline::{AppendError, Appender, Telemetry};
 use crate::storage::Store;
+use crate::sys::metrics::Registry;
 use binder::{Binder, BinderStats, SourceId};
 use convert::{ParkedSpan, SpanItem};
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -73,7 +74,7 @@ impl Default for IngestConfig {
             late_binding_window: Duration::from_secs(15 * 60),
             max_parked_bytes: 64 << 20,
             max_bound_traces: 200_000,
-            redact: crate::core::contract::DEFAULT_REDACTIONS
+            redact: crate::core::evidence::contract::DEFAULT_REDACTIONS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -394,7 +395,7 @@ impl Ingestor {
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let token = auth::bearer(header)?;
         let p = auth::authenticate_cached(&self.store, &self.tokens, token, Role::Ingest).await?;
-        crate::telemetry::record_principal(&p);
+        p.record_on_span();
         Ok(p)
     }
 
@@ -626,7 +627,7 @@ impl Ingestor {
     /// What an item received now from `sender` is stamped with.
     fn intake(&self, sender: SentBy) -> Intake {
         Intake {
-            received_ns: crate::pipeline::now_ns(),
+            received_ns: crate::sys::now_ns(),
             sent_by: Some(sender),
             max_lateness_ns: None,
             max_clock_skew_ns: self.config.max_clock_skew_ns,

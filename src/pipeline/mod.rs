@@ -5,4 +5,4 @@ pub mod sequencer;
 pub mod writer;
 
 pub use sequencer::{Appender, SequencerConfig, spawn_sequencer};
-pub use writer::{AppendError, Appended, KeySource, LedgerWriter, Telemetry, now_ns, random_bytes};
+pub use writer::{AppendError, Appended, KeySource, LedgerWriter, Telemetry};

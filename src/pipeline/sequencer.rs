@@ -2,8 +2,9 @@
 //! transaction, then answers every caller in the batch. Between batches it issues time-based
 //! checkpoints and idle heartbeats. On shutdown it drains the queue before stopping.
 
-use super::writer::{AppendError, Appended, LedgerWriter, Telemetry, now_ns};
-use crate::core::batch::Draft;
+use super::writer::{AppendError, Appended, LedgerWriter, Telemetry};
+use crate::core::ledger::batch::Draft;
+use crate::sys::now_ns;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};

@@ -2,37 +2,21 @@
 //! sign on all cores), insert, maybe checkpoint (only if consistent with the previous one), commit.
 //! Used by the sequencer task and by the CLI commands that append (rotate, erase, checkpoint).
 
-use crate::core::batch::{
+use crate::core::evidence::FactRecord;
+use crate::core::evidence::telemetry::{LogRow, SpanRow, telemetry_entries};
+use crate::core::ledger::batch::{
     self, BatchError, BuildTimings, BuiltBatch, CheckpointRefused, Draft, DraftError, Head,
 };
-use crate::core::entry::{ErasurePayload, TokenCreated, TokenRevoked, kinds};
-use crate::core::evidence::FactRecord;
-use crate::core::hash::Hash;
-use crate::core::keys::{KeyId, LedgerKey};
-use crate::core::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
-use crate::core::telemetry::{LogRow, SpanRow, telemetry_entries};
+use crate::core::ledger::entry::{ErasurePayload, TokenCreated, TokenRevoked, kinds};
+use crate::core::ledger::hash::Hash;
+use crate::core::ledger::keys::{KeyId, LedgerKey};
+use crate::core::ledger::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
 use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store, TokenRow};
+use crate::sys::{now_ns, random_bytes};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// Wall-clock nanoseconds since the epoch: the time the sequencer stamps on entries.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-/// Fresh random bytes (salts, key seeds, token secrets) from the operating system.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // The OS generator failing leaves no safe fallback: salts and keys must be unpredictable.
-    if let Err(e) = getrandom::fill(&mut b) {
-        panic!("the operating system's random generator failed: {e}");
-    }
-    b
-}
+use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -619,7 +603,7 @@ struct FreshTelemetry<'a> {
     logs: Vec<&'a LogRow>,
     /// One entry per fact, after the span and log entries.
     facts: Vec<&'a FactRecord>,
-    entries: Vec<crate::core::telemetry::TelemetryEntry>,
+    entries: Vec<crate::core::evidence::telemetry::TelemetryEntry>,
     spans_duplicate: u64,
     logs_duplicate: u64,
     facts_duplicate: u64,
@@ -662,7 +646,7 @@ impl<'a> FreshTelemetry<'a> {
             .filter(|f| !stored.contains(&f.key))
             .collect();
         for f in &facts {
-            entries.push(crate::core::telemetry::TelemetryEntry {
+            entries.push(crate::core::evidence::telemetry::TelemetryEntry {
                 draft: Draft::of(f.fact.entry_kind(), &f.subject(), f)?,
                 spans: Vec::new(),
                 logs: Vec::new(),

@@ -5,17 +5,17 @@
 pub mod archive;
 pub mod verify;
 
-use crate::audit::verify_store;
-use crate::changes::{ChangeFacts, Rollbacks, fetch_facts, fold_facts};
-use crate::core::evidence::{self, Evidence, Neighbours, Policy, VersionFact};
-use crate::core::hash::Hash;
-use crate::core::keys::LedgerKey;
-use crate::core::report::{
+use crate::core::evidence::report::{
     self as core, Catalogue, ControlResult, ExceptionRow, LedgerSpan, PopulationRow, Rotation,
     Sampler, SpanTally, Tally,
 };
-use crate::core::rules::{self, Exception, RuleContext};
-use crate::core::verify::{Class, Options};
+use crate::core::evidence::rules::{self, Exception, RuleContext};
+use crate::core::evidence::{self, Evidence, Neighbours, Policy, VersionFact};
+use crate::core::ledger::hash::Hash;
+use crate::core::ledger::keys::LedgerKey;
+use crate::core::ledger::verify::{Class, Options};
+use crate::read::audit::verify_store;
+use crate::read::changes::{ChangeFacts, Rollbacks, fetch_facts, fold_facts};
 use crate::storage::{StorageError, Store};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ pub struct Query {
 /// that day, so `--to 2026-06-30` includes June 30 as an auditor would read it.
 pub fn parse_date(s: &str, end: bool) -> Result<i64, ReportError> {
     let s = s.trim();
-    if let Some(ns) = crate::util::parse_rfc3339(s) {
+    if let Some(ns) = crate::core::time::parse_rfc3339(s) {
         return Ok(ns);
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
@@ -206,7 +206,7 @@ pub struct ManifestSettings {
     pub catalogue_sha256: String,
     /// Per-service approver roles (`[[reports.approvers]]`).
     #[serde(default)]
-    pub approvers: Vec<crate::core::rules::ApproverRule>,
+    pub approvers: Vec<crate::core::evidence::rules::ApproverRule>,
     /// The judging settings, in nanoseconds, so a verifier re-derives with exactly these (absent
     /// in reports made before re-derivation).
     #[serde(default)]
@@ -392,7 +392,7 @@ async fn index(
             .or_else(|| f.run_id.clone())
             .unwrap_or_default()
     };
-    ix.rollbacks = crate::changes::rollback_index(store, size).await?;
+    ix.rollbacks = crate::read::changes::rollback_index(store, size).await?;
     let outside = store
         .change_facts_outside(period.from_ns, period.to_ns, size)
         .await?;
@@ -419,7 +419,7 @@ struct Chunk {
 
 async fn fetch_chunk(store: &Store, ids: &[String], size: u64) -> Result<Chunk, ReportError> {
     let facts = fetch_facts(store, ids, size).await?;
-    let neighbours = crate::changes::neighbours_of_facts(store, &facts, size).await?;
+    let neighbours = crate::read::changes::neighbours_of_facts(store, &facts, size).await?;
     let mut subjects: Vec<String> = ids.to_vec();
     for (_, records, _) in &facts {
         subjects.extend(records.iter().filter_map(|r| r.fact.run_id.clone()));
@@ -505,7 +505,7 @@ async fn ledger_findings(
     store: &Store,
     now_ns: i64,
 ) -> Result<(Vec<Exception>, Vec<Option<u64>>, String, u64), ReportError> {
-    let first_key = crate::audit::first_key(store).await?;
+    let first_key = crate::read::audit::first_key(store).await?;
     let opts = Options {
         trusted: first_key.into_iter().collect(),
         state: None,
@@ -547,7 +547,7 @@ async fn ledger_findings(
 /// The verifier's findings as the report lists them (EVIDENCE_GAP, with the entry each names),
 /// and how many more it counted without listing.
 pub fn ledger_exceptions(
-    report: &crate::core::verify::Report,
+    report: &crate::core::ledger::verify::Report,
 ) -> (Vec<(Exception, Option<u64>)>, u64) {
     let found = report
         .findings
@@ -811,7 +811,7 @@ async fn write_files(
             .unwrap_or_default();
         let facts = fetch_facts(store, &candidates, size).await?;
         let mut folded = fold_facts(facts, &settings.policy, &ix.rollbacks);
-        crate::changes::judge_all(store, &mut folded, size, &settings.judging).await?;
+        crate::read::changes::judge_all(store, &mut folded, size, &settings.judging).await?;
         let found = folded
             .iter()
             .any(|(ev, _)| evidence::explains(ev, v, settings.tolerance_ns));
@@ -913,12 +913,12 @@ async fn write_files(
     sample_csv.flush()?;
     drop(sample_csv);
 
-    let generated_at = crate::util::rfc3339(now_ns);
+    let generated_at = crate::core::time::rfc3339(now_ns);
     let selection = format!(
         "every change with a change.requested fact timed or received in [{}, {}) and recorded by an entry below checkpoint size {size}, \
          in a production environment ({}){}{}; facts of later entries are not included",
-        crate::util::rfc3339(period.from_ns),
-        crate::util::rfc3339(period.to_ns),
+        crate::core::time::rfc3339(period.from_ns),
+        crate::core::time::rfc3339(period.to_ns),
         settings.policy.production_environments.join(", "),
         query
             .environment
@@ -945,8 +945,8 @@ async fn write_files(
             "framework": cat.framework,
             "query": query,
             "selection": selection,
-            "period_start": crate::util::rfc3339(period.from_ns),
-            "period_end": crate::util::rfc3339(period.to_ns),
+            "period_start": crate::core::time::rfc3339(period.from_ns),
+            "period_end": crate::core::time::rfc3339(period.to_ns),
             "generated_at": generated_at,
             "changes": tally.changes,
             "by_kind": tally.by_kind,
@@ -1007,8 +1007,8 @@ async fn write_files(
             t.render(minijinja::context! {
                 title => &cat.title,
                 framework => &cat.framework,
-                period_start => crate::util::rfc3339(period.from_ns),
-                period_end => crate::util::rfc3339(period.to_ns),
+                period_start => crate::core::time::rfc3339(period.from_ns),
+                period_end => crate::core::time::rfc3339(period.to_ns),
                 environment => &query.environment,
                 service => &query.service,
                 origin => key.origin().as_str(),
@@ -1050,8 +1050,8 @@ async fn write_files(
         title: cat.title.clone(),
         query: query.clone(),
         selection,
-        period_start: crate::util::rfc3339(period.from_ns),
-        period_end: crate::util::rfc3339(period.to_ns),
+        period_start: crate::core::time::rfc3339(period.from_ns),
+        period_end: crate::core::time::rfc3339(period.to_ns),
         generated_at,
         software: format!("changetrail {}", env!("CARGO_PKG_VERSION")),
         ledger: ManifestLedger {
@@ -1191,7 +1191,7 @@ fn fold_chunks(
                     }
                 }
             }
-            let xs = crate::changes::exceptions(ev, broken, &settings.rules);
+            let xs = crate::read::changes::exceptions(ev, broken, &settings.rules);
             fold.rotation.change(ev);
             let row = PopulationRow::new(ev, &span, &ledger, &xs);
             out.population.write_record(row.cells()).map_err(csv_err)?;
@@ -1239,7 +1239,7 @@ pub fn write_manifest(dir: &Path, manifest: &Manifest, key: &LedgerKey) -> Resul
         format: core::MANIFEST_FORMAT.into(),
         key_id: key.key_id().to_hex(),
         vkey: key.vkey().to_string(),
-        signature: crate::core::hash::b64(&key.sign(&core::manifest_message(&bytes))),
+        signature: crate::core::ledger::hash::b64(&key.sign(&core::manifest_message(&bytes))),
     };
     std::fs::write(dir.join("manifest.sig"), pretty(&sig)?)?;
     Ok(())

@@ -3,16 +3,18 @@
 //! the row says? Offline with a bundle, or against the database.
 
 use super::{FILES, Manifest, ManifestSig};
-use crate::core::bundle::Line;
-use crate::core::entry::{Entry, leaf_hash};
-use crate::core::hash::{Hash, unb64};
-use crate::core::keys::Vkey;
-use crate::core::merkle::CompactRange;
-use crate::core::note::{Checkpoint, Note, NoteVerdict};
-use crate::core::rederive::{LedgerFacts, Locator, PayloadSource, Scope, rederive};
-use crate::core::report::{self as core, EXCEPTION_COLUMNS, POPULATION_COLUMNS, sample_rank};
-use crate::core::rules::Exception;
-use crate::core::verify::{Options, Verifier};
+use crate::core::evidence::rederive::{LedgerFacts, Locator, PayloadSource, Scope, rederive};
+use crate::core::evidence::report::{
+    self as core, EXCEPTION_COLUMNS, POPULATION_COLUMNS, sample_rank,
+};
+use crate::core::evidence::rules::Exception;
+use crate::core::ledger::bundle::Line;
+use crate::core::ledger::entry::{Entry, leaf_hash};
+use crate::core::ledger::hash::{Hash, unb64};
+use crate::core::ledger::keys::Vkey;
+use crate::core::ledger::merkle::CompactRange;
+use crate::core::ledger::note::{Checkpoint, Note, NoteVerdict};
+use crate::core::ledger::verify::{Options, Verifier};
 use crate::storage::Store;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufRead;
@@ -217,10 +219,10 @@ pub async fn verify_report(
                 trusted: trusted.to_vec(),
                 state: None,
                 max_age_ns: None,
-                now_ns: crate::pipeline::now_ns(),
+                now_ns: crate::sys::now_ns(),
                 threads,
             };
-            let (report, _) = crate::audit::verify_store(store, opts, None).await?;
+            let (report, _) = crate::read::audit::verify_store(store, opts, None).await?;
             ledger_verdict(&report, &mut out, &mut keys);
             ledger_root = Some(match store.checkpoint_at(size).await? {
                 Some(c) => Ok(c.root),
@@ -455,7 +457,7 @@ fn scope_of(m: &Manifest) -> Result<Scope, String> {
             deploy_task_types: s.deploy_task_types.clone(),
             approval_task_types: s.approval_task_types.clone(),
         },
-        rules: crate::core::rules::RuleContext {
+        rules: crate::core::evidence::rules::RuleContext {
             approver_roles: s.approver_roles.clone(),
             approvers: s.approvers.clone(),
             emergency_review_window_ns,
@@ -869,7 +871,11 @@ fn check_rows(dir: &Path, m: &Manifest, out: &mut Outcome, citations: &mut Vec<C
 }
 
 /// Folds the ledger verifier's verdict into the outcome, and adopts the keys it established.
-fn ledger_verdict(report: &crate::core::verify::Report, out: &mut Outcome, keys: &mut Vec<Vkey>) {
+fn ledger_verdict(
+    report: &crate::core::ledger::verify::Report,
+    out: &mut Outcome,
+    keys: &mut Vec<Vkey>,
+) {
     for (_, vkey) in &report.summary.keys {
         if let Ok(k) = Vkey::parse(vkey)
             && !keys.contains(&k)
@@ -899,7 +905,7 @@ fn ledger_verdict(report: &crate::core::verify::Report, out: &mut Outcome, keys:
 
 /// What one pass over a bundle gives.
 struct BundleRead {
-    report: crate::core::verify::Report,
+    report: crate::core::ledger::verify::Report,
     /// The tree's root at the report's size.
     root: Result<Hash, String>,
     /// The cited entries' leaves and subjects.
@@ -926,7 +932,7 @@ fn read_bundle(
         trusted: trusted.to_vec(),
         state: None,
         max_age_ns: None,
-        now_ns: crate::pipeline::now_ns(),
+        now_ns: crate::sys::now_ns(),
         threads,
     });
     let mut range = CompactRange::new();

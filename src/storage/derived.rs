@@ -3,7 +3,7 @@
 //! credentials), read in entry order.
 
 use super::{AppendTx, Result, StorageError, Store, i, u};
-use crate::core::derived::FactRow;
+use crate::core::evidence::derived::FactRow;
 use crate::core::evidence::{Fact, FactRecord, service_key_prefix, version_key_prefix};
 use sqlx::QueryBuilder;
 
@@ -114,7 +114,7 @@ impl Store {
         // found nothing new to insert (credential rows keep their first entry).
         on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO backfills (name, done_ns) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(NAME).bind(crate::pipeline::now_ns()).execute(&mut *c).await.map(|_| ()))?;
+            .bind(NAME).bind(crate::sys::now_ns()).execute(&mut *c).await.map(|_| ()))?;
         tx.commit().await
     }
 

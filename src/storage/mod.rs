@@ -4,12 +4,12 @@
 //! pool through `on_pool!`/`on_tx!`; only locking differs. Rows become core types here, so nothing
 //! above this module sees a database type.
 
-use crate::core::batch::{BuiltBatch, Head};
 use crate::core::evidence::FactRecord;
-use crate::core::hash::Hash;
-use crate::core::keys::{KeyId, Origin};
-use crate::core::merkle::{CompactRange, NodeId};
-use crate::core::telemetry::{LogRow, SpanRow};
+use crate::core::evidence::telemetry::{LogRow, SpanRow};
+use crate::core::ledger::batch::{BuiltBatch, Head};
+use crate::core::ledger::hash::Hash;
+use crate::core::ledger::keys::{KeyId, Origin};
+use crate::core::ledger::merkle::{CompactRange, NodeId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,

@@ -3,7 +3,7 @@
 //! their stored text so a damaged one becomes a finding in the report instead of an abort.
 
 use super::{Result, Store, hash, i, u};
-use crate::core::hash::Hash;
+use crate::core::ledger::hash::Hash;
 use sqlx::QueryBuilder;
 
 /// The change.requested facts below `$1` that name a change they roll back. The predicate is

@@ -3,11 +3,11 @@
 use crate::helpers::{TestDb, spawn_app};
 use crate::storage::draft;
 use changetrail::auth::Role;
-use changetrail::core::hash::{Hash, unb64};
-use changetrail::core::keys::Vkey;
-use changetrail::core::merkle::{verify_consistency, verify_inclusion};
-use changetrail::core::note::{Checkpoint, Note, NoteVerdict};
-use changetrail::core::verify::{Options, Verifier};
+use changetrail::core::ledger::hash::{Hash, unb64};
+use changetrail::core::ledger::keys::Vkey;
+use changetrail::core::ledger::merkle::{verify_consistency, verify_inclusion};
+use changetrail::core::ledger::note::{Checkpoint, Note, NoteVerdict};
+use changetrail::core::ledger::verify::{Options, Verifier};
 use reqwest::StatusCode;
 
 fn hashes(v: &serde_json::Value) -> Vec<Hash> {
@@ -111,7 +111,7 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
         let e42 = &entries[2];
         assert_eq!(e42["seq"], 42);
         let bytes = unb64(e42["entry"].as_str().unwrap()).unwrap();
-        let leaf = changetrail::core::entry::leaf_hash(&bytes);
+        let leaf = changetrail::core::ledger::entry::leaf_hash(&bytes);
         let proof: serde_json::Value = app
             .get("/v1/ledger/proofs/inclusion?seq=42", Some(&app.reviewer))
             .await
@@ -121,7 +121,7 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
         assert_eq!(proof["size"], cp.size);
         verify_inclusion(42, cp.size, &leaf, &hashes(&proof["hashes"]), &cp.root).unwrap();
         // The same proof does not fit another entry's bytes (binding, catalogue G).
-        let other = changetrail::core::entry::leaf_hash(
+        let other = changetrail::core::ledger::entry::leaf_hash(
             &unb64(entries[3]["entry"].as_str().unwrap()).unwrap(),
         );
         assert!(
@@ -206,7 +206,7 @@ async fn checkpoints_entries_and_proofs_verify_offline() {
             trusted: vec![vkey.clone()],
             state: None,
             max_age_ns: Some(3_600_000_000_000),
-            now_ns: changetrail::pipeline::now_ns(),
+            now_ns: changetrail::sys::now_ns(),
             threads: 2,
         });
         for line in text.lines() {

@@ -23,7 +23,7 @@ async fn json(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
 }
 
 /// The scenarios' server, with the approver role the report tests configure.
-fn console_config(db: &TestDb) -> changetrail::config::Config {
+fn console_config(db: &TestDb) -> changetrail::app::config::Config {
     let mut cfg = scenario_config(db);
     cfg.reports.approver_roles = vec!["release-approver".into()];
     cfg
@@ -424,7 +424,7 @@ async fn the_console_in_a_browser() {
             "sender": "test-ingest",
         },
         // The codes the exception filter must offer, the evidence rules' newest among them.
-        "codes": changetrail::core::rules::ALL,
+        "codes": changetrail::core::evidence::rules::ALL,
         "flagged": {
             "id": "CHG-SELF",
             "codes": expect["CHG-SELF"],

@@ -2,16 +2,16 @@
 //! core API only (no database, no clock), plus the few forgeries an attacker without the key can
 //! make, and a verifier entry point that reads bytes the way `changetrail verify` does.
 
-use changetrail::core::batch::{
+use changetrail::core::ledger::batch::{
     BuiltEntry, Draft, Head, build_batch, genesis_draft, rotation_draft,
 };
-use changetrail::core::bundle::{self, Line};
-use changetrail::core::entry::{self, Entry, ErasurePayload, kinds};
-use changetrail::core::hash::{Hash, unb64};
-use changetrail::core::keys::{KeyId, LedgerKey, Origin, RotationPayload, Vkey};
-use changetrail::core::merkle::CompactRange;
-use changetrail::core::note::{Checkpoint, Note};
-use changetrail::core::verify::{Options, Report, TrustedState, Verifier};
+use changetrail::core::ledger::bundle::{self, Line};
+use changetrail::core::ledger::entry::{self, Entry, ErasurePayload, kinds};
+use changetrail::core::ledger::hash::{Hash, unb64};
+use changetrail::core::ledger::keys::{KeyId, LedgerKey, Origin, RotationPayload, Vkey};
+use changetrail::core::ledger::merkle::CompactRange;
+use changetrail::core::ledger::note::{Checkpoint, Note};
+use changetrail::core::ledger::verify::{Options, Report, TrustedState, Verifier};
 use serde_json::json;
 use std::collections::BTreeMap;
 

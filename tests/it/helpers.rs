@@ -1,11 +1,12 @@
 //! Test harness: fresh databases on both backends, the real server on port 0, handy clients.
 
+use changetrail::app::config::Config;
+use changetrail::app::startup::App;
 use changetrail::auth::{self, Role};
-use changetrail::config::Config;
-use changetrail::core::verify::{Options, Report};
-use changetrail::pipeline::{LedgerWriter, now_ns};
-use changetrail::startup::App;
+use changetrail::core::ledger::verify::{Options, Report};
+use changetrail::pipeline::LedgerWriter;
 use changetrail::storage::{Backend, Store};
+use changetrail::sys::now_ns;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +40,7 @@ impl TestDb {
         let base = pg_base(test)?;
         let name = format!(
             "ct_test_{}",
-            hex::encode(changetrail::pipeline::random_bytes::<6>())
+            hex::encode(changetrail::sys::random_bytes::<6>())
         );
         let admin = Store::connect(&base, &Default::default()).await.unwrap();
         if let Store::Postgres(p) = &admin {
@@ -223,7 +224,7 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 pub async fn spawn_app_with(cfg: Config) -> TestApp {
     // Logs only on request: RUST_LOG=debug cargo test … shows the server's side of a failure.
     if std::env::var("RUST_LOG").is_ok() {
-        changetrail::telemetry::init("info");
+        changetrail::app::telemetry::init("info");
     }
     let app = App::build(cfg).await.unwrap();
     let admin = app
@@ -270,14 +271,14 @@ pub async fn verify_store(store: &Store, pinned: &[&str]) -> Report {
     let opts = Options {
         trusted: pinned
             .iter()
-            .map(|k| changetrail::core::keys::Vkey::parse(k).unwrap())
+            .map(|k| changetrail::core::ledger::keys::Vkey::parse(k).unwrap())
             .collect(),
         state: None,
         max_age_ns: None,
         now_ns: now_ns(),
         threads: 2,
     };
-    changetrail::audit::verify_store(store, opts, None)
+    changetrail::read::audit::verify_store(store, opts, None)
         .await
         .unwrap()
         .0
@@ -413,6 +414,6 @@ impl Served {
     /// The child's peak resident memory (VmHWM) in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status = format!("/proc/{}/status", self.child.id());
-        changetrail::commands::bench::vm_hwm_kb(&status).map_or(0, |kb| kb * 1024)
+        changetrail::app::commands::bench::vm_hwm_kb(&status).map_or(0, |kb| kb * 1024)
     }
 }

@@ -40,7 +40,7 @@ fn nested(depth: usize) -> Value {
 }
 
 /// Small limits, so each one is easy to cross.
-fn limited(db: &TestDb) -> changetrail::config::Config {
+fn limited(db: &TestDb) -> changetrail::app::config::Config {
     let mut c = config(db);
     let l = &mut c.otlp.limits;
     l.max_span_attributes = 8;
@@ -312,7 +312,7 @@ async fn every_limit_is_applied_on_both_transports_and_said() {
 /// 52 KB gzip-compressed. It must be answered, and the server's peak memory stay in its bound.
 fn amplification() -> ExportTraceServiceRequest {
     let t = trace();
-    let now = changetrail::pipeline::now_ns() as u64;
+    let now = changetrail::sys::now_ns() as u64;
     let span = |i: u64| Span {
         trace_id: t.to_vec(),
         span_id: (i + 1).to_be_bytes().to_vec(),

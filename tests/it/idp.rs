@@ -1,7 +1,7 @@
 //! A test identity provider: fixed EdDSA, ES256 and RS256 keys (tests/it/fixtures/idp, made with
 //! openssl) and their JWKS, for minting the tokens the scenarios carry.
 
-use changetrail::core::identity::{Established, IdentityVerifier, TrustedIssuer};
+use changetrail::core::evidence::identity::{Established, IdentityVerifier, TrustedIssuer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 pub const ISSUER: &str = "https://idp.example.com";
@@ -312,7 +312,7 @@ fn a_token_must_carry_exp_and_not_have_expired_long_before_it_arrived() {
     );
     assert!(p.established.is_verified());
     // A stricter limit applies as configured.
-    let strict = verifier().with_rules(changetrail::core::identity::TokenRules {
+    let strict = verifier().with_rules(changetrail::core::evidence::identity::TokenRules {
         max_age_at_receipt_ns: 60 * 1_000_000_000,
         ..Default::default()
     });

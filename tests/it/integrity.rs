@@ -8,7 +8,7 @@ use crate::idp;
 use crate::otlp::kv;
 use crate::scenarios::{Item, Workflow, normal_change, packet, scenario_config, send};
 use crate::storage::{disable_triggers, exec};
-use changetrail::core::verify::Class;
+use changetrail::core::ledger::verify::Class;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -26,9 +26,9 @@ const HOUR: u64 = 60 * MIN;
 
 /// The scenarios' issuer with the shipped receipt limits (not the history allowance) and no
 /// receipt tolerance, so the order the service receives things in is all that counts.
-fn strict(db: &TestDb) -> changetrail::config::Config {
+fn strict(db: &TestDb) -> changetrail::app::config::Config {
     let mut c = scenario_config(db);
-    let shipped = changetrail::config::Config::defaults();
+    let shipped = changetrail::app::config::Config::defaults();
     c.evidence = shipped.evidence.clone();
     c.evidence.receipt_tolerance = Duration::ZERO;
     c.identity.max_token_age_at_receipt = shipped.identity.max_token_age_at_receipt;
@@ -37,7 +37,7 @@ fn strict(db: &TestDb) -> changetrail::config::Config {
 
 /// A start time `ago` before now, on a whole minute.
 fn ago(d: u64) -> u64 {
-    let now = changetrail::pipeline::now_ns() as u64;
+    let now = changetrail::sys::now_ns() as u64;
     (now - d) / MIN * MIN
 }
 
@@ -227,7 +227,7 @@ async fn a_token_that_expired_long_before_it_arrived_or_has_no_exp_proves_nothin
     // A token without exp.
     let mut wf = Workflow::new("CHG-NOEXP", 6, ago(HOUR));
     let mut items = normal_change(&mut wf);
-    let now_s = (changetrail::pipeline::now_ns() / 1_000_000_000) as u64;
+    let now_s = (changetrail::sys::now_ns() / 1_000_000_000) as u64;
     let forever = idp::token_claims(&serde_json::json!({
         "iss": idp::ISSUER, "aud": idp::AUDIENCE, "sub": "alice@example.com",
         "roles": ["engineer"], "iat": now_s - 7200}));
@@ -250,7 +250,7 @@ async fn an_item_from_the_future_is_rejected_and_its_neighbours_kept() {
     let mut wf = Workflow::new("CHG-FUTURE", 7, ago(HOUR));
     let items = normal_change(&mut wf);
     let mut future = items[1].clone();
-    let ahead = changetrail::pipeline::now_ns() as u64 + HOUR;
+    let ahead = changetrail::sys::now_ns() as u64 + HOUR;
     future.span.start_time_unix_nano = ahead;
     future.span.end_time_unix_nano = ahead + MIN;
     let mut sent = vec![items[0].clone(), future];
@@ -511,7 +511,7 @@ async fn send_approval_log(app: &TestApp, change: &str, at: u64) {
 }
 
 /// Findings of DERIVED_MISMATCH whose detail mentions `what`.
-fn mismatches<'a>(r: &'a changetrail::core::verify::Report, what: &str) -> Vec<&'a str> {
+fn mismatches<'a>(r: &'a changetrail::core::ledger::verify::Report, what: &str) -> Vec<&'a str> {
     r.findings
         .iter()
         .filter(|f| f.class == Class::DerivedMismatch && f.detail.contains(what))
@@ -862,14 +862,14 @@ proptest::proptest! {
             let settings = cfg.report_settings(None).unwrap();
             crate::reports::build_january(&app, &settings, &dir, None).await.unwrap();
             let bundle = db.path().join("ledger.jsonl");
-            let plan = changetrail::export::plan(&app.store, None, None, None).await.unwrap();
-            let mut rx = changetrail::export::stream(app.store.clone(), plan, "2026-12-06T00:00:00Z".into());
+            let plan = changetrail::read::export::plan(&app.store, None, None, None).await.unwrap();
+            let mut rx = changetrail::read::export::stream(app.store.clone(), plan, "2026-12-06T00:00:00Z".into());
             let mut text = String::new();
             while let Some(line) = rx.recv().await {
                 text.push_str(&line.unwrap());
             }
             std::fs::write(&bundle, text).unwrap();
-            let trusted = [changetrail::core::keys::Vkey::parse(&app.vkey).unwrap()];
+            let trusted = [changetrail::core::ledger::keys::Vkey::parse(&app.vkey).unwrap()];
             let out = changetrail::report::verify::verify_report(
                 &dir,
                 changetrail::report::verify::LedgerSource::Bundle(bundle),
@@ -896,7 +896,9 @@ proptest::proptest! {
 async fn tokens_made_before_they_were_recorded_are_adopted_once() {
     for db in TestDb::all("tokens_made_before_they_were_recorded_are_adopted_once").await {
         let cfg = strict(&db);
-        let (store, writer) = changetrail::startup::open_ledger(&cfg, true).await.unwrap();
+        let (store, writer) = changetrail::app::startup::open_ledger(&cfg, true)
+            .await
+            .unwrap();
         // As an earlier version stored it: the row alone.
         let (row, _) =
             changetrail::auth::issue("old collector", changetrail::auth::Role::Ingest, 1);
@@ -928,7 +930,9 @@ async fn tokens_made_before_they_were_recorded_are_adopted_once() {
         );
         store.close().await;
         // The next start records it.
-        let (store, _) = changetrail::startup::open_ledger(&cfg, true).await.unwrap();
+        let (store, _) = changetrail::app::startup::open_ledger(&cfg, true)
+            .await
+            .unwrap();
         let entries = store.token_entries().await.unwrap();
         assert_eq!(entries.len(), 1, "{entries:?}");
         assert!(
@@ -949,7 +953,9 @@ async fn tokens_made_before_they_were_recorded_are_adopted_once() {
         .await
         .unwrap();
         store.close().await;
-        let (store, _) = changetrail::startup::open_ledger(&cfg, true).await.unwrap();
+        let (store, _) = changetrail::app::startup::open_ledger(&cfg, true)
+            .await
+            .unwrap();
         assert_eq!(store.token_entries().await.unwrap().len(), 1);
         let r = verify_store(&store, &[&vkey]).await;
         assert!(

@@ -4,8 +4,8 @@
 
 use crate::helpers::{TestApp, TestDb, config, spawn_app_with};
 use crate::python::python;
+use changetrail::app::config::Config;
 use changetrail::auth::Role;
-use changetrail::config::Config;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod architecture;
 mod bench_hostile;
 mod browser;
 mod cli;

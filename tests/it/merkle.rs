@@ -5,8 +5,8 @@
 //!
 //! Each check collects every disagreement before failing, so one run names all of them.
 
-use changetrail::core::hash::Hash;
-use changetrail::core::merkle::{
+use changetrail::core::ledger::hash::Hash;
+use changetrail::core::ledger::merkle::{
     CompactRange, NodeId, ProofError, consistency_ranges, fold_nodes, inclusion_ranges,
     perfect_nodes, verify_consistency, verify_inclusion,
 };

@@ -28,7 +28,7 @@ pub fn trace() -> [u8; 16] {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut t = [0u8; 16];
     t[..8].copy_from_slice(&n.to_be_bytes());
-    t[8..].copy_from_slice(&changetrail::pipeline::random_bytes::<8>());
+    t[8..].copy_from_slice(&changetrail::sys::random_bytes::<8>());
     t
 }
 
@@ -43,7 +43,7 @@ pub fn kv(k: &str, v: &str) -> KeyValue {
 }
 
 pub fn span(trace: [u8; 16], name: &str, attrs: Vec<KeyValue>) -> Span {
-    let now = changetrail::pipeline::now_ns() as u64;
+    let now = changetrail::sys::now_ns() as u64;
     Span {
         trace_id: trace.to_vec(),
         span_id: NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes().to_vec(),
@@ -197,7 +197,7 @@ async fn spans_stored(app: &TestApp, t: [u8; 16]) -> usize {
     app.store.spans_of_trace(&t).await.unwrap().len()
 }
 
-fn fast_failing(db: &TestDb) -> changetrail::config::Config {
+fn fast_failing(db: &TestDb) -> changetrail::app::config::Config {
     let mut c = config(db);
     c.storage.lock_timeout = Duration::from_millis(300);
     c
@@ -509,7 +509,7 @@ async fn http_requests_are_checked_before_they_are_trusted() {
     }
     let bomb = e.finish().unwrap();
     assert!(bomb.len() < limit);
-    let before = changetrail::metrics::memory().0;
+    let before = changetrail::sys::metrics::memory().0;
     let r = post(
         &app,
         "/v1/traces",
@@ -521,7 +521,7 @@ async fn http_requests_are_checked_before_they_are_trusted() {
     .await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(status_of(r).await.1.contains("after gzip decompression"));
-    let after = changetrail::metrics::memory().0;
+    let after = changetrail::sys::metrics::memory().0;
     assert!(
         after < before + (64 << 20),
         "memory grew from {before} to {after}"
@@ -745,7 +745,7 @@ async fn late_binding_links_and_parking() {
         let e = entries.iter().find(|e| e.seq == s.entry_seq).unwrap();
         assert_eq!(e.kind, "spans.bound");
         assert_eq!(e.subject, "CHG-42");
-        let digest = changetrail::core::contract::telemetry_digest(b"span", &s.body);
+        let digest = changetrail::core::evidence::contract::telemetry_digest(b"span", &s.body);
         assert_eq!(digest, s.digest);
         assert!(e.payload.as_ref().unwrap().contains(&digest.to_hex()));
     }
@@ -799,7 +799,7 @@ async fn secrets_are_never_stored() {
     ] {
         assert!(!body.contains(secret), "{secret} was stored");
     }
-    let digest = changetrail::core::contract::credential_digest(
+    let digest = changetrail::core::evidence::contract::credential_digest(
         "eyJhbGciOiJFZERTQSJ9.payload.signature-abc",
     );
     assert!(body.contains(&digest), "the token is kept as its SHA-256");
@@ -814,7 +814,7 @@ async fn approval_log_events_are_kept() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(config(&db)).await;
     let t = trace();
-    let now = changetrail::pipeline::now_ns() as u64;
+    let now = changetrail::sys::now_ns() as u64;
     let approval = LogRecord {
         time_unix_nano: now,
         event_name: "changetrail.approval".into(),

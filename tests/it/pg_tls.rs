@@ -389,7 +389,7 @@ async fn postgres_over_verified_tls() {
 /// Messages show database URLs redacted: the userinfo password, a `password=` in the query.
 #[tokio::test]
 async fn database_url_passwords_are_never_shown() {
-    use changetrail::startup::redact_url;
+    use changetrail::app::startup::redact_url;
     let cases = [
         ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
         (

@@ -7,7 +7,7 @@ use crate::idp;
 use crate::otlp::kv;
 use crate::scenarios::{CONDUCTOR, Item, T0, Workflow, normal_change, scenario_config, send};
 use changetrail::auth::Role;
-use changetrail::core::report::{Catalogue, SOC2_CATALOGUE};
+use changetrail::core::evidence::report::{Catalogue, SOC2_CATALOGUE};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -248,7 +248,7 @@ pub async fn build_january(
         &query,
         settings,
         out,
-        changetrail::pipeline::now_ns(),
+        changetrail::sys::now_ns(),
         &indicatif::ProgressBar::hidden(),
     )
     .await
@@ -508,8 +508,8 @@ async fn scenario_report(db: TestDb) {
         "the rows were re-derived offline and agree"
     );
     // A key nobody trusts.
-    let other = changetrail::core::keys::LedgerKey::from_seed(
-        changetrail::core::keys::Origin::parse("other.example/x").unwrap(),
+    let other = changetrail::core::ledger::keys::LedgerKey::from_seed(
+        changetrail::core::ledger::keys::Origin::parse("other.example/x").unwrap(),
         [7; 32],
     )
     .unwrap();
@@ -589,13 +589,13 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     // Built against a checkpoint the ledger does not contain: the key holder signs a checkpoint
     // of a rewritten history and a manifest naming it. Only the ledger can tell.
     let d = case("checkpoint");
-    let key = changetrail::keyfile::read_key(&db.path().join("ledger.key")).unwrap();
+    let key = changetrail::app::keyfile::read_key(&db.path().join("ledger.key")).unwrap();
     let mut m: changetrail::report::Manifest =
         serde_json::from_slice(&std::fs::read(d.join("manifest.json")).unwrap()).unwrap();
-    let fake = changetrail::core::note::Checkpoint {
+    let fake = changetrail::core::ledger::note::Checkpoint {
         origin: key.origin().clone(),
         size: m.ledger.checkpoint.size,
-        root: changetrail::core::hash::Hash::of(&[b"another history"]),
+        root: changetrail::core::ledger::hash::Hash::of(&[b"another history"]),
     };
     m.ledger.checkpoint.root = fake.root.to_b64();
     m.ledger.checkpoint.note = fake.sign(&key);

@@ -5,9 +5,9 @@ use crate::helpers::{TestApp, TestDb, history_config, spawn_app_with};
 use crate::idp;
 use crate::otlp::kv;
 use changetrail::auth::Role;
-use changetrail::core::hash::{Hash, unb64};
-use changetrail::core::merkle::verify_inclusion;
-use changetrail::core::note::{Checkpoint, Note};
+use changetrail::core::ledger::hash::{Hash, unb64};
+use changetrail::core::ledger::merkle::verify_inclusion;
+use changetrail::core::ledger::note::{Checkpoint, Note};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -23,9 +23,9 @@ use serde_json::Value;
 pub const T0: u64 = 1_767_261_600 * 1_000_000_000;
 const MIN: u64 = 60 * 1_000_000_000;
 
-pub fn scenario_config(db: &TestDb) -> changetrail::config::Config {
+pub fn scenario_config(db: &TestDb) -> changetrail::app::config::Config {
     let mut c = history_config(db);
-    c.identity.issuers = vec![changetrail::config::IssuerConfig {
+    c.identity.issuers = vec![changetrail::app::config::IssuerConfig {
         issuer: idp::ISSUER.into(),
         audience: idp::AUDIENCE.into(),
         jwks_file: idp::jwks_path().into(),
@@ -357,7 +357,7 @@ async fn check_proofs(app: &TestApp, p: &Value) {
             .await
             .unwrap();
         let bytes = unb64(page["entries"][0]["entry"].as_str().unwrap()).unwrap();
-        let leaf = changetrail::core::entry::leaf_hash(&bytes);
+        let leaf = changetrail::core::ledger::entry::leaf_hash(&bytes);
         let hashes: Vec<Hash> = proof
             .iter()
             .map(|h| Hash::from_b64(h.as_str().unwrap()).unwrap())

@@ -1,9 +1,9 @@
 //! The storage conformance suite, run against SQLite and PostgreSQL alike.
 
 use crate::helpers::{TestDb, verify_store};
-use changetrail::core::batch::Draft;
-use changetrail::core::verify::Class;
-use changetrail::keyfile::{self, FileKeySource};
+use changetrail::app::keyfile::{self, FileKeySource};
+use changetrail::core::ledger::batch::Draft;
+use changetrail::core::ledger::verify::Class;
 use changetrail::pipeline::{AppendError, LedgerWriter, SequencerConfig, spawn_sequencer};
 use changetrail::storage::{Backend, Store};
 use std::sync::Arc;

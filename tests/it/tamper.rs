@@ -11,15 +11,15 @@ use crate::fixtures::{
     checkpoint_pos, cosign, edit_entry, entry_pos, extend_chain, join, key, key_in, note_with,
     salt, signature_line, verify, verify_bytes, witness,
 };
-use changetrail::core::batch::genesis_draft;
-use changetrail::core::bundle;
-use changetrail::core::entry::{self, ErasurePayload};
-use changetrail::core::hash::{Hash, b64, unb64};
-use changetrail::core::keys::{RotationPayload, Vkey};
-use changetrail::core::merkle::{consistency_ranges, node_hash};
-use changetrail::core::note::{Checkpoint, Note};
-use changetrail::core::verify::Class::{self, *};
-use changetrail::core::verify::Report;
+use changetrail::core::ledger::batch::genesis_draft;
+use changetrail::core::ledger::bundle;
+use changetrail::core::ledger::entry::{self, ErasurePayload};
+use changetrail::core::ledger::hash::{Hash, b64, unb64};
+use changetrail::core::ledger::keys::{RotationPayload, Vkey};
+use changetrail::core::ledger::merkle::{consistency_ranges, node_hash};
+use changetrail::core::ledger::note::{Checkpoint, Note};
+use changetrail::core::ledger::verify::Class::{self, *};
+use changetrail::core::ledger::verify::Report;
 use proptest::prelude::*;
 use std::sync::LazyLock;
 

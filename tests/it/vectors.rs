@@ -1,13 +1,13 @@
 //! Known-answer tests: LEDGER.md's vectors, reproduced byte for byte from the same inputs.
 
-use changetrail::core::batch::{Draft, Head, build_batch, rotation_draft};
-use changetrail::core::bundle::{self, Line};
-use changetrail::core::entry::{self, Entry};
-use changetrail::core::hash::{Hash, b64, unb64};
-use changetrail::core::keys::{LedgerKey, Origin, Vkey};
-use changetrail::core::merkle::CompactRange;
-use changetrail::core::note::Checkpoint;
-use changetrail::core::verify::{Options, Verifier};
+use changetrail::core::ledger::batch::{Draft, Head, build_batch, rotation_draft};
+use changetrail::core::ledger::bundle::{self, Line};
+use changetrail::core::ledger::entry::{self, Entry};
+use changetrail::core::ledger::hash::{Hash, b64, unb64};
+use changetrail::core::ledger::keys::{LedgerKey, Origin, Vkey};
+use changetrail::core::ledger::merkle::CompactRange;
+use changetrail::core::ledger::note::Checkpoint;
+use changetrail::core::ledger::verify::{Options, Verifier};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -177,7 +177,7 @@ fn bundle_lines_are_canonical() {
     assert!(bundle::FORMAT.starts_with("changetrail-bundle/"));
 }
 
-pub fn verify_text(text: &str, trusted: &[&str]) -> changetrail::core::verify::Report {
+pub fn verify_text(text: &str, trusted: &[&str]) -> changetrail::core::ledger::verify::Report {
     let mut v = Verifier::new(Options {
         trusted: trusted.iter().map(|k| Vkey::parse(k).unwrap()).collect(),
         state: None,
@@ -207,5 +207,5 @@ fn verify_with_only_the_second_key_pinned_rejects_the_history() {
     let v = vectors();
     let report = verify_text(BUNDLE, &[&v.keys[1].vkey]);
     assert_eq!(report.exit_code, 1);
-    assert!(report.has(changetrail::core::verify::Class::UnknownKey));
+    assert!(report.has(changetrail::core::ledger::verify::Class::UnknownKey));
 }

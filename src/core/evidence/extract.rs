@@ -5,8 +5,9 @@ use super::{
     ApprovalFact, AttrValue, Attrs, ChangeFact, Fact, FactRecord, Policy, RewriteFact,
     RunFinishedFact, SentBy, Source, TaskFact, VersionFact, decision,
 };
-use crate::core::hash::Hash;
-use crate::core::identity::IdentityVerifier;
+use crate::core::evidence::identity::IdentityVerifier;
+use crate::core::ledger::hash::Hash;
+use crate::core::time::parse_rfc3339;
 use std::collections::BTreeSet;
 
 /// How an item reached the service: when (the receiver's clock), from whom, and how late it may
@@ -43,15 +44,9 @@ fn text(a: &Attrs, k: &str) -> Option<String> {
 fn time_attr(a: &Attrs, k: &str) -> Option<i64> {
     match a.get(k)? {
         AttrValue::Int(i) => Some(*i),
-        AttrValue::Str(s) => s.parse::<i64>().ok().or_else(|| rfc3339_ns(s)),
+        AttrValue::Str(s) => s.parse::<i64>().ok().or_else(|| parse_rfc3339(s)),
         _ => None,
     }
-}
-
-/// RFC 3339 to nanoseconds, without a clock (time parsing is pure).
-pub fn rfc3339_ns(s: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
 fn normalize_result(r: &str) -> String {
@@ -174,7 +169,7 @@ pub fn facts_from_item(
     let scope = change_id.clone().or_else(|| run_id.clone());
     let received = intake.received_ns;
     let approval_event =
-        text(a, "event.name").as_deref() == Some(crate::core::contract::APPROVAL_EVENT);
+        text(a, "event.name").as_deref() == Some(crate::core::evidence::contract::APPROVAL_EVENT);
     let stated_decision = text(a, "changetrail.approval.decision");
     if stated_decision.is_some()
         || approval_event
@@ -396,7 +391,7 @@ fn ms(v: &serde_json::Value) -> Option<i64> {
             .parse::<i64>()
             .ok()
             .map(|t| t.saturating_mul(1_000_000))
-            .or_else(|| rfc3339_ns(s)),
+            .or_else(|| parse_rfc3339(s)),
         _ => v.as_i64().map(|t| t.saturating_mul(1_000_000)),
     }
     .filter(|t| *t > 0)
@@ -440,8 +435,8 @@ pub fn conductor_facts(
             Some(t) if t > received.saturating_add(intake.max_clock_skew_ns) => Err(format!(
                 "{what} of workflow {run_id} is {} in the future of the receiver's clock \
                  (at most {} is accepted)",
-                crate::core::rules::human_duration(t - received),
-                crate::core::rules::human_duration(intake.max_clock_skew_ns)
+                crate::core::evidence::rules::human_duration(t - received),
+                crate::core::evidence::rules::human_duration(intake.max_clock_skew_ns)
             )),
             _ => Ok(()),
         }
@@ -569,7 +564,7 @@ pub fn conductor_facts(
                 },
             };
             let decided = s(t, "/outputData/approvedAt")
-                .and_then(|a| rfc3339_ns(&a))
+                .and_then(|a| parse_rfc3339(&a))
                 .or(end_t);
             future(decided, &format!("the decision of task {task_id}"))?;
             let approver =
@@ -691,14 +686,14 @@ mod tests {
                     !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_')
                 });
             if dotted {
-                assert!(crate::core::contract::is_rule_key(lit), "{lit}");
+                assert!(crate::core::evidence::contract::is_rule_key(lit), "{lit}");
                 checked += 1;
             }
         }
         assert!(checked > 20, "{checked}");
     }
     use super::*;
-    use crate::core::identity::IdentityVerifier;
+    use crate::core::evidence::identity::IdentityVerifier;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attrs {
         pairs

@@ -5,7 +5,7 @@
 
 use super::judge::Judgement;
 use super::{Fact, Policy, Recorded, RewriteFact, RunFinishedFact, SentBy, Source, decision};
-use crate::core::identity::{Established, Principal};
+use crate::core::evidence::identity::{Established, Principal};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -720,11 +720,11 @@ pub fn established_label(p: &Option<Principal>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::evidence::identity::Established;
     use crate::core::evidence::{
         ApprovalFact, ChangeFact, FactRecord, Neighbours, RunFinishedFact, Settings, TaskFact,
         judge,
     };
-    use crate::core::identity::Established;
 
     const MIN: i64 = 60_000_000_000;
 

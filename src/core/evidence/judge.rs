@@ -6,7 +6,7 @@
 
 use super::fold::{Evidence, IdentityRole, Receipt, deploy_succeeded};
 use super::{VersionFact, decision};
-use crate::core::identity::{Established, Principal};
+use crate::core::evidence::identity::{Established, Principal};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 

@@ -14,12 +14,19 @@
 //! Every fact is recorded by one ledger entry; the entry's time (the sequencer's clock, signed)
 //! is the fact's receipt, which the rules weigh against the times the sender states.
 
+pub mod contract;
+pub mod derived;
 mod extract;
 mod fold;
+pub mod identity;
 mod judge;
+pub mod rederive;
+pub mod report;
+pub mod rules;
+pub mod telemetry;
 
 pub use extract::{
-    ConductorImport, Intake, ItemInfo, conductor_facts, facts_from_item, rewritten, rfc3339_ns,
+    ConductorImport, Intake, ItemInfo, conductor_facts, facts_from_item, rewritten,
     service_key_prefix, version_fact, version_key_prefix,
 };
 pub use fold::{
@@ -32,7 +39,7 @@ pub use judge::{
     sighting_key,
 };
 
-use super::identity::Principal;
+use identity::Principal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -1,0 +1,292 @@
+//! Building the service: storage, key, ledger, sequencer and listeners, bound before anything is
+//! served so tests can ask for port 0 and read the real port back.
+
+use crate::api::{self, AppState};
+use crate::app::config::{Config, ListenersConfig};
+use crate::app::keyfile;
+use crate::app::serve;
+use crate::auth::{self, Role};
+use crate::ingest::{self, Ingestor};
+use crate::pipeline::{Appender, LedgerWriter, spawn_sequencer};
+use crate::storage::Store;
+use crate::sys::now_ns;
+use anyhow::Context;
+use axum::http::header::AUTHORIZATION;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+/// How long shutdown waits for the sequencer to drain before giving up.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct App {
+    pub http_addr: SocketAddr,
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    /// The bootstrap admin token, when this start created it (shown once, never stored).
+    pub bootstrap_token: Option<String>,
+    pub writer: Arc<LedgerWriter>,
+    pub appender: Appender,
+    pub ingestor: Arc<Ingestor>,
+    pub store: Store,
+    /// Stops the listeners; the sequencer is stopped after them, so accepted requests commit.
+    shutdown: CancellationToken,
+    sequencer_stop: CancellationToken,
+    listeners: Vec<(TcpListener, axum::Router, serve::Endpoint)>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    sequencer: tokio::task::JoinHandle<()>,
+}
+
+/// Connects, migrates, loads (or on a fresh ledger generates) the key and creates the ledger.
+pub async fn open_ledger(
+    cfg: &Config,
+    allow_generate: bool,
+) -> anyhow::Result<(Store, Arc<LedgerWriter>)> {
+    let store = Store::connect(&cfg.database_url, &cfg.storage_options())
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(&cfg.database_url)))?;
+    store.migrate().await.context("cannot apply migrations")?;
+    let head = store.head().await?;
+    let loaded = keyfile::load_signing_key(&cfg.ledger, head.as_ref(), allow_generate)?;
+    let writer = Arc::new(LedgerWriter::new(
+        store.clone(),
+        loaded.key,
+        loaded.source,
+        cfg.ledger.checkpoint_every,
+    ));
+    let row = writer.ensure_ledger().await?;
+    if head.is_none() {
+        tracing::info!(origin = %row.head.origin, vkey = %writer.key().vkey(), "Created a new ledger.");
+    }
+    adopt_tokens(&store, &writer).await?;
+    // Entries no checkpoint covers yet get one now: left by a run that stopped abruptly, or
+    // appended by a server running beside this command since its last checkpoint (writers share
+    // the chain, so either is normal).
+    if row.head.size > row.checkpoint_size {
+        let uncovered = row.head.size - row.checkpoint_size;
+        writer.checkpoint().await?;
+        tracing::info!(
+            uncovered,
+            size = row.head.size,
+            "Signed a checkpoint over entries no checkpoint covered yet."
+        );
+    }
+    Ok((store, writer))
+}
+
+/// Tokens made before the ledger recorded them get their `token.created` entries once, the first
+/// time a version that records tokens opens the ledger; from then on every token is created
+/// through the ledger, and `verify` names any row that none produced.
+async fn adopt_tokens(store: &Store, writer: &LedgerWriter) -> anyhow::Result<()> {
+    let rows = store.tokens().await?;
+    if rows.is_empty() || !store.token_entries().await?.is_empty() {
+        return Ok(());
+    }
+    writer.adopt_tokens(&rows).await?;
+    tracing::warn!(
+        tokens = rows.len(),
+        "Recorded the existing API tokens in the ledger (made before tokens were recorded)."
+    );
+    Ok(())
+}
+
+/// A listener's limits from `[listeners]`, with its own request deadline.
+fn limits(l: &ListenersConfig, request_timeout: Duration) -> serve::Limits {
+    serve::Limits {
+        max_connections: l.max_connections,
+        header_read_timeout: l.header_read_timeout,
+        idle_timeout: l.idle_timeout,
+        request_timeout,
+        min_body_rate: l.min_body_rate,
+        body_rate_grace: l.body_rate_grace,
+        http2_max_concurrent_streams: l.http2_max_concurrent_streams,
+        http2_keepalive_interval: l.http2_keepalive_interval,
+        http2_keepalive_timeout: l.http2_keepalive_timeout,
+    }
+}
+
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***` for
+/// messages: PostgreSQL URLs may carry the password in the userinfo or in the query.
+pub fn redact_url(url: &str) -> String {
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (base, query) = match url[s + 3..].find('?').map(|q| q + s + 3) {
+        Some(q) => (&url[..q], Some(&url[q + 1..])),
+        None => (url, None),
+    };
+    // The userinfo ends at the last '@' before the query (the query may hold paths with '@',
+    // e.g. sslrootcert); a password may hold '/' or '#' when it was not percent-encoded.
+    let mut out = match base[s + 3..].rfind('@').map(|at| at + s + 3) {
+        Some(at) => match base[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..s + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        // An unencoded '?' in a password puts its '@' in the "query": show nothing of either.
+        None if query.is_some_and(|q| q.contains('@')) => {
+            return format!("{}***", &url[..s + 3]);
+        }
+        None => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+impl App {
+    pub async fn build(cfg: Config) -> anyhow::Result<App> {
+        let tls = cfg.tls()?;
+        let (store, writer) = open_ledger(&cfg, true).await?;
+        let bootstrap_token = if store.tokens().await?.is_empty() {
+            let (row, token) = auth::issue("bootstrap", Role::Admin, now_ns());
+            writer
+                .create_token(&row, "changetrail serve (the first start's admin token)")
+                .await?;
+            Some(token)
+        } else {
+            None
+        };
+        // One verifier for ingest and the API, its issuers' keys current and recorded.
+        let (identity, wake) = ingest::issuers::with_wake(cfg.identity_verifier()?);
+        let refresher = Arc::new(ingest::issuers::Refresher::new(
+            &cfg,
+            identity.clone(),
+            writer.clone(),
+        )?);
+        refresher.start().await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(refresher.run(wake, shutdown.clone()));
+        let sequencer_stop = CancellationToken::new();
+        let (appender, sequencer) =
+            spawn_sequencer(writer.clone(), cfg.sequencer(), sequencer_stop.clone());
+        let mut ingest_cfg = cfg.ingest()?;
+        ingest_cfg.identity = identity.clone();
+        let ingestor = Arc::new(Ingestor::new(appender.clone(), store.clone(), ingest_cfg));
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({what})"))
+        };
+        let http = bind(cfg.http.listen, "http.listen").await?;
+        let grpc = bind(cfg.otlp.grpc_listen, "otlp.grpc_listen").await?;
+        let otlp_http = bind(cfg.otlp.http_listen, "otlp.http_listen").await?;
+        let (http_addr, otlp_grpc_addr, otlp_http_addr) = (
+            http.local_addr()?,
+            grpc.local_addr()?,
+            otlp_http.local_addr()?,
+        );
+        let state = AppState::new(store.clone(), Some(appender.clone()))
+            .with_writer(writer.clone())
+            .with_metrics(ingestor.clone(), writer.clone())
+            .with_reports(cfg.report_settings(None)?, writer.clone())
+            .with_correlation(api::Correlation {
+                criteria: cfg.criteria(),
+                identity,
+                max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
+                    .unwrap_or(i64::MAX),
+            });
+        // Connection metrics go where /metrics reads the ingest counters from.
+        let endpoint = |name, request_timeout| serve::Endpoint {
+            name,
+            limits: limits(&cfg.listeners, request_timeout),
+            metrics: ingestor.metrics.clone(),
+        };
+        let l = &cfg.listeners;
+        let listeners = vec![
+            (
+                http,
+                api::router(state),
+                endpoint("api", l.api_request_timeout),
+            ),
+            (
+                grpc,
+                ingest::grpc::router(ingestor.clone()),
+                endpoint("otlp_grpc", l.request_timeout),
+            ),
+            (
+                otlp_http,
+                ingest::http::router(ingestor.clone()),
+                endpoint("otlp_http", l.request_timeout),
+            ),
+        ];
+        Ok(App {
+            http_addr,
+            otlp_grpc_addr,
+            otlp_http_addr,
+            bootstrap_token,
+            writer,
+            appender,
+            ingestor,
+            store,
+            shutdown,
+            sequencer_stop,
+            listeners,
+            tls,
+            sequencer,
+        })
+    }
+
+    /// Cancelling this token stops the service: listeners first (requests in flight finish),
+    /// then the queue drains and a final checkpoint is signed.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        let mut servers = Vec::new();
+        for (listener, router, endpoint) in self.listeners {
+            // Tokens must never reach a log line, whatever a layer decides to print.
+            let router = router
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(|req: &axum::extract::Request| {
+                            crate::app::telemetry::request_span(req)
+                        })
+                        // One line per request: status and latency, in the request's span.
+                        .on_response(
+                            tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                        )
+                        // A 5xx (overload included) is worth a warning, not an error page.
+                        .on_failure(
+                            tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN),
+                        ),
+                )
+                .layer(SetSensitiveRequestHeadersLayer::new(std::iter::once(
+                    AUTHORIZATION,
+                )));
+            servers.push(tokio::spawn(serve::serve(
+                listener,
+                router,
+                self.tls.clone(),
+                self.shutdown.clone(),
+                DRAIN_DEADLINE,
+                endpoint,
+            )));
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+        // Listeners are closed and their requests answered; now the sequencer drains.
+        self.sequencer_stop.cancel();
+        if tokio::time::timeout(DRAIN_DEADLINE, self.sequencer)
+            .await
+            .is_err()
+        {
+            tracing::error!("The sequencer did not drain within {DRAIN_DEADLINE:?}.");
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}

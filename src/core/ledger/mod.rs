@@ -1,0 +1,13 @@
+//! The ledger format (`FORMAT.md` beside this file): entries, their hashes and signatures, keys
+//! and rotation, RFC 6962 Merkle math and proofs, C2SP signed-note checkpoints, batch building,
+//! bundle lines and the streaming verifier.
+
+pub mod batch;
+pub mod bundle;
+pub mod entry;
+pub mod hash;
+pub mod keys;
+pub mod merkle;
+pub mod note;
+pub mod sigcheck;
+pub mod verify;

@@ -1,0 +1,74 @@
+//! Conductor import: an execution (or status-listener payload) mapped to facts, with history
+//! that vanished since an earlier import of the same run recorded as rewritten.
+
+use crate::core::evidence::identity::IdentityVerifier;
+use crate::core::evidence::{self, Intake, Policy};
+use crate::pipeline::Telemetry;
+use crate::storage::{StorageError, Store};
+use std::collections::BTreeSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What an import will write, and what it found.
+pub struct Prepared {
+    pub run_id: String,
+    pub change_id: String,
+    pub telemetry: Telemetry,
+    /// Task ids of earlier imports that this one no longer has (a Conductor restart).
+    pub vanished: Vec<String>,
+}
+
+/// Maps the document and compares it with what earlier imports of the run recorded. `intake`
+/// says when it arrived, from whom, and how late its facts may be.
+pub async fn prepare(
+    store: &Store,
+    doc: &serde_json::Value,
+    policy: &Policy,
+    ids: &IdentityVerifier,
+    intake: &Intake,
+) -> Result<Prepared, ImportError> {
+    let imp = evidence::conductor_facts(doc, policy, ids, intake).map_err(ImportError::Invalid)?;
+    let before: BTreeSet<String> = store
+        .imported_task_ids(&imp.run_id)
+        .await?
+        .into_iter()
+        .collect();
+    let mut facts = imp.facts;
+    let mut vanished = Vec::new();
+    if let Some(r) =
+        evidence::rewritten(&imp.run_id, &imp.change_id, &before, &imp.task_ids, intake)
+    {
+        if let evidence::Fact::HistoryRewritten(h) = &r.fact {
+            vanished = h.vanished_tasks.clone();
+        }
+        facts.push(r);
+    }
+    Ok(Prepared {
+        run_id: imp.run_id,
+        change_id: imp.change_id,
+        telemetry: Telemetry {
+            facts,
+            ..Default::default()
+        },
+        vanished,
+    })
+}
+
+/// The widest lateness allowance the REST import takes (31 days).
+pub const MAX_API_LATENESS_NS: i64 = 31 * 86_400 * 1_000_000_000;
+
+/// A lateness allowance as an import states it (`30d`, `720h`): humantime, at most ten years.
+pub fn parse_max_lateness(s: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("max_lateness {s:?} is not a duration such as 30d or 720h: {e}"))?;
+    if d > std::time::Duration::from_secs(10 * 366 * 86_400) {
+        return Err(format!("max_lateness {s:?} is more than ten years"));
+    }
+    Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
