@@ -182,19 +182,22 @@ async fn import_conductor(
         max_lateness_ns,
         max_clock_skew_ns: c.max_clock_skew_ns,
     };
-    let p = conductor::prepare(&state.store, &doc, &c.criteria.policy, &c.identity, &intake)
-        .await
-        .map_err(|e| match e {
-            conductor::ImportError::Invalid(m) => ApiError::BadRequest(m),
-            conductor::ImportError::Storage(s) => s.into(),
-        })?;
-    let done = appender.append_telemetry(p.telemetry).await.map_err(|e| {
-        if e.is_transient() {
-            ApiError::Unavailable("changetrail is busy; retry shortly".into())
-        } else {
-            ApiError::Internal(e.to_string())
-        }
+    let history = crate::read::history::History::new(state.store.clone());
+    let done = conductor::import(
+        appender,
+        &history,
+        &doc,
+        &c.criteria.policy,
+        &c.identity,
+        &intake,
+    )
+    .await
+    .map_err(|e| match e {
+        conductor::ImportError::Invalid(m) => ApiError::BadRequest(m),
+        e if e.is_transient() => ApiError::Unavailable("changetrail is busy; retry shortly".into()),
+        e => ApiError::Internal(e.to_string()),
     })?;
+    let p = &done.prepared;
     Ok((
         if done.facts_stored > 0 {
             StatusCode::CREATED

@@ -2,6 +2,7 @@
 //! nothing internal (the cause is logged once, here).
 
 use crate::auth::AuthError;
+use crate::read::ReadError;
 use crate::read::export::ExportError;
 use crate::storage::StorageError;
 use axum::Json;
@@ -49,6 +50,16 @@ impl From<ExportError> for ApiError {
         match e {
             ExportError::Range(m) => ApiError::BadRequest(m),
             ExportError::Storage(s) => s.into(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> ApiError {
+        match e {
+            ReadError::Storage(s) => s.into(),
+            ReadError::NoLedger => ApiError::NotFound(e.to_string()),
+            ReadError::Interrupted(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

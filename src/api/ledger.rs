@@ -329,8 +329,7 @@ async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, Api
         runtime.block_on(crate::read::audit::verify_store(&store, opts, None))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("verifying the ledger: {e:#}")))?;
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     let s = &report.summary;
     Ok(Json(Verification {
         ok: report.exit_code == 0,

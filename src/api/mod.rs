@@ -30,6 +30,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Checks bearer tokens (every request but health and the console's static files).
+    pub auth: auth::Authenticator,
     /// The sequencer, when this process appends (readiness reports whether it runs).
     pub appender: Option<Appender>,
     /// Where /metrics reads from, when this process ingests.
@@ -57,6 +59,7 @@ pub struct Correlation {
 impl AppState {
     pub fn new(store: Store, appender: Option<Appender>) -> AppState {
         AppState {
+            auth: auth::Authenticator::new(store.clone()),
             store,
             appender,
             metrics: None,
@@ -110,8 +113,8 @@ async fn require(
         .transpose()?;
     let token = auth::bearer(header)?;
     let principal: Principal = match role {
-        Some(role) => auth::authenticate(&state.store, token, role).await?,
-        None => auth::identify(&state.store, token).await?,
+        Some(role) => state.auth.authenticate(token, role).await?,
+        None => state.auth.identify(token).await?,
     };
     principal.record_on_span();
     req.extensions_mut().insert(principal);

@@ -407,6 +407,29 @@ impl Config {
         }
     }
 
+    /// Where each trusted issuer's keys come from, for the refresher.
+    pub fn key_sources(&self) -> Vec<crate::ingest::issuers::KeySource> {
+        use crate::ingest::issuers::KeySource;
+        self.identity
+            .issuers
+            .iter()
+            .map(|i| {
+                if i.discovery_url.is_empty() {
+                    KeySource::File {
+                        issuer: i.issuer.clone(),
+                        path: i.jwks_file.display().to_string(),
+                    }
+                } else {
+                    KeySource::Discovery {
+                        issuer: i.issuer.clone(),
+                        url: i.discovery_url.clone(),
+                        refresh: i.refresh_interval,
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// The trusted issuers, their JWKS files read now.
     pub fn identity_verifier(
         &self,

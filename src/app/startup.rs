@@ -161,7 +161,7 @@ impl App {
         // One verifier for ingest and the API, its issuers' keys current and recorded.
         let (identity, wake) = ingest::issuers::with_wake(cfg.identity_verifier()?);
         let refresher = Arc::new(ingest::issuers::Refresher::new(
-            &cfg,
+            &cfg.key_sources(),
             identity.clone(),
             writer.clone(),
         )?);
@@ -173,7 +173,12 @@ impl App {
             spawn_sequencer(writer.clone(), cfg.sequencer(), sequencer_stop.clone());
         let mut ingest_cfg = cfg.ingest()?;
         ingest_cfg.identity = identity.clone();
-        let ingestor = Arc::new(Ingestor::new(appender.clone(), store.clone(), ingest_cfg));
+        let ingestor = Arc::new(Ingestor::new(
+            appender.clone(),
+            crate::auth::Authenticator::cached(store.clone(), std::time::Duration::from_secs(5)),
+            crate::read::history::History::new(store.clone()),
+            ingest_cfg,
+        ));
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await

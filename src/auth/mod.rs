@@ -270,7 +270,7 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
 
 /// Recently looked-up token rows, so high-rate callers (OTLP exporters) do not cost a database
 /// round trip per request. A revocation takes effect within the time-to-live.
-pub struct TokenCache {
+struct TokenCache {
     ttl: Duration,
     rows: Mutex<HashMap<String, (Option<TokenRow>, Instant)>>,
 }
@@ -279,7 +279,7 @@ pub struct TokenCache {
 const TOKEN_CACHE_MAX: usize = 10_000;
 
 impl TokenCache {
-    pub fn new(ttl: Duration) -> TokenCache {
+    fn new(ttl: Duration) -> TokenCache {
         TokenCache {
             ttl,
             rows: Mutex::new(HashMap::new()),
@@ -305,31 +305,54 @@ impl TokenCache {
     }
 }
 
-/// Checks a presented token against storage and the role required.
+/// Checks presented tokens against the stored token rows: the one part that reads them, handed
+/// to the REST API and to ingest so neither needs the store for it. With a cache (ingest), a
+/// revocation takes effect within its time-to-live; without (the API), at once.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    cache: Option<std::sync::Arc<TokenCache>>,
+}
+
+impl Authenticator {
+    /// Every check reads the token row.
+    pub fn new(store: Store) -> Authenticator {
+        Authenticator { store, cache: None }
+    }
+
+    /// Token rows are remembered for `ttl` (for high-rate callers: OTLP exporters).
+    pub fn cached(store: Store, ttl: Duration) -> Authenticator {
+        Authenticator {
+            store,
+            cache: Some(std::sync::Arc::new(TokenCache::new(ttl))),
+        }
+    }
+
+    async fn row(&self, token: &str) -> Result<Option<TokenRow>, AuthError> {
+        let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
+        match &self.cache {
+            Some(c) => c.row(&self.store, id).await,
+            None => Ok(self.store.token(id).await?),
+        }
+    }
+
+    /// Checks a presented token and the role required.
+    pub async fn authenticate(&self, token: &str, need: Role) -> Result<Principal, AuthError> {
+        check(self.row(token).await?, token, Some(need))
+    }
+
+    /// Checks a presented token whatever its role: for callers that only ask who they are (the
+    /// console's sign-in), never for doing anything a role guards.
+    pub async fn identify(&self, token: &str) -> Result<Principal, AuthError> {
+        check(self.row(token).await?, token, None)
+    }
+}
+
+/// One check without a long-lived `Authenticator` (commands that run once).
 pub async fn authenticate(store: &Store, token: &str, need: Role) -> Result<Principal, AuthError> {
-    let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
-    let row = store.token(id).await?;
-    check(row, token, Some(need))
-}
-
-/// Checks a presented token against storage whatever its role: for callers that only ask who
-/// they are (the console's sign-in), never for doing anything a role guards.
-pub async fn identify(store: &Store, token: &str) -> Result<Principal, AuthError> {
-    let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
-    let row = store.token(id).await?;
-    check(row, token, None)
-}
-
-/// Like `authenticate`, through a cache of token rows.
-pub async fn authenticate_cached(
-    store: &Store,
-    cache: &TokenCache,
-    token: &str,
-    need: Role,
-) -> Result<Principal, AuthError> {
-    let (id, _) = split_token(token).ok_or(AuthError::Invalid)?;
-    let row = cache.row(store, id).await?;
-    check(row, token, Some(need))
+    Authenticator::new(store.clone())
+        .authenticate(token, need)
+        .await
 }
 
 /// `need: None` accepts any role.

@@ -3,8 +3,9 @@
 
 use crate::core::evidence::identity::IdentityVerifier;
 use crate::core::evidence::{self, Intake, Policy};
-use crate::pipeline::Telemetry;
-use crate::storage::{StorageError, Store};
+use crate::pipeline::{AppendError, Appender, Telemetry};
+use crate::read::ReadError;
+use crate::read::history::History;
 use std::collections::BTreeSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +13,20 @@ pub enum ImportError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Append(std::sync::Arc<AppendError>),
+}
+
+impl ImportError {
+    /// Whether the same import may succeed later (busy, storage briefly away, shutting down).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ImportError::Invalid(_) => false,
+            ImportError::Read(e) => e.is_transient(),
+            ImportError::Append(e) => e.is_transient(),
+        }
+    }
 }
 
 /// What an import will write, and what it found.
@@ -27,14 +41,14 @@ pub struct Prepared {
 /// Maps the document and compares it with what earlier imports of the run recorded. `intake`
 /// says when it arrived, from whom, and how late its facts may be.
 pub async fn prepare(
-    store: &Store,
+    history: &History,
     doc: &serde_json::Value,
     policy: &Policy,
     ids: &IdentityVerifier,
     intake: &Intake,
 ) -> Result<Prepared, ImportError> {
     let imp = evidence::conductor_facts(doc, policy, ids, intake).map_err(ImportError::Invalid)?;
-    let before: BTreeSet<String> = store
+    let before: BTreeSet<String> = history
         .imported_task_ids(&imp.run_id)
         .await?
         .into_iter()
@@ -57,6 +71,37 @@ pub async fn prepare(
             ..Default::default()
         },
         vanished,
+    })
+}
+
+/// What an import through the sequencer recorded.
+pub struct Imported {
+    pub prepared: Prepared,
+    /// Facts new to the ledger.
+    pub facts_stored: u64,
+    /// Facts the ledger already held (a repeated import).
+    pub facts_duplicate: u64,
+}
+
+/// Prepares the document and appends its facts through the sequencer; answers after commit.
+pub async fn import(
+    appender: &Appender,
+    history: &History,
+    doc: &serde_json::Value,
+    policy: &Policy,
+    ids: &IdentityVerifier,
+    intake: &Intake,
+) -> Result<Imported, ImportError> {
+    let mut prepared = prepare(history, doc, policy, ids, intake).await?;
+    let telemetry = std::mem::take(&mut prepared.telemetry);
+    let done = appender
+        .append_telemetry(telemetry)
+        .await
+        .map_err(ImportError::Append)?;
+    Ok(Imported {
+        prepared,
+        facts_stored: done.facts_stored,
+        facts_duplicate: done.facts_duplicate,
     })
 }
 

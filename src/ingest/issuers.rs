@@ -4,7 +4,6 @@
 //! first time it is seen) an `identity.keys` entry records it, so a verdict "verified by issuer X"
 //! can be checked against the keys X published then.
 
-use crate::app::config::Config;
 use crate::core::evidence::identity::IdentityVerifier;
 use crate::core::ledger::batch::Draft;
 use crate::core::ledger::hash::Hash;
@@ -126,9 +125,22 @@ pub struct Refresher {
     recorded: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
+/// Where a trusted issuer's keys come from (`[[identity.issuers]]`).
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A JWKS file, read at start.
+    File { issuer: String, path: String },
+    /// OpenID Connect discovery, fetched at start and every `refresh`.
+    Discovery {
+        issuer: String,
+        url: String,
+        refresh: Duration,
+    },
+}
+
 impl Refresher {
     pub fn new(
-        cfg: &Config,
+        issuers: &[KeySource],
         verifier: IdentityVerifier,
         writer: Arc<LedgerWriter>,
     ) -> anyhow::Result<Refresher> {
@@ -138,15 +150,14 @@ impl Refresher {
             .build()?;
         let mut fetched = Vec::new();
         let mut files = Vec::new();
-        for i in &cfg.identity.issuers {
-            if i.discovery_url.is_empty() {
-                files.push((i.issuer.clone(), i.jwks_file.display().to_string()));
-            } else {
-                fetched.push((
-                    i.issuer.clone(),
-                    i.discovery_url.clone(),
-                    i.refresh_interval,
-                ));
+        for i in issuers {
+            match i {
+                KeySource::File { issuer, path } => files.push((issuer.clone(), path.clone())),
+                KeySource::Discovery {
+                    issuer,
+                    url,
+                    refresh,
+                } => fetched.push((issuer.clone(), url.clone(), *refresh)),
             }
         }
         Ok(Refresher {
@@ -279,11 +290,11 @@ impl Refresher {
 /// The verifier of a command that runs once (an import): file keys as they are, discovery keys
 /// fetched now, and both recorded if they changed.
 pub async fn for_command(
-    cfg: &Config,
+    verifier: IdentityVerifier,
+    issuers: &[KeySource],
     writer: Arc<LedgerWriter>,
 ) -> anyhow::Result<IdentityVerifier> {
-    let verifier = cfg.identity_verifier()?;
-    Refresher::new(cfg, verifier.clone(), writer)?
+    Refresher::new(issuers, verifier.clone(), writer)?
         .start()
         .await?;
     Ok(verifier)

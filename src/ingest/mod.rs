@@ -14,12 +14,13 @@ pub mod limits;
 pub mod scan;
 pub mod versions;
 
-use crate::auth::{self, AuthError, Principal, Role, TokenCache};
+use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::core::evidence::contract::{KeepRule, Redactor};
 use crate::core::evidence::identity::IdentityVerifier;
 use crate::core::evidence::{self, Intake, SentBy};
 use crate::pipeline::{AppendError, Appender, Telemetry};
-use crate::storage::Store;
+use crate::read::ReadError;
+use crate::read::history::History;
 use crate::sys::metrics::Registry;
 use binder::{Binder, BinderStats, SourceId};
 use convert::{ParkedSpan, SpanItem};
@@ -280,8 +281,10 @@ impl Signal {
 
 pub struct Ingestor {
     pub appender: Appender,
-    pub store: Store,
-    pub tokens: TokenCache,
+    /// Checks ingest tokens (cached briefly: exporters send many requests a second).
+    pub auth: Authenticator,
+    /// The stored history ingest consults (version sightings).
+    pub history: History,
     /// What /metrics renders; shared with the listeners, which count connections in it.
     pub metrics: Arc<Registry>,
     pub config: IngestConfig,
@@ -301,7 +304,12 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(appender: Appender, store: Store, config: IngestConfig) -> Ingestor {
+    pub fn new(
+        appender: Appender,
+        auth: Authenticator,
+        history: History,
+        config: IngestConfig,
+    ) -> Ingestor {
         let metrics = Registry::default();
         for (name, help) in [
             (
@@ -379,9 +387,9 @@ impl Ingestor {
                 config.max_bound_traces,
             ),
             redactor: Redactor::new(&config.redact),
-            tokens: TokenCache::new(Duration::from_secs(5)),
             appender,
-            store,
+            auth,
+            history,
             metrics: Arc::new(metrics),
             config,
         }
@@ -393,8 +401,8 @@ impl Ingestor {
 
     /// `Authorization: Bearer <token>` with role `ingest`.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        let token = auth::bearer(header)?;
-        let p = auth::authenticate_cached(&self.store, &self.tokens, token, Role::Ingest).await?;
+        let token = crate::auth::bearer(header)?;
+        let p = self.auth.authenticate(token, Role::Ingest).await?;
         p.record_on_span();
         Ok(p)
     }
@@ -662,9 +670,9 @@ impl Ingestor {
         }
         let (mut facts, sightings) = self
             .versions
-            .sightings(&self.store, &items, &self.config.policy, &intake)
+            .sightings(&self.history, &items, &self.config.policy, &intake)
             .await
-            .map_err(|e| self.append_error(&AppendError::Storage(e)))?;
+            .map_err(|e| self.read_error(&e))?;
         let (kept, released) = self.classify(items, source, hold);
         let mut rows = Vec::with_capacity(kept.len() + released.len());
         for (item, rule, subject) in kept.iter().chain(released.iter()) {
@@ -958,6 +966,18 @@ impl Ingestor {
                     retry_after: wait.max(self.config.retry_after),
                 }
             })
+    }
+
+    fn read_error(&self, e: &ReadError) -> IngestError {
+        if e.is_transient() {
+            IngestError::Unavailable {
+                message: "storage is temporarily unavailable; retry shortly".into(),
+                retry_after: self.config.retry_after,
+            }
+        } else {
+            tracing::error!(error = %e, "Stored history could not be read.");
+            IngestError::Internal(e.to_string())
+        }
     }
 
     fn append_error(&self, e: &AppendError) -> IngestError {

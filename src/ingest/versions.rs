@@ -9,7 +9,8 @@
 
 use super::convert::{self, SpanItem};
 use crate::core::evidence::{self, FactRecord, Intake, Policy, VersionFact};
-use crate::storage::{StorageError, Store};
+use crate::read::ReadError;
+use crate::read::history::History;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -154,15 +155,12 @@ impl Versions {
     /// What the recorded sightings say of a (service, environment) this process has not seen
     /// yet: its latest version.
     async fn load(
-        store: &Store,
+        history: &History,
         service: &str,
         environment: &str,
-    ) -> Result<Running, StorageError> {
+    ) -> Result<Running, ReadError> {
         Ok(Running {
-            current: store
-                .latest_sighting(service, environment)
-                .await?
-                .map(|v| v.version),
+            current: history.latest_version(service, environment).await?,
             last_seen: HashMap::new(),
         })
     }
@@ -171,11 +169,11 @@ impl Versions {
     /// apply once they are committed.
     pub async fn sightings(
         &self,
-        store: &Store,
+        history: &History,
         items: &[SpanItem],
         policy: &Policy,
         intake: &Intake,
-    ) -> Result<(Vec<FactRecord>, Vec<Update>), StorageError> {
+    ) -> Result<(Vec<FactRecord>, Vec<Update>), ReadError> {
         let now = intake.received_ns;
         let mut local: HashMap<(String, String), Running> = HashMap::new();
         let mut facts = Vec::new();
@@ -185,7 +183,7 @@ impl Versions {
             if !local.contains_key(&key) {
                 let r = match self.remembered(&key) {
                     Some(r) => r,
-                    None => Self::load(store, &o.service, &o.environment).await?,
+                    None => Self::load(history, &o.service, &o.environment).await?,
                 };
                 local.insert(key.clone(), r);
             }

@@ -442,7 +442,12 @@ pub async fn binding(
         let stop = tokio_util::sync::CancellationToken::new();
         let (appender, seq) =
             crate::pipeline::spawn_sequencer(writer, cfg.sequencer(), stop.clone());
-        let ing = Arc::new(Ingestor::new(appender, store.clone(), cfg.ingest()?));
+        let ing = Arc::new(Ingestor::new(
+            appender,
+            crate::auth::Authenticator::cached(store.clone(), std::time::Duration::from_secs(5)),
+            crate::read::history::History::new(store.clone()),
+            cfg.ingest()?,
+        ));
         let per = traces.div_ceil(senders.max(1));
         let started = Instant::now();
         let mut tasks = Vec::new();

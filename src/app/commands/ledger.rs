@@ -42,7 +42,12 @@ pub async fn import_conductor(
 ) -> anyhow::Result<i32> {
     let (store, writer) = open_ledger(&cfg, false).await?;
     let policy = cfg.policy();
-    let ids = crate::ingest::issuers::for_command(&cfg, writer.clone()).await?;
+    let ids = crate::ingest::issuers::for_command(
+        cfg.identity_verifier()?,
+        &cfg.key_sources(),
+        writer.clone(),
+    )
+    .await?;
     let max_lateness_ns = max_lateness
         .as_deref()
         .map(crate::ingest::conductor::parse_max_lateness)
@@ -57,6 +62,7 @@ pub async fn import_conductor(
         name: format!("changetrail import conductor (run by {operator})"),
     };
     let mut failed = 0;
+    let history = crate::read::history::History::new(store.clone());
     for file in files {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
@@ -74,7 +80,7 @@ pub async fn import_conductor(
                 max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
                     .unwrap_or(i64::MAX),
             };
-            match crate::ingest::conductor::prepare(&store, d, &policy, &ids, &intake).await {
+            match crate::ingest::conductor::prepare(&history, d, &policy, &ids, &intake).await {
                 Ok(p) => {
                     let done = writer.append_with_telemetry(&[], &p.telemetry).await?;
                     eprintln!(

@@ -12,3 +12,20 @@ pub mod report;
 pub mod serve;
 pub mod tokens;
 pub mod verify;
+
+/// A terminal progress bar as the read side's `Progress`: the CLI draws, the library does not.
+pub struct Bar(pub indicatif::ProgressBar);
+
+impl crate::read::Progress for Bar {
+    fn set_length(&self, total: u64) {
+        self.0.set_length(total);
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}

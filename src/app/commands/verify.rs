@@ -194,8 +194,12 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
             (report, path.display().to_string(), 0)
         }
         (None, Some(store)) => {
-            let (report, tail) =
-                crate::read::audit::verify_store(store, opts, Some(progress(0, json))).await?;
+            let (report, tail) = crate::read::audit::verify_store(
+                store,
+                opts,
+                Some(std::sync::Arc::new(super::Bar(progress(0, json)))),
+            )
+            .await?;
             (
                 report,
                 crate::app::startup::redact_url(&cfg.database_url),

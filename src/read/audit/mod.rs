@@ -14,7 +14,6 @@ use crate::core::ledger::note::{Checkpoint, Note};
 use crate::core::ledger::verify::{Class, Finding, Options, RawEntry, Report, Verifier};
 use crate::read::export::{self, BundlePlan};
 use crate::storage::{EntryRow, StorageError, Store};
-use indicatif::ProgressBar;
 
 const PAGE: u64 = 2000;
 
@@ -37,11 +36,11 @@ pub async fn first_key(
 pub async fn verify_store(
     store: &Store,
     opts: Options,
-    bar: Option<ProgressBar>,
-) -> anyhow::Result<(Report, u64)> {
+    bar: Option<std::sync::Arc<dyn crate::read::Progress>>,
+) -> Result<(Report, u64), crate::read::ReadError> {
     let head = match store.head().await {
         Ok(Some(h)) => h,
-        Ok(None) => anyhow::bail!("the database holds no ledger"),
+        Ok(None) => return Err(crate::read::ReadError::NoLedger),
         Err(StorageError::Corrupt(e)) => {
             // A head row that does not even parse is damage to report, not a reason to stop.
             let mut report = Verifier::new(opts).finish();
@@ -83,14 +82,14 @@ pub async fn verify_store(
                             payload: r.payload.as_deref(),
                         });
                         if let Some(b) = &bar {
-                            b.inc(1);
+                            b.advance(1);
                         }
                     }
                 }
             }
         }
         if let Some(b) = &bar {
-            b.finish_and_clear();
+            b.finish();
         }
         v.finish()
     });
@@ -124,7 +123,9 @@ pub async fn verify_store(
         }
     }
     drop(tx);
-    let mut report = verifying.await?;
+    let mut report = verifying
+        .await
+        .map_err(|e| crate::read::ReadError::Interrupted(format!("the verifier stopped: {e}")))?;
     let streamed = std::time::Instant::now();
     if let Some(e) = failure {
         // Stored data too damaged to stream is itself a finding, not a reason to stop.
