@@ -1,5 +1,6 @@
 //! Facts read from the evidence and the credential uses they show: written with the entries that
-//! record them, looked up by the ingest (repeats, earlier Conductor imports) and the change list.
+//! record them (the writer skips repeats), read back by the Conductor import (task ids it saw
+//! before) and the change list; an erasure removes what its entry's payload produced.
 
 use super::{AppendTx, INSERT_CHUNK, Result, StorageError, Store, i, u};
 use crate::core::evidence::FactRecord;
