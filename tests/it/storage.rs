@@ -1,13 +1,74 @@
-//! The storage conformance suite, run against SQLite and PostgreSQL alike.
+//! The storage conformance suite, run against SQLite and PostgreSQL alike: every test is two,
+//! `NAME::sqlite` and `NAME::postgres`, so a failure names its backend.
 
-use crate::helpers::{TestDb, verify_store};
+use crate::helpers::{TestDb, pg_base, verify_store};
 use changetrail::app::keyfile::{self, FileKeySource};
 use changetrail::core::ledger::batch::Draft;
 use changetrail::core::ledger::verify::Class;
 use changetrail::pipeline::{AppendError, LedgerWriter, SequencerConfig, spawn_sequencer};
 use changetrail::storage::{Backend, Store};
+use std::future::Future;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// `per_backend!(NAME)` makes the tests `NAME::sqlite` and `NAME::postgres`, each calling
+/// `NAME(db)` on a fresh database of its backend; `per_backend!(NAME by backend)` calls
+/// `NAME(backend)` instead, for a test that opens several databases. `tokio::test` arguments, if
+/// any, follow a comma.
+macro_rules! per_backend {
+    ($name:ident by backend $(, $($arg:tt)+)?) => {
+        per_backend!(@tests $name, on_backend $(, $($arg)+)?);
+    };
+    ($name:ident $(, $($arg:tt)+)?) => {
+        per_backend!(@tests $name, on_fresh_db $(, $($arg)+)?);
+    };
+    (@tests $name:ident, $run:ident $(, $($arg:tt)+)?) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test$(($($arg)+))?]
+            async fn sqlite() {
+                $run(Backend::Sqlite, stringify!($name), super::$name).await
+            }
+
+            #[tokio::test$(($($arg)+))?]
+            async fn postgres() {
+                $run(Backend::Postgres, stringify!($name), super::$name).await
+            }
+        }
+    };
+}
+
+/// A fresh database of `backend`; `None` (printed SKIPPED) for PostgreSQL when
+/// `TEST_DATABASE_URL` is unset.
+async fn open(backend: Backend, test: &str) -> Option<TestDb> {
+    match backend {
+        Backend::Sqlite => Some(TestDb::sqlite().await),
+        Backend::Postgres => TestDb::postgres(test).await,
+    }
+}
+
+/// Runs `body` on a fresh database of `backend`, unless that is PostgreSQL and none is configured.
+async fn on_fresh_db<F: Future<Output = ()>>(
+    backend: Backend,
+    test: &str,
+    body: impl FnOnce(TestDb) -> F,
+) {
+    if let Some(db) = open(backend, test).await {
+        body(db).await
+    }
+}
+
+/// Runs `body` for `backend`, unless that is PostgreSQL and none is configured.
+async fn on_backend<F: Future<Output = ()>>(
+    backend: Backend,
+    test: &str,
+    body: impl FnOnce(Backend) -> F,
+) {
+    if backend == Backend::Sqlite || pg_base(test).is_some() {
+        body(backend).await
+    }
+}
 
 pub fn draft(i: u64) -> Draft {
     Draft::of(
@@ -55,69 +116,68 @@ pub async fn rich_ledger(db: &TestDb) -> (Arc<LedgerWriter>, String) {
     (w, first)
 }
 
-#[tokio::test]
-async fn ledger_is_created_once_with_a_first_checkpoint() {
-    for db in TestDb::all("ledger_is_created_once_with_a_first_checkpoint").await {
-        let w = writer(&db, 1000).await;
-        let again = w.ensure_ledger().await.unwrap();
-        assert_eq!(again.head.size, 1, "{:?}", db.backend);
-        let e0 = w.store().entry(0).await.unwrap().unwrap();
-        assert_eq!(e0.kind, "ledger.created");
-        assert!(e0.payload.unwrap().contains(&w.key().vkey().to_string()));
-        assert_eq!(
-            w.store().latest_checkpoint().await.unwrap().unwrap().size,
-            1
-        );
-        let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
-        assert_eq!(
-            report.exit_code, 0,
-            "{:?}: {:?}",
-            db.backend, report.findings
-        );
-    }
+async fn ledger_is_created_once_with_a_first_checkpoint(db: TestDb) {
+    let w = writer(&db, 1000).await;
+    let again = w.ensure_ledger().await.unwrap();
+    assert_eq!(again.head.size, 1, "{:?}", db.backend);
+    let e0 = w.store().entry(0).await.unwrap().unwrap();
+    assert_eq!(e0.kind, "ledger.created");
+    assert!(e0.payload.unwrap().contains(&w.key().vkey().to_string()));
+    assert_eq!(
+        w.store().latest_checkpoint().await.unwrap().unwrap().size,
+        1
+    );
+    let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
 }
+per_backend!(ledger_is_created_once_with_a_first_checkpoint);
 
 /// Many concurrent callers through the sequencer: every seq exactly once, no gaps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_are_gap_free() {
-    for db in TestDb::all("concurrent_appends_are_gap_free").await {
-        let w = writer(&db, 100).await;
-        let stop = CancellationToken::new();
-        let (appender, seq_task) =
-            spawn_sequencer(w.clone(), SequencerConfig::default(), stop.clone());
-        let mut tasks = Vec::new();
-        for t in 0..16u64 {
-            let a = appender.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut seqs = Vec::new();
-                for j in 0..20u64 {
-                    let drafts = (0..7).map(|k| draft(t * 1000 + j * 10 + k)).collect();
-                    seqs.extend(a.append_waiting(drafts).await.unwrap().seqs);
-                }
-                seqs
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        stop.cancel();
-        seq_task.await.unwrap();
-        all.sort_unstable();
-        let expected: Vec<u64> = (1..=16 * 20 * 7).collect();
-        assert_eq!(all, expected, "{:?}", db.backend);
-        let head = w.store().head().await.unwrap().unwrap();
-        assert_eq!(head.head.size, 16 * 20 * 7 + 1);
-        // The sequencer's shutdown signs a final checkpoint: everything is covered.
-        assert_eq!(head.checkpoint_size, head.head.size);
-        let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
-        assert_eq!(
-            report.exit_code, 0,
-            "{:?}: {:?}",
-            db.backend, report.findings
-        );
+async fn concurrent_appends_are_gap_free(db: TestDb) {
+    let w = writer(&db, 100).await;
+    let stop = CancellationToken::new();
+    let (appender, seq_task) = spawn_sequencer(w.clone(), SequencerConfig::default(), stop.clone());
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let a = appender.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for j in 0..20u64 {
+                let drafts = (0..7).map(|k| draft(t * 1000 + j * 10 + k)).collect();
+                seqs.extend(a.append_waiting(drafts).await.unwrap().seqs);
+            }
+            seqs
+        }));
     }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    stop.cancel();
+    seq_task.await.unwrap();
+    all.sort_unstable();
+    let expected: Vec<u64> = (1..=16 * 20 * 7).collect();
+    assert_eq!(all, expected, "{:?}", db.backend);
+    let head = w.store().head().await.unwrap().unwrap();
+    assert_eq!(head.head.size, 16 * 20 * 7 + 1);
+    // The sequencer's shutdown signs a final checkpoint: everything is covered.
+    assert_eq!(head.checkpoint_size, head.head.size);
+    let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
 }
+per_backend!(
+    concurrent_appends_are_gap_free,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
 
 pub async fn exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
     let q = sqlx::AssertSqlSafe(sql.to_owned());
@@ -127,153 +187,145 @@ pub async fn exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
     }
 }
 
-#[tokio::test]
-async fn ledger_tables_refuse_update_and_delete() {
-    for db in TestDb::all("ledger_tables_refuse_update_and_delete").await {
-        let (w, _) = rich_ledger(&db).await;
-        let s = w.store();
-        for sql in [
-            "UPDATE entries SET kind = 'x' WHERE seq = 1",
-            "DELETE FROM entries WHERE seq = 40",
-            "UPDATE tree_nodes SET hash = hash WHERE level = 1",
-            "DELETE FROM tree_nodes WHERE level = 1",
-            "UPDATE checkpoints SET note = 'x' WHERE size = 1",
-            "DELETE FROM checkpoints WHERE size = 1",
-            "UPDATE signing_keys SET from_seq = 5",
-            "DELETE FROM signing_keys",
-            "UPDATE erasures SET erasure_seq = 1",
-            "DELETE FROM erasures",
-            "UPDATE payloads SET payload = '{}' WHERE seq = 5",
-            // Deleting a payload is allowed only for a logged erasure.
-            "DELETE FROM payloads WHERE seq = 5",
-        ] {
-            let err = exec(s, sql).await.expect_err(sql);
-            let msg = err.to_string();
+async fn ledger_tables_refuse_update_and_delete(db: TestDb) {
+    let (w, _) = rich_ledger(&db).await;
+    let s = w.store();
+    for sql in [
+        "UPDATE entries SET kind = 'x' WHERE seq = 1",
+        "DELETE FROM entries WHERE seq = 40",
+        "UPDATE tree_nodes SET hash = hash WHERE level = 1",
+        "DELETE FROM tree_nodes WHERE level = 1",
+        "UPDATE checkpoints SET note = 'x' WHERE size = 1",
+        "DELETE FROM checkpoints WHERE size = 1",
+        "UPDATE signing_keys SET from_seq = 5",
+        "DELETE FROM signing_keys",
+        "UPDATE erasures SET erasure_seq = 1",
+        "DELETE FROM erasures",
+        "UPDATE payloads SET payload = '{}' WHERE seq = 5",
+        // Deleting a payload is allowed only for a logged erasure.
+        "DELETE FROM payloads WHERE seq = 5",
+    ] {
+        let err = exec(s, sql).await.expect_err(sql);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("append-only") || msg.contains("erased") || msg.contains("erasure"),
+            "{:?} {sql}: {msg}",
+            db.backend
+        );
+    }
+    if db.backend == Backend::Postgres {
+        for t in ["entries", "payloads", "tree_nodes", "checkpoints"] {
             assert!(
-                msg.contains("append-only") || msg.contains("erased") || msg.contains("erasure"),
-                "{:?} {sql}: {msg}",
-                db.backend
+                exec(s, &format!("TRUNCATE {t}")).await.is_err(),
+                "TRUNCATE {t}"
             );
         }
-        if db.backend == Backend::Postgres {
-            for t in ["entries", "payloads", "tree_nodes", "checkpoints"] {
-                assert!(
-                    exec(s, &format!("TRUNCATE {t}")).await.is_err(),
-                    "TRUNCATE {t}"
-                );
-            }
-        }
-        // Nothing changed: the ledger still verifies.
-        assert_eq!(verify_store(s, &[]).await.exit_code, 0);
     }
+    // Nothing changed: the ledger still verifies.
+    assert_eq!(verify_store(s, &[]).await.exit_code, 0);
 }
+per_backend!(ledger_tables_refuse_update_and_delete);
 
-#[tokio::test]
-async fn rotation_and_erasure_verify_with_the_first_key_pinned() {
-    for db in TestDb::all("rotation_and_erasure_verify_with_the_first_key_pinned").await {
-        let (w, first) = rich_ledger(&db).await;
-        let report = verify_store(w.store(), &[&first]).await;
-        assert_eq!(
-            report.exit_code, 0,
-            "{:?}: {:?}",
-            db.backend, report.findings
-        );
-        assert!(report.has(Class::Redacted));
-        assert_eq!(report.summary.redacted, 1);
-        let keys = w.store().keys().await.unwrap();
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[1].rotation_seq, Some(26));
-        assert_eq!(keys[1].from_seq, 27);
-        assert_eq!(report.summary.keys.len(), 2);
-        // The erased entry keeps its chain link but has no payload or salt any more.
-        let e3 = w.store().entry(3).await.unwrap().unwrap();
-        assert!(e3.payload.is_none() && e3.salt.is_none());
-        // Erasing it again, or erasing what verification needs, is refused.
-        assert!(matches!(
-            w.erase(3, "again", "x").await,
-            Err(AppendError::Erase(3, _))
-        ));
-        assert!(matches!(
-            w.erase(26, "rotation", "x").await,
-            Err(AppendError::Erase(26, _))
-        ));
-        assert!(matches!(
-            w.erase(0, "genesis", "x").await,
-            Err(AppendError::Erase(0, _))
-        ));
-        assert!(matches!(
-            w.erase(9999, "none", "x").await,
-            Err(AppendError::Erase(9999, _))
-        ));
-    }
+async fn rotation_and_erasure_verify_with_the_first_key_pinned(db: TestDb) {
+    let (w, first) = rich_ledger(&db).await;
+    let report = verify_store(w.store(), &[&first]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
+    assert!(report.has(Class::Redacted));
+    assert_eq!(report.summary.redacted, 1);
+    let keys = w.store().keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1].rotation_seq, Some(26));
+    assert_eq!(keys[1].from_seq, 27);
+    assert_eq!(report.summary.keys.len(), 2);
+    // The erased entry keeps its chain link but has no payload or salt any more.
+    let e3 = w.store().entry(3).await.unwrap().unwrap();
+    assert!(e3.payload.is_none() && e3.salt.is_none());
+    // Erasing it again, or erasing what verification needs, is refused.
+    assert!(matches!(
+        w.erase(3, "again", "x").await,
+        Err(AppendError::Erase(3, _))
+    ));
+    assert!(matches!(
+        w.erase(26, "rotation", "x").await,
+        Err(AppendError::Erase(26, _))
+    ));
+    assert!(matches!(
+        w.erase(0, "genesis", "x").await,
+        Err(AppendError::Erase(0, _))
+    ));
+    assert!(matches!(
+        w.erase(9999, "none", "x").await,
+        Err(AppendError::Erase(9999, _))
+    ));
 }
+per_backend!(rotation_and_erasure_verify_with_the_first_key_pinned);
 
 /// Another process rotated the key: this writer notices the mismatch, reloads the key file
 /// (or its `.next`) and carries on signing with the new key.
-#[tokio::test]
-async fn a_writer_follows_a_rotation_made_elsewhere() {
-    for db in TestDb::all("a_writer_follows_a_rotation_made_elsewhere").await {
-        let w1 = writer(&db, 10).await;
-        let w2 = writer(&db, 10).await;
-        let first = w1.key().vkey().to_string();
-        let new_key = keyfile::generate(w1.key().origin().clone()).unwrap();
-        let path = db.path().join("ledger.key");
-        keyfile::write_new_key(&keyfile::next_path(&path), &new_key).unwrap();
-        let old_id = w1.key().key_id();
-        w1.rotate(new_key).await.unwrap();
-        // w2 still holds the old key; the .next file is not promoted yet: it must find it there.
-        w2.append(&[draft(1)]).await.unwrap();
-        keyfile::finish_rotation(&path, old_id).unwrap();
-        w2.append(&[draft(2)]).await.unwrap();
-        assert_ne!(w2.key().key_id(), old_id);
-        w2.checkpoint().await.unwrap();
-        let report = verify_store(w2.store(), &[&first]).await;
-        assert_eq!(
-            report.exit_code, 0,
-            "{:?}: {:?}",
-            db.backend, report.findings
-        );
-    }
+async fn a_writer_follows_a_rotation_made_elsewhere(db: TestDb) {
+    let w1 = writer(&db, 10).await;
+    let w2 = writer(&db, 10).await;
+    let first = w1.key().vkey().to_string();
+    let new_key = keyfile::generate(w1.key().origin().clone()).unwrap();
+    let path = db.path().join("ledger.key");
+    keyfile::write_new_key(&keyfile::next_path(&path), &new_key).unwrap();
+    let old_id = w1.key().key_id();
+    w1.rotate(new_key).await.unwrap();
+    // w2 still holds the old key; the .next file is not promoted yet: it must find it there.
+    w2.append(&[draft(1)]).await.unwrap();
+    keyfile::finish_rotation(&path, old_id).unwrap();
+    w2.append(&[draft(2)]).await.unwrap();
+    assert_ne!(w2.key().key_id(), old_id);
+    w2.checkpoint().await.unwrap();
+    let report = verify_store(w2.store(), &[&first]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
 }
+per_backend!(a_writer_follows_a_rotation_made_elsewhere);
 
 /// The service refuses to sign a checkpoint that is not consistent with its previous one.
-#[tokio::test]
-async fn an_inconsistent_tree_is_never_checkpointed() {
-    for db in TestDb::all("an_inconsistent_tree_is_never_checkpointed").await {
-        let w = writer(&db, 1000).await;
-        let drafts: Vec<Draft> = (1..=20).map(draft).collect();
-        w.append(&drafts).await.unwrap();
-        w.checkpoint().await.unwrap();
-        // Someone rewrites a stored tree node behind the service's back.
-        let s = w.store();
-        disable_triggers(s, "tree_nodes").await;
-        // Leaves 0..16: part of every consistency proof from the checkpoint at 21.
-        flip(s, "tree_nodes", "hash", "level = 4 AND idx = 0").await;
-        let before = s.latest_checkpoint().await.unwrap().unwrap().size;
-        w.append(&(21..=30).map(draft).collect::<Vec<_>>())
-            .await
-            .unwrap();
-        let err = w
-            .checkpoint()
-            .await
-            .expect_err("checkpoint over a rewritten tree");
-        assert!(
-            matches!(err, AppendError::CheckpointRefused(_)),
-            "{:?}: {err}",
-            db.backend
-        );
-        assert_eq!(s.latest_checkpoint().await.unwrap().unwrap().size, before);
-        // And verification of the database names the damage.
-        let report = verify_store(s, &[]).await;
-        assert_eq!(report.exit_code, 1, "{:?}", report.findings);
-        assert!(
-            report
-                .findings
-                .iter()
-                .any(|f| f.class == Class::Modified && f.detail.contains("tree_nodes"))
-        );
-    }
+async fn an_inconsistent_tree_is_never_checkpointed(db: TestDb) {
+    let w = writer(&db, 1000).await;
+    let drafts: Vec<Draft> = (1..=20).map(draft).collect();
+    w.append(&drafts).await.unwrap();
+    w.checkpoint().await.unwrap();
+    // Someone rewrites a stored tree node behind the service's back.
+    let s = w.store();
+    disable_triggers(s, "tree_nodes").await;
+    // Leaves 0..16: part of every consistency proof from the checkpoint at 21.
+    flip(s, "tree_nodes", "hash", "level = 4 AND idx = 0").await;
+    let before = s.latest_checkpoint().await.unwrap().unwrap().size;
+    w.append(&(21..=30).map(draft).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let err = w
+        .checkpoint()
+        .await
+        .expect_err("checkpoint over a rewritten tree");
+    assert!(
+        matches!(err, AppendError::CheckpointRefused(_)),
+        "{:?}: {err}",
+        db.backend
+    );
+    assert_eq!(s.latest_checkpoint().await.unwrap().unwrap().size, before);
+    // And verification of the database names the damage.
+    let report = verify_store(s, &[]).await;
+    assert_eq!(report.exit_code, 1, "{:?}", report.findings);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.class == Class::Modified && f.detail.contains("tree_nodes"))
+    );
 }
+per_backend!(an_inconsistent_tree_is_never_checkpointed);
 
 pub async fn disable_triggers(store: &Store, table: &str) {
     match store {
@@ -300,8 +352,7 @@ pub async fn disable_triggers(store: &Store, table: &str) {
 
 /// Tamper catalogue A, in storage: one flipped byte (or changed value) in any stored column is
 /// found by `verify --database-url`, with the class LEDGER.md names.
-#[tokio::test]
-async fn a_change_to_any_stored_column_is_detected() {
+async fn a_change_to_any_stored_column_is_detected(backend: Backend) {
     // The class depends on what the changed byte meant; a note's middle byte is in its
     // signature line, so the signature no longer names a trusted key.
     let cases: &[(&str, &str, &str, Class)] = &[
@@ -339,23 +390,26 @@ async fn a_change_to_any_stored_column_is_detected() {
         ("ledger_head", "key_id", "id = 1", Class::Modified),
     ];
     for db_case in cases {
-        for db in TestDb::all("a_change_to_any_stored_column_is_detected").await {
-            let (w, first) = rich_ledger(&db).await;
-            let s = w.store();
-            let (table, column, filter, class) = db_case;
-            assert_eq!(verify_store(s, &[&first]).await.exit_code, 0);
-            disable_triggers(s, table).await;
-            flip(s, table, column, filter).await;
-            let report = verify_store(s, &[&first]).await;
-            assert!(
-                report.exit_code != 0 && report.has(*class),
-                "{:?} {table}.{column}: expected {class:?}, got {:#?}",
-                db.backend,
-                report.findings
-            );
-        }
+        // A fresh ledger per case: the previous one was damaged on purpose.
+        let Some(db) = open(backend, "a_change_to_any_stored_column_is_detected").await else {
+            return;
+        };
+        let (w, first) = rich_ledger(&db).await;
+        let s = w.store();
+        let (table, column, filter, class) = db_case;
+        assert_eq!(verify_store(s, &[&first]).await.exit_code, 0);
+        disable_triggers(s, table).await;
+        flip(s, table, column, filter).await;
+        let report = verify_store(s, &[&first]).await;
+        assert!(
+            report.exit_code != 0 && report.has(*class),
+            "{:?} {table}.{column}: expected {class:?}, got {:#?}",
+            db.backend,
+            report.findings
+        );
     }
 }
+per_backend!(a_change_to_any_stored_column_is_detected by backend);
 
 /// Changes one value in place: the middle byte of a blob, one character of text, +1 of a number.
 pub async fn flip(store: &Store, table: &str, column: &str, filter: &str) {
@@ -450,92 +504,92 @@ where
 
 /// Entries arriving below the every-N threshold still get a checkpoint after T; an idle ledger
 /// gets a heartbeat entry and a checkpoint after H, so quiet can be told from truncated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timed_checkpoints_and_idle_heartbeats() {
-    for db in TestDb::all("timed_checkpoints_and_idle_heartbeats").await {
-        let w = writer(&db, 1000).await;
-        let cfg = SequencerConfig {
-            checkpoint_interval: std::time::Duration::from_millis(300),
-            heartbeat_interval: std::time::Duration::from_secs(2),
-            tick: std::time::Duration::from_millis(50),
-            ..SequencerConfig::default()
-        };
-        let stop = CancellationToken::new();
-        let (a, task) = spawn_sequencer(w.clone(), cfg, stop.clone());
-        let done = a.append(vec![draft(1), draft(2)]).await.unwrap();
-        assert_eq!(
-            done.checkpoint, None,
-            "2 entries are far below checkpoint_every"
-        );
-        let s = w.store().clone();
-        eventually("a timed checkpoint over the 3 entries", || {
-            let s = s.clone();
-            async move { s.latest_checkpoint().await.unwrap().unwrap().size == 3 }
-        })
-        .await;
-        eventually("an idle heartbeat, checkpointed", || {
-            let s = s.clone();
-            async move {
-                let h = s.head().await.unwrap().unwrap();
-                let last = s.entry(h.head.size - 1).await.unwrap().unwrap();
-                last.kind == "heartbeat" && h.checkpoint_size == h.head.size
-            }
-        })
-        .await;
-        stop.cancel();
-        task.await.unwrap();
-        let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
-        assert_eq!(
-            report.exit_code, 0,
-            "{:?}: {:?}",
-            db.backend, report.findings
-        );
-    }
+async fn timed_checkpoints_and_idle_heartbeats(db: TestDb) {
+    let w = writer(&db, 1000).await;
+    let cfg = SequencerConfig {
+        checkpoint_interval: std::time::Duration::from_millis(300),
+        heartbeat_interval: std::time::Duration::from_secs(2),
+        tick: std::time::Duration::from_millis(50),
+        ..SequencerConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let (a, task) = spawn_sequencer(w.clone(), cfg, stop.clone());
+    let done = a.append(vec![draft(1), draft(2)]).await.unwrap();
+    assert_eq!(
+        done.checkpoint, None,
+        "2 entries are far below checkpoint_every"
+    );
+    let s = w.store().clone();
+    eventually("a timed checkpoint over the 3 entries", || {
+        let s = s.clone();
+        async move { s.latest_checkpoint().await.unwrap().unwrap().size == 3 }
+    })
+    .await;
+    eventually("an idle heartbeat, checkpointed", || {
+        let s = s.clone();
+        async move {
+            let h = s.head().await.unwrap().unwrap();
+            let last = s.entry(h.head.size - 1).await.unwrap().unwrap();
+            last.kind == "heartbeat" && h.checkpoint_size == h.head.size
+        }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+    let report = verify_store(w.store(), &[&w.key().vkey().to_string()]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
 }
+per_backend!(
+    timed_checkpoints_and_idle_heartbeats,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
 
 /// The change list and the report find rollbacks with `ROLLBACK_FACTS`; on a large ledger that is
 /// fast only while the planner answers it from the partial index of migration 0005, which it does
 /// only while the query's predicate is the index's. PostgreSQL is asked with sequential scans off:
 /// an empty table would otherwise be scanned, which says nothing about the index matching.
-#[tokio::test]
-async fn the_rollback_lookup_is_answered_from_its_index() {
+async fn the_rollback_lookup_is_answered_from_its_index(db: TestDb) {
     use changetrail::storage::ROLLBACK_FACTS;
-    for db in TestDb::all("the_rollback_lookup_is_answered_from_its_index").await {
-        let store = db.store().await;
-        let plan: Vec<String> = match &store {
-            Store::Sqlite(p) => {
-                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(
-                    format!("EXPLAIN QUERY PLAN {ROLLBACK_FACTS}"),
-                ))
-                .bind(i64::MAX)
-                .fetch_all(p)
+    let store = db.store().await;
+    let plan: Vec<String> = match &store {
+        Store::Sqlite(p) => {
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN {ROLLBACK_FACTS}"
+            )))
+            .bind(i64::MAX)
+            .fetch_all(p)
+            .await
+            .unwrap();
+            rows.into_iter().map(|r| r.3).collect()
+        }
+        Store::Postgres(p) => {
+            let mut conn = p.acquire().await.unwrap();
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
                 .await
                 .unwrap();
-                rows.into_iter().map(|r| r.3).collect()
-            }
-            Store::Postgres(p) => {
-                let mut conn = p.acquire().await.unwrap();
-                sqlx::query("SET enable_seqscan = off")
-                    .execute(&mut *conn)
+            let rows: Vec<(String,)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {ROLLBACK_FACTS}")))
+                    .bind(i64::MAX)
+                    .fetch_all(&mut *conn)
                     .await
                     .unwrap();
-                let rows: Vec<(String,)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {ROLLBACK_FACTS}")))
-                        .bind(i64::MAX)
-                        .fetch_all(&mut *conn)
-                        .await
-                        .unwrap();
-                sqlx::query("RESET enable_seqscan")
-                    .execute(&mut *conn)
-                    .await
-                    .unwrap();
-                rows.into_iter().map(|r| r.0).collect()
-            }
-        };
-        assert!(
-            plan.iter().any(|l| l.contains("facts_rollbacks")),
-            "{:?}: the rollback lookup does not use its index: {plan:?}",
-            db.backend
-        );
-    }
+            sqlx::query("RESET enable_seqscan")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.0).collect()
+        }
+    };
+    assert!(
+        plan.iter().any(|l| l.contains("facts_rollbacks")),
+        "{:?}: the rollback lookup does not use its index: {plan:?}",
+        db.backend
+    );
 }
+per_backend!(the_rollback_lookup_is_answered_from_its_index);
