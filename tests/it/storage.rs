@@ -299,7 +299,7 @@ pub async fn disable_triggers(store: &Store, table: &str) {
 }
 
 /// Tamper catalogue A, in storage: one flipped byte (or changed value) in any stored column is
-/// found by `verify --database-url`, with the class LEDGER.md names.
+/// found by `verify --database-url`, with the class src/core/ledger/FORMAT.md names.
 #[tokio::test]
 async fn a_change_to_any_stored_column_is_detected() {
     // The class depends on what the changed byte meant; a note's middle byte is in its
