@@ -800,3 +800,43 @@ fn every_command_has_help() {
         assert!(!o.stdout.is_empty(), "changetrail {} --help", p.join(" "));
     }
 }
+
+/// The README is the front door: short, and every relative link in it (and in the documents it
+/// links to) leads to a file that exists.
+#[test]
+fn the_readme_is_short_and_its_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README.md has {lines} lines (at most 250)");
+    let mut docs = vec![root.join("README.md")];
+    let mut broken = Vec::new();
+    let mut i = 0;
+    while i < docs.len() {
+        let doc = docs[i].clone();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let target = &rest[..rest.find(')').unwrap_or(rest.len())];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let file = target.split('#').next().unwrap_or("");
+            let resolved = doc.parent().unwrap().join(file);
+            if !resolved.exists() {
+                broken.push(format!("{}: {target}", doc.display()));
+            } else if doc == root.join("README.md")
+                && file.ends_with(".md")
+                && !docs.contains(&resolved)
+            {
+                docs.push(resolved);
+            }
+        }
+        i += 1;
+    }
+    assert!(broken.is_empty(), "links to nothing: {broken:#?}");
+    assert!(
+        docs.len() > 3,
+        "README.md links to too few documents: {docs:?}"
+    );
+}
