@@ -2,13 +2,13 @@
 
 Reads the output of `docker compose config --format json` on stdin. Compose has already validated the
 file against the compose specification and interpolated it; this script parses the collector's config
-(a string to compose) as YAML and checks the properties the README promises: both exporters exist,
+(a string to compose) as YAML and checks the properties its comments promise: both exporters exist,
 audit spans reach changetrail through no sampling or filtering, the changetrail exporter retries and
 queues, the ingest token is read from the collector's environment (not pasted into the config), and
 the init job registers that token before changetrail serves. Also that the collector is not an open
 door: every OTLP receiver authenticates senders with a bearertokenauth extension reading a token
 file (a compose secret of its own, not the ingest token), and every pipeline exporting anywhere but
-changetrail deletes secret attributes (changetrail.*.token and the names of src/defaults.toml's
+changetrail deletes secret attributes (changetrail.*.token and the names of src/app/defaults.toml's
 redact_attributes) first, while changetrail's own path keeps them. Exit 1 with one line per problem.
 """
 
@@ -35,7 +35,7 @@ TOKEN_KEYS = [
 
 def secret_keys():
     """TOKEN_KEYS and a key for each of changetrail's redact_attributes, as written and upper-case."""
-    with open(Path(__file__).resolve().parent.parent / "src" / "defaults.toml", "rb") as f:
+    with open(Path(__file__).resolve().parent.parent / "src" / "app" / "defaults.toml", "rb") as f:
         patterns = tomllib.load(f)["otlp"]["redact_attributes"]
     keys = list(TOKEN_KEYS)
     for p in patterns:

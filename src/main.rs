@@ -5,7 +5,7 @@ use clap::error::ErrorKind;
 use std::process::ExitCode;
 
 /// Ingest allocates and frees many small objects per span; glibc's allocator spends a third of the
-/// time on that and fragments, mimalloc neither (measured with `bench ingest`, see README).
+/// time on that and fragments, mimalloc neither (measured with `bench ingest`; tests/README.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            // Help and version are not errors; a usage error is exit 3 (LEDGER.md).
+            // Help and version are not errors; a usage error is exit 3 (src/core/ledger/FORMAT.md).
             return match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
                 _ => ExitCode::from(3),

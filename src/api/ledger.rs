@@ -216,7 +216,7 @@ struct BundleQuery {
     consistency_from: Option<u64>,
 }
 
-/// Streams a bundle (LEDGER.md) as JSON Lines, page by page.
+/// Streams a bundle (src/core/ledger/FORMAT.md) as JSON Lines, page by page.
 async fn bundle(
     State(state): State<AppState>,
     Query(q): Query<BundleQuery>,

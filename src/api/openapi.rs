@@ -174,7 +174,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/metrics",
         access: Access::Role(Role::Metrics),
-        summary: "Prometheus metrics: OTLP requests, spans, queue, commits, memory.",
+        summary: "Prometheus text: OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
         params: &[],
         body: None,
         ok: &[(200, "text/plain; version=0.0.4", "Prometheus text format")],
@@ -258,7 +258,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/ledger/bundle",
         access: Access::Role(Role::Reviewer),
-        summary: "An offline evidence bundle (LEDGER.md), streamed page by page.",
+        summary: "An offline evidence bundle (src/core/ledger/FORMAT.md), streamed page by page.",
         params: &[
             q("from", "integer", "first sequence number"),
             q(
@@ -280,7 +280,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/ledger/verify",
         access: Access::Role(Role::Reviewer),
-        summary: "Run the verifier over the stored ledger now (every entry the newest checkpoint covers, the stored-data audit); one at a time.",
+        summary: "Run the verifier over the stored ledger now (every entry the newest checkpoint covers, pinned to the ledger's first key, with the stored-data audit); one at a time (503 while another runs).",
         params: &[],
         body: None,
         ok: &[(
@@ -324,7 +324,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/changes",
         access: Access::Role(Role::Auditor),
-        summary: "Changes requested in a period, each folded from its facts.",
+        summary: "Changes requested in a period, each folded from its facts, with the SOC 2 report's exceptions (production changes only). Without from and to: every change, which costs what folding them all costs.",
         params: &[
             q(
                 "from",
@@ -407,7 +407,11 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/v1/import/conductor",
         access: Access::Role(Role::Ingest),
         summary: "Import one Conductor execution or status-listener message; idempotent.",
-        params: &[],
+        params: &[q(
+            "max_lateness",
+            "string",
+            "how long after the times they state the facts may arrive without LATE_EVIDENCE (a backfill), e.g. 7d; at most 31d here",
+        )],
         body: Some("Conductor workflow execution JSON (GET /api/workflow/{id}?includeTasks=true)"),
         ok: &[
             (201, JSON, "facts were added"),

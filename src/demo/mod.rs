@@ -1,6 +1,6 @@
 //! `changetrail demo`'s data: a realistic few weeks of production changes as OpenTelemetry spans
-//! the way a deploy workflow and the services it deploys emit them (CONVENTIONS.md), with the
-//! exceptions each change should raise. Pure: the command sends it and checks the report.
+//! the way a deploy workflow and the services it deploys emit them (src/ingest/CONVENTIONS.md),
+//! with the exceptions each change should raise. Pure: the command sends it and checks the report.
 //!
 //! Every week each service gets a normal change (requested, approved by a release approver, deployed
 //! by a workload identity, with runtime spans of the new version; every third deploy times out once

@@ -463,7 +463,7 @@ fn matches(q: &Query, e: &Evidence) -> bool {
     c.production && eq(&q.environment, &c.environment) && eq(&q.service, &c.service)
 }
 
-/// A CSV writer as the README promises: RFC 4180 quoting, CRLF, UTF-8.
+/// A CSV writer as reports/README.md promises: RFC 4180 quoting, CRLF, UTF-8.
 fn csv_writer(path: &Path) -> Result<Csv, ReportError> {
     let f = std::fs::File::create(path)?;
     Ok(csv::WriterBuilder::new()

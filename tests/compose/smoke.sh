@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs docker-compose.yml for real, following the README's "Run with docker compose" commands:
+# Runs docker-compose.yml for real, following the commands in docker-compose.yml's header:
 # build, secrets into an env file, `up`, keys and tokens, telemetry in, evidence out, a graceful
 # stop, a key rotation and a second `up`. Run by hand on a machine with a Docker daemon:
 #
@@ -34,7 +34,7 @@ services=${SMOKE_SERVICES:-}
 step "docker compose build changetrail (before any secret exists, as a first-time user does)"
 dc build changetrail
 
-step "secrets into the env file, with the README's commands"
+step "secrets into the env file, with docker-compose.yml's commands"
 (
     umask 077
     {

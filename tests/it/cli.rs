@@ -760,3 +760,83 @@ async fn tokens_generated_in_advance_register_from_a_file_or_variable() {
         store.close().await;
     }
 }
+
+/// `config defaults` prints the embedded defaults byte for byte, and they load as a
+/// configuration file; it reads no configuration itself (a broken one is what it helps mend).
+#[test]
+fn config_defaults_prints_the_embedded_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("changetrail.toml"), "not = [valid\n").unwrap();
+    let o = run(ct(dir.path()).args(["config", "defaults"]));
+    assert_eq!(code(&o), 0);
+    assert_eq!(o.stdout, changetrail::app::config::DEFAULTS.as_bytes());
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, &o.stdout).unwrap();
+    changetrail::app::config::Config::load(Some(&printed)).unwrap();
+}
+
+/// Every command's reference is its `--help`: each one must print and exit 0.
+#[test]
+fn every_command_has_help() {
+    fn paths(c: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        out.push(prefix.to_vec());
+        for s in c.get_subcommands() {
+            let mut p = prefix.to_vec();
+            p.push(s.get_name().to_owned());
+            paths(s, &p, out);
+        }
+    }
+    let mut all = Vec::new();
+    paths(
+        &<changetrail::app::cli::Cli as clap::CommandFactory>::command(),
+        &[],
+        &mut all,
+    );
+    assert!(all.len() > 20, "{all:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for p in all {
+        let o = ct(dir.path()).args(&p).arg("--help").output().unwrap();
+        assert_eq!(code(&o), 0, "changetrail {} --help", p.join(" "));
+        assert!(!o.stdout.is_empty(), "changetrail {} --help", p.join(" "));
+    }
+}
+
+/// The README is the front door: short, and every relative link in it (and in the documents it
+/// links to) leads to a file that exists.
+#[test]
+fn the_readme_is_short_and_its_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 250, "README.md has {lines} lines (at most 250)");
+    let mut docs = vec![root.join("README.md")];
+    let mut broken = Vec::new();
+    let mut i = 0;
+    while i < docs.len() {
+        let doc = docs[i].clone();
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let target = &rest[..rest.find(')').unwrap_or(rest.len())];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let file = target.split('#').next().unwrap_or("");
+            let resolved = doc.parent().unwrap().join(file);
+            if !resolved.exists() {
+                broken.push(format!("{}: {target}", doc.display()));
+            } else if doc == root.join("README.md")
+                && file.ends_with(".md")
+                && !docs.contains(&resolved)
+            {
+                docs.push(resolved);
+            }
+        }
+        i += 1;
+    }
+    assert!(broken.is_empty(), "links to nothing: {broken:#?}");
+    assert!(
+        docs.len() > 3,
+        "README.md links to too few documents: {docs:?}"
+    );
+}

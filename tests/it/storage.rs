@@ -351,7 +351,7 @@ pub async fn disable_triggers(store: &Store, table: &str) {
 }
 
 /// Tamper catalogue A, in storage: one flipped byte (or changed value) in any stored column is
-/// found by `verify --database-url`, with the class LEDGER.md names.
+/// found by `verify --database-url`, with the class src/core/ledger/FORMAT.md names.
 async fn a_change_to_any_stored_column_is_detected(backend: Backend) {
     // The class depends on what the changed byte meant; a note's middle byte is in its
     // signature line, so the signature no longer names a trusted key.

@@ -1,6 +1,7 @@
 //! The tamper catalogue (research/tlog.md §9, A-G) against the streaming verifier: every case
-//! must produce the finding class LEDGER.md names, with its exit code (1 tampering, 2 incomplete
-//! or stale, 0 clean / redacted / unpinned). Bundles are built in memory (`fixtures`).
+//! must produce the finding class src/core/ledger/FORMAT.md names, with its exit code (1
+//! tampering, 2 incomplete or stale, 0 clean / redacted / unpinned). Bundles are built in
+//! memory (`fixtures`).
 //!
 //! Where one edit has knock-on effects (a lost entry shifts the recomputed tree, so later
 //! checkpoints no longer match), the tests name the class the catalogue expects with its seq or
@@ -1042,7 +1043,8 @@ fn e_rewrite_with_the_same_key_is_fork_against_a_saved_state() {
     assert_ne!(rewrite.root(12), honest.root(12));
     // Without an anchor a complete rewrite by the key holder verifies clean: every entry and
     // checkpoint is validly signed by the pinned key (and its rotation). Only a saved state, a
-    // write-once copy of the checkpoints or a witness can catch it (LEDGER.md "Verification").
+    // write-once copy of the checkpoints or a witness can catch it (src/core/ledger/FORMAT.md,
+    // "Verification").
     let r = check(&honest, &rewrite.text());
     assert_eq!(r.findings, vec![], "{:#?}", r.findings);
     assert_eq!(r.exit_code, 0);
@@ -1379,7 +1381,7 @@ fn f_forged_rotation_is_bad_signature() {
     assert_eq!(r.exit_code, 1);
 }
 
-/// LEDGER.md "Key rotation": a verifier accepts a new key only through a valid rotation entry
+/// FORMAT.md "Key rotation": a verifier accepts a new key only through a valid rotation entry
 /// signed by a key it already trusts. A rotation whose entry signature fails is not valid, so the
 /// entries and checkpoints signed by the key it names are UNKNOWN_KEY.
 #[test]
@@ -1510,7 +1512,7 @@ struct Mutable {
 }
 
 /// A bundle with a rotation, an erasure and three checkpoints, and the offsets that matter.
-/// Excluded, because LEDGER.md gives them no trust: the header's `created_at` value (when the
+/// Excluded, because FORMAT.md gives them no trust: the header's `created_at` value (when the
 /// bundle was written) and the `key` lines (informational; trust comes from pinned keys and
 /// rotation entries). Everything else, separators and newlines included, is covered.
 static MUTABLE: LazyLock<Mutable> = LazyLock::new(|| {

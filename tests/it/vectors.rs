@@ -1,4 +1,5 @@
-//! Known-answer tests: LEDGER.md's vectors, reproduced byte for byte from the same inputs.
+//! Known-answer tests: the ledger format's vectors (src/core/ledger/FORMAT.md), reproduced byte
+//! for byte from the same inputs.
 
 use changetrail::core::ledger::batch::{Draft, Head, build_batch, rotation_draft};
 use changetrail::core::ledger::bundle::{self, Line};

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_hostile;
 pub mod bench_ingest;
 pub mod bench_report;
+pub mod config;
 pub mod demo;
 pub mod export;
 pub mod keys;

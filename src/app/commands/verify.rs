@@ -1,5 +1,6 @@
 //! `changetrail verify`: the streaming verifier over a bundle file or the database, with pinned
-//! keys, a saved state, a freshness limit, a human summary or JSON findings, and LEDGER.md's exit codes.
+//! keys, a saved state, a freshness limit, a human summary or JSON findings, and the exit codes
+//! of src/core/ledger/FORMAT.md.
 
 use crate::app::cli::VerifyArgs;
 use crate::app::config::Config;

@@ -1,5 +1,5 @@
-//! The ingest contract's pure rules (CONVENTIONS.md): which attributes make telemetry audit
-//! evidence, which carry secrets, and how a kept span or log record is named in the ledger.
+//! The ingest contract's pure rules (src/ingest/CONVENTIONS.md): which attributes make telemetry
+//! audit evidence, which carry secrets, and how a kept span or log record is named in the ledger.
 
 use crate::core::ledger::hash::Hash;
 

@@ -1,5 +1,5 @@
-//! What a span, log record or Conductor execution states, as facts (CONVENTIONS.md). Tokens are
-//! verified here and never leave: a fact holds only the verdict and the token's digest.
+//! What a span, log record or Conductor execution states, as facts (src/ingest/CONVENTIONS.md).
+//! Tokens are verified here and never leave: a fact holds only the verdict and the token's digest.
 
 use super::{
     ApprovalFact, AttrValue, Attrs, ChangeFact, Fact, FactRecord, Policy, RewriteFact,
@@ -406,9 +406,9 @@ fn s(v: &serde_json::Value, ptr: &str) -> Option<String> {
 }
 
 /// Maps `GET /api/workflow/{id}?includeTasks=true` output (or a status-listener message whose
-/// `payload` is a WorkflowSummary) as CONVENTIONS.md says. `runtimeMetadata` is never read. An
-/// execution that states a time further ahead of its receipt than the allowed clock skew is
-/// refused whole: its times cannot be weighed.
+/// `payload` is a WorkflowSummary) as src/ingest/CONVENTIONS.md says. `runtimeMetadata` is never
+/// read. An execution that states a time further ahead of its receipt than the allowed clock skew
+/// is refused whole: its times cannot be weighed.
 pub fn conductor_facts(
     doc: &serde_json::Value,
     policy: &Policy,

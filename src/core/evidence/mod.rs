@@ -1,5 +1,5 @@
 //! The evidence model: facts about changes extracted from spans, log records and Conductor
-//! executions (CONVENTIONS.md), and the evidence packet folded from them.
+//! executions (src/ingest/CONVENTIONS.md), and the evidence packet folded from them.
 //!
 //! - `extract`: what a span, log record or Conductor execution states, as facts. A fact's key
 //!   names what it is about plus a digest of what it states, so a retry or re-import is one fact

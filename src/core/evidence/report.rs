@@ -161,7 +161,7 @@ pub struct SpanTally {
     pub traces: BTreeSet<String>,
 }
 
-/// The population's columns, in their stable order (README "SOC 2 reports" documents each).
+/// The population's columns, in their stable order (reports/README.md documents each).
 pub const POPULATION_COLUMNS: [&str; 35] = [
     "change_id",
     "change_kind",

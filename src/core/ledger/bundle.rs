@@ -1,4 +1,4 @@
-//! The offline evidence bundle (LEDGER.md "Bundle"): JSON Lines, one object per line.
+//! The offline evidence bundle (FORMAT.md "Bundles"): JSON Lines, one object per line.
 //!
 //! Writing produces ASCII-only compact JSON (non-ASCII escaped), so a bundle survives any
 //! transport that mangles encodings. Reading is strict: unknown fields, missing fields and fields

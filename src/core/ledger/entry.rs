@@ -1,4 +1,4 @@
-//! Ledger entries, byte for byte as LEDGER.md "Entry" defines them.
+//! Ledger entries, byte for byte as FORMAT.md "Entries" (beside this file) defines them.
 
 use super::hash::Hash;
 use super::keys::{KeyId, Origin};

@@ -57,7 +57,7 @@ impl fmt::Display for Hash {
     }
 }
 
-/// Standard base64 with padding, as LEDGER.md writes every binary field.
+/// Standard base64 with padding, as FORMAT.md writes every binary field.
 pub fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }

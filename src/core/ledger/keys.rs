@@ -26,7 +26,7 @@ pub enum KeyError {
     PrivateShape,
 }
 
-/// The name of one ledger: printable ASCII, no spaces, no `+` (LEDGER.md "Origin and keys").
+/// The name of one ledger: printable ASCII, no spaces, no `+` (FORMAT.md "Origins and keys").
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Origin(String);
 

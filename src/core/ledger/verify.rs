@@ -1,4 +1,4 @@
-//! The streaming ledger verifier (LEDGER.md "Verification"): one pass over bundle lines, O(log n)
+//! The streaming ledger verifier (FORMAT.md "Verification"): one pass over bundle lines, O(log n)
 //! tree state, signatures checked on all cores, findings classified exactly as the format says.
 //!
 //! Pure: lines go in, a report comes out. Reading files, the clock and printing are the caller's.
@@ -100,7 +100,7 @@ impl Class {
         }
     }
 
-    /// The exit code LEDGER.md assigns: 1 tampering, 2 incomplete or stale, 0 informational.
+    /// The exit code FORMAT.md assigns: 1 tampering, 2 incomplete or stale, 0 informational.
     pub fn exit_code(self) -> i32 {
         match self {
             Class::Incomplete | Class::Stale => 2,
@@ -432,7 +432,7 @@ impl Verifier {
         self.header_first(matches!(line, Line::Header { .. }));
         match line {
             Line::Header { format, origin, .. } => self.on_header(&format, &origin),
-            // Key lines are informational (LEDGER.md): trust comes from pins and rotation entries.
+            // Key lines are informational (FORMAT.md): trust comes from pins and rotation entries.
             Line::Key { .. } => {}
             Line::Prefix { size, peaks } => self.on_prefix(size, &peaks),
             Line::Entry(e) => self.on_entry(EntryInput::from_line(&e)),

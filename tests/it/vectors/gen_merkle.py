@@ -16,7 +16,7 @@ Positive proofs are stored as the leaf ranges [lo, hi) whose MTH they list, with
 compute. Negative cases carry literal hex.
 
 Expected-failure categories of the negative cases follow RFC 9162 sections 2.1.3.2 / 2.1.4.2
-with LEDGER.md's edge cases, checked in this order:
+with the edge cases src/core/ledger/FORMAT.md names, checked in this order:
   inclusion:   index_out_of_range (index >= size), wrong_length (the proof has not exactly
                len(PATH(index, size)) hashes: too short, or not fully consumed), root_mismatch.
   consistency: bad_sizes (size1 = 0 or size1 > size2), non_empty_proof (size1 = size2 and the
