@@ -335,200 +335,242 @@ pub fn plan(idp: &DemoIdp, now_ns: i64, weeks: u32) -> Plan {
     let weeks = weeks.max(1);
     let to_ns = week_start(now_ns);
     let from_ns = to_ns - i64::from(weeks) * WEEK;
-    let mut spans = Vec::new();
-    let mut scenarios = Vec::new();
-    let mut n = 0u32;
-    let mut add = |flow: Flow<'_>, what: &str, expect: &[&'static str], spans: &mut Vec<_>| {
-        scenarios.push(Scenario {
+    let mut p = Planner {
+        idp,
+        from_ns,
+        weeks,
+        n: 0,
+        spans: Vec::new(),
+        scenarios: Vec::new(),
+    };
+    p.normal_changes();
+    // The problems, spread over the period (all in its one week when it has one).
+    p.self_approval();
+    p.late_approval();
+    p.emergencies();
+    p.rollback();
+    p.replayed_token();
+    p.unrotated_key();
+    let unlinked = p.unlinked_version();
+    Plan {
+        spans: p.spans,
+        scenarios: p.scenarios,
+        unlinked,
+        from_ns,
+        to_ns,
+    }
+}
+
+/// The plan while it is built: the spans and scenarios in the order they are sent, and `n`, which
+/// numbers the flows in that order (each flow's trace id holds it).
+struct Planner<'a> {
+    idp: &'a DemoIdp,
+    from_ns: i64,
+    weeks: u32,
+    n: u32,
+    spans: Vec<(Vec<KeyValue>, Span)>,
+    scenarios: Vec<Scenario>,
+}
+
+impl<'a> Planner<'a> {
+    /// A flow's spans, and its change with the exception codes the report must give it.
+    fn add(&mut self, flow: Flow<'_>, what: &str, expect: &[&'static str]) {
+        self.scenarios.push(Scenario {
             change_id: flow.change.clone(),
             what: what.into(),
             expect: expect.iter().copied().collect(),
         });
-        spans.extend(flow.out);
-    };
-    let approvers = ["bob@example.com", "erin@example.com"];
-    let requesters = [
-        "alice@example.com",
-        "carol@example.com",
-        "frank@example.com",
-    ];
+        self.spans.extend(flow.out);
+    }
 
-    for w in 0..weeks {
-        for (i, svc) in SERVICES.iter().enumerate() {
-            n += 1;
-            // Tuesday to Thursday, office hours, a little apart per service.
-            let t0 = from_ns
-                + i64::from(w) * WEEK
-                + (1 + (i as i64 % 3)) * DAY
-                + 9 * HOUR
-                + i as i64 * 47 * MIN;
-            let id = format!("CHG-{}", 1000 + n);
-            let version = format!("{}.{}.{}", 1 + i, w + 10, n % 7);
-            let mut f = Flow::new(idp, n, &id, svc, &version, t0);
-            let requester = requesters[(n as usize) % requesters.len()];
-            f.request("normal", requester, &["engineer"], true, &[]);
-            let retried = n.is_multiple_of(3);
-            f.approved_and_deployed(approvers[(n as usize) % 2], retried);
-            let what = if retried {
-                "normal change, deploy timed out once and was retried"
-            } else {
-                "normal change"
-            };
-            add(f, what, &[], &mut spans);
+    /// The next flow, on day `k` of the period (wrapped to fit a short one) at 14:00.
+    fn special(&mut self, k: i64, id: &str, svc: &str, version: &str) -> Flow<'a> {
+        self.n += 1;
+        let day =
+            self.from_ns + (k % (i64::from(self.weeks) * 7 - 2)).max(0) * DAY + DAY + 14 * HOUR;
+        Flow::new(self.idp, self.n, id, svc, version, day)
+    }
+
+    /// Every week, one normal change per service.
+    fn normal_changes(&mut self) {
+        let approvers = ["bob@example.com", "erin@example.com"];
+        let requesters = [
+            "alice@example.com",
+            "carol@example.com",
+            "frank@example.com",
+        ];
+        for w in 0..self.weeks {
+            for (i, svc) in SERVICES.iter().enumerate() {
+                self.n += 1;
+                let n = self.n;
+                // Tuesday to Thursday, office hours, a little apart per service.
+                let t0 = self.from_ns
+                    + i64::from(w) * WEEK
+                    + (1 + (i as i64 % 3)) * DAY
+                    + 9 * HOUR
+                    + i as i64 * 47 * MIN;
+                let id = format!("CHG-{}", 1000 + n);
+                let version = format!("{}.{}.{}", 1 + i, w + 10, n % 7);
+                let mut f = Flow::new(self.idp, n, &id, svc, &version, t0);
+                let requester = requesters[(n as usize) % requesters.len()];
+                f.request("normal", requester, &["engineer"], true, &[]);
+                let retried = n.is_multiple_of(3);
+                f.approved_and_deployed(approvers[(n as usize) % 2], retried);
+                let what = if retried {
+                    "normal change, deploy timed out once and was retried"
+                } else {
+                    "normal change"
+                };
+                self.add(f, what, &[]);
+            }
         }
     }
 
-    // The problems, spread over the period (all in its one week when it has one).
-    let day = |k: i64| from_ns + (k % (i64::from(weeks) * 7 - 2)).max(0) * DAY + DAY + 14 * HOUR;
-    let mut special = |k: i64, id: &str, svc: &str, version: &str| {
-        n += 1;
-        Flow::new(idp, n, id, svc, version, day(k))
-    };
-
-    let mut f = special(1, "CHG-SELF-1", "payments-api", "1.9.1");
-    f.request("normal", "alice@example.com", &["engineer"], true, &[]);
-    f.approval(
-        "alice@example.com",
-        &["engineer"],
-        "approved",
-        2 * MIN,
-        6 * MIN,
-    );
-    f.deploy(0, "success", 8 * MIN, 11 * MIN);
-    f.runtime(12 * MIN, &["GET /health"]);
-    add(
-        f,
-        "approved by its own requester, who is not a release approver",
-        &["SELF_APPROVAL", "APPROVER_NOT_AUTHORIZED"],
-        &mut spans,
-    );
-
-    let mut f = special(4, "CHG-LATE-1", "checkout", "2.9.4");
-    f.request("normal", "carol@example.com", &["engineer"], false, &[]);
-    f.deploy(0, "success", 3 * MIN, 6 * MIN);
-    f.approval(
-        "bob@example.com",
-        &[APPROVER_ROLE],
-        "approved",
-        MIN,
-        25 * MIN,
-    );
-    f.runtime(7 * MIN, &["GET /cart"]);
-    add(
-        f,
-        "approved 19 minutes after its deploy started; requester without a token",
-        &["APPROVAL_AFTER_DEPLOY", "UNVERIFIED_IDENTITY"],
-        &mut spans,
-    );
-
-    let mut f = special(8, "CHG-EMERG-1", "ledger-api", "3.9.0");
-    f.request("emergency", "dave@example.com", &["oncall"], false, &[]);
-    f.deploy(0, "success", 2 * MIN, 4 * MIN);
-    f.runtime(5 * MIN, &["GET /balance"]);
-    add(
-        f,
-        "emergency change nobody reviewed, without justification or token",
-        &["EMERGENCY_NO_REVIEW", "UNVERIFIED_IDENTITY"],
-        &mut spans,
-    );
-
-    let mut f = special(9, "CHG-EMERG-2", "payments-api", "1.9.2");
-    f.request(
-        "emergency",
-        "dave@example.com",
-        &["oncall"],
-        true,
-        &[(
-            "changetrail.change.justification",
-            "INC-4471: card payments failing",
-        )],
-    );
-    f.deploy(0, "success", 2 * MIN, 4 * MIN);
-    f.approval(
-        "erin@example.com",
-        &[APPROVER_ROLE],
-        "approved",
-        30 * MIN,
-        3 * HOUR,
-    );
-    f.runtime(5 * MIN, &["POST /v1/payments"]);
-    add(
-        f,
-        "emergency change with a justification, reviewed by erin three hours later",
-        &[],
-        &mut spans,
-    );
-
-    let mut f = special(11, "CHG-RB-1", "search", "4.9.0");
-    f.request(
-        "rollback",
-        "frank@example.com",
-        &["engineer"],
-        true,
-        &[("changetrail.change.rollback_of", "CHG-1004")],
-    );
-    f.approved_and_deployed("bob@example.com", false);
-    add(f, "rollback of CHG-1004, approved", &[], &mut spans);
-
-    // An approval token lifted from one change (it leaked through a trace backend) and put on
-    // another change's approval, while it is still valid: it proves nothing there.
-    let mut f = special(15, "CHG-TOKEN-1", "notifications", "5.9.1");
-    f.request("normal", "carol@example.com", &["engineer"], true, &[]);
-    f.approved_and_deployed("erin@example.com", false);
-    let stolen = f.approval_token();
-    add(
-        f,
-        "normal change (its approval token is replayed below)",
-        &[],
-        &mut spans,
-    );
-    let mut f = special(15, "CHG-REPLAY-1", "notifications", "5.9.2");
-    f.t0 += 10 * MIN;
-    f.request("normal", "frank@example.com", &["engineer"], true, &[]);
-    if let Some(token) = stolen {
-        // Decided at the same instant as the approval the token was issued for.
-        f.approval_with("erin@example.com", &token, "approved", MIN, 10 * MIN);
+    fn self_approval(&mut self) {
+        let mut f = self.special(1, "CHG-SELF-1", "payments-api", "1.9.1");
+        f.request("normal", "alice@example.com", &["engineer"], true, &[]);
+        f.approval(
+            "alice@example.com",
+            &["engineer"],
+            "approved",
+            2 * MIN,
+            6 * MIN,
+        );
+        f.deploy(0, "success", 8 * MIN, 11 * MIN);
+        f.runtime(12 * MIN, &["GET /health"]);
+        self.add(
+            f,
+            "approved by its own requester, who is not a release approver",
+            &["SELF_APPROVAL", "APPROVER_NOT_AUTHORIZED"],
+        );
     }
-    f.deploy(0, "success", 12 * MIN, 15 * MIN);
-    f.runtime(16 * MIN, &["POST /v1/notify"]);
-    add(
-        f,
-        "approved with erin's token from CHG-TOKEN-1, replayed",
-        &["TOKEN_REUSED"],
-        &mut spans,
-    );
 
-    // A deploy with the key an earlier search change used: not rotated between deploys.
-    let mut f = special(17, "CHG-KEY-1", "search", "4.9.3");
-    f.request("normal", "alice@example.com", &["engineer"], true, &[]);
-    f.approval(
-        "bob@example.com",
-        &[APPROVER_ROLE],
-        "approved",
-        2 * MIN,
-        20 * MIN,
-    );
-    f.deploy_with_key(0, "success", 22 * MIN, 26 * MIN, "deploy-key-chg-1004");
-    f.runtime(27 * MIN, &["GET /search"]);
-    add(
-        f,
-        "deployed with CHG-1004's deploy key, never rotated",
-        &["CREDENTIAL_NOT_ROTATED"],
-        &mut spans,
-    );
+    fn late_approval(&mut self) {
+        let mut f = self.special(4, "CHG-LATE-1", "checkout", "2.9.4");
+        f.request("normal", "carol@example.com", &["engineer"], false, &[]);
+        f.deploy(0, "success", 3 * MIN, 6 * MIN);
+        f.approval(
+            "bob@example.com",
+            &[APPROVER_ROLE],
+            "approved",
+            MIN,
+            25 * MIN,
+        );
+        f.runtime(7 * MIN, &["GET /cart"]);
+        self.add(
+            f,
+            "approved 19 minutes after its deploy started; requester without a token",
+            &["APPROVAL_AFTER_DEPLOY", "UNVERIFIED_IDENTITY"],
+        );
+    }
 
-    // A version running in production that no change deployed.
-    let mut rogue = special(13, "none", "checkout", "2.9.9-hotfix");
-    rogue.runtime(0, &["GET /cart", "POST /cart/items"]);
-    spans.extend(rogue.out);
-    let unlinked = vec![("checkout".to_owned(), "2.9.9-hotfix".to_owned())];
+    /// An emergency nobody reviewed, and one reviewed afterwards (no exception).
+    fn emergencies(&mut self) {
+        let mut f = self.special(8, "CHG-EMERG-1", "ledger-api", "3.9.0");
+        f.request("emergency", "dave@example.com", &["oncall"], false, &[]);
+        f.deploy(0, "success", 2 * MIN, 4 * MIN);
+        f.runtime(5 * MIN, &["GET /balance"]);
+        self.add(
+            f,
+            "emergency change nobody reviewed, without justification or token",
+            &["EMERGENCY_NO_REVIEW", "UNVERIFIED_IDENTITY"],
+        );
 
-    Plan {
-        spans,
-        scenarios,
-        unlinked,
-        from_ns,
-        to_ns,
+        let mut f = self.special(9, "CHG-EMERG-2", "payments-api", "1.9.2");
+        f.request(
+            "emergency",
+            "dave@example.com",
+            &["oncall"],
+            true,
+            &[(
+                "changetrail.change.justification",
+                "INC-4471: card payments failing",
+            )],
+        );
+        f.deploy(0, "success", 2 * MIN, 4 * MIN);
+        f.approval(
+            "erin@example.com",
+            &[APPROVER_ROLE],
+            "approved",
+            30 * MIN,
+            3 * HOUR,
+        );
+        f.runtime(5 * MIN, &["POST /v1/payments"]);
+        self.add(
+            f,
+            "emergency change with a justification, reviewed by erin three hours later",
+            &[],
+        );
+    }
+
+    fn rollback(&mut self) {
+        let mut f = self.special(11, "CHG-RB-1", "search", "4.9.0");
+        f.request(
+            "rollback",
+            "frank@example.com",
+            &["engineer"],
+            true,
+            &[("changetrail.change.rollback_of", "CHG-1004")],
+        );
+        f.approved_and_deployed("bob@example.com", false);
+        self.add(f, "rollback of CHG-1004, approved", &[]);
+    }
+
+    /// An approval token lifted from one change (it leaked through a trace backend) and put on
+    /// another change's approval, while it is still valid: it proves nothing there.
+    fn replayed_token(&mut self) {
+        let mut f = self.special(15, "CHG-TOKEN-1", "notifications", "5.9.1");
+        f.request("normal", "carol@example.com", &["engineer"], true, &[]);
+        f.approved_and_deployed("erin@example.com", false);
+        let stolen = f.approval_token();
+        self.add(
+            f,
+            "normal change (its approval token is replayed below)",
+            &[],
+        );
+        let mut f = self.special(15, "CHG-REPLAY-1", "notifications", "5.9.2");
+        f.t0 += 10 * MIN;
+        f.request("normal", "frank@example.com", &["engineer"], true, &[]);
+        if let Some(token) = stolen {
+            // Decided at the same instant as the approval the token was issued for.
+            f.approval_with("erin@example.com", &token, "approved", MIN, 10 * MIN);
+        }
+        f.deploy(0, "success", 12 * MIN, 15 * MIN);
+        f.runtime(16 * MIN, &["POST /v1/notify"]);
+        self.add(
+            f,
+            "approved with erin's token from CHG-TOKEN-1, replayed",
+            &["TOKEN_REUSED"],
+        );
+    }
+
+    /// A deploy with the key an earlier search change used: not rotated between deploys.
+    fn unrotated_key(&mut self) {
+        let mut f = self.special(17, "CHG-KEY-1", "search", "4.9.3");
+        f.request("normal", "alice@example.com", &["engineer"], true, &[]);
+        f.approval(
+            "bob@example.com",
+            &[APPROVER_ROLE],
+            "approved",
+            2 * MIN,
+            20 * MIN,
+        );
+        f.deploy_with_key(0, "success", 22 * MIN, 26 * MIN, "deploy-key-chg-1004");
+        f.runtime(27 * MIN, &["GET /search"]);
+        self.add(
+            f,
+            "deployed with CHG-1004's deploy key, never rotated",
+            &["CREDENTIAL_NOT_ROTATED"],
+        );
+    }
+
+    /// A version running in production that no change deployed: its spans, no scenario; the
+    /// (service, version) returned.
+    fn unlinked_version(&mut self) -> Vec<(String, String)> {
+        let mut rogue = self.special(13, "none", "checkout", "2.9.9-hotfix");
+        rogue.runtime(0, &["GET /cart", "POST /cart/items"]);
+        self.spans.extend(rogue.out);
+        vec![("checkout".to_owned(), "2.9.9-hotfix".to_owned())]
     }
 }
 

@@ -13,6 +13,7 @@ use crate::core::ledger::keys::{KeyId, LedgerKey};
 use crate::core::ledger::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
 use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store, TokenRow};
 use crate::sys::{now_ns, random_bytes};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -133,6 +134,142 @@ enum Work<'a> {
     },
     /// `token.created` entries for rows made before tokens were recorded.
     AdoptTokens(&'a [TokenRow]),
+}
+
+impl<'a> Work<'a> {
+    /// The drafts this work appends, checked against the stored state under the head lock, and
+    /// the part of its telemetry not stored yet (whose entries follow the caller's drafts).
+    async fn drafts(
+        &self,
+        tx: &mut AppendTx,
+        head: &Head,
+    ) -> Result<(Cow<'a, [Draft]>, FreshTelemetry<'a>), AppendError> {
+        let fresh = match self {
+            Work::Drafts(_, t) if !t.is_empty() => FreshTelemetry::find(tx, t).await?,
+            _ => FreshTelemetry::default(),
+        };
+        let drafts = match self {
+            Work::Drafts(d, t) if t.is_empty() => Cow::Borrowed(*d),
+            Work::Drafts(d, _) => Cow::Owned(
+                d.iter()
+                    .cloned()
+                    .chain(fresh.entries.iter().map(|e| e.draft.clone()))
+                    .collect(),
+            ),
+            Work::Checkpoint => Cow::Borrowed(&[][..]),
+            Work::CreateToken { row, by } => Cow::Owned(vec![Draft::of(
+                kinds::TOKEN_CREATED,
+                "",
+                &token_created(row, by, false),
+            )?]),
+            Work::RevokeToken { id, by } => {
+                if tx.token(id).await?.is_none_or(|t| t.revoked_ns.is_some()) {
+                    return Err(AppendError::NoActiveToken((*id).to_owned()));
+                }
+                let p = TokenRevoked {
+                    token_id: (*id).to_owned(),
+                    by: (*by).to_owned(),
+                };
+                Cow::Owned(vec![Draft::of(kinds::TOKEN_REVOKED, "", &p)?])
+            }
+            Work::AdoptTokens(rows) => Cow::Owned(
+                rows.iter()
+                    .map(|r| Draft::of(kinds::TOKEN_CREATED, "", &token_created(r, "", true)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Work::Rotate(new_key) => Cow::Owned(vec![batch::rotation_draft(new_key, head.size)?]),
+            Work::Erase {
+                seq,
+                reason,
+                requested_by,
+            } => Cow::Owned(vec![erasure_draft(tx, *seq, reason, requested_by).await?]),
+        };
+        Ok((drafts, fresh))
+    }
+
+    /// What the work stores beside its entries (`seqs`, its own entries' seqs), in the same
+    /// transaction; returns the key that signs the checkpoint and whether one must follow now,
+    /// whatever `checkpoint_every` says.
+    async fn insert_rows(
+        &self,
+        tx: &mut AppendTx,
+        row: &mut HeadRow,
+        seqs: &[u64],
+        key: &Arc<LedgerKey>,
+        batch_time: i64,
+    ) -> Result<(Arc<LedgerKey>, bool), AppendError> {
+        let mut force_checkpoint = matches!(self, Work::Checkpoint);
+        let mut signer = key.clone();
+        match self {
+            Work::Rotate(new_key) => {
+                let seq = seqs.first().copied().unwrap_or_default();
+                tx.insert_key(&KeyRow {
+                    key_id: new_key.key_id().to_hex(),
+                    vkey: new_key.vkey().to_string(),
+                    from_seq: seq + 1,
+                    rotation_seq: Some(seq),
+                })
+                .await?;
+                row.head.key_id = new_key.key_id();
+                signer = new_key.clone();
+                force_checkpoint = true;
+            }
+            Work::Erase { seq, .. } => {
+                let erasure_seq = seqs.first().copied().unwrap_or_default();
+                tx.erase_payload(*seq, erasure_seq).await?;
+                // Every copy goes: the chain keeps only the commitment.
+                tx.erase_derived(*seq).await?;
+                force_checkpoint = true;
+            }
+            Work::CreateToken { row, .. } => tx.insert_token(row).await?,
+            Work::RevokeToken { id, .. } => {
+                tx.revoke_token(id, batch_time).await?;
+            }
+            _ => {}
+        }
+        Ok((signer, force_checkpoint))
+    }
+}
+
+/// The `payload.erased` entry for erasing entry `seq`, if that entry may be erased: one the
+/// ledger or its access control is verified by may not, nor one already erased.
+async fn erasure_draft(
+    tx: &mut AppendTx,
+    seq: u64,
+    reason: &str,
+    requested_by: &str,
+) -> Result<Draft, AppendError> {
+    let (kind, has_payload) = tx
+        .entry_kind(seq)
+        .await?
+        .ok_or_else(|| AppendError::Erase(seq, "no such entry".into()))?;
+    if [
+        kinds::LEDGER_CREATED,
+        kinds::KEY_ROTATED,
+        kinds::PAYLOAD_ERASED,
+        kinds::TOKEN_CREATED,
+        kinds::TOKEN_REVOKED,
+        crate::ingest::issuers::IDENTITY_KEYS,
+    ]
+    .contains(&kind.as_str())
+    {
+        return Err(AppendError::Erase(
+            seq,
+            format!("{kind} entries are needed to verify the ledger and who may use it"),
+        ));
+    }
+    if !has_payload {
+        return Err(AppendError::Erase(
+            seq,
+            "its payload is already erased".into(),
+        ));
+    }
+    let p = ErasurePayload {
+        erased_seq: seq,
+        reason: reason.to_owned(),
+        requested_by: requested_by.to_owned(),
+    };
+    Ok(Draft::of(kinds::PAYLOAD_ERASED, "", &p)?)
 }
 
 fn token_created(row: &TokenRow, by: &str, adopted: bool) -> TokenCreated {
@@ -339,6 +476,9 @@ impl LedgerWriter {
         }
     }
 
+    /// One append transaction, in this order: lock the head, build the batch (chain, commit,
+    /// sign), insert it with the rows that go with it, checkpoint if due (only if consistent with
+    /// the previous one), commit, answer.
     async fn run_once(&self, work: &Work<'_>) -> Result<Appended, AppendError> {
         let key = self.key();
         let started = Instant::now();
@@ -346,98 +486,14 @@ impl LedgerWriter {
         let mut tx = self.store.begin_append().await?;
         let mut row = tx.lock_head().await?.ok_or(AppendError::NoLedger)?;
         let now = now_ns();
-        let own: Vec<Draft>;
-        let mut fresh = FreshTelemetry::default();
-        let drafts: &[Draft] = match work {
-            Work::Drafts(d, t) if t.is_empty() => d,
-            Work::Drafts(d, t) => {
-                fresh = FreshTelemetry::find(&mut tx, t).await?;
-                own = d
-                    .iter()
-                    .cloned()
-                    .chain(fresh.entries.iter().map(|e| e.draft.clone()))
-                    .collect();
-                &own
-            }
-            Work::Checkpoint => &[],
-            Work::CreateToken { row, by } => {
-                own = vec![Draft::of(
-                    kinds::TOKEN_CREATED,
-                    "",
-                    &token_created(row, by, false),
-                )?];
-                &own
-            }
-            Work::RevokeToken { id, by } => {
-                if tx.token(id).await?.is_none_or(|t| t.revoked_ns.is_some()) {
-                    return Err(AppendError::NoActiveToken((*id).to_owned()));
-                }
-                let p = TokenRevoked {
-                    token_id: (*id).to_owned(),
-                    by: (*by).to_owned(),
-                };
-                own = vec![Draft::of(kinds::TOKEN_REVOKED, "", &p)?];
-                &own
-            }
-            Work::AdoptTokens(rows) => {
-                own = rows
-                    .iter()
-                    .map(|r| Draft::of(kinds::TOKEN_CREATED, "", &token_created(r, "", true)))
-                    .collect::<Result<_, _>>()?;
-                &own
-            }
-            Work::Rotate(new_key) => {
-                own = vec![batch::rotation_draft(new_key, row.head.size)?];
-                &own
-            }
-            Work::Erase {
-                seq,
-                reason,
-                requested_by,
-            } => {
-                let (kind, has_payload) = tx
-                    .entry_kind(*seq)
-                    .await?
-                    .ok_or_else(|| AppendError::Erase(*seq, "no such entry".into()))?;
-                if [
-                    kinds::LEDGER_CREATED,
-                    kinds::KEY_ROTATED,
-                    kinds::PAYLOAD_ERASED,
-                    kinds::TOKEN_CREATED,
-                    kinds::TOKEN_REVOKED,
-                    crate::ingest::issuers::IDENTITY_KEYS,
-                ]
-                .contains(&kind.as_str())
-                {
-                    return Err(AppendError::Erase(
-                        *seq,
-                        format!(
-                            "{kind} entries are needed to verify the ledger and who may use it"
-                        ),
-                    ));
-                }
-                if !has_payload {
-                    return Err(AppendError::Erase(
-                        *seq,
-                        "its payload is already erased".into(),
-                    ));
-                }
-                let p = ErasurePayload {
-                    erased_seq: *seq,
-                    reason: reason.clone(),
-                    requested_by: requested_by.clone(),
-                };
-                own = vec![Draft::of(kinds::PAYLOAD_ERASED, "", &p)?];
-                &own
-            }
-        };
+        let (drafts, fresh) = work.drafts(&mut tx, &row.head).await?;
         let mut seqs = Vec::new();
         // The entries' time (never behind the previous entry's): what derived rows record as
         // their receipt, so they agree with the signed entries.
         let mut batch_time = now;
         if !drafts.is_empty() {
             let built = self
-                .build(&row.head, drafts.to_vec(), now, key.clone())
+                .build(&row.head, drafts.into_owned(), now, key.clone())
                 .await?;
             seqs = built.entries.iter().map(|e| e.seq).collect();
             tx.insert_batch(&built).await?;
@@ -446,61 +502,14 @@ impl LedgerWriter {
         }
         // Telemetry entries follow the caller's drafts; each row is stored with its entry's seq.
         let own_count = seqs.len() - fresh.entries.len();
-        if !fresh.entries.is_empty() {
-            let mut span_rows = Vec::with_capacity(fresh.spans.len());
-            let mut log_rows = Vec::with_capacity(fresh.logs.len());
-            for (k, e) in fresh.entries.iter().enumerate() {
-                let seq = seqs[own_count + k];
-                span_rows.extend(e.spans.iter().map(|&i| (fresh.spans[i], seq)));
-                log_rows.extend(e.logs.iter().map(|&i| (fresh.logs[i], seq)));
-            }
-            tx.insert_spans(&span_rows, batch_time).await?;
-            tx.insert_logs(&log_rows, batch_time).await?;
-            let fact_rows: Vec<(&FactRecord, u64, i64)> = fresh
-                .facts
-                .iter()
-                .enumerate()
-                .map(|(k, f)| {
-                    (
-                        *f,
-                        seqs[own_count + fresh.entries.len() - fresh.facts.len() + k],
-                        batch_time,
-                    )
-                })
-                .collect();
-            tx.insert_facts(&fact_rows).await?;
-        }
+        fresh
+            .insert(&mut tx, &seqs[own_count..], batch_time)
+            .await?;
         let appended_any = !seqs.is_empty();
         seqs.truncate(own_count);
-        let mut force_checkpoint = matches!(work, Work::Checkpoint);
-        let mut signer = key.clone();
-        match work {
-            Work::Rotate(new_key) => {
-                let seq = seqs.first().copied().unwrap_or_default();
-                tx.insert_key(&KeyRow {
-                    key_id: new_key.key_id().to_hex(),
-                    vkey: new_key.vkey().to_string(),
-                    from_seq: seq + 1,
-                    rotation_seq: Some(seq),
-                })
-                .await?;
-                row.head.key_id = new_key.key_id();
-                signer = new_key.clone();
-                force_checkpoint = true;
-            }
-            Work::Erase { seq, .. } => {
-                let erasure_seq = seqs.first().copied().unwrap_or_default();
-                tx.erase_payload(*seq, erasure_seq).await?;
-                // Every copy goes: the chain keeps only the commitment.
-                tx.erase_derived(*seq).await?;
-                force_checkpoint = true;
-            }
-            Work::CreateToken { row, .. } => tx.insert_token(row).await?,
-            Work::RevokeToken { id, .. } => {
-                tx.revoke_token(id, batch_time).await?;
-            }
-            _ => {}
-        }
+        let (signer, force_checkpoint) = work
+            .insert_rows(&mut tx, &mut row, &seqs, &key, batch_time)
+            .await?;
         let due = row.head.size >= row.checkpoint_size + self.checkpoint_every;
         let mut checkpoint = None;
         if (force_checkpoint || due) && row.head.size > row.checkpoint_size {
@@ -510,16 +519,7 @@ impl LedgerWriter {
             tx.write_head(&row, false).await?;
         }
         tx.commit().await?;
-        let m = &self.metrics;
-        // Storage time is what the transaction took beyond building the batch.
-        let total = started.elapsed().as_nanos() as u64;
-        // One append runs at a time per writer, so the growth is this transaction's build time.
-        let built_ns = m.build_ns().saturating_sub(build_before);
-        m.storage_ns
-            .fetch_add(total.saturating_sub(built_ns), Ordering::Relaxed);
-        m.entries
-            .fetch_add((own_count + fresh.entries.len()) as u64, Ordering::Relaxed);
-        m.batches.fetch_add(1, Ordering::Relaxed);
+        self.record_append(started, build_before, own_count + fresh.entries.len());
         Ok(Appended {
             seqs,
             checkpoint,
@@ -530,6 +530,20 @@ impl LedgerWriter {
             facts_stored: fresh.facts.len() as u64,
             facts_duplicate: fresh.facts_duplicate,
         })
+    }
+
+    /// Counts a committed append of `entries` entries that began at `started`, when the build
+    /// counters stood at `build_before`.
+    fn record_append(&self, started: Instant, build_before: u64, entries: usize) {
+        let m = &self.metrics;
+        // Storage time is what the transaction took beyond building the batch.
+        let total = started.elapsed().as_nanos() as u64;
+        // One append runs at a time per writer, so the growth is this transaction's build time.
+        let built_ns = m.build_ns().saturating_sub(build_before);
+        m.storage_ns
+            .fetch_add(total.saturating_sub(built_ns), Ordering::Relaxed);
+        m.entries.fetch_add(entries as u64, Ordering::Relaxed);
+        m.batches.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn build(
@@ -661,5 +675,41 @@ impl<'a> FreshTelemetry<'a> {
             facts,
             entries,
         })
+    }
+
+    /// Stores the fresh rows, each with the seq of the entry that references it (`seqs`: the
+    /// telemetry entries' seqs, in `entries` order).
+    async fn insert(
+        &self,
+        tx: &mut AppendTx,
+        seqs: &[u64],
+        batch_time: i64,
+    ) -> Result<(), AppendError> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let mut span_rows = Vec::with_capacity(self.spans.len());
+        let mut log_rows = Vec::with_capacity(self.logs.len());
+        for (k, e) in self.entries.iter().enumerate() {
+            let seq = seqs[k];
+            span_rows.extend(e.spans.iter().map(|&i| (self.spans[i], seq)));
+            log_rows.extend(e.logs.iter().map(|&i| (self.logs[i], seq)));
+        }
+        tx.insert_spans(&span_rows, batch_time).await?;
+        tx.insert_logs(&log_rows, batch_time).await?;
+        let fact_rows: Vec<(&FactRecord, u64, i64)> = self
+            .facts
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                (
+                    *f,
+                    seqs[self.entries.len() - self.facts.len() + k],
+                    batch_time,
+                )
+            })
+            .collect();
+        tx.insert_facts(&fact_rows).await?;
+        Ok(())
     }
 }

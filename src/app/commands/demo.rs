@@ -8,16 +8,19 @@ use crate::app::cli::DemoArgs;
 use crate::app::config::{Config, IssuerConfig};
 use crate::app::startup::App;
 use crate::auth::{self, Role};
-use crate::core::ledger::verify::Options;
+use crate::core::ledger::keys::LedgerKey;
+use crate::core::ledger::verify::{Options, Report};
 use crate::core::time::rfc3339;
 use crate::demo::{self, Plan, idp::DemoIdp};
 use crate::report::verify::{LedgerSource, verify_report};
 use crate::report::{self, Query};
+use crate::storage::Store;
 use crate::sys::now_ns;
 use anyhow::{Context, bail};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Spans per export, about what an SDK's batch processor sends.
@@ -47,47 +50,14 @@ fn free_or_any(addr: SocketAddr, what: &str) -> SocketAddr {
     }
 }
 
+/// The whole demo on this machine: a service of its own in a directory, the plan sent through
+/// its OTLP/gRPC listener, the report built and everything verified, then served until Ctrl-C
+/// (or stopped at once with `--no-serve`).
 async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> {
-    let (dir, scratch) = match &a.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            if std::fs::read_dir(d)?.next().is_some() {
-                bail!(
-                    "{} is not empty; give the demo a new directory",
-                    d.display()
-                );
-            }
-            (d.clone(), None)
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("changetrail-demo-")
-                .tempdir()?;
-            (t.path().to_owned(), Some(t))
-        }
-    };
+    let (dir, scratch) = demo_dir(a.dir.as_deref())?;
     let jwks = dir.join("demo-idp-jwks.json");
     std::fs::write(&jwks, serde_json::to_vec_pretty(&idp.jwks())?)?;
-
-    let mut cfg = Config::defaults();
-    cfg.database_url = format!("sqlite://{}", dir.join("changetrail.db").display());
-    cfg.ledger.key_file = dir.join("changetrail.key");
-    cfg.http.listen = free_or_any(a.http_listen, "console and REST API");
-    cfg.otlp.grpc_listen = free_or_any(a.otlp_grpc_listen, "OTLP/gRPC listener");
-    cfg.otlp.http_listen = free_or_any(a.otlp_http_listen, "OTLP/HTTP listener");
-    cfg.identity.issuers = vec![IssuerConfig {
-        issuer: demo::idp::ISSUER.into(),
-        audience: demo::idp::AUDIENCE.into(),
-        jwks_file: jwks,
-        discovery_url: String::new(),
-        refresh_interval: std::time::Duration::from_secs(3600),
-        roles_claim: "roles".into(),
-    }];
-    cfg.reports.approver_roles = vec![demo::APPROVER_ROLE.into()];
-    // The demo replays weeks of history in a minute: its facts and tokens arrive weeks after the
-    // times they state, which this service allows (as an import of older history would).
-    cfg.evidence.max_lateness = demo::HISTORY;
-    cfg.identity.max_token_age_at_receipt = demo::HISTORY;
+    let cfg = demo_config(a, &dir, jwks);
 
     let app = App::build(cfg.clone()).await?;
     let (store, writer) = (app.store.clone(), app.writer.clone());
@@ -106,48 +76,8 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
     writer.checkpoint().await?;
 
     let out = dir.join("report-soc2");
-    let query = Query {
-        from: rfc3339(plan.from_ns),
-        to: rfc3339(plan.to_ns),
-        sample: Some(10),
-        seed: Some("changetrail-demo".into()),
-        ..Default::default()
-    };
-    let settings = cfg.report_settings(None)?;
-    let built = report::build(
-        &store,
-        &writer.key(),
-        &query,
-        &settings,
-        &out,
-        now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await?;
-
-    let first_key = store
-        .keys()
-        .await?
-        .into_iter()
-        .find(|k| k.from_seq == 0)
-        .map(|k| crate::core::ledger::keys::Vkey::parse(&k.vkey))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("the ledger's first key: {e}"))?;
-    let trusted: Vec<_> = first_key.into_iter().collect();
-    let (ledger, _) = crate::read::audit::verify_store(
-        &store,
-        Options {
-            trusted: trusted.clone(),
-            state: None,
-            max_age_ns: None,
-            now_ns: now_ns(),
-            threads: 0,
-        },
-        None,
-    )
-    .await?;
-    let checked =
-        verify_report(&out, LedgerSource::Store(store.clone()), &trusted, 0, None).await?;
+    let built = build_report(&cfg, &store, &writer.key(), plan, &out).await?;
+    let (ledger, checked) = verify_ledger_and_report(&store, &out).await?;
 
     let expected = plan.expected_by_code();
     let got: BTreeMap<&str, u64> = built
@@ -248,6 +178,112 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
     server.await??;
     drop(scratch);
     Ok(if ok { 0 } else { 1 })
+}
+
+/// The demo's directory: `--dir`, which must be empty, or a scratch one removed when the demo
+/// ends (the `TempDir` returned with it).
+fn demo_dir(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            if std::fs::read_dir(d)?.next().is_some() {
+                bail!(
+                    "{} is not empty; give the demo a new directory",
+                    d.display()
+                );
+            }
+            Ok((d.to_owned(), None))
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("changetrail-demo-")
+                .tempdir()?;
+            Ok((t.path().to_owned(), Some(t)))
+        }
+    }
+}
+
+/// The service's configuration for the demo: its database and key in `dir`, free ports where the
+/// asked ones are taken, and the demo's identity provider (`jwks`) trusted for approvals.
+fn demo_config(a: &DemoArgs, dir: &Path, jwks: PathBuf) -> Config {
+    let mut cfg = Config::defaults();
+    cfg.database_url = format!("sqlite://{}", dir.join("changetrail.db").display());
+    cfg.ledger.key_file = dir.join("changetrail.key");
+    cfg.http.listen = free_or_any(a.http_listen, "console and REST API");
+    cfg.otlp.grpc_listen = free_or_any(a.otlp_grpc_listen, "OTLP/gRPC listener");
+    cfg.otlp.http_listen = free_or_any(a.otlp_http_listen, "OTLP/HTTP listener");
+    cfg.identity.issuers = vec![IssuerConfig {
+        issuer: demo::idp::ISSUER.into(),
+        audience: demo::idp::AUDIENCE.into(),
+        jwks_file: jwks,
+        discovery_url: String::new(),
+        refresh_interval: std::time::Duration::from_secs(3600),
+        roles_claim: "roles".into(),
+    }];
+    cfg.reports.approver_roles = vec![demo::APPROVER_ROLE.into()];
+    // The demo replays weeks of history in a minute: its facts and tokens arrive weeks after the
+    // times they state, which this service allows (as an import of older history would).
+    cfg.evidence.max_lateness = demo::HISTORY;
+    cfg.identity.max_token_age_at_receipt = demo::HISTORY;
+    cfg
+}
+
+/// The SOC 2 report over the plan's period, built into `out`.
+async fn build_report(
+    cfg: &Config,
+    store: &Store,
+    key: &LedgerKey,
+    plan: &Plan,
+    out: &Path,
+) -> anyhow::Result<report::Outcome> {
+    let query = Query {
+        from: rfc3339(plan.from_ns),
+        to: rfc3339(plan.to_ns),
+        sample: Some(10),
+        seed: Some("changetrail-demo".into()),
+        ..Default::default()
+    };
+    let settings = cfg.report_settings(None)?;
+    Ok(report::build(
+        store,
+        key,
+        &query,
+        &settings,
+        out,
+        now_ns(),
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await?)
+}
+
+/// The ledger verified with its first key pinned, and the report in `out` checked against it.
+async fn verify_ledger_and_report(
+    store: &Store,
+    out: &Path,
+) -> anyhow::Result<(Report, crate::report::verify::Outcome)> {
+    let first_key = store
+        .keys()
+        .await?
+        .into_iter()
+        .find(|k| k.from_seq == 0)
+        .map(|k| crate::core::ledger::keys::Vkey::parse(&k.vkey))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the ledger's first key: {e}"))?;
+    let trusted: Vec<_> = first_key.into_iter().collect();
+    let (ledger, _) = crate::read::audit::verify_store(
+        store,
+        Options {
+            trusted: trusted.clone(),
+            state: None,
+            max_age_ns: None,
+            now_ns: now_ns(),
+            threads: 0,
+        },
+        None,
+    )
+    .await?;
+    let checked = verify_report(out, LedgerSource::Store(store.clone()), &trusted, 0, None).await?;
+    Ok((ledger, checked))
 }
 
 async fn shutdown_signal() {
