@@ -70,16 +70,15 @@ async fn soc2(
     let tmp = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
     let dir = tmp.path().join("report");
     let key = ctx.writer.key();
-    let out = report::build(
-        &state.store,
-        &key,
-        &req.query,
-        &ctx.settings,
-        &dir,
-        crate::sys::now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await?;
+    let job = report::Job {
+        store: &state.store,
+        key: &key,
+        query: &req.query,
+        settings: &ctx.settings,
+        out: &dir,
+        now_ns: crate::sys::now_ns(),
+    };
+    let out = report::build(job, Arc::new(report::NoProgress)).await?;
     let name = format!(
         "changetrail-soc2-{}-{}",
         &out.manifest.period_start.get(..10).unwrap_or("from"),

@@ -114,16 +114,15 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
         ..Default::default()
     };
     let settings = cfg.report_settings(None)?;
-    let built = report::build(
-        &store,
-        &writer.key(),
-        &query,
-        &settings,
-        &out,
-        now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await?;
+    let job = report::Job {
+        store: &store,
+        key: &writer.key(),
+        query: &query,
+        settings: &settings,
+        out: &out,
+        now_ns: now_ns(),
+    };
+    let built = report::build(job, std::sync::Arc::new(report::NoProgress)).await?;
 
     let first_key = store
         .keys()

@@ -9,6 +9,20 @@ use crate::storage::Store;
 use crate::sys::now_ns;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+
+/// The report's progress as a bar on the terminal.
+struct Bar(ProgressBar);
+
+impl report::Progress for Bar {
+    fn set_length(&self, changes: u64) {
+        self.0.set_length(changes);
+    }
+
+    fn advance(&self, changes: u64) {
+        self.0.inc(changes);
+    }
+}
 
 pub async fn soc2(cfg: Config, a: Soc2Args) -> anyhow::Result<i32> {
     let query = Query {
@@ -32,7 +46,16 @@ pub async fn soc2(cfg: Config, a: Soc2Args) -> anyhow::Result<i32> {
     );
     let started = std::time::Instant::now();
     let key = writer.key();
-    let out = report::build(&store, &key, &query, &settings, &a.out, now_ns(), &bar).await?;
+    let job = report::Job {
+        store: &store,
+        key: &key,
+        query: &query,
+        settings: &settings,
+        out: &a.out,
+        now_ns: now_ns(),
+    };
+    let out = report::build(job, Arc::new(Bar(bar.clone()))).await?;
+    bar.finish_and_clear();
     let m = &out.manifest;
     eprintln!(
         "SOC 2 report for {} to {} written to {} in {:.1} s",
