@@ -87,7 +87,7 @@ impl AppState {
     ) -> AppState {
         self.reports = Some(Arc::new(ReportContext {
             settings,
-            writer,
+            key: writer.key_handle(),
             running: tokio::sync::Semaphore::new(1),
         }));
         self

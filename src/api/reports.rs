@@ -13,10 +13,10 @@ use axum::routing::post;
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// What a process that serves reports holds: the settings and the writer whose key signs them.
+/// What a process that serves reports holds: the settings and the ledger key that signs them.
 pub struct ReportContext {
     pub settings: report::Settings,
-    pub writer: Arc<crate::pipeline::LedgerWriter>,
+    pub key: crate::pipeline::KeyHandle,
     /// One report at a time: a second request is told to retry instead of doubling the load.
     pub running: tokio::sync::Semaphore,
 }
@@ -69,17 +69,16 @@ async fn soc2(
     })?;
     let tmp = tempfile::tempdir().map_err(|e| ApiError::Internal(e.to_string()))?;
     let dir = tmp.path().join("report");
-    let key = ctx.writer.key();
-    let out = report::build(
-        &state.store,
-        &key,
-        &req.query,
-        &ctx.settings,
-        &dir,
-        crate::sys::now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await?;
+    let key = ctx.key.current();
+    let job = report::Job {
+        store: &state.store,
+        key: &key,
+        query: &req.query,
+        settings: &ctx.settings,
+        out: &dir,
+        now_ns: crate::sys::now_ns(),
+    };
+    let out = report::build(job, Arc::new(report::NoProgress)).await?;
     let name = format!(
         "changetrail-soc2-{}-{}",
         &out.manifest.period_start.get(..10).unwrap_or("from"),

@@ -5,4 +5,4 @@ pub mod sequencer;
 pub mod writer;
 
 pub use sequencer::{Appender, SequencerConfig, spawn_sequencer};
-pub use writer::{AppendError, Appended, KeySource, LedgerWriter, Telemetry};
+pub use writer::{AppendError, Appended, KeyHandle, KeySource, LedgerWriter, Telemetry};

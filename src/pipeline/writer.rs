@@ -328,6 +328,12 @@ impl LedgerWriter {
         &self.store
     }
 
+    /// A handle that reads the current signing key and can do nothing else (for report signing
+    /// in the API, which must not hold the writer).
+    pub fn key_handle(self: &Arc<Self>) -> KeyHandle {
+        KeyHandle(self.clone())
+    }
+
     pub fn key(&self) -> Arc<LedgerKey> {
         match self.key.read() {
             Ok(k) => k.clone(),
@@ -711,5 +717,16 @@ impl<'a> FreshTelemetry<'a> {
             .collect();
         tx.insert_facts(&fact_rows).await?;
         Ok(())
+    }
+}
+
+/// The ledger's current signing key, read-only: it follows rotations, and cannot append.
+#[derive(Clone)]
+pub struct KeyHandle(Arc<LedgerWriter>);
+
+impl KeyHandle {
+    /// The key in force now.
+    pub fn current(&self) -> Arc<LedgerKey> {
+        self.0.key()
     }
 }

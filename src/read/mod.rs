@@ -18,7 +18,15 @@ pub trait Progress: Send + Sync {
     /// `n` more units done.
     fn advance(&self, n: u64);
     /// All done; whatever shows progress may go.
-    fn finish(&self);
+    fn finish(&self) {}
+}
+
+/// Progress nobody watches (the API, the demo).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn set_length(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
 }
 
 /// Why a read failed. A transient storage error (busy, connection lost, pool exhausted) is a

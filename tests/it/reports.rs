@@ -242,16 +242,15 @@ pub async fn build_january(
         seed: sample.map(|s| s.1.to_owned()),
         ..Default::default()
     };
-    changetrail::report::build(
-        &app.store,
-        &app.writer.key(),
-        &query,
+    let job = changetrail::report::Job {
+        store: &app.store,
+        key: &app.writer.key(),
+        query: &query,
         settings,
         out,
-        changetrail::sys::now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
+        now_ns: changetrail::sys::now_ns(),
+    };
+    changetrail::report::build(job, std::sync::Arc::new(changetrail::report::NoProgress)).await
 }
 
 fn unzip(bytes: &[u8], dir: &Path) {

@@ -244,16 +244,15 @@ async fn build_report(
         ..Default::default()
     };
     let settings = cfg.report_settings(None)?;
-    Ok(report::build(
+    let job = report::Job {
         store,
         key,
-        &query,
-        &settings,
+        query: &query,
+        settings: &settings,
         out,
-        now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await?)
+        now_ns: now_ns(),
+    };
+    Ok(report::build(job, std::sync::Arc::new(report::NoProgress)).await?)
 }
 
 /// The ledger verified with its first key pinned, and the report in `out` checked against it.

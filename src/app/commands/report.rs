@@ -9,6 +9,7 @@ use crate::storage::Store;
 use crate::sys::now_ns;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
 
 pub async fn soc2(cfg: Config, a: Soc2Args) -> anyhow::Result<i32> {
     let query = Query {
@@ -32,7 +33,16 @@ pub async fn soc2(cfg: Config, a: Soc2Args) -> anyhow::Result<i32> {
     );
     let started = std::time::Instant::now();
     let key = writer.key();
-    let out = report::build(&store, &key, &query, &settings, &a.out, now_ns(), &bar).await?;
+    let job = report::Job {
+        store: &store,
+        key: &key,
+        query: &query,
+        settings: &settings,
+        out: &a.out,
+        now_ns: now_ns(),
+    };
+    let out = report::build(job, Arc::new(super::Bar(bar.clone()))).await?;
+    bar.finish_and_clear();
     let m = &out.manifest;
     eprintln!(
         "SOC 2 report for {} to {} written to {} in {:.1} s",
