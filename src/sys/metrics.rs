@@ -45,7 +45,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Declares a metric's type ("counter"/"gauge") and help text, shown even before it moves.
+    /// Declares a metric's type ("counter"/"gauge") and help text; a counter shows 0 before it
+    /// moves, a gauge nothing until it is set.
     pub fn describe(&self, name: &'static str, kind: &'static str, help: &'static str) {
         let gauge = kind == "gauge";
         let mut metrics = self.metrics.write().unwrap_or_else(PoisonError::into_inner);
