@@ -1,10 +1,10 @@
-//! `/metrics` in Prometheus text format (role `metrics`): ingest counters, queue, commits,
-//! parking, memory.
+//! `/metrics` (role `metrics`): ingest counters, queue, commits, parking, memory; in OpenMetrics
+//! for a scraper that asks for it (Prometheus does), else in the Prometheus text format.
 
 use super::{ApiError, AppState};
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let Some((ing, writer)) = &state.metrics else {
         return Err(ApiError::NotFound("this process does not ingest".into()));
     };
@@ -108,12 +108,64 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             peak as f64,
         ),
     ];
-    Ok((
-        [(
-            header::CONTENT_TYPE,
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (content_type, body) = if wants_openmetrics(accept) {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ing.metrics.render_openmetrics(&extra),
+        )
+    } else {
+        (
             "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        ing.metrics.render(&extra),
-    )
-        .into_response())
+            ing.metrics.render(&extra),
+        )
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Whether an Accept header prefers OpenMetrics to the Prometheus text format: named with a
+/// weight above zero and at least text/plain's (a bare `*/*` keeps the text format).
+fn wants_openmetrics(accept: &str) -> bool {
+    let (mut openmetrics, mut plain) = (0.0_f32, 0.0_f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+            "text/plain" | "text/*" | "*/*" => plain = plain.max(q),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= plain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wants_openmetrics;
+
+    #[test]
+    fn negotiates_openmetrics() {
+        // Prometheus 2's and 3's default scrape protocols.
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+        ));
+        assert!(wants_openmetrics("application/openmetrics-text"));
+        assert!(!wants_openmetrics(""));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics("text/plain"));
+        assert!(!wants_openmetrics(
+            "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5"
+        ));
+        assert!(!wants_openmetrics("application/openmetrics-text;q=0"));
+    }
 }
