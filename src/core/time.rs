@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Nanoseconds since the epoch as RFC 3339 UTC with second precision, e.g. `2026-11-24T06:18:12Z`
-/// (`@<seconds>` for a time outside what RFC 3339 can write).
+/// (`@<seconds>` should formatting ever fail; no i64 of nanoseconds makes it).
 pub fn rfc3339(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     OffsetDateTime::from_unix_timestamp(secs)
