@@ -4,7 +4,7 @@
 //! restores a version that ran before. The same function judges for the service (its neighbours
 //! read from storage) and for an offline verifier (its neighbours built from a bundle).
 
-use super::fold::{Evidence, IdentityRole, Receipt, deploy_succeeded};
+use super::packet::{Evidence, IdentityRole, Receipt, deploy_succeeded};
 use super::{VersionFact, decision};
 use crate::core::evidence::identity::{Established, Principal};
 use serde::Serialize;

@@ -5,9 +5,9 @@
 //!   facts (`statement` holds what they share). A fact's key names what it is about plus a digest
 //!   of what it states, so a retry or re-import is one fact and a contradicting statement is a
 //!   fact of its own: nothing a sender says is dropped.
-//! - `fold`: a change's facts, in a canonical order, folded into its evidence, with every
-//!   contradiction kept as a conflict. The same facts give the same evidence whatever order they
-//!   arrived in.
+//! - `fold`: a change's facts, in a canonical order, folded into its evidence (`packet`), with
+//!   every contradiction kept as a conflict. The same facts give the same evidence whatever order
+//!   they arrived in.
 //! - `judge`: what the fold cannot know alone: the other changes (token and credential reuse,
 //!   rollback targets, earlier versions) and the settings that turn times into verdicts (receipt
 //!   tolerance, lateness, bound approval tokens).
@@ -21,6 +21,7 @@ pub mod derived;
 mod fold;
 pub mod identity;
 mod judge;
+mod packet;
 pub mod rederive;
 pub mod report;
 pub mod rules;
@@ -29,14 +30,15 @@ mod statement;
 pub mod telemetry;
 
 pub use conductor::{ConductorImport, conductor_facts, rewritten};
-pub use fold::{
-    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
-    Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed, established_label,
-    evidence, explained_window,
-};
+pub use fold::evidence;
 pub use judge::{
     Judgement, Neighbours, Reuse, Settings, TokenMismatch, explains, judge, normalize_subject,
     sighting_key,
+};
+pub use packet::{
+    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
+    Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed, established_label,
+    explained_window,
 };
 pub use spans::{ItemInfo, facts_from_item, service_key_prefix, version_fact, version_key_prefix};
 pub use statement::Intake;
