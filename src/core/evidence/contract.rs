@@ -6,7 +6,7 @@ use crate::core::ledger::hash::Hash;
 /// Attribute-name prefixes that make a span or log record audit evidence.
 pub const CONTRACT_PREFIXES: [&str; 2] = ["cicd.", "changetrail."];
 
-/// Namespaces of every attribute the correlation rules read (`evidence::extract`): only these
+/// Namespaces of every attribute the correlation rules read (`evidence::spans`): only these
 /// are copied out of a span and its resource for the rules, so an item's other attributes (up to
 /// the limits, possibly megabytes) are never copied per item.
 pub const RULE_PREFIXES: [&str; 7] = [

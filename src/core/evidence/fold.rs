@@ -4,103 +4,15 @@
 //! more of the change (a change any fact places in production is a production change).
 
 use super::judge::Judgement;
-use super::{Fact, Policy, Recorded, RewriteFact, RunFinishedFact, SentBy, Source, decision};
-use crate::core::evidence::identity::{Established, Principal};
-use serde::Serialize;
+use super::packet::{
+    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
+    Receipt, StatedValue, StepView, Timeline,
+};
+use super::{
+    ApprovalFact, ChangeFact, Fact, Policy, Recorded, RunFinishedFact, SentBy, TaskFact, decision,
+};
+use crate::core::evidence::identity::Principal;
 use std::collections::{BTreeMap, BTreeSet};
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ChangeView {
-    pub id: String,
-    pub runs: Vec<String>,
-    pub kind: String,
-    pub environment: Option<String>,
-    pub production: bool,
-    pub pipeline: Option<String>,
-    pub service: Option<String>,
-    pub version: Option<String>,
-    pub artifact: Option<String>,
-    pub revision: Option<String>,
-    pub rollback_of: Option<String>,
-    pub justification: Option<String>,
-    pub requested_ns: Option<i64>,
-    pub result: Option<String>,
-    pub finished_ns: Option<i64>,
-    pub compensation_runs: Vec<String>,
-    /// Who sent what the change is (every sender of a change.requested fact).
-    pub sent_by: Vec<SentBy>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptView {
-    pub attempt: u32,
-    pub task_run_id: String,
-    pub retried_from: Option<String>,
-    pub result: String,
-    pub start_ns: i64,
-    pub end_ns: i64,
-    pub worker: Option<String>,
-    pub identity: Option<Principal>,
-    pub credential_id: Option<String>,
-    pub triggered_by: Option<String>,
-    pub trace_id: Option<String>,
-    pub reason: Option<String>,
-    pub sources: Vec<Source>,
-    /// When the service first received this attempt (its clock, signed with the entry).
-    pub received_ns: i64,
-    pub sent_by: Vec<SentBy>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepView {
-    pub task: String,
-    pub task_type: String,
-    pub attempts: Vec<AttemptView>,
-    pub outcome: String,
-    /// e.g. "3 attempts: 2 timed out, then succeeded".
-    pub summary: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ApprovalView {
-    pub decision: String,
-    /// What the sender wrote when it was no decision the model knows.
-    pub stated_decision: Option<String>,
-    pub approver: Option<Principal>,
-    pub requested_ns: Option<i64>,
-    pub decided_ns: Option<i64>,
-    pub approved_subject: Option<String>,
-    pub task_run_id: Option<String>,
-    pub method: Source,
-    /// Decided before the first deploy attempt started, by the stated times and by the
-    /// receipts (None when there was no deploy); set by `judge`.
-    pub before_first_deploy: Option<bool>,
-    /// When the service received this decision, and the entry that records it.
-    pub received_ns: i64,
-    pub seq: u64,
-    pub sent_by: Option<SentBy>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Timeline {
-    pub requested_ns: Option<i64>,
-    pub approved_ns: Option<i64>,
-    pub first_deploy_start_ns: Option<i64>,
-    pub deploy_end_ns: Option<i64>,
-    /// When the service first received a deploy attempt of this change.
-    pub deploy_received_ns: Option<i64>,
-}
-
-/// One statement of a field, with where and when it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatedValue {
-    pub value: String,
-    pub time_ns: i64,
-    pub received_ns: i64,
-    pub seq: u64,
-    pub source: Source,
-    pub sent_by: Option<SentBy>,
-}
 
 impl StatedValue {
     fn of(value: &str, r: &Recorded) -> StatedValue {
@@ -113,77 +25,6 @@ impl StatedValue {
             sent_by: r.fact.sent_by.clone(),
         }
     }
-}
-
-/// Facts about one change that say different things about the same field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Conflict {
-    /// "environment", "approval appr-1 decision", "task t-7 result", ...
-    pub field: String,
-    /// Every distinct value, each with its first statement.
-    pub values: Vec<StatedValue>,
-}
-
-/// A deciding fact (what the change is, an approval, a deploy attempt) with its receipt, for
-/// judging lateness.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Receipt {
-    /// "change.requested", "approval by bob@example.com", "deploy attempt t-1", ...
-    pub what: String,
-    pub seq: u64,
-    /// The latest time the sender states for it.
-    pub stated_ns: i64,
-    pub received_ns: i64,
-    /// A wider allowance an import gave it.
-    pub max_lateness_ns: Option<i64>,
-}
-
-/// Which part an identity played in a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentityRole {
-    Requester,
-    Approver,
-    Deployer,
-}
-
-impl IdentityRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdentityRole::Requester => "requester",
-            IdentityRole::Approver => "approver",
-            IdentityRole::Deployer => "deployer",
-        }
-    }
-}
-
-/// A credential an identity of this change used, and the first entry here that shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CredentialUse {
-    pub role: IdentityRole,
-    pub subject: Option<String>,
-    /// `sha256:<token digest>`, `jti:<issuer>#<jti>` or `key:<credential id>`.
-    pub credential: String,
-    pub seq: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Evidence {
-    pub change: ChangeView,
-    pub requester: Option<Principal>,
-    pub approvals: Vec<ApprovalView>,
-    pub timeline: Timeline,
-    pub steps: Vec<StepView>,
-    pub history_rewrites: Vec<RewriteFact>,
-    /// Changes that roll this one back (found through their rollback_of).
-    pub rolled_back_by: Vec<String>,
-    /// Contradicting statements about this change, all kept.
-    pub conflicts: Vec<Conflict>,
-    /// The deciding facts with their receipts.
-    pub deciding: Vec<Receipt>,
-    pub credentials: Vec<CredentialUse>,
-    /// What `judge` found looking beyond the change (empty until it runs).
-    pub judgement: Judgement,
 }
 
 /// Distinct values of one field, in canonical fact order, each with its first statement.
@@ -239,293 +80,445 @@ pub fn evidence(
     rolled_back_by: Vec<String>,
     policy: &Policy,
 ) -> Evidence {
+    let facts = canonical(facts);
+    let mut f = Folding::default();
+    let (change, requester) = f.change(change_id, &facts, policy);
+    let steps = f.steps(&facts);
+    let approvals = f.approvals(&facts);
+    let attempts = || steps.iter().flat_map(|s| s.attempts.iter());
+    let timeline = Timeline {
+        requested_ns: change.requested_ns,
+        approved_ns: approvals
+            .iter()
+            .filter(|a| a.decision == decision::APPROVED)
+            .filter_map(|a| a.decided_ns)
+            .min(),
+        first_deploy_start_ns: attempts().map(|a| a.start_ns).min(),
+        deploy_end_ns: attempts()
+            .filter(|a| a.result == "success")
+            .map(|a| a.end_ns)
+            .max(),
+        deploy_received_ns: attempts().map(|a| a.received_ns).min(),
+    };
+    let history_rewrites = facts
+        .iter()
+        .filter_map(|r| match &r.fact.fact {
+            Fact::HistoryRewritten(h) => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    Evidence {
+        timeline,
+        change,
+        requester,
+        approvals,
+        steps,
+        history_rewrites,
+        rolled_back_by,
+        conflicts: f.conflicts,
+        deciding: f.deciding,
+        credentials: f.credentials.into_values().collect(),
+        judgement: Judgement::default(),
+    }
+}
+
+/// The facts in the one order every fold reads them in: by stated time, then key, then entry.
+fn canonical(facts: &[Recorded]) -> Vec<&Recorded> {
     let mut facts: Vec<&Recorded> = facts.iter().collect();
     facts.sort_by(|a, b| {
         (a.fact.time_ns, &a.fact.key, a.seq).cmp(&(b.fact.time_ns, &b.fact.key, b.seq))
     });
-    let mut conflicts = Vec::new();
-    let mut deciding = Vec::new();
-    let mut credentials: Credentials = BTreeMap::new();
+    facts
+}
 
-    let (mut environment, mut kind) = (Stated::folding_case(), Stated::folding_case());
-    let (mut service, mut version, mut artifact, mut revision, mut rollback_of) = (
-        Stated::default(),
-        Stated::default(),
-        Stated::default(),
-        Stated::default(),
-        Stated::default(),
-    );
-    let (mut pipeline, mut justification) = (Stated::default(), Stated::default());
-    let mut requester_subjects = Stated::folding_case();
-    let mut requesters: Vec<&Principal> = Vec::new();
-    let mut requested_ns: Option<i64> = None;
-    let mut change_senders: BTreeSet<SentBy> = BTreeSet::new();
-    let mut finished: Vec<&RunFinishedFact> = Vec::new();
-    let mut run_result = Stated::default();
-    let mut runs: BTreeSet<String> = BTreeSet::new();
-    for r in &facts {
-        runs.extend(r.fact.run_id.clone());
-        match &r.fact.fact {
-            Fact::Change(c) => {
-                environment.add(c.environment.as_deref(), r);
-                kind.add(c.kind.as_deref(), r);
-                service.add(c.service.as_deref(), r);
-                version.add(c.version.as_deref(), r);
-                artifact.add(c.artifact.as_deref(), r);
-                revision.add(c.revision.as_deref(), r);
-                rollback_of.add(c.rollback_of.as_deref(), r);
-                pipeline.add(c.pipeline.as_deref(), r);
-                justification.add(c.justification.as_deref(), r);
-                if let Some(p) = &c.requester {
-                    let norm = p.subject.as_deref().map(super::normalize_subject);
-                    requester_subjects.add(norm.as_deref(), r);
-                    requesters.push(p);
-                    use_credentials(&mut credentials, IdentityRole::Requester, Some(p), r);
-                }
-                requested_ns = Some(requested_ns.map_or(c.requested_ns, |t| t.min(c.requested_ns)));
-                change_senders.extend(r.fact.sent_by.clone());
-                deciding.push(receipt("change.requested".into(), r));
-            }
-            Fact::RunFinished(f) => {
-                finished.push(f);
-                run_result.add(Some(&f.result), r);
-                deciding.push(receipt("change.finished".into(), r));
-            }
-            _ => {}
+/// What the fold gathers across the change, its steps and its approvals.
+#[derive(Default)]
+struct Folding {
+    conflicts: Vec<Conflict>,
+    deciding: Vec<Receipt>,
+    credentials: Credentials,
+}
+
+/// What the change.requested facts state about the change, field by field.
+struct Described {
+    environment: Stated,
+    kind: Stated,
+    service: Stated,
+    version: Stated,
+    artifact: Stated,
+    revision: Stated,
+    rollback_of: Stated,
+    pipeline: Stated,
+    justification: Stated,
+    requester: Stated,
+}
+
+impl Described {
+    fn new() -> Described {
+        Described {
+            environment: Stated::folding_case(),
+            kind: Stated::folding_case(),
+            service: Stated::default(),
+            version: Stated::default(),
+            artifact: Stated::default(),
+            revision: Stated::default(),
+            rollback_of: Stated::default(),
+            pipeline: Stated::default(),
+            justification: Stated::default(),
+            requester: Stated::folding_case(),
         }
     }
-    environment.conflict("environment", &mut conflicts);
-    kind.conflict("kind", &mut conflicts);
-    service.conflict("service", &mut conflicts);
-    version.conflict("version", &mut conflicts);
-    artifact.conflict("artifact", &mut conflicts);
-    revision.conflict("revision", &mut conflicts);
-    rollback_of.conflict("rollback_of", &mut conflicts);
-    pipeline.conflict("pipeline", &mut conflicts);
-    justification.conflict("justification", &mut conflicts);
-    requester_subjects.conflict("requester", &mut conflicts);
-    run_result.conflict("run result", &mut conflicts);
-    // A change any fact places in production is judged as one: a fact saying "staging" must not
-    // take a production change out of the population.
-    let environment = environment
-        .values
-        .iter()
-        .find(|v| policy.is_production(&v.value))
-        .map(|v| v.value.clone())
-        .or_else(|| environment.first());
-    // Kinds that contradict each other are judged by the one that asks most: a normal change
-    // needs its approval before the deploy, an emergency or a rollback less.
-    let kind = if kind.values.len() > 1 && kind.values.iter().any(|v| v.value == "normal") {
-        "normal".to_owned()
-    } else {
-        kind.first().unwrap_or_else(|| "normal".into())
-    };
-    let change = ChangeView {
-        id: change_id.to_owned(),
-        runs: runs.into_iter().collect(),
-        kind,
-        production: environment
-            .as_deref()
-            .is_some_and(|e| policy.is_production(e)),
-        environment,
-        pipeline: pipeline.first(),
-        service: service.first(),
-        version: version.first(),
-        artifact: artifact.first(),
-        revision: revision.first(),
-        rollback_of: rollback_of.first(),
-        justification: justification.first(),
-        requested_ns,
-        result: finished.last().map(|r| r.result.clone()),
-        finished_ns: finished.iter().map(|r| r.end_ns).max(),
-        compensation_runs: finished
-            .iter()
-            .filter_map(|r| r.compensation_run.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        sent_by: change_senders.into_iter().collect(),
-    };
-    // A verified requester wins over an asserted one; otherwise the first stated.
-    let requester = requesters
-        .iter()
-        .copied()
-        .find(|p| p.established.is_verified())
-        .or(requesters.first().copied())
-        .cloned();
 
-    // Steps: attempts grouped by task, the same attempt from several sources merged.
-    let mut by_task: BTreeMap<String, BTreeMap<String, AttemptView>> = BTreeMap::new();
-    let mut task_types: BTreeMap<String, String> = BTreeMap::new();
-    let mut results: BTreeMap<String, Stated> = BTreeMap::new();
-    let mut triggers: BTreeMap<String, Stated> = BTreeMap::new();
-    for r in &facts {
-        let Fact::Task(t) = &r.fact.fact else {
-            continue;
+    fn add(&mut self, c: &ChangeFact, r: &Recorded) {
+        self.environment.add(c.environment.as_deref(), r);
+        self.kind.add(c.kind.as_deref(), r);
+        self.service.add(c.service.as_deref(), r);
+        self.version.add(c.version.as_deref(), r);
+        self.artifact.add(c.artifact.as_deref(), r);
+        self.revision.add(c.revision.as_deref(), r);
+        self.rollback_of.add(c.rollback_of.as_deref(), r);
+        self.pipeline.add(c.pipeline.as_deref(), r);
+        self.justification.add(c.justification.as_deref(), r);
+        if let Some(p) = &c.requester {
+            let norm = p.subject.as_deref().map(super::normalize_subject);
+            self.requester.add(norm.as_deref(), r);
+        }
+    }
+
+    fn conflicts(&self, out: &mut Vec<Conflict>) {
+        self.environment.conflict("environment", out);
+        self.kind.conflict("kind", out);
+        self.service.conflict("service", out);
+        self.version.conflict("version", out);
+        self.artifact.conflict("artifact", out);
+        self.revision.conflict("revision", out);
+        self.rollback_of.conflict("rollback_of", out);
+        self.pipeline.conflict("pipeline", out);
+        self.justification.conflict("justification", out);
+        self.requester.conflict("requester", out);
+    }
+
+    /// A change any fact places in production is judged as one: a fact saying "staging" must not
+    /// take a production change out of the population.
+    fn environment(&self, policy: &Policy) -> Option<String> {
+        self.environment
+            .values
+            .iter()
+            .find(|v| policy.is_production(&v.value))
+            .map(|v| v.value.clone())
+            .or_else(|| self.environment.first())
+    }
+
+    /// Kinds that contradict each other are judged by the one that asks most: a normal change
+    /// needs its approval before the deploy, an emergency or a rollback less.
+    fn kind(&self) -> String {
+        let kind = &self.kind;
+        if kind.values.len() > 1 && kind.values.iter().any(|v| v.value == "normal") {
+            "normal".to_owned()
+        } else {
+            kind.first().unwrap_or_else(|| "normal".into())
+        }
+    }
+}
+
+impl Folding {
+    /// What the change is and how its runs ended, and who requested it.
+    fn change(
+        &mut self,
+        change_id: &str,
+        facts: &[&Recorded],
+        policy: &Policy,
+    ) -> (ChangeView, Option<Principal>) {
+        let mut described = Described::new();
+        let mut requesters: Vec<&Principal> = Vec::new();
+        let mut requested_ns: Option<i64> = None;
+        let mut change_senders: BTreeSet<SentBy> = BTreeSet::new();
+        let mut finished: Vec<&RunFinishedFact> = Vec::new();
+        let mut run_result = Stated::default();
+        let mut runs: BTreeSet<String> = BTreeSet::new();
+        for r in facts {
+            runs.extend(r.fact.run_id.clone());
+            match &r.fact.fact {
+                Fact::Change(c) => {
+                    described.add(c, r);
+                    if let Some(p) = &c.requester {
+                        requesters.push(p);
+                        use_credentials(&mut self.credentials, IdentityRole::Requester, Some(p), r);
+                    }
+                    requested_ns =
+                        Some(requested_ns.map_or(c.requested_ns, |t| t.min(c.requested_ns)));
+                    change_senders.extend(r.fact.sent_by.clone());
+                    self.deciding.push(receipt("change.requested".into(), r));
+                }
+                Fact::RunFinished(f) => {
+                    finished.push(f);
+                    run_result.add(Some(&f.result), r);
+                    self.deciding.push(receipt("change.finished".into(), r));
+                }
+                _ => {}
+            }
+        }
+        described.conflicts(&mut self.conflicts);
+        run_result.conflict("run result", &mut self.conflicts);
+        let environment = described.environment(policy);
+        let change = ChangeView {
+            id: change_id.to_owned(),
+            runs: runs.into_iter().collect(),
+            kind: described.kind(),
+            production: environment
+                .as_deref()
+                .is_some_and(|e| policy.is_production(e)),
+            environment,
+            pipeline: described.pipeline.first(),
+            service: described.service.first(),
+            version: described.version.first(),
+            artifact: described.artifact.first(),
+            revision: described.revision.first(),
+            rollback_of: described.rollback_of.first(),
+            justification: described.justification.first(),
+            requested_ns,
+            result: finished.last().map(|r| r.result.clone()),
+            finished_ns: finished.iter().map(|r| r.end_ns).max(),
+            compensation_runs: finished
+                .iter()
+                .filter_map(|r| r.compensation_run.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            sent_by: change_senders.into_iter().collect(),
         };
+        // A verified requester wins over an asserted one; otherwise the first stated.
+        let requester = requesters
+            .iter()
+            .copied()
+            .find(|p| p.established.is_verified())
+            .or(requesters.first().copied())
+            .cloned();
+        (change, requester)
+    }
+
+    /// Steps: attempts grouped by task, the same attempt from several sources merged. Statements
+    /// of one attempt that disagree on its result or on who set it off are conflicts.
+    fn steps(&mut self, facts: &[&Recorded]) -> Vec<StepView> {
+        let mut by_task: BTreeMap<String, BTreeMap<String, AttemptView>> = BTreeMap::new();
+        let mut task_types: BTreeMap<String, String> = BTreeMap::new();
+        let mut results: BTreeMap<String, Stated> = BTreeMap::new();
+        let mut triggers: BTreeMap<String, Stated> = BTreeMap::new();
+        for r in facts {
+            let Fact::Task(t) = &r.fact.fact else {
+                continue;
+            };
+            self.deployer_credentials(t, r);
+            results
+                .entry(t.task_run_id.clone())
+                .or_default()
+                .add(Some(&t.result), r);
+            triggers
+                .entry(t.task_run_id.clone())
+                .or_insert_with(Stated::folding_case)
+                .add(t.triggered_by.as_deref(), r);
+            self.deciding
+                .push(receipt(format!("deploy attempt {}", t.task_run_id), r));
+            task_types
+                .entry(t.task.clone())
+                .or_insert_with(|| t.task_type.clone());
+            by_task
+                .entry(t.task.clone())
+                .or_default()
+                .entry(t.task_run_id.clone())
+                .or_insert_with(|| AttemptView::first(t, r))
+                .merge(t, r);
+        }
+        for (task_run, stated) in &results {
+            stated.conflict(&format!("task {task_run} result"), &mut self.conflicts);
+        }
+        for (task_run, stated) in &triggers {
+            stated.conflict(
+                &format!("task {task_run} triggered_by"),
+                &mut self.conflicts,
+            );
+        }
+        by_task
+            .into_iter()
+            .map(|(task, attempts)| {
+                let task_type = task_types.get(&task).cloned().unwrap_or_default();
+                StepView::new(task, task_type, attempts.into_values().collect())
+            })
+            .collect()
+    }
+
+    /// The credentials a deploy attempt shows: its identity's token and its stated credential.
+    fn deployer_credentials(&mut self, t: &TaskFact, r: &Recorded) {
         use_credentials(
-            &mut credentials,
+            &mut self.credentials,
             IdentityRole::Deployer,
             t.identity.as_ref(),
             r,
         );
         if let Some(id) = &t.credential_id {
             use_credential(
-                &mut credentials,
+                &mut self.credentials,
                 IdentityRole::Deployer,
                 t.identity.as_ref().and_then(|p| p.subject.clone()),
                 format!("key:{id}"),
                 r.seq,
             );
         }
-        results
-            .entry(t.task_run_id.clone())
-            .or_default()
-            .add(Some(&t.result), r);
-        triggers
-            .entry(t.task_run_id.clone())
-            .or_insert_with(Stated::folding_case)
-            .add(t.triggered_by.as_deref(), r);
-        deciding.push(receipt(format!("deploy attempt {}", t.task_run_id), r));
-        task_types
-            .entry(t.task.clone())
-            .or_insert_with(|| t.task_type.clone());
-        let attempts = by_task.entry(t.task.clone()).or_default();
-        let a = attempts
-            .entry(t.task_run_id.clone())
-            .or_insert_with(|| AttemptView {
-                attempt: t.attempt,
-                task_run_id: t.task_run_id.clone(),
-                retried_from: t.retried_from.clone(),
-                result: t.result.clone(),
-                start_ns: t.start_ns,
-                end_ns: t.end_ns,
-                worker: t.worker.clone(),
-                identity: t.identity.clone(),
-                credential_id: t.credential_id.clone(),
-                triggered_by: t.triggered_by.clone(),
-                trace_id: t.trace_id.clone(),
-                reason: t.reason.clone(),
-                sources: Vec::new(),
-                received_ns: r.received_ns,
-                sent_by: Vec::new(),
+    }
+
+    /// Approvals: one per statement. The same decision by the same approver about the same step
+    /// (or, with no step named, at the same instant) from several sources is one approval: the
+    /// first kept, or the verified account whole, with its own times and receipt (a verified
+    /// approver never lends its verdict to another statement's times). Statements about one
+    /// approval step that disagree on the decision or the approver are conflicts. A pending
+    /// approval stands only until a decision is stated.
+    fn approvals(&mut self, facts: &[&Recorded]) -> Vec<ApprovalView> {
+        let mut approvals: Vec<ApprovalView> = Vec::new();
+        let mut per_step: BTreeMap<String, (Stated, Stated)> = BTreeMap::new();
+        for r in facts {
+            let Fact::Approval(a) = &r.fact.fact else {
+                continue;
+            };
+            let approver_subject = a
+                .approver
+                .as_ref()
+                .and_then(|p| p.subject.as_deref())
+                .map(super::normalize_subject);
+            let pending = a.decision == decision::PENDING;
+            if !pending {
+                if let Some(step) = &a.task_run_id {
+                    let (d, who) = per_step
+                        .entry(step.clone())
+                        .or_insert_with(|| (Stated::default(), Stated::folding_case()));
+                    d.add(Some(&a.decision), r);
+                    who.add(approver_subject.as_deref(), r);
+                }
+                self.approver_decided(a, approver_subject.as_deref(), r);
+            }
+            let same = approvals.iter().position(|v| {
+                v.decision == a.decision
+                    && v.task_run_id == a.task_run_id
+                    && (a.task_run_id.is_some() || v.decided_ns == a.decided_ns)
+                    && v.approver
+                        .as_ref()
+                        .and_then(|p| p.subject.as_deref())
+                        .map(super::normalize_subject)
+                        == approver_subject
             });
-        if !a.sources.contains(&r.fact.source) {
-            a.sources.push(r.fact.source);
-            a.sources.sort();
+            if let Some(i) = same
+                && !pending
+            {
+                approvals[i].merge(a, r);
+                continue;
+            }
+            if pending && approvals.iter().any(|v| v.decision != decision::PENDING) {
+                continue;
+            }
+            approvals.retain(|v| v.decision != decision::PENDING);
+            approvals.push(ApprovalView::of(a, r));
+        }
+        for (step, (d, who)) in &per_step {
+            d.conflict(&format!("approval {step} decision"), &mut self.conflicts);
+            who.conflict(&format!("approval {step} approver"), &mut self.conflicts);
+        }
+        approvals
+    }
+
+    /// A decision is a deciding fact, and its approver's token a credential of the change.
+    fn approver_decided(&mut self, a: &ApprovalFact, approver_subject: Option<&str>, r: &Recorded) {
+        use_credentials(
+            &mut self.credentials,
+            IdentityRole::Approver,
+            a.approver.as_ref(),
+            r,
+        );
+        self.deciding.push(receipt(
+            format!(
+                "approval ({}) by {}",
+                a.decision,
+                approver_subject.unwrap_or("(unknown)")
+            ),
+            r,
+        ));
+    }
+}
+
+impl AttemptView {
+    /// An attempt as its first statement (in canonical order) gives it.
+    fn first(t: &TaskFact, r: &Recorded) -> AttemptView {
+        AttemptView {
+            attempt: t.attempt,
+            task_run_id: t.task_run_id.clone(),
+            retried_from: t.retried_from.clone(),
+            result: t.result.clone(),
+            start_ns: t.start_ns,
+            end_ns: t.end_ns,
+            worker: t.worker.clone(),
+            identity: t.identity.clone(),
+            credential_id: t.credential_id.clone(),
+            triggered_by: t.triggered_by.clone(),
+            trace_id: t.trace_id.clone(),
+            reason: t.reason.clone(),
+            sources: Vec::new(),
+            received_ns: r.received_ns,
+            sent_by: Vec::new(),
+        }
+    }
+
+    /// Another statement of this attempt: its source and sender added, the earliest receipt
+    /// kept, gaps filled, and a verified identity preferred.
+    fn merge(&mut self, t: &TaskFact, r: &Recorded) {
+        if !self.sources.contains(&r.fact.source) {
+            self.sources.push(r.fact.source);
+            self.sources.sort();
         }
         if let Some(s) = &r.fact.sent_by
-            && !a.sent_by.contains(s)
+            && !self.sent_by.contains(s)
         {
-            a.sent_by.push(s.clone());
-            a.sent_by.sort();
+            self.sent_by.push(s.clone());
+            self.sent_by.sort();
         }
-        a.received_ns = a.received_ns.min(r.received_ns);
-        a.retried_from = a.retried_from.clone().or(t.retried_from.clone());
-        a.worker = a.worker.clone().or(t.worker.clone());
-        a.trace_id = a.trace_id.clone().or(t.trace_id.clone());
-        a.reason = a.reason.clone().or(t.reason.clone());
-        a.credential_id = a.credential_id.clone().or(t.credential_id.clone());
-        a.triggered_by = a.triggered_by.clone().or(t.triggered_by.clone());
+        self.received_ns = self.received_ns.min(r.received_ns);
+        self.retried_from = self.retried_from.clone().or(t.retried_from.clone());
+        self.worker = self.worker.clone().or(t.worker.clone());
+        self.trace_id = self.trace_id.clone().or(t.trace_id.clone());
+        self.reason = self.reason.clone().or(t.reason.clone());
+        self.credential_id = self.credential_id.clone().or(t.credential_id.clone());
+        self.triggered_by = self.triggered_by.clone().or(t.triggered_by.clone());
         if t.identity
             .as_ref()
             .is_some_and(|i| i.established.is_verified())
-            || a.identity.is_none()
+            || self.identity.is_none()
         {
-            a.identity = t.identity.clone().or(a.identity.clone());
+            self.identity = t.identity.clone().or(self.identity.clone());
         }
     }
-    for (task_run, stated) in &results {
-        stated.conflict(&format!("task {task_run} result"), &mut conflicts);
-    }
-    for (task_run, stated) in &triggers {
-        stated.conflict(&format!("task {task_run} triggered_by"), &mut conflicts);
-    }
-    let steps: Vec<StepView> = by_task
-        .into_iter()
-        .map(|(task, attempts)| {
-            let mut attempts: Vec<AttemptView> = attempts.into_values().collect();
-            attempts.sort_by(|a, b| {
-                (a.attempt, a.start_ns, &a.task_run_id).cmp(&(
-                    b.attempt,
-                    b.start_ns,
-                    &b.task_run_id,
-                ))
-            });
-            let outcome = attempts
-                .last()
-                .map(|a| a.result.clone())
-                .unwrap_or_default();
-            let summary = summarize(&attempts);
-            StepView {
-                task_type: task_types.get(&task).cloned().unwrap_or_default(),
-                task,
-                attempts,
-                outcome,
-                summary,
-            }
-        })
-        .collect();
-    let attempts = || steps.iter().flat_map(|s| s.attempts.iter());
-    let first_deploy_start = attempts().map(|a| a.start_ns).min();
-    let deploy_end = attempts()
-        .filter(|a| a.result == "success")
-        .map(|a| a.end_ns)
-        .max();
-    let deploy_received = attempts().map(|a| a.received_ns).min();
+}
 
-    // Approvals: one per statement. The same decision by the same approver about the same step
-    // (or, with no step named, at the same instant) from several sources is one approval: the
-    // first kept, or the verified account whole, with its own times and receipt (a verified
-    // approver never lends its verdict to another statement's times). Statements about one
-    // approval step that disagree on the decision or the approver are conflicts.
-    let mut approvals: Vec<ApprovalView> = Vec::new();
-    let mut per_step: BTreeMap<String, (Stated, Stated)> = BTreeMap::new();
-    for r in &facts {
-        let Fact::Approval(a) = &r.fact.fact else {
-            continue;
-        };
-        let approver_subject = a
-            .approver
-            .as_ref()
-            .and_then(|p| p.subject.as_deref())
-            .map(super::normalize_subject);
-        if let Some(step) = &a.task_run_id
-            && a.decision != decision::PENDING
-        {
-            let (d, who) = per_step
-                .entry(step.clone())
-                .or_insert_with(|| (Stated::default(), Stated::folding_case()));
-            d.add(Some(&a.decision), r);
-            who.add(approver_subject.as_deref(), r);
-        }
-        if a.decision != decision::PENDING {
-            use_credentials(
-                &mut credentials,
-                IdentityRole::Approver,
-                a.approver.as_ref(),
-                r,
-            );
-            deciding.push(receipt(
-                format!(
-                    "approval ({}) by {}",
-                    a.decision,
-                    approver_subject.as_deref().unwrap_or("(unknown)")
-                ),
-                r,
-            ));
-        }
-        let same = approvals.iter().position(|v| {
-            v.decision == a.decision
-                && v.task_run_id == a.task_run_id
-                && (a.task_run_id.is_some() || v.decided_ns == a.decided_ns)
-                && v.approver
-                    .as_ref()
-                    .and_then(|p| p.subject.as_deref())
-                    .map(super::normalize_subject)
-                    == approver_subject
+impl StepView {
+    /// A step from its attempts, in attempt order: its outcome is the last attempt's.
+    fn new(task: String, task_type: String, mut attempts: Vec<AttemptView>) -> StepView {
+        attempts.sort_by(|a, b| {
+            (a.attempt, a.start_ns, &a.task_run_id).cmp(&(b.attempt, b.start_ns, &b.task_run_id))
         });
-        let view = ApprovalView {
+        let outcome = attempts
+            .last()
+            .map(|a| a.result.clone())
+            .unwrap_or_default();
+        let summary = summarize(&attempts);
+        StepView {
+            task_type,
+            task,
+            attempts,
+            outcome,
+            summary,
+        }
+    }
+}
+
+impl ApprovalView {
+    fn of(a: &ApprovalFact, r: &Recorded) -> ApprovalView {
+        ApprovalView {
             decision: a.decision.clone(),
             stated_decision: a.stated_decision.clone(),
             approver: a.approver.clone(),
@@ -538,62 +531,19 @@ pub fn evidence(
             received_ns: r.received_ns,
             seq: r.seq,
             sent_by: r.fact.sent_by.clone(),
-        };
-        if let Some(i) = same
-            && a.decision != decision::PENDING
-        {
-            let v = &mut approvals[i];
-            let verified =
-                |p: &Option<Principal>| p.as_ref().is_some_and(|p| p.established.is_verified());
-            if verified(&a.approver) && !verified(&v.approver) {
-                *v = view;
-            } else if verified(&a.approver) == verified(&v.approver) {
-                v.received_ns = v.received_ns.min(r.received_ns);
-            }
-            continue;
         }
-        if a.decision == decision::PENDING
-            && approvals.iter().any(|v| v.decision != decision::PENDING)
-        {
-            continue;
+    }
+
+    /// Another statement of this approval: a verified account replaces an asserted one whole;
+    /// between equals the earliest receipt is kept.
+    fn merge(&mut self, a: &ApprovalFact, r: &Recorded) {
+        let verified =
+            |p: &Option<Principal>| p.as_ref().is_some_and(|p| p.established.is_verified());
+        if verified(&a.approver) && !verified(&self.approver) {
+            *self = ApprovalView::of(a, r);
+        } else if verified(&a.approver) == verified(&self.approver) {
+            self.received_ns = self.received_ns.min(r.received_ns);
         }
-        approvals.retain(|v| v.decision != decision::PENDING);
-        approvals.push(view);
-    }
-    for (step, (d, who)) in &per_step {
-        d.conflict(&format!("approval {step} decision"), &mut conflicts);
-        who.conflict(&format!("approval {step} approver"), &mut conflicts);
-    }
-    let approved_ns = approvals
-        .iter()
-        .filter(|a| a.decision == decision::APPROVED)
-        .filter_map(|a| a.decided_ns)
-        .min();
-    let history_rewrites = facts
-        .iter()
-        .filter_map(|r| match &r.fact.fact {
-            Fact::HistoryRewritten(h) => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
-    Evidence {
-        timeline: Timeline {
-            requested_ns: change.requested_ns,
-            approved_ns,
-            first_deploy_start_ns: first_deploy_start,
-            deploy_end_ns: deploy_end,
-            deploy_received_ns: deploy_received,
-        },
-        change,
-        requester,
-        approvals,
-        steps,
-        history_rewrites,
-        rolled_back_by,
-        conflicts,
-        deciding,
-        credentials: credentials.into_values().collect(),
-        judgement: Judgement::default(),
     }
 }
 
@@ -668,226 +618,6 @@ fn summarize(attempts: &[AttemptView]) -> String {
     )
 }
 
-/// Whether the change put something in place: a deploy attempt that ran (a failed or cancelled
-/// attempt may have applied part of it; only a skipped one did nothing), or, where no deploy
-/// step was reported at all, a run that succeeded.
-pub fn deployed(e: &Evidence) -> bool {
-    let mut attempts = e.steps.iter().flat_map(|s| s.attempts.iter()).peekable();
-    if attempts.peek().is_none() {
-        return e.change.result.as_deref() == Some("success");
-    }
-    attempts.any(|a| a.result != "skip")
-}
-
-/// Whether the change's deploy completed: an attempt succeeded, or (no deploy step reported) the
-/// run did.
-pub fn deploy_succeeded(e: &Evidence) -> bool {
-    let mut attempts = e.steps.iter().flat_map(|s| s.attempts.iter()).peekable();
-    if attempts.peek().is_none() {
-        return e.change.result.as_deref() == Some("success");
-    }
-    attempts.any(|a| a.result == "success")
-}
-
-/// The sightings a change can explain fall in this window (inclusive): its deploy (or its
-/// request and finish) widened by the tolerance. Lets a caller read only those sightings.
-pub fn explained_window(e: &Evidence, tolerance_ns: i64) -> (i64, i64) {
-    let c = &e.change;
-    let start = e
-        .timeline
-        .first_deploy_start_ns
-        .or(c.requested_ns)
-        .unwrap_or(i64::MIN);
-    let end = e.timeline.deploy_end_ns.or(c.finished_ns).unwrap_or(start);
-    (
-        start.saturating_sub(tolerance_ns),
-        end.saturating_add(tolerance_ns),
-    )
-}
-
-/// Identity display helper for reports and the API.
-pub fn established_label(p: &Option<Principal>) -> &'static str {
-    match p {
-        Some(Principal {
-            established: Established::Verified { .. },
-            ..
-        }) => "verified",
-        Some(_) => "asserted",
-        None => "none",
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::evidence::identity::Established;
-    use crate::core::evidence::{
-        ApprovalFact, ChangeFact, FactRecord, Neighbours, RunFinishedFact, Settings, TaskFact,
-        judge,
-    };
-
-    const MIN: i64 = 60_000_000_000;
-
-    fn record(seq: u64, received: i64, time: i64, fact: Fact) -> Recorded {
-        Recorded {
-            seq,
-            received_ns: received,
-            fact: FactRecord {
-                key: format!("k{seq}"),
-                change_id: Some("CHG-1".into()),
-                run_id: Some("wf-1".into()),
-                source: Source::Span,
-                time_ns: time,
-                stated_until_ns: None,
-                sent_by: None,
-                max_lateness_ns: None,
-                fact,
-            },
-        }
-    }
-
-    fn change(env: &str, kind: &str) -> Fact {
-        Fact::Change(ChangeFact {
-            environment: Some(env.into()),
-            kind: Some(kind.into()),
-            ..Default::default()
-        })
-    }
-
-    fn approval(who: Principal, decided: i64) -> Fact {
-        Fact::Approval(ApprovalFact {
-            decision: "approved".into(),
-            stated_decision: None,
-            approver: Some(who),
-            requested_ns: Some(0),
-            decided_ns: Some(decided),
-            approved_subject: None,
-            task_run_id: Some("appr-1".into()),
-        })
-    }
-
-    fn bob(verified: bool) -> Principal {
-        Principal {
-            subject: Some("bob".into()),
-            established: if verified {
-                Established::Verified {
-                    issuer: "idp".into(),
-                    roles: vec![],
-                    expires_ns: None,
-                    token_sha256: "t".into(),
-                    signed_sha256: String::new(),
-                    jti: None,
-                    bound_change: None,
-                    bound_artifact: None,
-                }
-            } else {
-                Established::Asserted {
-                    reason: "no token".into(),
-                    token_sha256: None,
-                }
-            },
-        }
-    }
-
-    fn deploy(received: i64) -> Recorded {
-        record(
-            9,
-            received,
-            25 * MIN,
-            Fact::Task(TaskFact {
-                task: "deploy".into(),
-                task_run_id: "t1".into(),
-                task_type: "deploy".into(),
-                attempt: 0,
-                retried_from: None,
-                result: "success".into(),
-                start_ns: 20 * MIN,
-                end_ns: 25 * MIN,
-                worker: None,
-                identity: None,
-                credential_id: None,
-                triggered_by: None,
-                trace_id: None,
-                span_id: None,
-                reason: None,
-            }),
-        )
-    }
-
-    #[test]
-    fn a_fact_placing_the_change_in_production_wins_and_the_contradiction_is_kept() {
-        let e = evidence(
-            "CHG-1",
-            &[
-                record(1, 0, 0, change("staging", "emergency")),
-                record(2, 0, 1, change("production", "normal")),
-            ],
-            vec![],
-            &Policy::default(),
-        );
-        assert!(e.change.production);
-        assert_eq!(e.change.kind, "normal", "the reading that asks more");
-        let fields: Vec<&str> = e.conflicts.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(fields, ["environment", "kind"]);
-        assert_eq!(e.conflicts[0].values[1].seq, 2);
-    }
-
-    #[test]
-    fn contradicting_run_results_are_a_conflict() {
-        let done = |r: &str| {
-            Fact::RunFinished(RunFinishedFact {
-                result: r.into(),
-                end_ns: 30 * MIN,
-                compensation_run: None,
-            })
-        };
-        let e = evidence(
-            "CHG-1",
-            &[
-                record(1, 0, 0, done("success")),
-                record(2, 0, 0, done("failure")),
-            ],
-            vec![],
-            &Policy::default(),
-        );
-        assert_eq!(e.conflicts[0].field, "run result");
-        assert_eq!(e.deciding.len(), 2, "run outcomes are deciding facts");
-    }
-
-    #[test]
-    fn a_verified_approver_does_not_lend_its_verdict_to_another_statements_times() {
-        // Asserted "bob approved" sent early, dated before the deploy; bob's real, verified
-        // approval of the same step arrives after the deploy.
-        let facts = [
-            record(1, MIN, 10 * MIN, approval(bob(false), 10 * MIN)),
-            deploy(26 * MIN),
-            record(3, 40 * MIN, 30 * MIN, approval(bob(true), 30 * MIN)),
-        ];
-        let mut e = evidence("CHG-1", &facts, vec![], &Policy::default());
-        judge(&mut e, &Neighbours::default(), &Settings::default());
-        assert_eq!(e.approvals.len(), 1);
-        let a = &e.approvals[0];
-        assert!(a.approver.as_ref().unwrap().established.is_verified());
-        assert_eq!(
-            (a.decided_ns, a.received_ns, a.seq),
-            (Some(30 * MIN), 40 * MIN, 3)
-        );
-        assert_eq!(a.before_first_deploy, Some(false));
-    }
-
-    #[test]
-    fn the_same_facts_in_another_order_fold_to_the_same_evidence() {
-        let facts = vec![
-            record(1, 0, 0, change("production", "normal")),
-            record(2, MIN, 10 * MIN, approval(bob(true), 10 * MIN)),
-            deploy(26 * MIN),
-        ];
-        let mut reversed = facts.clone();
-        reversed.reverse();
-        let p = Policy::default();
-        assert_eq!(
-            evidence("CHG-1", &facts, vec![], &p),
-            evidence("CHG-1", &reversed, vec![], &p)
-        );
-    }
-}
+#[path = "fold_tests.rs"]
+mod tests;

@@ -4,7 +4,7 @@
 //! restores a version that ran before. The same function judges for the service (its neighbours
 //! read from storage) and for an offline verifier (its neighbours built from a bundle).
 
-use super::fold::{Evidence, IdentityRole, Receipt, deploy_succeeded};
+use super::packet::{Evidence, IdentityRole, Receipt, deploy_succeeded};
 use super::{VersionFact, decision};
 use crate::core::evidence::identity::{Established, Principal};
 use serde::Serialize;
@@ -164,8 +164,22 @@ fn principals_mut(e: &mut Evidence) -> Vec<&mut Principal> {
 /// proves nothing here are turned into asserted ones, with the reason.
 pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
     let mut j = Judgement::default();
-    // What is this change's own: its id, and the runs no other change claims. A sender names a
-    // change's runs; naming another change's run must not make that change's tokens "own".
+    let own = own_ids(e, n, &mut j);
+    mark_before_first_deploy(e, s);
+    judge_lateness(e, s, &mut j);
+    find_reused_credentials(e, n, &own, &mut j);
+    check_approval_tokens(e, &own, s, &mut j);
+    discredit_reused_tokens(e, &mut j);
+    j.discredited.sort();
+    j.discredited.dedup();
+    judge_rollback(e, n, &mut j);
+    e.judgement = j;
+}
+
+/// What is this change's own: its id, and the runs no other change claims (those go to
+/// `contested_runs`). A sender names a change's runs; naming another change's run must not make
+/// that change's tokens "own".
+fn own_ids(e: &Evidence, n: &Neighbours, j: &mut Judgement) -> HashSet<String> {
     let mut own: HashSet<String> = HashSet::from([e.change.id.clone()]);
     for run in &e.change.runs {
         let others: Vec<String> = n
@@ -182,9 +196,12 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             j.contested_runs.push((run.clone(), others));
         }
     }
+    own
+}
 
-    // Before the deploy: by the stated times and by the receipts (a backdated approval sent
-    // after the deploy's record is not before it).
+/// Before the deploy: by the stated times and by the receipts (a backdated approval sent after
+/// the deploy's record is not before it).
+fn mark_before_first_deploy(e: &mut Evidence, s: &Settings) {
     let (start, deploy_received) = (
         e.timeline.first_deploy_start_ns,
         e.timeline.deploy_received_ns,
@@ -199,7 +216,10 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             _ => None,
         };
     }
+}
 
+/// Deciding facts received too long after the time they state: late, or allowed by an import.
+fn judge_lateness(e: &Evidence, s: &Settings, j: &mut Judgement) {
     let lateness = |r: &Receipt| r.received_ns.saturating_sub(r.stated_ns);
     for r in &e.deciding {
         if lateness(r) > r.max_lateness_ns.unwrap_or(s.max_lateness_ns) {
@@ -208,8 +228,10 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             j.allowed_late.push(r.clone());
         }
     }
+}
 
-    // Credentials another change used first: before this change's first use of it, in any role.
+/// Credentials another change used first: before this change's first use of it, in any role.
+fn find_reused_credentials(e: &Evidence, n: &Neighbours, own: &HashSet<String>, j: &mut Judgement) {
     let mut own_first: HashMap<&str, u64> = HashMap::new();
     for u in &e.credentials {
         let f = own_first.entry(u.credential.as_str()).or_insert(u.seq);
@@ -238,13 +260,11 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             });
         }
     }
-    let reused: Vec<(String, String)> = j
-        .reused
-        .iter()
-        .map(|r| (r.credential.clone(), r.first_subject.clone()))
-        .collect();
+}
 
-    // Approval tokens issued for another change or artifact.
+/// Approval tokens issued for another change or artifact are discredited; with bound approval
+/// tokens required, so is one that names neither.
+fn check_approval_tokens(e: &mut Evidence, own: &HashSet<String>, s: &Settings, j: &mut Judgement) {
     let (change_id, artifact) = (e.change.id.clone(), e.change.artifact.clone());
     for a in &mut e.approvals {
         if a.decision != decision::APPROVED {
@@ -295,6 +315,15 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             );
         }
     }
+}
+
+/// A verified identity whose token another change used first proves nothing here.
+fn discredit_reused_tokens(e: &mut Evidence, j: &mut Judgement) {
+    let reused: Vec<(String, String)> = j
+        .reused
+        .iter()
+        .map(|r| (r.credential.clone(), r.first_subject.clone()))
+        .collect();
     for p in principals_mut(e) {
         let creds = p.established.credentials();
         if let Some((_, first)) = reused.iter().find(|(c, _)| creds.contains(c))
@@ -307,9 +336,10 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             );
         }
     }
-    j.discredited.sort();
-    j.discredited.dedup();
+}
 
+/// Whether a rollback's target exists, and whether it puts back a version that ran before.
+fn judge_rollback(e: &Evidence, n: &Neighbours, j: &mut Judgement) {
     let c = &e.change;
     j.rollback_target_known = c.rollback_of.as_ref().map(|r| n.known.contains(r));
     if c.kind == "rollback" {
@@ -328,7 +358,6 @@ pub fn judge(e: &mut Evidence, n: &Neighbours, s: &Settings) {
             _ => true,
         };
     }
-    e.judgement = j;
 }
 
 /// Whether a judged change explains a production version seen at `seen_ns`: it deployed that

@@ -1,12 +1,13 @@
 //! The evidence model: facts about changes extracted from spans, log records and Conductor
 //! executions (src/ingest/CONVENTIONS.md), and the evidence packet folded from them.
 //!
-//! - `extract`: what a span, log record or Conductor execution states, as facts. A fact's key
-//!   names what it is about plus a digest of what it states, so a retry or re-import is one fact
-//!   and a contradicting statement is a fact of its own: nothing a sender says is dropped.
-//! - `fold`: a change's facts, in a canonical order, folded into its evidence, with every
-//!   contradiction kept as a conflict. The same facts give the same evidence whatever order they
-//!   arrived in.
+//! - `spans` and `conductor`: what a span or log record, or a Conductor execution, states, as
+//!   facts (`statement` holds what they share). A fact's key names what it is about plus a digest
+//!   of what it states, so a retry or re-import is one fact and a contradicting statement is a
+//!   fact of its own: nothing a sender says is dropped.
+//! - `fold`: a change's facts, in a canonical order, folded into its evidence (`packet`), with
+//!   every contradiction kept as a conflict. The same facts give the same evidence whatever order
+//!   they arrived in.
 //! - `judge`: what the fold cannot know alone: the other changes (token and credential reuse,
 //!   rollback targets, earlier versions) and the settings that turn times into verdicts (receipt
 //!   tolerance, lateness, bound approval tokens).
@@ -14,30 +15,33 @@
 //! Every fact is recorded by one ledger entry; the entry's time (the sequencer's clock, signed)
 //! is the fact's receipt, which the rules weigh against the times the sender states.
 
+mod conductor;
 pub mod contract;
 pub mod derived;
-mod extract;
 mod fold;
 pub mod identity;
 mod judge;
+mod packet;
 pub mod rederive;
 pub mod report;
 pub mod rules;
+mod spans;
+mod statement;
 pub mod telemetry;
 
-pub use extract::{
-    ConductorImport, Intake, ItemInfo, conductor_facts, facts_from_item, rewritten,
-    service_key_prefix, version_fact, version_key_prefix,
-};
-pub use fold::{
-    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
-    Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed, established_label,
-    evidence, explained_window,
-};
+pub use conductor::{ConductorImport, conductor_facts, rewritten};
+pub use fold::evidence;
 pub use judge::{
     Judgement, Neighbours, Reuse, Settings, TokenMismatch, explains, judge, normalize_subject,
     sighting_key,
 };
+pub use packet::{
+    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
+    Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed, established_label,
+    explained_window,
+};
+pub use spans::{ItemInfo, facts_from_item, service_key_prefix, version_fact, version_key_prefix};
+pub use statement::Intake;
 
 use identity::Principal;
 use serde::{Deserialize, Serialize};

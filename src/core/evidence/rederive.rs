@@ -342,54 +342,138 @@ pub fn rederive(
     }
     let n = l.take_neighbours();
     let l = &l;
-    let in_scope = |t: i64| t >= scope.from_ns && t < scope.to_ns;
-    let mut in_period: BTreeSet<&str> = BTreeSet::new();
-    let mut rollbacks: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    let mut deployers: HashMap<(String, String, String), BTreeSet<&str>> = HashMap::new();
-    for c in &l.changes {
-        // In the period by the time it states or by when it arrived: history sent late into a
-        // closed period shows in the period it arrived in too.
-        let in_period_here = in_scope(c.time_ns) || in_scope(c.received_ns);
-        if let Some(id) = &c.change_id
-            && in_period_here
-        {
-            in_period.insert(id);
-        }
-        if let Some(of) = &c.rollback_of {
-            rollbacks.entry(of).or_default().insert(&c.subject);
-        }
-        if !in_period_here && let Some((s, e, v)) = &c.deploys {
-            deployers
-                .entry(sighting_key(s, e, v))
-                .or_default()
-                .insert(&c.subject);
-        }
+    let period = Period::of(l, scope);
+    let mut sightings = Sightings::in_scope(l, scope);
+    let folder = Folder {
+        l,
+        n: &n,
+        rollbacks: &period.rollbacks,
+        scope,
+    };
+    let mut rows = Rows::new();
+    let processed = population(&folder, src, &period, cat, &mut sightings, &mut rows)?;
+    unexplained_sightings(
+        &folder, src, &period, &processed, &sightings, cat, &mut rows,
+    )?;
+    for (x, seq) in ledger_findings {
+        rows.exception(ExceptionRow::new(cat, "", x, (*seq, *seq)));
     }
-    let mut versions: Vec<(&evidence::VersionFact, u64)> = l
-        .versions
-        .iter()
-        .filter(|(v, _, received_ns)| {
-            scope.policy.is_production(&v.environment)
-                && (in_scope(v.first_seen_ns) || in_scope(*received_ns))
-                && scope
-                    .environment
-                    .as_ref()
-                    .is_none_or(|e| e.eq_ignore_ascii_case(&v.environment))
-                && scope.service.as_ref().is_none_or(|s| s == &v.service)
-        })
-        .map(|(v, seq, _)| (v, *seq))
-        .collect();
-    versions.sort_by_key(|(v, seq)| (v.first_seen_ns, *seq));
-    // Only sightings of the version a change deployed can be explained by it.
-    let mut versions_of: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
-    for (i, (v, _)) in versions.iter().enumerate() {
-        versions_of
-            .entry(sighting_key(&v.service, &v.environment, &v.version))
-            .or_default()
-            .push(i);
+    rows.out.controls = control_results(
+        cat,
+        &rows.counts,
+        rows.tally.changes,
+        l.size,
+        &scope.rules.untested_codes(),
+    );
+    rows.out.rotation = rows.rotation.rows().cloned().collect();
+    Ok(rows.out)
+}
+
+/// Which changes the period holds, which changes roll back which, and which changes outside the
+/// period deployed which version.
+struct Period<'a> {
+    in_period: BTreeSet<&'a str>,
+    /// Change or run id → the changes that name it as what they roll back.
+    rollbacks: HashMap<&'a str, BTreeSet<&'a str>>,
+    deployers: HashMap<(String, String, String), BTreeSet<&'a str>>,
+}
+
+impl<'a> Period<'a> {
+    fn of(l: &'a LedgerFacts, scope: &Scope) -> Period<'a> {
+        let in_scope = |t: i64| t >= scope.from_ns && t < scope.to_ns;
+        let mut p = Period {
+            in_period: BTreeSet::new(),
+            rollbacks: HashMap::new(),
+            deployers: HashMap::new(),
+        };
+        for c in &l.changes {
+            // In the period by the time it states or by when it arrived: history sent late into
+            // a closed period shows in the period it arrived in too.
+            let in_period_here = in_scope(c.time_ns) || in_scope(c.received_ns);
+            if let Some(id) = &c.change_id
+                && in_period_here
+            {
+                p.in_period.insert(id);
+            }
+            if let Some(of) = &c.rollback_of {
+                p.rollbacks.entry(of).or_default().insert(&c.subject);
+            }
+            if !in_period_here && let Some((s, e, v)) = &c.deploys {
+                p.deployers
+                    .entry(sighting_key(s, e, v))
+                    .or_default()
+                    .insert(&c.subject);
+            }
+        }
+        p
+    }
+}
+
+/// The production version sightings the report covers, in time order, and which of them a
+/// change has explained so far.
+struct Sightings<'a> {
+    versions: Vec<(&'a evidence::VersionFact, u64)>,
+    /// Only sightings of the version a change deployed can be explained by it.
+    of: HashMap<(String, String, String), Vec<usize>>,
+    explained: Vec<bool>,
+}
+
+impl<'a> Sightings<'a> {
+    fn in_scope(l: &'a LedgerFacts, scope: &Scope) -> Sightings<'a> {
+        let in_scope = |t: i64| t >= scope.from_ns && t < scope.to_ns;
+        let mut versions: Vec<(&evidence::VersionFact, u64)> = l
+            .versions
+            .iter()
+            .filter(|(v, _, received_ns)| {
+                scope.policy.is_production(&v.environment)
+                    && (in_scope(v.first_seen_ns) || in_scope(*received_ns))
+                    && scope
+                        .environment
+                        .as_ref()
+                        .is_none_or(|e| e.eq_ignore_ascii_case(&v.environment))
+                    && scope.service.as_ref().is_none_or(|s| s == &v.service)
+            })
+            .map(|(v, seq, _)| (v, *seq))
+            .collect();
+        versions.sort_by_key(|(v, seq)| (v.first_seen_ns, *seq));
+        let mut of: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+        for (i, (v, _)) in versions.iter().enumerate() {
+            of.entry(sighting_key(&v.service, &v.environment, &v.version))
+                .or_default()
+                .push(i);
+        }
+        Sightings {
+            explained: vec![false; versions.len()],
+            versions,
+            of,
+        }
     }
 
-    let mut fold = |id: &str| -> Result<Evidence, String> {
+    /// Marks the sightings of the version this change deployed that it explains.
+    fn explain(&mut self, ev: &Evidence, tolerance_ns: i64) {
+        let c = &ev.change;
+        let (Some(s), Some(e), Some(v)) = (&c.service, &c.environment, &c.version) else {
+            return;
+        };
+        for &i in self.of.get(&sighting_key(s, e, v)).into_iter().flatten() {
+            if !self.explained[i] && evidence::explains(ev, self.versions[i].0, tolerance_ns) {
+                self.explained[i] = true;
+            }
+        }
+    }
+}
+
+/// Folds and judges one change from its facts read again, as the service would.
+struct Folder<'a> {
+    l: &'a LedgerFacts,
+    n: &'a Neighbours,
+    rollbacks: &'a HashMap<&'a str, BTreeSet<&'a str>>,
+    scope: &'a Scope,
+}
+
+impl Folder<'_> {
+    fn fold(&self, id: &str, src: &mut dyn PayloadSource) -> Result<Evidence, String> {
+        let l = self.l;
         let mut facts = l.load(l.by_change.get(id).map_or(&[][..], Vec::as_slice), src)?;
         let runs: BTreeSet<String> = facts.iter().filter_map(|r| r.fact.run_id.clone()).collect();
         for run in &runs {
@@ -400,7 +484,7 @@ pub fn rederive(
         }
         let mut rolled_back_by = BTreeSet::new();
         for k in std::iter::once(id).chain(runs.iter().map(String::as_str)) {
-            if let Some(r) = rollbacks.get(k) {
+            if let Some(r) = self.rollbacks.get(k) {
                 rolled_back_by.extend(r.iter().map(|s| (*s).to_owned()));
             }
         }
@@ -408,24 +492,51 @@ pub fn rederive(
             id,
             &facts,
             rolled_back_by.into_iter().collect(),
-            &scope.policy,
+            &self.scope.policy,
         );
-        evidence::judge(&mut ev, &n, &scope.judging);
+        evidence::judge(&mut ev, self.n, &self.scope.judging);
         Ok(ev)
-    };
+    }
+}
 
-    let mut out = Rederived::default();
-    let mut tally = Tally::new();
-    let mut rotation = Rotation::default();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut processed: BTreeSet<&str> = BTreeSet::new();
-    let mut explained = vec![false; versions.len()];
-    let mut exception = |code_row: ExceptionRow, out: &mut Rederived| {
-        *counts.entry(code_row.code.clone()).or_default() += 1;
-        out.exceptions.push(code_row);
-    };
-    for &id in &in_period {
-        let ev = fold(id)?;
+/// The rows as they are derived, with what the control results and rotation table count.
+struct Rows {
+    out: Rederived,
+    tally: Tally,
+    rotation: Rotation,
+    counts: BTreeMap<String, u64>,
+}
+
+impl Rows {
+    fn new() -> Rows {
+        Rows {
+            out: Rederived::default(),
+            tally: Tally::new(),
+            rotation: Rotation::default(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn exception(&mut self, row: ExceptionRow) {
+        *self.counts.entry(row.code.clone()).or_default() += 1;
+        self.out.exceptions.push(row);
+    }
+}
+
+/// The population: each change of the period the report's scope holds, with its exceptions.
+/// Returns the changes processed (so a sighting never folds one of them again).
+fn population<'a>(
+    folder: &Folder<'_>,
+    src: &mut dyn PayloadSource,
+    period: &Period<'a>,
+    cat: &Catalogue,
+    sightings: &mut Sightings<'_>,
+    rows: &mut Rows,
+) -> Result<BTreeSet<&'a str>, String> {
+    let (l, scope) = (folder.l, folder.scope);
+    let mut processed = BTreeSet::new();
+    for &id in &period.in_period {
+        let ev = folder.fold(id, src)?;
         if !scope.holds(&ev) {
             continue;
         }
@@ -433,37 +544,44 @@ pub fn rederive(
         let spans = l.span_tally(&ev);
         let ledger = l.ledger_span(&ev);
         let xs = rules::judged_exceptions(&ev, &[], &scope.rules);
-        out.population
+        rows.out
+            .population
             .push(PopulationRow::new(&ev, &spans, &ledger, &xs));
-        tally.change(&ev, &xs);
-        rotation.change(&ev);
+        rows.tally.change(&ev, &xs);
+        rows.rotation.change(&ev);
         for x in &xs {
-            exception(
-                ExceptionRow::new(cat, id, x, (ledger.first_seq, ledger.last_seq)),
-                &mut out,
-            );
+            rows.exception(ExceptionRow::new(
+                cat,
+                id,
+                x,
+                (ledger.first_seq, ledger.last_seq),
+            ));
         }
-        let c = &ev.change;
-        if let (Some(s), Some(e), Some(v)) = (&c.service, &c.environment, &c.version) {
-            for &i in versions_of
-                .get(&sighting_key(s, e, v))
-                .into_iter()
-                .flatten()
-            {
-                if !explained[i] && evidence::explains(&ev, versions[i].0, scope.tolerance_ns) {
-                    explained[i] = true;
-                }
-            }
-        }
+        sightings.explain(&ev, scope.tolerance_ns);
     }
-    // Changes outside the period, folded once each however many sightings ask about them.
+    Ok(processed)
+}
+
+/// A sighting no change of the population explains may be explained by a change outside the
+/// period (each folded once however many sightings ask about it); else it is an unlinked deploy.
+fn unexplained_sightings(
+    folder: &Folder<'_>,
+    src: &mut dyn PayloadSource,
+    period: &Period<'_>,
+    processed: &BTreeSet<&str>,
+    sightings: &Sightings<'_>,
+    cat: &Catalogue,
+    rows: &mut Rows,
+) -> Result<(), String> {
+    let tolerance_ns = folder.scope.tolerance_ns;
     let mut others: HashMap<&str, Evidence> = HashMap::new();
-    for (i, (v, seq)) in versions.iter().enumerate() {
-        if explained[i] {
+    for (i, (v, seq)) in sightings.versions.iter().enumerate() {
+        if sightings.explained[i] {
             continue;
         }
         let mut by_other = false;
-        for &c in deployers
+        for &c in period
+            .deployers
             .get(&sighting_key(&v.service, &v.environment, &v.version))
             .into_iter()
             .flatten()
@@ -473,33 +591,21 @@ pub fn rederive(
             }
             let ev = match others.entry(c) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(slot) => slot.insert(fold(c)?),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(folder.fold(c, src)?)
+                }
             };
-            if evidence::explains(ev, v, scope.tolerance_ns) {
+            if evidence::explains(ev, v, tolerance_ns) {
                 by_other = true;
                 break;
             }
         }
         if !by_other {
             let x = rules::unlinked_deploy(v);
-            exception(
-                ExceptionRow::new(cat, "", &x, (Some(*seq), Some(*seq))),
-                &mut out,
-            );
+            rows.exception(ExceptionRow::new(cat, "", &x, (Some(*seq), Some(*seq))));
         }
     }
-    for (x, seq) in ledger_findings {
-        exception(ExceptionRow::new(cat, "", x, (*seq, *seq)), &mut out);
-    }
-    out.controls = control_results(
-        cat,
-        &counts,
-        tally.changes,
-        l.size,
-        &scope.rules.untested_codes(),
-    );
-    out.rotation = rotation.rows().cloned().collect();
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
