@@ -1,7 +1,7 @@
 //! The REST API through the real server on a real port.
 
-use crate::helpers::{TestDb, spawn_app};
-use crate::storage::draft;
+use crate::support::db::draft;
+use crate::support::server::{TestDb, spawn_app, verify_store};
 use changetrail::auth::Role;
 use changetrail::core::ledger::hash::{Hash, unb64};
 use changetrail::core::ledger::keys::Vkey;
@@ -324,6 +324,6 @@ async fn shutdown_commits_what_was_accepted() {
         head.checkpoint_size, head.head.size,
         "the final checkpoint covers everything"
     );
-    let report = crate::helpers::verify_store(&store, &[&vkey]).await;
+    let report = verify_store(&store, &[&vkey]).await;
     assert_eq!(report.exit_code, 0, "{:?}", report.findings);
 }

@@ -3,10 +3,10 @@
 //! `POST /v1/ledger/verify`; then the console itself in headless Chromium, driven by Playwright
 //! (tests/console/console.mjs), with a screenshot of every page for a person to look at.
 
-use crate::browser::{chromium, decode_png};
-use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with};
-use crate::reports::send_scenarios;
-use crate::scenarios::scenario_config;
+use crate::support::browser::{chromium, decode_png};
+use crate::support::db::{disable_triggers, exec, flip};
+use crate::support::scenario::{scenario_config, send_scenarios};
+use crate::support::server::{TestApp, TestDb, spawn_app, spawn_app_with};
 use changetrail::auth::Role;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -534,8 +534,8 @@ async fn the_console_in_a_browser() {
 
     // Damage the ledger behind the server's back (one stored payload, triggers dropped as an
     // attacker with database access would): verify now must fail, in red, naming the entry.
-    crate::storage::disable_triggers(&app.store, "payloads").await;
-    crate::storage::flip(
+    disable_triggers(&app.store, "payloads").await;
+    flip(
         &app.store,
         "payloads",
         "payload",
@@ -563,8 +563,8 @@ async fn an_unreadable_fact_is_an_evidence_gap_in_the_list() {
         let auditor = app.token(Role::Auditor).await;
         let path = "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&limit=500";
         let (_, before) = json(&app, path, &auditor).await;
-        crate::storage::disable_triggers(&app.store, "facts").await;
-        crate::storage::exec(
+        disable_triggers(&app.store, "facts").await;
+        exec(
             &app.store,
             "UPDATE facts SET payload = 'not json' WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
         )

@@ -2,8 +2,10 @@
 //! amplification request that used to exhaust memory, admission shares per token, and mutated
 //! requests that must never crash the receiver or get a 5xx.
 
-use crate::helpers::{Served, TestDb, config, create_token, serve_in, sigterm, spawn_app_with};
-use crate::otlp::{deploy_span, kv, request, trace};
+use crate::support::otlp::{deploy_span, kv, raw_grpc, request, span, trace};
+use crate::support::server::{
+    Served, TestApp, TestDb, config, create_token, serve_in, sigterm, spawn_app_with,
+};
 use changetrail::auth::Role;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -632,9 +634,9 @@ fn mutated_requests_never_crash_the_receiver() {
 }
 
 /// The HTTP-style status a raw gRPC call's grpc-status maps to (5xx for server faults).
-async fn grpc_raw(app: &crate::helpers::TestApp, msg: &[u8]) -> u16 {
+async fn grpc_raw(app: &TestApp, msg: &[u8]) -> u16 {
     let path = changetrail::ingest::grpc::TRACE_EXPORT;
-    match crate::otlp::raw_grpc(app, path, msg).await.as_str() {
+    match raw_grpc(app, path, msg).await.as_str() {
         // INTERNAL, UNKNOWN, DATA_LOSS, or no status at all: the server's fault.
         "13" | "2" | "15" | "" => 500,
         _ => 200,
@@ -715,10 +717,7 @@ async fn rows_released_by_a_binding_are_held_in_its_share() {
     };
     // Twenty runtime spans of the trace, each with a 400 KB resource of its own: parked.
     for i in 0..20 {
-        let mut r = request(
-            "svc",
-            vec![crate::otlp::span(t, &format!("runtime {i}"), vec![])],
-        );
+        let mut r = request("svc", vec![span(t, &format!("runtime {i}"), vec![])]);
         if let Some(res) = r.resource_spans[0].resource.as_mut() {
             res.attributes
                 .extend((0..40).map(|j| kv(&format!("big.{j}"), &"r".repeat(10_000))));

@@ -3,25 +3,22 @@
 //! stale tokens, backdated approvals, times from the future, contradicting statements, missing
 //! decisions, unrotated credentials, rows forged into the derived tables.
 
-use crate::helpers::{TestApp, TestDb, bin, spawn_app_with, verify_store};
-use crate::idp;
-use crate::otlp::kv;
-use crate::scenarios::{Item, Workflow, normal_change, packet, scenario_config, send};
-use crate::storage::{disable_triggers, exec};
-use changetrail::core::ledger::verify::Class;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+use crate::support::db::{disable_triggers, exec};
+use crate::support::idp;
+use crate::support::otlp::kv;
+use crate::support::report::build_january;
+use crate::support::scenario::{
+    Item, MIN, T0, export_request, normal_change, packet, scenario_config, send, send_log, workflow,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use crate::support::server::{TestApp, TestDb, bin, spawn_app_with, verify_store};
+use changetrail::core::ledger::verify::Class;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use proptest::prelude::*;
 use prost::Message;
 use serde_json::Value;
 use std::time::Duration;
 
-const MIN: u64 = 60 * 1_000_000_000;
 const HOUR: u64 = 60 * MIN;
 
 /// The scenarios' issuer with the shipped receipt limits (not the history allowance) and no
@@ -41,25 +38,8 @@ fn ago(d: u64) -> u64 {
     (now - d) / MIN * MIN
 }
 
-fn set(item: &mut Item, key: &str, value: &str) {
-    item.span.attributes.retain(|kv| kv.key != key);
-    item.span.attributes.push(kv(key, value));
-}
-
-fn unset(item: &mut Item, key: &str) {
-    item.span.attributes.retain(|kv| kv.key != key);
-}
-
 fn attr(item: &Item, key: &str) -> String {
-    item.span
-        .attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            AnyValueKind::StringValue(s) => Some(s.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no {key}"))
+    item.attr(key).unwrap_or_else(|| panic!("no {key}"))
 }
 
 fn codes(p: &Value) -> Vec<String> {
@@ -95,14 +75,14 @@ async fn a_replayed_approval_token_proves_nothing_on_the_second_change() {
     for db in TestDb::all("a_replayed_approval_token_proves_nothing_on_the_second_change").await {
         let app = spawn_app_with(strict(&db)).await;
         let t0 = ago(2 * HOUR);
-        let mut a = Workflow::new("CHG-A", 1, t0);
+        let mut a = workflow("CHG-A", 1, t0);
         let a_items = normal_change(&mut a);
         let stolen = attr(&a_items[1], "changetrail.approval.token");
         send(&app, &a_items).await;
         // A minute later, on another change, while the token is still valid.
-        let mut b = Workflow::new("CHG-B", 2, t0 + MIN);
+        let mut b = workflow("CHG-B", 2, t0 + MIN);
         let mut b_items = normal_change(&mut b);
-        set(&mut b_items[1], "changetrail.approval.token", &stolen);
+        b_items[1].set("changetrail.approval.token", &stolen);
         send(&app, &b_items).await;
 
         let pa = packet(&app, "CHG-A").await;
@@ -137,10 +117,10 @@ async fn a_replayed_approval_token_proves_nothing_on_the_second_change() {
         // Replayed again, this time naming CHG-A's run, as if the token's first use were this
         // change's own: a run another change claims is not this change's, and the claim is a
         // contradiction on both.
-        let mut c = Workflow::new("CHG-C", 3, t0 + 2 * MIN);
+        let mut c = workflow("CHG-C", 3, t0 + 2 * MIN);
         let mut c_items = normal_change(&mut c);
-        set(&mut c_items[1], "changetrail.approval.token", &stolen);
-        set(&mut c_items[1], "cicd.pipeline.run.id", &a.run);
+        c_items[1].set("changetrail.approval.token", &stolen);
+        c_items[1].set("cicd.pipeline.run.id", &a.run);
         send(&app, &c_items).await;
         let pc = packet(&app, "CHG-C").await;
         let cc = codes(&pc);
@@ -170,7 +150,7 @@ async fn a_backdated_approval_received_after_the_deploy_is_not_before_it() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(strict(&db)).await;
     let t0 = ago(2 * HOUR);
-    let mut wf = Workflow::new("CHG-BACKDATED", 3, t0);
+    let mut wf = workflow("CHG-BACKDATED", 3, t0);
     let items = normal_change(&mut wf);
     // The deploy's record first; the approval, dated before it, arrives afterwards.
     send(
@@ -188,7 +168,7 @@ async fn a_backdated_approval_received_after_the_deploy_is_not_before_it() {
         p["exceptions"]
     );
     // The same change told in order (a minute later: tokens of its own): before.
-    let mut wf = Workflow::new("CHG-IN-ORDER", 4, t0 + MIN);
+    let mut wf = workflow("CHG-IN-ORDER", 4, t0 + MIN);
     send(&app, &normal_change(&mut wf)).await;
     let p = packet(&app, "CHG-IN-ORDER").await;
     assert_eq!(p["approvals"][0]["before_first_deploy"], true, "{p}");
@@ -201,7 +181,7 @@ async fn a_token_that_expired_long_before_it_arrived_or_has_no_exp_proves_nothin
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(strict(&db)).await;
     // Three days ago, sent now: the tokens were valid at the (claimed) time of the events.
-    let mut wf = Workflow::new("CHG-STALE", 5, ago(72 * HOUR));
+    let mut wf = workflow("CHG-STALE", 5, ago(72 * HOUR));
     send(&app, &normal_change(&mut wf)).await;
     let p = packet(&app, "CHG-STALE").await;
     assert_eq!(
@@ -225,17 +205,13 @@ async fn a_token_that_expired_long_before_it_arrived_or_has_no_exp_proves_nothin
     );
 
     // A token without exp.
-    let mut wf = Workflow::new("CHG-NOEXP", 6, ago(HOUR));
+    let mut wf = workflow("CHG-NOEXP", 6, ago(HOUR));
     let mut items = normal_change(&mut wf);
     let now_s = (changetrail::sys::now_ns() / 1_000_000_000) as u64;
     let forever = idp::token_claims(&serde_json::json!({
         "iss": idp::ISSUER, "aud": idp::AUDIENCE, "sub": "alice@example.com",
         "roles": ["engineer"], "iat": now_s - 7200}));
-    set(
-        &mut items[0],
-        "changetrail.change.requester.token",
-        &forever,
-    );
+    items[0].set("changetrail.change.requester.token", &forever);
     send(&app, &items).await;
     let p = packet(&app, "CHG-NOEXP").await;
     assert_eq!(p["requester"]["established"], "asserted");
@@ -247,7 +223,7 @@ async fn a_token_that_expired_long_before_it_arrived_or_has_no_exp_proves_nothin
 async fn an_item_from_the_future_is_rejected_and_its_neighbours_kept() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(strict(&db)).await;
-    let mut wf = Workflow::new("CHG-FUTURE", 7, ago(HOUR));
+    let mut wf = workflow("CHG-FUTURE", 7, ago(HOUR));
     let items = normal_change(&mut wf);
     let mut future = items[1].clone();
     let ahead = changetrail::sys::now_ns() as u64 + HOUR;
@@ -255,22 +231,7 @@ async fn an_item_from_the_future_is_rejected_and_its_neighbours_kept() {
     future.span.end_time_unix_nano = ahead + MIN;
     let mut sent = vec![items[0].clone(), future];
     sent.extend(items[2..4].iter().cloned());
-    let body = ExportTraceServiceRequest {
-        resource_spans: sent
-            .iter()
-            .map(|i| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: i.resource.iter().map(|(k, v)| kv(k, v)).collect(),
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![i.span.clone()],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    };
+    let body = export_request(&sent);
     let r = app
         .http
         .post(format!("{}/v1/traces", app.otlp))
@@ -302,12 +263,12 @@ async fn an_item_from_the_future_is_rejected_and_its_neighbours_kept() {
 async fn contradicting_facts_are_all_kept_and_flagged() {
     for db in TestDb::all("contradicting_facts_are_all_kept_and_flagged").await {
         let app = spawn_app_with(strict(&db)).await;
-        let mut wf = Workflow::new("CHG-TWO-FACES", 8, ago(2 * HOUR));
+        let mut wf = workflow("CHG-TWO-FACES", 8, ago(2 * HOUR));
         let items = normal_change(&mut wf);
         // An early span says staging, to take the change out of the population; the run's own
         // span says production.
         let mut staging = wf.run_span("normal", "alice@example.com", None, vec![]);
-        set(&mut staging, "deployment.environment.name", "staging");
+        staging.set("deployment.environment.name", "staging");
         send(&app, &[staging]).await;
         send(&app, &items).await;
         let p = packet(&app, "CHG-TWO-FACES").await;
@@ -350,9 +311,9 @@ async fn contradicting_facts_are_all_kept_and_flagged() {
 async fn an_approval_without_a_decision_is_not_approved() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(strict(&db)).await;
-    let mut wf = Workflow::new("CHG-SILENT", 9, ago(2 * HOUR));
+    let mut wf = workflow("CHG-SILENT", 9, ago(2 * HOUR));
     let mut items = normal_change(&mut wf);
-    unset(&mut items[1], "changetrail.approval.decision");
+    items[1].unset("changetrail.approval.decision");
     send(&app, &items).await;
     let p = packet(&app, "CHG-SILENT").await;
     assert_eq!(p["approvals"][0]["decision"], "unknown");
@@ -370,14 +331,14 @@ async fn a_deploy_credential_used_on_an_earlier_change_was_not_rotated() {
     for db in TestDb::all("a_deploy_credential_used_on_an_earlier_change_was_not_rotated").await {
         let app = spawn_app_with(strict(&db)).await;
         let t0 = ago(2 * HOUR);
-        let mut first = Workflow::new("CHG-KEY-A", 10, t0);
+        let mut first = workflow("CHG-KEY-A", 10, t0);
         let first_items = normal_change(&mut first);
         let token = attr(&first_items[3], "changetrail.identity.token");
         send(&app, &first_items).await;
-        let mut second = Workflow::new("CHG-KEY-B", 11, t0 + MIN);
+        let mut second = workflow("CHG-KEY-B", 11, t0 + MIN);
         let mut items = normal_change(&mut second);
         for d in &mut items[2..4] {
-            set(d, "changetrail.identity.token", &token);
+            d.set("changetrail.identity.token", &token);
         }
         send(&app, &items).await;
         let p = packet(&app, "CHG-KEY-B").await;
@@ -409,9 +370,9 @@ async fn a_run_that_never_deployed_and_a_restoring_rollback_need_no_approval() {
         let app = spawn_app_with(strict(&db)).await;
         let t0 = ago(6 * HOUR);
         // Rejected, then the run failed: nothing was deployed.
-        let mut wf = Workflow::new("CHG-REJECTED", 12, t0);
+        let mut wf = workflow("CHG-REJECTED", 12, t0);
         let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
-        set(&mut run, "cicd.pipeline.result", "failure");
+        run.set("cicd.pipeline.result", "failure");
         let t = |m: u64| (t0 + m * MIN) as i64;
         let bob = idp::token("bob@example.com", &["release-approver"], t(15));
         let rejected = wf.approval("bob@example.com", Some(bob), "rejected", MIN, 15 * MIN);
@@ -425,12 +386,12 @@ async fn a_run_that_never_deployed_and_a_restoring_rollback_need_no_approval() {
 
         // 1.41.0 ran (approved), 1.42.0 replaced it, then an automatic rollback put 1.41.0 back
         // without an approval of its own.
-        let mut old = Workflow::new("CHG-OLD", 13, t0);
+        let mut old = workflow("CHG-OLD", 13, t0);
         old.version = "1.41.0".into();
         send(&app, &normal_change(&mut old)).await;
-        let mut new = Workflow::new("CHG-NEW", 14, t0 + HOUR);
+        let mut new = workflow("CHG-NEW", 14, t0 + HOUR);
         send(&app, &normal_change(&mut new)).await;
-        let mut rb = Workflow::new("CHG-AUTO-RB", 15, t0 + 2 * HOUR);
+        let mut rb = workflow("CHG-AUTO-RB", 15, t0 + 2 * HOUR);
         rb.version = "1.41.0".into();
         let run = rb.run_span(
             "rollback",
@@ -468,14 +429,14 @@ async fn an_old_version_redeployed_by_no_change_is_an_unlinked_deploy() {
     for db in TestDb::all("an_old_version_redeployed_by_no_change_is_an_unlinked_deploy").await {
         let app = spawn_app_with(strict(&db)).await;
         let t0 = ago(6 * HOUR);
-        let mut one = Workflow::new("CHG-V1", 16, t0);
+        let mut one = workflow("CHG-V1", 16, t0);
         one.version = "1.0.0".into();
         send(&app, &normal_change(&mut one)).await;
-        let mut two = Workflow::new("CHG-V2", 17, t0 + HOUR);
+        let mut two = workflow("CHG-V2", 17, t0 + HOUR);
         two.version = "2.0.0".into();
         send(&app, &normal_change(&mut two)).await;
         // Two hours later 1.0.0 serves again, and no change put it there.
-        let mut rogue = Workflow::new("none", 18, t0 + 3 * HOUR);
+        let mut rogue = workflow("none", 18, t0 + 3 * HOUR);
         rogue.version = "1.0.0".into();
         let live = rogue.service_span("GET /pay", 0);
         send(&app, &[live]).await;
@@ -507,7 +468,7 @@ async fn send_approval_log(app: &TestApp, change: &str, at: u64) {
         ],
         ..Default::default()
     };
-    crate::scenarios::send_log(app, record).await;
+    send_log(app, record).await;
 }
 
 /// Findings of DERIVED_MISMATCH whose detail mentions `what`.
@@ -525,7 +486,7 @@ async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() 
         TestDb::all("a_row_forged_into_or_changed_in_any_derived_table_fails_verification").await
     {
         let app = spawn_app_with(strict(&db)).await;
-        let mut wf = Workflow::new("CHG-DERIVED", 19, ago(2 * HOUR));
+        let mut wf = workflow("CHG-DERIVED", 19, ago(2 * HOUR));
         send(&app, &normal_change(&mut wf)).await;
         send_approval_log(&app, "CHG-DERIVED", ago(HOUR)).await;
         app.writer.checkpoint().await.unwrap();
@@ -662,7 +623,7 @@ async fn a_row_forged_into_or_changed_in_any_derived_table_fails_verification() 
 async fn erasing_a_fact_removes_every_copy_and_still_verifies() {
     for db in TestDb::all("erasing_a_fact_removes_every_copy_and_still_verifies").await {
         let app = spawn_app_with(strict(&db)).await;
-        let mut wf = Workflow::new("CHG-ERASE", 20, ago(2 * HOUR));
+        let mut wf = workflow("CHG-ERASE", 20, ago(2 * HOUR));
         send(&app, &normal_change(&mut wf)).await;
         let p = packet(&app, "CHG-ERASE").await;
         let seq = p["entries"]
@@ -760,14 +721,13 @@ fn case() -> impl Strategy<Value = Case> {
 /// The spans of a scenario set (changes CHG-P0, CHG-P1, …), in order, through the workflow
 /// builders the other tests use.
 fn scenario_items(cases: &[Case]) -> Vec<Item> {
-    use crate::scenarios::T0;
     let day = 86_400 * 1_000_000_000u64;
     let mut items = Vec::new();
     let mut last_approval_token: Option<String> = None;
     for (i, c) in cases.iter().enumerate() {
         let id = format!("CHG-P{i}");
         let t0 = T0 + c.day * day + i as u64 * MIN;
-        let mut wf = Workflow::new(&id, 100 + i as u8, t0);
+        let mut wf = workflow(&id, 100 + i as u8, t0);
         wf.version = format!("{}.0.0", c.version + 1);
         let kind = ["normal", "normal", "emergency", "rollback"][c.kind as usize];
         let mut extra = Vec::new();
@@ -787,12 +747,12 @@ fn scenario_items(cases: &[Case]) -> Vec<Item> {
             extra,
         );
         if c.staging {
-            set(&mut run, "deployment.environment.name", "staging");
+            run.set("deployment.environment.name", "staging");
         }
         items.push(run);
         if c.also_staging {
             let mut other = wf.run_span(kind, "alice@example.com", None, vec![]);
-            set(&mut other, "deployment.environment.name", "staging");
+            other.set("deployment.environment.name", "staging");
             items.push(other);
         }
         let token = match c.token {
@@ -810,7 +770,7 @@ fn scenario_items(cases: &[Case]) -> Vec<Item> {
         if let Some(d) = decision {
             let mut a = wf.approval("bob@example.com", token.clone(), d, MIN, end * MIN);
             if d == "LGTM" {
-                unset(&mut a, "changetrail.approval.decision");
+                a.unset("changetrail.approval.decision");
             }
             last_approval_token = token.or(last_approval_token);
             items.push(a);
@@ -829,7 +789,7 @@ fn scenario_items(cases: &[Case]) -> Vec<Item> {
         }
     }
     // A version nobody deployed, in the middle of the period.
-    let mut rogue = Workflow::new("none", 99, T0 + 20 * day);
+    let mut rogue = workflow("none", 99, T0 + 20 * day);
     rogue.version = "9.9.9".into();
     items.push(rogue.service_span("GET /pay", 0));
     items
@@ -860,7 +820,7 @@ proptest::proptest! {
             app.writer.checkpoint().await.unwrap();
             let dir = db.path().join("report");
             let settings = cfg.report_settings(None).unwrap();
-            crate::reports::build_january(&app, &settings, &dir, None).await.unwrap();
+            build_january(&app, &settings, &dir, None).await.unwrap();
             let bundle = db.path().join("ledger.jsonl");
             let plan = changetrail::read::export::plan(&app.store, None, None, None).await.unwrap();
             let mut rx = changetrail::read::export::stream(app.store.clone(), plan, "2026-12-06T00:00:00Z".into());

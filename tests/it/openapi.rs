@@ -2,7 +2,8 @@
 //! described, every described operation exists with the role it states, and the document is valid
 //! OpenAPI (checked by openapi-spec-validator when the test venv is there).
 
-use crate::helpers::{TestDb, spawn_app};
+use crate::support::python::python;
+use crate::support::server::{TestDb, spawn_app};
 use changetrail::api::openapi::{Access, OPERATIONS, document};
 use changetrail::auth::Role;
 use std::collections::BTreeSet;
@@ -132,8 +133,7 @@ async fn the_served_document_matches_the_server() {
     }
 
     // A real OpenAPI validator, when the test venv has it.
-    let Some(python) = crate::python::python("the_served_document_matches_the_server (validator)")
-    else {
+    let Some(python) = python("the_served_document_matches_the_server (validator)") else {
         return;
     };
     let file = db.path().join("openapi.json");

@@ -1,8 +1,9 @@
 //! OTLP ingest through the real listeners: the HTTP conformance matrix, gRPC semantics, what is
 //! kept, parked, deduplicated and redacted.
 
-use crate::helpers::{TestApp, TestDb, config, spawn_app_with};
-use changetrail::storage::Store;
+use crate::support::db::{exec, hold_write_lock};
+use crate::support::otlp::{deploy_span, kv, raw_grpc, request, span, trace};
+use crate::support::server::{TestApp, TestDb, config, spawn_app_with};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -18,71 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use reqwest::StatusCode;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh trace id (unique across the test run).
-pub fn trace() -> [u8; 16] {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut t = [0u8; 16];
-    t[..8].copy_from_slice(&n.to_be_bytes());
-    t[8..].copy_from_slice(&changetrail::sys::random_bytes::<8>());
-    t
-}
-
-pub fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn span(trace: [u8; 16], name: &str, attrs: Vec<KeyValue>) -> Span {
-    let now = changetrail::sys::now_ns() as u64;
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes().to_vec(),
-        name: name.into(),
-        kind: 1,
-        start_time_unix_nano: now - 1_000_000,
-        end_time_unix_nano: now,
-        attributes: attrs,
-        ..Default::default()
-    }
-}
-
-/// A deploy step span carrying the contract (so it is kept).
-pub fn deploy_span(trace: [u8; 16], change: &str) -> Span {
-    span(
-        trace,
-        "deploy",
-        vec![
-            kv("cicd.pipeline.run.id", &format!("wf-{change}")),
-            kv("changetrail.change.id", change),
-        ],
-    )
-}
-
-pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Enc {
@@ -166,31 +103,6 @@ async fn status_of(r: reqwest::Response) -> (i32, String) {
             v["message"].as_str().unwrap().to_owned(),
         )
     }
-}
-
-async fn exec(store: &Store, sql: &str) {
-    let q = sqlx::AssertSqlSafe(sql.to_owned());
-    match store {
-        Store::Sqlite(p) => sqlx::query(q).execute(p).await.map(|_| ()),
-        Store::Postgres(p) => sqlx::query(q).execute(p).await.map(|_| ()),
-    }
-    .unwrap();
-}
-
-/// Holds the database's write lock from another connection for `hold`, like a stuck writer.
-pub async fn hold_write_lock(db: &TestDb, hold: Duration) -> tokio::task::JoinHandle<()> {
-    let store = Store::connect(&db.url, &Default::default()).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let handle = tokio::spawn(async move {
-        let mut t = store.begin_append().await.unwrap();
-        t.lock_head().await.unwrap();
-        let _ = tx.send(());
-        tokio::time::sleep(hold).await;
-        drop(t);
-        store.close().await;
-    });
-    rx.await.unwrap();
-    handle
 }
 
 async fn spans_stored(app: &TestApp, t: [u8; 16]) -> usize {
@@ -285,7 +197,7 @@ async fn http_conformance_matrix() {
             assert_eq!(spans_stored(&app, t).await, 1);
 
             // Permanent: storage refuses for good; 500 + Status(INTERNAL), no Retry-After.
-            exec(&app.store, "CREATE TRIGGER refuse BEFORE INSERT ON spans BEGIN SELECT RAISE(ABORT, 'injected failure'); END").await;
+            exec(&app.store, "CREATE TRIGGER refuse BEFORE INSERT ON spans BEGIN SELECT RAISE(ABORT, 'injected failure'); END").await.unwrap();
             let t = trace();
             let body = compress(
                 &encode(&request("deployer", vec![deploy_span(t, "CHG-9")]), enc),
@@ -308,7 +220,7 @@ async fn http_conformance_matrix() {
                 !message.contains("injected"),
                 "internal details stay internal: {message}"
             );
-            exec(&app.store, "DROP TRIGGER refuse").await;
+            exec(&app.store, "DROP TRIGGER refuse").await.unwrap();
         }
     }
     app.stop().await;
@@ -1023,40 +935,6 @@ async fn grpc_semantics() {
         assert_eq!(app.store.log_count().await.unwrap(), 1);
         app.stop().await;
     }
-}
-
-/// Sends raw protobuf bytes as a gRPC request with the ingest token; returns grpc-status.
-pub async fn raw_grpc(app: &TestApp, path: &str, msg: &[u8]) -> String {
-    use http_body_util::BodyExt;
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(msg);
-    let stream = tokio::net::TcpStream::connect(app.grpc.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::post(format!("{}{path}", app.grpc))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {}", app.ingest))
-        .body(http_body_util::Full::new(prost::bytes::Bytes::from(frame)))
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    if let Some(s) = resp.headers().get("grpc-status") {
-        return s.to_str().unwrap().to_owned();
-    }
-    let collected = resp.into_body().collect().await.unwrap();
-    collected
-        .trailers()
-        .and_then(|t| t.get("grpc-status"))
-        .map(|s| s.to_str().unwrap().to_owned())
-        .unwrap_or_default()
 }
 
 /// Stopping the service while exports are in flight: listeners close first, every request that

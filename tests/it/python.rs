@@ -1,30 +1,12 @@
 //! The real OpenTelemetry Python SDK exporters (gRPC and HTTP/protobuf, gzip, bearer token)
 //! against the real server. `.ci/run` installs them into a venv and sets CHANGETRAIL_TEST_PYTHON.
 
-use crate::helpers::{TestApp, TestDb, config, spawn_app_with};
-use crate::otlp::hold_write_lock;
+use crate::support::db::hold_write_lock;
+use crate::support::python::{CLIENT, python};
+use crate::support::server::{TestApp, TestDb, config, spawn_app_with, verify_store};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
-
-const CLIENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/it/python/otlp_client.py"
-);
-
-pub fn python(test: &str) -> Option<PathBuf> {
-    match std::env::var("CHANGETRAIL_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: CHANGETRAIL_TEST_PYTHON (a python with the OpenTelemetry exporters) is not set; .ci/run sets it"
-            );
-            None
-        }
-    }
-}
 
 #[derive(Debug, serde::Deserialize)]
 struct Exported {
@@ -140,7 +122,7 @@ async fn python_sdk_exporters_over_grpc_and_http() {
             let body = String::from_utf8_lossy(&l.body).to_string();
             assert!(!body.contains("not-a-real-token"), "a token was stored");
         }
-        let report = crate::helpers::verify_store(&app.store, &[&app.vkey]).await;
+        let report = verify_store(&app.store, &[&app.vkey]).await;
         assert_eq!(report.exit_code, 0, "{:?}", report.findings);
         app.stop().await;
     }

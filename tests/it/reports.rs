@@ -2,257 +2,19 @@
 //! report downloaded over REST, its exceptions and control counts checked, its CSV snapshotted,
 //! the HTML rendered in headless Chromium, and `verify-report` catching every kind of tampering.
 
-use crate::helpers::{TestApp, TestDb, bin, spawn_app_with};
-use crate::idp;
-use crate::otlp::kv;
-use crate::scenarios::{CONDUCTOR, Item, T0, Workflow, normal_change, scenario_config, send};
+use crate::support::db::exec;
+use crate::support::idp;
+use crate::support::report::{build_january, codes_by_change, csv_rows};
+use crate::support::scenario::{
+    T0, normal_change, scenario_config, send, send_scenarios, workflow,
+};
+use crate::support::server::{TestApp, TestDb, bin, spawn_app_with};
 use changetrail::auth::Role;
 use changetrail::core::evidence::report::{Catalogue, SOC2_CATALOGUE};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const MIN: u64 = 60 * 1_000_000_000;
-const DAY: u64 = 24 * 60 * MIN;
-
-fn set(item: &mut Item, key: &str, value: &str) {
-    item.span.attributes.retain(|a| a.key != key);
-    item.span.attributes.push(kv(key, value));
-}
-
-/// Every scenario of the correlation issue, with the exception codes each must get.
-pub async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static str>> {
-    let at = |m: u64| (T0 + m * MIN) as i64;
-    let mut expect: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
-    let mut items = Vec::new();
-
-    // A normal change with a retried deploy: information, not an exception.
-    let mut ok = Workflow::new("CHG-OK", 40, T0);
-    items.extend(normal_change(&mut ok));
-    expect.insert("CHG-OK".into(), BTreeSet::new());
-
-    // Self-approval by someone without the approver role.
-    let mut wf = Workflow::new("CHG-SELF", 41, T0 + DAY);
-    let t = |m: u64| at(m) + DAY as i64;
-    items.extend([
-        wf.run_span(
-            "normal",
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &[], t(0))),
-            vec![],
-        ),
-        wf.approval(
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &[], t(5))),
-            "approved",
-            MIN,
-            5 * MIN,
-        ),
-        wf.deploy(0, "success", 6 * MIN, 7 * MIN),
-    ]);
-    expect.insert(
-        "CHG-SELF".into(),
-        ["SELF_APPROVAL", "APPROVER_NOT_AUTHORIZED"].into(),
-    );
-
-    // Approved after the deploy started; the requester has no token.
-    let mut wf = Workflow::new("CHG-LATE", 42, T0 + 8 * DAY);
-    let t = |m: u64| at(m) + 8 * DAY as i64;
-    items.extend([
-        wf.run_span("normal", "alice@example.com", None, vec![]),
-        wf.deploy(0, "success", 2 * MIN, 4 * MIN),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(10))),
-            "approved",
-            MIN,
-            10 * MIN,
-        ),
-    ]);
-    expect.insert(
-        "CHG-LATE".into(),
-        ["APPROVAL_AFTER_DEPLOY", "UNVERIFIED_IDENTITY"].into(),
-    );
-
-    // Rejected, deployed anyway.
-    let mut wf = Workflow::new("CHG-REJ", 43, T0 + 9 * DAY);
-    let t = |m: u64| at(m) + 9 * DAY as i64;
-    items.extend([
-        wf.run_span("normal", "carol@example.com", None, vec![]),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(3))),
-            "rejected",
-            MIN,
-            3 * MIN,
-        ),
-        wf.deploy(0, "success", 4 * MIN, 5 * MIN),
-    ]);
-    expect.insert(
-        "CHG-REJ".into(),
-        ["NO_APPROVAL", "UNVERIFIED_IDENTITY"].into(),
-    );
-
-    // An emergency with neither justification nor review.
-    let mut wf = Workflow::new("CHG-EMERG", 44, T0 + 10 * DAY);
-    items.extend([
-        wf.run_span("emergency", "dave@example.com", None, vec![]),
-        wf.deploy(0, "success", MIN, 2 * MIN),
-    ]);
-    expect.insert(
-        "CHG-EMERG".into(),
-        ["EMERGENCY_NO_REVIEW", "UNVERIFIED_IDENTITY"].into(),
-    );
-
-    // Approved one digest, deployed another.
-    let mut wf = Workflow::new("CHG-SWAP", 45, T0 + 15 * DAY);
-    let t = |m: u64| at(m) + 15 * DAY as i64;
-    let run = wf.run_span(
-        "normal",
-        "alice@example.com",
-        Some(idp::token("alice@example.com", &["engineer"], t(0))),
-        vec![],
-    );
-    let mut approval = wf.approval(
-        "bob@example.com",
-        Some(idp::token("bob@example.com", &["release-approver"], t(5))),
-        "approved",
-        MIN,
-        5 * MIN,
-    );
-    set(
-        &mut approval,
-        "changetrail.approval.subject",
-        "sha256:0000aaaa",
-    );
-    items.extend([run, approval, wf.deploy(0, "success", 6 * MIN, 7 * MIN)]);
-    expect.insert("CHG-SWAP".into(), ["APPROVED_SUBJECT_MISMATCH"].into());
-
-    // A rollback that names nothing it rolls back (approved, so that is its only problem).
-    let mut wf = Workflow::new("CHG-RB", 46, T0 + 16 * DAY);
-    let t = |m: u64| at(m) + 16 * DAY as i64;
-    items.extend([
-        wf.run_span(
-            "rollback",
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &["engineer"], t(0))),
-            vec![],
-        ),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(2))),
-            "approved",
-            MIN,
-            2 * MIN,
-        ),
-        wf.deploy(0, "success", 3 * MIN, 4 * MIN),
-    ]);
-    expect.insert("CHG-RB".into(), ["ROLLBACK_UNLINKED"].into());
-
-    // A rollback that names what it rolls back: linked both ways, no exception.
-    let mut wf = Workflow::new("CHG-RB2", 51, T0 + 17 * DAY);
-    let t = |m: u64| at(m) + 17 * DAY as i64;
-    items.extend([
-        wf.run_span(
-            "rollback",
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &["engineer"], t(0))),
-            vec![kv("changetrail.change.rollback_of", "CHG-OK")],
-        ),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(2))),
-            "approved",
-            MIN,
-            2 * MIN,
-        ),
-        wf.deploy(0, "success", 3 * MIN, 4 * MIN),
-    ]);
-    expect.insert("CHG-RB2".into(), BTreeSet::new());
-
-    // Not in the population: a staging change, and a production change after the period.
-    let mut wf = Workflow::new("CHG-STAGING", 47, T0 + 2 * DAY);
-    let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
-    set(&mut run, "deployment.environment.name", "staging");
-    items.push(run);
-    let mut wf = Workflow::new("CHG-FEB", 48, T0 + 40 * DAY);
-    items.push(wf.run_span("normal", "alice@example.com", None, vec![]));
-
-    // Requested and deployed the evening before the period; its version is first seen just
-    // inside it. Not in the population, and it explains that version: no unlinked deploy.
-    let mut wf = Workflow::new("CHG-DEC", 50, T0 - 630 * MIN);
-    wf.service = "ledger-api".into();
-    wf.version = "2.0.0".into();
-    items.extend([
-        wf.run_span("normal", "alice@example.com", None, vec![]),
-        wf.approval("bob@example.com", None, "approved", MIN, 5 * MIN),
-        wf.deploy(0, "success", 16 * MIN, 21 * MIN),
-        wf.service_span("GET /balance", 40 * MIN),
-    ]);
-
-    // A version in production nothing deployed.
-    let mut rogue = Workflow::new("none", 49, T0 + 20 * DAY);
-    rogue.service = "checkout".into();
-    rogue.version = "7.0.1".into();
-    items.push(rogue.service_span("GET /cart", 0));
-    send(app, &items).await;
-
-    // Conductor: imported, then restarted with its history wiped and the approval skipped. The
-    // tokens in the vector are placeholders, so every identity in it stays asserted.
-    let mut doc: Value = serde_json::from_str(CONDUCTOR).unwrap();
-    let import = |d: Value| {
-        app.http
-            .post(format!("{}/v1/import/conductor", app.base))
-            .bearer_auth(&app.ingest)
-            .json(&d)
-            .send()
-    };
-    assert!(import(doc.clone()).await.unwrap().status().is_success());
-    let tasks = doc["tasks"].as_array_mut().unwrap();
-    tasks.retain(|t| t["referenceTaskName"] != "deploy");
-    tasks[1]["status"] = "SKIPPED".into();
-    tasks[1]["taskId"] = "0a1b2c3d-0000-4000-8000-00000000000a".into();
-    assert!(import(doc).await.unwrap().status().is_success());
-    expect.insert(
-        "CHG-2041".into(),
-        [
-            "HISTORY_REWRITTEN",
-            "APPROVAL_BYPASSED",
-            "UNVERIFIED_IDENTITY",
-            "APPROVER_NOT_AUTHORIZED",
-        ]
-        .into(),
-    );
-    app.writer.checkpoint().await.unwrap();
-    expect
-}
-
-/// The January 2026 report of `app`'s ledger built in-process, with an optional (size, seed) sample.
-pub async fn build_january(
-    app: &TestApp,
-    settings: &changetrail::report::Settings,
-    out: &Path,
-    sample: Option<(usize, &str)>,
-) -> Result<changetrail::report::Outcome, changetrail::report::ReportError> {
-    let query = changetrail::report::Query {
-        from: "2026-01-01".into(),
-        to: "2026-01-31".into(),
-        sample: sample.map(|s| s.0),
-        seed: sample.map(|s| s.1.to_owned()),
-        ..Default::default()
-    };
-    changetrail::report::build(
-        &app.store,
-        &app.writer.key(),
-        &query,
-        settings,
-        out,
-        changetrail::sys::now_ns(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-}
 
 fn unzip(bytes: &[u8], dir: &Path) {
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
@@ -264,29 +26,6 @@ fn unzip(bytes: &[u8], dir: &Path) {
         let mut out = std::fs::File::create(dir.join(&name)).unwrap();
         std::io::copy(&mut f, &mut out).unwrap();
     }
-}
-
-/// Each population row's change id and its exception codes.
-pub fn codes_by_change(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, BTreeSet<String>> {
-    rows.iter()
-        .map(|r| {
-            let codes = r["exception_codes"].split(';').filter(|c| !c.is_empty());
-            (r["change_id"].clone(), codes.map(String::from).collect())
-        })
-        .collect()
-}
-
-pub fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let h: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            h.iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect()
 }
 
 fn verify_report(dir: &Path, vkey: &str, ledger: &[&str]) -> Output {
@@ -672,7 +411,7 @@ async fn a_report_built_from_a_tampered_database_fails_offline_verification() {
         send_scenarios(&app).await;
         // CHG-REJ was rejected and deployed (NO_APPROVAL). The forger copies CHG-OK's approval
         // onto it, under a key of its own, naming an existing entry.
-        crate::storage::exec(
+        exec(
             &app.store,
             "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
              SELECT 'approval:CHG-REJ:forged', kind, 'CHG-REJ', 'wf-CHG-REJ', source, time_ns, \
@@ -843,7 +582,7 @@ async fn a_failed_build_leaves_nothing_behind() {
     let db = TestDb::sqlite().await;
     let cfg = scenario_config(&db);
     let app = spawn_app_with(cfg.clone()).await;
-    let mut wf = Workflow::new("CHG-ONE", 60, T0);
+    let mut wf = workflow("CHG-ONE", 60, T0);
     send(&app, &normal_change(&mut wf)).await;
     app.writer.checkpoint().await.unwrap();
     let mut settings = cfg.report_settings(None).unwrap();

@@ -6,10 +6,10 @@
 //! checkpoints no longer match), the tests name the class the catalogue expects with its seq or
 //! size and list the knock-on classes that may accompany it; nothing else may appear.
 
-use crate::fixtures::{
-    Built, CREATED_AT, EntryParts, Forgery, Ledger, ORIGIN, SEED_ATTACKER, STEP_NS, Signer,
-    checkpoint_pos, cosign, edit_entry, entry_pos, extend_chain, join, key, key_in, note_with,
-    salt, signature_line, verify, verify_bytes, witness,
+use crate::support::ledger::{
+    Built, CREATED_AT, EntryParts, Forgery, Ledger, ORIGIN, SEED_ATTACKER, SEED_OLD, STEP_NS,
+    Signer, checkpoint_pos, cosign, edit_entry, entry_pos, extend_chain, join, key, key_in,
+    note_with, salt, signature_line, verify, verify_bytes, witness,
 };
 use changetrail::core::ledger::batch::genesis_draft;
 use changetrail::core::ledger::bundle;
@@ -815,7 +815,7 @@ fn d_validly_signed_wrong_root_is_checkpoint_mismatch() {
 fn d_checkpoint_of_another_origin_is_bad_checkpoint() {
     let b = Ledger::standard().build();
     let staging = "ledger.example.com/staging";
-    let other = key_in(staging, crate::fixtures::SEED_OLD);
+    let other = key_in(staging, SEED_OLD);
     let note = Checkpoint {
         origin: other.origin().clone(),
         size: 4,
