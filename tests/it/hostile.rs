@@ -643,48 +643,59 @@ async fn grpc_raw(app: &TestApp, msg: &[u8]) -> u16 {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw_sqlite() {
+    nul_bytes_and_huge_ids_are_answered_not_stored_raw(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw_postgres() {
+    if let Some(db) =
+        TestDb::postgres("nul_bytes_and_huge_ids_are_answered_not_stored_raw_postgres").await
+    {
+        nul_bytes_and_huge_ids_are_answered_not_stored_raw(db).await;
+    }
+}
+
 /// A NUL in a span's name or change id (PostgreSQL text cannot hold it) is replaced, not a
 /// storage failure for everyone in the batch; a change id over 256 bytes is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw() {
-    for db in TestDb::all("nul_bytes_and_huge_ids_are_answered_not_stored_raw").await {
-        let app = spawn_app_with(config(&db)).await;
-        let t = trace();
-        let mut span = deploy_span(t, "CHG-\0-NUL");
-        span.name = "de\0ploy".into();
-        let mut huge = deploy_span(trace(), &"C".repeat(300));
-        huge.name = "huge".into();
-        let r = app
-            .http
-            .post(format!("{}/v1/traces", app.otlp))
-            .header("content-type", "application/x-protobuf")
-            .bearer_auth(&app.ingest)
-            .body(request("svc\0", vec![span, huge]).encode_to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{:?}", db.backend);
-        let p = ExportTraceServiceResponse::decode(r.bytes().await.unwrap())
-            .unwrap()
-            .partial_success
-            .unwrap();
-        assert_eq!(p.rejected_spans, 1);
-        assert!(
-            p.error_message.contains("longer than 256 bytes"),
-            "{}",
-            p.error_message
-        );
-        assert!(
-            p.error_message.contains("nul replaced"),
-            "{}",
-            p.error_message
-        );
-        let stored = app.store.spans_of_trace(&t).await.unwrap();
-        assert_eq!(stored.len(), 1);
-        assert_eq!(stored[0].name, "de\u{FFFD}ploy");
-        assert_eq!(stored[0].subject, "CHG-\u{FFFD}-NUL");
-        app.stop().await;
-    }
+async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw(db: TestDb) {
+    let app = spawn_app_with(config(&db)).await;
+    let t = trace();
+    let mut span = deploy_span(t, "CHG-\0-NUL");
+    span.name = "de\0ploy".into();
+    let mut huge = deploy_span(trace(), &"C".repeat(300));
+    huge.name = "huge".into();
+    let r = app
+        .http
+        .post(format!("{}/v1/traces", app.otlp))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(&app.ingest)
+        .body(request("svc\0", vec![span, huge]).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", db.backend);
+    let p = ExportTraceServiceResponse::decode(r.bytes().await.unwrap())
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(p.rejected_spans, 1);
+    assert!(
+        p.error_message.contains("longer than 256 bytes"),
+        "{}",
+        p.error_message
+    );
+    assert!(
+        p.error_message.contains("nul replaced"),
+        "{}",
+        p.error_message
+    );
+    let stored = app.store.spans_of_trace(&t).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name, "de\u{FFFD}ploy");
+    assert_eq!(stored[0].subject, "CHG-\u{FFFD}-NUL");
+    app.stop().await;
 }
 
 /// Parked spans that a binding releases become rows, each copying its resource: they are held in

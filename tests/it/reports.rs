@@ -53,16 +53,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The scenario suite's full report: right codes on the right changes, counts per control, the
-/// CSV as snapshots, a reproducible sample, and verify-report against the database and a bundle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scenario_report_names_every_exception_and_verifies() {
-    for db in TestDb::all("the_scenario_report_names_every_exception_and_verifies").await {
-        scenario_report(db).await;
+async fn the_scenario_report_names_every_exception_and_verifies_sqlite() {
+    the_scenario_report_names_every_exception_and_verifies(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_report_names_every_exception_and_verifies_postgres() {
+    if let Some(db) =
+        TestDb::postgres("the_scenario_report_names_every_exception_and_verifies_postgres").await
+    {
+        the_scenario_report_names_every_exception_and_verifies(db).await;
     }
 }
 
-async fn scenario_report(db: TestDb) {
+/// The scenario suite's full report: right codes on the right changes, counts per control, the
+/// CSV as snapshots, a reproducible sample, and verify-report against the database and a bundle.
+async fn the_scenario_report_names_every_exception_and_verifies(db: TestDb) {
     let mut cfg = scenario_config(&db);
     cfg.reports.approver_roles = vec!["release-approver".into()];
     let app = spawn_app_with(cfg).await;
@@ -396,83 +403,95 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     let _ = app;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_built_from_a_tampered_database_fails_offline_verification_sqlite() {
+    a_report_built_from_a_tampered_database_fails_offline_verification(TestDb::sqlite().await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_built_from_a_tampered_database_fails_offline_verification_postgres() {
+    if let Some(db) = TestDb::postgres(
+        "a_report_built_from_a_tampered_database_fails_offline_verification_postgres",
+    )
+    .await
+    {
+        a_report_built_from_a_tampered_database_fails_offline_verification(db).await;
+    }
+}
+
 /// A database writer forges an approval into the facts table (no key needed). The service builds
 /// and signs a report from it — which says so itself (its ledger check finds the row) — and
 /// verify-report fails against the database and, offline, against a bundle: the rows re-derived
 /// from the signed entries are not the report's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_built_from_a_tampered_database_fails_offline_verification() {
-    for db in
-        TestDb::all("a_report_built_from_a_tampered_database_fails_offline_verification").await
-    {
-        let mut cfg = scenario_config(&db);
-        cfg.reports.approver_roles = vec!["release-approver".into()];
-        let app = spawn_app_with(cfg.clone()).await;
-        send_scenarios(&app).await;
-        // CHG-REJ was rejected and deployed (NO_APPROVAL). The forger copies CHG-OK's approval
-        // onto it, under a key of its own, naming an existing entry.
-        exec(
-            &app.store,
-            "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
-             SELECT 'approval:CHG-REJ:forged', kind, 'CHG-REJ', 'wf-CHG-REJ', source, time_ns, \
-                    replace(payload, 'CHG-OK', 'CHG-REJ'), entry_seq, received_ns \
-             FROM facts WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
-        )
-        .await
+async fn a_report_built_from_a_tampered_database_fails_offline_verification(db: TestDb) {
+    let mut cfg = scenario_config(&db);
+    cfg.reports.approver_roles = vec!["release-approver".into()];
+    let app = spawn_app_with(cfg.clone()).await;
+    send_scenarios(&app).await;
+    // CHG-REJ was rejected and deployed (NO_APPROVAL). The forger copies CHG-OK's approval
+    // onto it, under a key of its own, naming an existing entry.
+    exec(
+        &app.store,
+        "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
+         SELECT 'approval:CHG-REJ:forged', kind, 'CHG-REJ', 'wf-CHG-REJ', source, time_ns, \
+                replace(payload, 'CHG-OK', 'CHG-REJ'), entry_seq, received_ns \
+         FROM facts WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
+    )
+    .await
+    .unwrap();
+    let dir = db.path().join("tampered-report");
+    let settings = cfg.report_settings(None).unwrap();
+    let outcome = build_january(&app, &settings, &dir, None).await.unwrap();
+    assert!(
+        outcome.manifest.ledger.verification.starts_with("FAILED"),
+        "{:?}: the report's own ledger check names the forged row: {}",
+        db.backend,
+        outcome.manifest.ledger.verification
+    );
+    let pop = csv_rows(&dir.join("population.csv"));
+    let rej = pop.iter().find(|r| r["change_id"] == "CHG-REJ").unwrap();
+    assert!(
+        !rej["exception_codes"].contains("NO_APPROVAL"),
+        "the forged approval shows in the report: {rej:?}"
+    );
+    let vkey = app.vkey.clone();
+    let url = db.url.clone();
+    let bundle = db.path().join("tampered.jsonl");
+    let e = Command::new(bin())
+        .args(["export", "--out"])
+        .arg(&bundle)
+        .args(["--database-url", &url])
+        .output()
         .unwrap();
-        let dir = db.path().join("tampered-report");
-        let settings = cfg.report_settings(None).unwrap();
-        let outcome = build_january(&app, &settings, &dir, None).await.unwrap();
-        assert!(
-            outcome.manifest.ledger.verification.starts_with("FAILED"),
-            "{:?}: the report's own ledger check names the forged row: {}",
-            db.backend,
-            outcome.manifest.ledger.verification
-        );
-        let pop = csv_rows(&dir.join("population.csv"));
-        let rej = pop.iter().find(|r| r["change_id"] == "CHG-REJ").unwrap();
-        assert!(
-            !rej["exception_codes"].contains("NO_APPROVAL"),
-            "the forged approval shows in the report: {rej:?}"
-        );
-        let vkey = app.vkey.clone();
-        let url = db.url.clone();
-        let bundle = db.path().join("tampered.jsonl");
-        let e = Command::new(bin())
-            .args(["export", "--out"])
-            .arg(&bundle)
-            .args(["--database-url", &url])
-            .output()
-            .unwrap();
-        assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
-        app.stop().await;
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    app.stop().await;
 
-        let o = verify_report(&dir, &vkey, &["--database-url", &url]);
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(o.status.code(), Some(1), "{text}");
-        assert!(
-            text.contains("DERIVED_MISMATCH facts row \"approval:CHG-REJ:forged\""),
-            "{text}"
-        );
+    let o = verify_report(&dir, &vkey, &["--database-url", &url]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("DERIVED_MISMATCH facts row \"approval:CHG-REJ:forged\""),
+        "{text}"
+    );
 
-        let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(o.status.code(), Some(1), "{text}");
-        // The bundle itself is intact: the entries are what the service signed.
-        assert!(text.contains("ok    ledger verifies"), "{text}");
-        for named in [
-            "population.csv row CHG-REJ: approval_decision is \"approved\", the entries give \"rejected\"",
-            "exceptions.csv lacks NO_APPROVAL on CHG-REJ (deployed, but the approvals on record are: rejected)",
-            "exceptions.csv lists EVIDENCE_GAP about the ledger (ledger DERIVED_MISMATCH: facts row \"approval:CHG-REJ:forged\"",
-            "controls.csv lists control CC2.1 / CC4.1 as exceptions",
-            "controls.csv lacks control CC8.1 as exceptions with 7 exceptions",
-        ] {
-            assert!(
-                text.contains(named),
-                "{:?}: {named:?} in\n{text}",
-                db.backend
-            );
-        }
+    let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    // The bundle itself is intact: the entries are what the service signed.
+    assert!(text.contains("ok    ledger verifies"), "{text}");
+    for named in [
+        "population.csv row CHG-REJ: approval_decision is \"approved\", the entries give \"rejected\"",
+        "exceptions.csv lacks NO_APPROVAL on CHG-REJ (deployed, but the approvals on record are: rejected)",
+        "exceptions.csv lists EVIDENCE_GAP about the ledger (ledger DERIVED_MISMATCH: facts row \"approval:CHG-REJ:forged\"",
+        "controls.csv lists control CC2.1 / CC4.1 as exceptions",
+        "controls.csv lacks control CC8.1 as exceptions with 7 exceptions",
+    ] {
+        assert!(
+            text.contains(named),
+            "{:?}: {named:?} in\n{text}",
+            db.backend
+        );
     }
 }
 

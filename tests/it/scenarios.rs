@@ -46,88 +46,97 @@ async fn check_proofs(app: &TestApp, p: &Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_normal_change_with_a_retried_deploy() {
-    for db in TestDb::all("a_normal_change_with_a_retried_deploy").await {
-        let app = spawn_app_with(scenario_config(&db)).await;
-        let mut wf = workflow("CHG-2041", 1, T0);
-        let items = normal_change(&mut wf);
-        send(&app, &items).await;
-        app.writer.checkpoint().await.unwrap();
-        let p = packet(&app, "CHG-2041").await;
-        assert_eq!(p["change"]["kind"], "normal");
-        assert_eq!(p["change"]["environment"], "production");
-        assert_eq!(p["change"]["production"], true);
-        assert_eq!(p["change"]["service"], "payments-api");
-        assert_eq!(p["change"]["version"], "1.42.0");
-        assert_eq!(p["change"]["result"], "success");
-        assert_eq!(p["change"]["runs"], serde_json::json!(["wf-CHG-2041"]));
-        assert_eq!(p["requester"]["subject"], "alice@example.com");
-        assert_eq!(p["requester"]["established"], "verified");
-        assert_eq!(p["requester"]["roles"], serde_json::json!(["engineer"]));
-        let approvals = p["approvals"].as_array().unwrap();
-        assert_eq!(approvals.len(), 1);
-        assert_eq!(approvals[0]["decision"], "approved");
-        assert_eq!(approvals[0]["approver"]["subject"], "bob@example.com");
-        assert_eq!(approvals[0]["approver"]["established"], "verified");
-        assert_eq!(approvals[0]["before_first_deploy"], true);
-        assert_eq!(
-            p["timeline"]["approved_ns"].as_i64().unwrap(),
-            (T0 + 15 * MIN) as i64
-        );
-        assert_eq!(
-            p["timeline"]["first_deploy_start_ns"].as_i64().unwrap(),
-            (T0 + 16 * MIN) as i64
-        );
-        let steps = p["steps"].as_array().unwrap();
-        assert_eq!(steps.len(), 1, "one logical deploy step: {steps:?}");
-        assert_eq!(steps[0]["task"], "deploy");
-        assert_eq!(
-            steps[0]["summary"],
-            "2 attempts: 1 timed out, then succeeded"
-        );
-        let attempts = steps[0]["attempts"].as_array().unwrap();
-        assert_eq!(attempts[1]["retried_from"], "wf-CHG-2041-deploy-0");
-        assert_eq!(attempts[1]["identity"]["established"], "verified");
-        assert_eq!(
-            attempts[1]["identity"]["subject"],
-            "spiffe://example.com/deployer"
-        );
-        assert_eq!(p["spans"]["count"], 7);
-        assert_eq!(
-            p["spans"]["by_rule"],
-            serde_json::json!({ "attribute": 4, "trace": 2, "link": 1 })
-        );
-        assert_eq!(p["spans"]["errors"], 1);
-        assert_eq!(
-            p["spans"]["services"],
-            serde_json::json!(["conductor", "ledger-consumer", "payments-api"])
-        );
-        assert_eq!(p["versions"][0]["version"], "1.42.0");
-        // Entries: decisions and outcomes, not one per span.
-        let kinds: Vec<&str> = p["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
-        for k in [
-            "change.requested",
-            "approval.decided",
-            "task.finished",
-            "change.finished",
-            "spans.bound",
-        ] {
-            assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
-        }
-        assert_eq!(kinds.iter().filter(|k| **k == "task.finished").count(), 2);
-        assert!(kinds.len() <= 8, "{kinds:?}");
-        check_proofs(&app, &p).await;
-        // The same export again changes nothing.
-        let before = app.store.head().await.unwrap().unwrap().head.size;
-        send(&app, &items).await;
-        assert_eq!(app.store.head().await.unwrap().unwrap().head.size, before);
-        app.stop().await;
+async fn a_normal_change_with_a_retried_deploy_sqlite() {
+    a_normal_change_with_a_retried_deploy(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_change_with_a_retried_deploy_postgres() {
+    if let Some(db) = TestDb::postgres("a_normal_change_with_a_retried_deploy_postgres").await {
+        a_normal_change_with_a_retried_deploy(db).await;
     }
+}
+
+async fn a_normal_change_with_a_retried_deploy(db: TestDb) {
+    let app = spawn_app_with(scenario_config(&db)).await;
+    let mut wf = workflow("CHG-2041", 1, T0);
+    let items = normal_change(&mut wf);
+    send(&app, &items).await;
+    app.writer.checkpoint().await.unwrap();
+    let p = packet(&app, "CHG-2041").await;
+    assert_eq!(p["change"]["kind"], "normal");
+    assert_eq!(p["change"]["environment"], "production");
+    assert_eq!(p["change"]["production"], true);
+    assert_eq!(p["change"]["service"], "payments-api");
+    assert_eq!(p["change"]["version"], "1.42.0");
+    assert_eq!(p["change"]["result"], "success");
+    assert_eq!(p["change"]["runs"], serde_json::json!(["wf-CHG-2041"]));
+    assert_eq!(p["requester"]["subject"], "alice@example.com");
+    assert_eq!(p["requester"]["established"], "verified");
+    assert_eq!(p["requester"]["roles"], serde_json::json!(["engineer"]));
+    let approvals = p["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0]["decision"], "approved");
+    assert_eq!(approvals[0]["approver"]["subject"], "bob@example.com");
+    assert_eq!(approvals[0]["approver"]["established"], "verified");
+    assert_eq!(approvals[0]["before_first_deploy"], true);
+    assert_eq!(
+        p["timeline"]["approved_ns"].as_i64().unwrap(),
+        (T0 + 15 * MIN) as i64
+    );
+    assert_eq!(
+        p["timeline"]["first_deploy_start_ns"].as_i64().unwrap(),
+        (T0 + 16 * MIN) as i64
+    );
+    let steps = p["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "one logical deploy step: {steps:?}");
+    assert_eq!(steps[0]["task"], "deploy");
+    assert_eq!(
+        steps[0]["summary"],
+        "2 attempts: 1 timed out, then succeeded"
+    );
+    let attempts = steps[0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts[1]["retried_from"], "wf-CHG-2041-deploy-0");
+    assert_eq!(attempts[1]["identity"]["established"], "verified");
+    assert_eq!(
+        attempts[1]["identity"]["subject"],
+        "spiffe://example.com/deployer"
+    );
+    assert_eq!(p["spans"]["count"], 7);
+    assert_eq!(
+        p["spans"]["by_rule"],
+        serde_json::json!({ "attribute": 4, "trace": 2, "link": 1 })
+    );
+    assert_eq!(p["spans"]["errors"], 1);
+    assert_eq!(
+        p["spans"]["services"],
+        serde_json::json!(["conductor", "ledger-consumer", "payments-api"])
+    );
+    assert_eq!(p["versions"][0]["version"], "1.42.0");
+    // Entries: decisions and outcomes, not one per span.
+    let kinds: Vec<&str> = p["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "change.requested",
+        "approval.decided",
+        "task.finished",
+        "change.finished",
+        "spans.bound",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "task.finished").count(), 2);
+    assert!(kinds.len() <= 8, "{kinds:?}");
+    check_proofs(&app, &p).await;
+    // The same export again changes nothing.
+    let before = app.store.head().await.unwrap().unwrap().head.size;
+    send(&app, &items).await;
+    assert_eq!(app.store.head().await.unwrap().unwrap().head.size, before);
+    app.stop().await;
 }
 
 /// Removes what depends on when and through which token facts arrived: receipts, entry numbers,
@@ -459,123 +468,132 @@ async fn an_unlinked_deploy_is_found() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_executions_are_imported_sqlite() {
+    conductor_executions_are_imported(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conductor_executions_are_imported_postgres() {
+    if let Some(db) = TestDb::postgres("conductor_executions_are_imported_postgres").await {
+        conductor_executions_are_imported(db).await;
+    }
+}
+
 /// The Conductor execution of research/soc2.md §3.9: imported by file and over REST (idempotent),
 /// then re-imported after a restart wiped its history; runtimeMetadata is never stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conductor_executions_are_imported() {
-    for db in TestDb::all("conductor_executions_are_imported").await {
-        let mut doc: Value = serde_json::from_str(CONDUCTOR).unwrap();
-        // A worker's poll response carried resolved secrets: they must never be stored.
-        doc["tasks"][3]["runtimeMetadata"] =
-            serde_json::json!({ "DEPLOY_KEY": "rt-secret-3f9a-must-not-persist" });
-        let path = db.path().join("execution.json");
-        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-        // By file, through the CLI (the ledger and key exist first).
-        let app = spawn_app_with(scenario_config(&db)).await;
-        let key_file = db.path().join("ledger.key");
-        let o = std::process::Command::new(bin())
-            .args([
-                "import",
-                "conductor",
-                path.to_str().unwrap(),
-                "--database-url",
-                &db.url,
-            ])
-            .env("CHANGETRAIL_LEDGER__KEY_FILE", &key_file)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(stderr.contains("new facts, 0 already known"), "{stderr}");
+async fn conductor_executions_are_imported(db: TestDb) {
+    let mut doc: Value = serde_json::from_str(CONDUCTOR).unwrap();
+    // A worker's poll response carried resolved secrets: they must never be stored.
+    doc["tasks"][3]["runtimeMetadata"] =
+        serde_json::json!({ "DEPLOY_KEY": "rt-secret-3f9a-must-not-persist" });
+    let path = db.path().join("execution.json");
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    // By file, through the CLI (the ledger and key exist first).
+    let app = spawn_app_with(scenario_config(&db)).await;
+    let key_file = db.path().join("ledger.key");
+    let o = std::process::Command::new(bin())
+        .args([
+            "import",
+            "conductor",
+            path.to_str().unwrap(),
+            "--database-url",
+            &db.url,
+        ])
+        .env("CHANGETRAIL_LEDGER__KEY_FILE", &key_file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("new facts, 0 already known"), "{stderr}");
 
-        let p = packet(&app, "CHG-2041").await;
-        assert_eq!(p["change"]["service"], "payments-api");
-        assert_eq!(p["change"]["version"], "1.42.0");
-        assert_eq!(
-            p["change"]["artifact"],
-            "sha256:9b1f0c7d2e8a4b6f1c3d5e7f9a0b2c4d6e8f0a1b3c5d7e9f1a2b3c4d5e6f7a8b"
-        );
-        assert_eq!(p["change"]["result"], "success");
-        assert_eq!(p["requester"]["subject"], "alice@example.com");
-        // The vector's tokens are placeholders: identities are asserted, and say why.
-        assert_eq!(p["requester"]["established"], "asserted");
-        assert_eq!(p["approvals"][0]["approver"]["subject"], "bob@example.com");
-        assert_eq!(p["approvals"][0]["decision"], "approved");
-        assert_eq!(p["approvals"][0]["method"], "conductor");
-        assert_eq!(p["approvals"][0]["before_first_deploy"], true);
-        assert_eq!(
-            p["steps"][0]["summary"],
-            "2 attempts: 1 failed, then succeeded"
-        );
-        assert_eq!(
-            p["steps"][0]["attempts"][1]["retried_from"],
-            "0a1b2c3d-0000-4000-8000-000000000004"
-        );
-        assert_eq!(
-            p["steps"][0]["attempts"][0]["reason"],
-            "rollout status: timed out waiting for 3/3 replicas"
-        );
+    let p = packet(&app, "CHG-2041").await;
+    assert_eq!(p["change"]["service"], "payments-api");
+    assert_eq!(p["change"]["version"], "1.42.0");
+    assert_eq!(
+        p["change"]["artifact"],
+        "sha256:9b1f0c7d2e8a4b6f1c3d5e7f9a0b2c4d6e8f0a1b3c5d7e9f1a2b3c4d5e6f7a8b"
+    );
+    assert_eq!(p["change"]["result"], "success");
+    assert_eq!(p["requester"]["subject"], "alice@example.com");
+    // The vector's tokens are placeholders: identities are asserted, and say why.
+    assert_eq!(p["requester"]["established"], "asserted");
+    assert_eq!(p["approvals"][0]["approver"]["subject"], "bob@example.com");
+    assert_eq!(p["approvals"][0]["decision"], "approved");
+    assert_eq!(p["approvals"][0]["method"], "conductor");
+    assert_eq!(p["approvals"][0]["before_first_deploy"], true);
+    assert_eq!(
+        p["steps"][0]["summary"],
+        "2 attempts: 1 failed, then succeeded"
+    );
+    assert_eq!(
+        p["steps"][0]["attempts"][1]["retried_from"],
+        "0a1b2c3d-0000-4000-8000-000000000004"
+    );
+    assert_eq!(
+        p["steps"][0]["attempts"][0]["reason"],
+        "rollout status: timed out waiting for 3/3 replicas"
+    );
 
-        // Over REST, the same execution again: nothing new.
-        let import = |d: &Value, token: &str| {
-            app.http
-                .post(format!("{}/v1/import/conductor", app.base))
-                .bearer_auth(token)
-                .json(d)
-                .send()
-        };
-        let r = import(&doc, &app.ingest).await.unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::OK);
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["facts_recorded"], 0);
-        assert_eq!(body["history_rewritten"], false);
-        assert_eq!(
-            import(&doc, &app.reviewer).await.unwrap().status(),
-            reqwest::StatusCode::FORBIDDEN
-        );
-        let r = import(&serde_json::json!({ "not": "conductor" }), &app.ingest)
-            .await
-            .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    // Over REST, the same execution again: nothing new.
+    let import = |d: &Value, token: &str| {
+        app.http
+            .post(format!("{}/v1/import/conductor", app.base))
+            .bearer_auth(token)
+            .json(d)
+            .send()
+    };
+    let r = import(&doc, &app.ingest).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["facts_recorded"], 0);
+    assert_eq!(body["history_rewritten"], false);
+    assert_eq!(
+        import(&doc, &app.reviewer).await.unwrap().status(),
+        reqwest::StatusCode::FORBIDDEN
+    );
+    let r = import(&serde_json::json!({ "not": "conductor" }), &app.ingest)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
 
-        // Restarted: Conductor wiped the earlier tasks and ran again; the approval was skipped.
-        let mut restarted = doc.clone();
-        let tasks = restarted["tasks"].as_array_mut().unwrap();
-        tasks.retain(|t| t["referenceTaskName"] != "deploy");
-        tasks[1]["status"] = "SKIPPED".into();
-        tasks[1]["taskId"] = "0a1b2c3d-0000-4000-8000-00000000000a".into();
-        let r = import(&restarted, &app.ingest).await.unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["history_rewritten"], true);
-        assert_eq!(
-            body["vanished_tasks"].as_array().unwrap().len(),
-            3,
-            "{body}"
-        );
-        app.writer.checkpoint().await.unwrap();
-        let p = packet(&app, "CHG-2041").await;
-        assert_eq!(p["history_rewrites"][0]["operation"], "restart");
-        let decisions: Vec<&str> = p["approvals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["decision"].as_str().unwrap())
-            .collect();
-        assert!(decisions.contains(&"skipped"), "{decisions:?}");
-        let kinds: Vec<&str> = p["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
-        assert!(kinds.contains(&"history.rewritten"), "{kinds:?}");
-        check_proofs(&app, &p).await;
-        let store = db.store().await;
-        app.stop().await;
-        assert_no_secret(&store, &["rt-secret-3f9a-must-not-persist"]).await;
-    }
+    // Restarted: Conductor wiped the earlier tasks and ran again; the approval was skipped.
+    let mut restarted = doc.clone();
+    let tasks = restarted["tasks"].as_array_mut().unwrap();
+    tasks.retain(|t| t["referenceTaskName"] != "deploy");
+    tasks[1]["status"] = "SKIPPED".into();
+    tasks[1]["taskId"] = "0a1b2c3d-0000-4000-8000-00000000000a".into();
+    let r = import(&restarted, &app.ingest).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["history_rewritten"], true);
+    assert_eq!(
+        body["vanished_tasks"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
+    app.writer.checkpoint().await.unwrap();
+    let p = packet(&app, "CHG-2041").await;
+    assert_eq!(p["history_rewrites"][0]["operation"], "restart");
+    let decisions: Vec<&str> = p["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["decision"].as_str().unwrap())
+        .collect();
+    assert!(decisions.contains(&"skipped"), "{decisions:?}");
+    let kinds: Vec<&str> = p["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"history.rewritten"), "{kinds:?}");
+    check_proofs(&app, &p).await;
+    let store = db.store().await;
+    app.stop().await;
+    assert_no_secret(&store, &["rt-secret-3f9a-must-not-persist"]).await;
 }
 
 /// Every text and blob column of every table, searched for each secret.
@@ -640,58 +658,67 @@ async fn assert_no_secret(store: &changetrail::storage::Store, secrets: &[&str])
     }
 }
 
-/// After every kind of scenario, no raw token and no planted secret is anywhere in the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_token_or_secret_is_ever_stored() {
-    for db in TestDb::all("no_token_or_secret_is_ever_stored").await {
-        let app = spawn_app_with(scenario_config(&db)).await;
-        let mut wf = workflow("CHG-SECRET", 40, T0);
-        let mut items = normal_change(&mut wf);
-        items[0]
-            .span
-            .attributes
-            .push(kv("db.password", "pw-planted-7731"));
-        items[0].span.attributes.push(kv(
-            "http.request.header.authorization",
-            "Bearer planted-bearer-5521",
-        ));
-        items[4]
-            .resource
-            .push(("vault.secret".into(), "planted-vault-9913".into()));
-        let tokens: Vec<String> = items
-            .iter()
-            .flat_map(|i| i.span.attributes.iter())
-            .filter(|kv| kv.key.ends_with(".token"))
-            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
-                    Some(s.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        assert!(tokens.len() >= 3);
-        send(&app, &items).await;
-        let p = packet(&app, "CHG-SECRET").await;
-        assert_eq!(
-            p["requester"]["established"], "verified",
-            "tokens were seen and verified before redaction"
-        );
-        let store = db.store().await;
-        app.stop().await;
-        let mut secrets: Vec<&str> = tokens.iter().map(String::as_str).collect();
-        // The signature part alone must not be there either.
-        let sigs: Vec<String> = tokens
-            .iter()
-            .map(|t| t.rsplit('.').next().unwrap().to_owned())
-            .collect();
-        secrets.extend(sigs.iter().map(String::as_str));
-        secrets.extend([
-            "pw-planted-7731",
-            "planted-bearer-5521",
-            "planted-vault-9913",
-        ]);
-        assert_no_secret(&store, &secrets).await;
+async fn no_token_or_secret_is_ever_stored_sqlite() {
+    no_token_or_secret_is_ever_stored(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_secret_is_ever_stored_postgres() {
+    if let Some(db) = TestDb::postgres("no_token_or_secret_is_ever_stored_postgres").await {
+        no_token_or_secret_is_ever_stored(db).await;
     }
+}
+
+/// After every kind of scenario, no raw token and no planted secret is anywhere in the database.
+async fn no_token_or_secret_is_ever_stored(db: TestDb) {
+    let app = spawn_app_with(scenario_config(&db)).await;
+    let mut wf = workflow("CHG-SECRET", 40, T0);
+    let mut items = normal_change(&mut wf);
+    items[0]
+        .span
+        .attributes
+        .push(kv("db.password", "pw-planted-7731"));
+    items[0].span.attributes.push(kv(
+        "http.request.header.authorization",
+        "Bearer planted-bearer-5521",
+    ));
+    items[4]
+        .resource
+        .push(("vault.secret".into(), "planted-vault-9913".into()));
+    let tokens: Vec<String> = items
+        .iter()
+        .flat_map(|i| i.span.attributes.iter())
+        .filter(|kv| kv.key.ends_with(".token"))
+        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(tokens.len() >= 3);
+    send(&app, &items).await;
+    let p = packet(&app, "CHG-SECRET").await;
+    assert_eq!(
+        p["requester"]["established"], "verified",
+        "tokens were seen and verified before redaction"
+    );
+    let store = db.store().await;
+    app.stop().await;
+    let mut secrets: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    // The signature part alone must not be there either.
+    let sigs: Vec<String> = tokens
+        .iter()
+        .map(|t| t.rsplit('.').next().unwrap().to_owned())
+        .collect();
+    secrets.extend(sigs.iter().map(String::as_str));
+    secrets.extend([
+        "pw-planted-7731",
+        "planted-bearer-5521",
+        "planted-vault-9913",
+    ]);
+    assert_no_secret(&store, &secrets).await;
 }
 
 /// A deploy fails; Conductor starts the failure workflow, which rolls it back. The two changes
