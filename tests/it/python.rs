@@ -3,7 +3,7 @@
 
 use crate::support::db::hold_write_lock;
 use crate::support::python::{CLIENT, python};
-use crate::support::server::{TestApp, TestDb, config, spawn_app_with, verify_store};
+use crate::support::server::{TestApp, TestDb, config, eventually, spawn_app_with, verify_store};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -176,9 +176,15 @@ async fn no_acknowledged_span_is_lost_when_storage_fails(db: TestDb) {
             "--pause",
             "0.1",
         ];
+        let size = || async { app.store.head().await.unwrap().unwrap().head.size };
+        let before = size().await;
         let client = run_client(&py, &app, transport, &args);
+        // The outage starts once the client's first export is committed, mid-run.
         let outage = async {
-            tokio::time::sleep(Duration::from_millis(700)).await;
+            eventually("the client's first export is committed", || async {
+                size().await > before
+            })
+            .await;
             hold_write_lock(&db, Duration::from_millis(2500))
                 .await
                 .await
