@@ -326,3 +326,196 @@ pub fn normal_change(wf: &mut Workflow) -> Vec<Item> {
     let linked = wf.linked_span(&d2, 23 * MIN);
     vec![run, approval, d1, d2, s1, s2, linked]
 }
+
+/// 2026-01-01T00:00:00Z, when `Synthetic`'s population starts.
+pub const SYNTHETIC_START_NS: i64 = 1_767_225_600 * 1_000_000_000;
+
+/// The deployer's workload identity in `Synthetic` changes.
+pub const SYNTHETIC_DEPLOYER: &str = "spiffe://example.com/deployer";
+
+/// One deploy attempt: its number, result, and start and end offsets from the change's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub result: &'static str,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Change `index` of `bench report`'s population of synthetic changes spread over `days`: most
+/// are clean with a retried deploy; every 50th is self-approved, every 97th approved late, every
+/// 131st rejected and deployed, every 199th an emergency without review, every 211th a rollback of
+/// the change before it, every 300th deploys with the previous change's credential; every 500th
+/// leaves an unlinked version. About eleven entries each when stated from spans and Conductor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synthetic {
+    pub index: u64,
+    pub change: String,
+    pub run: String,
+    /// When it was requested.
+    pub t0_ns: i64,
+    pub service: String,
+    pub version: String,
+    /// The digest approved and deployed.
+    pub artifact: String,
+    pub revision: String,
+    pub kind: &'static str,
+    pub rollback_of: Option<String>,
+    pub requester: &'static str,
+    pub approver: &'static str,
+    pub decision: &'static str,
+    /// Offsets from `t0_ns`: the approval asked for and decided.
+    pub approval_requested: u64,
+    pub approval_decided: u64,
+    pub attempts: Vec<Attempt>,
+    /// The change whose deploy credential its deploys use (its own, or the one before it).
+    pub credential_of: u64,
+    /// Offset from `t0_ns` at which the run finished.
+    pub finished: u64,
+    /// Versions of the service first seen in production, at offsets from `t0_ns`.
+    pub seen: Vec<(String, u64)>,
+}
+
+impl Synthetic {
+    /// Change `index` of a population spread over `days`.
+    pub fn new(index: u64, days: u64) -> Synthetic {
+        let i = index;
+        let min = MIN as i64;
+        let spread = (days as i64 * 1440 * min) / 100_000;
+        let t0_ns = SYNTHETIC_START_NS
+            + (i as i64 % 100_000) * spread.max(min)
+            + (i as i64 / 100_000) * min;
+        let version = format!("1.{}.{}", i / 40, i % 40);
+        let kind = if i % 199 == 7 {
+            "emergency"
+        } else if i % 211 == 5 {
+            "rollback"
+        } else {
+            "normal"
+        };
+        let mut seen = vec![(version.clone(), 16 * MIN)];
+        if i % 500 == 250 {
+            seen.push((format!("{version}-hotfix"), 90 * MIN));
+        }
+        Synthetic {
+            index: i,
+            change: format!("CHG-{i:06}"),
+            run: format!("wf-{i:06}"),
+            t0_ns,
+            service: format!("svc-{:02}", i % 40),
+            version,
+            artifact: format!(
+                "sha256:{}",
+                crate::core::ledger::hash::Hash::of(&[&i.to_be_bytes()]).to_hex()
+            ),
+            revision: format!("{:07x}", i * 7919 % 0xfff_ffff),
+            kind,
+            rollback_of: (kind == "rollback").then(|| format!("CHG-{:06}", i.saturating_sub(1))),
+            requester: "alice@example.com",
+            approver: if i % 50 == 3 {
+                "alice@example.com"
+            } else {
+                "bob@example.com"
+            },
+            decision: if i % 131 == 13 {
+                "rejected"
+            } else {
+                "approved"
+            },
+            approval_requested: MIN,
+            approval_decided: if i % 97 == 11 { 20 * MIN } else { 10 * MIN },
+            attempts: vec![
+                Attempt {
+                    attempt: 0,
+                    result: "timeout",
+                    start: 12 * MIN,
+                    end: 13 * MIN,
+                },
+                Attempt {
+                    attempt: 1,
+                    result: "success",
+                    start: 14 * MIN,
+                    end: 16 * MIN,
+                },
+            ],
+            credential_of: if i % 300 == 17 { i - 1 } else { i },
+            finished: 17 * MIN,
+            seen,
+        }
+    }
+
+    /// The absolute time of offset `offset`.
+    pub fn at(&self, offset: u64) -> i64 {
+        self.t0_ns + offset as i64
+    }
+
+    /// When a token of this change for the event at `offset` was issued: a second of its own,
+    /// up to ten minutes before the event (tokens are valid for an hour from ten minutes before
+    /// they are issued), so no two changes carry the same token even when their events coincide,
+    /// as the bench's facts state.
+    fn issued(&self, offset: u64) -> i64 {
+        self.at(offset) - (self.index % 600) as i64 * 1_000_000_000
+    }
+
+    /// When the deploy credential of change `of` was issued (for the end of its last attempt),
+    /// so the same credential is minted alike wherever it is used.
+    fn credential_issued(of: u64, days: u64) -> i64 {
+        let c = Synthetic::new(of, days);
+        c.issued(c.attempts.last().map_or(0, |a| a.end))
+    }
+
+    /// The change as the spans its workflow and its service emit (the run, the approval, each
+    /// attempt, and a runtime span for each version seen), people and deployer carrying tokens
+    /// `tokens` mints; `days` places the change whose credential its deploys reuse.
+    pub fn items(&self, days: u64, tokens: Option<Tokens>) -> Vec<Item> {
+        let mut wf = Workflow::new(&self.change, (self.index % 251) as u8, self.t0_ns as u64);
+        wf.run = self.run.clone();
+        wf.service = self.service.clone();
+        wf.version = self.version.clone();
+        wf.artifact = self.artifact.clone();
+        wf.worker = "deployer-5c8b7".into();
+        if let Some(t) = tokens {
+            wf = wf.with_tokens(t);
+        }
+        let mut extra = vec![kv("vcs.ref.head.revision", &self.revision)];
+        if let Some(of) = &self.rollback_of {
+            extra.push(kv("changetrail.change.rollback_of", of));
+        }
+        let requester = wf.token(self.requester, &["engineer"], self.issued(0));
+        let mut run = wf.run_span(self.kind, self.requester, requester, extra);
+        run.span.end_time_unix_nano = self.at(self.finished) as u64;
+        let approver = wf.token(
+            self.approver,
+            &["release-approver"],
+            self.issued(self.approval_decided),
+        );
+        let mut items = vec![
+            run,
+            wf.approval(
+                self.approver,
+                approver,
+                self.decision,
+                self.approval_requested,
+                self.approval_decided,
+            ),
+        ];
+        let credential = wf.token(
+            SYNTHETIC_DEPLOYER,
+            &["deployer"],
+            Synthetic::credential_issued(self.credential_of, days),
+        );
+        for a in &self.attempts {
+            let mut d = wf.deploy(a.attempt, a.result, a.start, a.end);
+            match &credential {
+                Some(c) => d.set("changetrail.identity.token", c),
+                None => d.unset("changetrail.identity.token"),
+            }
+            items.push(d);
+        }
+        for (version, at) in &self.seen {
+            wf.version = version.clone();
+            items.push(wf.service_span("GET /health", *at));
+        }
+        items
+    }
+}

@@ -682,8 +682,11 @@ async fn http_requests_are_checked_before_they_are_trusted() {
     app.stop().await;
 }
 
+/// Makes a valid span invalid.
+type Spoil = fn(&mut Span);
+
 /// Spans a receiver must reject, each beside a good one, and what the partial success says.
-const BAD_SPANS: [(fn(&mut Span), &str); 4] = [
+const BAD_SPANS: [(Spoil, &str); 4] = [
     (|s| s.trace_id = vec![0; 16], "trace_id is all zero"),
     (
         |s| s.span_id = vec![1, 2, 3],

@@ -68,6 +68,9 @@ impl Text {
     }
 }
 
+/// A check of a report against its genuine ledger.
+type ReportCheck<'a> = Box<dyn Fn(&Built, &Report) + 'a>;
+
 /// What the verifier's report must say.
 enum Expect<'a> {
     /// Exactly these (class, seq, size), in report order.
@@ -100,7 +103,7 @@ enum Expect<'a> {
     NewState(Option<TrustedState>),
     Exit(i32),
     /// Anything else about the report (its summary).
-    Check(Box<dyn Fn(&Built, &Report) + 'a>),
+    Check(ReportCheck<'a>),
 }
 
 /// The standard ledger: twelve entries, a rotation at 6, checkpoints at 4, 8 and 12.
