@@ -8,12 +8,26 @@ use changetrail::api::openapi::{Access, OPERATIONS, document};
 use changetrail::auth::Role;
 use std::collections::BTreeSet;
 
+/// The `.rs` files under `dir`, its subdirectories included (`api/console/mod.rs`).
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let path = f.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// (method, path) of every `.route(…)` in the REST API's source.
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api");
     let mut out = BTreeSet::new();
-    for f in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+    for f in rust_files(std::path::Path::new(dir)) {
+        let text = std::fs::read_to_string(f).unwrap();
         for (at, _) in text.match_indices(".route(") {
             // The call's arguments, up to its closing parenthesis.
             let rest = &text[at + ".route(".len()..];
