@@ -8,8 +8,13 @@
 //! approval after the deploy, an emergency nobody reviewed (and one that was reviewed), a rollback,
 //! an unverified requester, an approval token replayed from another change, a deploy credential
 //! that was not rotated, and a version in production that no change deployed.
+//!
+//! This plan is built here on purpose, not with `demo::scenario` (the builder the tests and
+//! `bench report` share): the demo checks its report against its own expectations, so it stays an
+//! independent oracle for that builder and for the service.
 
 pub mod idp;
+pub mod scenario;
 
 use idp::DemoIdp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -1,7 +1,7 @@
 //! The REST API through the real server on a real port.
 
-use crate::helpers::{TestDb, spawn_app};
-use crate::storage::draft;
+use crate::support::db::draft;
+use crate::support::server::{TestDb, spawn_app, verify_store};
 use changetrail::auth::Role;
 use changetrail::core::ledger::hash::{Hash, unb64};
 use changetrail::core::ledger::keys::Vkey;
@@ -67,187 +67,196 @@ async fn health_is_open_and_the_ledger_needs_a_reviewer_token() {
     app.stop().await;
 }
 
-/// A reviewer checks the service's answers with nothing but the pinned vkey and the RFC math.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpoints_entries_and_proofs_verify_offline() {
-    for db in TestDb::all("checkpoints_entries_and_proofs_verify_offline").await {
-        let app = spawn_app(&db).await;
-        let vkey = Vkey::parse(&app.vkey).unwrap();
-        // The ledger's first entry and the test's tokens.
-        let base = app.store.head().await.unwrap().unwrap().head.size;
-        app.appender
-            .append((1..=60).map(draft).collect())
-            .await
-            .unwrap();
-        app.writer.checkpoint().await.unwrap();
-        let first_cp = app.store.latest_checkpoint().await.unwrap().unwrap().size;
-        app.appender
-            .append((61..=100).map(draft).collect())
-            .await
-            .unwrap();
-        app.writer.checkpoint().await.unwrap();
+async fn checkpoints_entries_and_proofs_verify_offline_sqlite() {
+    checkpoints_entries_and_proofs_verify_offline(TestDb::sqlite().await).await;
+}
 
-        let note = app
-            .get("/v1/ledger/checkpoint", Some(&app.reviewer))
-            .await
-            .text()
-            .await
-            .unwrap();
-        let parsed = Note::parse(&note).unwrap();
-        assert!(matches!(parsed.verify([&vkey]), NoteVerdict::Valid(_)));
-        let cp = Checkpoint::parse_body(&parsed.text).unwrap();
-        assert_eq!(cp.size, base + 100);
-
-        // Inclusion of entry 42 in the newest checkpoint, from the leaf the entries page gives.
-        let page: serde_json::Value = app
-            .get("/v1/ledger/entries?from=40&limit=5", Some(&app.reviewer))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let entries = page["entries"].as_array().unwrap();
-        assert_eq!(entries.len(), 5);
-        assert_eq!(page["next_from"], 45);
-        let e42 = &entries[2];
-        assert_eq!(e42["seq"], 42);
-        let bytes = unb64(e42["entry"].as_str().unwrap()).unwrap();
-        let leaf = changetrail::core::ledger::entry::leaf_hash(&bytes);
-        let proof: serde_json::Value = app
-            .get("/v1/ledger/proofs/inclusion?seq=42", Some(&app.reviewer))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(proof["size"], cp.size);
-        verify_inclusion(42, cp.size, &leaf, &hashes(&proof["hashes"]), &cp.root).unwrap();
-        // The same proof does not fit another entry's bytes (binding, catalogue G).
-        let other = changetrail::core::ledger::entry::leaf_hash(
-            &unb64(entries[3]["entry"].as_str().unwrap()).unwrap(),
-        );
-        assert!(
-            verify_inclusion(42, cp.size, &other, &hashes(&proof["hashes"]), &cp.root).is_err()
-        );
-
-        // Consistency between the two checkpoints.
-        let old_note = app
-            .get(
-                &format!("/v1/ledger/checkpoint?size={first_cp}"),
-                Some(&app.reviewer),
-            )
-            .await
-            .text()
-            .await
-            .unwrap();
-        let old = Checkpoint::parse_body(&Note::parse(&old_note).unwrap().text).unwrap();
-        let cons: serde_json::Value = app
-            .get(
-                &format!(
-                    "/v1/ledger/proofs/consistency?from={first_cp}&to={}",
-                    cp.size
-                ),
-                Some(&app.reviewer),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        verify_consistency(
-            old.size,
-            cp.size,
-            &old.root,
-            &cp.root,
-            &hashes(&cons["hashes"]),
-        )
-        .unwrap();
-
-        // Bad parameters are clear 400s, unknown ones too.
-        for bad in [
-            &format!("/v1/ledger/proofs/inclusion?seq={}", cp.size),
-            "/v1/ledger/proofs/inclusion?seq=1&size=100000",
-            "/v1/ledger/proofs/consistency?from=0",
-            "/v1/ledger/proofs/consistency?from=50&to=10",
-            "/v1/ledger/entries?limit=0",
-            "/v1/ledger/entries?limit=5000",
-            "/v1/ledger/entries?from=-1",
-            "/v1/ledger/entries?frm=1",
-        ] {
-            let r = app.get(bad, Some(&app.reviewer)).await;
-            assert_eq!(
-                r.status(),
-                StatusCode::BAD_REQUEST,
-                "{bad}: {}",
-                r.text().await.unwrap()
-            );
-        }
-        assert_eq!(
-            app.get("/v1/ledger/checkpoint?size=77777", Some(&app.reviewer))
-                .await
-                .status(),
-            StatusCode::NOT_FOUND
-        );
-
-        let keys: serde_json::Value = app
-            .get("/v1/ledger/keys", Some(&app.reviewer))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(keys["keys"][0]["vkey"], app.vkey);
-        assert_eq!(keys["keys"][0]["from_seq"], 0);
-
-        // The streamed bundle verifies with the pinned key.
-        let text = app
-            .get("/v1/ledger/bundle", Some(&app.reviewer))
-            .await
-            .text()
-            .await
-            .unwrap();
-        let mut v = Verifier::new(Options {
-            trusted: vec![vkey.clone()],
-            state: None,
-            max_age_ns: Some(3_600_000_000_000),
-            now_ns: changetrail::sys::now_ns(),
-            threads: 2,
-        });
-        for line in text.lines() {
-            v.push_line(line);
-        }
-        let report = v.finish();
-        assert_eq!(
-            report.exit_code, 0,
-            "{:?}: {:?}",
-            db.backend, report.findings
-        );
-        assert_eq!(report.summary.entries, cp.size);
-
-        // A range bundle (prefix peaks, then entries 30..) verifies too.
-        let text = app
-            .get("/v1/ledger/bundle?from=30&to=70", Some(&app.reviewer))
-            .await
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            text.lines()
-                .nth(2)
-                .unwrap()
-                .starts_with("{\"type\":\"prefix\"")
-        );
-        let mut v = Verifier::new(Options {
-            trusted: vec![vkey.clone()],
-            state: None,
-            max_age_ns: None,
-            now_ns: 0,
-            threads: 1,
-        });
-        for line in text.lines() {
-            v.push_line(line);
-        }
-        let report = v.finish();
-        assert_eq!(report.exit_code, 0, "{:?}", report.findings);
-        assert_eq!(report.summary.first_seq, Some(30));
-        app.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_entries_and_proofs_verify_offline_postgres() {
+    if let Some(db) =
+        TestDb::postgres("checkpoints_entries_and_proofs_verify_offline_postgres").await
+    {
+        checkpoints_entries_and_proofs_verify_offline(db).await;
     }
+}
+
+/// A reviewer checks the service's answers with nothing but the pinned vkey and the RFC math.
+async fn checkpoints_entries_and_proofs_verify_offline(db: TestDb) {
+    let app = spawn_app(&db).await;
+    let vkey = Vkey::parse(&app.vkey).unwrap();
+    // The ledger's first entry and the test's tokens.
+    let base = app.store.head().await.unwrap().unwrap().head.size;
+    app.appender
+        .append((1..=60).map(draft).collect())
+        .await
+        .unwrap();
+    app.writer.checkpoint().await.unwrap();
+    let first_cp = app.store.latest_checkpoint().await.unwrap().unwrap().size;
+    app.appender
+        .append((61..=100).map(draft).collect())
+        .await
+        .unwrap();
+    app.writer.checkpoint().await.unwrap();
+
+    let note = app
+        .get("/v1/ledger/checkpoint", Some(&app.reviewer))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let parsed = Note::parse(&note).unwrap();
+    assert!(matches!(parsed.verify([&vkey]), NoteVerdict::Valid(_)));
+    let cp = Checkpoint::parse_body(&parsed.text).unwrap();
+    assert_eq!(cp.size, base + 100);
+
+    // Inclusion of entry 42 in the newest checkpoint, from the leaf the entries page gives.
+    let page: serde_json::Value = app
+        .get("/v1/ledger/entries?from=40&limit=5", Some(&app.reviewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(page["next_from"], 45);
+    let e42 = &entries[2];
+    assert_eq!(e42["seq"], 42);
+    let bytes = unb64(e42["entry"].as_str().unwrap()).unwrap();
+    let leaf = changetrail::core::ledger::entry::leaf_hash(&bytes);
+    let proof: serde_json::Value = app
+        .get("/v1/ledger/proofs/inclusion?seq=42", Some(&app.reviewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(proof["size"], cp.size);
+    verify_inclusion(42, cp.size, &leaf, &hashes(&proof["hashes"]), &cp.root).unwrap();
+    // The same proof does not fit another entry's bytes (binding, catalogue G).
+    let other = changetrail::core::ledger::entry::leaf_hash(
+        &unb64(entries[3]["entry"].as_str().unwrap()).unwrap(),
+    );
+    assert!(verify_inclusion(42, cp.size, &other, &hashes(&proof["hashes"]), &cp.root).is_err());
+
+    // Consistency between the two checkpoints.
+    let old_note = app
+        .get(
+            &format!("/v1/ledger/checkpoint?size={first_cp}"),
+            Some(&app.reviewer),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let old = Checkpoint::parse_body(&Note::parse(&old_note).unwrap().text).unwrap();
+    let cons: serde_json::Value = app
+        .get(
+            &format!(
+                "/v1/ledger/proofs/consistency?from={first_cp}&to={}",
+                cp.size
+            ),
+            Some(&app.reviewer),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    verify_consistency(
+        old.size,
+        cp.size,
+        &old.root,
+        &cp.root,
+        &hashes(&cons["hashes"]),
+    )
+    .unwrap();
+
+    // Bad parameters are clear 400s, unknown ones too.
+    for bad in [
+        &format!("/v1/ledger/proofs/inclusion?seq={}", cp.size),
+        "/v1/ledger/proofs/inclusion?seq=1&size=100000",
+        "/v1/ledger/proofs/consistency?from=0",
+        "/v1/ledger/proofs/consistency?from=50&to=10",
+        "/v1/ledger/entries?limit=0",
+        "/v1/ledger/entries?limit=5000",
+        "/v1/ledger/entries?from=-1",
+        "/v1/ledger/entries?frm=1",
+    ] {
+        let r = app.get(bad, Some(&app.reviewer)).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    assert_eq!(
+        app.get("/v1/ledger/checkpoint?size=77777", Some(&app.reviewer))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let keys: serde_json::Value = app
+        .get("/v1/ledger/keys", Some(&app.reviewer))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"][0]["vkey"], app.vkey);
+    assert_eq!(keys["keys"][0]["from_seq"], 0);
+
+    // The streamed bundle verifies with the pinned key.
+    let text = app
+        .get("/v1/ledger/bundle", Some(&app.reviewer))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut v = Verifier::new(Options {
+        trusted: vec![vkey.clone()],
+        state: None,
+        max_age_ns: Some(3_600_000_000_000),
+        now_ns: changetrail::sys::now_ns(),
+        threads: 2,
+    });
+    for line in text.lines() {
+        v.push_line(line);
+    }
+    let report = v.finish();
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
+    assert_eq!(report.summary.entries, cp.size);
+
+    // A range bundle (prefix peaks, then entries 30..) verifies too.
+    let text = app
+        .get("/v1/ledger/bundle?from=30&to=70", Some(&app.reviewer))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("{\"type\":\"prefix\"")
+    );
+    let mut v = Verifier::new(Options {
+        trusted: vec![vkey.clone()],
+        state: None,
+        max_age_ns: None,
+        now_ns: 0,
+        threads: 1,
+    });
+    for line in text.lines() {
+        v.push_line(line);
+    }
+    let report = v.finish();
+    assert_eq!(report.exit_code, 0, "{:?}", report.findings);
+    assert_eq!(report.summary.first_seq, Some(30));
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +333,6 @@ async fn shutdown_commits_what_was_accepted() {
         head.checkpoint_size, head.head.size,
         "the final checkpoint covers everything"
     );
-    let report = crate::helpers::verify_store(&store, &[&vkey]).await;
+    let report = verify_store(&store, &[&vkey]).await;
     assert_eq!(report.exit_code, 0, "{:?}", report.findings);
 }

@@ -1,7 +1,7 @@
 //! `changetrail bench hostile`, the real binary end to end on a short run: it starts its own
 //! server, attacks it beside an honest exporter, and reports memory, throughput and losses.
 
-use crate::helpers::ct;
+use crate::support::server::ct;
 
 #[test]
 fn bench_hostile_reports_no_loss_a_verified_chain_and_the_peak_rss() {

@@ -1,7 +1,7 @@
 //! The binary itself: a fresh `serve`, crash safety under kill -9, two processes on one
 //! PostgreSQL, export/verify exit codes, key rotation and tokens from the command line.
 
-use crate::helpers::{Served, TestDb, create_token, ct, serve_in, sigterm};
+use crate::support::server::{Served, TestDb, create_token, ct, serve_in, sigterm};
 use changetrail::storage::Store;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

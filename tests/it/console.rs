@@ -3,10 +3,10 @@
 //! `POST /v1/ledger/verify`; then the console itself in headless Chromium, driven by Playwright
 //! (tests/console/console.mjs), with a screenshot of every page for a person to look at.
 
-use crate::browser::{chromium, decode_png};
-use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with};
-use crate::reports::send_scenarios;
-use crate::scenarios::scenario_config;
+use crate::support::browser::{chromium, decode_png};
+use crate::support::db::{disable_triggers, exec, flip};
+use crate::support::scenario::{scenario_config, send_scenarios};
+use crate::support::server::{TestApp, TestDb, spawn_app, spawn_app_with};
 use changetrail::auth::Role;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -99,107 +99,118 @@ async fn session_names_any_role_and_the_pages_it_opens() {
     app.stop().await;
 }
 
-/// The list carries the report's exceptions, filters by code and pages; on both backends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_carry_the_reports_exceptions_and_page() {
-    for db in TestDb::all("changes_carry_the_reports_exceptions_and_page").await {
-        let app = spawn_app_with(console_config(&db)).await;
-        let expect = send_scenarios(&app).await;
-        let auditor = app.token(Role::Auditor).await;
-        let backend = format!("{:?}", db.backend);
+async fn changes_carry_the_reports_exceptions_and_page_sqlite() {
+    changes_carry_the_reports_exceptions_and_page(TestDb::sqlite().await).await;
+}
 
-        // January's production changes: each with exactly the codes the report gives it.
-        let period = "from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
-        let (status, all) = json(
-            &app,
-            &format!("/v1/changes?{period}&environment=production"),
-            &auditor,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{backend}: {all}");
-        let total = all["total"].as_u64().unwrap() as usize;
-        assert_eq!(all["offset"], 0);
-        assert_eq!(all["limit"], 50);
-        assert_eq!(ids(&all).len(), total);
-        let got: BTreeMap<String, BTreeSet<String>> = all["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["change"]["id"].as_str().unwrap().to_owned(), codes(c)))
-            .collect();
-        for (id, want) in &expect {
-            let want: BTreeSet<String> = want.iter().map(|c| c.to_string()).collect();
-            assert_eq!(got.get(id), Some(&want), "{backend}: {id}");
-        }
-        // Each exception says what shows it.
-        let first = &all["changes"][0]["exceptions"];
-        for x in first.as_array().unwrap() {
-            assert!(!x["evidence"].as_str().unwrap().is_empty(), "{x}");
-        }
-
-        // A staging change is not in the report's population, so it carries no exception.
-        let (_, staging) = json(&app, "/v1/changes?environment=staging", &auditor).await;
-        assert_eq!(ids(&staging), vec!["CHG-STAGING"]);
-        assert!(codes(&staging["changes"][0]).is_empty(), "{staging}");
-
-        // Pages of 3 cover the list once, in order; past the end is an empty page.
-        let mut paged = Vec::new();
-        for offset in (0..total + 3).step_by(3) {
-            let (status, page) = json(
-                &app,
-                &format!("/v1/changes?{period}&environment=production&limit=3&offset={offset}"),
-                &auditor,
-            )
-            .await;
-            assert_eq!(status, StatusCode::OK);
-            assert_eq!(page["total"].as_u64().unwrap() as usize, total);
-            assert_eq!(page["offset"].as_u64().unwrap() as usize, offset);
-            assert_eq!(page["limit"], 3);
-            let n = ids(&page).len();
-            assert_eq!(n, total.saturating_sub(offset).min(3), "offset {offset}");
-            paged.extend(ids(&page));
-        }
-        assert_eq!(paged, ids(&all), "{backend}");
-
-        // The exception filter, in any case, and combined with the other filters.
-        let (_, selfies) = json(&app, "/v1/changes?exception=self_approval", &auditor).await;
-        assert_eq!(ids(&selfies), vec!["CHG-SELF"]);
-        assert_eq!(selfies["total"], 1);
-        let unverified: BTreeSet<String> = ids(&json(
-            &app,
-            &format!("/v1/changes?{period}&exception=UNVERIFIED_IDENTITY"),
-            &auditor,
-        )
-        .await
-        .1)
-        .into_iter()
-        .collect();
-        for (id, want) in &expect {
-            assert_eq!(
-                unverified.contains(id),
-                want.contains("UNVERIFIED_IDENTITY"),
-                "{backend}: {id}"
-            );
-        }
-        let (_, none) = json(
-            &app,
-            "/v1/changes?exception=SELF_APPROVAL&service=no-such-service",
-            &auditor,
-        )
-        .await;
-        assert_eq!(none["total"], 0);
-
-        // The packet carries the same exceptions as the list.
-        let (status, p) = json(&app, "/v1/changes/CHG-SWAP", &auditor).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            codes(&p),
-            BTreeSet::from(["APPROVED_SUBJECT_MISMATCH".to_owned()])
-        );
-        let (_, p) = json(&app, "/v1/changes/CHG-OK", &auditor).await;
-        assert!(codes(&p).is_empty(), "{p}");
-        app.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_carry_the_reports_exceptions_and_page_postgres() {
+    if let Some(db) =
+        TestDb::postgres("changes_carry_the_reports_exceptions_and_page_postgres").await
+    {
+        changes_carry_the_reports_exceptions_and_page(db).await;
     }
+}
+
+/// The list carries the report's exceptions, filters by code and pages; on both backends.
+async fn changes_carry_the_reports_exceptions_and_page(db: TestDb) {
+    let app = spawn_app_with(console_config(&db)).await;
+    let expect = send_scenarios(&app).await;
+    let auditor = app.token(Role::Auditor).await;
+    let backend = format!("{:?}", db.backend);
+
+    // January's production changes: each with exactly the codes the report gives it.
+    let period = "from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z";
+    let (status, all) = json(
+        &app,
+        &format!("/v1/changes?{period}&environment=production"),
+        &auditor,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{backend}: {all}");
+    let total = all["total"].as_u64().unwrap() as usize;
+    assert_eq!(all["offset"], 0);
+    assert_eq!(all["limit"], 50);
+    assert_eq!(ids(&all).len(), total);
+    let got: BTreeMap<String, BTreeSet<String>> = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["change"]["id"].as_str().unwrap().to_owned(), codes(c)))
+        .collect();
+    for (id, want) in &expect {
+        let want: BTreeSet<String> = want.iter().map(|c| c.to_string()).collect();
+        assert_eq!(got.get(id), Some(&want), "{backend}: {id}");
+    }
+    // Each exception says what shows it.
+    let first = &all["changes"][0]["exceptions"];
+    for x in first.as_array().unwrap() {
+        assert!(!x["evidence"].as_str().unwrap().is_empty(), "{x}");
+    }
+
+    // A staging change is not in the report's population, so it carries no exception.
+    let (_, staging) = json(&app, "/v1/changes?environment=staging", &auditor).await;
+    assert_eq!(ids(&staging), vec!["CHG-STAGING"]);
+    assert!(codes(&staging["changes"][0]).is_empty(), "{staging}");
+
+    // Pages of 3 cover the list once, in order; past the end is an empty page.
+    let mut paged = Vec::new();
+    for offset in (0..total + 3).step_by(3) {
+        let (status, page) = json(
+            &app,
+            &format!("/v1/changes?{period}&environment=production&limit=3&offset={offset}"),
+            &auditor,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(page["total"].as_u64().unwrap() as usize, total);
+        assert_eq!(page["offset"].as_u64().unwrap() as usize, offset);
+        assert_eq!(page["limit"], 3);
+        let n = ids(&page).len();
+        assert_eq!(n, total.saturating_sub(offset).min(3), "offset {offset}");
+        paged.extend(ids(&page));
+    }
+    assert_eq!(paged, ids(&all), "{backend}");
+
+    // The exception filter, in any case, and combined with the other filters.
+    let (_, selfies) = json(&app, "/v1/changes?exception=self_approval", &auditor).await;
+    assert_eq!(ids(&selfies), vec!["CHG-SELF"]);
+    assert_eq!(selfies["total"], 1);
+    let unverified: BTreeSet<String> = ids(&json(
+        &app,
+        &format!("/v1/changes?{period}&exception=UNVERIFIED_IDENTITY"),
+        &auditor,
+    )
+    .await
+    .1)
+    .into_iter()
+    .collect();
+    for (id, want) in &expect {
+        assert_eq!(
+            unverified.contains(id),
+            want.contains("UNVERIFIED_IDENTITY"),
+            "{backend}: {id}"
+        );
+    }
+    let (_, none) = json(
+        &app,
+        "/v1/changes?exception=SELF_APPROVAL&service=no-such-service",
+        &auditor,
+    )
+    .await;
+    assert_eq!(none["total"], 0);
+
+    // The packet carries the same exceptions as the list.
+    let (status, p) = json(&app, "/v1/changes/CHG-SWAP", &auditor).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        codes(&p),
+        BTreeSet::from(["APPROVED_SUBJECT_MISMATCH".to_owned()])
+    );
+    let (_, p) = json(&app, "/v1/changes/CHG-OK", &auditor).await;
+    assert!(codes(&p).is_empty(), "{p}");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,45 +249,54 @@ async fn bad_change_list_parameters_are_400_and_say_why() {
     app.stop().await;
 }
 
-/// "Verify now": the verifier over the stored ledger passes, for reviewers only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ledger_verify_passes_for_reviewers_only() {
-    for db in TestDb::all("ledger_verify_passes_for_reviewers_only").await {
-        let app = spawn_app_with(scenario_config(&db)).await;
-        send_scenarios(&app).await;
-        let post = |token: Option<&str>| {
-            let mut r = app.http.post(format!("{}/v1/ledger/verify", app.base));
-            if let Some(t) = token {
-                r = r.bearer_auth(t);
-            }
-            r.send()
-        };
-        let r = post(Some(&app.reviewer)).await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(v["ok"], true, "{:?}: {v}", db.backend);
-        assert_eq!(v["exit_code"], 0);
-        assert!(v["verdict"].as_str().unwrap().starts_with("OK"), "{v}");
-        assert!(v["findings"].as_array().unwrap().is_empty(), "{v}");
-        let s = &v["summary"];
-        let size = app.store.latest_checkpoint().await.unwrap().unwrap().size;
-        assert_eq!(s["entries"].as_u64().unwrap(), size);
-        assert!(s["signatures"].as_u64().unwrap() >= size);
-        assert_eq!(s["newest_size"].as_u64().unwrap(), size);
-        assert!(s["checkpoints_valid"].as_u64().unwrap() >= 1);
-        assert!(v["elapsed_ms"].is_u64());
+async fn ledger_verify_passes_for_reviewers_only_sqlite() {
+    ledger_verify_passes_for_reviewers_only(TestDb::sqlite().await).await;
+}
 
-        for role in [Role::Auditor, Role::Admin, Role::Ingest] {
-            let t = app.token(role).await;
-            assert_eq!(
-                post(Some(&t)).await.unwrap().status(),
-                StatusCode::FORBIDDEN,
-                "{role}"
-            );
-        }
-        assert_eq!(post(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
-        app.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_verify_passes_for_reviewers_only_postgres() {
+    if let Some(db) = TestDb::postgres("ledger_verify_passes_for_reviewers_only_postgres").await {
+        ledger_verify_passes_for_reviewers_only(db).await;
     }
+}
+
+/// "Verify now": the verifier over the stored ledger passes, for reviewers only.
+async fn ledger_verify_passes_for_reviewers_only(db: TestDb) {
+    let app = spawn_app_with(scenario_config(&db)).await;
+    send_scenarios(&app).await;
+    let post = |token: Option<&str>| {
+        let mut r = app.http.post(format!("{}/v1/ledger/verify", app.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = post(Some(&app.reviewer)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["ok"], true, "{:?}: {v}", db.backend);
+    assert_eq!(v["exit_code"], 0);
+    assert!(v["verdict"].as_str().unwrap().starts_with("OK"), "{v}");
+    assert!(v["findings"].as_array().unwrap().is_empty(), "{v}");
+    let s = &v["summary"];
+    let size = app.store.latest_checkpoint().await.unwrap().unwrap().size;
+    assert_eq!(s["entries"].as_u64().unwrap(), size);
+    assert!(s["signatures"].as_u64().unwrap() >= size);
+    assert_eq!(s["newest_size"].as_u64().unwrap(), size);
+    assert!(s["checkpoints_valid"].as_u64().unwrap() >= 1);
+    assert!(v["elapsed_ms"].is_u64());
+
+    for role in [Role::Auditor, Role::Admin, Role::Ingest] {
+        let t = app.token(role).await;
+        assert_eq!(
+            post(Some(&t)).await.unwrap().status(),
+            StatusCode::FORBIDDEN,
+            "{role}"
+        );
+    }
+    assert_eq!(post(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
 }
 
 /// One verification at a time: a request while one runs is told to retry.
@@ -534,8 +554,8 @@ async fn the_console_in_a_browser() {
 
     // Damage the ledger behind the server's back (one stored payload, triggers dropped as an
     // attacker with database access would): verify now must fail, in red, naming the entry.
-    crate::storage::disable_triggers(&app.store, "payloads").await;
-    crate::storage::flip(
+    disable_triggers(&app.store, "payloads").await;
+    flip(
         &app.store,
         "payloads",
         "payload",
@@ -553,63 +573,74 @@ async fn the_console_in_a_browser() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_fact_is_an_evidence_gap_in_the_list_sqlite() {
+    an_unreadable_fact_is_an_evidence_gap_in_the_list(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_fact_is_an_evidence_gap_in_the_list_postgres() {
+    if let Some(db) =
+        TestDb::postgres("an_unreadable_fact_is_an_evidence_gap_in_the_list_postgres").await
+    {
+        an_unreadable_fact_is_an_evidence_gap_in_the_list(db).await;
+    }
+}
+
 /// A stored fact that no longer parses (changed behind the server's back) is an EVIDENCE_GAP on
 /// its change in the list, as the report says it; the rest of the list is served as before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_fact_is_an_evidence_gap_in_the_list() {
-    for db in TestDb::all("an_unreadable_fact_is_an_evidence_gap_in_the_list").await {
-        let app = spawn_app_with(console_config(&db)).await;
-        let expect = send_scenarios(&app).await;
-        let auditor = app.token(Role::Auditor).await;
-        let path = "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&limit=500";
-        let (_, before) = json(&app, path, &auditor).await;
-        crate::storage::disable_triggers(&app.store, "facts").await;
-        crate::storage::exec(
-            &app.store,
-            "UPDATE facts SET payload = 'not json' WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
-        )
-        .await
-        .unwrap();
-        let (status, after) = json(&app, path, &auditor).await;
-        assert_eq!(status, StatusCode::OK, "{after}");
-        assert_eq!(after["total"], before["total"], "{:?}", db.backend);
-        for c in after["changes"].as_array().unwrap() {
-            let id = c["change"]["id"].as_str().unwrap();
-            let codes: BTreeSet<&str> = c["exceptions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["code"].as_str().unwrap())
-                .collect();
-            if id == "CHG-OK" {
-                // Its approval cannot be read: a gap, and so no approval before the deploy.
-                assert!(codes.contains("EVIDENCE_GAP"), "{codes:?}");
-            } else {
-                // Changes outside the report's population (staging) carry none.
-                let want: BTreeSet<&str> = expect
-                    .get(id)
-                    .map(|w| w.iter().copied().collect())
-                    .unwrap_or_default();
-                assert_eq!(codes, want, "{id}");
-            }
-        }
-        let (_, gaps) = json(
-            &app,
-            "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&exception=EVIDENCE_GAP",
-            &auditor,
-        )
-        .await;
-        assert_eq!(gaps["total"], 1, "{gaps}");
-        // The change's own page says the same, instead of failing.
-        let (status, packet) = json(&app, "/v1/changes/CHG-OK", &auditor).await;
-        assert_eq!(status, StatusCode::OK, "{packet}");
-        let codes: Vec<&str> = packet["exceptions"]
+async fn an_unreadable_fact_is_an_evidence_gap_in_the_list(db: TestDb) {
+    let app = spawn_app_with(console_config(&db)).await;
+    let expect = send_scenarios(&app).await;
+    let auditor = app.token(Role::Auditor).await;
+    let path = "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&limit=500";
+    let (_, before) = json(&app, path, &auditor).await;
+    disable_triggers(&app.store, "facts").await;
+    exec(
+        &app.store,
+        "UPDATE facts SET payload = 'not json' WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
+    )
+    .await
+    .unwrap();
+    let (status, after) = json(&app, path, &auditor).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["total"], before["total"], "{:?}", db.backend);
+    for c in after["changes"].as_array().unwrap() {
+        let id = c["change"]["id"].as_str().unwrap();
+        let codes: BTreeSet<&str> = c["exceptions"]
             .as_array()
             .unwrap()
             .iter()
             .map(|x| x["code"].as_str().unwrap())
             .collect();
-        assert!(codes.contains(&"EVIDENCE_GAP"), "{codes:?}");
-        app.stop().await;
+        if id == "CHG-OK" {
+            // Its approval cannot be read: a gap, and so no approval before the deploy.
+            assert!(codes.contains("EVIDENCE_GAP"), "{codes:?}");
+        } else {
+            // Changes outside the report's population (staging) carry none.
+            let want: BTreeSet<&str> = expect
+                .get(id)
+                .map(|w| w.iter().copied().collect())
+                .unwrap_or_default();
+            assert_eq!(codes, want, "{id}");
+        }
     }
+    let (_, gaps) = json(
+        &app,
+        "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&exception=EVIDENCE_GAP",
+        &auditor,
+    )
+    .await;
+    assert_eq!(gaps["total"], 1, "{gaps}");
+    // The change's own page says the same, instead of failing.
+    let (status, packet) = json(&app, "/v1/changes/CHG-OK", &auditor).await;
+    assert_eq!(status, StatusCode::OK, "{packet}");
+    let codes: Vec<&str> = packet["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"EVIDENCE_GAP"), "{codes:?}");
+    app.stop().await;
 }

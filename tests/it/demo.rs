@@ -2,8 +2,8 @@
 //! the scenarios over OTLP/gRPC, prints the summary and serves until SIGTERM. The report it built
 //! must name exactly the exceptions the scenarios were made to raise, and verify.
 
-use crate::helpers::{bin, sigterm};
-use crate::reports::{codes_by_change, csv_rows};
+use crate::support::report::{codes_by_change, csv_rows};
+use crate::support::server::{bin, sigterm};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

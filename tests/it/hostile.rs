@@ -2,8 +2,10 @@
 //! amplification request that used to exhaust memory, admission shares per token, and mutated
 //! requests that must never crash the receiver or get a 5xx.
 
-use crate::helpers::{Served, TestDb, config, create_token, serve_in, sigterm, spawn_app_with};
-use crate::otlp::{deploy_span, kv, request, trace};
+use crate::support::otlp::{deploy_span, kv, raw_grpc, request, span, trace};
+use crate::support::server::{
+    Served, TestApp, TestDb, config, create_token, serve_in, sigterm, spawn_app_with,
+};
 use changetrail::auth::Role;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -632,57 +634,68 @@ fn mutated_requests_never_crash_the_receiver() {
 }
 
 /// The HTTP-style status a raw gRPC call's grpc-status maps to (5xx for server faults).
-async fn grpc_raw(app: &crate::helpers::TestApp, msg: &[u8]) -> u16 {
+async fn grpc_raw(app: &TestApp, msg: &[u8]) -> u16 {
     let path = changetrail::ingest::grpc::TRACE_EXPORT;
-    match crate::otlp::raw_grpc(app, path, msg).await.as_str() {
+    match raw_grpc(app, path, msg).await.as_str() {
         // INTERNAL, UNKNOWN, DATA_LOSS, or no status at all: the server's fault.
         "13" | "2" | "15" | "" => 500,
         _ => 200,
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw_sqlite() {
+    nul_bytes_and_huge_ids_are_answered_not_stored_raw(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw_postgres() {
+    if let Some(db) =
+        TestDb::postgres("nul_bytes_and_huge_ids_are_answered_not_stored_raw_postgres").await
+    {
+        nul_bytes_and_huge_ids_are_answered_not_stored_raw(db).await;
+    }
+}
+
 /// A NUL in a span's name or change id (PostgreSQL text cannot hold it) is replaced, not a
 /// storage failure for everyone in the batch; a change id over 256 bytes is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw() {
-    for db in TestDb::all("nul_bytes_and_huge_ids_are_answered_not_stored_raw").await {
-        let app = spawn_app_with(config(&db)).await;
-        let t = trace();
-        let mut span = deploy_span(t, "CHG-\0-NUL");
-        span.name = "de\0ploy".into();
-        let mut huge = deploy_span(trace(), &"C".repeat(300));
-        huge.name = "huge".into();
-        let r = app
-            .http
-            .post(format!("{}/v1/traces", app.otlp))
-            .header("content-type", "application/x-protobuf")
-            .bearer_auth(&app.ingest)
-            .body(request("svc\0", vec![span, huge]).encode_to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{:?}", db.backend);
-        let p = ExportTraceServiceResponse::decode(r.bytes().await.unwrap())
-            .unwrap()
-            .partial_success
-            .unwrap();
-        assert_eq!(p.rejected_spans, 1);
-        assert!(
-            p.error_message.contains("longer than 256 bytes"),
-            "{}",
-            p.error_message
-        );
-        assert!(
-            p.error_message.contains("nul replaced"),
-            "{}",
-            p.error_message
-        );
-        let stored = app.store.spans_of_trace(&t).await.unwrap();
-        assert_eq!(stored.len(), 1);
-        assert_eq!(stored[0].name, "de\u{FFFD}ploy");
-        assert_eq!(stored[0].subject, "CHG-\u{FFFD}-NUL");
-        app.stop().await;
-    }
+async fn nul_bytes_and_huge_ids_are_answered_not_stored_raw(db: TestDb) {
+    let app = spawn_app_with(config(&db)).await;
+    let t = trace();
+    let mut span = deploy_span(t, "CHG-\0-NUL");
+    span.name = "de\0ploy".into();
+    let mut huge = deploy_span(trace(), &"C".repeat(300));
+    huge.name = "huge".into();
+    let r = app
+        .http
+        .post(format!("{}/v1/traces", app.otlp))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(&app.ingest)
+        .body(request("svc\0", vec![span, huge]).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", db.backend);
+    let p = ExportTraceServiceResponse::decode(r.bytes().await.unwrap())
+        .unwrap()
+        .partial_success
+        .unwrap();
+    assert_eq!(p.rejected_spans, 1);
+    assert!(
+        p.error_message.contains("longer than 256 bytes"),
+        "{}",
+        p.error_message
+    );
+    assert!(
+        p.error_message.contains("nul replaced"),
+        "{}",
+        p.error_message
+    );
+    let stored = app.store.spans_of_trace(&t).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name, "de\u{FFFD}ploy");
+    assert_eq!(stored[0].subject, "CHG-\u{FFFD}-NUL");
+    app.stop().await;
 }
 
 /// Parked spans that a binding releases become rows, each copying its resource: they are held in
@@ -715,10 +728,7 @@ async fn rows_released_by_a_binding_are_held_in_its_share() {
     };
     // Twenty runtime spans of the trace, each with a 400 KB resource of its own: parked.
     for i in 0..20 {
-        let mut r = request(
-            "svc",
-            vec![crate::otlp::span(t, &format!("runtime {i}"), vec![])],
-        );
+        let mut r = request("svc", vec![span(t, &format!("runtime {i}"), vec![])]);
         if let Some(res) = r.resource_spans[0].resource.as_mut() {
             res.attributes
                 .extend((0..40).map(|j| kv(&format!("big.{j}"), &"r".repeat(10_000))));

@@ -1,105 +1,14 @@
-//! A test identity provider: fixed EdDSA, ES256 and RS256 keys (tests/it/fixtures/idp, made with
-//! openssl) and their JWKS, for minting the tokens the scenarios carry.
+//! Identities: tokens of the test issuer (support::idp) verify at the time of the event they ride
+//! on, with their algorithm, audience, expiry and binding claims checked; an issuer's keys come
+//! from its discovery document, and each key set is recorded.
 
-use changetrail::core::evidence::identity::{Established, IdentityVerifier, TrustedIssuer};
+use crate::support::idp::{
+    AUDIENCE, ISSUER, forged, jwks_path, reason, token_claims, token_with, verifier,
+};
+use crate::support::scenario::{T0, normal_change, packet, scenario_config, send, workflow};
+use crate::support::server::{TestDb, spawn_app_with, verify_store};
+use changetrail::core::evidence::identity::Established;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-
-pub const ISSUER: &str = "https://idp.example.com";
-pub const AUDIENCE: &str = "changetrail";
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/idp");
-
-pub fn jwks_path() -> String {
-    format!("{DIR}/jwks.json")
-}
-
-pub fn issuer() -> TrustedIssuer {
-    TrustedIssuer {
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        keys: serde_json::from_str(&std::fs::read_to_string(jwks_path()).unwrap()).unwrap(),
-        roles_claim: "roles".into(),
-    }
-}
-
-pub fn verifier() -> IdentityVerifier {
-    IdentityVerifier::new(vec![issuer()])
-}
-
-fn key(alg: Algorithm) -> (EncodingKey, &'static str) {
-    let read = |f: &str| std::fs::read(format!("{DIR}/{f}")).unwrap();
-    match alg {
-        Algorithm::EdDSA => (
-            EncodingKey::from_ed_pem(&read("ed25519.pem")).unwrap(),
-            "ed-1",
-        ),
-        Algorithm::ES256 => (
-            EncodingKey::from_ec_pem(&read("es256.pem")).unwrap(),
-            "es-1",
-        ),
-        Algorithm::RS256 => (
-            EncodingKey::from_rsa_pem(&read("rs256.pem")).unwrap(),
-            "rs-1",
-        ),
-        other => panic!("no test key for {other:?}"),
-    }
-}
-
-/// A token for `sub` valid from `iat` to `exp` (seconds since the epoch).
-pub fn token_with(
-    alg: Algorithm,
-    iss: &str,
-    aud: &str,
-    sub: &str,
-    roles: &[&str],
-    iat: i64,
-    exp: i64,
-) -> String {
-    let (k, kid) = key(alg);
-    let mut h = Header::new(alg);
-    h.kid = Some(kid.into());
-    let claims = serde_json::json!({ "iss": iss, "aud": aud, "sub": sub, "roles": roles, "iat": iat, "nbf": iat, "exp": exp });
-    jsonwebtoken::encode(&h, &claims, &k).unwrap()
-}
-
-/// A token with exactly these claims, signed by the issuer's EdDSA key.
-pub fn token_claims(claims: &serde_json::Value) -> String {
-    let (k, kid) = key(Algorithm::EdDSA);
-    let mut h = Header::new(Algorithm::EdDSA);
-    h.kid = Some(kid.into());
-    jsonwebtoken::encode(&h, claims, &k).unwrap()
-}
-
-/// A token valid for an hour around `at_ns` (so it verifies at that event time).
-pub fn token(sub: &str, roles: &[&str], at_ns: i64) -> String {
-    let at = at_ns / 1_000_000_000;
-    token_with(
-        Algorithm::EdDSA,
-        ISSUER,
-        AUDIENCE,
-        sub,
-        roles,
-        at - 600,
-        at + 3000,
-    )
-}
-
-/// A token signed by a key the issuer never published, but naming its key id.
-pub fn forged(sub: &str, at_ns: i64) -> String {
-    let at = at_ns / 1_000_000_000;
-    let k = EncodingKey::from_ed_pem(&std::fs::read(format!("{DIR}/other-ed25519.pem")).unwrap())
-        .unwrap();
-    let mut h = Header::new(Algorithm::EdDSA);
-    h.kid = Some("ed-1".into());
-    let claims = serde_json::json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": at - 600, "nbf": at - 600, "exp": at + 3000 });
-    jsonwebtoken::encode(&h, &claims, &k).unwrap()
-}
-
-pub fn reason(e: &Established) -> String {
-    match e {
-        Established::Asserted { reason, .. } => reason.clone(),
-        Established::Verified { .. } => "verified".into(),
-    }
-}
 
 #[test]
 fn tokens_verify_at_the_time_of_the_event() {
@@ -397,11 +306,9 @@ fn keys_without(kids: &[&str]) -> serde_json::Value {
 /// the new set is recorded too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_keys_come_from_discovery_and_each_set_is_recorded() {
-    use crate::helpers::{TestDb, spawn_app_with};
-    use crate::scenarios::{Workflow, normal_change, packet, send};
     let idp = discovery_server(ISSUER, keys_without(&["ed-1"])).await;
     let db = TestDb::sqlite().await;
-    let mut cfg = crate::scenarios::scenario_config(&db);
+    let mut cfg = scenario_config(&db);
     cfg.identity.issuers[0].jwks_file = Default::default();
     cfg.identity.issuers[0].discovery_url = idp.url.clone();
     let app = spawn_app_with(cfg).await;
@@ -422,7 +329,7 @@ async fn issuer_keys_come_from_discovery_and_each_set_is_recorded() {
 
     // The issuer starts signing with ed-1, which it now publishes.
     *idp.keys.lock().unwrap() = keys_without(&[]);
-    let mut wf = Workflow::new("CHG-ROTATED-1", 60, crate::scenarios::T0);
+    let mut wf = workflow("CHG-ROTATED-1", 60, T0);
     send(&app, &normal_change(&mut wf)).await;
     let p = packet(&app, "CHG-ROTATED-1").await;
     assert_eq!(p["requester"]["established"], "asserted", "not fetched yet");
@@ -441,11 +348,7 @@ async fn issuer_keys_come_from_discovery_and_each_set_is_recorded() {
     };
     assert_eq!(second[1]["keys"]["keys"].as_array().unwrap().len(), 3);
     assert_ne!(second[0]["keys_sha256"], second[1]["keys_sha256"]);
-    let mut wf = Workflow::new(
-        "CHG-ROTATED-2",
-        61,
-        crate::scenarios::T0 + 3_600_000_000_000,
-    );
+    let mut wf = workflow("CHG-ROTATED-2", 61, T0 + 3_600_000_000_000);
     send(&app, &normal_change(&mut wf)).await;
     let p = packet(&app, "CHG-ROTATED-2").await;
     assert_eq!(
@@ -454,7 +357,7 @@ async fn issuer_keys_come_from_discovery_and_each_set_is_recorded() {
         p["requester"]
     );
     let vkey = app.vkey.clone();
-    let r = crate::helpers::verify_store(&app.store, &[&vkey]).await;
+    let r = verify_store(&app.store, &[&vkey]).await;
     assert_eq!(r.exit_code, 0, "{:?}", r.findings);
     app.stop().await;
 }

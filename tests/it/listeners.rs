@@ -2,8 +2,8 @@
 //! connections on each while real exporters and a REST client are served, every one of them
 //! closed by the server within a bound, and the connection cap.
 
-use crate::helpers::{TestApp, TestDb, config, spawn_app_with};
-use crate::python::python;
+use crate::support::python::{CLIENT, python};
+use crate::support::server::{TestApp, TestDb, config, spawn_app_with};
 use changetrail::app::config::Config;
 use changetrail::auth::Role;
 use std::collections::BTreeMap;
@@ -14,11 +14,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-const CLIENT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/it/python/otlp_client.py"
-);
 
 /// Per listener: connections that say nothing, that send half a request head, that trickle a
 /// body nobody reads (the request is refused first), and that trickle a body the handler reads.

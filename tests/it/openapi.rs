@@ -2,29 +2,31 @@
 //! described, every described operation exists with the role it states, and the document is valid
 //! OpenAPI (checked by openapi-spec-validator when the test venv is there).
 
-use crate::helpers::{TestDb, spawn_app};
+use crate::support::python::python;
+use crate::support::server::{TestDb, spawn_app};
 use changetrail::api::openapi::{Access, OPERATIONS, document};
 use changetrail::auth::Role;
 use std::collections::BTreeSet;
+
+/// The `.rs` files under `dir`, its subdirectories included (`api/console/mod.rs`).
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let path = f.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}
 
 /// (method, path) of every `.route(…)` in the REST API's source.
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api");
     let mut out = BTreeSet::new();
-    // Files of src/api and its subfolders (console/ holds a module too).
-    let mut files = Vec::new();
-    let mut dirs = vec![std::path::PathBuf::from(dir)];
-    while let Some(d) = dirs.pop() {
-        for f in std::fs::read_dir(d).unwrap() {
-            let p = f.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                files.push(p);
-            }
-        }
-    }
-    for f in files {
+    for f in rust_files(std::path::Path::new(dir)) {
         let text = std::fs::read_to_string(f).unwrap();
         for (at, _) in text.match_indices(".route(") {
             // The call's arguments, up to its closing parenthesis.
@@ -145,8 +147,7 @@ async fn the_served_document_matches_the_server() {
     }
 
     // A real OpenAPI validator, when the test venv has it.
-    let Some(python) = crate::python::python("the_served_document_matches_the_server (validator)")
-    else {
+    let Some(python) = python("the_served_document_matches_the_server (validator)") else {
         return;
     };
     let file = db.path().join("openapi.json");

@@ -1,8 +1,9 @@
 //! OTLP ingest through the real listeners: the HTTP conformance matrix, gRPC semantics, what is
 //! kept, parked, deduplicated and redacted.
 
-use crate::helpers::{TestApp, TestDb, config, spawn_app_with};
-use changetrail::storage::Store;
+use crate::support::db::{exec, hold_write_lock};
+use crate::support::otlp::{deploy_span, kv, raw_grpc, request, span, trace};
+use crate::support::server::{TestApp, TestDb, config, spawn_app_with};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -18,71 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use reqwest::StatusCode;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh trace id (unique across the test run).
-pub fn trace() -> [u8; 16] {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut t = [0u8; 16];
-    t[..8].copy_from_slice(&n.to_be_bytes());
-    t[8..].copy_from_slice(&changetrail::sys::random_bytes::<8>());
-    t
-}
-
-pub fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-pub fn span(trace: [u8; 16], name: &str, attrs: Vec<KeyValue>) -> Span {
-    let now = changetrail::sys::now_ns() as u64;
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes().to_vec(),
-        name: name.into(),
-        kind: 1,
-        start_time_unix_nano: now - 1_000_000,
-        end_time_unix_nano: now,
-        attributes: attrs,
-        ..Default::default()
-    }
-}
-
-/// A deploy step span carrying the contract (so it is kept).
-pub fn deploy_span(trace: [u8; 16], change: &str) -> Span {
-    span(
-        trace,
-        "deploy",
-        vec![
-            kv("cicd.pipeline.run.id", &format!("wf-{change}")),
-            kv("changetrail.change.id", change),
-        ],
-    )
-}
-
-pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Enc {
@@ -96,6 +33,18 @@ enum Comp {
     Gzip,
     Deflate,
     Zstd,
+}
+
+impl Comp {
+    /// The request's `content-encoding`.
+    fn header(self) -> Option<&'static str> {
+        match self {
+            Comp::None => None,
+            Comp::Gzip => Some("gzip"),
+            Comp::Deflate => Some("deflate"),
+            Comp::Zstd => Some("zstd"),
+        }
+    }
 }
 
 fn encode(req: &ExportTraceServiceRequest, enc: Enc) -> Vec<u8> {
@@ -168,31 +117,6 @@ async fn status_of(r: reqwest::Response) -> (i32, String) {
     }
 }
 
-async fn exec(store: &Store, sql: &str) {
-    let q = sqlx::AssertSqlSafe(sql.to_owned());
-    match store {
-        Store::Sqlite(p) => sqlx::query(q).execute(p).await.map(|_| ()),
-        Store::Postgres(p) => sqlx::query(q).execute(p).await.map(|_| ()),
-    }
-    .unwrap();
-}
-
-/// Holds the database's write lock from another connection for `hold`, like a stuck writer.
-pub async fn hold_write_lock(db: &TestDb, hold: Duration) -> tokio::task::JoinHandle<()> {
-    let store = Store::connect(&db.url, &Default::default()).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let handle = tokio::spawn(async move {
-        let mut t = store.begin_append().await.unwrap();
-        t.lock_head().await.unwrap();
-        let _ = tx.send(());
-        tokio::time::sleep(hold).await;
-        drop(t);
-        store.close().await;
-    });
-    rx.await.unwrap();
-    handle
-}
-
 async fn spans_stored(app: &TestApp, t: [u8; 16]) -> usize {
     app.store.spans_of_trace(&t).await.unwrap().len()
 }
@@ -203,244 +127,209 @@ fn fast_failing(db: &TestDb) -> changetrail::app::config::Config {
     c
 }
 
-/// {protobuf, JSON} × {none, gzip, deflate, zstd} × {success, retryable, permanent}.
+/// What storage does with an export.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Storage {
+    Works,
+    /// Locked by someone else for two seconds.
+    Busy,
+    /// Refuses for good (an injected trigger).
+    Refuses,
+}
+
+/// One outcome of the HTTP conformance matrix and what the exporter must be told.
+struct Outcome {
+    storage: Storage,
+    change: &'static str,
+    status: StatusCode,
+    /// The `google.rpc.Status` code in the error body; none for a success.
+    code: Option<i32>,
+    retry_after: Option<&'static str>,
+}
+
+/// Success: 200, the response in the request's encoding, the span stored. Retryable: 503 +
+/// Retry-After + Status(UNAVAILABLE), nothing half-stored, and the client's retry succeeds.
+/// Permanent: 500 + Status(INTERNAL), no Retry-After, internal details kept inside.
+const OUTCOMES: [Outcome; 3] = [
+    Outcome {
+        storage: Storage::Works,
+        change: "CHG-7",
+        status: StatusCode::OK,
+        code: None,
+        retry_after: None,
+    },
+    Outcome {
+        storage: Storage::Busy,
+        change: "CHG-8",
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: Some(14),
+        retry_after: Some("1"),
+    },
+    Outcome {
+        storage: Storage::Refuses,
+        change: "CHG-9",
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: Some(13),
+        retry_after: None,
+    },
+];
+
+const REFUSE: &str = "CREATE TRIGGER refuse BEFORE INSERT ON spans BEGIN SELECT RAISE(ABORT, 'injected failure'); END";
+
+/// {protobuf, JSON} × {none, gzip, deflate, zstd} × `OUTCOMES`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_conformance_matrix() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(fast_failing(&db)).await;
     for enc in [Enc::Pb, Enc::Json] {
         for comp in [Comp::None, Comp::Gzip, Comp::Deflate, Comp::Zstd] {
-            let ce = match comp {
-                Comp::None => None,
-                Comp::Gzip => Some("gzip"),
-                Comp::Deflate => Some("deflate"),
-                Comp::Zstd => Some("zstd"),
-            };
-            let what = format!("{enc:?}/{comp:?}");
-            // Success: 200, the response in the request's encoding, the span stored.
-            let t = trace();
-            let body = compress(
-                &encode(&request("deployer", vec![deploy_span(t, "CHG-7")]), enc),
-                comp,
-            );
-            let r = post(
-                &app,
-                "/v1/traces",
-                content_type(enc),
-                ce,
-                Some(&app.ingest),
-                body.clone(),
-            )
-            .await;
-            assert_eq!(r.status(), StatusCode::OK, "{what}");
-            assert_eq!(r.headers()["content-type"], content_type(enc), "{what}");
-            let bytes = r.bytes().await.unwrap();
-            match enc {
-                Enc::Pb => assert_eq!(
-                    ExportTraceServiceResponse::decode(bytes.as_ref()).unwrap(),
-                    ExportTraceServiceResponse::default()
-                ),
-                Enc::Json => assert_eq!(bytes.as_ref(), b"{}", "{what}"),
+            for o in &OUTCOMES {
+                let what = format!("{enc:?}/{comp:?}/{:?}", o.storage);
+                let t = trace();
+                let body = compress(
+                    &encode(&request("deployer", vec![deploy_span(t, o.change)]), enc),
+                    comp,
+                );
+                let lock = match o.storage {
+                    Storage::Works => None,
+                    Storage::Busy => Some(hold_write_lock(&db, Duration::from_secs(2)).await),
+                    Storage::Refuses => {
+                        exec(&app.store, REFUSE).await.unwrap();
+                        None
+                    }
+                };
+                let send = |body| {
+                    post(
+                        &app,
+                        "/v1/traces",
+                        content_type(enc),
+                        comp.header(),
+                        Some(&app.ingest),
+                        body,
+                    )
+                };
+                let r = send(body.clone()).await;
+                assert_eq!(r.status(), o.status, "{what}");
+                assert_eq!(r.headers()["content-type"], content_type(enc), "{what}");
+                assert_eq!(
+                    r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+                    o.retry_after,
+                    "{what}"
+                );
+                match o.code {
+                    None => {
+                        let bytes = r.bytes().await.unwrap();
+                        match enc {
+                            Enc::Pb => assert_eq!(
+                                ExportTraceServiceResponse::decode(bytes.as_ref()).unwrap(),
+                                ExportTraceServiceResponse::default()
+                            ),
+                            Enc::Json => assert_eq!(bytes.as_ref(), b"{}", "{what}"),
+                        }
+                    }
+                    Some(want) => {
+                        let (code, message) = status_of(r).await;
+                        assert_eq!(code, want, "{what}");
+                        assert!(
+                            !message.contains("injected"),
+                            "{what}: internal details stay internal: {message}"
+                        );
+                    }
+                }
+                match o.storage {
+                    Storage::Works => assert_eq!(spans_stored(&app, t).await, 1, "{what}"),
+                    Storage::Busy => {
+                        lock.unwrap().await.unwrap();
+                        assert_eq!(
+                            spans_stored(&app, t).await,
+                            0,
+                            "{what}: nothing acknowledged, nothing half-stored"
+                        );
+                        // The client's retry succeeds.
+                        assert_eq!(send(body).await.status(), StatusCode::OK, "{what} retry");
+                        assert_eq!(spans_stored(&app, t).await, 1, "{what} retry");
+                    }
+                    Storage::Refuses => exec(&app.store, "DROP TRIGGER refuse").await.unwrap(),
+                }
             }
-            assert_eq!(spans_stored(&app, t).await, 1, "{what}");
-
-            // Retryable: storage is locked by someone else; 503 + Retry-After + Status(UNAVAILABLE).
-            let t = trace();
-            let lock = hold_write_lock(&db, Duration::from_secs(2)).await;
-            let body = compress(
-                &encode(&request("deployer", vec![deploy_span(t, "CHG-8")]), enc),
-                comp,
-            );
-            let r = post(
-                &app,
-                "/v1/traces",
-                content_type(enc),
-                ce,
-                Some(&app.ingest),
-                body.clone(),
-            )
-            .await;
-            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
-            assert_eq!(r.headers()["retry-after"], "1", "{what}");
-            assert_eq!(r.headers()["content-type"], content_type(enc));
-            let (code, _) = status_of(r).await;
-            assert_eq!(code, 14, "{what}");
-            lock.await.unwrap();
-            assert_eq!(
-                spans_stored(&app, t).await,
-                0,
-                "nothing acknowledged, nothing half-stored"
-            );
-            // The client's retry succeeds.
-            let r = post(
-                &app,
-                "/v1/traces",
-                content_type(enc),
-                ce,
-                Some(&app.ingest),
-                body,
-            )
-            .await;
-            assert_eq!(r.status(), StatusCode::OK, "{what} retry");
-            assert_eq!(spans_stored(&app, t).await, 1);
-
-            // Permanent: storage refuses for good; 500 + Status(INTERNAL), no Retry-After.
-            exec(&app.store, "CREATE TRIGGER refuse BEFORE INSERT ON spans BEGIN SELECT RAISE(ABORT, 'injected failure'); END").await;
-            let t = trace();
-            let body = compress(
-                &encode(&request("deployer", vec![deploy_span(t, "CHG-9")]), enc),
-                comp,
-            );
-            let r = post(
-                &app,
-                "/v1/traces",
-                content_type(enc),
-                ce,
-                Some(&app.ingest),
-                body,
-            )
-            .await;
-            assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR, "{what}");
-            assert!(r.headers().get("retry-after").is_none());
-            let (code, message) = status_of(r).await;
-            assert_eq!(code, 13);
-            assert!(
-                !message.contains("injected"),
-                "internal details stay internal: {message}"
-            );
-            exec(&app.store, "DROP TRIGGER refuse").await;
         }
     }
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_requests_are_checked_before_they_are_trusted() {
-    let db = TestDb::sqlite().await;
-    let mut cfg = config(&db);
-    cfg.otlp.max_request_bytes = 64 * 1024;
-    let app = spawn_app_with(cfg).await;
-    let ok = |t| encode(&request("svc", vec![deploy_span(t, "CHG-1")]), Enc::Pb);
+/// The request limit of the server `http_requests_are_checked_before_they_are_trusted` runs.
+const LIMIT: usize = 64 * 1024;
 
-    // Media types: parameters and case are fine; anything else is 415; GET is 405.
-    for ct in ["application/json; charset=utf-8", "APPLICATION/JSON"] {
-        let t = trace();
-        let body = encode(&request("svc", vec![deploy_span(t, "CHG-1")]), Enc::Json);
-        let r = post(&app, "/v1/traces", ct, None, Some(&app.ingest), body).await;
-        assert_eq!(r.status(), StatusCode::OK, "{ct}");
-        assert_eq!(r.headers()["content-type"], "application/json");
-    }
-    for ct in ["text/plain", "application/json; charset=latin-1", ""] {
-        let r = post(&app, "/v1/traces", ct, None, Some(&app.ingest), ok(trace())).await;
-        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
-        assert_eq!(status_of(r).await.0, 3);
-    }
-    let r = app
-        .http
-        .get(format!("{}/v1/traces", app.otlp))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.headers()["allow"], "POST");
-    let r = post(
-        &app,
-        "/v1/metrics",
-        "application/x-protobuf",
-        None,
-        Some(&app.ingest),
-        vec![],
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(status_of(r).await.0, 12);
+/// Who sends a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sender {
+    Ingest,
+    /// A valid token of another role.
+    Reviewer,
+    /// No token at all.
+    Nobody,
+    /// The ingest token with its last character changed.
+    WrongToken,
+}
 
-    // Authentication comes first: missing, wrong, revoked-looking and wrong-role tokens.
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        None,
-        ok(trace()),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(status_of(r).await.0, 16);
-    let wrong = format!("{}x", &app.ingest[..app.ingest.len() - 1]);
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        Some(&wrong),
-        ok(trace()),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let (_, message) = status_of(r).await;
-    assert!(!message.contains(&wrong), "the token is never echoed");
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        Some(&app.reviewer),
-        ok(trace()),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(status_of(r).await.0, 7);
-    // ... even before a corrupt body is looked at.
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        Some("gzip"),
-        None,
-        b"not gzip".to_vec(),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+/// One request of the HTTP checks and the answer it must get.
+struct Check {
+    what: &'static str,
+    method: reqwest::Method,
+    path: &'static str,
+    content_type: &'static str,
+    encoding: Option<&'static str>,
+    sender: Sender,
+    body: fn() -> Vec<u8>,
+    status: StatusCode,
+    /// The `google.rpc.Status` code the answer's body must carry.
+    code: Option<i32>,
+    /// What the Status message must say.
+    says: Option<&'static str>,
+    /// The answer's content type.
+    answered_as: Option<&'static str>,
+    /// The answer's `Allow` header.
+    allow: Option<&'static str>,
+    /// The ledger must not grow.
+    writes_nothing: bool,
+    /// The server's memory must not grow by 64 MiB while it answers.
+    within_memory: bool,
+}
 
-    // Corrupt bodies and compression: 400 with a Status in the request's encoding.
-    for (ct, ce, body) in [
-        ("application/x-protobuf", None, b"\xff\xff\xff\xff".to_vec()),
-        ("application/json", None, b"{\"resourceSpans\": [".to_vec()),
-        (
-            "application/x-protobuf",
-            Some("gzip"),
-            b"definitely not gzip".to_vec(),
-        ),
-        (
-            "application/json",
-            Some("zstd"),
-            b"definitely not zstd".to_vec(),
-        ),
-        ("application/json", Some("br"), b"{}".to_vec()),
-    ] {
-        let r = post(&app, "/v1/traces", ct, ce, Some(&app.ingest), body).await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{ct} {ce:?}");
-        assert_eq!(r.headers()["content-type"], ct);
-        assert_eq!(status_of(r).await.0, 3);
-    }
+/// A valid protobuf export from the ingest token; each check says how it differs.
+const EXPORT: Check = Check {
+    what: "",
+    method: reqwest::Method::POST,
+    path: "/v1/traces",
+    content_type: "application/x-protobuf",
+    encoding: None,
+    sender: Sender::Ingest,
+    body: ok_pb,
+    status: StatusCode::OK,
+    code: None,
+    says: None,
+    answered_as: None,
+    allow: None,
+    writes_nothing: false,
+    within_memory: false,
+};
 
-    // Invalid UTF-8 inside a protobuf string field.
-    let mut bad = request("svc", vec![deploy_span(trace(), "CHG-1")]).encode_to_vec();
-    let pos = bad.windows(6).position(|w| w == b"deploy").unwrap();
-    bad[pos] = 0xff;
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        Some(&app.ingest),
-        bad,
+fn ok_pb() -> Vec<u8> {
+    encode(
+        &request("svc", vec![deploy_span(trace(), "CHG-1")]),
+        Enc::Pb,
     )
-    .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
 
-    // Deeply nested AnyValue: refused cleanly, never a crash.
+fn ok_json() -> Vec<u8> {
+    encode(
+        &request("svc", vec![deploy_span(trace(), "CHG-1")]),
+        Enc::Json,
+    )
+}
+
+/// A span whose attribute nests 300 key-value lists deep.
+fn deep() -> ExportTraceServiceRequest {
     let mut v = AnyValue {
         value: Some(Value::StringValue("x".into())),
     };
@@ -461,98 +350,31 @@ async fn http_requests_are_checked_before_they_are_trusted() {
         value: Some(v),
         ..Default::default()
     });
-    for enc in [Enc::Pb, Enc::Json] {
-        let r = post(
-            &app,
-            "/v1/traces",
-            content_type(enc),
-            None,
-            Some(&app.ingest),
-            encode(&request("svc", vec![deep.clone()]), enc),
-        )
-        .await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{enc:?}");
-    }
-    assert!(app.get("/healthz", None).await.status().is_success());
+    request("svc", vec![deep])
+}
 
-    // Size: exactly the limit is accepted (as far as size goes), one more byte is 413.
-    let limit = 64 * 1024;
-    let mut at_limit = ok(trace());
-    at_limit.resize(limit, 0); // trailing zero bytes are not valid protobuf: 400, but not 413
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        Some(&app.ingest),
-        at_limit.clone(),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    at_limit.push(0);
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        Some(&app.ingest),
-        at_limit,
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(status_of(r).await.0, 8);
-    // A gzip bomb: 32 MiB of zeros in ~32 KB (under the limit) stops at the limit once inflated.
+/// A valid export padded with zero bytes to exactly the limit: not valid protobuf, but not too
+/// large either.
+fn at_limit() -> Vec<u8> {
+    let mut b = ok_pb();
+    b.resize(LIMIT, 0);
+    b
+}
+
+/// A gzip bomb: 32 MiB of zeros in ~32 KB (under the limit).
+fn bomb() -> Vec<u8> {
     let zeros = vec![0u8; 1 << 20];
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     for _ in 0..32 {
         e.write_all(&zeros).unwrap();
     }
     let bomb = e.finish().unwrap();
-    assert!(bomb.len() < limit);
-    let before = changetrail::sys::metrics::memory().0;
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        Some("gzip"),
-        Some(&app.ingest),
-        bomb,
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(status_of(r).await.1.contains("after gzip decompression"));
-    let after = changetrail::sys::metrics::memory().0;
-    assert!(
-        after < before + (64 << 20),
-        "memory grew from {before} to {after}"
-    );
+    assert!(bomb.len() < LIMIT);
+    bomb
+}
 
-    // Empty requests are fine and write nothing.
-    let size = app.store.head().await.unwrap().unwrap().head.size;
-    for (ct, body) in [
-        ("application/x-protobuf", vec![]),
-        ("application/json", b"{}".to_vec()),
-        ("application/json", b"{\"resourceSpans\":[]}".to_vec()),
-    ] {
-        let r = post(&app, "/v1/traces", ct, None, Some(&app.ingest), body).await;
-        assert_eq!(r.status(), StatusCode::OK, "{ct}");
-    }
-    assert_eq!(app.store.head().await.unwrap().unwrap().head.size, size);
-
-    // Bodies that clearly carry data but decode to nothing are not a silent 200.
-    let snake = br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"5b8efff798038103d269b633813fc60c"}]}]}]}"#;
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/json",
-        None,
-        Some(&app.ingest),
-        snake.to_vec(),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(status_of(r).await.1.contains("lowerCamelCase"));
-    // Protobuf with only the legacy instrumentation_library_spans (field 1000) inside ResourceSpans.
+/// A ResourceSpans holding only the legacy instrumentation_library_spans (field 1000).
+fn legacy_only() -> Vec<u8> {
     let legacy_inner = ScopeSpans {
         spans: vec![deploy_span(trace(), "CHG-1")],
         ..Default::default()
@@ -562,19 +384,320 @@ async fn http_requests_are_checked_before_they_are_trusted() {
     prost::encoding::bytes::encode(1000, &legacy_inner, &mut rs);
     let mut req = Vec::new();
     prost::encoding::bytes::encode(1, &rs, &mut req);
-    let r = post(
-        &app,
-        "/v1/traces",
-        "application/x-protobuf",
-        None,
-        Some(&app.ingest),
-        req,
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(status_of(r).await.1.contains("legacy"));
+    req
+}
+
+/// The HTTP checks, in the order a request meets them.
+fn http_checks() -> Vec<Check> {
+    use StatusCode as S;
+    vec![
+        // Media types: parameters and case are fine; anything else is 415; GET is 405.
+        Check {
+            what: "JSON with a charset",
+            content_type: "application/json; charset=utf-8",
+            body: ok_json,
+            answered_as: Some("application/json"),
+            ..EXPORT
+        },
+        Check {
+            what: "JSON in capitals",
+            content_type: "APPLICATION/JSON",
+            body: ok_json,
+            answered_as: Some("application/json"),
+            ..EXPORT
+        },
+        Check {
+            what: "text/plain",
+            content_type: "text/plain",
+            status: S::UNSUPPORTED_MEDIA_TYPE,
+            code: Some(3),
+            ..EXPORT
+        },
+        Check {
+            what: "JSON in latin-1",
+            content_type: "application/json; charset=latin-1",
+            status: S::UNSUPPORTED_MEDIA_TYPE,
+            code: Some(3),
+            ..EXPORT
+        },
+        Check {
+            what: "no content type",
+            content_type: "",
+            status: S::UNSUPPORTED_MEDIA_TYPE,
+            code: Some(3),
+            ..EXPORT
+        },
+        Check {
+            what: "GET",
+            method: reqwest::Method::GET,
+            sender: Sender::Nobody,
+            status: S::METHOD_NOT_ALLOWED,
+            allow: Some("POST"),
+            ..EXPORT
+        },
+        Check {
+            what: "metrics",
+            path: "/v1/metrics",
+            body: Vec::new,
+            status: S::NOT_FOUND,
+            code: Some(12),
+            ..EXPORT
+        },
+        // Authentication comes first: missing, wrong, revoked-looking and wrong-role tokens.
+        Check {
+            what: "no token",
+            sender: Sender::Nobody,
+            status: S::UNAUTHORIZED,
+            code: Some(16),
+            ..EXPORT
+        },
+        Check {
+            what: "a wrong token (never echoed)",
+            sender: Sender::WrongToken,
+            status: S::UNAUTHORIZED,
+            ..EXPORT
+        },
+        Check {
+            what: "a reviewer's token",
+            sender: Sender::Reviewer,
+            status: S::FORBIDDEN,
+            code: Some(7),
+            ..EXPORT
+        },
+        // ... even before a corrupt body is looked at.
+        Check {
+            what: "no token, corrupt gzip",
+            encoding: Some("gzip"),
+            sender: Sender::Nobody,
+            body: || b"not gzip".to_vec(),
+            status: S::UNAUTHORIZED,
+            ..EXPORT
+        },
+        // Corrupt bodies and compression: 400 with a Status in the request's encoding.
+        Check {
+            what: "corrupt protobuf",
+            body: || b"\xff\xff\xff\xff".to_vec(),
+            status: S::BAD_REQUEST,
+            code: Some(3),
+            answered_as: Some("application/x-protobuf"),
+            ..EXPORT
+        },
+        Check {
+            what: "cut JSON",
+            content_type: "application/json",
+            body: || b"{\"resourceSpans\": [".to_vec(),
+            status: S::BAD_REQUEST,
+            code: Some(3),
+            answered_as: Some("application/json"),
+            ..EXPORT
+        },
+        Check {
+            what: "corrupt gzip",
+            encoding: Some("gzip"),
+            body: || b"definitely not gzip".to_vec(),
+            status: S::BAD_REQUEST,
+            code: Some(3),
+            answered_as: Some("application/x-protobuf"),
+            ..EXPORT
+        },
+        Check {
+            what: "corrupt zstd",
+            content_type: "application/json",
+            encoding: Some("zstd"),
+            body: || b"definitely not zstd".to_vec(),
+            status: S::BAD_REQUEST,
+            code: Some(3),
+            answered_as: Some("application/json"),
+            ..EXPORT
+        },
+        Check {
+            what: "brotli",
+            content_type: "application/json",
+            encoding: Some("br"),
+            body: || b"{}".to_vec(),
+            status: S::BAD_REQUEST,
+            code: Some(3),
+            answered_as: Some("application/json"),
+            ..EXPORT
+        },
+        Check {
+            what: "invalid UTF-8 inside a protobuf string field",
+            body: || {
+                let mut bad = ok_pb();
+                let pos = bad.windows(6).position(|w| w == b"deploy").unwrap();
+                bad[pos] = 0xff;
+                bad
+            },
+            status: S::BAD_REQUEST,
+            ..EXPORT
+        },
+        // Deeply nested AnyValue: refused cleanly, never a crash.
+        Check {
+            what: "deeply nested, protobuf",
+            body: || encode(&deep(), Enc::Pb),
+            status: S::BAD_REQUEST,
+            ..EXPORT
+        },
+        Check {
+            what: "deeply nested, JSON",
+            content_type: "application/json",
+            body: || encode(&deep(), Enc::Json),
+            status: S::BAD_REQUEST,
+            ..EXPORT
+        },
+        // Size: exactly the limit is accepted (as far as size goes), one more byte is 413.
+        Check {
+            what: "exactly the limit",
+            body: at_limit,
+            status: S::BAD_REQUEST,
+            ..EXPORT
+        },
+        Check {
+            what: "one byte over the limit",
+            body: || {
+                let mut b = at_limit();
+                b.push(0);
+                b
+            },
+            status: S::PAYLOAD_TOO_LARGE,
+            code: Some(8),
+            ..EXPORT
+        },
+        // A gzip bomb stops at the limit once inflated.
+        Check {
+            what: "a gzip bomb",
+            encoding: Some("gzip"),
+            body: bomb,
+            status: S::PAYLOAD_TOO_LARGE,
+            says: Some("after gzip decompression"),
+            within_memory: true,
+            ..EXPORT
+        },
+        // Empty requests are fine and write nothing.
+        Check {
+            what: "empty protobuf",
+            body: Vec::new,
+            writes_nothing: true,
+            ..EXPORT
+        },
+        Check {
+            what: "empty JSON",
+            content_type: "application/json",
+            body: || b"{}".to_vec(),
+            writes_nothing: true,
+            ..EXPORT
+        },
+        Check {
+            what: "JSON with no spans",
+            content_type: "application/json",
+            body: || b"{\"resourceSpans\":[]}".to_vec(),
+            writes_nothing: true,
+            ..EXPORT
+        },
+        // Bodies that clearly carry data but decode to nothing are not a silent 200.
+        Check {
+            what: "snake_case JSON",
+            content_type: "application/json",
+            body: || {
+                br#"{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"5b8efff798038103d269b633813fc60c"}]}]}]}"#.to_vec()
+            },
+            status: S::BAD_REQUEST,
+            says: Some("lowerCamelCase"),
+            ..EXPORT
+        },
+        Check {
+            what: "legacy instrumentation_library_spans only",
+            body: legacy_only,
+            status: S::BAD_REQUEST,
+            says: Some("legacy"),
+            ..EXPORT
+        },
+    ]
+}
+
+/// Every HTTP check of `http_checks`, each against the same server, which stays healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_are_checked_before_they_are_trusted() {
+    let db = TestDb::sqlite().await;
+    let mut cfg = config(&db);
+    cfg.otlp.max_request_bytes = LIMIT;
+    let app = spawn_app_with(cfg).await;
+    let wrong = format!("{}x", &app.ingest[..app.ingest.len() - 1]);
+    for c in http_checks() {
+        let what = c.what;
+        let mut r = app
+            .http
+            .request(c.method.clone(), format!("{}{}", app.otlp, c.path));
+        if c.method == reqwest::Method::POST {
+            r = r.header("content-type", c.content_type).body((c.body)());
+        }
+        if let Some(ce) = c.encoding {
+            r = r.header("content-encoding", ce);
+        }
+        r = match c.sender {
+            Sender::Ingest => r.bearer_auth(&app.ingest),
+            Sender::Reviewer => r.bearer_auth(&app.reviewer),
+            Sender::WrongToken => r.bearer_auth(&wrong),
+            Sender::Nobody => r,
+        };
+        let size = app.store.head().await.unwrap().unwrap().head.size;
+        let memory = changetrail::sys::metrics::memory().0;
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), c.status, "{what}");
+        if let Some(t) = c.answered_as {
+            assert_eq!(r.headers()["content-type"], t, "{what}");
+        }
+        if let Some(a) = c.allow {
+            assert_eq!(r.headers()["allow"], a, "{what}");
+        }
+        if c.within_memory {
+            let after = changetrail::sys::metrics::memory().0;
+            assert!(
+                after < memory + (64 << 20),
+                "{what}: memory grew from {memory} to {after}"
+            );
+        }
+        if c.code.is_some() || c.says.is_some() || c.sender == Sender::WrongToken {
+            let (code, message) = status_of(r).await;
+            if let Some(want) = c.code {
+                assert_eq!(code, want, "{what}: {message}");
+            }
+            if let Some(words) = c.says {
+                assert!(message.contains(words), "{what}: {message}");
+            }
+            assert!(
+                !message.contains(&wrong),
+                "{what}: the token is never echoed"
+            );
+        }
+        if c.writes_nothing {
+            let after = app.store.head().await.unwrap().unwrap().head.size;
+            assert_eq!(after, size, "{what} wrote to the ledger");
+        }
+        assert!(
+            app.get("/healthz", None).await.status().is_success(),
+            "{what}: the server is still healthy"
+        );
+    }
     app.stop().await;
 }
+
+/// Makes a valid span invalid.
+type Spoil = fn(&mut Span);
+
+/// Spans a receiver must reject, each beside a good one, and what the partial success says.
+const BAD_SPANS: [(Spoil, &str); 4] = [
+    (|s| s.trace_id = vec![0; 16], "trace_id is all zero"),
+    (
+        |s| s.span_id = vec![1, 2, 3],
+        "span_id must be 8 bytes, not 3",
+    ),
+    (|s| s.parent_span_id = vec![9; 4], "parent_span_id"),
+    (
+        |s| s.end_time_unix_nano = s.start_time_unix_nano - 1,
+        "timestamps",
+    ),
+];
 
 /// Bad items are rejected through partial success while good neighbours are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,19 +705,16 @@ async fn invalid_items_get_partial_success_and_good_ones_are_kept() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(config(&db)).await;
     let t = trace();
-    let good = deploy_span(t, "CHG-3");
-    let mut zero_trace = deploy_span(t, "CHG-3");
-    zero_trace.trace_id = vec![0; 16];
-    let mut short_span = deploy_span(t, "CHG-3");
-    short_span.span_id = vec![1, 2, 3];
-    let mut bad_parent = deploy_span(t, "CHG-3");
-    bad_parent.parent_span_id = vec![9; 4];
-    let mut backwards = deploy_span(t, "CHG-3");
-    backwards.end_time_unix_nano = backwards.start_time_unix_nano - 1;
-    let req = request(
-        "svc",
-        vec![zero_trace, good, short_span, bad_parent, backwards],
-    );
+    let mut spans: Vec<Span> = BAD_SPANS
+        .iter()
+        .map(|(spoil, _)| {
+            let mut s = deploy_span(t, "CHG-3");
+            spoil(&mut s);
+            s
+        })
+        .collect();
+    spans.insert(1, deploy_span(t, "CHG-3"));
+    let req = request("svc", spans);
     for enc in [Enc::Pb, Enc::Json] {
         let r = post(
             &app,
@@ -631,13 +751,8 @@ async fn invalid_items_get_partial_success_and_good_ones_are_kept() {
                 )
             }
         };
-        assert_eq!(rejected, 4, "{enc:?}");
-        for words in [
-            "trace_id is all zero",
-            "span_id must be 8 bytes, not 3",
-            "parent_span_id",
-            "timestamps",
-        ] {
+        assert_eq!(rejected, BAD_SPANS.len() as i64, "{enc:?}");
+        for (_, words) in BAD_SPANS {
             assert!(message.contains(words), "{message}");
         }
     }
@@ -893,170 +1008,160 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+/// What a gRPC export's compression may be.
+const GRPC_COMPRESSIONS: [Option<tonic::codec::CompressionEncoding>; 3] = [
+    None,
+    Some(tonic::codec::CompressionEncoding::Gzip),
+    Some(tonic::codec::CompressionEncoding::Zstd),
+];
+
+/// Who sends a gRPC export that must be refused, and the status it gets.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    NoToken,
+    WrongToken,
+    AnotherRole,
+}
+
+const GRPC_REFUSALS: [(Refused, tonic::Code); 3] = [
+    (Refused::NoToken, tonic::Code::Unauthenticated),
+    (Refused::WrongToken, tonic::Code::Unauthenticated),
+    (Refused::AnotherRole, tonic::Code::PermissionDenied),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_semantics() {
-    for db in TestDb::all("grpc_semantics").await {
-        let mut cfg = fast_failing(&db);
-        cfg.otlp.max_request_bytes = 64 * 1024;
-        let app = spawn_app_with(cfg).await;
-        for comp in [
-            None,
-            Some(tonic::codec::CompressionEncoding::Gzip),
-            Some(tonic::codec::CompressionEncoding::Zstd),
-        ] {
-            let mut c = grpc_client(&app).await;
-            if let Some(comp) = comp {
-                c = c.send_compressed(comp);
-            }
-            let t = trace();
-            let mut bad = deploy_span(t, "CHG-1");
-            bad.span_id = vec![0; 8];
-            let resp = c
-                .export(with_token(
-                    request("svc", vec![deploy_span(t, "CHG-1"), bad]),
-                    &app.ingest,
-                ))
-                .await
-                .unwrap()
-                .into_inner();
-            let p = resp.partial_success.unwrap();
-            assert_eq!(p.rejected_spans, 1, "{comp:?}");
-            assert!(p.error_message.contains("span_id is all zero"));
-            assert_eq!(spans_stored(&app, t).await, 1);
-        }
+async fn grpc_semantics_sqlite() {
+    grpc_semantics(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_semantics_postgres() {
+    if let Some(db) = TestDb::postgres("grpc_semantics_postgres").await {
+        grpc_semantics(db).await;
+    }
+}
+
+/// Partial success under every compression, refusals, the size limit, a busy store, legacy-only
+/// content and unknown services, and logs.
+async fn grpc_semantics(db: TestDb) {
+    let mut cfg = fast_failing(&db);
+    cfg.otlp.max_request_bytes = 64 * 1024;
+    let app = spawn_app_with(cfg).await;
+    for comp in GRPC_COMPRESSIONS {
         let mut c = grpc_client(&app).await;
-        let ok = || request("svc", vec![deploy_span(trace(), "CHG-2")]);
-        // Authentication.
-        let e = c.export(tonic::Request::new(ok())).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let e = c
+        if let Some(comp) = comp {
+            c = c.send_compressed(comp);
+        }
+        let t = trace();
+        let mut bad = deploy_span(t, "CHG-1");
+        bad.span_id = vec![0; 8];
+        let resp = c
             .export(with_token(
-                ok(),
-                &format!("{}x", &app.ingest[..app.ingest.len() - 1]),
+                request("svc", vec![deploy_span(t, "CHG-1"), bad]),
+                &app.ingest,
             ))
             .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let e = c.export(with_token(ok(), &app.reviewer)).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        // Over the limit: RESOURCE_EXHAUSTED (never OUT_OF_RANGE, which clients retry forever),
-        // whether the message is compressed or not.
-        let big: Vec<Span> = (0..2000).map(|_| deploy_span(trace(), "CHG-3")).collect();
+            .unwrap()
+            .into_inner();
+        let p = resp.partial_success.unwrap();
+        assert_eq!(p.rejected_spans, 1, "{comp:?}");
+        assert!(p.error_message.contains("span_id is all zero"));
+        assert_eq!(spans_stored(&app, t).await, 1);
+    }
+    let mut c = grpc_client(&app).await;
+    let ok = || request("svc", vec![deploy_span(trace(), "CHG-2")]);
+    // Authentication.
+    let wrong = format!("{}x", &app.ingest[..app.ingest.len() - 1]);
+    for (who, code) in GRPC_REFUSALS {
+        let req = match who {
+            Refused::NoToken => tonic::Request::new(ok()),
+            Refused::WrongToken => with_token(ok(), &wrong),
+            Refused::AnotherRole => with_token(ok(), &app.reviewer),
+        };
+        let e = c.export(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{who:?}");
+    }
+    // Over the limit: RESOURCE_EXHAUSTED (never OUT_OF_RANGE, which clients retry forever),
+    // whether the message is compressed or not.
+    let big: Vec<Span> = (0..2000).map(|_| deploy_span(trace(), "CHG-3")).collect();
+    for comp in [None, Some(tonic::codec::CompressionEncoding::Gzip)] {
+        let mut c = grpc_client(&app).await;
+        if let Some(comp) = comp {
+            c = c.send_compressed(comp);
+        }
         let e = c
             .export(with_token(request("svc", big.clone()), &app.ingest))
             .await
             .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-        let mut gz = grpc_client(&app)
-            .await
-            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-        let e = gz
-            .export(with_token(request("svc", big), &app.ingest))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
-        // Storage busy: UNAVAILABLE with RetryInfo as a detail and in the trailer.
-        let lock = hold_write_lock(&db, Duration::from_secs(2)).await;
-        let e = c.export(with_token(ok(), &app.ingest)).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unavailable);
-        use tonic_types::StatusExt;
-        let delay = e
-            .get_details_retry_info()
-            .and_then(|r| r.retry_delay)
-            .unwrap();
-        assert_eq!(delay, Duration::from_secs(1));
-        let trailer = e
-            .metadata()
-            .get_bin("google.rpc.retryinfo-bin")
-            .unwrap()
-            .to_bytes()
-            .unwrap();
-        let info = tonic_types::pb::RetryInfo::decode(trailer.as_ref()).unwrap();
-        assert_eq!(info.retry_delay.unwrap().seconds, 1);
-        lock.await.unwrap();
-        // Legacy-only content is not a silent OK; metrics are a clear UNIMPLEMENTED.
-        let legacy_inner = ScopeSpans {
-            spans: vec![deploy_span(trace(), "CHG-1")],
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let mut rs = Vec::new();
-        prost::encoding::bytes::encode(1000, &legacy_inner, &mut rs);
-        let legacy = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans::decode(rs.as_slice()).unwrap()],
-        };
-        // prost drops field 1000 when decoding, so send the raw bytes through a byte-level request.
-        let raw = {
-            let mut req = Vec::new();
-            prost::encoding::bytes::encode(1, &rs, &mut req);
-            req
-        };
-        assert!(legacy.encoded_len() < raw.len());
-        let status = raw_grpc(&app, changetrail::ingest::grpc::TRACE_EXPORT, &raw).await;
-        assert_eq!(
-            status, "3",
-            "INVALID_ARGUMENT for a body that decodes to nothing"
-        );
-        let status = raw_grpc(
-            &app,
-            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            &[],
-        )
-        .await;
-        assert_eq!(status, "12");
-        // Logs over gRPC.
-        let mut logs = LogsServiceClient::connect(app.grpc.clone()).await.unwrap();
-        let req = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord {
-                        time_unix_nano: 1,
-                        attributes: vec![kv("changetrail.change.id", "CHG-L")],
-                        ..Default::default()
-                    }],
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{comp:?}: {e:?}");
+    }
+    // Storage busy: UNAVAILABLE with RetryInfo as a detail and in the trailer.
+    let lock = hold_write_lock(&db, Duration::from_secs(2)).await;
+    let e = c.export(with_token(ok(), &app.ingest)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    use tonic_types::StatusExt;
+    let delay = e
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap();
+    assert_eq!(delay, Duration::from_secs(1));
+    let trailer = e
+        .metadata()
+        .get_bin("google.rpc.retryinfo-bin")
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let info = tonic_types::pb::RetryInfo::decode(trailer.as_ref()).unwrap();
+    assert_eq!(info.retry_delay.unwrap().seconds, 1);
+    lock.await.unwrap();
+    // Legacy-only content is not a silent OK; metrics are a clear UNIMPLEMENTED.
+    let legacy_inner = ScopeSpans {
+        spans: vec![deploy_span(trace(), "CHG-1")],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut rs = Vec::new();
+    prost::encoding::bytes::encode(1000, &legacy_inner, &mut rs);
+    let legacy = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans::decode(rs.as_slice()).unwrap()],
+    };
+    // prost drops field 1000 when decoding, so send the raw bytes through a byte-level request.
+    let raw = {
+        let mut req = Vec::new();
+        prost::encoding::bytes::encode(1, &rs, &mut req);
+        req
+    };
+    assert!(legacy.encoded_len() < raw.len());
+    let status = raw_grpc(&app, changetrail::ingest::grpc::TRACE_EXPORT, &raw).await;
+    assert_eq!(
+        status, "3",
+        "INVALID_ARGUMENT for a body that decodes to nothing"
+    );
+    let status = raw_grpc(
+        &app,
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        &[],
+    )
+    .await;
+    assert_eq!(status, "12");
+    // Logs over gRPC.
+    let mut logs = LogsServiceClient::connect(app.grpc.clone()).await.unwrap();
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1,
+                    attributes: vec![kv("changetrail.change.id", "CHG-L")],
                     ..Default::default()
                 }],
                 ..Default::default()
             }],
-        };
-        logs.export(with_token(req, &app.ingest)).await.unwrap();
-        assert_eq!(app.store.log_count().await.unwrap(), 1);
-        app.stop().await;
-    }
-}
-
-/// Sends raw protobuf bytes as a gRPC request with the ingest token; returns grpc-status.
-pub async fn raw_grpc(app: &TestApp, path: &str, msg: &[u8]) -> String {
-    use http_body_util::BodyExt;
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(msg);
-    let stream = tokio::net::TcpStream::connect(app.grpc.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::post(format!("{}{path}", app.grpc))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {}", app.ingest))
-        .body(http_body_util::Full::new(prost::bytes::Bytes::from(frame)))
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    if let Some(s) = resp.headers().get("grpc-status") {
-        return s.to_str().unwrap().to_owned();
-    }
-    let collected = resp.into_body().collect().await.unwrap();
-    collected
-        .trailers()
-        .and_then(|t| t.get("grpc-status"))
-        .map(|s| s.to_str().unwrap().to_owned())
-        .unwrap_or_default()
+            ..Default::default()
+        }],
+    };
+    logs.export(with_token(req, &app.ingest)).await.unwrap();
+    assert_eq!(app.store.log_count().await.unwrap(), 1);
+    app.stop().await;
 }
 
 /// Stopping the service while exports are in flight: listeners close first, every request that
@@ -1066,6 +1171,7 @@ async fn shutdown_answers_or_commits_every_export_in_flight() {
     let db = TestDb::sqlite().await;
     let app = spawn_app_with(config(&db)).await;
     let mut sent = Vec::new();
+    let (answered, mut first_answer) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..40 {
         let t = trace();
         let body = request("svc", vec![deploy_span(t, "CHG-STOP")]).encode_to_vec();
@@ -1075,9 +1181,23 @@ async fn shutdown_answers_or_commits_every_export_in_flight() {
             .header("content-type", "application/x-protobuf")
             .bearer_auth(&app.ingest)
             .body(body);
-        sent.push((t, tokio::spawn(req.send())));
+        let answered = answered.clone();
+        sent.push((
+            t,
+            tokio::spawn(async move {
+                let r = req.send().await;
+                if matches!(&r, Ok(r) if r.status() == StatusCode::OK) {
+                    let _ = answered.send(());
+                }
+                r
+            }),
+        ));
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Stop as soon as one export has been answered, while the others are still in flight.
+    tokio::time::timeout(Duration::from_secs(60), first_answer.recv())
+        .await
+        .expect("no export was answered within a minute")
+        .expect("an export answered");
     app.stop().await;
     let store = db.store().await;
     let mut ok = 0;

@@ -3,7 +3,7 @@
 //! `sslmode=verify-full&sslrootcert=…`, and the refusals: a server certificate from another CA,
 //! `sslmode=require` against a server without TLS. No message shows the URL's password.
 
-use crate::helpers::{bin, pg_base};
+use crate::support::server::{bin, pg_base};
 use changetrail::storage::{StorageError, Store};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,

@@ -2,256 +2,23 @@
 //! report downloaded over REST, its exceptions and control counts checked, its CSV snapshotted,
 //! the HTML rendered in headless Chromium, and `verify-report` catching every kind of tampering.
 
-use crate::helpers::{TestApp, TestDb, bin, spawn_app_with};
-use crate::idp;
-use crate::otlp::kv;
-use crate::scenarios::{CONDUCTOR, Item, T0, Workflow, normal_change, scenario_config, send};
+use crate::support::db::exec;
+use crate::support::idp;
+use crate::support::report::{build_january, codes_by_change, csv_rows};
+use crate::support::scenario::{
+    T0, normal_change, scenario_config, send, send_scenarios, workflow,
+};
+use crate::support::server::{TestApp, TestDb, bin, spawn_app_with};
+use changetrail::app::commands::bench_report;
 use changetrail::auth::Role;
 use changetrail::core::evidence::report::{Catalogue, SOC2_CATALOGUE};
+use changetrail::demo::scenario::{Synthetic, Tokens};
+use changetrail::pipeline::Telemetry;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const MIN: u64 = 60 * 1_000_000_000;
-const DAY: u64 = 24 * 60 * MIN;
-
-fn set(item: &mut Item, key: &str, value: &str) {
-    item.span.attributes.retain(|a| a.key != key);
-    item.span.attributes.push(kv(key, value));
-}
-
-/// Every scenario of the correlation issue, with the exception codes each must get.
-pub async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static str>> {
-    let at = |m: u64| (T0 + m * MIN) as i64;
-    let mut expect: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
-    let mut items = Vec::new();
-
-    // A normal change with a retried deploy: information, not an exception.
-    let mut ok = Workflow::new("CHG-OK", 40, T0);
-    items.extend(normal_change(&mut ok));
-    expect.insert("CHG-OK".into(), BTreeSet::new());
-
-    // Self-approval by someone without the approver role.
-    let mut wf = Workflow::new("CHG-SELF", 41, T0 + DAY);
-    let t = |m: u64| at(m) + DAY as i64;
-    items.extend([
-        wf.run_span(
-            "normal",
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &[], t(0))),
-            vec![],
-        ),
-        wf.approval(
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &[], t(5))),
-            "approved",
-            MIN,
-            5 * MIN,
-        ),
-        wf.deploy(0, "success", 6 * MIN, 7 * MIN),
-    ]);
-    expect.insert(
-        "CHG-SELF".into(),
-        ["SELF_APPROVAL", "APPROVER_NOT_AUTHORIZED"].into(),
-    );
-
-    // Approved after the deploy started; the requester has no token.
-    let mut wf = Workflow::new("CHG-LATE", 42, T0 + 8 * DAY);
-    let t = |m: u64| at(m) + 8 * DAY as i64;
-    items.extend([
-        wf.run_span("normal", "alice@example.com", None, vec![]),
-        wf.deploy(0, "success", 2 * MIN, 4 * MIN),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(10))),
-            "approved",
-            MIN,
-            10 * MIN,
-        ),
-    ]);
-    expect.insert(
-        "CHG-LATE".into(),
-        ["APPROVAL_AFTER_DEPLOY", "UNVERIFIED_IDENTITY"].into(),
-    );
-
-    // Rejected, deployed anyway.
-    let mut wf = Workflow::new("CHG-REJ", 43, T0 + 9 * DAY);
-    let t = |m: u64| at(m) + 9 * DAY as i64;
-    items.extend([
-        wf.run_span("normal", "carol@example.com", None, vec![]),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(3))),
-            "rejected",
-            MIN,
-            3 * MIN,
-        ),
-        wf.deploy(0, "success", 4 * MIN, 5 * MIN),
-    ]);
-    expect.insert(
-        "CHG-REJ".into(),
-        ["NO_APPROVAL", "UNVERIFIED_IDENTITY"].into(),
-    );
-
-    // An emergency with neither justification nor review.
-    let mut wf = Workflow::new("CHG-EMERG", 44, T0 + 10 * DAY);
-    items.extend([
-        wf.run_span("emergency", "dave@example.com", None, vec![]),
-        wf.deploy(0, "success", MIN, 2 * MIN),
-    ]);
-    expect.insert(
-        "CHG-EMERG".into(),
-        ["EMERGENCY_NO_REVIEW", "UNVERIFIED_IDENTITY"].into(),
-    );
-
-    // Approved one digest, deployed another.
-    let mut wf = Workflow::new("CHG-SWAP", 45, T0 + 15 * DAY);
-    let t = |m: u64| at(m) + 15 * DAY as i64;
-    let run = wf.run_span(
-        "normal",
-        "alice@example.com",
-        Some(idp::token("alice@example.com", &["engineer"], t(0))),
-        vec![],
-    );
-    let mut approval = wf.approval(
-        "bob@example.com",
-        Some(idp::token("bob@example.com", &["release-approver"], t(5))),
-        "approved",
-        MIN,
-        5 * MIN,
-    );
-    set(
-        &mut approval,
-        "changetrail.approval.subject",
-        "sha256:0000aaaa",
-    );
-    items.extend([run, approval, wf.deploy(0, "success", 6 * MIN, 7 * MIN)]);
-    expect.insert("CHG-SWAP".into(), ["APPROVED_SUBJECT_MISMATCH"].into());
-
-    // A rollback that names nothing it rolls back (approved, so that is its only problem).
-    let mut wf = Workflow::new("CHG-RB", 46, T0 + 16 * DAY);
-    let t = |m: u64| at(m) + 16 * DAY as i64;
-    items.extend([
-        wf.run_span(
-            "rollback",
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &["engineer"], t(0))),
-            vec![],
-        ),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(2))),
-            "approved",
-            MIN,
-            2 * MIN,
-        ),
-        wf.deploy(0, "success", 3 * MIN, 4 * MIN),
-    ]);
-    expect.insert("CHG-RB".into(), ["ROLLBACK_UNLINKED"].into());
-
-    // A rollback that names what it rolls back: linked both ways, no exception.
-    let mut wf = Workflow::new("CHG-RB2", 51, T0 + 17 * DAY);
-    let t = |m: u64| at(m) + 17 * DAY as i64;
-    items.extend([
-        wf.run_span(
-            "rollback",
-            "alice@example.com",
-            Some(idp::token("alice@example.com", &["engineer"], t(0))),
-            vec![kv("changetrail.change.rollback_of", "CHG-OK")],
-        ),
-        wf.approval(
-            "bob@example.com",
-            Some(idp::token("bob@example.com", &["release-approver"], t(2))),
-            "approved",
-            MIN,
-            2 * MIN,
-        ),
-        wf.deploy(0, "success", 3 * MIN, 4 * MIN),
-    ]);
-    expect.insert("CHG-RB2".into(), BTreeSet::new());
-
-    // Not in the population: a staging change, and a production change after the period.
-    let mut wf = Workflow::new("CHG-STAGING", 47, T0 + 2 * DAY);
-    let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
-    set(&mut run, "deployment.environment.name", "staging");
-    items.push(run);
-    let mut wf = Workflow::new("CHG-FEB", 48, T0 + 40 * DAY);
-    items.push(wf.run_span("normal", "alice@example.com", None, vec![]));
-
-    // Requested and deployed the evening before the period; its version is first seen just
-    // inside it. Not in the population, and it explains that version: no unlinked deploy.
-    let mut wf = Workflow::new("CHG-DEC", 50, T0 - 630 * MIN);
-    wf.service = "ledger-api".into();
-    wf.version = "2.0.0".into();
-    items.extend([
-        wf.run_span("normal", "alice@example.com", None, vec![]),
-        wf.approval("bob@example.com", None, "approved", MIN, 5 * MIN),
-        wf.deploy(0, "success", 16 * MIN, 21 * MIN),
-        wf.service_span("GET /balance", 40 * MIN),
-    ]);
-
-    // A version in production nothing deployed.
-    let mut rogue = Workflow::new("none", 49, T0 + 20 * DAY);
-    rogue.service = "checkout".into();
-    rogue.version = "7.0.1".into();
-    items.push(rogue.service_span("GET /cart", 0));
-    send(app, &items).await;
-
-    // Conductor: imported, then restarted with its history wiped and the approval skipped. The
-    // tokens in the vector are placeholders, so every identity in it stays asserted.
-    let mut doc: Value = serde_json::from_str(CONDUCTOR).unwrap();
-    let import = |d: Value| {
-        app.http
-            .post(format!("{}/v1/import/conductor", app.base))
-            .bearer_auth(&app.ingest)
-            .json(&d)
-            .send()
-    };
-    assert!(import(doc.clone()).await.unwrap().status().is_success());
-    let tasks = doc["tasks"].as_array_mut().unwrap();
-    tasks.retain(|t| t["referenceTaskName"] != "deploy");
-    tasks[1]["status"] = "SKIPPED".into();
-    tasks[1]["taskId"] = "0a1b2c3d-0000-4000-8000-00000000000a".into();
-    assert!(import(doc).await.unwrap().status().is_success());
-    expect.insert(
-        "CHG-2041".into(),
-        [
-            "HISTORY_REWRITTEN",
-            "APPROVAL_BYPASSED",
-            "UNVERIFIED_IDENTITY",
-            "APPROVER_NOT_AUTHORIZED",
-        ]
-        .into(),
-    );
-    app.writer.checkpoint().await.unwrap();
-    expect
-}
-
-/// The January 2026 report of `app`'s ledger built in-process, with an optional (size, seed) sample.
-pub async fn build_january(
-    app: &TestApp,
-    settings: &changetrail::report::Settings,
-    out: &Path,
-    sample: Option<(usize, &str)>,
-) -> Result<changetrail::report::Outcome, changetrail::report::ReportError> {
-    let query = changetrail::report::Query {
-        from: "2026-01-01".into(),
-        to: "2026-01-31".into(),
-        sample: sample.map(|s| s.0),
-        seed: sample.map(|s| s.1.to_owned()),
-        ..Default::default()
-    };
-    let job = changetrail::report::Job {
-        store: &app.store,
-        key: &app.writer.key(),
-        query: &query,
-        settings,
-        out,
-        now_ns: changetrail::sys::now_ns(),
-    };
-    changetrail::report::build(job, std::sync::Arc::new(changetrail::report::NoProgress)).await
-}
+use std::sync::Arc;
 
 fn unzip(bytes: &[u8], dir: &Path) {
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
@@ -263,29 +30,6 @@ fn unzip(bytes: &[u8], dir: &Path) {
         let mut out = std::fs::File::create(dir.join(&name)).unwrap();
         std::io::copy(&mut f, &mut out).unwrap();
     }
-}
-
-/// Each population row's change id and its exception codes.
-pub fn codes_by_change(rows: &[BTreeMap<String, String>]) -> BTreeMap<String, BTreeSet<String>> {
-    rows.iter()
-        .map(|r| {
-            let codes = r["exception_codes"].split(';').filter(|c| !c.is_empty());
-            (r["change_id"].clone(), codes.map(String::from).collect())
-        })
-        .collect()
-}
-
-pub fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let h: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            h.iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect()
 }
 
 fn verify_report(dir: &Path, vkey: &str, ledger: &[&str]) -> Output {
@@ -313,16 +57,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The scenario suite's full report: right codes on the right changes, counts per control, the
-/// CSV as snapshots, a reproducible sample, and verify-report against the database and a bundle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scenario_report_names_every_exception_and_verifies() {
-    for db in TestDb::all("the_scenario_report_names_every_exception_and_verifies").await {
-        scenario_report(db).await;
+async fn the_scenario_report_names_every_exception_and_verifies_sqlite() {
+    the_scenario_report_names_every_exception_and_verifies(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_report_names_every_exception_and_verifies_postgres() {
+    if let Some(db) =
+        TestDb::postgres("the_scenario_report_names_every_exception_and_verifies_postgres").await
+    {
+        the_scenario_report_names_every_exception_and_verifies(db).await;
     }
 }
 
-async fn scenario_report(db: TestDb) {
+/// The scenario suite's full report: right codes on the right changes, counts per control, the
+/// CSV as snapshots, a reproducible sample, and verify-report against the database and a bundle.
+async fn the_scenario_report_names_every_exception_and_verifies(db: TestDb) {
     let mut cfg = scenario_config(&db);
     cfg.reports.approver_roles = vec!["release-approver".into()];
     let app = spawn_app_with(cfg).await;
@@ -656,83 +407,95 @@ async fn tampering_is_caught(dir: &Path, db: &TestDb, app: &TestApp, vkey: &str,
     let _ = app;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_built_from_a_tampered_database_fails_offline_verification_sqlite() {
+    a_report_built_from_a_tampered_database_fails_offline_verification(TestDb::sqlite().await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_built_from_a_tampered_database_fails_offline_verification_postgres() {
+    if let Some(db) = TestDb::postgres(
+        "a_report_built_from_a_tampered_database_fails_offline_verification_postgres",
+    )
+    .await
+    {
+        a_report_built_from_a_tampered_database_fails_offline_verification(db).await;
+    }
+}
+
 /// A database writer forges an approval into the facts table (no key needed). The service builds
 /// and signs a report from it — which says so itself (its ledger check finds the row) — and
 /// verify-report fails against the database and, offline, against a bundle: the rows re-derived
 /// from the signed entries are not the report's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_built_from_a_tampered_database_fails_offline_verification() {
-    for db in
-        TestDb::all("a_report_built_from_a_tampered_database_fails_offline_verification").await
-    {
-        let mut cfg = scenario_config(&db);
-        cfg.reports.approver_roles = vec!["release-approver".into()];
-        let app = spawn_app_with(cfg.clone()).await;
-        send_scenarios(&app).await;
-        // CHG-REJ was rejected and deployed (NO_APPROVAL). The forger copies CHG-OK's approval
-        // onto it, under a key of its own, naming an existing entry.
-        crate::storage::exec(
-            &app.store,
-            "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
-             SELECT 'approval:CHG-REJ:forged', kind, 'CHG-REJ', 'wf-CHG-REJ', source, time_ns, \
-                    replace(payload, 'CHG-OK', 'CHG-REJ'), entry_seq, received_ns \
-             FROM facts WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
-        )
-        .await
+async fn a_report_built_from_a_tampered_database_fails_offline_verification(db: TestDb) {
+    let mut cfg = scenario_config(&db);
+    cfg.reports.approver_roles = vec!["release-approver".into()];
+    let app = spawn_app_with(cfg.clone()).await;
+    send_scenarios(&app).await;
+    // CHG-REJ was rejected and deployed (NO_APPROVAL). The forger copies CHG-OK's approval
+    // onto it, under a key of its own, naming an existing entry.
+    exec(
+        &app.store,
+        "INSERT INTO facts (fact_key, kind, change_id, run_id, source, time_ns, payload, entry_seq, received_ns) \
+         SELECT 'approval:CHG-REJ:forged', kind, 'CHG-REJ', 'wf-CHG-REJ', source, time_ns, \
+                replace(payload, 'CHG-OK', 'CHG-REJ'), entry_seq, received_ns \
+         FROM facts WHERE change_id = 'CHG-OK' AND kind = 'approval.decided'",
+    )
+    .await
+    .unwrap();
+    let dir = db.path().join("tampered-report");
+    let settings = cfg.report_settings(None).unwrap();
+    let outcome = build_january(&app, &settings, &dir, None).await.unwrap();
+    assert!(
+        outcome.manifest.ledger.verification.starts_with("FAILED"),
+        "{:?}: the report's own ledger check names the forged row: {}",
+        db.backend,
+        outcome.manifest.ledger.verification
+    );
+    let pop = csv_rows(&dir.join("population.csv"));
+    let rej = pop.iter().find(|r| r["change_id"] == "CHG-REJ").unwrap();
+    assert!(
+        !rej["exception_codes"].contains("NO_APPROVAL"),
+        "the forged approval shows in the report: {rej:?}"
+    );
+    let vkey = app.vkey.clone();
+    let url = db.url.clone();
+    let bundle = db.path().join("tampered.jsonl");
+    let e = Command::new(bin())
+        .args(["export", "--out"])
+        .arg(&bundle)
+        .args(["--database-url", &url])
+        .output()
         .unwrap();
-        let dir = db.path().join("tampered-report");
-        let settings = cfg.report_settings(None).unwrap();
-        let outcome = build_january(&app, &settings, &dir, None).await.unwrap();
-        assert!(
-            outcome.manifest.ledger.verification.starts_with("FAILED"),
-            "{:?}: the report's own ledger check names the forged row: {}",
-            db.backend,
-            outcome.manifest.ledger.verification
-        );
-        let pop = csv_rows(&dir.join("population.csv"));
-        let rej = pop.iter().find(|r| r["change_id"] == "CHG-REJ").unwrap();
-        assert!(
-            !rej["exception_codes"].contains("NO_APPROVAL"),
-            "the forged approval shows in the report: {rej:?}"
-        );
-        let vkey = app.vkey.clone();
-        let url = db.url.clone();
-        let bundle = db.path().join("tampered.jsonl");
-        let e = Command::new(bin())
-            .args(["export", "--out"])
-            .arg(&bundle)
-            .args(["--database-url", &url])
-            .output()
-            .unwrap();
-        assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
-        app.stop().await;
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    app.stop().await;
 
-        let o = verify_report(&dir, &vkey, &["--database-url", &url]);
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(o.status.code(), Some(1), "{text}");
-        assert!(
-            text.contains("DERIVED_MISMATCH facts row \"approval:CHG-REJ:forged\""),
-            "{text}"
-        );
+    let o = verify_report(&dir, &vkey, &["--database-url", &url]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("DERIVED_MISMATCH facts row \"approval:CHG-REJ:forged\""),
+        "{text}"
+    );
 
-        let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(o.status.code(), Some(1), "{text}");
-        // The bundle itself is intact: the entries are what the service signed.
-        assert!(text.contains("ok    ledger verifies"), "{text}");
-        for named in [
-            "population.csv row CHG-REJ: approval_decision is \"approved\", the entries give \"rejected\"",
-            "exceptions.csv lacks NO_APPROVAL on CHG-REJ (deployed, but the approvals on record are: rejected)",
-            "exceptions.csv lists EVIDENCE_GAP about the ledger (ledger DERIVED_MISMATCH: facts row \"approval:CHG-REJ:forged\"",
-            "controls.csv lists control CC2.1 / CC4.1 as exceptions",
-            "controls.csv lacks control CC8.1 as exceptions with 7 exceptions",
-        ] {
-            assert!(
-                text.contains(named),
-                "{:?}: {named:?} in\n{text}",
-                db.backend
-            );
-        }
+    let o = verify_report(&dir, &vkey, &["--bundle", bundle.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    // The bundle itself is intact: the entries are what the service signed.
+    assert!(text.contains("ok    ledger verifies"), "{text}");
+    for named in [
+        "population.csv row CHG-REJ: approval_decision is \"approved\", the entries give \"rejected\"",
+        "exceptions.csv lacks NO_APPROVAL on CHG-REJ (deployed, but the approvals on record are: rejected)",
+        "exceptions.csv lists EVIDENCE_GAP about the ledger (ledger DERIVED_MISMATCH: facts row \"approval:CHG-REJ:forged\"",
+        "controls.csv lists control CC2.1 / CC4.1 as exceptions",
+        "controls.csv lacks control CC8.1 as exceptions with 7 exceptions",
+    ] {
+        assert!(
+            text.contains(named),
+            "{:?}: {named:?} in\n{text}",
+            db.backend
+        );
     }
 }
 
@@ -842,7 +605,7 @@ async fn a_failed_build_leaves_nothing_behind() {
     let db = TestDb::sqlite().await;
     let cfg = scenario_config(&db);
     let app = spawn_app_with(cfg.clone()).await;
-    let mut wf = Workflow::new("CHG-ONE", 60, T0);
+    let mut wf = workflow("CHG-ONE", 60, T0);
     send(&app, &normal_change(&mut wf)).await;
     app.writer.checkpoint().await.unwrap();
     let mut settings = cfg.report_settings(None).unwrap();
@@ -907,4 +670,89 @@ async fn a_report_requested_while_one_builds_is_told_to_retry() {
     assert!(dir.path().join("manifest.json").exists());
     assert_eq!(ctx.running.available_permits(), 1);
     app.stop().await;
+}
+
+/// `bench report` states its synthetic changes as facts straight through the writer; the same
+/// changes sent as spans through the OTLP listener (with tokens of the test issuer) must get the
+/// same exceptions, change by change, and those its population is made to raise: the bench's
+/// shortcut measures what the service would judge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_changes_are_judged_as_their_spans_are() {
+    const CHANGES: u64 = 520;
+    const DAYS: u64 = 31;
+    let mut judged = Vec::new();
+    for as_spans in [true, false] {
+        let db = TestDb::sqlite().await;
+        let mut cfg = scenario_config(&db);
+        cfg.reports.approver_roles = vec!["release-approver".into()];
+        let app = spawn_app_with(cfg.clone()).await;
+        let changes: Vec<u64> = (0..CHANGES).collect();
+        for chunk in changes.chunks(40) {
+            let changes = chunk.iter().map(|&i| Synthetic::new(i, DAYS));
+            if as_spans {
+                let tokens: Tokens = Arc::new(idp::token);
+                let items: Vec<_> = changes
+                    .flat_map(|c| c.items(DAYS, Some(tokens.clone())))
+                    .collect();
+                send(&app, &items).await;
+            } else {
+                let facts = changes.flat_map(|c| bench_report::facts(&c)).collect();
+                let telemetry = Telemetry {
+                    facts,
+                    ..Default::default()
+                };
+                app.writer
+                    .append_with_telemetry(&[], &telemetry)
+                    .await
+                    .unwrap();
+            }
+        }
+        app.writer.checkpoint().await.unwrap();
+        let dir = db.path().join("report");
+        let settings = cfg.report_settings(None).unwrap();
+        build_january(&app, &settings, &dir, None).await.unwrap();
+        app.stop().await;
+        // "svc-13 1.0.13" of "svc-13 1.0.13 first seen in production …": the span path also
+        // names the version before (its sightings remember it), the bench's facts do not.
+        let unlinked: BTreeSet<String> = csv_rows(&dir.join("exceptions.csv"))
+            .into_iter()
+            .filter(|r| r["code"] == "UNLINKED_DEPLOY")
+            .map(|r| {
+                let words: Vec<&str> = r["evidence"].split(' ').take(2).collect();
+                words.join(" ")
+            })
+            .collect();
+        let codes = codes_by_change(&csv_rows(&dir.join("population.csv")));
+        judged.push((codes, unlinked));
+    }
+    assert_eq!(judged[0], judged[1], "as spans, then as the bench's facts");
+    // What the population is made to raise: emergencies here were reviewed, rollbacks name the
+    // change they roll back, and a rejected change explains no version it deployed.
+    let (codes, unlinked) = &judged[0];
+    let every = |n: u64, at: u64, code: &'static str, i: u64| (i % n == at).then_some(code);
+    let want: BTreeMap<String, BTreeSet<String>> = (0..CHANGES)
+        .map(|i| {
+            let codes = [
+                every(50, 3, "SELF_APPROVAL", i),
+                every(97, 11, "APPROVAL_AFTER_DEPLOY", i),
+                every(131, 13, "NO_APPROVAL", i),
+                every(300, 17, "CREDENTIAL_NOT_ROTATED", i),
+            ];
+            let codes = codes.into_iter().flatten().map(String::from).collect();
+            (format!("CHG-{i:06}"), codes)
+        })
+        .collect();
+    assert_eq!(codes, &want);
+    let want: BTreeSet<String> = (0..CHANGES)
+        .map(|i| Synthetic::new(i, DAYS))
+        .flat_map(|c| {
+            let rejected = (c.decision == "rejected").then(|| c.version.clone());
+            let hotfix = c.seen.get(1).map(|(v, _)| v.clone());
+            [rejected, hotfix]
+                .into_iter()
+                .flatten()
+                .map(move |v| format!("{} {v}", c.service))
+        })
+        .collect();
+    assert_eq!(unlinked, &want);
 }

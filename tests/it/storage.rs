@@ -1,7 +1,8 @@
 //! The storage conformance suite, run against SQLite and PostgreSQL alike: every test is two,
 //! `NAME::sqlite` and `NAME::postgres`, so a failure names its backend.
 
-use crate::helpers::{TestDb, pg_base, verify_store};
+use crate::support::db::{disable_triggers, draft, exec, flip};
+use crate::support::server::{TestDb, eventually, pg_base, verify_store};
 use changetrail::app::keyfile::{self, FileKeySource};
 use changetrail::core::ledger::batch::Draft;
 use changetrail::core::ledger::verify::Class;
@@ -68,15 +69,6 @@ async fn on_backend<F: Future<Output = ()>>(
     if backend == Backend::Sqlite || pg_base(test).is_some() {
         body(backend).await
     }
-}
-
-pub fn draft(i: u64) -> Draft {
-    Draft::of(
-        "change.requested",
-        &format!("CHG-{i}"),
-        &serde_json::json!({ "change": format!("CHG-{i}"), "requester": "alice@example.com", "n": i }),
-    )
-    .unwrap()
 }
 
 /// A writer on `db` with a key file in the test's directory (generated on first use).
@@ -178,14 +170,6 @@ per_backend!(
     flavor = "multi_thread",
     worker_threads = 4
 );
-
-pub async fn exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
-    let q = sqlx::AssertSqlSafe(sql.to_owned());
-    match store {
-        Store::Sqlite(p) => sqlx::query(q).execute(p).await.map(|_| ()),
-        Store::Postgres(p) => sqlx::query(q).execute(p).await.map(|_| ()),
-    }
-}
 
 async fn ledger_tables_refuse_update_and_delete(db: TestDb) {
     let (w, _) = rich_ledger(&db).await;
@@ -327,29 +311,6 @@ async fn an_inconsistent_tree_is_never_checkpointed(db: TestDb) {
 }
 per_backend!(an_inconsistent_tree_is_never_checkpointed);
 
-pub async fn disable_triggers(store: &Store, table: &str) {
-    match store {
-        Store::Postgres(_) => exec(store, &format!("ALTER TABLE {table} DISABLE TRIGGER ALL"))
-            .await
-            .unwrap(),
-        Store::Sqlite(_) => {
-            let names: Vec<(String,)> = match store {
-                Store::Sqlite(p) => sqlx::query_as(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = $1",
-                )
-                .bind(table)
-                .fetch_all(p)
-                .await
-                .unwrap(),
-                Store::Postgres(_) => unreachable!(),
-            };
-            for (n,) in names {
-                exec(store, &format!("DROP TRIGGER {n}")).await.unwrap();
-            }
-        }
-    }
-}
-
 /// Tamper catalogue A, in storage: one flipped byte (or changed value) in any stored column is
 /// found by `verify --database-url`, with the class src/core/ledger/FORMAT.md names.
 async fn a_change_to_any_stored_column_is_detected(backend: Backend) {
@@ -411,53 +372,6 @@ async fn a_change_to_any_stored_column_is_detected(backend: Backend) {
 }
 per_backend!(a_change_to_any_stored_column_is_detected by backend);
 
-/// Changes one value in place: the middle byte of a blob, one character of text, +1 of a number.
-pub async fn flip(store: &Store, table: &str, column: &str, filter: &str) {
-    let select = format!("SELECT {column} FROM {table} WHERE {filter}");
-    let set = format!("UPDATE {table} SET {column} = $1 WHERE {filter}");
-    macro_rules! flip_on {
-        ($p:expr) => {{
-            let p = $p;
-            let row = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
-                .fetch_one(p)
-                .await
-                .unwrap();
-            use sqlx::Row;
-            // Integers first, then text, then blobs: SQLite would also read text as bytes.
-            if let Ok(n) = row.try_get::<i64, _>(0) {
-                sqlx::query(sqlx::AssertSqlSafe(set.clone()))
-                    .bind(n + 1)
-                    .execute(p)
-                    .await
-                    .unwrap();
-            } else if let Ok(t) = row.try_get::<String, _>(0) {
-                let mut chars: Vec<char> = t.chars().collect();
-                let mid = chars.len() / 2;
-                chars[mid] = if chars[mid] == 'x' { 'y' } else { 'x' };
-                let t: String = chars.into_iter().collect();
-                sqlx::query(sqlx::AssertSqlSafe(set.clone()))
-                    .bind(t)
-                    .execute(p)
-                    .await
-                    .unwrap();
-            } else {
-                let mut b: Vec<u8> = row.try_get(0).unwrap();
-                let mid = b.len() / 2;
-                b[mid] ^= 0x01;
-                sqlx::query(sqlx::AssertSqlSafe(set.clone()))
-                    .bind(b)
-                    .execute(p)
-                    .await
-                    .unwrap();
-            }
-        }};
-    }
-    match store {
-        Store::Sqlite(p) => flip_on!(p),
-        Store::Postgres(p) => flip_on!(p),
-    }
-}
-
 /// Two writers with separate connection pools (as two processes would have) appending to one
 /// PostgreSQL ledger at once: the head row serialises them into one gap-free chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -485,21 +399,6 @@ async fn two_writers_share_one_postgres_chain() {
     a.checkpoint().await.unwrap();
     let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
     assert_eq!(report.exit_code, 0, "{:?}", report.findings);
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "never happened: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// Entries arriving below the every-N threshold still get a checkpoint after T; an idle ledger

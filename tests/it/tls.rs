@@ -1,7 +1,7 @@
 //! TLS and mTLS on every listener: REST, OTLP/HTTP and OTLP/gRPC.
 
-use crate::helpers::{TestDb, config, spawn_app_with};
-use crate::otlp::{deploy_span, request, trace};
+use crate::support::otlp::{deploy_span, request, trace};
+use crate::support::server::{TestDb, config, spawn_app_with};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use rcgen::{

@@ -1,7 +1,8 @@
-//! `changetrail bench report`: a ledger of N synthetic changes (about eleven entries each, from
-//! spans and Conductor alike, with a realistic share of exceptions) appended through the real
-//! writer, then `report soc2` over the whole period run as a child process, timed, with its peak
-//! memory read from /proc while it runs; then `verify-report` against the database.
+//! `changetrail bench report`: a ledger of N synthetic changes (`demo::scenario::Synthetic`,
+//! the population the tests also send as spans; about eleven entries each, from spans and
+//! Conductor alike, with a realistic share of exceptions) appended through the real writer, then
+//! `report soc2` over the whole period run as a child process, timed, with its peak memory read
+//! from /proc while it runs; then `verify-report` against the database.
 
 use crate::app::config::Config;
 use crate::app::keyfile;
@@ -11,14 +12,13 @@ use crate::core::evidence::{
     ApprovalFact, ChangeFact, Fact, FactRecord, Intake, RunFinishedFact, Source, TaskFact,
     VersionFact, version_fact,
 };
+use crate::demo::scenario::{Attempt, SYNTHETIC_DEPLOYER, SYNTHETIC_START_NS, Synthetic};
 use crate::pipeline::Telemetry;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// 2026-01-01T00:00:00Z.
-const START_NS: i64 = 1_767_225_600 * 1_000_000_000;
 const MIN: i64 = 60_000_000_000;
 
 /// A verified identity whose token is the `token`-th one issued to `sub` (each change carries
@@ -58,150 +58,109 @@ fn record(key: String, change: &str, run: &str, source: Source, t: i64, fact: Fa
     }
 }
 
-/// The facts of change `i`: most are clean with a retried deploy; every 50th is self-approved,
-/// every 97th approved late, every 131st rejected and deployed, every 199th an emergency without
-/// review, every 211th a rollback of the change before it, every 300th deploys with the previous
-/// change's credential; every 500th leaves an unlinked version.
-fn change_facts(i: u64, days: u64) -> Vec<FactRecord> {
-    let id = format!("CHG-{:06}", i);
-    let run = format!("wf-{:06}", i);
-    let spread = (days as i64 * 1440 * MIN) / 100_000;
-    let t0 = START_NS + (i as i64 % 100_000) * spread.max(MIN) + (i as i64 / 100_000) * MIN;
-    let service = format!("svc-{:02}", i % 40);
-    let version = format!("1.{}.{}", i / 40, i % 40);
-    let digest = format!(
-        "sha256:{}",
-        crate::core::ledger::hash::Hash::of(&[&i.to_be_bytes()]).to_hex()
-    );
-    let kind = if i % 199 == 7 {
-        "emergency"
-    } else if i % 211 == 5 {
-        "rollback"
-    } else {
-        "normal"
-    };
-    let approver = if i % 50 == 3 {
-        "alice@example.com"
-    } else {
-        "bob@example.com"
-    };
-    let decided = if i % 97 == 11 {
-        t0 + 20 * MIN
-    } else {
-        t0 + 10 * MIN
-    };
-    let decision = if i % 131 == 13 {
-        "rejected"
-    } else {
-        "approved"
-    };
+/// The facts change `c` states, from spans and Conductor alike, for appending directly through
+/// the writer: decoding and token verification on the way in are `bench ingest`'s to time. Every
+/// identity is verified, with a token of its own (the deploys' is their credential's). The test
+/// `bench_reports_changes_are_judged_as_their_spans_are` holds them to `c.items()` sent as spans.
+pub fn facts(c: &Synthetic) -> Vec<FactRecord> {
+    let (id, run) = (c.change.as_str(), c.run.as_str());
+    let decided = c.at(c.approval_decided);
     let change = |source| ChangeFact {
         pipeline: Some("deploy_service".into()),
         environment: Some("production".into()),
-        kind: Some(kind.into()),
-        service: Some(service.clone()),
-        version: Some(version.clone()),
-        artifact: Some(digest.clone()),
-        revision: Some(format!("{:07x}", i * 7919 % 0xfff_ffff)),
-        rollback_of: (kind == "rollback").then(|| format!("CHG-{:06}", i.saturating_sub(1))),
+        kind: Some(c.kind.into()),
+        service: Some(c.service.clone()),
+        version: Some(c.version.clone()),
+        artifact: Some(c.artifact.clone()),
+        revision: Some(c.revision.clone()),
+        rollback_of: c.rollback_of.clone(),
         justification: None,
         requester: match source {
-            Source::Span => verified("alice@example.com", &["engineer"], i),
+            Source::Span => verified(c.requester, &["engineer"], c.index),
             _ => None,
         },
-        requested_ns: t0,
+        requested_ns: c.t0_ns,
     };
-    let deploy_token = if i % 300 == 17 { i - 1 } else { i };
     let approval = || ApprovalFact {
-        decision: decision.into(),
+        decision: c.decision.into(),
         stated_decision: None,
-        approver: verified(approver, &["release-approver"], i),
-        requested_ns: Some(t0 + MIN),
+        approver: verified(c.approver, &["release-approver"], c.index),
+        requested_ns: Some(c.at(c.approval_requested)),
         decided_ns: Some(decided),
-        approved_subject: Some(digest.clone()),
+        approved_subject: Some(c.artifact.clone()),
         task_run_id: Some(format!("{run}-approval")),
     };
-    let task = |attempt: u32, result: &str, s: i64, e: i64| TaskFact {
+    let task = |a: &Attempt| TaskFact {
         task: "deploy".into(),
-        task_run_id: format!("{run}-deploy-{attempt}"),
+        task_run_id: format!("{run}-deploy-{}", a.attempt),
         task_type: "deploy".into(),
-        attempt,
-        retried_from: (attempt > 0).then(|| format!("{run}-deploy-{}", attempt - 1)),
-        result: result.into(),
-        start_ns: t0 + s * MIN,
-        end_ns: t0 + e * MIN,
+        attempt: a.attempt,
+        retried_from: (a.attempt > 0).then(|| format!("{run}-deploy-{}", a.attempt - 1)),
+        result: a.result.into(),
+        start_ns: c.at(a.start),
+        end_ns: c.at(a.end),
         worker: Some("deployer-5c8b7".into()),
-        identity: verified("spiffe://example.com/deployer", &["deployer"], deploy_token),
+        identity: verified(SYNTHETIC_DEPLOYER, &["deployer"], c.credential_of),
         credential_id: None,
         triggered_by: None,
-        trace_id: Some(format!("{:032x}", i)),
-        span_id: Some(format!("{:016x}", i * 2 + u64::from(attempt))),
+        trace_id: Some(format!("{:032x}", c.index)),
+        span_id: Some(format!("{:016x}", c.index * 2 + u64::from(a.attempt))),
         reason: None,
     };
     let mut out = Vec::with_capacity(12);
     for (src, tag) in [(Source::Span, "span"), (Source::Conductor, "conductor")] {
         out.push(record(
             format!("run:{run}:requested:{tag}"),
-            &id,
-            &run,
+            id,
+            run,
             src,
-            t0,
+            c.t0_ns,
             Fact::Change(change(src)),
         ));
         out.push(record(
             format!("approval:{id}:{run}-approval:{tag}"),
-            &id,
-            &run,
+            id,
+            run,
             src,
             decided,
             Fact::Approval(approval()),
         ));
-        out.push(record(
-            format!("task:{run}:{run}-deploy-0:{tag}"),
-            &id,
-            &run,
-            src,
-            t0 + 13 * MIN,
-            Fact::Task(task(0, "timeout", 12, 13)),
-        ));
-        out.push(record(
-            format!("task:{run}:{run}-deploy-1:{tag}"),
-            &id,
-            &run,
-            src,
-            t0 + 16 * MIN,
-            Fact::Task(task(1, "success", 14, 16)),
-        ));
+        for a in &c.attempts {
+            out.push(record(
+                format!("task:{run}:{run}-deploy-{}:{tag}", a.attempt),
+                id,
+                run,
+                src,
+                c.at(a.end),
+                Fact::Task(task(a)),
+            ));
+        }
     }
     out.push(record(
         format!("run:{run}:finished:span"),
-        &id,
-        &run,
+        id,
+        run,
         Source::Span,
-        t0 + 17 * MIN,
+        c.at(c.finished),
         Fact::RunFinished(RunFinishedFact {
             result: "success".into(),
-            end_ns: t0 + 17 * MIN,
+            end_ns: c.at(c.finished),
             compensation_run: None,
         }),
     ));
-    let seen = |version: String, at: i64| {
-        version_fact(
+    for (version, at) in &c.seen {
+        out.push(version_fact(
             VersionFact {
-                service: service.clone(),
+                service: c.service.clone(),
                 environment: "production".into(),
-                version,
-                first_seen_ns: at,
+                version: version.clone(),
+                first_seen_ns: c.at(*at),
                 trace_id: None,
                 previous: None,
             },
             30 * MIN,
             &Intake::default(),
-        )
-    };
-    out.push(seen(version.clone(), t0 + 16 * MIN));
-    if i % 500 == 250 {
-        out.push(seen(format!("{version}-hotfix"), t0 + 90 * MIN));
+        ));
     }
     out
 }
@@ -269,7 +228,7 @@ pub async fn run(
     let mut i = 0;
     while i < changes {
         let facts: Vec<FactRecord> = (i..(i + per_call).min(changes))
-            .flat_map(|c| change_facts(c, days))
+            .flat_map(|c| facts(&Synthetic::new(c, days)))
             .collect();
         writer
             .append_with_telemetry(
@@ -303,7 +262,7 @@ pub async fn run(
         "CHANGETRAIL_LEDGER__KEY_FILE",
         cfg.ledger.key_file.display().to_string(),
     )];
-    let to = crate::core::time::rfc3339(START_NS + days as i64 * 1440 * MIN + 1440 * MIN);
+    let to = crate::core::time::rfc3339(SYNTHETIC_START_NS + days as i64 * 1440 * MIN + 1440 * MIN);
     let (code, secs, mb) = timed_child(
         &[
             "--database-url",

@@ -1,4 +1,5 @@
-//! Test harness: fresh databases on both backends, the real server on port 0, handy clients.
+//! Fresh databases on both backends, the real server on port 0 (in-process, or the binary as a
+//! child), handy clients, and waiting for a condition.
 
 use changetrail::app::config::Config;
 use changetrail::app::startup::App;
@@ -58,7 +59,8 @@ impl TestDb {
         })
     }
 
-    /// SQLite always; PostgreSQL too when configured.
+    /// SQLite always; PostgreSQL too when configured (a test of its own per backend names the
+    /// backend that failed: prefer `NAME_sqlite` and `NAME_postgres` calling one `NAME(db)`).
     pub async fn all(test: &str) -> Vec<TestDb> {
         let mut v = vec![TestDb::sqlite().await];
         v.extend(TestDb::postgres(test).await);
@@ -107,13 +109,13 @@ impl Drop for TestDb {
     }
 }
 
-/// The PostgreSQL server for tests, or a clear note that the test's PostgreSQL half is skipped.
+/// The PostgreSQL server for tests, or a printed note that `test` is skipped on PostgreSQL.
 pub fn pg_base(test: &str) -> Option<String> {
     match std::env::var("TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
             eprintln!(
-                "SKIPPED (PostgreSQL part of {test}): TEST_DATABASE_URL is not set; .ci/run sets it"
+                "SKIPPED {test} on PostgreSQL: TEST_DATABASE_URL is not set; .ci/run sets it"
             );
             None
         }
@@ -415,5 +417,22 @@ impl Served {
     pub fn peak_rss(&self) -> u64 {
         let status = format!("/proc/{}/status", self.child.id());
         changetrail::app::commands::bench::vm_hwm_kb(&status).map_or(0, |kb| kb * 1024)
+    }
+}
+
+/// Waits until `check` holds, for at most 20 s: for what the server does a moment later with no
+/// event to await (a background task, a connection closing).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

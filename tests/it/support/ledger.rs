@@ -656,19 +656,8 @@ pub fn extend_chain(head: &Head, signer: &LedgerKey, count: u64, every: u64) -> 
     lines
 }
 
-/// Verifies bundle text as `changetrail verify` would, with `now_ns` as "now".
-pub fn verify(
-    text: &str,
-    pinned: &[Vkey],
-    state: Option<TrustedState>,
-    max_age_ns: Option<i64>,
-    now_ns: i64,
-) -> Report {
-    verify_bytes(text.as_bytes(), pinned, state, max_age_ns, now_ns)
-}
-
-/// Verifies raw bundle bytes, splitting lines like the CLI's reader: on `\n`, invalid UTF-8
-/// reported as an unreadable line.
+/// Verifies raw bundle bytes as `changetrail verify` would, with `now_ns` as "now", splitting
+/// lines like the CLI's reader: on `\n`, invalid UTF-8 reported as an unreadable line.
 pub fn verify_bytes(
     bytes: &[u8],
     pinned: &[Vkey],
