@@ -1,10 +1,10 @@
 //! Token management for the `admin` role: create (shown once), list, revoke.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{self, Principal, Role};
 use crate::pipeline::{AppendError, LedgerWriter};
 use crate::sys::now_ns;
-use super::error::ErrorBody;
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -71,6 +71,7 @@ fn append_error(e: AppendError) -> ApiError {
     responses(
         (status = 201, description = "{id, name, role, token}", body = Object),
         (status = 400, description = "bad role or name", body = ErrorBody),
+        (status = 422, description = "the body lacks a field or has one of the wrong type (plain text)", body = String),
         (status = 503, description = "the ledger is busy, or this process does not write it", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds")))
     )

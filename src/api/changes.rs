@@ -1,6 +1,7 @@
 //! Changes for auditors: the list, one change's evidence packet, unlinked deploys; and the
 //! Conductor import for the `ingest` role.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::core::evidence::rules;
@@ -8,10 +9,9 @@ use crate::core::evidence::{Intake, SentBy};
 use crate::core::time::parse_rfc3339;
 use crate::ingest::conductor;
 use crate::read::changes::{self, ChangeFilter};
+use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use super::error::ErrorBody;
-use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;

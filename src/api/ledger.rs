@@ -1,15 +1,15 @@
 //! The ledger for reviewers: checkpoints, entries, proofs, keys and streamed bundles.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::core::ledger::hash::{Hash, b64};
 use crate::core::ledger::verify::{Class, Options, Report};
 use crate::read::export::{self, BundlePlan};
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use super::error::ErrorBody;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;

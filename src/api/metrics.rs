@@ -1,8 +1,8 @@
 //! `/metrics` in Prometheus text format (role `metrics`): ingest counters, queue, commits,
 //! parking, memory.
 
-use super::{ApiError, AppState};
 use super::error::ErrorBody;
+use super::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

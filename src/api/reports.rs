@@ -1,9 +1,9 @@
 //! Reports for auditors: `POST /v1/reports/soc2` builds the report against the newest checkpoint
 //! and answers the whole directory as one zip (or tar), signed manifest included.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::report::{self, Query, ReportError};
-use super::error::ErrorBody;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -60,6 +60,7 @@ impl From<ReportError> for ApiError {
         (status = 200, description = "the report directory, manifest signed; a tar with format tar",
             content(("application/zip"), ("application/x-tar"))),
         (status = 400, description = "bad period, filter, sample or format", body = ErrorBody),
+        (status = 422, description = "the body lacks a field or has one of the wrong type (plain text)", body = String),
         (status = 503, description = "a report is being built, no checkpoint yet, or this process does not sign reports",
             body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))
     )

@@ -132,7 +132,9 @@ async fn the_served_document_matches_the_server() {
         let path = path.replace("{id}", "000000000000");
         let url = format!("{}{path}", app.base);
         let send = |token: Option<&str>| {
-            let mut r = app.http.request(method.to_uppercase().parse().unwrap(), &url);
+            let mut r = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), &url);
             if let Some(t) = token {
                 r = r.bearer_auth(t);
             }
