@@ -1,29 +1,35 @@
 //! Token management for the `admin` role: create (shown once), list, revoke.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{self, Principal, Role};
 use crate::pipeline::{AppendError, LedgerWriter};
 use crate::sys::now_ns;
+use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/tokens", get(list).post(create))
-        .route("/v1/admin/tokens/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
+    /// ingest, auditor, reviewer, admin or metrics.
+    #[schema(value_type = String)]
     role: Role,
+    /// 1-200 printable characters.
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenInfo {
     id: String,
     name: String,
@@ -56,6 +62,20 @@ fn append_error(e: AppendError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tokens",
+    tag = "admin",
+    summary = "Create a token; the token is in this answer only.",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "{id, name, role, token}", body = Object),
+        (status = 400, description = "bad role or name", body = ErrorBody),
+        (status = 422, description = "the body lacks a field or has one of the wrong type (plain text)", body = String),
+        (status = 503, description = "the ledger is busy, or this process does not write it", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds")))
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -81,6 +101,13 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tokens",
+    tag = "admin",
+    summary = "Every token: id, name, role, created, revoked (never a secret).",
+    responses((status = 200, description = "every token", body = Vec<TokenInfo>))
+)]
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let rows = state.store.tokens().await?;
     Ok(Json(
@@ -96,6 +123,19 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, Api
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tokens/{id}",
+    tag = "admin",
+    summary = "Revoke a token.",
+    params(("id" = String, Path, description = "the token id (the 12 hex digits after ct_)")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 404, description = "no active token with this id", body = ErrorBody),
+        (status = 503, description = "the ledger is busy, or this process does not write it", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds")))
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -1,6 +1,7 @@
 //! Changes for auditors: the list, one change's evidence packet, unlinked deploys; and the
 //! Conductor import for the `ingest` role.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::core::evidence::rules;
@@ -8,34 +9,46 @@ use crate::core::evidence::{Intake, SentBy};
 use crate::core::time::parse_rfc3339;
 use crate::ingest::conductor;
 use crate::read::changes::{self, ChangeFilter};
+use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/changes", get(list))
-        .route("/v1/changes/{id}", get(one))
-        .route("/v1/deploys/unlinked", get(unlinked))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(one))
+        .routes(routes!(unlinked))
 }
 
-pub fn import_router() -> Router<AppState> {
-    Router::new().route("/v1/import/conductor", post(import_conductor))
+pub fn import_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(import_conductor))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// RFC 3339 time or nanoseconds since the epoch.
     from: Option<String>,
+    /// RFC 3339 time or nanoseconds since the epoch.
     to: Option<String>,
+    /// Deployment environment (case-insensitive).
     environment: Option<String>,
+    /// Target service (case-insensitive).
     service: Option<String>,
+    /// normal, standard, emergency or rollback.
     kind: Option<String>,
-    /// Only changes the report's rules give this exception code.
+    /// Only changes the report's rules give this exception code (NO_APPROVAL, SELF_APPROVAL, ...).
     exception: Option<String>,
+    /// Changes per page, 1 to 500 (default 50).
+    #[param(value_type = Option<u64>)]
     limit: Option<String>,
+    /// Changes to skip (default 0).
+    #[param(value_type = Option<u64>)]
     offset: Option<String>,
 }
 
@@ -83,6 +96,17 @@ fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/changes",
+    tag = "changes",
+    summary = "Changes requested in a period, each folded from its facts, with the SOC 2 report's exceptions (production changes only). Without from and to: every change, which costs what folding them all costs.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "{changes: [... each with exceptions: [{code, evidence}]], total, offset, limit}", body = Object),
+        (status = 400, description = "bad parameters", body = ErrorBody)
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -122,6 +146,17 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/changes/{id}",
+    tag = "changes",
+    summary = "One change's evidence packet: facts folded, spans, versions, entries with inclusion proofs.",
+    params(("id" = String, Path, description = "the change id")),
+    responses(
+        (status = 200, description = "evidence packet", body = Object),
+        (status = 404, description = "no such change", body = ErrorBody)
+    )
+)]
 async fn one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -132,21 +167,48 @@ async fn one(
         .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deploys/unlinked",
+    tag = "changes",
+    summary = "Production versions seen in runtime spans that no change explains.",
+    responses((status = 200, description = "{unlinked_deploys: [...]}", body = Object))
+)]
 async fn unlinked(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let v = changes::unlinked_versions(&state.store, &state.correlation.criteria).await?;
     Ok(Json(serde_json::json!({ "unlinked_deploys": v })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ImportQuery {
-    /// A wider lateness allowance for this import's facts (a backfill), e.g. `30d`.
+    /// How long after the times they state the facts may arrive without LATE_EVIDENCE (a
+    /// backfill), e.g. `7d`; at most 31d here.
     max_lateness: Option<String>,
 }
 
 /// One execution per request (`GET /api/workflow/{id}?includeTasks=true` output or a
 /// status-listener message). Re-importing is idempotent; vanished history is recorded. Every fact
 /// records the token that sent it.
+#[utoipa::path(
+    post,
+    path = "/v1/import/conductor",
+    tag = "import",
+    summary = "Import one Conductor execution or status-listener message; idempotent.",
+    params(ImportQuery),
+    request_body(
+        content = Object,
+        description = "Conductor workflow execution JSON (GET /api/workflow/{id}?includeTasks=true)"
+    ),
+    responses(
+        (status = 201, description = "facts were added", body = Object),
+        (status = 200, description = "already known", body = Object),
+        (status = 400, description = "not a Conductor execution, or a bad max_lateness", body = ErrorBody),
+        (status = 503, description = "busy, or this process does not append", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds")))
+    )
+)]
 async fn import_conductor(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -1,39 +1,57 @@
 //! The ledger for reviewers: checkpoints, entries, proofs, keys and streamed bundles.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::core::ledger::hash::{Hash, b64};
 use crate::core::ledger::verify::{Class, Options, Report};
 use crate::read::export::{self, BundlePlan};
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Entries per page at most.
 const MAX_LIMIT: u64 = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ledger/checkpoint", get(checkpoint))
-        .route("/v1/ledger/entries", get(entries))
-        .route("/v1/ledger/proofs/inclusion", get(inclusion))
-        .route("/v1/ledger/proofs/consistency", get(consistency))
-        .route("/v1/ledger/keys", get(keys))
-        .route("/v1/ledger/bundle", get(bundle))
-        .route("/v1/ledger/verify", post(verify))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(checkpoint))
+        .routes(routes!(entries))
+        .routes(routes!(inclusion))
+        .routes(routes!(consistency))
+        .routes(routes!(keys))
+        .routes(routes!(bundle))
+        .routes(routes!(verify))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SizeQuery {
+    /// Tree size of an older checkpoint.
     size: Option<u64>,
 }
 
 /// The newest signed checkpoint (or the one at `size`) as the C2SP note text; as JSON with its
 /// size, root and time beside the note when the caller accepts `application/json` (the console).
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/checkpoint",
+    tag = "ledger",
+    summary = "The newest (or size N) checkpoint as C2SP signed-note text; as JSON with Accept: application/json.",
+    params(SizeQuery),
+    responses(
+        (status = 200, description = "the signed note; {size, root, key_id, created_ns, note} as JSON",
+            content((String = "text/plain"), (Object = "application/json"))),
+        (status = 400, description = "bad parameters", body = ErrorBody),
+        (status = 404, description = "no such checkpoint", body = ErrorBody)
+    )
+)]
 async fn checkpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -65,14 +83,17 @@ async fn checkpoint(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EntriesQuery {
+    /// First sequence number (default 0).
     from: Option<u64>,
+    /// Entries per page, at most 1000 (default 100).
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EntryView {
     seq: u64,
     time_ns: i64,
@@ -85,6 +106,17 @@ struct EntryView {
     payload: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/entries",
+    tag = "ledger",
+    summary = "Entries with their bytes, signature, salt, payload and leaf hash, a page at a time.",
+    params(EntriesQuery),
+    responses(
+        (status = 200, description = "{entries: [EntryView], next_from}", body = Object),
+        (status = 400, description = "bad parameters", body = ErrorBody)
+    )
+)]
 async fn entries(
     State(state): State<AppState>,
     Query(q): Query<EntriesQuery>,
@@ -117,10 +149,13 @@ async fn entries(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct InclusionQuery {
+    /// The entry.
     seq: u64,
+    /// Tree size (default: the newest checkpoint, whose note is included).
     size: Option<u64>,
 }
 
@@ -138,6 +173,18 @@ fn hashes(h: &[Hash]) -> Vec<String> {
     h.iter().map(Hash::to_b64).collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/proofs/inclusion",
+    tag = "ledger",
+    summary = "RFC 9162 inclusion proof of one entry.",
+    params(InclusionQuery),
+    responses(
+        (status = 200, description = "{seq, size, leaf_hash, hashes: [...], checkpoint}", body = Object),
+        (status = 400, description = "bad parameters or range", body = ErrorBody),
+        (status = 404, description = "no such entry, or no checkpoint yet", body = ErrorBody)
+    )
+)]
 async fn inclusion(
     State(state): State<AppState>,
     Query(q): Query<InclusionQuery>,
@@ -162,13 +209,28 @@ async fn inclusion(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ConsistencyQuery {
+    /// Older tree size.
     from: u64,
+    /// Newer tree size (default: the newest checkpoint).
     to: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/proofs/consistency",
+    tag = "ledger",
+    summary = "RFC 9162 consistency proof between two tree sizes.",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "{from, to, hashes: [...]}", body = Object),
+        (status = 400, description = "bad parameters or range", body = ErrorBody),
+        (status = 404, description = "no checkpoint yet", body = ErrorBody)
+    )
+)]
 async fn consistency(
     State(state): State<AppState>,
     Query(q): Query<ConsistencyQuery>,
@@ -183,6 +245,16 @@ async fn consistency(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/keys",
+    tag = "ledger",
+    summary = "The origin, the current key and every key with its sequence range and rotation entry.",
+    responses(
+        (status = 200, description = "{origin, current_key_id, keys: [...]}", body = Object),
+        (status = 404, description = "the ledger has not been created", body = ErrorBody)
+    )
+)]
 async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let head = state
         .store
@@ -208,15 +280,31 @@ async fn keys(State(state): State<AppState>) -> Result<Json<serde_json::Value>, 
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BundleQuery {
+    /// First sequence number.
     from: Option<u64>,
+    /// Last sequence number (extended to the next checkpoint).
     to: Option<u64>,
+    /// Include a consistency proof from this tree size.
     consistency_from: Option<u64>,
 }
 
 /// Streams a bundle (src/core/ledger/FORMAT.md) as JSON Lines, page by page.
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/bundle",
+    tag = "ledger",
+    summary = "An offline evidence bundle (src/core/ledger/FORMAT.md), streamed page by page.",
+    params(BundleQuery),
+    responses(
+        (status = 200, description = "JSON Lines bundle", content_type = "application/x-ndjson"),
+        (status = 400, description = "bad parameters or range", body = ErrorBody),
+        (status = 404, description = "no ledger or no checkpoint yet", body = ErrorBody)
+    )
+)]
 async fn bundle(
     State(state): State<AppState>,
     Query(q): Query<BundleQuery>,
@@ -252,19 +340,22 @@ async fn bundle(
 
 /// What `POST /v1/ledger/verify` answers: the verifier's verdict over every entry the newest
 /// checkpoint covers, pinned to the ledger's first key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Verification {
     ok: bool,
+    #[schema(value_type = String)]
     verdict: &'static str,
     exit_code: i32,
     summary: VerifySummary,
     findings: Vec<FindingView>,
     /// Findings beyond the verifier's per-class cap, by class.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     suppressed: std::collections::BTreeMap<&'static str, u64>,
+    #[schema(value_type = u64)]
     elapsed_ms: u128,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VerifySummary {
     origin: Option<String>,
     first_seq: Option<u64>,
@@ -282,8 +373,9 @@ struct VerifySummary {
     uncovered: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FindingView {
+    #[schema(value_type = String)]
     class: &'static str,
     seq: Option<u64>,
     detail: String,
@@ -303,6 +395,17 @@ fn verdict(report: &Report) -> &'static str {
 
 /// Runs the stored-ledger verifier now. It reads every entry, so one runs at a time: a second
 /// request is told to retry (503) instead of halving both.
+#[utoipa::path(
+    post,
+    path = "/v1/ledger/verify",
+    tag = "ledger",
+    summary = "Run the verifier over the stored ledger now (every entry the newest checkpoint covers, pinned to the ledger's first key, with the stored-data audit); one at a time (503 while another runs).",
+    responses(
+        (status = 200, description = "the verdict", body = Verification),
+        (status = 503, description = "a verification is running; retry when it is done", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds")))
+    )
+)]
 async fn verify(State(state): State<AppState>) -> Result<Json<Verification>, ApiError> {
     // Owned, so a run whose caller went away still holds it until the run ends.
     let permit = state.verifying.clone().try_acquire_owned().map_err(|_| {

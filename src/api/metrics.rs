@@ -1,18 +1,29 @@
 //! `/metrics` (role `metrics`): ingest counters, queue, commits, parking, memory; in OpenMetrics
 //! for a scraper that asks for it (Prometheus does), else in the Prometheus text format.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use std::sync::atomic::Ordering;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
+    responses(
+        (status = 200, description = "Prometheus text format, or OpenMetrics text when the scraper asks for it", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 404, description = "this process does not ingest", body = ErrorBody)
+    )
+)]
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let Some((ing, writer)) = &state.metrics else {
         return Err(ApiError::NotFound("this process does not ingest".into()));

@@ -25,7 +25,9 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use openapi::Access;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -136,18 +138,33 @@ fn signed_in(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     ))
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .merge(openapi::router())
+/// Every part of the API with who may call it: the one list both the router and the OpenAPI
+/// document are built from, so each route is documented with the role its check enforces.
+fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
+    vec![
+        (Access::Open, health::router()),
+        (Access::Open, openapi::router()),
         // The console's files hold no data, so they need no token; every call they make does.
-        .merge(console::router())
-        .merge(signed_in(session::router(), &state))
-        .merge(protected(ledger::router(), &state, Role::Reviewer))
-        .merge(protected(admin::router(), &state, Role::Admin))
-        .merge(protected(metrics::router(), &state, Role::Metrics))
-        .merge(protected(changes::router(), &state, Role::Auditor))
-        .merge(protected(reports::router(), &state, Role::Auditor))
-        .merge(protected(changes::import_router(), &state, Role::Ingest))
-        .with_state(state)
+        (Access::Open, console::router()),
+        (Access::AnyRole, session::router()),
+        (Access::Role(Role::Reviewer), ledger::router()),
+        (Access::Role(Role::Admin), admin::router()),
+        (Access::Role(Role::Metrics), metrics::router()),
+        (Access::Role(Role::Auditor), changes::router()),
+        (Access::Role(Role::Auditor), reports::router()),
+        (Access::Role(Role::Ingest), changes::import_router()),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new();
+    for (access, part) in parts() {
+        let (part, _) = part.split_for_parts();
+        app = app.merge(match access {
+            Access::Open => part,
+            Access::AnyRole => signed_in(part, &state),
+            Access::Role(role) => protected(part, &state, role),
+        });
+    }
+    app.with_state(state)
 }

@@ -1,17 +1,18 @@
 //! Reports for auditors: `POST /v1/reports/soc2` builds the report against the newest checkpoint
 //! and answers the whole directory as one zip (or tar), signed manifest included.
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::report::{self, Query, ReportError};
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What a process that serves reports holds: the settings and the ledger key that signs them.
 pub struct ReportContext {
@@ -21,8 +22,8 @@ pub struct ReportContext {
     pub running: tokio::sync::Semaphore,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/reports/soc2", post(soc2))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(soc2))
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +47,24 @@ impl From<ReportError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/reports/soc2",
+    tag = "reports",
+    summary = "The SOC 2 evidence report over a period, as one zip (or tar), built against the newest checkpoint.",
+    request_body(
+        content = Object,
+        description = "{from, to, environment?, service?, sample?, seed?, format?: zip|tar}; sample and seed go together"
+    ),
+    responses(
+        (status = 200, description = "the report directory, manifest signed; a tar with format tar",
+            content(("application/zip"), ("application/x-tar"))),
+        (status = 400, description = "bad period, filter, sample or format", body = ErrorBody),
+        (status = 422, description = "the body lacks a field or has one of the wrong type (plain text)", body = String),
+        (status = 503, description = "a report is being built, no checkpoint yet, or this process does not sign reports",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))
+    )
+)]
 async fn soc2(
     State(state): State<AppState>,
     Json(req): Json<Soc2Request>,

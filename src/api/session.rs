@@ -3,20 +3,25 @@
 
 use super::AppState;
 use crate::auth::{Principal, Role};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/session", get(session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(session))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Session {
     token_id: String,
     name: String,
+    /// ingest, auditor, reviewer, admin or metrics.
+    #[schema(value_type = String)]
     role: Role,
     /// Console pages this role may open; empty means the console has nothing for it.
+    #[schema(value_type = Vec<String>)]
     pages: &'static [&'static str],
 }
 
@@ -31,6 +36,13 @@ pub fn pages(role: Role) -> &'static [&'static str] {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/session",
+    tag = "session",
+    summary = "Who the token is: id, name, role and the console pages that role opens (never the secret).",
+    responses((status = 200, description = "the token's identity", body = Session))
+)]
 async fn session(Extension(p): Extension<Principal>) -> Json<Session> {
     Json(Session {
         pages: pages(p.role),

@@ -4,12 +4,12 @@
 //! so text that reaches the page from telemetry can never run.
 
 use super::AppState;
-use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
@@ -46,20 +46,53 @@ static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
     ]
 });
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(|h: HeaderMap| async move { serve(&ASSETS[0], &h) }),
-        )
-        .route(
-            "/console/app.js",
-            get(|h: HeaderMap| async move { serve(&ASSETS[1], &h) }),
-        )
-        .route(
-            "/console/app.css",
-            get(|h: HeaderMap| async move { serve(&ASSETS[2], &h) }),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(script))
+        .routes(routes!(style))
+}
+
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "console",
+    summary = "The web console (its data calls carry the signed-in token).",
+    responses(
+        (status = 200, description = "the console page", content_type = "text/html"),
+        (status = 304, description = "not modified (ETag)")
+    )
+)]
+async fn index(h: HeaderMap) -> Response {
+    serve(&ASSETS[0], &h)
+}
+
+#[utoipa::path(
+    get,
+    path = "/console/app.js",
+    tag = "console",
+    summary = "The console's script.",
+    responses(
+        (status = 200, description = "script", content_type = "text/javascript"),
+        (status = 304, description = "not modified (ETag)")
+    )
+)]
+async fn script(h: HeaderMap) -> Response {
+    serve(&ASSETS[1], &h)
+}
+
+#[utoipa::path(
+    get,
+    path = "/console/app.css",
+    tag = "console",
+    summary = "The console's style sheet.",
+    responses(
+        (status = 200, description = "style sheet", content_type = "text/css"),
+        (status = 304, description = "not modified (ETag)")
+    )
+)]
+async fn style(h: HeaderMap) -> Response {
+    serve(&ASSETS[2], &h)
 }
 
 /// The file, or 304 when the browser holds this very version. `no-cache` makes the browser ask
@@ -105,12 +138,14 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
 
     fn app() -> Router {
-        router().with_state(AppState::new(
+        let (router, _) = router().split_for_parts();
+        router.with_state(AppState::new(
             crate::storage::Store::Sqlite(
                 sqlx::sqlite::SqlitePoolOptions::new()
                     .connect_lazy("sqlite::memory:")
