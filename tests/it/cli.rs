@@ -115,72 +115,83 @@ async fn serve_on_a_fresh_directory_just_works() {
 /// Tamper catalogue H: kill -9 in the middle of heavy appends, restart, verify passes; no
 /// partial entry and no checkpoint beyond what is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_heavy_appends_then_restart_verifies() {
-    for db in TestDb::all("kill_9_during_heavy_appends_then_restart_verifies").await {
-        let dir = db.path();
-        let vkey = keygen(dir, "crash.example/ledger");
-        let mut child = ct(dir)
-            .args([
-                "bench",
-                "ledger",
-                "--entries",
-                "50000000",
-                "--database-url",
-                &db.url,
-            ])
-            .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let store = Store::connect(&db.url, &Default::default()).await.unwrap();
-        let started = Instant::now();
-        loop {
-            let size = match store.head().await {
-                Ok(Some(h)) => h.head.size,
-                _ => 0,
-            };
-            if size > 20_000 {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "bench appended too little"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        child.kill().unwrap(); // SIGKILL: no chance to finish anything
-        child.wait().unwrap();
-        let head = store.head().await.unwrap().unwrap();
-        let cp = store.latest_checkpoint().await.unwrap().unwrap();
-        assert!(
-            cp.size <= head.head.size,
-            "a checkpoint beyond the durable entries"
-        );
-        assert!(store.entry(head.head.size - 1).await.unwrap().is_some());
-        assert!(store.entry(head.head.size).await.unwrap().is_none());
-        store.close().await;
+async fn kill_9_during_heavy_appends_then_restart_verifies_sqlite() {
+    kill_9_during_heavy_appends_then_restart_verifies(TestDb::sqlite().await).await;
+}
 
-        // Restart: covering the tail is the first thing any writer does.
-        let o = run(ct(dir)
-            .args(["checkpoint", "--database-url", &db.url])
-            .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key"));
-        assert_eq!(code(&o), 0);
-        assert!(
-            stdout(&o).contains(&format!("\n{}\n", head.head.size)),
-            "checkpoint covers the durable size"
-        );
-        let o = run(ct(dir).args([
-            "verify",
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_heavy_appends_then_restart_verifies_postgres() {
+    if let Some(db) =
+        TestDb::postgres("kill_9_during_heavy_appends_then_restart_verifies_postgres").await
+    {
+        kill_9_during_heavy_appends_then_restart_verifies(db).await;
+    }
+}
+
+async fn kill_9_during_heavy_appends_then_restart_verifies(db: TestDb) {
+    let dir = db.path();
+    let vkey = keygen(dir, "crash.example/ledger");
+    let mut child = ct(dir)
+        .args([
+            "bench",
+            "ledger",
+            "--entries",
+            "50000000",
             "--database-url",
             &db.url,
-            "--trusted-key",
-            &vkey,
-            "--max-age",
-            "1h",
-        ]));
-        assert_eq!(code(&o), 0, "{:?}", db.backend);
+        ])
+        .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = Store::connect(&db.url, &Default::default()).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let size = match store.head().await {
+            Ok(Some(h)) => h.head.size,
+            _ => 0,
+        };
+        if size > 20_000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bench appended too little"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    child.kill().unwrap(); // SIGKILL: no chance to finish anything
+    child.wait().unwrap();
+    let head = store.head().await.unwrap().unwrap();
+    let cp = store.latest_checkpoint().await.unwrap().unwrap();
+    assert!(
+        cp.size <= head.head.size,
+        "a checkpoint beyond the durable entries"
+    );
+    assert!(store.entry(head.head.size - 1).await.unwrap().is_some());
+    assert!(store.entry(head.head.size).await.unwrap().is_none());
+    store.close().await;
+
+    // Restart: covering the tail is the first thing any writer does.
+    let o = run(ct(dir)
+        .args(["checkpoint", "--database-url", &db.url])
+        .env("CHANGETRAIL_LEDGER__KEY_FILE", "k.key"));
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains(&format!("\n{}\n", head.head.size)),
+        "checkpoint covers the durable size"
+    );
+    let o = run(ct(dir).args([
+        "verify",
+        "--database-url",
+        &db.url,
+        "--trusted-key",
+        &vkey,
+        "--max-age",
+        "1h",
+    ]));
+    assert_eq!(code(&o), 0, "{:?}", db.backend);
 }
 
 /// Two changetrail processes appending to one PostgreSQL produce one gap-free chain.
@@ -637,128 +648,140 @@ async fn json_logs_carry_each_requests_trace_and_principal() {
 /// generate` makes one without any database, `tokens create --token-file` registers it — once,
 /// idempotently, and strictly (a different token under the same id, or a malformed file, fails).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_generated_in_advance_register_from_a_file_or_variable() {
+async fn tokens_generated_in_advance_register_from_a_file_or_variable_sqlite() {
+    tokens_generated_in_advance_register_from_a_file_or_variable(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_generated_in_advance_register_from_a_file_or_variable_postgres() {
+    if let Some(db) =
+        TestDb::postgres("tokens_generated_in_advance_register_from_a_file_or_variable_postgres")
+            .await
+    {
+        tokens_generated_in_advance_register_from_a_file_or_variable(db).await;
+    }
+}
+
+async fn tokens_generated_in_advance_register_from_a_file_or_variable(db: TestDb) {
     use changetrail::auth::{AuthError, Role, authenticate};
-    for db in TestDb::all("tokens_generated_in_advance_register_from_a_file_or_variable").await {
-        let dir = db.path();
-        let o = run(ct(dir).args(["tokens", "generate"]));
-        assert_eq!(code(&o), 0);
-        let token = stdout(&o);
-        assert!(token.starts_with("ct_") && token.len() > 50, "{token}");
-        assert_ne!(stdout(&run(ct(dir).args(["tokens", "generate"]))), token);
-        // Generating touched no database: not even the default SQLite file was created.
-        assert!(!dir.join("changetrail.db").exists());
+    let dir = db.path();
+    let o = run(ct(dir).args(["tokens", "generate"]));
+    assert_eq!(code(&o), 0);
+    let token = stdout(&o);
+    assert!(token.starts_with("ct_") && token.len() > 50, "{token}");
+    assert_ne!(stdout(&run(ct(dir).args(["tokens", "generate"]))), token);
+    // Generating touched no database: not even the default SQLite file was created.
+    assert!(!dir.join("changetrail.db").exists());
 
-        std::fs::write(dir.join("ingest_token"), format!("{token}\n")).unwrap();
-        let register = |name: &str, role: &str, file: &str| {
-            run(ct(dir).args([
-                "tokens",
-                "create",
-                "--role",
-                role,
-                "--name",
-                name,
-                "--token-file",
-                file,
-                "--database-url",
-                &db.url,
-            ]))
-        };
-        let secret = token.splitn(3, '_').nth(2).unwrap().to_owned();
-        let o = register("otel-collector", "ingest", "ingest_token");
-        assert_eq!(code(&o), 0);
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+    std::fs::write(dir.join("ingest_token"), format!("{token}\n")).unwrap();
+    let register = |name: &str, role: &str, file: &str| {
+        run(ct(dir).args([
+            "tokens",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--token-file",
+            file,
+            "--database-url",
+            &db.url,
+        ]))
+    };
+    let secret = token.splitn(3, '_').nth(2).unwrap().to_owned();
+    let o = register("otel-collector", "ingest", "ingest_token");
+    assert_eq!(code(&o), 0);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("Registered ingest token"), "{said}");
+    assert!(!said.contains(&secret), "the secret was printed");
+
+    let store = db.store().await;
+    let who = authenticate(&store, &token, Role::Ingest).await.unwrap();
+    assert_eq!(who.name, "otel-collector");
+    assert!(matches!(
+        authenticate(&store, &token, Role::Admin).await,
+        Err(AuthError::Forbidden { .. })
+    ));
+
+    // A re-run (an init job started again) changes nothing and succeeds.
+    let o = register("otel-collector", "ingest", "ingest_token");
+    assert_eq!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already registered"));
+    assert_eq!(store.tokens().await.unwrap().len(), 1);
+
+    // The same id with another secret, or the same token with another role, is refused.
+    let id = token.split('_').nth(1).unwrap();
+    let forged = format!("ct_{id}_{}", "x".repeat(43));
+    std::fs::write(dir.join("forged"), &forged).unwrap();
+    let o = register("otel-collector", "ingest", "forged");
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("its secret differs"));
+    let o = register("otel-collector", "admin", "ingest_token");
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("its role is ingest"));
+    assert!(authenticate(&store, &forged, Role::Ingest).await.is_err());
+    assert!(authenticate(&store, &token, Role::Ingest).await.is_ok());
+
+    // Malformed or weak files fail with a message about the shape, never echoing the text.
+    for (text, says) in [
+        (
+            "hunter2hunter2hunter2hunter2\n",
+            "does not start with `ct_`",
+        ),
+        ("ct_0123456789ab_short\n", "at least 32 are needed"),
+        ("", "it is empty"),
+    ] {
+        std::fs::write(dir.join("bad"), text).unwrap();
+        let o = register("x", "ingest", "bad");
+        assert_ne!(code(&o), 0);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("bad does not hold a usable changetrail token") && err.contains(says),
+            "{err}"
         );
-        assert!(said.contains("Registered ingest token"), "{said}");
-        assert!(!said.contains(&secret), "the secret was printed");
+        assert!(text.trim().is_empty() || !err.contains(text.trim()));
+    }
+    let o = register("x", "ingest", "no-such-file");
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the token file"));
 
-        let store = db.store().await;
-        let who = authenticate(&store, &token, Role::Ingest).await.unwrap();
-        assert_eq!(who.name, "otel-collector");
-        assert!(matches!(
-            authenticate(&store, &token, Role::Admin).await,
-            Err(AuthError::Forbidden { .. })
-        ));
-
-        // A re-run (an init job started again) changes nothing and succeeds.
-        let o = register("otel-collector", "ingest", "ingest_token");
-        assert_eq!(code(&o), 0);
-        assert!(String::from_utf8_lossy(&o.stderr).contains("already registered"));
-        assert_eq!(store.tokens().await.unwrap().len(), 1);
-
-        // The same id with another secret, or the same token with another role, is refused.
-        let id = token.split('_').nth(1).unwrap();
-        let forged = format!("ct_{id}_{}", "x".repeat(43));
-        std::fs::write(dir.join("forged"), &forged).unwrap();
-        let o = register("otel-collector", "ingest", "forged");
-        assert_ne!(code(&o), 0);
-        assert!(String::from_utf8_lossy(&o.stderr).contains("its secret differs"));
-        let o = register("otel-collector", "admin", "ingest_token");
-        assert_ne!(code(&o), 0);
-        assert!(String::from_utf8_lossy(&o.stderr).contains("its role is ingest"));
-        assert!(authenticate(&store, &forged, Role::Ingest).await.is_err());
-        assert!(authenticate(&store, &token, Role::Ingest).await.is_ok());
-
-        // Malformed or weak files fail with a message about the shape, never echoing the text.
-        for (text, says) in [
-            (
-                "hunter2hunter2hunter2hunter2\n",
-                "does not start with `ct_`",
-            ),
-            ("ct_0123456789ab_short\n", "at least 32 are needed"),
-            ("", "it is empty"),
-        ] {
-            std::fs::write(dir.join("bad"), text).unwrap();
-            let o = register("x", "ingest", "bad");
-            assert_ne!(code(&o), 0);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(
-                err.contains("bad does not hold a usable changetrail token") && err.contains(says),
-                "{err}"
-            );
-            assert!(text.trim().is_empty() || !err.contains(text.trim()));
-        }
-        let o = register("x", "ingest", "no-such-file");
-        assert_ne!(code(&o), 0);
-        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the token file"));
-
-        // --token-env does the same from a variable (a platform's secret injection).
-        let other = stdout(&run(ct(dir).args(["tokens", "generate"])));
-        let o = run(ct(dir)
-            .args([
-                "tokens",
-                "create",
-                "--role",
-                "auditor",
-                "--name",
-                "audit firm",
-                "--token-env",
-                "CT_TEST_AUDITOR_TOKEN",
-                "--database-url",
-                &db.url,
-            ])
-            .env("CT_TEST_AUDITOR_TOKEN", &other));
-        assert_eq!(code(&o), 0);
-        assert!(authenticate(&store, &other, Role::Auditor).await.is_ok());
-        let o = run(ct(dir).args([
+    // --token-env does the same from a variable (a platform's secret injection).
+    let other = stdout(&run(ct(dir).args(["tokens", "generate"])));
+    let o = run(ct(dir)
+        .args([
             "tokens",
             "create",
             "--role",
             "auditor",
             "--name",
-            "n",
+            "audit firm",
             "--token-env",
-            "CT_TEST_UNSET_TOKEN",
+            "CT_TEST_AUDITOR_TOKEN",
             "--database-url",
             &db.url,
-        ]));
-        assert_ne!(code(&o), 0);
-        assert!(String::from_utf8_lossy(&o.stderr).contains("CT_TEST_UNSET_TOKEN is not set"));
-        store.close().await;
-    }
+        ])
+        .env("CT_TEST_AUDITOR_TOKEN", &other));
+    assert_eq!(code(&o), 0);
+    assert!(authenticate(&store, &other, Role::Auditor).await.is_ok());
+    let o = run(ct(dir).args([
+        "tokens",
+        "create",
+        "--role",
+        "auditor",
+        "--name",
+        "n",
+        "--token-env",
+        "CT_TEST_UNSET_TOKEN",
+        "--database-url",
+        &db.url,
+    ]));
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CT_TEST_UNSET_TOKEN is not set"));
+    store.close().await;
 }
 
 /// `config defaults` prints the embedded defaults byte for byte, and they load as a

@@ -59,14 +59,6 @@ impl TestDb {
         })
     }
 
-    /// SQLite always; PostgreSQL too when configured (a test of its own per backend names the
-    /// backend that failed: prefer `NAME_sqlite` and `NAME_postgres` calling one `NAME(db)`).
-    pub async fn all(test: &str) -> Vec<TestDb> {
-        let mut v = vec![TestDb::sqlite().await];
-        v.extend(TestDb::postgres(test).await);
-        v
-    }
-
     pub async fn store(&self) -> Store {
         let s = Store::connect(&self.url, &Default::default())
             .await
