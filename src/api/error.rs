@@ -118,3 +118,22 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_read_error_is_retryable_and_the_rest_are_not() {
+        let status = |e: ReadError| ApiError::from(e).into_response().status();
+        // A closed or exhausted pool is the storage being briefly away: retry (the verify endpoint
+        // used to answer 500 here).
+        let away = ReadError::Storage(StorageError::Db(sqlx::Error::PoolClosed));
+        assert_eq!(status(away), StatusCode::SERVICE_UNAVAILABLE);
+        let lost = ReadError::Storage(StorageError::Db(sqlx::Error::RowNotFound));
+        assert_eq!(status(lost), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(ReadError::NoLedger), StatusCode::NOT_FOUND);
+        let stopped = ReadError::Interrupted("the verifier stopped".into());
+        assert_eq!(status(stopped), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
