@@ -663,7 +663,7 @@ async fn tokens_generated_in_advance_register_from_a_file_or_variable_postgres()
 }
 
 async fn tokens_generated_in_advance_register_from_a_file_or_variable(db: TestDb) {
-    use changetrail::auth::{AuthError, Role, authenticate};
+    use changetrail::auth::{AuthError, Authenticator, Role};
     let dir = db.path();
     let o = run(ct(dir).args(["tokens", "generate"]));
     assert_eq!(code(&o), 0);
@@ -700,10 +700,15 @@ async fn tokens_generated_in_advance_register_from_a_file_or_variable(db: TestDb
     assert!(!said.contains(&secret), "the secret was printed");
 
     let store = db.store().await;
-    let who = authenticate(&store, &token, Role::Ingest).await.unwrap();
+    let who = Authenticator::new(store.clone())
+        .authenticate(&token, Role::Ingest)
+        .await
+        .unwrap();
     assert_eq!(who.name, "otel-collector");
     assert!(matches!(
-        authenticate(&store, &token, Role::Admin).await,
+        Authenticator::new(store.clone())
+            .authenticate(&token, Role::Admin)
+            .await,
         Err(AuthError::Forbidden { .. })
     ));
 
@@ -723,8 +728,18 @@ async fn tokens_generated_in_advance_register_from_a_file_or_variable(db: TestDb
     let o = register("otel-collector", "admin", "ingest_token");
     assert_ne!(code(&o), 0);
     assert!(String::from_utf8_lossy(&o.stderr).contains("its role is ingest"));
-    assert!(authenticate(&store, &forged, Role::Ingest).await.is_err());
-    assert!(authenticate(&store, &token, Role::Ingest).await.is_ok());
+    assert!(
+        Authenticator::new(store.clone())
+            .authenticate(&forged, Role::Ingest)
+            .await
+            .is_err()
+    );
+    assert!(
+        Authenticator::new(store.clone())
+            .authenticate(&token, Role::Ingest)
+            .await
+            .is_ok()
+    );
 
     // Malformed or weak files fail with a message about the shape, never echoing the text.
     for (text, says) in [
@@ -766,7 +781,12 @@ async fn tokens_generated_in_advance_register_from_a_file_or_variable(db: TestDb
         ])
         .env("CT_TEST_AUDITOR_TOKEN", &other));
     assert_eq!(code(&o), 0);
-    assert!(authenticate(&store, &other, Role::Auditor).await.is_ok());
+    assert!(
+        Authenticator::new(store.clone())
+            .authenticate(&other, Role::Auditor)
+            .await
+            .is_ok()
+    );
     let o = run(ct(dir).args([
         "tokens",
         "create",
