@@ -1,8 +1,10 @@
 //! The sequencer task: takes whatever is queued (up to a batch limit), appends it in one
-//! transaction, then answers every caller in the batch. Between batches it issues time-based
-//! checkpoints and idle heartbeats. On shutdown it drains the queue before stopping.
+//! transaction, then answers every caller in the batch. While one batch commits, the next is
+//! gathered and signed against the head the commit will leave (used only if the ledger is then
+//! exactly as predicted). Between batches it issues time-based checkpoints and idle heartbeats.
+//! On shutdown it drains the queue before stopping.
 
-use super::writer::{AppendError, Appended, LedgerWriter, Telemetry};
+use super::writer::{AppendError, Appended, LedgerWriter, Prebuilt, Telemetry};
 use crate::core::ledger::batch::Draft;
 use crate::sys::now_ns;
 use std::sync::Arc;
@@ -40,10 +42,13 @@ impl Default for SequencerConfig {
 /// in-flight byte budget: rows waiting in the queue stay counted even if the caller goes away).
 pub type Hold = Box<dyn std::any::Any + Send>;
 
+/// Where a job's outcome goes: its entries' seqs once committed, or why not.
+type Reply = oneshot::Sender<Result<Appended, Arc<AppendError>>>;
+
 struct Job {
     drafts: Vec<Draft>,
     telemetry: Telemetry,
-    reply: oneshot::Sender<Result<Appended, Arc<AppendError>>>,
+    reply: Reply,
     hold: Option<Hold>,
 }
 
@@ -152,23 +157,37 @@ async fn run(
 ) {
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The batch gathered and signed while the previous one committed, if any.
+    let mut next: Option<(Batch, Option<Prebuilt>)> = None;
+    let mut closed = false;
     loop {
-        tokio::select! {
-            biased;
-            job = rx.recv() => match job {
-                Some(job) => run_batch(&writer, &cfg, job, &mut rx).await,
-                None => break,
-            },
-            _ = shutdown.cancelled() => {
-                // Stop taking new work, then commit everything already accepted.
-                rx.close();
-                while let Some(job) = rx.recv().await {
-                    run_batch(&writer, &cfg, job, &mut rx).await;
-                }
-                break;
-            }
-            _ = tick.tick() => housekeeping(&writer, &cfg).await,
+        if shutdown.is_cancelled() && !closed {
+            // Stop taking new work, then commit everything already accepted.
+            rx.close();
+            closed = true;
         }
+        let (batch, prebuilt) = match next.take() {
+            Some(carried) => {
+                // Under continuous load the select below is not reached: timers still run.
+                if tick_due(&mut tick) {
+                    housekeeping(&writer, &cfg).await;
+                }
+                carried
+            }
+            None => tokio::select! {
+                biased;
+                job = rx.recv() => match job {
+                    Some(job) => (Batch::gather(job, &mut rx, cfg.batch_max_entries), None),
+                    None => break,
+                },
+                _ = shutdown.cancelled(), if !closed => continue,
+                _ = tick.tick() => {
+                    housekeeping(&writer, &cfg).await;
+                    continue;
+                }
+            },
+        };
+        next = commit_and_prepare(&writer, &cfg, batch, prebuilt, &mut rx).await;
     }
     if let Err(e) = writer.checkpoint().await {
         tracing::warn!(error = %e, "Final checkpoint at shutdown failed.");
@@ -176,38 +195,116 @@ async fn run(
     tracing::info!("Sequencer stopped.");
 }
 
-async fn run_batch(
+/// True (and the timer reset) if the housekeeping timer has fired, without waiting for it.
+fn tick_due(tick: &mut tokio::time::Interval) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    tick.poll_tick(&mut cx).is_ready()
+}
+
+/// Jobs appended in one transaction, and how to answer each.
+struct Batch {
+    drafts: Vec<Draft>,
+    telemetry: Telemetry,
+    /// Each job's reply and its number of drafts, in queue order.
+    replies: Vec<(Reply, usize)>,
+    holds: Vec<Option<Hold>>,
+    /// Rows, for the batch limit and the commit metrics.
+    weight: usize,
+}
+
+impl Batch {
+    /// `first` and whatever else is queued now, up to `max` rows.
+    fn gather(first: Job, rx: &mut mpsc::Receiver<Job>, max: usize) -> Batch {
+        let mut b = Batch {
+            drafts: Vec::new(),
+            telemetry: Telemetry::default(),
+            replies: Vec::new(),
+            holds: Vec::new(),
+            weight: 0,
+        };
+        b.add(first);
+        while b.weight < max {
+            match rx.try_recv() {
+                Ok(job) => b.add(job),
+                Err(_) => break,
+            }
+        }
+        b
+    }
+
+    fn add(&mut self, j: Job) {
+        self.weight += j.weight();
+        self.replies.push((j.reply, j.drafts.len()));
+        self.drafts.extend(j.drafts);
+        self.telemetry.spans.extend(j.telemetry.spans);
+        self.telemetry.logs.extend(j.telemetry.logs);
+        self.telemetry.facts.extend(j.telemetry.facts);
+        self.holds.push(j.hold);
+    }
+}
+
+/// Commits `batch` and, at the same time, gathers the next batch from the queue (what waits
+/// there now, or the first job to arrive before the commit ends) and signs it against the head
+/// this commit will leave: signing, the costliest step, then overlaps the database's work.
+/// Returns the next batch, with its prebuilt entries if this commit succeeded.
+async fn commit_and_prepare(
     writer: &LedgerWriter,
     cfg: &SequencerConfig,
-    first: Job,
+    batch: Batch,
+    prebuilt: Option<Prebuilt>,
     rx: &mut mpsc::Receiver<Job>,
-) {
-    let mut count = first.weight();
-    let mut jobs = vec![first];
-    while count < cfg.batch_max_entries {
-        match rx.try_recv() {
-            Ok(job) => {
-                count += job.weight();
-                jobs.push(job);
-            }
-            Err(_) => break,
-        }
-    }
-    let sizes: Vec<usize> = jobs.iter().map(|j| j.drafts.len()).collect();
-    let mut drafts = Vec::new();
-    let mut telemetry = Telemetry::default();
-    let mut replies = Vec::with_capacity(jobs.len());
-    let mut holds = Vec::with_capacity(jobs.len());
-    for j in jobs {
-        drafts.extend(j.drafts);
-        telemetry.spans.extend(j.telemetry.spans);
-        telemetry.logs.extend(j.telemetry.logs);
-        telemetry.facts.extend(j.telemetry.facts);
-        replies.push(j.reply);
-        holds.push(j.hold);
-    }
+) -> Option<(Batch, Option<Prebuilt>)> {
+    // A batch not signed ahead (the first, or after a failed prediction) is signed now against
+    // the head this writer last committed, so the head it leaves is known and the next batch
+    // can be signed while it commits.
+    let prebuilt = match (prebuilt, writer.last_head()) {
+        (Some(p), _) => Some(p),
+        (None, Some(head)) => writer
+            .prepare(&head, &batch.drafts, &batch.telemetry)
+            .await
+            .ok(),
+        (None, None) => None,
+    };
+    let after = prebuilt.as_ref().map(|p| p.head_after().clone());
+    let committed = CancellationToken::new();
+    let commit = async {
+        let ok = commit_batch(writer, batch, prebuilt).await;
+        committed.cancel();
+        ok
+    };
+    let prepare = async {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => job?,
+            _ = committed.cancelled() => return None,
+        };
+        let next = Batch::gather(first, rx, cfg.batch_max_entries);
+        let prebuilt = match &after {
+            Some(head) => writer
+                .prepare(head, &next.drafts, &next.telemetry)
+                .await
+                .ok(),
+            None => None,
+        };
+        Some((next, prebuilt))
+    };
+    let (ok, next) = tokio::join!(commit, prepare);
+    // A failed commit leaves no such head: the next batch is built again in its transaction.
+    next.map(|(b, p)| (b, p.filter(|_| ok)))
+}
+
+/// Appends one batch in one transaction, then answers every caller in it. True if committed.
+async fn commit_batch(writer: &LedgerWriter, batch: Batch, prebuilt: Option<Prebuilt>) -> bool {
+    let Batch {
+        drafts,
+        telemetry,
+        replies,
+        holds,
+        weight,
+    } = batch;
     let started = std::time::Instant::now();
-    let mut result = writer.append_with_telemetry(&drafts, &telemetry).await;
+    let mut result = writer.append_prepared(&drafts, &telemetry, prebuilt).await;
     // A busy database (another process holding the lock too long) is worth one more try.
     if let Err(e) = &result
         && e.is_transient()
@@ -215,14 +312,14 @@ async fn run_batch(
         tokio::time::sleep(Duration::from_millis(50)).await;
         result = writer.append_with_telemetry(&drafts, &telemetry).await;
     }
-    writer.metrics.record_commit(count, started.elapsed());
+    writer.metrics.record_commit(weight, started.elapsed());
     // What the callers held for these rows is given back once they are committed (or failed),
     // before anyone is answered.
     drop(holds);
     match result {
         Ok(appended) => {
             let mut offset = 0;
-            for (reply, n) in replies.into_iter().zip(sizes) {
+            for (reply, n) in replies {
                 let part = Appended {
                     seqs: appended.seqs[offset..offset + n].to_vec(),
                     ..appended.clone()
@@ -230,13 +327,15 @@ async fn run_batch(
                 offset += n;
                 let _ = reply.send(Ok(part));
             }
+            true
         }
         Err(e) => {
-            tracing::error!(error = %e, rows = count, "Append failed; callers are told to retry.");
+            tracing::error!(error = %e, rows = weight, "Append failed; callers are told to retry.");
             let e = Arc::new(e);
-            for reply in replies {
+            for (reply, _) in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+            false
         }
     }
 }

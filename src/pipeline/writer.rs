@@ -2,8 +2,9 @@
 //! sign on all cores), insert, maybe checkpoint (only if consistent with the previous one), commit.
 //! Used by the sequencer task and by the CLI commands that append (rotate, erase, checkpoint).
 
+use super::fresh::FreshTelemetry;
 use crate::core::evidence::FactRecord;
-use crate::core::evidence::telemetry::{LogRow, SpanRow, telemetry_entries};
+use crate::core::evidence::telemetry::{LogRow, SpanRow};
 use crate::core::ledger::batch::{
     self, BatchError, BuildTimings, BuiltBatch, CheckpointRefused, Draft, DraftError, Head,
 };
@@ -74,6 +75,10 @@ pub struct WriterMetrics {
     pub commit_rows: AtomicU64,
     pub commit_ns: AtomicU64,
     pub commit_max_ns: AtomicU64,
+    /// Batches signed ahead of their transaction (while the previous one committed) and used,
+    /// and those thrown away because the head or the stored rows were not as predicted.
+    pub prebuilt_used: AtomicU64,
+    pub prebuilt_discarded: AtomicU64,
 }
 
 impl WriterMetrics {
@@ -85,10 +90,40 @@ impl WriterMetrics {
         self.commit_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
-    fn build_ns(&self) -> u64 {
-        self.encode_ns.load(Ordering::Relaxed)
-            + self.hash_ns.load(Ordering::Relaxed)
-            + self.sign_ns.load(Ordering::Relaxed)
+    /// Adds one build's phases to the totals; returns their sum.
+    fn record_build(&self, t: &BuildTimings) -> u64 {
+        self.encode_ns.fetch_add(t.encode_ns, Ordering::Relaxed);
+        self.hash_ns.fetch_add(t.hash_ns, Ordering::Relaxed);
+        self.sign_ns.fetch_add(t.sign_ns, Ordering::Relaxed);
+        t.encode_ns + t.hash_ns + t.sign_ns
+    }
+}
+
+/// A batch chained and signed ahead of its transaction, while the previous transaction commits,
+/// against the head that transaction will leave. It is used only if, under the head lock, the
+/// head is exactly that one and the stored rows select exactly the drafts it was built from;
+/// otherwise it is dropped and the batch is built again in the transaction. Nothing of it is
+/// stored or shown unless it is used, so a dropped one is like a rolled-back transaction.
+pub struct Prebuilt {
+    on: Head,
+    built: BuiltBatch,
+    timings: BuildTimings,
+}
+
+impl Prebuilt {
+    /// The head after this batch, on which the following batch can be prebuilt.
+    pub fn head_after(&self) -> &Head {
+        &self.built.head
+    }
+
+    /// The built batch, if it was built on `head` from exactly `drafts`.
+    fn take_if(self, head: &Head, drafts: &[Draft]) -> Option<(BuiltBatch, BuildTimings)> {
+        let same = self.on == *head
+            && self.built.entries.len() == drafts.len()
+            && self.built.entries.iter().zip(drafts).all(|(e, d)| {
+                e.kind == d.kind() && e.subject == d.subject() && e.payload == d.payload()
+            });
+        same.then_some((self.built, self.timings))
     }
 }
 
@@ -146,7 +181,10 @@ impl<'a> Work<'a> {
     ) -> Result<(Cow<'a, [Draft]>, FreshTelemetry<'a>), AppendError> {
         let fresh = match self {
             Work::Drafts(_, t) if !t.is_empty() => FreshTelemetry::find(tx, t).await?,
-            _ => FreshTelemetry::default(),
+            _ => FreshTelemetry {
+                all_fresh: true,
+                ..FreshTelemetry::default()
+            },
         };
         let drafts = match self {
             Work::Drafts(d, t) if t.is_empty() => Cow::Borrowed(*d),
@@ -290,6 +328,10 @@ pub struct LedgerWriter {
     checkpoint_every: u64,
     software: String,
     pub metrics: WriterMetrics,
+    /// The head this writer's last transaction committed: what the next batch is signed
+    /// against ahead of its transaction (another process may have moved it since: then the
+    /// prediction fails under the lock and the batch is built again).
+    last_head: std::sync::Mutex<Option<Head>>,
 }
 
 /// What an append produced.
@@ -321,6 +363,7 @@ impl LedgerWriter {
             checkpoint_every: checkpoint_every.max(1),
             software: format!("changetrail {}", env!("CARGO_PKG_VERSION")),
             metrics: WriterMetrics::default(),
+            last_head: std::sync::Mutex::new(None),
         }
     }
 
@@ -366,7 +409,8 @@ impl LedgerWriter {
         let now = now_ns();
         let head = Head::empty(key.origin().clone(), key.key_id());
         let draft = batch::genesis_draft(&key, &self.software)?;
-        let built = self.build(&head, vec![draft], now, key.clone()).await?;
+        let (built, timings) = self.build(&head, vec![draft], now, key.clone()).await?;
+        self.metrics.record_build(&timings);
         tx.insert_batch(&built).await?;
         tx.insert_key(&KeyRow {
             key_id: key.key_id().to_hex(),
@@ -388,7 +432,8 @@ impl LedgerWriter {
 
     /// Appends drafts in one transaction; a checkpoint follows every `checkpoint_every` entries.
     pub async fn append(&self, drafts: &[Draft]) -> Result<Appended, AppendError> {
-        self.run(Work::Drafts(drafts, &Telemetry::default())).await
+        self.run(Work::Drafts(drafts, &Telemetry::default()), None)
+            .await
     }
 
     /// Appends drafts and stores telemetry in one transaction: spans and log records not stored
@@ -398,12 +443,47 @@ impl LedgerWriter {
         drafts: &[Draft],
         telemetry: &Telemetry,
     ) -> Result<Appended, AppendError> {
-        self.run(Work::Drafts(drafts, telemetry)).await
+        self.run(Work::Drafts(drafts, telemetry), None).await
+    }
+
+    /// `append_with_telemetry` with a batch `prepare`d from the same drafts and telemetry; it is
+    /// used if the ledger is still as predicted, else the batch is built again.
+    pub async fn append_prepared(
+        &self,
+        drafts: &[Draft],
+        telemetry: &Telemetry,
+        prebuilt: Option<Prebuilt>,
+    ) -> Result<Appended, AppendError> {
+        self.run(Work::Drafts(drafts, telemetry), prebuilt).await
+    }
+
+    /// Chains and signs what `append_prepared(drafts, telemetry)` would append after `head`,
+    /// predicting that none of the telemetry is stored yet (a retried export is the exception,
+    /// and the transaction then builds the batch again). Pure computation: no lock, no storage.
+    pub async fn prepare(
+        &self,
+        head: &Head,
+        drafts: &[Draft],
+        telemetry: &Telemetry,
+    ) -> Result<Prebuilt, AppendError> {
+        let fresh =
+            FreshTelemetry::select(telemetry, &HashSet::new(), &HashSet::new(), &HashSet::new())?;
+        let all: Vec<Draft> = drafts
+            .iter()
+            .cloned()
+            .chain(fresh.entries.iter().map(|e| e.draft.clone()))
+            .collect();
+        let (built, timings) = self.build(head, all, now_ns(), self.key()).await?;
+        Ok(Prebuilt {
+            on: head.clone(),
+            built,
+            timings,
+        })
     }
 
     /// Signs a checkpoint of everything appended so far, if anything is uncovered.
     pub async fn checkpoint(&self) -> Result<Appended, AppendError> {
-        self.run(Work::Checkpoint).await
+        self.run(Work::Checkpoint, None).await
     }
 
     /// Appends a `heartbeat` entry and a checkpoint covering it.
@@ -424,7 +504,7 @@ impl LedgerWriter {
     /// later entry and checkpoint is signed by `new_key`.
     pub async fn rotate(&self, new_key: LedgerKey) -> Result<Appended, AppendError> {
         let new_key = Arc::new(new_key);
-        let out = self.run(Work::Rotate(new_key.clone())).await?;
+        let out = self.run(Work::Rotate(new_key.clone()), None).await?;
         if let Ok(k) = Arc::try_unwrap(new_key) {
             self.set_key(k);
         }
@@ -433,17 +513,17 @@ impl LedgerWriter {
 
     /// Stores a new API token with the `token.created` entry that records it (`by`: who made it).
     pub async fn create_token(&self, row: &TokenRow, by: &str) -> Result<Appended, AppendError> {
-        self.run(Work::CreateToken { row, by }).await
+        self.run(Work::CreateToken { row, by }, None).await
     }
 
     /// Revokes an active token with a `token.revoked` entry; `NoActiveToken` if there is none.
     pub async fn revoke_token(&self, id: &str, by: &str) -> Result<Appended, AppendError> {
-        self.run(Work::RevokeToken { id, by }).await
+        self.run(Work::RevokeToken { id, by }, None).await
     }
 
     /// Records tokens made before the ledger recorded tokens (once, on upgrade).
     pub async fn adopt_tokens(&self, rows: &[TokenRow]) -> Result<Appended, AppendError> {
-        self.run(Work::AdoptTokens(rows)).await
+        self.run(Work::AdoptTokens(rows), None).await
     }
 
     /// Erases the payload and salt of entry `seq` and logs it with a `payload.erased` entry.
@@ -453,19 +533,26 @@ impl LedgerWriter {
         reason: &str,
         requested_by: &str,
     ) -> Result<Appended, AppendError> {
-        self.run(Work::Erase {
-            seq,
-            reason: reason.to_owned(),
-            requested_by: requested_by.to_owned(),
-        })
+        self.run(
+            Work::Erase {
+                seq,
+                reason: reason.to_owned(),
+                requested_by: requested_by.to_owned(),
+            },
+            None,
+        )
         .await
     }
 
-    async fn run(&self, work: Work<'_>) -> Result<Appended, AppendError> {
+    async fn run(
+        &self,
+        work: Work<'_>,
+        mut prebuilt: Option<Prebuilt>,
+    ) -> Result<Appended, AppendError> {
         // Retry once after reloading the key if another process rotated it meanwhile.
         let mut reloaded = false;
         loop {
-            match self.run_once(&work).await {
+            match self.run_once(&work, prebuilt.take()).await {
                 Err(AppendError::Batch(BatchError::KeyMismatch { ledger, .. })) if !reloaded => {
                     reloaded = true;
                     let source = self.key_source.as_ref().ok_or_else(|| {
@@ -483,24 +570,52 @@ impl LedgerWriter {
     }
 
     /// One append transaction, in this order: lock the head, build the batch (chain, commit,
-    /// sign), insert it with the rows that go with it, checkpoint if due (only if consistent with
-    /// the previous one), commit, answer.
-    async fn run_once(&self, work: &Work<'_>) -> Result<Appended, AppendError> {
+    /// sign) unless `prebuilt` was built on this very head from these very drafts, insert it with
+    /// the rows that go with it, checkpoint if due (only if consistent with the previous one),
+    /// commit, answer.
+    async fn run_once(
+        &self,
+        work: &Work<'_>,
+        prebuilt: Option<Prebuilt>,
+    ) -> Result<Appended, AppendError> {
         let key = self.key();
         let started = Instant::now();
-        let build_before = self.metrics.build_ns();
+        let mut built_ns = 0;
         let mut tx = self.store.begin_append().await?;
         let mut row = tx.lock_head().await?.ok_or(AppendError::NoLedger)?;
         let now = now_ns();
         let (drafts, fresh) = work.drafts(&mut tx, &row.head).await?;
+        // A prebuilt batch predicted that no telemetry row was stored before, and this head.
+        let offered = prebuilt.is_some();
+        let prebuilt = prebuilt
+            .filter(|_| fresh.all_fresh)
+            .and_then(|p| p.take_if(&row.head, &drafts));
+        if offered && prebuilt.is_none() {
+            self.metrics
+                .prebuilt_discarded
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let mut seqs = Vec::new();
         // The entries' time (never behind the previous entry's): what derived rows record as
         // their receipt, so they agree with the signed entries.
         let mut batch_time = now;
         if !drafts.is_empty() {
-            let built = self
-                .build(&row.head, drafts.into_owned(), now, key.clone())
-                .await?;
+            let m = &self.metrics;
+            let built = match prebuilt {
+                Some((built, timings)) => {
+                    // Counted as build cost, though it was spent before this transaction began.
+                    m.record_build(&timings);
+                    m.prebuilt_used.fetch_add(1, Ordering::Relaxed);
+                    built
+                }
+                None => {
+                    let (built, timings) = self
+                        .build(&row.head, drafts.into_owned(), now, key.clone())
+                        .await?;
+                    built_ns = m.record_build(&timings);
+                    built
+                }
+            };
             seqs = built.entries.iter().map(|e| e.seq).collect();
             tx.insert_batch(&built).await?;
             row.head = built.head;
@@ -525,7 +640,8 @@ impl LedgerWriter {
             tx.write_head(&row, false).await?;
         }
         tx.commit().await?;
-        self.record_append(started, build_before, own_count + fresh.entries.len());
+        self.remember_head(&row.head);
+        self.record_append(started, built_ns, own_count + fresh.entries.len());
         Ok(Appended {
             seqs,
             checkpoint,
@@ -538,40 +654,51 @@ impl LedgerWriter {
         })
     }
 
-    /// Counts a committed append of `entries` entries that began at `started`, when the build
-    /// counters stood at `build_before`.
-    fn record_append(&self, started: Instant, build_before: u64, entries: usize) {
+    fn remember_head(&self, head: &Head) {
+        let mut guard = match self.last_head.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Some(head.clone());
+    }
+
+    /// The head this writer last committed, if it committed anything yet.
+    pub fn last_head(&self) -> Option<Head> {
+        match self.last_head.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Counts a committed append of `entries` entries that began at `started` and spent
+    /// `built_ns` of it building the batch.
+    fn record_append(&self, started: Instant, built_ns: u64, entries: usize) {
         let m = &self.metrics;
         // Storage time is what the transaction took beyond building the batch.
         let total = started.elapsed().as_nanos() as u64;
-        // One append runs at a time per writer, so the growth is this transaction's build time.
-        let built_ns = m.build_ns().saturating_sub(build_before);
         m.storage_ns
             .fetch_add(total.saturating_sub(built_ns), Ordering::Relaxed);
         m.entries.fetch_add(entries as u64, Ordering::Relaxed);
         m.batches.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Chains, commits to and signs `drafts` after `head` on the blocking pool (all cores).
     async fn build(
         &self,
         head: &Head,
         drafts: Vec<Draft>,
         now: i64,
         key: Arc<LedgerKey>,
-    ) -> Result<BuiltBatch, AppendError> {
+    ) -> Result<(BuiltBatch, BuildTimings), AppendError> {
         let salts: Vec<[u8; 32]> = (0..drafts.len()).map(|_| random_bytes()).collect();
         let head = head.clone();
         let epoch = Instant::now();
-        let (built, timings): (BuiltBatch, BuildTimings) = tokio::task::spawn_blocking(move || {
+        let built = tokio::task::spawn_blocking(move || {
             let clock = || epoch.elapsed().as_nanos() as u64;
             batch::build_batch(&head, &drafts, salts, now, &key, &clock)
         })
         .await
         .map_err(|e| AppendError::KeyReload(format!("batch builder failed: {e}")))??;
-        let m = &self.metrics;
-        m.encode_ns.fetch_add(timings.encode_ns, Ordering::Relaxed);
-        m.hash_ns.fetch_add(timings.hash_ns, Ordering::Relaxed);
-        m.sign_ns.fetch_add(timings.sign_ns, Ordering::Relaxed);
         Ok(built)
     }
 
@@ -613,110 +740,6 @@ impl LedgerWriter {
         row.checkpoint_time_ns = now;
         self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(cp.size)
-    }
-}
-
-/// The part of a telemetry batch not stored yet, and the entries that will reference it.
-#[derive(Default)]
-struct FreshTelemetry<'a> {
-    spans: Vec<&'a SpanRow>,
-    logs: Vec<&'a LogRow>,
-    /// One entry per fact, after the span and log entries.
-    facts: Vec<&'a FactRecord>,
-    entries: Vec<crate::core::evidence::telemetry::TelemetryEntry>,
-    spans_duplicate: u64,
-    logs_duplicate: u64,
-    facts_duplicate: u64,
-}
-
-impl<'a> FreshTelemetry<'a> {
-    /// Under the writer lock, so no other writer can store the same rows in between.
-    async fn find(tx: &mut AppendTx, t: &'a Telemetry) -> Result<FreshTelemetry<'a>, AppendError> {
-        let mut seen = HashSet::new();
-        let candidates: Vec<&SpanRow> = t
-            .spans
-            .iter()
-            .filter(|s| seen.insert((s.trace_id, s.span_id)))
-            .collect();
-        let keys: Vec<_> = candidates.iter().map(|s| (s.trace_id, s.span_id)).collect();
-        let stored = tx.existing_spans(&keys).await?;
-        let spans: Vec<&SpanRow> = candidates
-            .into_iter()
-            .filter(|s| !stored.contains(&(s.trace_id, s.span_id)))
-            .collect();
-        let mut seen = HashSet::new();
-        let candidates: Vec<&LogRow> = t.logs.iter().filter(|l| seen.insert(l.digest)).collect();
-        let digests: Vec<Hash> = candidates.iter().map(|l| l.digest).collect();
-        let stored = tx.existing_logs(&digests).await?;
-        let logs: Vec<&LogRow> = candidates
-            .into_iter()
-            .filter(|l| !stored.contains(&l.digest))
-            .collect();
-        let mut entries = telemetry_entries(&spans, &logs)?;
-        let mut seen = HashSet::new();
-        let candidates: Vec<&FactRecord> = t
-            .facts
-            .iter()
-            .filter(|f| seen.insert(f.key.as_str()))
-            .collect();
-        let keys: Vec<&str> = candidates.iter().map(|f| f.key.as_str()).collect();
-        let stored = tx.existing_facts(&keys).await?;
-        let facts: Vec<&FactRecord> = candidates
-            .into_iter()
-            .filter(|f| !stored.contains(&f.key))
-            .collect();
-        for f in &facts {
-            entries.push(crate::core::evidence::telemetry::TelemetryEntry {
-                draft: Draft::of(f.fact.entry_kind(), &f.subject(), f)?,
-                spans: Vec::new(),
-                logs: Vec::new(),
-            });
-        }
-        Ok(FreshTelemetry {
-            spans_duplicate: (t.spans.len() - spans.len()) as u64,
-            logs_duplicate: (t.logs.len() - logs.len()) as u64,
-            facts_duplicate: (t.facts.len() - facts.len()) as u64,
-            spans,
-            logs,
-            facts,
-            entries,
-        })
-    }
-
-    /// Stores the fresh rows, each with the seq of the entry that references it (`seqs`: the
-    /// telemetry entries' seqs, in `entries` order).
-    async fn insert(
-        &self,
-        tx: &mut AppendTx,
-        seqs: &[u64],
-        batch_time: i64,
-    ) -> Result<(), AppendError> {
-        if self.entries.is_empty() {
-            return Ok(());
-        }
-        let mut span_rows = Vec::with_capacity(self.spans.len());
-        let mut log_rows = Vec::with_capacity(self.logs.len());
-        for (k, e) in self.entries.iter().enumerate() {
-            let seq = seqs[k];
-            span_rows.extend(e.spans.iter().map(|&i| (self.spans[i], seq)));
-            log_rows.extend(e.logs.iter().map(|&i| (self.logs[i], seq)));
-        }
-        tx.insert_spans(&span_rows, batch_time).await?;
-        tx.insert_logs(&log_rows, batch_time).await?;
-        let fact_rows: Vec<(&FactRecord, u64, i64)> = self
-            .facts
-            .iter()
-            .enumerate()
-            .map(|(k, f)| {
-                (
-                    *f,
-                    seqs[self.entries.len() - self.facts.len() + k],
-                    batch_time,
-                )
-            })
-            .collect();
-        tx.insert_facts(&fact_rows).await?;
-        Ok(())
     }
 }
 

@@ -206,6 +206,9 @@ impl AppendTx {
 
     /// Stores a batch's entries, their payloads and the tree nodes they complete.
     pub async fn insert_batch(&mut self, batch: &BuiltBatch) -> Result<()> {
+        if let AppendTx::Postgres(tx) = self {
+            return insert_batch_postgres(tx, batch).await;
+        }
         for chunk in batch.entries.chunks(INSERT_CHUNK) {
             on_tx!(self, c => {
                 let mut q = QueryBuilder::new(
@@ -280,6 +283,57 @@ impl AppendTx {
         });
         Ok(())
     }
+}
+
+/// PostgreSQL: each table's rows as one array per column, expanded by `UNNEST` — one short
+/// statement per table whatever the batch size (prepared once, then cached), where a multi-row
+/// VALUES list is a new statement with thousands of parameters for the server to parse and plan
+/// at every batch size.
+async fn insert_batch_postgres(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    batch: &BuiltBatch,
+) -> Result<()> {
+    let e = &batch.entries;
+    let seqs: Vec<i64> = e.iter().map(|e| i(e.seq)).collect();
+    sqlx::query(
+        "INSERT INTO entries (seq, entry, sig, leaf_hash, time_ns, kind, subject) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::bytea[], $4::bytea[], $5::bigint[], $6::text[], $7::text[])",
+    )
+    .bind(&seqs)
+    .bind(e.iter().map(|e| &e.bytes[..]).collect::<Vec<&[u8]>>())
+    .bind(e.iter().map(|e| &e.sig[..]).collect::<Vec<&[u8]>>())
+    .bind(e.iter().map(|e| &e.leaf.0[..]).collect::<Vec<&[u8]>>())
+    .bind(e.iter().map(|e| e.time_ns).collect::<Vec<i64>>())
+    .bind(e.iter().map(|e| e.kind.as_str()).collect::<Vec<&str>>())
+    .bind(e.iter().map(|e| e.subject.as_str()).collect::<Vec<&str>>())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payloads (seq, salt, payload) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::text[])",
+    )
+    .bind(&seqs)
+    .bind(e.iter().map(|e| &e.salt[..]).collect::<Vec<&[u8]>>())
+    .bind(e.iter().map(|e| e.payload.as_str()).collect::<Vec<&str>>())
+    .execute(&mut **tx)
+    .await?;
+    if !batch.nodes.is_empty() {
+        let n = &batch.nodes;
+        sqlx::query(
+            "INSERT INTO tree_nodes (level, idx, hash) \
+             SELECT * FROM UNNEST($1::integer[], $2::bigint[], $3::bytea[])",
+        )
+        .bind(
+            n.iter()
+                .map(|(id, _)| i32::from(id.level))
+                .collect::<Vec<i32>>(),
+        )
+        .bind(n.iter().map(|(id, _)| i(id.idx)).collect::<Vec<i64>>())
+        .bind(n.iter().map(|(_, h)| &h.0[..]).collect::<Vec<&[u8]>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn const_format(a: &str, b: &str) -> String {

@@ -372,6 +372,63 @@ async fn a_change_to_any_stored_column_is_detected(backend: Backend) {
 }
 per_backend!(a_change_to_any_stored_column_is_detected by backend);
 
+/// A batch signed ahead of its transaction is used only on the head it was signed against: when
+/// another writer appended in between, it is thrown away and the batch is built again on the
+/// real head, so the chain stays one and gap-free and nothing signed ahead is stored.
+async fn a_batch_signed_ahead_is_used_only_on_its_head(db: TestDb) {
+    let prebuilt_counts = |w: &LedgerWriter| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &w.metrics;
+        (
+            m.prebuilt_used.load(Relaxed),
+            m.prebuilt_discarded.load(Relaxed),
+        )
+    };
+    let none = changetrail::pipeline::Telemetry::default();
+    let a = writer(&db, 1000).await;
+    let b = writer(&db, 1000).await;
+    a.append(&[draft(1)]).await.unwrap();
+    // As predicted: the signed batch is stored as it was signed.
+    let head = a.last_head().unwrap();
+    let drafts: Vec<Draft> = (2..5).map(draft).collect();
+    let p = a.prepare(&head, &drafts, &none).await.unwrap();
+    let predicted = p.head_after().clone();
+    let got = a.append_prepared(&drafts, &none, Some(p)).await.unwrap();
+    assert_eq!(got.seqs, vec![2, 3, 4], "{:?}", db.backend);
+    assert_eq!(prebuilt_counts(&a), (1, 0));
+    assert_eq!(a.store().head().await.unwrap().unwrap().head, predicted);
+    // Another writer moves the head after the batch was signed: built again, after its entries.
+    let p = a
+        .prepare(&a.last_head().unwrap(), &drafts, &none)
+        .await
+        .unwrap();
+    b.append(&[draft(5), draft(6)]).await.unwrap();
+    let got = a.append_prepared(&drafts, &none, Some(p)).await.unwrap();
+    assert_eq!(got.seqs, vec![7, 8, 9]);
+    assert_eq!(prebuilt_counts(&a), (1, 1));
+    // Other drafts than those it was signed from: built again too.
+    let p = a
+        .prepare(&a.last_head().unwrap(), &drafts, &none)
+        .await
+        .unwrap();
+    let other: Vec<Draft> = (10..13).map(draft).collect();
+    let got = a.append_prepared(&other, &none, Some(p)).await.unwrap();
+    assert_eq!(got.seqs, vec![10, 11, 12]);
+    assert_eq!(prebuilt_counts(&a), (1, 2));
+    assert_eq!(
+        a.store().entry(11).await.unwrap().unwrap().subject,
+        "CHG-11"
+    );
+    a.checkpoint().await.unwrap();
+    let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
+}
+per_backend!(a_batch_signed_ahead_is_used_only_on_its_head);
+
 /// Two writers with separate connection pools (as two processes would have) appending to one
 /// PostgreSQL ledger at once: the head row serialises them into one gap-free chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -232,9 +232,16 @@ pub fn build_batch(
         });
     }
     let t1 = clock();
-    entries
-        .par_iter_mut()
-        .for_each(|e| e.sig = key.sign(&entry::signature_message(&e.leaf)));
+    // Chunks of 64 share one field inversion (`sign_batch`) and still spread over the cores.
+    entries.par_chunks_mut(64).for_each(|chunk| {
+        let msgs: Vec<[u8; 57]> = chunk
+            .iter()
+            .map(|e| entry::signature_message(&e.leaf))
+            .collect();
+        for (e, sig) in chunk.iter_mut().zip(key.sign_batch(&msgs)) {
+            e.sig = sig;
+        }
+    });
     let t2 = clock();
     let new_head = Head {
         origin: head.origin.clone(),

@@ -1,7 +1,10 @@
 //! Ed25519 ledger keys: key ids, C2SP verifier keys (vkeys), private key text, rotation statements.
 
 use super::hash::{Hash, b64, unb64};
+use curve25519_dalek::{EdwardsPoint, Scalar};
+use ed25519_dalek::hazmat::ExpandedSecretKey;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha512};
 use std::fmt;
 
 /// The C2SP signature-type byte for Ed25519.
@@ -188,6 +191,9 @@ impl fmt::Debug for Vkey {
 /// must never reach a log line by accident.
 pub struct LedgerKey {
     signing: SigningKey,
+    /// `SHA-512(seed)` split into the secret scalar and the nonce prefix, kept so that a batch of
+    /// signatures does not expand the key once per signature.
+    expanded: ExpandedSecretKey,
     vkey: Vkey,
 }
 
@@ -195,7 +201,12 @@ impl LedgerKey {
     pub fn from_seed(origin: Origin, seed: [u8; 32]) -> Result<LedgerKey, KeyError> {
         let signing = SigningKey::from_bytes(&seed);
         let vkey = Vkey::new(origin, signing.verifying_key())?;
-        Ok(LedgerKey { signing, vkey })
+        let expanded = ExpandedSecretKey::from(signing.as_bytes());
+        Ok(LedgerKey {
+            signing,
+            expanded,
+            vkey,
+        })
     }
 
     /// Parses the text form `PRIVATE+KEY+<origin>+<key id>+<b64(0x01 ‖ seed32)>` (the Go
@@ -255,6 +266,41 @@ impl LedgerKey {
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
     }
+
+    /// Ed25519 signatures of `msgs`, byte for byte what `sign` gives each (RFC 8032 signing is
+    /// deterministic), about a fifth cheaper: the nonce points `R = r·B` are compressed together
+    /// with one field inversion (`compress_batch_alloc`) instead of one inversion each, and the
+    /// key is expanded once. The steps are RFC 8032 §5.1.6 as ed25519-dalek performs them.
+    pub fn sign_batch<M: AsRef<[u8]>>(&self, msgs: &[M]) -> Vec<[u8; 64]> {
+        let a = self.signing.verifying_key().to_bytes();
+        let wide = |parts: &[&[u8]]| {
+            let mut h = Sha512::new();
+            for p in parts {
+                h.update(p);
+            }
+            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        };
+        // r = SHA-512(prefix ‖ M) mod L: secret, as in `sign`; R = r·B in constant time.
+        let nonces: Vec<Scalar> = msgs
+            .iter()
+            .map(|m| wide(&[&self.expanded.hash_prefix, m.as_ref()]))
+            .collect();
+        let points: Vec<EdwardsPoint> = nonces.iter().map(EdwardsPoint::mul_base).collect();
+        let compressed = EdwardsPoint::compress_batch_alloc(&points);
+        msgs.iter()
+            .zip(nonces)
+            .zip(compressed)
+            .map(|((m, r), big_r)| {
+                // k = SHA-512(R ‖ A ‖ M) mod L; S = r + k·s.
+                let k = wide(&[big_r.as_bytes(), &a, m.as_ref()]);
+                let s = k * self.expanded.scalar + r;
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(big_r.as_bytes());
+                sig[32..].copy_from_slice(s.as_bytes());
+                sig
+            })
+            .collect()
+    }
 }
 
 /// The message the new key signs in a `key.rotated` entry:
@@ -308,6 +354,38 @@ impl RotationPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The batch signer against RFC 8032's first test vector and against ed25519-dalek's own
+    /// `sign`, for many keys, message lengths and batch sizes (a wrong step in the batch path
+    /// would change every signature, so byte equality is the whole test).
+    #[test]
+    fn batch_signatures_are_the_single_signatures() {
+        let origin = Origin::parse("example.com/log").unwrap();
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let key = LedgerKey::from_seed(origin.clone(), seed).unwrap();
+        let rfc = "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155\
+                   5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b";
+        assert_eq!(hex::encode(key.sign_batch(&[b""])[0]), rfc);
+        assert_eq!(hex::encode(key.sign(b"")), rfc);
+        assert!(key.sign_batch::<&[u8]>(&[]).is_empty());
+        for k in 0u8..8 {
+            let key = LedgerKey::from_seed(origin.clone(), [k; 32]).unwrap();
+            for n in [1usize, 2, 7, 65] {
+                let msgs: Vec<Vec<u8>> = (0..n).map(|i| vec![k ^ i as u8; i * 13 % 200]).collect();
+                let batch = key.sign_batch(&msgs);
+                assert_eq!(batch.len(), n);
+                for (m, sig) in msgs.iter().zip(&batch) {
+                    assert_eq!(*sig, key.sign(m));
+                    let vk = key.signing.verifying_key();
+                    assert!(vk.verify_strict(m, &Signature::from_bytes(sig)).is_ok());
+                }
+            }
+        }
+    }
 
     /// Base64 uses '+': keys whose encoding contains it must still parse (seeds found by search).
     #[test]
