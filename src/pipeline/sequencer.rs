@@ -5,7 +5,7 @@
 //! On shutdown it drains the queue before stopping.
 
 use super::writer::{AppendError, Appended, LedgerWriter, Prebuilt, Telemetry};
-use crate::core::ledger::batch::Draft;
+use crate::core::ledger::batch::{Draft, Head};
 use crate::sys::now_ns;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +159,7 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The batch gathered and signed while the previous one committed, if any.
     let mut next: Option<(Batch, Option<Prebuilt>)> = None;
+    let mut ahead = SignAhead::default();
     let mut closed = false;
     loop {
         if shutdown.is_cancelled() && !closed {
@@ -187,7 +188,7 @@ async fn run(
                 }
             },
         };
-        next = commit_and_prepare(&writer, &cfg, batch, prebuilt, &mut rx).await;
+        next = commit_and_prepare(&writer, &cfg, &mut ahead, batch, prebuilt, &mut rx).await;
     }
     if let Err(e) = writer.checkpoint().await {
         tracing::warn!(error = %e, "Final checkpoint at shutdown failed.");
@@ -244,27 +245,85 @@ impl Batch {
     }
 }
 
+/// Whether batches are signed ahead. Each wrong prediction (another process appended, a
+/// retried export, a heartbeat) wastes one signing of a batch; when several come in a row (as
+/// with several processes on one PostgreSQL) signing ahead costs more than it saves, so it
+/// pauses for a while and then tries again.
+#[derive(Default)]
+struct SignAhead {
+    misses_in_row: u32,
+    paused_for: u32,
+}
+
+impl SignAhead {
+    /// Wrong predictions in a row that pause signing ahead.
+    const MISSES: u32 = 3;
+    /// Batches it then stays paused.
+    const PAUSE: u32 = 32;
+
+    /// Whether this batch may be signed ahead; counts down a pause.
+    fn active(&mut self) -> bool {
+        if self.paused_for > 0 {
+            self.paused_for -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn record(&mut self, predicted_right: bool) {
+        if predicted_right {
+            self.misses_in_row = 0;
+        } else {
+            self.misses_in_row += 1;
+            if self.misses_in_row >= Self::MISSES {
+                self.misses_in_row = 0;
+                self.paused_for = Self::PAUSE;
+            }
+        }
+    }
+}
+
+/// Signs `batch` against `head` ahead of its transaction; `None` (and a debug line) if that
+/// cannot be done now, e.g. the key was rotated elsewhere: the transaction then builds it.
+/// (Drafts and telemetry, not the batch: its holds are `Send` but not `Sync`.)
+async fn prepare(
+    writer: &LedgerWriter,
+    head: &Head,
+    drafts: &[Draft],
+    telemetry: &Telemetry,
+) -> Option<Prebuilt> {
+    match writer.prepare(head, drafts, telemetry).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::debug!(error = %e, "Could not sign a batch ahead; it is built in its transaction.");
+            None
+        }
+    }
+}
+
 /// Commits `batch` and, at the same time, gathers the next batch from the queue (what waits
 /// there now, or the first job to arrive before the commit ends) and signs it against the head
 /// this commit will leave: signing, the costliest step, then overlaps the database's work.
-/// Returns the next batch, with its prebuilt entries if this commit succeeded.
+/// Returns the next batch, with its prebuilt entries if the head committed is the one they
+/// were signed against.
 async fn commit_and_prepare(
     writer: &LedgerWriter,
     cfg: &SequencerConfig,
+    ahead: &mut SignAhead,
     batch: Batch,
     prebuilt: Option<Prebuilt>,
     rx: &mut mpsc::Receiver<Job>,
 ) -> Option<(Batch, Option<Prebuilt>)> {
-    // A batch not signed ahead (the first, or after a failed prediction) is signed now against
-    // the head this writer last committed, so the head it leaves is known and the next batch
-    // can be signed while it commits.
-    let prebuilt = match (prebuilt, writer.last_head()) {
-        (Some(p), _) => Some(p),
-        (None, Some(head)) => writer
-            .prepare(&head, &batch.drafts, &batch.telemetry)
-            .await
-            .ok(),
-        (None, None) => None,
+    let active = ahead.active();
+    // A batch not signed ahead (the first, after a wrong prediction, or one signed on a head
+    // that is no longer this writer's last) is signed now against the head this writer last
+    // committed, so the head it leaves is known and the next batch can be signed meanwhile.
+    let last = writer.last_head();
+    let prebuilt = match (prebuilt, &last) {
+        _ if !active => None,
+        (Some(p), Some(head)) if p.signed_on() == head => Some(p),
+        (_, Some(head)) => prepare(writer, head, &batch.drafts, &batch.telemetry).await,
+        (_, None) => None,
     };
     let after = prebuilt.as_ref().map(|p| p.head_after().clone());
     let committed = CancellationToken::new();
@@ -273,7 +332,7 @@ async fn commit_and_prepare(
         committed.cancel();
         ok
     };
-    let prepare = async {
+    let prepare_next = async {
         let first = tokio::select! {
             biased;
             job = rx.recv() => job?,
@@ -281,17 +340,19 @@ async fn commit_and_prepare(
         };
         let next = Batch::gather(first, rx, cfg.batch_max_entries);
         let prebuilt = match &after {
-            Some(head) => writer
-                .prepare(head, &next.drafts, &next.telemetry)
-                .await
-                .ok(),
+            Some(head) => prepare(writer, head, &next.drafts, &next.telemetry).await,
             None => None,
         };
         Some((next, prebuilt))
     };
-    let (ok, next) = tokio::join!(commit, prepare);
-    // A failed commit leaves no such head: the next batch is built again in its transaction.
-    next.map(|(b, p)| (b, p.filter(|_| ok)))
+    let (ok, next) = tokio::join!(commit, prepare_next);
+    // Right only if this commit left exactly the head the next batch was signed on; a failed
+    // commit or one that was built again (another writer moved the head) leaves another.
+    let right = ok && after.is_some() && writer.last_head() == after;
+    if after.is_some() {
+        ahead.record(right);
+    }
+    next.map(|(b, p)| (b, p.filter(|_| right)))
 }
 
 /// Appends one batch in one transaction, then answers every caller in it. True if committed.

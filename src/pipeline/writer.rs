@@ -116,6 +116,11 @@ impl Prebuilt {
         &self.built.head
     }
 
+    /// The head this batch was signed on.
+    pub fn signed_on(&self) -> &Head {
+        &self.on
+    }
+
     /// The built batch, if it was built on `head` from exactly `drafts`.
     fn take_if(self, head: &Head, drafts: &[Draft]) -> Option<(BuiltBatch, BuildTimings)> {
         let same = self.on == *head
@@ -404,6 +409,7 @@ impl LedgerWriter {
                     ours: key.origin().to_string(),
                 });
             }
+            self.remember_head(&existing.head);
             return Ok(existing);
         }
         let now = now_ns();
@@ -427,6 +433,7 @@ impl LedgerWriter {
         self.checkpoint_in(&mut tx, &mut row, &key, now).await?;
         tx.write_head(&row, true).await?;
         tx.commit().await?;
+        self.remember_head(&row.head);
         Ok(row)
     }
 
@@ -594,6 +601,15 @@ impl LedgerWriter {
             self.metrics
                 .prebuilt_discarded
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        // The key that signs this transaction's checkpoint must be the ledger's (a prebuilt
+        // batch skips the build, which checks it): if another process rotated it, reload first.
+        if key.key_id() != row.head.key_id {
+            return Err(BatchError::KeyMismatch {
+                ledger: row.head.key_id,
+                ours: key.key_id(),
+            }
+            .into());
         }
         let mut seqs = Vec::new();
         // The entries' time (never behind the previous entry's): what derived rows record as

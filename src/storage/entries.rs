@@ -2,7 +2,7 @@
 //! payload and record why, leaving the entry and its chain link).
 
 use super::{AppendTx, INSERT_CHUNK, Result, StorageError, Store, hash, i, u};
-use crate::core::ledger::batch::{BuiltBatch, Head};
+use crate::core::ledger::batch::{BuiltBatch, BuiltEntry, Head};
 use crate::core::ledger::hash::Hash;
 use crate::core::ledger::keys::{KeyId, Origin};
 use crate::core::ledger::merkle::CompactRange;
@@ -293,7 +293,49 @@ async fn insert_batch_postgres(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     batch: &BuiltBatch,
 ) -> Result<()> {
-    let e = &batch.entries;
+    // A column is one array value, and PostgreSQL refuses a value or message over 1 GB: large
+    // payloads are sent in several statements of at most `UNNEST_BYTES` each.
+    let mut start = 0;
+    while start < batch.entries.len() {
+        let mut bytes = 0;
+        let mut end = start;
+        while end < batch.entries.len() && (end == start || bytes < UNNEST_BYTES) {
+            let e = &batch.entries[end];
+            bytes += e.bytes.len() + e.payload.len() + e.kind.len() + e.subject.len() + 128;
+            end += 1;
+        }
+        insert_entries_postgres(tx, &batch.entries[start..end]).await?;
+        start = end;
+    }
+    for chunk in batch.nodes.chunks(UNNEST_NODES) {
+        sqlx::query(
+            "INSERT INTO tree_nodes (level, idx, hash) \
+             SELECT * FROM UNNEST($1::integer[], $2::bigint[], $3::bytea[])",
+        )
+        .bind(
+            chunk
+                .iter()
+                .map(|(id, _)| i32::from(id.level))
+                .collect::<Vec<i32>>(),
+        )
+        .bind(chunk.iter().map(|(id, _)| i(id.idx)).collect::<Vec<i64>>())
+        .bind(chunk.iter().map(|(_, h)| &h.0[..]).collect::<Vec<&[u8]>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Bytes of entry rows per UNNEST statement, far below PostgreSQL's 1 GB per value.
+const UNNEST_BYTES: usize = 64 << 20;
+/// Tree nodes per UNNEST statement (about 50 bytes each).
+const UNNEST_NODES: usize = 100_000;
+
+/// One UNNEST statement each for these entries' `entries` and `payloads` rows.
+async fn insert_entries_postgres(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    e: &[BuiltEntry],
+) -> Result<()> {
     let seqs: Vec<i64> = e.iter().map(|e| i(e.seq)).collect();
     sqlx::query(
         "INSERT INTO entries (seq, entry, sig, leaf_hash, time_ns, kind, subject) \
@@ -317,22 +359,6 @@ async fn insert_batch_postgres(
     .bind(e.iter().map(|e| e.payload.as_str()).collect::<Vec<&str>>())
     .execute(&mut **tx)
     .await?;
-    if !batch.nodes.is_empty() {
-        let n = &batch.nodes;
-        sqlx::query(
-            "INSERT INTO tree_nodes (level, idx, hash) \
-             SELECT * FROM UNNEST($1::integer[], $2::bigint[], $3::bytea[])",
-        )
-        .bind(
-            n.iter()
-                .map(|(id, _)| i32::from(id.level))
-                .collect::<Vec<i32>>(),
-        )
-        .bind(n.iter().map(|(id, _)| i(id.idx)).collect::<Vec<i64>>())
-        .bind(n.iter().map(|(_, h)| &h.0[..]).collect::<Vec<&[u8]>>())
-        .execute(&mut **tx)
-        .await?;
-    }
     Ok(())
 }
 

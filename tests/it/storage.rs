@@ -429,6 +429,41 @@ async fn a_batch_signed_ahead_is_used_only_on_its_head(db: TestDb) {
 }
 per_backend!(a_batch_signed_ahead_is_used_only_on_its_head);
 
+/// Through the sequencer: the batch signed ahead after another writer moved the head is thrown
+/// away and built again, and the batches after it are signed ahead again (the prediction
+/// follows the head this writer committed, not the one it had predicted).
+async fn signing_ahead_recovers_after_another_writer_appends(db: TestDb) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = writer(&db, 1000).await;
+    let b = writer(&db, 1000).await;
+    let stop = CancellationToken::new();
+    let (appender, task) = spawn_sequencer(a.clone(), SequencerConfig::default(), stop.clone());
+    let mut seqs = Vec::new();
+    for i in [1, 2] {
+        seqs.extend(appender.append_waiting(vec![draft(i)]).await.unwrap().seqs);
+    }
+    b.append(&[draft(3)]).await.unwrap();
+    for i in [4, 5, 6] {
+        seqs.extend(appender.append_waiting(vec![draft(i)]).await.unwrap().seqs);
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(seqs, vec![1, 2, 4, 5, 6], "{:?}", db.backend);
+    let m = &a.metrics;
+    let counts = (
+        m.prebuilt_used.load(Relaxed),
+        m.prebuilt_discarded.load(Relaxed),
+    );
+    assert_eq!(counts, (4, 1), "{:?}: (used, thrown away)", db.backend);
+    let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
+}
+per_backend!(signing_ahead_recovers_after_another_writer_appends);
+
 /// Two writers with separate connection pools (as two processes would have) appending to one
 /// PostgreSQL ledger at once: the head row serialises them into one gap-free chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

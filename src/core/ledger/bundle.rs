@@ -7,6 +7,7 @@
 use super::hash::{Hash, b64};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 pub const FORMAT: &str = "changetrail-bundle/v1";
 
@@ -201,15 +202,19 @@ impl<'a> Line<'a> {
 /// everything else as lowercase `\uXXXX` (the spelling Python's `json.dumps` also produces).
 fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
-    // Runs of bytes that need no escaping are copied whole: bundles are mostly base64.
-    let mut run_start = 0;
-    for (i, c) in s.char_indices() {
-        let plain = matches!(c, ' '..='\u{7f}') && c != '"' && c != '\\';
-        if plain {
+    // Runs of bytes that need no escaping are copied whole: bundles are mostly base64 and JSON
+    // payloads. Scanning bytes, not chars, keeps the canonical-form check of every line cheap.
+    let bytes = s.as_bytes();
+    let (mut run_start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if (0x20..=0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
             continue;
         }
         out.push_str(&s[run_start..i]);
-        run_start = i + c.len_utf8();
+        // `i` is on a char boundary: only whole chars have been stepped over.
+        let c = s[i..].chars().next().unwrap_or_default();
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -221,10 +226,12 @@ fn push_json_str(out: &mut String, s: &str) {
             _ => {
                 let mut units = [0u16; 2];
                 for u in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{u:04x}"));
+                    let _ = write!(out, "\\u{u:04x}");
                 }
             }
         }
+        i += c.len_utf8();
+        run_start = i;
     }
     out.push_str(&s[run_start..]);
     out.push('"');
@@ -245,7 +252,9 @@ fn push_num_field(out: &mut String, name: &str, value: Option<u64>) {
     out.push_str(name);
     out.push_str("\":");
     match value {
-        Some(v) => out.push_str(&v.to_string()),
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
         None => out.push_str("null"),
     }
 }
@@ -408,6 +417,23 @@ mod tests {
             Line::Entry(e) => assert_eq!(e.payload.as_deref(), Some("{\"a\":\"\u{e9}\u{1F600}\"}")),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The exact spelling (what Python's `json.dumps` writes): a parser sharing the writer's
+    /// mistakes would still round-trip, so the bytes themselves are the test.
+    #[test]
+    fn strings_are_escaped_like_json_dumps() {
+        let mut out = String::new();
+        push_json_str(
+            &mut out,
+            "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{7f}\u{e9}\u{1F600} z",
+        );
+        let expected = concat!(
+            r#""a\"b\\c\n\r\t\b\f\u0001"#,
+            "\u{7f}",
+            r#"\u00e9\ud83d\ude00 z""#
+        );
+        assert_eq!(out, expected);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use ed25519_dalek::hazmat::ExpandedSecretKey;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha512};
 use std::fmt;
+use zeroize::Zeroizing;
 
 /// The C2SP signature-type byte for Ed25519.
 const ALG_ED25519: u8 = 0x01;
@@ -281,14 +282,16 @@ impl LedgerKey {
             Scalar::from_bytes_mod_order_wide(&h.finalize().into())
         };
         // r = SHA-512(prefix ‖ M) mod L: secret, as in `sign`; R = r·B in constant time.
-        let nonces: Vec<Scalar> = msgs
-            .iter()
-            .map(|m| wide(&[&self.expanded.hash_prefix, m.as_ref()]))
-            .collect();
+        // Any one of them with its public signature gives the key away: wiped when dropped.
+        let nonces: Zeroizing<Vec<Scalar>> = Zeroizing::new(
+            msgs.iter()
+                .map(|m| wide(&[&self.expanded.hash_prefix, m.as_ref()]))
+                .collect(),
+        );
         let points: Vec<EdwardsPoint> = nonces.iter().map(EdwardsPoint::mul_base).collect();
         let compressed = EdwardsPoint::compress_batch_alloc(&points);
         msgs.iter()
-            .zip(nonces)
+            .zip(nonces.iter())
             .zip(compressed)
             .map(|((m, r), big_r)| {
                 // k = SHA-512(R ‖ A ‖ M) mod L; S = r + k·s.

@@ -161,11 +161,19 @@ fn check_chunk(chunk: &[SigJob], bad: &mut Vec<u64>) {
 /// every signature is: invalid signatures cancel out in the sum with probability about 2⁻¹²⁸,
 /// as with random coefficients, and the check stays pure (no random source in `core`). Each
 /// `sᵢ` must be canonical and each `Rᵢ` a canonical encoding of a point that is not of small
-/// order, as strict verification demands. `false` decides nothing: the caller then checks the
-/// signatures one by one with `verify_strict`.
+/// order, and the key must lie in the prime-order subgroup. What the cofactor still forgives is
+/// an `Rᵢ` with a torsion part, which only the key holder can make and `verify_strict` refuses:
+/// such a signature is named only when it falls in a failing batch (as with `verify_batch`;
+/// FORMAT.md says so). `false` decides nothing: the caller then checks the signatures one by
+/// one with `verify_strict`.
 fn one_key_batch(key: &VerifyingKey, jobs: &[SigJob], msgs: &[[u8; 57]]) -> bool {
     let a = key.to_bytes();
-    let Some(a_point) = CompressedEdwardsY(a).decompress() else {
+    // Multiplying by the cofactor would erase a key's torsion part (and all of a small-order
+    // key, which would let anyone pass): only a key in the prime-order subgroup is checked here.
+    let Some(a_point) = CompressedEdwardsY(a)
+        .decompress()
+        .filter(|p| !p.is_small_order() && p.is_torsion_free())
+    else {
         return false;
     };
     let mut transcript = Sha256::new();
@@ -350,6 +358,50 @@ mod tests {
             all[i].leaf = Hash::of(&[b"x"]);
         }
         assert_eq!(checked(all), vec![700, 2100]);
+    }
+
+    /// Encodings strict verification refuses fail the equation itself, whatever `s` says: an R
+    /// of small order (the identity), an R whose y is not reduced, and a key of small order, with
+    /// which `R = s·B` would otherwise pass for any message.
+    #[test]
+    fn what_strict_verification_refuses_fails_the_equation() {
+        let k = key(1);
+        let mut all = jobs(&k, 64);
+        let identity = curve25519_dalek::edwards::EdwardsPoint::default().compress();
+        let mut b = all[5].sig.to_bytes();
+        b[..32].copy_from_slice(identity.as_bytes());
+        all[5].sig = Signature::from_bytes(&b);
+        assert!(!equation_holds(&all), "small-order R");
+        assert_eq!(checked(all), vec![5]);
+        // y = p + 1 encodes the same point as y = 1 (the identity) without being reduced.
+        let mut y = [0xffu8; 32];
+        y[0] = 0xee;
+        y[31] = 0x7f;
+        let mut all = jobs(&k, 64);
+        let mut b = all[9].sig.to_bytes();
+        b[..32].copy_from_slice(&y);
+        all[9].sig = Signature::from_bytes(&b);
+        assert!(!equation_holds(&all), "non-canonical R");
+        assert_eq!(checked(all), vec![9]);
+        // A small-order key: R = s·B satisfies the cofactored equation for any message.
+        let weak = VerifyingKey::from_bytes(identity.as_bytes()).unwrap();
+        let forged: Vec<SigJob> = (0..64u64)
+            .map(|seq| {
+                let s = Scalar::from(seq + 1);
+                let r = EdwardsPoint::mul_base(&s).compress();
+                let mut b = [0u8; 64];
+                b[..32].copy_from_slice(r.as_bytes());
+                b[32..].copy_from_slice(s.as_bytes());
+                SigJob {
+                    seq,
+                    key: weak,
+                    leaf: Hash::of(&[&seq.to_be_bytes()]),
+                    sig: Signature::from_bytes(&b),
+                }
+            })
+            .collect();
+        assert!(!equation_holds(&forged), "small-order key");
+        assert_eq!(checked(forged).len(), 64);
     }
 
     #[test]
