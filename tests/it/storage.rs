@@ -464,6 +464,70 @@ async fn signing_ahead_recovers_after_another_writer_appends(db: TestDb) {
 }
 per_backend!(signing_ahead_recovers_after_another_writer_appends);
 
+/// Under continuous load (a batch signed while another commits): one append by another writer
+/// costs one or two batches signed in vain, not every batch until the queue runs dry.
+async fn one_foreign_append_costs_at_most_two_batches_signed_in_vain(db: TestDb) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = writer(&db, 1000).await;
+    let b = writer(&db, 1000).await;
+    let stop = CancellationToken::new();
+    let (appender, task) = spawn_sequencer(a.clone(), SequencerConfig::default(), stop.clone());
+    let (third, third_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut third = Some(third);
+    let mut producers = Vec::new();
+    for p in 0..16u64 {
+        let appender = appender.clone();
+        // The first producer says when it is a third of the way, so the other writer appends
+        // while the load goes on.
+        let signal = if p == 0 { third.take() } else { None };
+        producers.push(tokio::spawn(async move {
+            let mut signal = signal;
+            for j in 0..30u64 {
+                let drafts = (0..4).map(|k| draft(p * 1000 + j * 10 + k)).collect();
+                appender.append_waiting(drafts).await.unwrap();
+                if j == 10
+                    && let Some(s) = signal.take()
+                {
+                    let _ = s.send(());
+                }
+            }
+        }));
+    }
+    third_rx.await.unwrap();
+    b.append(&[draft(999_999)]).await.unwrap();
+    for p in producers {
+        p.await.unwrap();
+    }
+    stop.cancel();
+    task.await.unwrap();
+    let m = &a.metrics;
+    let (used, discarded) = (
+        m.prebuilt_used.load(Relaxed),
+        m.prebuilt_discarded.load(Relaxed),
+    );
+    assert!(
+        (1..=2).contains(&discarded),
+        "{:?}: {discarded} batches signed in vain ({used} used)",
+        db.backend
+    );
+    assert!(
+        used >= 5,
+        "{:?}: only {used} batches signed ahead",
+        db.backend
+    );
+    let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
+    assert_eq!(
+        report.exit_code, 0,
+        "{:?}: {:?}",
+        db.backend, report.findings
+    );
+}
+per_backend!(
+    one_foreign_append_costs_at_most_two_batches_signed_in_vain,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+
 /// Two writers with separate connection pools (as two processes would have) appending to one
 /// PostgreSQL ledger at once: the head row serialises them into one gap-free chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
