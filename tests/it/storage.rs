@@ -372,18 +372,20 @@ async fn a_change_to_any_stored_column_is_detected(backend: Backend) {
 }
 per_backend!(a_change_to_any_stored_column_is_detected by backend);
 
+/// A writer's batches signed ahead: (used, thrown away).
+fn prebuilt_counts(w: &LedgerWriter) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &w.metrics;
+    (
+        m.prebuilt_used.load(Relaxed),
+        m.prebuilt_discarded.load(Relaxed),
+    )
+}
+
 /// A batch signed ahead of its transaction is used only on the head it was signed against: when
 /// another writer appended in between, it is thrown away and the batch is built again on the
 /// real head, so the chain stays one and gap-free and nothing signed ahead is stored.
 async fn a_batch_signed_ahead_is_used_only_on_its_head(db: TestDb) {
-    let prebuilt_counts = |w: &LedgerWriter| {
-        use std::sync::atomic::Ordering::Relaxed;
-        let m = &w.metrics;
-        (
-            m.prebuilt_used.load(Relaxed),
-            m.prebuilt_discarded.load(Relaxed),
-        )
-    };
     let none = changetrail::pipeline::Telemetry::default();
     let a = writer(&db, 1000).await;
     let b = writer(&db, 1000).await;
@@ -433,7 +435,6 @@ per_backend!(a_batch_signed_ahead_is_used_only_on_its_head);
 /// away and built again, and the batches after it are signed ahead again (the prediction
 /// follows the head this writer committed, not the one it had predicted).
 async fn signing_ahead_recovers_after_another_writer_appends(db: TestDb) {
-    use std::sync::atomic::Ordering::Relaxed;
     let a = writer(&db, 1000).await;
     let b = writer(&db, 1000).await;
     let stop = CancellationToken::new();
@@ -449,12 +450,12 @@ async fn signing_ahead_recovers_after_another_writer_appends(db: TestDb) {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(seqs, vec![1, 2, 4, 5, 6], "{:?}", db.backend);
-    let m = &a.metrics;
-    let counts = (
-        m.prebuilt_used.load(Relaxed),
-        m.prebuilt_discarded.load(Relaxed),
+    assert_eq!(
+        prebuilt_counts(&a),
+        (4, 1),
+        "{:?}: (used, thrown away)",
+        db.backend
     );
-    assert_eq!(counts, (4, 1), "{:?}: (used, thrown away)", db.backend);
     let report = verify_store(a.store(), &[&a.key().vkey().to_string()]).await;
     assert_eq!(
         report.exit_code, 0,
@@ -467,7 +468,6 @@ per_backend!(signing_ahead_recovers_after_another_writer_appends);
 /// Under continuous load (a batch signed while another commits): one append by another writer
 /// costs one or two batches signed in vain, not every batch until the queue runs dry.
 async fn one_foreign_append_costs_at_most_two_batches_signed_in_vain(db: TestDb) {
-    use std::sync::atomic::Ordering::Relaxed;
     let a = writer(&db, 1000).await;
     let b = writer(&db, 1000).await;
     let stop = CancellationToken::new();
@@ -500,11 +500,7 @@ async fn one_foreign_append_costs_at_most_two_batches_signed_in_vain(db: TestDb)
     }
     stop.cancel();
     task.await.unwrap();
-    let m = &a.metrics;
-    let (used, discarded) = (
-        m.prebuilt_used.load(Relaxed),
-        m.prebuilt_discarded.load(Relaxed),
-    );
+    let (used, discarded) = prebuilt_counts(&a);
     assert!(
         (1..=2).contains(&discarded),
         "{:?}: {discarded} batches signed in vain ({used} used)",
