@@ -388,6 +388,42 @@ need(
     "changetrail must wait for changetrail-init to complete successfully",
 )
 
+# docker-compose.scale.yml, when merged in: the load-balanced audit path keeps every promise of the
+# direct one (routed by trace id to every instance, unsampled, retried without limit, queued, the
+# token from the environment), and every instance has a journal volume of its own.
+lb_raw = project.get("configs", {}).get("otelcol-lb", {}).get("content")
+if isinstance(lb_raw, str):
+    lb = yaml.safe_load(lb_raw.replace("$$", "$")) or {}
+    exp = (lb.get("exporters") or {}).get("loadbalancing/changetrail") or {}
+    need(exp.get("routing_key") == "traceID", "loadbalancing/changetrail must route by traceID")
+    otlp = (exp.get("protocol") or {}).get("otlp") or {}
+    retry = otlp.get("retry_on_failure") or {}
+    need(
+        retry.get("enabled") is True and str(retry.get("max_elapsed_time")) in ("0", "0s"),
+        "loadbalancing/changetrail must retry without a time limit",
+    )
+    need((otlp.get("sending_queue") or {}).get("enabled") is True,
+         "loadbalancing/changetrail needs a sending queue")
+    auth = str((otlp.get("headers") or {}).get("authorization", ""))
+    need(auth == "Bearer ${env:CHANGETRAIL_INGEST_TOKEN}",
+         "loadbalancing/changetrail must read the ingest token from the environment")
+    hosts = ((exp.get("resolver") or {}).get("static") or {}).get("hostnames") or []
+    instances = [n for n in services if n == "changetrail" or n.startswith("changetrail-") and n != "changetrail-init"]
+    need(sorted(h.split(":")[0] for h in hosts) == sorted(instances),
+         f"loadbalancing/changetrail must resolve every instance ({instances}), not {hosts}")
+    for pname in ["traces/changetrail", "logs/changetrail"]:
+        pipe = ((lb.get("service") or {}).get("pipelines") or {}).get(pname) or {}
+        need(pipe.get("exporters") == ["loadbalancing/changetrail"],
+             f"pipeline {pname} must export through loadbalancing/changetrail")
+    cmd = " ".join(collector.get("command") or [])
+    need("lb.yaml" in cmd, "otel-collector must read lb.yaml after its config")
+    sources = set()
+    for n in instances:
+        for v in services[n].get("volumes") or []:
+            if v.get("target") == "/var/lib/changetrail":
+                sources.add(v.get("source"))
+    need(len(sources) == len(instances), "every changetrail instance needs its own data volume (journal)")
+
 if problems:
     for p in dict.fromkeys(problems):
         print(f"docker-compose.yml: {p}", file=sys.stderr)

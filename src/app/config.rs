@@ -124,6 +124,12 @@ pub struct OtlpConfig {
     pub late_binding_window: Duration,
     pub max_parked_bytes: usize,
     pub max_bound_traces: usize,
+    /// Where parked spans are journaled before their export is answered (empty: memory only).
+    pub journal_dir: PathBuf,
+    pub journal_max_bytes: u64,
+    /// How often this instance looks for traces bound by evidence committed elsewhere.
+    #[serde(with = "humantime_serde")]
+    pub binding_sync_interval: Duration,
     pub redact_attributes: Vec<String>,
     pub max_inflight_bytes: usize,
     pub max_inflight_bytes_per_token: usize,
@@ -266,6 +272,16 @@ impl Config {
         if l.checkpoint_interval.is_zero() || l.heartbeat_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "ledger.checkpoint_interval and ledger.heartbeat_interval must be positive".into(),
+            ));
+        }
+        if self.otlp.binding_sync_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "otlp.binding_sync_interval must be positive".into(),
+            ));
+        }
+        if !self.otlp.journal_dir.as_os_str().is_empty() && self.otlp.journal_max_bytes < 8 << 20 {
+            return Err(ConfigError::Invalid(
+                "otlp.journal_max_bytes must be at least 8 MiB (8388608)".into(),
             ));
         }
         if self.otlp.max_request_bytes < 1024 {

@@ -173,11 +173,54 @@ impl App {
             spawn_sequencer(writer.clone(), cfg.sequencer(), sequencer_stop.clone());
         let mut ingest_cfg = cfg.ingest()?;
         ingest_cfg.identity = identity.clone();
-        let ingestor = Arc::new(Ingestor::new(
+        let mut ingestor = Ingestor::new(
             appender.clone(),
             crate::auth::Authenticator::cached(store.clone(), std::time::Duration::from_secs(5)),
             crate::read::history::History::new(store.clone()),
             ingest_cfg,
+        );
+        if !cfg.otlp.journal_dir.as_os_str().is_empty() {
+            let secret = writer.key().derive_secret("parking journal");
+            let journal = ingest::journal::Journal::open(
+                &cfg.otlp.journal_dir,
+                &secret,
+                cfg.otlp.journal_max_bytes,
+                cfg.otlp.late_binding_window,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot open the parking journal {} ([otlp] journal_dir)",
+                    cfg.otlp.journal_dir.display()
+                )
+            })?;
+            ingestor = ingestor.with_journal(journal);
+        }
+        let ingestor = Arc::new(ingestor);
+        let replay = ingestor
+            .replay_journal()
+            .context("cannot read the parking journal")?;
+        if replay.records > 0 || replay.foreign_segments > 0 || replay.damaged > 0 {
+            tracing::info!(
+                records = replay.records,
+                expired = replay.expired,
+                foreign_segments = replay.foreign_segments,
+                damaged = replay.damaged,
+                "Parked spans read back from the parking journal."
+            );
+        }
+        if replay.foreign_segments > 0 {
+            tracing::warn!(
+                segments = replay.foreign_segments,
+                "Parking journal segments written under another signing key were skipped."
+            );
+        }
+        // Traces bound elsewhere (or here before a restart) release what waits for them here.
+        tokio::spawn(ingest::restore::run_binding_sync(
+            ingestor.clone(),
+            store.clone(),
+            cfg.otlp.binding_sync_interval,
+            Arc::new(Default::default()),
+            shutdown.clone(),
         ));
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)

@@ -1,7 +1,7 @@
 //! The log-record path of an export: log records that carry the contract are evidence; the
 //! rest are counted and not stored.
 
-use super::traces::{bind_all, park_item};
+use super::traces::bind_all;
 use super::*;
 
 impl Ingestor {
@@ -81,11 +81,7 @@ impl Ingestor {
         let stored: usize = spans.iter().map(|r| r.body.len()).sum::<usize>()
             + rows.iter().map(|r| r.body.len()).sum::<usize>();
         if let Err(e) = self.pace(hold.sender(), stored) {
-            self.binder.with(Instant::now(), |v| {
-                for (item, _, _) in released {
-                    park_item(v, item, source);
-                }
-            });
+            self.repark(released, source);
             return Err(e);
         }
         let count = rows.len() as u64;
@@ -106,11 +102,7 @@ impl Ingestor {
                 Ok(outcome)
             }
             Err(e) => {
-                self.binder.with(Instant::now(), |v| {
-                    for (item, _, _) in released {
-                        park_item(v, item, source);
-                    }
-                });
+                self.repark(released, source);
                 Err(self.append_error(&e))
             }
         }

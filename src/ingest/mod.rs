@@ -10,8 +10,10 @@ pub mod decode;
 pub mod grpc;
 pub mod http;
 pub mod issuers;
+pub mod journal;
 pub mod limits;
 mod logs;
+pub mod restore;
 pub mod scan;
 mod traces;
 pub mod versions;
@@ -303,6 +305,8 @@ pub struct Ingestor {
     decoders_per_sender: usize,
     /// Which version each production service runs, for sightings.
     versions: versions::Versions,
+    /// Where parked spans are written before their export is answered (`None`: memory only).
+    journal: Option<journal::Journal>,
 }
 
 impl Ingestor {
@@ -363,6 +367,18 @@ impl Ingestor {
                 "Attributes, values, events and links cut to [otlp.limits], by what was cut.",
             ),
             (
+                "changetrail_journal_errors_total",
+                "Parked spans that could not be written to the parking journal (they stay parked in memory only).",
+            ),
+            (
+                "changetrail_spans_replayed_total",
+                "Parked spans read back from the parking journal at start.",
+            ),
+            (
+                "changetrail_spans_released_by_sync_total",
+                "Parked spans released because evidence committed elsewhere (another instance, or before a restart) bound their trace.",
+            ),
+            (
                 "changetrail_otlp_admission_refused_total",
                 "Exports answered retry-later or too-large by the in-flight byte budget, by why.",
             ),
@@ -389,12 +405,19 @@ impl Ingestor {
                 config.max_bound_traces,
             ),
             redactor: Redactor::new(&config.redact),
+            journal: None,
             appender,
             auth,
             history,
             metrics: Arc::new(metrics),
             config,
         }
+    }
+
+    /// Writes parked spans to `journal` before exports that park them are answered.
+    pub fn with_journal(mut self, journal: journal::Journal) -> Ingestor {
+        self.journal = Some(journal);
+        self
     }
 
     pub fn binder_stats(&self) -> BinderStats {

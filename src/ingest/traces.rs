@@ -35,20 +35,8 @@ impl Ingestor {
             .sightings(&self.history, &items, &self.config.policy, &intake)
             .await
             .map_err(|e| self.read_error(&e))?;
-        let (kept, released) = self.classify(items, source, hold);
-        let mut rows = Vec::with_capacity(kept.len() + released.len());
-        for (item, rule, subject) in kept.iter().chain(released.iter()) {
-            // Facts first: token attributes are read (and verified) before redaction drops them.
-            let attrs = convert::rule_attrs(&item.origin, &item.span.attributes);
-            facts.extend(evidence::facts_from_item(
-                &convert::span_info(item),
-                &attrs,
-                &self.config.policy,
-                &self.config.identity,
-                &intake,
-            ));
-            rows.push(convert::span_row(item, *rule, subject, &self.redactor));
-        }
+        let (kept, released) = self.classify(items, source, &intake, hold);
+        let rows = self.span_rows(kept.iter().chain(released.iter()), &intake, &mut facts);
         let outcome = Outcome {
             rejected: rejections.count,
             message: rejections.message("spans"),
@@ -59,11 +47,7 @@ impl Ingestor {
         }
         let stored: usize = rows.iter().map(|r| r.body.len()).sum();
         if let Err(e) = self.pace(hold.sender(), stored) {
-            self.binder.with(Instant::now(), |v| {
-                for (item, _, _) in released {
-                    park_item(v, item, source);
-                }
-            });
+            self.repark(released, source);
             return Err(e);
         }
         let count = rows.len() as u64;
@@ -90,17 +74,43 @@ impl Ingestor {
                 Ok(outcome)
             }
             Err(e) => {
-                // Spans taken out of parking for this export go back: the client's retry will
-                // bind their trace again and take them along then.
-                let now = Instant::now();
-                self.binder.with(now, |v| {
-                    for (item, _, _) in released {
-                        park_item(v, item, source);
-                    }
-                });
+                self.repark(released, source);
                 Err(self.append_error(&e))
             }
         }
+    }
+
+    /// Puts spans taken out of parking for an export that then failed back: the client's retry
+    /// (or the next sync) binds their trace again and takes them along then.
+    pub(super) fn repark(&self, released: Vec<(SpanItem, KeepRule, String)>, source: SourceId) {
+        self.binder.with(Instant::now(), |v| {
+            for (item, _, _) in released {
+                park_item(v, item, source);
+            }
+        });
+    }
+
+    /// The rows kept spans are stored as, and (into `facts`) the facts they state.
+    pub(super) fn span_rows<'a>(
+        &self,
+        items: impl Iterator<Item = &'a (SpanItem, KeepRule, String)>,
+        intake: &Intake,
+        facts: &mut Vec<evidence::FactRecord>,
+    ) -> Vec<crate::core::evidence::telemetry::SpanRow> {
+        let mut rows = Vec::with_capacity(items.size_hint().0);
+        for (item, rule, subject) in items {
+            // Facts first: token attributes are read (and verified) before redaction drops them.
+            let attrs = convert::rule_attrs(&item.origin, &item.span.attributes);
+            facts.extend(evidence::facts_from_item(
+                &convert::span_info(item),
+                &attrs,
+                &self.config.policy,
+                &self.config.identity,
+                intake,
+            ));
+            rows.push(convert::span_row(item, *rule, subject, &self.redactor));
+        }
+        rows
     }
 
     /// Splits valid spans into kept ones (with why and for which change), the parked spans their
@@ -110,6 +120,7 @@ impl Ingestor {
         &self,
         items: Vec<SpanItem>,
         source: SourceId,
+        intake: &Intake,
         hold: &mut admission::Reservation,
     ) -> (
         Vec<(SpanItem, KeepRule, String)>,
@@ -149,6 +160,12 @@ impl Ingestor {
             .into_iter()
             .map(|i| (ParkedSpan::linked_traces(&i), ParkedSpan::park(i)))
             .collect();
+        // Journaled before they are parked, so before the export is answered: a crash after the
+        // answer still has them (ingest/journal). Spans bound meanwhile are journaled too; their
+        // replay finds them stored and changes nothing.
+        if !prepared.is_empty() {
+            self.journal_parked(prepared.iter().map(|(_, p)| p), intake);
+        }
         let mut parked = 0u64;
         if !prepared.is_empty() {
             self.binder.with(Instant::now(), |v| {

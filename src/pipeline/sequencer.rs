@@ -413,7 +413,7 @@ async fn housekeeping(writer: &LedgerWriter, cfg: &SequencerConfig) {
     let now = now_ns();
     let elapsed = |since: i64| Duration::from_nanos(u64::try_from(now - since).unwrap_or(0));
     let result = if elapsed(head.head.last_time_ns) >= cfg.heartbeat_interval {
-        writer.heartbeat().await.map(|_| ())
+        writer.heartbeat(cfg.heartbeat_interval).await.map(|_| ())
     } else if head.head.size > head.checkpoint_size
         && elapsed(head.checkpoint_time_ns) >= cfg.checkpoint_interval
     {

@@ -163,6 +163,9 @@ enum Work<'a> {
         requested_by: String,
     },
     Checkpoint,
+    /// A `heartbeat` entry if nothing was appended for this many nanoseconds, decided under the
+    /// head lock: several instances on one database append one heartbeat, not one each.
+    Heartbeat(i64),
     /// A token row stored with its `token.created` entry.
     CreateToken {
         row: &'a TokenRow,
@@ -200,6 +203,17 @@ impl<'a> Work<'a> {
                     .collect(),
             ),
             Work::Checkpoint => Cow::Borrowed(&[][..]),
+            Work::Heartbeat(idle_ns) => {
+                if now_ns().saturating_sub(head.last_time_ns) >= *idle_ns {
+                    Cow::Owned(vec![Draft::of(
+                        kinds::HEARTBEAT,
+                        "",
+                        &serde_json::json!({ "reason": "idle" }),
+                    )?])
+                } else {
+                    Cow::Borrowed(&[][..])
+                }
+            }
             Work::CreateToken { row, by } => Cow::Owned(vec![Draft::of(
                 kinds::TOKEN_CREATED,
                 "",
@@ -241,7 +255,7 @@ impl<'a> Work<'a> {
         key: &Arc<LedgerKey>,
         batch_time: i64,
     ) -> Result<(Arc<LedgerKey>, bool), AppendError> {
-        let mut force_checkpoint = matches!(self, Work::Checkpoint);
+        let mut force_checkpoint = matches!(self, Work::Checkpoint | Work::Heartbeat(_));
         let mut signer = key.clone();
         match self {
             Work::Rotate(new_key) => {
@@ -493,18 +507,11 @@ impl LedgerWriter {
         self.run(Work::Checkpoint, None).await
     }
 
-    /// Appends a `heartbeat` entry and a checkpoint covering it.
-    pub async fn heartbeat(&self) -> Result<Appended, AppendError> {
-        let d = Draft::of(
-            kinds::HEARTBEAT,
-            "",
-            &serde_json::json!({ "reason": "idle" }),
-        )?;
-        let mut a = self.append(&[d]).await?;
-        if a.checkpoint.is_none() {
-            a.checkpoint = self.checkpoint().await?.checkpoint;
-        }
-        Ok(a)
+    /// Appends a `heartbeat` entry and a checkpoint covering it, if the ledger (as the head row
+    /// shows it under the lock, whoever appended) has been idle for `idle`.
+    pub async fn heartbeat(&self, idle: std::time::Duration) -> Result<Appended, AppendError> {
+        let idle_ns = i64::try_from(idle.as_nanos()).unwrap_or(i64::MAX);
+        self.run(Work::Heartbeat(idle_ns), None).await
     }
 
     /// Appends `key.rotated` (signed by the current key, counter-signed by `new_key`); every

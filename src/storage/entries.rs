@@ -95,6 +95,23 @@ impl Store {
         t.map(head_row).transpose()
     }
 
+    /// The first seq whose entry time is at or after `time_ns` (`size` if none). Entry times never
+    /// decrease along the chain (LEDGER.md), so this is a binary search of primary-key lookups:
+    /// no index on time is needed, and a large ledger costs ~log2(size) point reads.
+    pub async fn first_seq_at(&self, time_ns: i64, size: u64) -> Result<u64> {
+        let (mut lo, mut hi) = (0u64, size);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let t: Option<(i64,)> = on_pool!(self, p => sqlx::query_as(
+                "SELECT time_ns FROM entries WHERE seq = $1").bind(i(mid)).fetch_optional(p).await)?;
+            match t {
+                Some((t,)) if t < time_ns => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
     /// Entries with `seq >= from`, in order, at most `limit`, with their payloads if not erased.
     pub async fn entries(&self, from: u64, limit: u64) -> Result<Vec<EntryRow>> {
         let sql = const_format(ENTRY_COLUMNS, " WHERE e.seq >= $1 ORDER BY e.seq LIMIT $2");

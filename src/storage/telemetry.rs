@@ -68,6 +68,23 @@ impl Store {
             .collect()
     }
 
+    /// Traces bound by telemetry committed with entries `after < seq <= upto`, each (trace id,
+    /// subject) once: a stored span or log record means its trace is bound to that subject. What
+    /// another instance (or this one before a restart) bound, so parked spans of those traces
+    /// can be released here.
+    pub async fn bound_traces(&self, after: u64, upto: u64) -> Result<Vec<([u8; 16], String)>> {
+        let rows: Vec<(Vec<u8>, String)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT trace_id, subject FROM spans WHERE entry_seq > $1 AND entry_seq <= $2 \
+             UNION SELECT trace_id, subject FROM log_records \
+             WHERE entry_seq > $1 AND entry_seq <= $2 AND trace_id IS NOT NULL")
+            .bind(i(after)).bind(i(upto)).fetch_all(p).await)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(t, s)| Some((<[u8; 16]>::try_from(t.as_slice()).ok()?, s)))
+            .filter(|(t, _)| *t != [0; 16])
+            .collect())
+    }
+
     /// Kept spans bound to any of `subjects` (a change id or its run ids).
     pub async fn spans_about(&self, subjects: &[String]) -> Result<Vec<SpanSummary>> {
         let mut out = Vec::new();

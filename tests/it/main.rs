@@ -11,6 +11,7 @@ mod console;
 mod demo;
 mod hostile;
 mod idp;
+mod instances;
 mod integrity;
 mod listeners;
 mod merkle;

@@ -644,3 +644,36 @@ async fn the_rollback_lookup_is_answered_from_its_index(db: TestDb) {
     );
 }
 per_backend!(the_rollback_lookup_is_answered_from_its_index);
+
+/// Several instances on one database: an idle ledger gets one heartbeat, whichever instance's
+/// timer fires first; the others see under the head lock that it is no longer idle.
+async fn one_heartbeat_for_an_idle_ledger_whoever_asks(db: TestDb) {
+    let a = writer(&db, 1000).await;
+    let b = writer(&db, 1000).await;
+    a.append(&[draft(1)]).await.unwrap();
+    let idle = std::time::Duration::from_millis(200);
+    // Not idle yet: nothing.
+    let early = a.heartbeat(idle).await.unwrap();
+    assert!(early.seqs.is_empty(), "{:?}", db.backend);
+    tokio::time::sleep(idle).await; // the idle time itself is what is tested
+    let (ra, rb) = tokio::join!(a.heartbeat(idle), b.heartbeat(idle));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        ra.seqs.len() + rb.seqs.len(),
+        1,
+        "{:?}: one heartbeat between two instances",
+        db.backend
+    );
+    let head = a.store().head().await.unwrap().unwrap();
+    assert_eq!(
+        head.head.size, 3,
+        "{:?}: created, draft, heartbeat",
+        db.backend
+    );
+    assert_eq!(
+        head.checkpoint_size, 3,
+        "{:?}: the heartbeat is covered",
+        db.backend
+    );
+}
+per_backend!(one_heartbeat_for_an_idle_ledger_whoever_asks);

@@ -209,6 +209,7 @@ fn demo_config(a: &DemoArgs, dir: &Path, jwks: PathBuf) -> Config {
     let mut cfg = Config::defaults();
     cfg.database_url = format!("sqlite://{}", dir.join("changetrail.db").display());
     cfg.ledger.key_file = dir.join("changetrail.key");
+    cfg.otlp.journal_dir = dir.join("changetrail.journal");
     cfg.http.listen = free_or_any(a.http_listen, "console and REST API");
     cfg.otlp.grpc_listen = free_or_any(a.otlp_grpc_listen, "OTLP/gRPC listener");
     cfg.otlp.http_listen = free_or_any(a.otlp_http_listen, "OTLP/HTTP listener");

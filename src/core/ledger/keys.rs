@@ -264,6 +264,19 @@ impl LedgerKey {
         &self.vkey.origin
     }
 
+    /// A secret for another purpose, derived from the signing seed and `label` (SHA-256 over a
+    /// domain-separated label and the 32-byte uniformly random seed): whoever holds the key file
+    /// holds it, nobody else can compute it, and it names no new file to protect. The parking
+    /// journal's encryption key is one (`ingest/journal.rs`).
+    pub fn derive_secret(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        let mut h = sha2::Sha256::new();
+        h.update(b"changetrail derived secret v1\0");
+        h.update((label.len() as u64).to_be_bytes());
+        h.update(label.as_bytes());
+        h.update(self.signing.as_bytes());
+        Zeroizing::new(h.finalize().into())
+    }
+
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
     }

@@ -110,3 +110,80 @@ fn a_resource_is_shared_by_all_its_scopes() {
     assert!(Arc::ptr_eq(&items[0].origin.res, &items[2].origin.res));
     assert!(!Arc::ptr_eq(&items[0].origin, &items[2].origin));
 }
+
+/// The journal's request is what prost encodes for the same spans grouped by resource and
+/// scope, unredacted (the journal is encrypted; redaction happens when a row is stored), and it
+/// converts back to the same spans with the same origins.
+#[test]
+fn journaled_spans_are_the_request_prost_encodes_and_come_back_whole() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let span = |n: u8| Span {
+        name: format!("s{n}"),
+        trace_id: vec![n; 16],
+        span_id: vec![n; 8],
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        ..Default::default()
+    };
+    let res = |name: &str| Resource {
+        attributes: vec![kv("service.name", name), kv("x.token", "secret")],
+        ..Default::default()
+    };
+    let scope = |name: &str| InstrumentationScope {
+        name: name.into(),
+        ..Default::default()
+    };
+    let request = vec![
+        ResourceSpans {
+            resource: Some(res("a")),
+            scope_spans: vec![
+                ScopeSpans {
+                    scope: Some(scope("x")),
+                    spans: vec![span(1), span(2)],
+                    schema_url: "https://scope".into(),
+                },
+                ScopeSpans {
+                    scope: None,
+                    spans: vec![span(3)],
+                    schema_url: String::new(),
+                },
+            ],
+            schema_url: "https://res".into(),
+        },
+        ResourceSpans {
+            resource: None,
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope("y")),
+                spans: vec![span(4)],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        },
+    ];
+    let want = ExportTraceServiceRequest {
+        resource_spans: request.clone(),
+    }
+    .encode_to_vec();
+    let (items, rej) = spans(request, 10, 0);
+    assert_eq!((items.len(), rej.count), (4, 0));
+    let parked: Vec<ParkedSpan> = items.into_iter().map(ParkedSpan::park).collect();
+    let got = journal_request(&parked);
+    assert_eq!(got, want);
+    let back = ExportTraceServiceRequest::decode(got.as_slice()).unwrap();
+    let (again, _) = spans(back.resource_spans, 10, 0);
+    let names: Vec<(String, String)> = again
+        .iter()
+        .map(|i| (i.span.name.clone(), i.origin.res.service.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("s1", "a"),
+            ("s2", "a"),
+            ("s3", "a"),
+            ("s4", "unknown_service")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert!(journal_request(&[]).is_empty());
+}

@@ -137,6 +137,7 @@ pub fn config(db: &TestDb) -> Config {
     let mut c = Config::defaults();
     c.database_url = db.url.clone();
     c.ledger.key_file = db.path().join("ledger.key");
+    c.otlp.journal_dir = db.path().join("parking.journal");
     c.ledger.checkpoint_every = 50;
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.otlp.grpc_listen = "127.0.0.1:0".parse().unwrap();

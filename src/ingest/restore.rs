@@ -1,0 +1,230 @@
+//! Parking that outlives the process and is shared between instances: parked spans go to the
+//! journal before their export is answered and come back from it at start; traces bound by
+//! evidence committed anywhere (another instance on the same database, or this one before a
+//! restart) are bound here too, releasing what waited for them.
+//!
+//! The committed telemetry is the one source of truth about bindings: a stored span or log
+//! record means its trace is bound to its subject. An instance follows the entries committed
+//! after its cursor (`Store::bound_traces`) and binds what they name; its own bindings come back
+//! as no-ops. That is also how a restarted instance learns the bindings of the last window.
+
+use super::*;
+use crate::storage::Store;
+use journal::{Record, ReplayStats};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// Who the rows released by a sync are recorded as received from: the spans' own senders are not
+/// kept in parking, and the binding evidence names its sender already.
+const SYNC_SENDER: &str = "changetrail binding sync";
+
+/// Entries looked at per query while following the chain.
+const SYNC_CHUNK: u64 = 10_000;
+
+impl Ingestor {
+    /// Writes spans about to be parked to the journal, if there is one. A failed write is logged
+    /// and counted, and the spans stay parked in memory: the evidence path must not stop because
+    /// the journal's disk did.
+    pub(super) fn journal_parked<'a>(
+        &self,
+        spans: impl IntoIterator<Item = &'a ParkedSpan>,
+        intake: &Intake,
+    ) {
+        let Some(j) = &self.journal else { return };
+        let record = Record {
+            received_ns: intake.received_ns,
+            sender: intake.sent_by.clone().unwrap_or_else(|| SentBy {
+                token_id: None,
+                name: String::new(),
+            }),
+            request: convert::journal_request(spans),
+        };
+        if let Err(e) = j.append(&record, crate::sys::now_ns()) {
+            self.metrics.add("changetrail_journal_errors_total", &[], 1);
+            tracing::error!(error = %e, "Could not write parked spans to the parking journal; they are parked in memory only.");
+        }
+    }
+
+    /// Bytes the journal holds on disk (0 without one).
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.bytes())
+    }
+
+    /// Flushes the journal to disk and applies its bounds.
+    pub fn sync_journal(&self) {
+        if let Some(j) = &self.journal
+            && let Err(e) = j.sync(crate::sys::now_ns())
+        {
+            self.metrics.add("changetrail_journal_errors_total", &[], 1);
+            tracing::error!(error = %e, "Could not flush the parking journal.");
+        }
+    }
+
+    /// Parks again what the journal holds from the last window, each span aged as it was when
+    /// it first arrived. Run once at start, before the listeners open.
+    pub fn replay_journal(&self) -> std::io::Result<ReplayStats> {
+        let Some(j) = &self.journal else {
+            return Ok(ReplayStats::default());
+        };
+        let now_ns = crate::sys::now_ns();
+        let now = Instant::now();
+        let skew = self.config.max_clock_skew_ns.max(0) as u64;
+        let mut replayed = 0u64;
+        let stats = j.replay(now_ns, |r| {
+            use prost::Message as _;
+            let Ok(req) = ExportTraceServiceRequest::decode(r.request.as_slice()) else {
+                return;
+            };
+            let (items, _) = convert::spans(req.resource_spans, now_ns.max(0) as u64, skew);
+            let age = Duration::from_nanos(u64::try_from(now_ns - r.received_ns).unwrap_or(0));
+            let at = now.checked_sub(age).unwrap_or(now);
+            let source = SourceId::of(&r.sender);
+            replayed += items.len() as u64;
+            self.binder.with(at, |v| {
+                for item in items {
+                    traces::park_item(v, item, source);
+                }
+            });
+        })?;
+        self.metrics
+            .add("changetrail_spans_replayed_total", &[], replayed);
+        Ok(stats)
+    }
+
+    /// Binds the traces that telemetry committed with entries `after < seq <= upto` is bound
+    /// to, and stores the parked spans that releases. Returns how many were released; on an
+    /// error they are parked again, and the caller retries the same range.
+    pub async fn bind_committed(
+        &self,
+        store: &Store,
+        after: u64,
+        upto: u64,
+    ) -> Result<u64, IngestError> {
+        let bindings =
+            store
+                .bound_traces(after, upto)
+                .await
+                .map_err(|e| IngestError::Unavailable {
+                    message: format!("cannot read committed bindings: {e}"),
+                    retry_after: self.config.retry_after,
+                })?;
+        if bindings.is_empty() {
+            return Ok(0);
+        }
+        let mut released = Vec::new();
+        self.binder.with(Instant::now(), |v| {
+            for (trace, subject) in &bindings {
+                released.extend(traces::bind_all(v, *trace, subject));
+            }
+        });
+        if released.is_empty() {
+            return Ok(0);
+        }
+        let sender = SentBy {
+            token_id: None,
+            name: SYNC_SENDER.to_owned(),
+        };
+        let source = SourceId::of(&sender);
+        let intake = self.intake(sender);
+        let mut hold = self.hold_for(SYNC_SENDER);
+        let released = self.take_released(released, &mut hold);
+        let mut facts = Vec::new();
+        let rows = self.span_rows(released.iter(), &intake, &mut facts);
+        let count = rows.len() as u64;
+        let result = self
+            .appender
+            .append_telemetry_holding(
+                Telemetry {
+                    spans: rows,
+                    logs: Vec::new(),
+                    facts,
+                },
+                Box::new(hold.take()),
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                self.metrics
+                    .add("changetrail_spans_released_by_sync_total", &[], count);
+                Ok(count)
+            }
+            Err(e) => {
+                self.repark(released, source);
+                Err(self.append_error(&e))
+            }
+        }
+    }
+}
+
+/// Where the binding sync stands: the last entry it has followed, and the head it last saw.
+#[derive(Debug, Default)]
+pub struct SyncProgress {
+    pub cursor: AtomicU64,
+    pub head: AtomicU64,
+}
+
+/// Follows the committed chain every `interval`: binds what other instances bound (and, right
+/// after a start, what was bound in the last window), flushes the journal. Starts at the first
+/// entry of the late-binding window; stops with `stop`.
+pub async fn run_binding_sync(
+    ing: Arc<Ingestor>,
+    store: Store,
+    interval: Duration,
+    progress: Arc<SyncProgress>,
+    stop: CancellationToken,
+) {
+    let mut cursor: Option<u64> = None;
+    loop {
+        let caught_up = match sync_once(&ing, &store, &mut cursor, &progress).await {
+            Ok(caught_up) => caught_up,
+            Err(e) => {
+                tracing::warn!(error = %e, "Binding sync failed; retrying.");
+                true
+            }
+        };
+        ing.sync_journal();
+        if caught_up {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        } else if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// One step: at most `SYNC_CHUNK` entries; whether the cursor reached the head.
+async fn sync_once(
+    ing: &Ingestor,
+    store: &Store,
+    cursor: &mut Option<u64>,
+    progress: &SyncProgress,
+) -> Result<bool, IngestError> {
+    let unavailable = |e: crate::storage::StorageError| IngestError::Unavailable {
+        message: e.to_string(),
+        retry_after: ing.config.retry_after,
+    };
+    let Some(head) = store.head().await.map_err(unavailable)? else {
+        return Ok(true);
+    };
+    let size = head.head.size;
+    let from = match *cursor {
+        Some(c) => c,
+        None => {
+            let window = i64::try_from(ing.config.late_binding_window.as_nanos()).unwrap_or(0);
+            let since = crate::sys::now_ns().saturating_sub(window);
+            // Entries are numbered from 0; "after" is exclusive, so start one before.
+            let first = store.first_seq_at(since, size).await.map_err(unavailable)?;
+            first.saturating_sub(1)
+        }
+    };
+    let upto = size.saturating_sub(1).min(from + SYNC_CHUNK);
+    if upto > from || cursor.is_none() {
+        ing.bind_committed(store, from, upto).await?;
+    }
+    *cursor = Some(upto.max(from));
+    progress.cursor.store(upto.max(from), Ordering::Relaxed);
+    progress.head.store(size, Ordering::Relaxed);
+    Ok(upto + 1 >= size)
+}
