@@ -180,7 +180,7 @@ impl App {
             ingest_cfg,
         );
         if !cfg.otlp.journal_dir.as_os_str().is_empty() {
-            let secret = writer.key().derive_secret("parking journal");
+            let secret = writer.key().derive_secret(ingest::journal::KEY_LABEL);
             let journal = ingest::journal::Journal::open(
                 &cfg.otlp.journal_dir,
                 &secret,
@@ -218,8 +218,8 @@ impl App {
         tokio::spawn(ingest::restore::run_binding_sync(
             ingestor.clone(),
             store.clone(),
+            writer.clone(),
             cfg.otlp.binding_sync_interval,
-            Arc::new(Default::default()),
             shutdown.clone(),
         ));
         let bind = |addr: SocketAddr, what: &'static str| async move {

@@ -379,6 +379,10 @@ impl Ingestor {
                 "Parked spans released because evidence committed elsewhere (another instance, or before a restart) bound their trace.",
             ),
             (
+                "changetrail_binding_sync_skipped_total",
+                "Ranges of entries the binding sync gave up on after repeated failures.",
+            ),
+            (
                 "changetrail_otlp_admission_refused_total",
                 "Exports answered retry-later or too-large by the in-flight byte budget, by why.",
             ),

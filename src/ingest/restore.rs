@@ -11,15 +11,19 @@
 use super::*;
 use crate::storage::Store;
 use journal::{Record, ReplayStats};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// Who the rows released by a sync are recorded as received from: the spans' own senders are not
 /// kept in parking, and the binding evidence names its sender already.
 const SYNC_SENDER: &str = "changetrail binding sync";
 
-/// Entries looked at per query while following the chain.
-const SYNC_CHUNK: u64 = 10_000;
+/// Entries looked at per query while following the chain (a `spans.bound` entry binds up to a
+/// batch of spans; the query returns each trace once).
+const SYNC_CHUNK: u64 = 2_000;
+
+/// Attempts at one range before a failure that does not go away is logged, counted and skipped:
+/// one bad range must not stop every later binding.
+const SYNC_ATTEMPTS: u32 = 5;
 
 impl Ingestor {
     /// Writes spans about to be parked to the journal, if there is one. A failed write is logged
@@ -48,6 +52,24 @@ impl Ingestor {
     /// Bytes the journal holds on disk (0 without one).
     pub fn journal_bytes(&self) -> u64 {
         self.journal.as_ref().map_or(0, |j| j.bytes())
+    }
+
+    /// Wraps the journal's segment keys under the key `secret` derives, if it is not the one in
+    /// use (the signing key rotated).
+    pub fn rekey_journal(&self, secret: &[u8; 32]) {
+        if let Some(j) = &self.journal
+            && !j.uses(secret)
+        {
+            match j.rekey(secret) {
+                Ok(()) => tracing::info!(
+                    "The signing key rotated; the parking journal's keys are wrapped under the new one."
+                ),
+                Err(e) => {
+                    self.metrics.add("changetrail_journal_errors_total", &[], 1);
+                    tracing::error!(error = %e, "Could not wrap the parking journal's keys under the rotated signing key.");
+                }
+            }
+        }
     }
 
     /// Flushes the journal to disk and applies its bounds.
@@ -126,8 +148,25 @@ impl Ingestor {
         };
         let source = SourceId::of(&sender);
         let intake = self.intake(sender);
+        // Rows are held in the in-flight budget like any export's; what does not fit now goes
+        // back to parking (never dropped: these spans were acknowledged) for the next sync.
         let mut hold = self.hold_for(SYNC_SENDER);
-        let released = self.take_released(released, &mut hold);
+        let mut fits = Vec::with_capacity(released.len());
+        let mut refused = Vec::new();
+        for (p, rule, subject) in released {
+            let room = hold.grow(p.row_bytes(&self.redactor)).is_ok();
+            if let Some(item) = p.unpark() {
+                if room {
+                    fits.push((item, rule, subject));
+                } else {
+                    refused.push((item, rule, subject));
+                }
+            }
+        }
+        if !refused.is_empty() {
+            self.repark(refused, source);
+        }
+        let released = fits;
         let mut facts = Vec::new();
         let rows = self.span_rows(released.iter(), &intake, &mut facts);
         let count = rows.len() as u64;
@@ -143,10 +182,11 @@ impl Ingestor {
             )
             .await;
         match result {
-            Ok(_) => {
+            Ok(done) => {
+                let stored = count.saturating_sub(done.spans_duplicate);
                 self.metrics
-                    .add("changetrail_spans_released_by_sync_total", &[], count);
-                Ok(count)
+                    .add("changetrail_spans_released_by_sync_total", &[], stored);
+                Ok(stored)
             }
             Err(e) => {
                 self.repark(released, source);
@@ -156,33 +196,49 @@ impl Ingestor {
     }
 }
 
-/// Where the binding sync stands: the last entry it has followed, and the head it last saw.
-#[derive(Debug, Default)]
-pub struct SyncProgress {
-    pub cursor: AtomicU64,
-    pub head: AtomicU64,
-}
-
 /// Follows the committed chain every `interval`: binds what other instances bound (and, right
-/// after a start, what was bound in the last window), flushes the journal. Starts at the first
-/// entry of the late-binding window; stops with `stop`.
+/// after a start, what was bound in the last two windows: a replayed span may wait a whole window
+/// for a binding made up to a window before it arrived), flushes the journal, and wraps the
+/// journal's keys again when the signing key rotated. Stops with `stop`.
 pub async fn run_binding_sync(
     ing: Arc<Ingestor>,
     store: Store,
+    writer: Arc<crate::pipeline::LedgerWriter>,
     interval: Duration,
-    progress: Arc<SyncProgress>,
     stop: CancellationToken,
 ) {
     let mut cursor: Option<u64> = None;
+    let mut failures = 0u32;
     loop {
-        let caught_up = match sync_once(&ing, &store, &mut cursor, &progress).await {
-            Ok(caught_up) => caught_up,
-            Err(e) => {
-                tracing::warn!(error = %e, "Binding sync failed; retrying.");
+        let caught_up = match sync_once(&ing, &store, &mut cursor).await {
+            Ok(caught_up) => {
+                failures = 0;
+                caught_up
+            }
+            Err((e, range_end)) => {
+                failures += 1;
+                if failures >= SYNC_ATTEMPTS
+                    && let Some(end) = range_end
+                {
+                    tracing::error!(error = %e, through = end, "Binding sync gave up on a range of entries; spans parked for its traces wait for their own bindings.");
+                    ing.metrics
+                        .add("changetrail_binding_sync_skipped_total", &[], 1);
+                    cursor = Some(end);
+                    failures = 0;
+                } else {
+                    tracing::warn!(error = %e, "Binding sync failed; retrying.");
+                }
                 true
             }
         };
-        ing.sync_journal();
+        let ing2 = ing.clone();
+        let secret = writer.key().derive_secret(journal::KEY_LABEL);
+        // File work (fsync, rewrapping headers) belongs on a blocking thread.
+        let _ = tokio::task::spawn_blocking(move || {
+            ing2.rekey_journal(&secret);
+            ing2.sync_journal();
+        })
+        .await;
         if caught_up {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -194,16 +250,21 @@ pub async fn run_binding_sync(
     }
 }
 
-/// One step: at most `SYNC_CHUNK` entries; whether the cursor reached the head.
+/// One step: at most `SYNC_CHUNK` entries; whether the cursor reached the head. On an error, the
+/// end of the range that failed.
 async fn sync_once(
     ing: &Ingestor,
     store: &Store,
     cursor: &mut Option<u64>,
-    progress: &SyncProgress,
-) -> Result<bool, IngestError> {
-    let unavailable = |e: crate::storage::StorageError| IngestError::Unavailable {
-        message: e.to_string(),
-        retry_after: ing.config.retry_after,
+) -> Result<bool, (IngestError, Option<u64>)> {
+    let unavailable = |e: crate::storage::StorageError| {
+        (
+            IngestError::Unavailable {
+                message: e.to_string(),
+                retry_after: ing.config.retry_after,
+            },
+            *cursor,
+        )
     };
     let Some(head) = store.head().await.map_err(unavailable)? else {
         return Ok(true);
@@ -213,18 +274,19 @@ async fn sync_once(
         Some(c) => c,
         None => {
             let window = i64::try_from(ing.config.late_binding_window.as_nanos()).unwrap_or(0);
-            let since = crate::sys::now_ns().saturating_sub(window);
-            // Entries are numbered from 0; "after" is exclusive, so start one before.
+            let since = crate::sys::now_ns().saturating_sub(window.saturating_mul(2));
+            // "after" is exclusive: start one before the first entry of the two windows (seq 0
+            // is the ledger's creation, which binds nothing).
             let first = store.first_seq_at(since, size).await.map_err(unavailable)?;
             first.saturating_sub(1)
         }
     };
     let upto = size.saturating_sub(1).min(from + SYNC_CHUNK);
-    if upto > from || cursor.is_none() {
-        ing.bind_committed(store, from, upto).await?;
+    if upto > from {
+        ing.bind_committed(store, from, upto)
+            .await
+            .map_err(|e| (e, Some(upto)))?;
     }
     *cursor = Some(upto.max(from));
-    progress.cursor.store(upto.max(from), Ordering::Relaxed);
-    progress.head.store(size, Ordering::Relaxed);
     Ok(upto + 1 >= size)
 }

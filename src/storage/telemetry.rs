@@ -72,16 +72,21 @@ impl Store {
     /// subject) once: a stored span or log record means its trace is bound to that subject. What
     /// another instance (or this one before a restart) bound, so parked spans of those traces
     /// can be released here.
+    /// In the order they were first bound, each trace once with the subject it was first bound
+    /// to (as an instance binding them live would have: the first binding's subject sticks).
     pub async fn bound_traces(&self, after: u64, upto: u64) -> Result<Vec<([u8; 16], String)>> {
-        let rows: Vec<(Vec<u8>, String)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT trace_id, subject FROM spans WHERE entry_seq > $1 AND entry_seq <= $2 \
-             UNION SELECT trace_id, subject FROM log_records \
-             WHERE entry_seq > $1 AND entry_seq <= $2 AND trace_id IS NOT NULL")
+        let rows: Vec<(Vec<u8>, String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT trace_id, subject, MIN(entry_seq) AS first FROM ( \
+               SELECT trace_id, subject, entry_seq FROM spans WHERE entry_seq > $1 AND entry_seq <= $2 \
+               UNION ALL SELECT trace_id, subject, entry_seq FROM log_records \
+               WHERE entry_seq > $1 AND entry_seq <= $2 AND trace_id IS NOT NULL \
+             ) b GROUP BY trace_id, subject ORDER BY first, subject")
             .bind(i(after)).bind(i(upto)).fetch_all(p).await)?;
+        let mut seen = HashSet::new();
         Ok(rows
             .into_iter()
-            .filter_map(|(t, s)| Some((<[u8; 16]>::try_from(t.as_slice()).ok()?, s)))
-            .filter(|(t, _)| *t != [0; 16])
+            .filter_map(|(t, s, _)| Some((<[u8; 16]>::try_from(t.as_slice()).ok()?, s)))
+            .filter(|(t, _)| *t != [0; 16] && seen.insert(*t))
             .collect())
     }
 

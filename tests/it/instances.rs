@@ -338,6 +338,16 @@ async fn two_instances_one_chain_survive_kill_9() {
         "spans bound on the other instance were released by the sync"
     );
 
+    for (m, name) in [(&ma, "a"), (&mb, "b")] {
+        for counter in [
+            "changetrail_journal_errors_total",
+            "changetrail_spans_release_dropped_total",
+            "changetrail_binding_sync_skipped_total",
+        ] {
+            assert_eq!(metric(m, counter), 0, "{name}: {counter}");
+        }
+    }
+
     // One gap-free chain, verified by the command line against the pinned key.
     let o = ct(dir)
         .args(["verify", "--database-url", &db.url, "--trusted-key", &vkey])
@@ -379,6 +389,7 @@ async fn two_instances_one_chain_survive_kill_9() {
             );
             tries += 1;
             assert!(tries < 20, "{change}: the checkpoint never settled");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert!(va.to_string().contains(change), "{va}");
         // The deploy span, its three service spans and the verify span, by their rules.

@@ -50,7 +50,30 @@ pub async fn run(cfg: Config, cmd: KeysCommand) -> anyhow::Result<i32> {
                 None => keyfile::next_path(&cfg.ledger.key_file),
             };
             keyfile::write_new_key(&staged, &new_key)?;
+            let journal_keys = (
+                old.derive_secret(crate::ingest::journal::KEY_LABEL),
+                new_key.derive_secret(crate::ingest::journal::KEY_LABEL),
+            );
             let done = writer.rotate(new_key).await?;
+            // Parked spans journaled under the old key stay readable after the restart.
+            let dir = &cfg.otlp.journal_dir;
+            if !dir.as_os_str().is_empty() {
+                match crate::ingest::journal::Journal::rekey_dir(
+                    dir,
+                    &journal_keys.0,
+                    &journal_keys.1,
+                ) {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!(
+                        "Wrapped the keys of {n} parking journal segments in {} under the new key.",
+                        dir.display()
+                    ),
+                    Err(e) => eprintln!(
+                        "The parking journal {} was left as it is ({e}); a running service wraps its own keys again.",
+                        dir.display()
+                    ),
+                }
+            }
             let seq = done.seqs.first().copied().unwrap_or_default();
             if out.is_none() {
                 let retired = keyfile::finish_rotation(&cfg.ledger.key_file, old.key_id())?;

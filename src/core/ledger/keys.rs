@@ -267,7 +267,7 @@ impl LedgerKey {
     /// A secret for another purpose, derived from the signing seed and `label` (SHA-256 over a
     /// domain-separated label and the 32-byte uniformly random seed): whoever holds the key file
     /// holds it, nobody else can compute it, and it names no new file to protect. The parking
-    /// journal's encryption key is one (`ingest/journal.rs`).
+    /// journal's key-encryption key is one (`ingest/journal`).
     pub fn derive_secret(&self, label: &str) -> Zeroizing<[u8; 32]> {
         let mut h = sha2::Sha256::new();
         h.update(b"changetrail derived secret v1\0");
