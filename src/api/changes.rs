@@ -100,7 +100,7 @@ fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
     get,
     path = "/v1/changes",
     tag = "changes",
-    summary = "Changes requested in a period, each folded from its facts, with the SOC 2 report's exceptions (production changes only). Without from and to: every change, which costs what folding them all costs.",
+    summary = "Changes requested in a period, each folded from its facts, with the SOC 2 report's exceptions (production changes only). Filtered, ordered and counted from the per-change summary (kept caught up with the chain, recomputed by verify); the page's changes are folded as they stand.",
     params(ListQuery),
     responses(
         (status = 200, description = "{changes: [... each with exceptions: [{code, evidence}]], total, offset, limit}", body = Object),

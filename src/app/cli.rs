@@ -355,6 +355,21 @@ pub enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
     },
+    /// The change list over `bench report`'s synthetic ledger: a page for a day, a month and
+    /// every change from the per-change summary, beside folding the period (the baseline), and
+    /// what building and keeping the summary cost. Exit 1 if the two pages differ.
+    List {
+        /// Synthetic changes to append.
+        #[arg(long, default_value_t = 100_000)]
+        changes: u64,
+        /// The period the changes are spread over.
+        #[arg(long, default_value_t = 180)]
+        days: u64,
+        /// Keep the database and key in this directory; a ledger already there is used as it is
+        /// (`bench report --keep DIR` makes one).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
     /// Hostile input against a server of its own: the worst requests the limits allow at full
     /// admission concurrency and a thousand slow or idle connections per listener, beside an
     /// honest exporter; prints the server's peak RSS, the honest throughput against an unloaded

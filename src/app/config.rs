@@ -71,6 +71,10 @@ pub struct ReportsConfig {
     #[serde(with = "humantime_serde")]
     pub emergency_review_window: Duration,
     pub catalogue_file: PathBuf,
+    /// How often `serve` brings the change summary up to the chain (0: only when the list is
+    /// asked for).
+    #[serde(with = "humantime_serde")]
+    pub summary_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

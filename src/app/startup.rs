@@ -217,11 +217,20 @@ impl App {
         // Traces bound elsewhere (or here before a restart) release what waits for them here.
         tokio::spawn(ingest::restore::run_binding_sync(
             ingestor.clone(),
-            store.clone(),
             writer.clone(),
             cfg.otlp.binding_sync_interval,
             shutdown.clone(),
         ));
+        // The change list's index, kept caught up with the chain (a list request also takes a
+        // step, so it never lags more than a step behind what was committed before it).
+        if !cfg.reports.summary_refresh.is_zero() {
+            tokio::spawn(crate::read::summary::run_summarizer(
+                store.clone(),
+                cfg.criteria(),
+                cfg.reports.summary_refresh,
+                shutdown.clone(),
+            ));
+        }
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await

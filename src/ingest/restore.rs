@@ -9,7 +9,6 @@
 //! as no-ops. That is also how a restarted instance learns the bindings of the last window.
 
 use super::*;
-use crate::storage::Store;
 use journal::{Record, ReplayStats};
 use tokio_util::sync::CancellationToken;
 
@@ -116,14 +115,9 @@ impl Ingestor {
     /// Binds the traces that telemetry committed with entries `after < seq <= upto` is bound
     /// to, and stores the parked spans that releases. Returns how many were released; on an
     /// error they are parked again, and the caller retries the same range.
-    pub async fn bind_committed(
-        &self,
-        store: &Store,
-        after: u64,
-        upto: u64,
-    ) -> Result<u64, IngestError> {
+    pub async fn bind_committed(&self, after: u64, upto: u64) -> Result<u64, IngestError> {
         let bindings =
-            store
+            self.history
                 .bound_traces(after, upto)
                 .await
                 .map_err(|e| IngestError::Unavailable {
@@ -202,7 +196,6 @@ impl Ingestor {
 /// journal's keys again when the signing key rotated. Stops with `stop`.
 pub async fn run_binding_sync(
     ing: Arc<Ingestor>,
-    store: Store,
     writer: Arc<crate::pipeline::LedgerWriter>,
     interval: Duration,
     stop: CancellationToken,
@@ -210,7 +203,7 @@ pub async fn run_binding_sync(
     let mut cursor: Option<u64> = None;
     let mut failures = 0u32;
     loop {
-        let caught_up = match sync_once(&ing, &store, &mut cursor).await {
+        let caught_up = match sync_once(&ing, &mut cursor).await {
             Ok(caught_up) => {
                 failures = 0;
                 caught_up
@@ -254,10 +247,9 @@ pub async fn run_binding_sync(
 /// end of the range that failed.
 async fn sync_once(
     ing: &Ingestor,
-    store: &Store,
     cursor: &mut Option<u64>,
 ) -> Result<bool, (IngestError, Option<u64>)> {
-    let unavailable = |e: crate::storage::StorageError| {
+    let unavailable = |e: crate::read::ReadError| {
         (
             IngestError::Unavailable {
                 message: e.to_string(),
@@ -266,10 +258,10 @@ async fn sync_once(
             *cursor,
         )
     };
-    let Some(head) = store.head().await.map_err(unavailable)? else {
+    let size = ing.history.ledger_size().await.map_err(unavailable)?;
+    if size == 0 {
         return Ok(true);
-    };
-    let size = head.head.size;
+    }
     let from = match *cursor {
         Some(c) => c,
         None => {
@@ -277,13 +269,17 @@ async fn sync_once(
             let since = crate::sys::now_ns().saturating_sub(window.saturating_mul(2));
             // "after" is exclusive: start one before the first entry of the two windows (seq 0
             // is the ledger's creation, which binds nothing).
-            let first = store.first_seq_at(since, size).await.map_err(unavailable)?;
+            let first = ing
+                .history
+                .first_seq_at(since, size)
+                .await
+                .map_err(unavailable)?;
             first.saturating_sub(1)
         }
     };
     let upto = size.saturating_sub(1).min(from + SYNC_CHUNK);
     if upto > from {
-        ing.bind_committed(store, from, upto)
+        ing.bind_committed(from, upto)
             .await
             .map_err(|e| (e, Some(upto)))?;
     }

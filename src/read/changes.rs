@@ -298,9 +298,35 @@ pub struct Judged {
 
 /// One page of the changes requested in the period that match the filter, folded and judged
 /// (with `exception`, only those the rules give that code), in request order, and how many
-/// there are in all. The period is folded a chunk at a time and only the first `offset + limit`
-/// changes are kept, so memory follows the page asked for, not the period.
+/// there are in all. Filtered, ordered and counted from the per-change summary when it is caught
+/// up (`read::summary`), with only the page folded; otherwise the period is folded a chunk at a
+/// time and only the first `offset + limit` changes are kept, so memory follows the page asked
+/// for, not the period.
 pub async fn list_judged(
+    store: &Store,
+    f: &ChangeFilter,
+    c: &Criteria,
+    exception: Option<&str>,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<Judged>, usize), StorageError> {
+    let q = crate::storage::SummaryQuery {
+        from_ns: f.from_ns,
+        to_ns: f.to_ns,
+        environment: f.environment.as_ref().map(|v| v.to_ascii_lowercase()),
+        service: f.service.as_ref().map(|v| v.to_ascii_lowercase()),
+        kind: f.kind.as_ref().map(|v| v.to_ascii_lowercase()),
+        exception: exception.map(str::to_owned),
+    };
+    if let Some(page) = crate::read::summary::page(store, &q, c, offset, limit).await? {
+        return Ok(page);
+    }
+    list_folded(store, f, c, exception, offset, limit).await
+}
+
+/// `list_judged` without the summary: the period folded a chunk at a time (while the summary
+/// catches up, and what the summary is checked against).
+pub async fn list_folded(
     store: &Store,
     f: &ChangeFilter,
     c: &Criteria,

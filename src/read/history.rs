@@ -1,6 +1,6 @@
 //! What ingest needs to know of stored history, and nothing more: the version last recorded
-//! running per (service, environment), and the task ids earlier imports of a Conductor run
-//! recorded. Ingest reads through this, never the store itself, so what it can see of the ledger
+//! running per (service, environment), the task ids earlier imports of a Conductor run
+//! recorded, and which traces committed telemetry binds (for the binding sync). Ingest reads through this, never the store itself, so what it can see of the ledger
 //! is stated here.
 
 use super::ReadError;
@@ -28,6 +28,26 @@ impl History {
             .latest_sighting(service, environment)
             .await?
             .map(|v| v.version))
+    }
+
+    /// The ledger's size (0 before it exists).
+    pub async fn ledger_size(&self) -> Result<u64, ReadError> {
+        Ok(self.store.head().await?.map_or(0, |h| h.head.size))
+    }
+
+    /// The first seq whose entry is at or after `time_ns` (`size` if none).
+    pub async fn first_seq_at(&self, time_ns: i64, size: u64) -> Result<u64, ReadError> {
+        Ok(self.store.first_seq_at(time_ns, size).await?)
+    }
+
+    /// Traces bound by telemetry committed with entries `after < seq <= upto`, each once with
+    /// the subject it was first bound to, in binding order.
+    pub async fn bound_traces(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<([u8; 16], String)>, ReadError> {
+        Ok(self.store.bound_traces(after, upto).await?)
     }
 
     /// The task ids earlier imports of Conductor run `run_id` recorded.

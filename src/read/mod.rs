@@ -1,12 +1,14 @@
 //! The ledger's read side: changes and their evidence packets folded from stored facts, proofs and
 //! bundles streamed from storage, the audit that recomputes every derived table from the signed
 //! entries, and the narrow window on history that ingest consults. Used by the REST API, ingest
-//! and the CLI; never writes.
+//! and the CLI; writes nothing but the change summary (`summary`), a derived index of its own
+//! folds that it keeps caught up and `verify` recomputes.
 
 pub mod audit;
 pub mod changes;
 pub mod export;
 pub mod history;
+pub mod summary;
 
 use crate::storage::StorageError;
 

@@ -22,6 +22,7 @@ mod python;
 mod reports;
 mod scenarios;
 mod storage;
+mod summary;
 mod support;
 mod tamper;
 mod tls;

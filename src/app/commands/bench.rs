@@ -60,6 +60,20 @@ pub async fn run(
             )
             .await
         }
+        BenchCommand::List {
+            changes,
+            days,
+            keep,
+        } => {
+            crate::app::commands::bench_list::run(
+                cfg,
+                changes,
+                days,
+                keep.as_deref(),
+                database_given,
+            )
+            .await
+        }
         BenchCommand::Ingest(a) => crate::app::commands::bench_ingest::run(a).await,
         BenchCommand::Hostile(a) => {
             crate::app::commands::bench_hostile::run(a, config_file, database_given).await

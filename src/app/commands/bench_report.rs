@@ -192,15 +192,17 @@ fn timed_child(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<(i32, f6
     Ok((code, started.elapsed().as_secs_f64(), peak as f64 / 1024.0))
 }
 
-pub async fn run(
+/// A synthetic ledger of `changes` changes over `days` days in `work` (SQLite there unless a
+/// database was given), appended through the real writer and checkpointed: the configuration to
+/// reach it. Prints how long appending took.
+pub async fn build_ledger(
     mut cfg: Config,
     changes: u64,
     days: u64,
-    keep: Option<&Path>,
+    work: &Path,
     database_given: bool,
-) -> anyhow::Result<i32> {
-    let scratch = tempfile::tempdir()?;
-    let work = keep.unwrap_or(scratch.path());
+    what: &str,
+) -> anyhow::Result<Config> {
     std::fs::create_dir_all(work)?;
     if !database_given {
         cfg.database_url = format!("sqlite://{}", work.join("bench-report.db").display());
@@ -248,14 +250,26 @@ pub async fn run(
     let append_secs = started.elapsed().as_secs_f64();
     store.close().await;
     drop(writer);
-    println!("bench report: {changes} changes over {days} days");
+    println!("bench {what}: {changes} changes over {days} days");
     println!(
         "  ledger             {} entries ({} appended in {append_secs:.1} s, {:.0} entries/s)",
         size,
         size - before,
         (size - before) as f64 / append_secs
     );
+    Ok(cfg)
+}
 
+pub async fn run(
+    cfg: Config,
+    changes: u64,
+    days: u64,
+    keep: Option<&Path>,
+    database_given: bool,
+) -> anyhow::Result<i32> {
+    let scratch = tempfile::tempdir()?;
+    let work = keep.unwrap_or(scratch.path());
+    let cfg = build_ledger(cfg, changes, days, work, database_given, "report").await?;
     let out = work.join(format!("report-{}", crate::sys::now_ns()));
     let out_s = out.display().to_string();
     let env = [(

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_hostile;
 pub mod bench_ingest;
+pub mod bench_list;
 pub mod bench_report;
 pub mod config;
 pub mod demo;

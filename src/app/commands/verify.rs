@@ -195,12 +195,20 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
             (report, path.display().to_string(), 0)
         }
         (None, Some(store)) => {
-            let (report, tail) = crate::read::audit::verify_store(
+            let (mut report, tail) = crate::read::audit::verify_store(
                 store,
                 opts,
                 Some(std::sync::Arc::new(super::Bar(progress(0, json)))),
             )
             .await?;
+            // The change summary is recomputed from the facts the pass above checked, under this
+            // configuration's correlation settings.
+            let (findings, note) =
+                crate::read::summary::audit_summary(store, &cfg.criteria()).await?;
+            report.add(findings);
+            if let Some(n) = note {
+                eprintln!("Note: {n}.");
+            }
             (
                 report,
                 crate::app::startup::redact_url(&cfg.database_url),
