@@ -14,6 +14,8 @@ CREATE TABLE change_summary (
     exceptions    TEXT    NOT NULL   -- ' CODE CODE ' (sorted, padded), '' for none
 );
 CREATE INDEX change_summary_order ON change_summary (requested_ns, change_id);
+-- The rollbacks of a service, refreshed when a version of it is seen.
+CREATE INDEX change_summary_rollbacks ON change_summary (kind, service, environment);
 
 -- How far the summary has followed the chain (through_seq: every entry up to and including it;
 -- -1: none yet), and under which correlation settings it was judged (a digest: other settings

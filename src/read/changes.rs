@@ -318,7 +318,12 @@ pub async fn list_judged(
         kind: f.kind.as_ref().map(|v| v.to_ascii_lowercase()),
         exception: exception.map(str::to_owned),
     };
-    if let Some(page) = crate::read::summary::page(store, &q, c, offset, limit).await? {
+    // An empty filter value matches nothing when folding (a change without an environment has
+    // none, not ""); the summary stores "" for none, so such a request folds.
+    let empty = [&q.environment, &q.service, &q.kind]
+        .iter()
+        .any(|v| v.as_deref() == Some(""));
+    if !empty && let Some(page) = crate::read::summary::page(store, &q, c, offset, limit).await? {
         return Ok(page);
     }
     list_folded(store, f, c, exception, offset, limit).await
