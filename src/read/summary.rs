@@ -115,7 +115,12 @@ enum Moved {
 /// A new use of a credential is never another change's first use (it comes later), so new
 /// credential uses move only their own change; what counts as a change's own comes through its
 /// run claims, followed here.
-async fn affected(store: &Store, after: Option<u64>, upto: u64) -> Result<Moved, StorageError> {
+async fn affected(
+    store: &Store,
+    after: Option<u64>,
+    upto: u64,
+    rollbacks: &Rollbacks,
+) -> Result<Moved, StorageError> {
     if !store.erased_subjects(after, upto).await?.is_empty() {
         return Ok(Moved::All);
     }
@@ -156,8 +161,7 @@ async fn affected(store: &Store, after: Option<u64>, upto: u64) -> Result<Moved,
         ids.extend(store.summary_rollbacks_of(&service, &env).await?);
     }
     // Changes rolling back one of these (by id or by run): whether their target exists is part
-    // of their judgement.
-    let rollbacks = rollback_index(store, upto + 1).await?;
+    // of their judgement. (`rollbacks`: the index below `upto + 1`.)
     let named: Vec<String> = ids
         .iter()
         .chain(runs.iter())
@@ -236,7 +240,7 @@ pub async fn catch_up_by(
         };
         let rollbacks = rollback_index(store, upto + 1).await?;
         // False from a write: another summarizer got there first; go on from its state.
-        match affected(store, current.through, upto).await? {
+        match affected(store, current.through, upto, &rollbacks).await? {
             Moved::All => {
                 let ids = store.change_ids_through(upto).await?;
                 let rows = rows_of(store, &ids, upto + 1, c, &rollbacks).await?;
@@ -363,7 +367,8 @@ pub async fn audit_summary(
         ));
     }
     let moving: BTreeSet<String> = if through + 1 < size {
-        match affected(store, Some(through), size - 1).await? {
+        let later = rollback_index(store, size).await?;
+        match affected(store, Some(through), size - 1, &later).await? {
             Moved::All => {
                 return Ok((
                     Vec::new(),

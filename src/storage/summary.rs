@@ -168,11 +168,13 @@ impl Store {
         ids: &[String],
         size: u64,
     ) -> Result<std::collections::HashMap<String, (i64, i64)>> {
+        // `kind || ''`: SQLite would otherwise walk facts_kind_time through every request fact
+        // of the ledger for each chunk, instead of looking the ids up (as `existing_changes`).
         let mut out = std::collections::HashMap::new();
         for chunk in ids.chunks(500) {
             let rows: Vec<(String, i64, i64)> = on_pool!(self, p => {
                 let mut q = QueryBuilder::new(
-                    "SELECT change_id, MIN(time_ns), MAX(time_ns) FROM facts WHERE kind = 'change.requested' AND entry_seq < ");
+                    "SELECT change_id, MIN(time_ns), MAX(time_ns) FROM facts WHERE kind || '' = 'change.requested' AND entry_seq < ");
                 q.push_bind(i(size)).push(" AND change_id IN (");
                 let mut sep = q.separated(", ");
                 for id in chunk {

@@ -118,7 +118,8 @@ pub async fn run(
     }
 
     // Keeping it: one more change appended, then the step that takes it in.
-    let next = Synthetic::new(changes, days);
+    // A change not in the ledger yet (a kept ledger grows by one each run).
+    let next = Synthetic::new(changes + size, days);
     writer
         .append_with_telemetry(
             &[],
