@@ -107,6 +107,18 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
             b.dropped_overflow as f64,
         ),
         (
+            "changetrail_journal_bytes",
+            "gauge",
+            "Bytes the parking journal holds on disk (otlp.journal_max_bytes bounds it).",
+            ing.journal_bytes() as f64,
+        ),
+        (
+            "changetrail_binding_sync_lag_entries",
+            "gauge",
+            "Committed entries the binding sync has not looked at yet (other instances' bindings reach this one after them).",
+            ing.binding_lag() as f64,
+        ),
+        (
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory.",

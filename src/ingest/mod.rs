@@ -307,6 +307,8 @@ pub struct Ingestor {
     versions: versions::Versions,
     /// Where parked spans are written before their export is answered (`None`: memory only).
     journal: Option<journal::Journal>,
+    /// Entries committed that the binding sync has not looked at yet (as of its last step).
+    binding_lag: std::sync::atomic::AtomicU64,
 }
 
 impl Ingestor {
@@ -410,6 +412,7 @@ impl Ingestor {
             ),
             redactor: Redactor::new(&config.redact),
             journal: None,
+            binding_lag: Default::default(),
             appender,
             auth,
             history,

@@ -48,6 +48,11 @@ impl Ingestor {
         }
     }
 
+    /// Committed entries the binding sync has yet to look at, as of its last step.
+    pub fn binding_lag(&self) -> u64 {
+        self.binding_lag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Bytes the journal holds on disk (0 without one).
     pub fn journal_bytes(&self) -> u64 {
         self.journal.as_ref().map_or(0, |j| j.bytes())
@@ -284,5 +289,9 @@ async fn sync_once(
             .map_err(|e| (e, Some(upto)))?;
     }
     *cursor = Some(upto.max(from));
+    ing.binding_lag.store(
+        size.saturating_sub(upto.max(from) + 1),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     Ok(upto + 1 >= size)
 }

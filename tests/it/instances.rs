@@ -338,6 +338,10 @@ async fn two_instances_one_chain_survive_kill_9() {
         "spans bound on the other instance were released by the sync"
     );
 
+    assert!(
+        metric(&ma, "changetrail_journal_bytes") > 0,
+        "the journal's size is in /metrics"
+    );
     for (m, name) in [(&ma, "a"), (&mb, "b")] {
         for counter in [
             "changetrail_journal_errors_total",
