@@ -283,7 +283,8 @@ pub async fn run_summarizer(
     }
 }
 
-/// One page of the list from the summary, if `REQUEST_STEPS` steps bring it up to the head: the ids of the page and the count by index, the page's changes folded and
+/// One page of the list from the summary, if `REQUEST_STEPS` steps bring it up to the head as the
+/// request found it: the ids of the page and the count by index, the page's changes folded and
 /// judged as they stand. `None`: the caller folds the period itself.
 pub async fn page(
     store: &Store,
@@ -292,8 +293,13 @@ pub async fn page(
     offset: usize,
     limit: usize,
 ) -> Result<Option<(Vec<Judged>, usize)>, StorageError> {
+    // What was committed when the request came is what it must see; entries committed while it
+    // runs are concurrent with it (under steady ingest the head moves on during every step).
+    let Some(asked_at) = store.head().await?.map(|h| h.head.size) else {
+        return Ok(None);
+    };
     match catch_up_by(store, c, Some(REQUEST_STEPS), STEP_ENTRIES, false).await? {
-        Some((_, true)) => {}
+        Some((state, _)) if state.through.is_some_and(|t| t + 1 >= asked_at) => {}
         _ => return Ok(None),
     }
     let (ids, total) = store.summary_page(q, offset as u64, limit as u64).await?;
