@@ -4,7 +4,7 @@
 
 use crate::support::db::exec;
 use crate::support::otlp::kv;
-use crate::support::scenario::{MIN, T0, scenario_config, send, send_scenarios, workflow};
+use crate::support::scenario::{MIN, T0, packet, scenario_config, send, send_scenarios, workflow};
 use crate::support::server::{TestDb, spawn_app_with};
 use changetrail::read::changes::{ChangeFilter, Judged, list_folded, list_judged};
 use changetrail::read::summary::{audit_summary, catch_up, catch_up_by};
@@ -212,6 +212,59 @@ async fn the_summary_lists_what_folding_lists_and_verify_recomputes_it(db: TestD
         "{:?}: entry by entry: {findings:?}",
         db.backend
     );
+    // An erasure removes a fact (and the rows it named): the summary is rebuilt from what
+    // remains, the list follows it, and it still verifies.
+    let ok = packet(&app, "CHG-OK").await;
+    let seq = ok["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "approval.decided")
+        .unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let codes_of_ok = || async {
+        let (page, _) = list_judged(store, &all, &criteria, None, 0, 1000)
+            .await
+            .unwrap();
+        page.iter()
+            .find(|j| j.evidence.change.id == "CHG-OK")
+            .map(|j| j.exceptions.iter().map(|x| x.code).collect::<Vec<_>>())
+            .unwrap()
+    };
+    let before = codes_of_ok().await;
+    app.writer
+        .erase(seq, "GDPR request", "dpo@example.com")
+        .await
+        .unwrap();
+    catch_up(store, &criteria, None).await.unwrap();
+    assert_ne!(
+        codes_of_ok().await,
+        before,
+        "{:?}: the erased approval counts",
+        db.backend
+    );
+    for code in [None, Some("NO_APPROVAL")] {
+        let summarised = list_judged(store, &all, &criteria, code, 0, 1000)
+            .await
+            .unwrap();
+        let folded = list_folded(store, &all, &criteria, code, 0, 1000)
+            .await
+            .unwrap();
+        assert_eq!(
+            shape(&summarised),
+            shape(&folded),
+            "{:?}: {code:?}",
+            db.backend
+        );
+    }
+    let (findings, _) = audit_summary(store, &criteria).await.unwrap();
+    assert!(
+        findings.is_empty(),
+        "{:?}: after an erasure: {findings:?}",
+        db.backend
+    );
+
     // ... and each kind of tampering is named.
     let (victim, _) = expect.iter().find(|(_, c)| !c.is_empty()).unwrap();
     let tampered = [
