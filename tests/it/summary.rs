@@ -212,6 +212,22 @@ async fn the_summary_lists_what_folding_lists_and_verify_recomputes_it(db: TestD
         "{:?}: entry by entry: {findings:?}",
         db.backend
     );
+    // Two summarizers at once (two instances, or a request beside the background one), each an
+    // entry at a time from nothing: whoever moves the cursor first wins each step, the other
+    // goes on from there, and the rows verify.
+    exec(store, "DELETE FROM summary_state").await.unwrap();
+    let (a, b) = tokio::join!(
+        catch_up_by(store, &criteria, None, 3, true),
+        catch_up_by(store, &criteria, None, 5, true)
+    );
+    assert!(a.unwrap().unwrap().1 && b.unwrap().unwrap().1);
+    let (findings, _) = audit_summary(store, &criteria).await.unwrap();
+    assert!(
+        findings.is_empty(),
+        "{:?}: two summarizers: {findings:?}",
+        db.backend
+    );
+
     // An erasure removes a fact (and the rows it named): the summary is rebuilt from what
     // remains, the list follows it, and it still verifies.
     let ok = packet(&app, "CHG-OK").await;
