@@ -388,7 +388,7 @@ need(
     "changetrail must wait for changetrail-init to complete successfully",
 )
 
-# docker-compose.scale.yml, when merged in: the load-balanced audit path keeps every promise of the
+# tests/compose/scale.yml, when merged in: the load-balanced audit path keeps every promise of the
 # direct one (routed by trace id to every instance, unsampled, retried without limit, queued, the
 # token from the environment), and every instance has a journal volume of its own.
 lb_raw = project.get("configs", {}).get("otelcol-lb", {}).get("content")
