@@ -121,7 +121,7 @@ async fn affected(
     upto: u64,
     rollbacks: &Rollbacks,
 ) -> Result<Moved, StorageError> {
-    if !store.erased_subjects(after, upto).await?.is_empty() {
+    if store.erasure_between(after, upto).await? {
         return Ok(Moved::All);
     }
     let mut ids = BTreeSet::new();

@@ -230,15 +230,13 @@ impl Store {
             .bind(after).bind(i(upto)).fetch_all(p).await)?)
     }
 
-    /// Subjects of the entries whose payloads erasures in `after < erasure seq <= upto` removed
-    /// (their changes fold differently now).
-    pub async fn erased_subjects(&self, after: Option<u64>, upto: u64) -> Result<Vec<String>> {
+    /// Whether an erasure was recorded by an entry `after < seq <= upto`.
+    pub async fn erasure_between(&self, after: Option<u64>, upto: u64) -> Result<bool> {
         let after = after.map_or(-1, i);
-        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT e.subject FROM erasures r JOIN entries e ON e.seq = r.seq \
-             WHERE r.erasure_seq > $1 AND r.erasure_seq <= $2")
-            .bind(after).bind(i(upto)).fetch_all(p).await)?;
-        Ok(rows.into_iter().map(|(c,)| c).collect())
+        let r: Option<(i64,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT seq FROM erasures WHERE erasure_seq > $1 AND erasure_seq <= $2 LIMIT 1")
+            .bind(after).bind(i(upto)).fetch_optional(p).await)?;
+        Ok(r.is_some())
     }
 
     /// Every change id facts of entries up to `through` name, in order (what the summary must
@@ -255,15 +253,6 @@ impl Store {
         self.distinct_in(
             "SELECT DISTINCT change_id FROM facts WHERE change_id IS NOT NULL AND run_id IN (",
             runs,
-        )
-        .await
-    }
-
-    /// Subjects (changes or runs) that used any of `credentials`.
-    pub async fn subjects_of_credentials(&self, credentials: &[String]) -> Result<Vec<String>> {
-        self.distinct_in(
-            "SELECT DISTINCT subject FROM credentials WHERE credential IN (",
-            credentials,
         )
         .await
     }
