@@ -151,6 +151,7 @@ async fn list(
     path = "/v1/changes/{id}",
     tag = "changes",
     summary = "One change's evidence packet: facts folded, spans, versions, entries with inclusion proofs.",
+    description = "With `[links] trace_url` set, `trace_links` maps each trace id the packet names to its page in the team's tracing UI.",
     params(("id" = String, Path, description = "the change id")),
     responses(
         (status = 200, description = "evidence packet", body = Object),
@@ -161,10 +162,13 @@ async fn one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<changes::Packet>, ApiError> {
-    changes::packet(&state.store, &id, &state.correlation.criteria)
+    let mut packet = changes::packet(&state.store, &id, &state.correlation.criteria)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))?;
+    if let Some(url) = &state.correlation.trace_url {
+        packet.link_traces(url);
+    }
+    Ok(Json(packet))
 }
 
 #[utoipa::path(

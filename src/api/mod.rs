@@ -56,6 +56,8 @@ pub struct Correlation {
     pub identity: crate::core::evidence::identity::IdentityVerifier,
     /// Imports: event times further ahead than this are refused.
     pub max_clock_skew_ns: i64,
+    /// Where a trace id links to in the team's tracing UI (`[links] trace_url`).
+    pub trace_url: Option<crate::core::links::TraceUrl>,
 }
 
 impl AppState {

@@ -12,8 +12,9 @@ use std::time::Duration;
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "database_url",
+    "links",
     "evidence",
     "ledger",
     "http",
@@ -40,6 +41,27 @@ pub struct Config {
     pub storage: StorageConfig,
     pub reports: ReportsConfig,
     pub listeners: ListenersConfig,
+    pub links: LinksConfig,
+}
+
+/// Links from changetrail's pages into the team's tracing UI.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksConfig {
+    /// `https://…/trace/{trace_id}`; empty: no links.
+    pub trace_url: String,
+}
+
+impl LinksConfig {
+    /// The checked template, or `None` when no links are configured.
+    pub fn trace_url(&self) -> Result<Option<crate::core::links::TraceUrl>, ConfigError> {
+        if self.trace_url.trim().is_empty() {
+            return Ok(None);
+        }
+        crate::core::links::TraceUrl::parse(&self.trace_url)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("links.trace_url: {e}")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -262,6 +284,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.links.trace_url()?;
         let l = &self.ledger;
         if l.checkpoint_every == 0 {
             return Err(ConfigError::Invalid(
@@ -634,6 +657,17 @@ mod tests {
         let mut zero = c;
         zero.listeners.max_connections = 0;
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn a_trace_url_is_checked_when_the_configuration_loads() {
+        let mut c = Config::defaults();
+        assert_eq!(c.links.trace_url().unwrap(), None, "no links by default");
+        c.links.trace_url = "https://jaeger.example/trace/{trace_id}".into();
+        c.validate().unwrap();
+        c.links.trace_url = "javascript:alert(1)//{trace_id}".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("links.trace_url"), "{e}");
     }
 
     fn toml_like(c: &Config) -> String {

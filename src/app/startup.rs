@@ -253,6 +253,7 @@ impl App {
                 identity,
                 max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
                     .unwrap_or(i64::MAX),
+                trace_url: cfg.links.trace_url()?,
             });
         // Connection metrics go where /metrics reads the ingest counters from.
         let endpoint = |name, request_timeout| serve::Endpoint {

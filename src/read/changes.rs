@@ -45,6 +45,33 @@ pub struct Packet {
     /// The checkpoint the inclusion proofs are against (C2SP signed note).
     pub checkpoint: Option<String>,
     pub checkpoint_size: Option<u64>,
+    /// Each trace id the packet names (bound spans, deploy attempts, versions) → its page in the
+    /// team's tracing UI (`[links] trace_url`); empty when no template is configured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace_links: BTreeMap<String, String>,
+}
+
+impl Packet {
+    /// Fills `trace_links` for every trace id the packet names that the template accepts.
+    pub fn link_traces(&mut self, url: &crate::core::links::TraceUrl) {
+        let attempts = self
+            .evidence
+            .steps
+            .iter()
+            .flat_map(|s| s.attempts.iter().filter_map(|a| a.trace_id.as_ref()));
+        let versions = self.versions.iter().filter_map(|v| v.trace_id.as_ref());
+        let ids: BTreeSet<&String> = self
+            .spans
+            .traces
+            .iter()
+            .chain(attempts)
+            .chain(versions)
+            .collect();
+        self.trace_links = ids
+            .into_iter()
+            .filter_map(|t| Some((t.clone(), url.to(t)?)))
+            .collect();
+    }
 }
 
 /// How changes are folded and judged: the correlation policy, the exception rules and the
@@ -275,6 +302,7 @@ pub async fn packet(
         entries,
         checkpoint: checkpoint.map(|c| c.note),
         checkpoint_size: size,
+        trace_links: BTreeMap::new(),
     }))
 }
 

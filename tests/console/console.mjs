@@ -243,6 +243,13 @@ async function auditor(page) {
   check(from.includes(r.sender), 'each attempt says who sent it');
   const spans = await page.textContent('#timeline li[data-step="runtime"]');
   check(spans.includes('Spans'), 'the runtime spans are summarised');
+  // Trace ids link into the tracing UI by the configured template, and open outside the console.
+  const links = await page.$$eval('#timeline a.trace-link', (as) => as.map((a) => ({ href: a.getAttribute('href'), text: a.textContent, rel: a.getAttribute('rel') })));
+  check(links.length > 0, 'trace ids link to the tracing UI');
+  for (const l of links) {
+    same(l.href, expect.trace_url.replace('{trace_id}', l.text), `the trace link follows the template (${l.text})`);
+    check(/^[0-9a-f]{32}$/.test(l.text) && l.rel.includes('noopener'), `a trace link names a trace id and opens apart (${l.href})`);
+  }
   check(await page.$('.panel.ok'), 'a change without exceptions says so');
   await screenshots(page, '04-change');
   await printed(page, '04-change-print');

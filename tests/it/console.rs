@@ -26,8 +26,12 @@ async fn json(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
 fn console_config(db: &TestDb) -> changetrail::app::config::Config {
     let mut cfg = scenario_config(db);
     cfg.reports.approver_roles = vec!["release-approver".into()];
+    cfg.links.trace_url = TRACE_URL.into();
     cfg
 }
+
+/// The tracing UI the console links trace ids into.
+const TRACE_URL: &str = "https://tracing.example/trace/{trace_id}?from=changetrail";
 
 fn ids(list: &Value) -> Vec<String> {
     list["changes"]
@@ -210,6 +214,14 @@ async fn changes_carry_the_reports_exceptions_and_page(db: TestDb) {
     );
     let (_, p) = json(&app, "/v1/changes/CHG-OK", &auditor).await;
     assert!(codes(&p).is_empty(), "{p}");
+    // Every trace the packet names links into the tracing UI by the configured template.
+    let links = p["trace_links"].as_object().expect("trace_links");
+    let traces = p["spans"]["traces"].as_array().unwrap();
+    assert!(!traces.is_empty(), "{p}");
+    for t in traces {
+        let t = t.as_str().unwrap();
+        assert_eq!(links[t], TRACE_URL.replace("{trace_id}", t), "{t}");
+    }
     app.stop().await;
 }
 
@@ -424,6 +436,7 @@ async fn the_console_in_a_browser() {
         "from": "2026-01-01",
         "to": "2026-01-31",
         "production_total": january["total"],
+        "trace_url": TRACE_URL,
         "all_total": everything["total"],
         "exceptions": expect,
         "filters": [

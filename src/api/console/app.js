@@ -94,6 +94,16 @@
     return h('code', { class: `mono ${cls || 'ellipsis'}`, title: String(value), text: String(value) });
   }
 
+  /** Trace id → its page in the team's tracing UI, from the packet on show (`[links] trace_url`). */
+  let traceLinks = {};
+
+  /** A trace id, as a link into the tracing UI when one is configured for it. */
+  function traceRef(id, cls) {
+    const url = id ? traceLinks[id] : null;
+    if (typeof url !== 'string' || !/^https?:\/\//.test(url)) return mono(id, cls);
+    return h('a', { class: 'trace-link', href: url, target: '_blank', rel: 'noopener noreferrer', title: `open trace ${id} in the tracing UI` }, mono(id, cls));
+  }
+
   function badge(text, kind, title) {
     return h('span', { class: `badge ${kind}`, title: title || null, text });
   }
@@ -569,14 +579,14 @@
   }
 
   function attemptTable(attempts) {
-    return table(['#', 'Result', 'Started', 'Took', 'Received from', 'Worker', 'Identity', 'Retried from', 'Reason'],
+    return table(['#', 'Result', 'Started', 'Took', 'Received from', 'Worker, trace', 'Identity', 'Retried from', 'Reason'],
       attempts.map((a) => h('tr', { class: a.result === 'success' ? null : 'failed' },
         td(String(a.attempt + 1), 'num'),
         td(resultBadge(a.result)),
         td(utc(a.start_ns), 'nowrap'),
         td(duration(a.start_ns, a.end_ns), 'nowrap'),
         td(h('span', { class: 'stacked' }, h('span', { class: 'nowrap', text: utc(a.received_ns) }), senders(a.sent_by))),
-        td(a.worker ? mono(a.worker, 'short') : '—'),
+        td(h('span', { class: 'stacked' }, a.worker ? mono(a.worker, 'short') : '—', a.trace_id ? traceRef(a.trace_id, 'short') : null)),
         td(a.identity ? principal(a.identity) : h('span', { class: 'muted', text: '—' })),
         td(mono(a.retried_from, 'short')),
         td(dash(a.reason)))),
@@ -608,6 +618,7 @@
   async function changePage(id) {
     document.title = `${id} · changetrail`;
     const p = await call('GET', `/v1/changes/${encodeURIComponent(id)}`);
+    traceLinks = (p && p.trace_links) || {};
     const c = p.change;
     const xs = p.exceptions || [];
     const verdict = xs.length
@@ -676,7 +687,7 @@
     steps.push(step('runtime', 'Runtime spans', null, [
       facts([
         ['Spans', String(sp.count)],
-        ['Traces', sp.traces.length ? h('span', { class: 'list' }, sp.traces.map((t) => mono(t, 'short'))) : null],
+        ['Traces', sp.traces.length ? h('span', { class: 'list' }, sp.traces.map((t) => traceRef(t, 'short'))) : null],
         ['Services', sp.services.join(', ')],
         ['Errors', sp.errors ? h('strong', { class: 'bad-text', text: String(sp.errors) }) : '0'],
         ['Bound by', Object.entries(sp.by_rule).map(([k, v]) => `${k} ${v}`).join(', ')],
