@@ -10,6 +10,7 @@ pub mod auth;
 pub mod core;
 pub mod demo;
 pub mod ingest;
+pub mod notify;
 pub mod pipeline;
 pub mod read;
 pub mod report;

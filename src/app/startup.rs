@@ -231,6 +231,7 @@ impl App {
                 shutdown.clone(),
             ));
         }
+        spawn_annotator(&cfg, &store, &shutdown)?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await
@@ -347,4 +348,31 @@ impl App {
         self.store.close().await;
         Ok(())
     }
+}
+
+/// Deploy markers for the tracing backend, when `[annotations.otlp]` names an endpoint.
+fn spawn_annotator(
+    cfg: &Config,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let a = &cfg.annotations.otlp;
+    if a.endpoint.trim().is_empty() {
+        return Ok(());
+    }
+    let headers: Vec<(String, String)> = a
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+        .collect();
+    let exporter = crate::notify::otlp::LogsExporter::new(&a.endpoint, &headers, a.timeout)
+        .map_err(|e| anyhow::anyhow!("annotations.otlp: {e}"))?;
+    let annotator = crate::notify::annotate::Annotator {
+        store: store.clone(),
+        criteria: cfg.criteria(),
+        exporter,
+        interval: a.interval,
+    };
+    tokio::spawn(annotator.run(shutdown.clone()));
+    Ok(())
 }

@@ -271,6 +271,7 @@ impl AppendTx {
     }
 }
 
+mod annotations;
 mod derived;
 mod entries;
 mod facts;

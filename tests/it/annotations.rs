@@ -1,0 +1,222 @@
+//! Deploy annotations (`[annotations.otlp]`): each production deploy reaches a real OTLP/HTTP
+//! logs receiver (this test's own server, decoding the protobuf the specification defines) once,
+//! with the change's requester and approver on the deployed service's resource; a receiver that
+//! is briefly unavailable gets it on a retry.
+
+use crate::support::scenario::{scenario_config, send_scenarios};
+use crate::support::server::{TestDb, spawn_app_with};
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the receiver got: every request decoded, and how many it turned away first.
+#[derive(Default)]
+struct Received {
+    requests: Vec<ExportLogsServiceRequest>,
+    unavailable_left: u32,
+    turned_away: u32,
+}
+
+/// An OTLP/HTTP logs receiver on a free port; answers 503 to the first `unavailable` requests.
+async fn receiver(unavailable: u32) -> (String, Arc<Mutex<Received>>) {
+    let got = Arc::new(Mutex::new(Received {
+        unavailable_left: unavailable,
+        ..Default::default()
+    }));
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/logs",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move {
+                assert_eq!(headers["content-type"], "application/x-protobuf");
+                assert_eq!(
+                    headers["x-api-key"], "k-123",
+                    "the configured header is sent"
+                );
+                let mut s = state.lock().unwrap();
+                if s.unavailable_left > 0 {
+                    s.unavailable_left -= 1;
+                    s.turned_away += 1;
+                    return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+                }
+                let req = ExportLogsServiceRequest::decode(body).expect("valid OTLP protobuf");
+                s.requests.push(req);
+                (StatusCode::OK, Vec::new())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), got)
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn text<'a>(attrs: &'a [KeyValue], key: &str) -> &'a str {
+    match attr(attrs, key) {
+        Some(any_value::Value::StringValue(s)) => s,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+/// Waits for `cond`, checking every 50 ms, for at most 30 s.
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_production_deploy_reaches_the_otlp_receiver_once_sqlite() {
+    each_production_deploy_reaches_the_otlp_receiver_once(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_production_deploy_reaches_the_otlp_receiver_once_postgres() {
+    if let Some(db) =
+        TestDb::postgres("each_production_deploy_reaches_the_otlp_receiver_once_postgres").await
+    {
+        each_production_deploy_reaches_the_otlp_receiver_once(db).await;
+    }
+}
+
+async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
+    let (endpoint, got) = receiver(1).await;
+    let mut cfg = scenario_config(&db);
+    cfg.annotations.otlp.endpoint = endpoint;
+    cfg.annotations.otlp.interval = Duration::from_millis(100);
+    cfg.annotations.otlp.headers =
+        serde_json::from_value(serde_json::json!({ "x-api-key": "k-123" })).unwrap();
+    let app = spawn_app_with(cfg).await;
+    // The annotator starts at the head: history before it is not replayed.
+    until("the annotator starts", async || {
+        app.store.annotation_cursor().await.unwrap().is_some()
+    })
+    .await;
+    send_scenarios(&app).await;
+    let head = app.store.head().await.unwrap().unwrap().head.size as i64 - 1;
+    until(
+        "every entry is looked at and every claim finished",
+        async || {
+            let caught_up = app
+                .store
+                .annotation_cursor()
+                .await
+                .unwrap()
+                .is_some_and(|c| c >= head);
+            caught_up && app.store.annotations_claimed().await.unwrap() == 0
+        },
+    )
+    .await;
+
+    let (requests, turned_away) = {
+        let g = got.lock().unwrap();
+        (g.requests.clone(), g.turned_away)
+    };
+    assert_eq!(turned_away, 1, "the first export met a 503");
+    let mut by_change: BTreeMap<String, u32> = BTreeMap::new();
+    let mut ok = None;
+    for req in &requests {
+        for rl in &req.resource_logs {
+            let resource = &rl.resource.as_ref().unwrap().attributes;
+            for sl in &rl.scope_logs {
+                assert_eq!(sl.scope.as_ref().unwrap().name, "changetrail");
+                for log in &sl.log_records {
+                    assert_eq!(log.event_name, "changetrail.deploy");
+                    let id = text(&log.attributes, "changetrail.change.id").to_owned();
+                    *by_change.entry(id.clone()).or_default() += 1;
+                    if id == "CHG-OK" {
+                        ok = Some((resource.clone(), log.clone()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        by_change.values().all(|&n| n == 1),
+        "each deploy once: {by_change:?}"
+    );
+    assert!(
+        !by_change.contains_key("CHG-STAGING"),
+        "staging is not production: {by_change:?}"
+    );
+    assert!(by_change.len() > 3, "{by_change:?}");
+    let (resource, log) = ok.expect("CHG-OK was announced");
+    assert_eq!(text(&resource, "service.name"), "payments-api");
+    assert_eq!(text(&resource, "service.version"), "1.42.0");
+    assert_eq!(text(&resource, "deployment.environment.name"), "production");
+    let a = &log.attributes;
+    assert_eq!(
+        text(a, "changetrail.change.requested_by"),
+        "alice@example.com"
+    );
+    assert_eq!(text(a, "changetrail.change.approved_by"), "bob@example.com");
+    assert_eq!(text(a, "changetrail.change.approval"), "approved");
+    for who in ["requested_by", "approved_by"] {
+        assert_eq!(
+            attr(a, &format!("changetrail.change.{who}.verified")),
+            Some(&any_value::Value::BoolValue(true)),
+            "{who}"
+        );
+    }
+    assert_eq!(log.trace_id.len(), 16, "the deploy attempt's trace");
+    assert!(log.time_unix_nano > 0 && log.observed_time_unix_nano > log.time_unix_nano);
+    // A claimed deploy is not claimed again (by a restart or a second instance).
+    let attempt = text(a, "changetrail.deploy.attempt");
+    assert!(
+        !app.store
+            .claim_annotation("CHG-OK", attempt, 1)
+            .await
+            .unwrap()
+    );
+    app.stop().await;
+
+    // The outbox: a claim left unsent (its sender stopped) is taken again once stale, and only
+    // then; a sent one never.
+    let store = db.store().await;
+    assert!(store.claim_annotation("CHG-X", "a1", 10).await.unwrap());
+    assert!(
+        store
+            .reclaim_annotations(10, 20, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.reclaim_annotations(11, 20, 10).await.unwrap(),
+        vec![("CHG-X".to_owned(), "a1".to_owned())]
+    );
+    assert!(
+        store
+            .reclaim_annotations(20, 30, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .finish_annotation("CHG-X", "a1", "sent", 40)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .reclaim_annotations(i64::MAX, 50, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.annotations_claimed().await.unwrap(), 0);
+}
