@@ -23,8 +23,21 @@ impl TraceUrl {
             .ok_or_else(|| {
                 format!("{template:?} is not an http:// or https:// URL, e.g. https://jaeger.example/trace/{{trace_id}}")
             })?;
-        if rest.starts_with('/') || rest.is_empty() {
+        // The host part: no user info (`https://good@evil/` goes to evil), not empty, ASCII only
+        // (no look-alike or right-to-left characters a reader would misread).
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() || authority.starts_with(':') {
             return Err(format!("{template:?} names no host"));
+        }
+        if authority.contains('@') {
+            return Err(format!(
+                "{template:?} holds user info before its host; write the host alone"
+            ));
+        }
+        if !template.is_ascii() {
+            return Err(format!(
+                "{template:?} holds non-ASCII characters; percent-encode them"
+            ));
         }
         if let Some(c) = template.chars().find(|c| {
             c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '\\' | '`')
@@ -42,14 +55,13 @@ impl TraceUrl {
         Ok(TraceUrl(template.to_owned()))
     }
 
-    /// The link for one trace; `None` unless `trace_id` is 32 lowercase hex digits, not all zero
-    /// (an invalid id in OTLP).
+    /// The link for one trace; `None` unless `trace_id` is 32 hex digits, not all zero (an
+    /// invalid id in OTLP). The id goes in lower case, as W3C Trace Context writes it (a
+    /// Conductor workflow may state it in upper case).
     pub fn to(&self, trace_id: &str) -> Option<String> {
-        let hex = trace_id.len() == 32
-            && trace_id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        (hex && trace_id.bytes().any(|b| b != b'0')).then(|| self.0.replace(TRACE_ID, trace_id))
+        let hex = trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex && trace_id.bytes().any(|b| b != b'0'))
+            .then(|| self.0.replace(TRACE_ID, &trace_id.to_ascii_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -81,11 +93,15 @@ mod tests {
     }
 
     #[test]
-    fn a_trace_id_that_is_not_32_lowercase_hex_gets_no_link() {
+    fn a_trace_id_that_is_not_32_hex_digits_gets_no_link() {
         let t = TraceUrl::parse("https://t.example/{trace_id}").unwrap();
+        assert_eq!(
+            t.to("4BF92F3577B34DA6A3CE929D0E0E4736").unwrap(),
+            format!("https://t.example/{ID}"),
+            "upper case goes in as lower case"
+        );
         for bad in [
             "",
-            "4BF92F3577B34DA6A3CE929D0E0E4736",
             "4bf92f3577b34da6a3ce929d0e0e473",
             "4bf92f3577b34da6a3ce929d0e0e4736/../x",
             "00000000000000000000000000000000",
@@ -110,6 +126,11 @@ mod tests {
             "https://x.example/ {trace_id}",
             "https://x.example/<b>{trace_id}",
             "https://x.example/{trace_id}\n",
+            "https://good.example@evil.example/{trace_id}",
+            "https://?q={trace_id}",
+            "https://:443/{trace_id}",
+            "https://x.example/\u{202e}{trace_id}",
+            "https://xn--pple-43d.example/{trace_id}\u{430}",
         ] {
             assert!(TraceUrl::parse(bad).is_err(), "{bad:?} was accepted");
         }

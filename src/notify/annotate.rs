@@ -5,9 +5,13 @@
 //! The annotator follows the committed chain with a cursor of its own (`annotation_state`),
 //! folds and judges each change the new facts name (as the console does), and claims each deploy
 //! in an outbox row before sending it, so two instances never both send one, and a restart sends
-//! nothing twice. A claim whose sender stopped, or whose endpoint stayed down through every retry,
-//! is sent again after `STALE`. It starts at the head the first time it runs: history from before
-//! annotations were switched on is not replayed into the backend.
+//! nothing twice; one marker per change. A claim whose sender stopped, or whose endpoint stayed
+//! down through every retry, is sent again once stale (longer than one export can take; renewed
+//! right before each send). So a record is sent twice in one case only: a sender that dies after
+//! the endpoint took it and before recording so; a receiver can drop the repeat by
+//! `changetrail.deploy.attempt`. It starts at the head the first time it runs: history from
+//! before annotations were first switched on is not replayed (switched off and on again, it
+//! resumes where it stopped).
 
 use super::otlp::{ExportError, LogsExporter};
 use crate::core::evidence::identity::Principal;
@@ -25,10 +29,8 @@ use std::time::Duration;
 
 /// Entries looked at per step.
 const STEP: i64 = 5_000;
-/// A claim not finished this long after it was made is sent again.
-const STALE: Duration = Duration::from_secs(120);
 /// Stale claims taken per pass.
-const RECLAIM: u64 = 100;
+const RECLAIM: u64 = 20;
 /// The log record's event name (OTel logs data model `EventName`).
 pub const EVENT_NAME: &str = "changetrail.deploy";
 
@@ -40,16 +42,28 @@ pub struct Annotator {
     pub interval: Duration,
 }
 
+/// How one announcement went.
+enum Outcome {
+    /// Nothing to send (no production deploy, or another sender has it).
+    Skipped,
+    Sent,
+    /// The endpoint is down or turned us away: the rest of the pass waits for the next one.
+    Stalled,
+}
+
 impl Annotator {
     /// Runs until `stop`; a failed pass is logged and tried again at the next interval.
     pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
         tracing::info!(
-            url = self.exporter.url(),
+            url = self.exporter.shown_url(),
             "Deploy annotations go to the OTLP endpoint."
         );
         loop {
-            if let Err(e) = self.pass().await {
-                tracing::warn!(error = %e, "Deploy annotations could not catch up; retrying.");
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.pass() => if let Err(e) = r {
+                    tracing::warn!(error = %e, "Deploy annotations could not catch up; retrying.");
+                },
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -58,48 +72,35 @@ impl Annotator {
         }
     }
 
-    /// One pass: stale claims first, then the entries after the cursor, a step at a time up to
-    /// the head as it stood when the pass began. Returns the deploys sent.
+    /// A claim not finished this long after it was made (or renewed) is taken again: longer
+    /// than one export can take, so a claim being sent never goes stale.
+    fn stale(&self) -> i64 {
+        let d = self.exporter.worst_case() + Duration::from_secs(60);
+        i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// One pass: the entries after the cursor, a step at a time up to the head as it stood when
+    /// the pass began, then stale claims. Stops at the first export the endpoint does not take
+    /// (the cursor stays before that step). Returns the deploys sent.
     pub async fn pass(&self) -> Result<usize, StorageError> {
-        let now = crate::sys::now_ns();
-        let stale_before = now.saturating_sub(i64::try_from(STALE.as_nanos()).unwrap_or(i64::MAX));
         let mut sent = 0;
-        for (change, attempt) in self
-            .store
-            .reclaim_annotations(stale_before, now, RECLAIM)
-            .await?
-        {
-            sent += usize::from(self.announce(&change, Some(&attempt), false).await?);
-        }
         let head = self
             .store
             .head()
             .await?
-            .map_or(-1, |h| h.head.size as i64 - 1);
+            .map_or(-1, |h| i64::try_from(h.head.size).unwrap_or(i64::MAX) - 1);
         let Some(mut cursor) = self.store.annotation_cursor().await? else {
             self.store.move_annotation_cursor(None, head).await?;
             return Ok(sent);
         };
         while cursor < head {
             let upto = head.min(cursor + STEP);
-            let after = u64::try_from(cursor).ok();
-            let upto_seq = u64::try_from(upto).unwrap_or(0);
-            let mut changes = BTreeSet::new();
-            let mut runs = Vec::new();
-            for (change, run, _) in self.store.facts_after(after, upto_seq).await? {
-                match (change, run) {
-                    (Some(c), _) => {
-                        changes.insert(c);
-                    }
-                    (None, Some(r)) => runs.push(r),
-                    (None, None) => {}
+            for change in self.changes_between(cursor, upto).await? {
+                match self.announce(&change, None).await? {
+                    Outcome::Sent => sent += 1,
+                    Outcome::Skipped => {}
+                    Outcome::Stalled => return Ok(sent),
                 }
-            }
-            runs.sort();
-            runs.dedup();
-            changes.extend(self.store.changes_of_runs(&runs).await?);
-            for change in &changes {
-                sent += usize::from(self.announce(change, None, true).await?);
             }
             if !self
                 .store
@@ -107,47 +108,97 @@ impl Annotator {
                 .await?
             {
                 // Another instance moved it: it announces what follows (claims keep us apart).
-                return Ok(sent);
+                break;
             }
             cursor = upto;
+        }
+        let now = crate::sys::now_ns();
+        for (change, attempt) in self
+            .store
+            .reclaim_annotations(now.saturating_sub(self.stale()), now, RECLAIM)
+            .await?
+        {
+            match self.announce(&change, Some((&attempt, now))).await? {
+                Outcome::Sent => sent += 1,
+                Outcome::Skipped => {}
+                Outcome::Stalled => break,
+            }
         }
         Ok(sent)
     }
 
-    /// Folds `change` and, when it has a successful production deploy (the one `attempt` names,
-    /// when given), claims it (when `claim`) and sends it. True when a record was sent.
+    /// The changes facts of entries `after < seq <= upto` name, directly or by a run.
+    async fn changes_between(
+        &self,
+        after: i64,
+        upto: i64,
+    ) -> Result<BTreeSet<String>, StorageError> {
+        let mut changes = BTreeSet::new();
+        let mut runs = Vec::new();
+        let rows = self
+            .store
+            .facts_after(u64::try_from(after).ok(), u64::try_from(upto).unwrap_or(0))
+            .await?;
+        for (change, run, _) in rows {
+            match (change, run) {
+                (Some(c), _) => {
+                    changes.insert(c);
+                }
+                (None, Some(r)) => runs.push(r),
+                (None, None) => {}
+            }
+        }
+        runs.sort();
+        runs.dedup();
+        changes.extend(self.store.changes_of_runs(&runs).await?);
+        Ok(changes)
+    }
+
+    /// Folds `change` and, when it has a successful production deploy, claims it (or, for a
+    /// claim taken again, `held`: the attempt and its token) and sends it.
     async fn announce(
         &self,
         change: &str,
-        attempt: Option<&str>,
-        claim: bool,
-    ) -> Result<bool, StorageError> {
+        held: Option<(&str, i64)>,
+    ) -> Result<Outcome, StorageError> {
+        // One marker per change: a change already announced (or being announced) is not folded.
+        if held.is_none() && self.store.annotation_exists(change).await? {
+            return Ok(Outcome::Skipped);
+        }
         let folded = evidence_of(&self.store, change, &self.criteria)
             .await
             .map_err(|e| StorageError::Corrupt(format!("folding {change}: {e}")))?;
         let deploy = folded
             .as_ref()
             .and_then(|(ev, _)| first_deploy(ev))
-            .filter(|d| attempt.is_none_or(|a| a == d.task_run_id));
+            .filter(|d| held.is_none_or(|(a, _)| a == d.task_run_id));
         let (Some((ev, broken)), Some(deploy)) = (&folded, deploy) else {
-            if let Some(a) = attempt {
+            if let Some((a, token)) = held {
                 // A claim taken again whose deploy the evidence no longer shows (its facts were
                 // erased, or a retried attempt is now the first success): closed, not retried.
+                let now = crate::sys::now_ns();
                 self.store
-                    .finish_annotation(change, a, "gone", crate::sys::now_ns())
+                    .finish_annotation(change, a, token, "gone", now)
                     .await?;
             }
-            return Ok(false);
+            return Ok(Outcome::Skipped);
         };
+        let attempt = deploy.task_run_id.as_str();
         let now = crate::sys::now_ns();
-        if claim
-            && !self
-                .store
-                .claim_annotation(change, &deploy.task_run_id, now)
-                .await?
-        {
-            return Ok(false);
-        }
+        let token = match held {
+            None if self.store.claim_annotation(change, attempt, now).await? => now,
+            None => return Ok(Outcome::Skipped),
+            // Renewed right before sending, so the claim cannot go stale while it is sent.
+            Some((_, old))
+                if self
+                    .store
+                    .renew_annotation(change, attempt, old, now)
+                    .await? =>
+            {
+                now
+            }
+            Some(_) => return Ok(Outcome::Skipped),
+        };
         let codes: Vec<&str> = exceptions(ev, broken, &self.criteria.rules)
             .iter()
             .map(|x| x.code)
@@ -155,22 +206,26 @@ impl Annotator {
             .into_iter()
             .collect();
         let req = record(ev, deploy, &codes, now);
-        let state = match self.exporter.export(&req).await {
-            Ok(()) => "sent",
-            Err(ExportError::Refused(e)) => {
-                tracing::error!(change, error = %e, "The OTLP endpoint refused a deploy annotation; it is not sent again.");
-                "refused"
+        let (state, outcome) = match self.exporter.export(&req).await {
+            Ok(()) => ("sent", Outcome::Sent),
+            Err(e @ ExportError::Refused(_)) => {
+                tracing::error!(change, error = %e, "A deploy annotation was refused; it is not sent again.");
+                ("refused", Outcome::Skipped)
+            }
+            Err(e @ ExportError::Misconfigured(_)) => {
+                // Kept claimed: sent once the configuration is fixed and the claim is stale.
+                tracing::error!(change, error = %e, "Deploy annotations are turned away.");
+                return Ok(Outcome::Stalled);
             }
             Err(e @ ExportError::Unavailable(_)) => {
-                // Left claimed: sent again once the claim is stale.
                 tracing::warn!(change, error = %e, "A deploy annotation could not be sent yet.");
-                return Ok(false);
+                return Ok(Outcome::Stalled);
             }
         };
         self.store
-            .finish_annotation(change, &deploy.task_run_id, state, crate::sys::now_ns())
+            .finish_annotation(change, attempt, token, state, crate::sys::now_ns())
             .await?;
-        Ok(state == "sent")
+        Ok(outcome)
     }
 }
 
@@ -236,12 +291,8 @@ pub fn record(
     if let Some(e) = &c.environment {
         resource.push(text("deployment.environment.name", e));
     }
-    let approval = ev
-        .approvals
-        .iter()
-        .rev()
-        .find(|a| a.decision == "approved")
-        .or_else(|| ev.approvals.last());
+    // The latest decision stands (an approval later rejected is rejected).
+    let approval = ev.approvals.iter().max_by_key(|a| (a.decided_ns, a.seq));
     let mut attrs = vec![
         text("changetrail.change.id", &c.id),
         text("changetrail.change.kind", &c.kind),
@@ -281,10 +332,22 @@ pub fn record(
                 .collect(),
         }),
     ));
-    let who = |p: Option<&Principal>| {
-        p.and_then(|p| p.subject.clone())
-            .unwrap_or_else(|| "nobody named".to_owned())
+    let who = |p: Option<&Principal>| match p {
+        Some(Principal {
+            subject: Some(s), ..
+        }) if p.is_some_and(|p| p.established.is_verified()) => format!("{s} (verified)"),
+        Some(Principal {
+            subject: Some(s), ..
+        }) => format!("{s} (unverified)"),
+        _ => "nobody named".to_owned(),
     };
+    let unverified = !ev
+        .requester
+        .as_ref()
+        .is_some_and(|p| p.established.is_verified())
+        || !approval
+            .and_then(|a| a.approver.as_ref())
+            .is_some_and(|p| p.established.is_verified());
     let body = format!(
         "{} {} deployed to {} by change {}: requested by {}, {} by {}{}",
         c.service.as_deref().unwrap_or_default(),
@@ -300,7 +363,7 @@ pub fn record(
             format!("; exceptions: {}", codes.join(", "))
         },
     );
-    let (severity, severity_text) = if codes.is_empty() {
+    let (severity, severity_text) = if codes.is_empty() && !unverified {
         (SeverityNumber::Info, "INFO")
     } else {
         (SeverityNumber::Warn, "WARN")

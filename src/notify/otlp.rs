@@ -19,9 +19,14 @@ pub fn logs_url(endpoint: &str) -> Result<String, String> {
     let rest = e
         .strip_prefix("http://")
         .or_else(|| e.strip_prefix("https://"))
-        .ok_or_else(|| format!("{endpoint:?} is not an http:// or https:// URL"))?;
+        .ok_or_else(|| {
+            format!(
+                "{:?} is not an http:// or https:// URL",
+                shown_url(endpoint)
+            )
+        })?;
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("{endpoint:?} names no host"));
+        return Err(format!("{:?} names no host", shown_url(endpoint)));
     }
     if e.ends_with("/v1/logs") {
         Ok(e.to_owned())
@@ -30,12 +35,26 @@ pub fn logs_url(endpoint: &str) -> Result<String, String> {
     }
 }
 
+/// The URL as it may be logged: without user info and query, which may hold a credential.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}{path}")
+}
+
 /// Why an export did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// The endpoint answered that this request will never be taken (a 4xx other than 429).
+    /// The endpoint answered that this request will never be taken (400, 413, 422 and other
+    /// 4xx not below): the record itself is at fault.
     #[error("the endpoint refused the export: {0}")]
     Refused(String),
+    /// The endpoint says the configuration is wrong (a redirect, 401, 403, 404, 405): nothing
+    /// will go through until an operator fixes it, so the record is kept for then.
+    #[error("the endpoint turned the export away, check [annotations.otlp]: {0}")]
+    Misconfigured(String),
     /// Every attempt failed for a reason that may pass.
     #[error("the endpoint could not be reached: {0}")]
     Unavailable(String),
@@ -46,6 +65,7 @@ pub enum ExportError {
 pub struct LogsExporter {
     client: reqwest::Client,
     url: String,
+    timeout: Duration,
     headers: reqwest::header::HeaderMap,
 }
 
@@ -76,12 +96,20 @@ impl LogsExporter {
         Ok(LogsExporter {
             client,
             url,
+            timeout,
             headers: map,
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The URL as it may be logged (`shown_url`).
+    pub fn shown_url(&self) -> String {
+        shown_url(&self.url)
+    }
+
+    /// The longest one `export` can take: every attempt to its deadline, every wait at its
+    /// longest.
+    pub fn worst_case(&self) -> Duration {
+        self.timeout * ATTEMPTS + MAX_WAIT * (ATTEMPTS - 1)
     }
 
     /// Exports one request, retrying what may pass.
@@ -102,8 +130,14 @@ impl LogsExporter {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => {
                     let status = r.status();
-                    if !matches!(status.as_u16(), 429 | 502 | 503 | 504) {
-                        return Err(ExportError::Refused(format!("HTTP {status}")));
+                    match status.as_u16() {
+                        429 | 502 | 503 | 504 => {}
+                        300..=399 | 401 | 403 | 404 | 405 => {
+                            return Err(ExportError::Misconfigured(format!("HTTP {status}")));
+                        }
+                        400..=499 => return Err(ExportError::Refused(format!("HTTP {status}"))),
+                        // Another 5xx: the specification does not call it retryable.
+                        _ => return Err(ExportError::Unavailable(format!("HTTP {status}"))),
                     }
                     last = format!("HTTP {status}");
                     r.headers()

@@ -47,7 +47,8 @@ impl Store {
     }
 
     /// Claims again the annotations claimed before `before_ns` and never sent (their sender
-    /// stopped or the endpoint was down), at most `limit`: (change id, attempt).
+    /// stopped or the endpoint was down), at most `limit`: (change id, attempt); each is now
+    /// held with the token `now_ns`.
     pub async fn reclaim_annotations(
         &self,
         before_ns: i64,
@@ -70,17 +71,46 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or_default())
     }
 
-    /// Records how a claimed annotation ended: `sent` or `refused` (the endpoint rejected it).
+    /// Whether any deploy of the change was announced or claimed already (a change has one
+    /// marker: a later fact showing an earlier successful attempt does not send a second).
+    pub async fn annotation_exists(&self, change_id: &str) -> Result<bool> {
+        let r: Option<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT attempt FROM annotations WHERE change_id = $1 LIMIT 1")
+            .bind(change_id).fetch_optional(p).await)?;
+        Ok(r.is_some())
+    }
+
+    /// Renews a claim held since `token` (its `updated_ns`) right before sending, so it does
+    /// not go stale mid-send; false when someone else took it meanwhile. The new token is `now_ns`.
+    pub async fn renew_annotation(
+        &self,
+        change_id: &str,
+        attempt: &str,
+        token: i64,
+        now_ns: i64,
+    ) -> Result<bool> {
+        let n = on_pool!(self, p => sqlx::query(
+            "UPDATE annotations SET updated_ns = $1 \
+             WHERE change_id = $2 AND attempt = $3 AND state = 'claimed' AND updated_ns = $4")
+            .bind(now_ns).bind(change_id).bind(attempt).bind(token).execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Records how a claim held since `token` ended: `sent`, `refused` (the endpoint rejected
+    /// it) or `gone` (no such deploy any more); nothing when another sender took it meanwhile.
     pub async fn finish_annotation(
         &self,
         change_id: &str,
         attempt: &str,
+        token: i64,
         state: &str,
         now_ns: i64,
     ) -> Result<()> {
         on_pool!(self, p => sqlx::query(
-            "UPDATE annotations SET state = $1, updated_ns = $2 WHERE change_id = $3 AND attempt = $4")
-            .bind(state).bind(now_ns).bind(change_id).bind(attempt).execute(p).await.map(|_| ()))?;
+            "UPDATE annotations SET state = $1, updated_ns = $2 \
+             WHERE change_id = $3 AND attempt = $4 AND state = 'claimed' AND updated_ns = $5")
+            .bind(state).bind(now_ns).bind(change_id).bind(attempt).bind(token)
+            .execute(p).await.map(|_| ()))?;
         Ok(())
     }
 }

@@ -154,7 +154,42 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
         !by_change.contains_key("CHG-STAGING"),
         "staging is not production: {by_change:?}"
     );
-    assert!(by_change.len() > 3, "{by_change:?}");
+    // Exactly the production changes with a successful deploy attempt, as their packets say.
+    let auditor = app.token(changetrail::auth::Role::Auditor).await;
+    let list: serde_json::Value = app
+        .get("/v1/changes?limit=500", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut deployed = std::collections::BTreeSet::new();
+    for c in list["changes"].as_array().unwrap() {
+        let id = c["change"]["id"].as_str().unwrap();
+        let p: serde_json::Value = app
+            .get(&format!("/v1/changes/{id}"), Some(&auditor))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let succeeded = p["steps"].as_array().unwrap().iter().any(|s| {
+            s["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["result"] == "success")
+        });
+        if p["change"]["production"] == true && succeeded {
+            deployed.insert(id.to_owned());
+        }
+    }
+    assert!(deployed.len() > 3, "{deployed:?}");
+    assert_eq!(
+        by_change
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        deployed
+    );
     let (resource, log) = ok.expect("CHG-OK was announced");
     assert_eq!(text(&resource, "service.name"), "payments-api");
     assert_eq!(text(&resource, "service.version"), "1.42.0");
@@ -207,8 +242,17 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
             .unwrap()
             .is_empty()
     );
+    // Only the holder of the latest token finishes or renews it.
     store
-        .finish_annotation("CHG-X", "a1", "sent", 40)
+        .finish_annotation("CHG-X", "a1", 10, "sent", 35)
+        .await
+        .unwrap();
+    assert!(!store.renew_annotation("CHG-X", "a1", 10, 36).await.unwrap());
+    assert_eq!(store.annotations_claimed().await.unwrap(), 1);
+    assert!(store.renew_annotation("CHG-X", "a1", 20, 37).await.unwrap());
+    assert!(store.annotation_exists("CHG-X").await.unwrap());
+    store
+        .finish_annotation("CHG-X", "a1", 37, "sent", 40)
         .await
         .unwrap();
     assert!(
