@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     get,
     path = "/metrics",
     tag = "metrics",
-    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
+    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
     responses(
         (status = 200, description = "Prometheus text format, or OpenMetrics text when the scraper asks for it", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 404, description = "this process does not ingest", body = ErrorBody)
@@ -33,7 +33,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     let b = ing.binder_stats();
     let (rss, peak) = crate::sys::metrics::memory();
     let queue = state.appender.as_ref().map_or(0, |a| a.queue_depth()) as f64;
-    let extra = [
+    let mut extra = vec![
         (
             "changetrail_queue_depth",
             "gauge",
@@ -131,6 +131,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
             peak as f64,
         ),
     ];
+    extra.extend(annotation_metrics(&state));
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -147,6 +148,42 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         )
     };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The deploy annotator's counters (zero when `[annotations.otlp]` is off).
+fn annotation_metrics(state: &AppState) -> [(&'static str, &'static str, &'static str, f64); 4] {
+    let annotation = |f: fn(&crate::notify::annotate::Stats) -> &std::sync::atomic::AtomicU64| {
+        state
+            .annotations
+            .as_ref()
+            .map_or(0.0, |a| f(a).load(Ordering::Relaxed) as f64)
+    };
+    [
+        (
+            "changetrail_annotations_sent_total",
+            "counter",
+            "Deploy annotations the OTLP endpoint took ([annotations.otlp]).",
+            annotation(|a| &a.sent),
+        ),
+        (
+            "changetrail_annotations_refused_total",
+            "counter",
+            "Deploy annotations the OTLP endpoint refused for good (a 4xx about the record).",
+            annotation(|a| &a.refused),
+        ),
+        (
+            "changetrail_annotations_stalled_total",
+            "counter",
+            "Deploy annotation exports that did not go through yet (endpoint down, or turned away: check [annotations.otlp]); each is tried again.",
+            annotation(|a| &a.stalled),
+        ),
+        (
+            "changetrail_annotations_lag_entries",
+            "gauge",
+            "Committed entries the deploy annotator has not looked at yet.",
+            annotation(|a| &a.lag_entries),
+        ),
+    ]
 }
 
 /// Whether an Accept header prefers OpenMetrics to the Prometheus text format: named with a

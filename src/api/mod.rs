@@ -46,6 +46,8 @@ pub struct AppState {
     pub verifying: Arc<tokio::sync::Semaphore>,
     /// The ledger writer, when this process may record token changes.
     pub writer: Option<Arc<LedgerWriter>>,
+    /// The deploy annotator's counters, when `[annotations.otlp]` is on.
+    pub annotations: Option<Arc<crate::notify::annotate::Stats>>,
 }
 
 /// What the change endpoints need from configuration.
@@ -71,11 +73,20 @@ impl AppState {
             reports: None,
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             writer: None,
+            annotations: None,
         }
     }
 
     pub fn with_writer(mut self, writer: Arc<LedgerWriter>) -> AppState {
         self.writer = Some(writer);
+        self
+    }
+
+    pub fn with_annotations(
+        mut self,
+        stats: Option<Arc<crate::notify::annotate::Stats>>,
+    ) -> AppState {
+        self.annotations = stats;
         self
     }
 

@@ -231,7 +231,6 @@ impl App {
                 shutdown.clone(),
             ));
         }
-        spawn_annotator(&cfg, &store, &shutdown)?;
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
                 .await
@@ -249,6 +248,7 @@ impl App {
             .with_writer(writer.clone())
             .with_metrics(ingestor.clone(), writer.clone())
             .with_reports(cfg.report_settings(None)?, writer.clone())
+            .with_annotations(spawn_annotator(&cfg, &store, &shutdown)?)
             .with_correlation(api::Correlation {
                 criteria: cfg.criteria(),
                 identity,
@@ -350,15 +350,16 @@ impl App {
     }
 }
 
-/// Deploy markers for the tracing backend, when `[annotations.otlp]` names an endpoint.
+/// Deploy markers for the tracing backend, when `[annotations.otlp]` names an endpoint; the
+/// annotator's counters for `/metrics`.
 fn spawn_annotator(
     cfg: &Config,
     store: &Store,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Arc<crate::notify::annotate::Stats>>> {
     let a = &cfg.annotations.otlp;
     if a.endpoint.trim().is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let headers: Vec<(String, String)> = a
         .headers
@@ -367,12 +368,14 @@ fn spawn_annotator(
         .collect();
     let exporter = crate::notify::otlp::LogsExporter::new(&a.endpoint, &headers, a.timeout)
         .map_err(|e| anyhow::anyhow!("annotations.otlp: {e}"))?;
+    let stats = Arc::new(crate::notify::annotate::Stats::default());
     let annotator = crate::notify::annotate::Annotator {
         store: store.clone(),
         criteria: cfg.criteria(),
         exporter,
         interval: a.interval,
+        stats: stats.clone(),
     };
     tokio::spawn(annotator.run(shutdown.clone()));
-    Ok(())
+    Ok(Some(stats))
 }

@@ -25,6 +25,8 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Entries looked at per step.
@@ -40,6 +42,21 @@ pub struct Annotator {
     pub criteria: Criteria,
     pub exporter: LogsExporter,
     pub interval: Duration,
+    /// What `/metrics` shows of it.
+    pub stats: Arc<Stats>,
+}
+
+/// The annotator's counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records the endpoint took.
+    pub sent: AtomicU64,
+    /// Records the endpoint refused for good (a 4xx about the record).
+    pub refused: AtomicU64,
+    /// Exports that did not go through yet (down, or turned away by configuration).
+    pub stalled: AtomicU64,
+    /// Committed entries after the cursor at the end of the last pass.
+    pub lag_entries: AtomicU64,
 }
 
 /// How one announcement went.
@@ -93,7 +110,9 @@ impl Annotator {
             self.store.move_annotation_cursor(None, head).await?;
             return Ok(sent);
         };
+        let lag = |cursor: i64| u64::try_from(head - cursor).unwrap_or_default();
         while cursor < head {
+            self.stats.lag_entries.store(lag(cursor), Ordering::Relaxed);
             let upto = head.min(cursor + STEP);
             for change in self.changes_between(cursor, upto).await? {
                 match self.announce(&change, None).await? {
@@ -112,6 +131,7 @@ impl Annotator {
             }
             cursor = upto;
         }
+        self.stats.lag_entries.store(lag(cursor), Ordering::Relaxed);
         let now = crate::sys::now_ns();
         for (change, attempt) in self
             .store
@@ -206,7 +226,14 @@ impl Annotator {
             .into_iter()
             .collect();
         let req = record(ev, deploy, &codes, now);
-        let (state, outcome) = match self.exporter.export(&req).await {
+        let exported = self.exporter.export(&req).await;
+        let counter = match &exported {
+            Ok(()) => &self.stats.sent,
+            Err(ExportError::Refused(_)) => &self.stats.refused,
+            Err(_) => &self.stats.stalled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let (state, outcome) = match exported {
             Ok(()) => ("sent", Outcome::Sent),
             Err(e @ ExportError::Refused(_)) => {
                 tracing::error!(change, error = %e, "A deploy annotation was refused; it is not sent again.");

@@ -210,6 +210,26 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
     }
     assert_eq!(log.trace_id.len(), 16, "the deploy attempt's trace");
     assert!(log.time_unix_nano > 0 && log.observed_time_unix_nano > log.time_unix_nano);
+    // /metrics counts them; nothing is left behind the head.
+    let metrics = app.token(changetrail::auth::Role::Metrics).await;
+    let scraped = app
+        .get("/metrics", Some(&metrics))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    };
+    assert_eq!(
+        value("changetrail_annotations_sent_total"),
+        by_change.len() as f64
+    );
+    assert_eq!(value("changetrail_annotations_refused_total"), 0.0);
+    assert_eq!(value("changetrail_annotations_lag_entries"), 0.0);
     // A claimed deploy is not claimed again (by a restart or a second instance).
     let attempt = text(a, "changetrail.deploy.attempt");
     assert!(
