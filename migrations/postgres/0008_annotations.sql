@@ -5,12 +5,13 @@ CREATE TABLE annotation_state (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     through_seq  BIGINT  NOT NULL  -- every entry up to and including it has been looked at
 );
--- One row per deploy announced: claimed by the instance that sends it, then sent or refused.
+-- One row per change announced (one marker per change): claimed by the instance that sends it,
+-- then sent, refused, or gone (no successful production deploy any more).
 CREATE TABLE annotations (
-    change_id   TEXT    NOT NULL,
-    attempt     TEXT    NOT NULL,  -- the task run id of the change's first successful deploy attempt
-    state       TEXT    NOT NULL,  -- claimed | sent | refused | gone (no such deploy any more)
-    updated_ns  BIGINT  NOT NULL,  -- when the state was last set (a stale claim is sent again)
-    PRIMARY KEY (change_id, attempt)
+    change_id   TEXT    PRIMARY KEY,
+    attempt     TEXT    NOT NULL,  -- the task run id of the deploy attempt announced
+    state       TEXT    NOT NULL,  -- claimed | sent | refused | gone
+    updated_ns  BIGINT  NOT NULL   -- when the state was last set: the holder's token (a claim
+                                   -- left this long unrenewed is sent again)
 );
 CREATE INDEX annotations_claimed ON annotations (state, updated_ns);

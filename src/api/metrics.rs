@@ -151,7 +151,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 }
 
 /// The deploy annotator's counters (zero when `[annotations.otlp]` is off).
-fn annotation_metrics(state: &AppState) -> [(&'static str, &'static str, &'static str, f64); 4] {
+fn annotation_metrics(state: &AppState) -> [(&'static str, &'static str, &'static str, f64); 5] {
     let annotation = |f: fn(&crate::notify::annotate::Stats) -> &std::sync::atomic::AtomicU64| {
         state
             .annotations
@@ -159,6 +159,12 @@ fn annotation_metrics(state: &AppState) -> [(&'static str, &'static str, &'stati
             .map_or(0.0, |a| f(a).load(Ordering::Relaxed) as f64)
     };
     [
+        (
+            "changetrail_annotations_enabled",
+            "gauge",
+            "1 when this instance sends deploy annotations ([annotations.otlp] names an endpoint).",
+            f64::from(u8::from(state.annotations.is_some())),
+        ),
         (
             "changetrail_annotations_sent_total",
             "counter",

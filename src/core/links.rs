@@ -29,6 +29,11 @@ impl TraceUrl {
         if authority.is_empty() || authority.starts_with(':') {
             return Err(format!("{template:?} names no host"));
         }
+        if authority.contains('%') {
+            return Err(format!(
+                "{template:?} percent-encodes its host, which hides what it names"
+            ));
+        }
         if authority.contains('@') {
             return Err(format!(
                 "{template:?} holds user info before its host; write the host alone"
@@ -129,6 +134,7 @@ mod tests {
             "https://good.example@evil.example/{trace_id}",
             "https://?q={trace_id}",
             "https://:443/{trace_id}",
+            "https://evil%2eexample/{trace_id}",
             "https://x.example/\u{202e}{trace_id}",
             "https://xn--pple-43d.example/{trace_id}\u{430}",
         ] {

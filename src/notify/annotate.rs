@@ -7,9 +7,11 @@
 //! in an outbox row before sending it, so two instances never both send one, and a restart sends
 //! nothing twice; one marker per change. A claim whose sender stopped, or whose endpoint stayed
 //! down through every retry, is sent again once stale (longer than one export can take; renewed
-//! right before each send). So a record is sent twice in one case only: a sender that dies after
-//! the endpoint took it and before recording so; a receiver can drop the repeat by
-//! `changetrail.deploy.attempt`. It starts at the head the first time it runs: history from
+//! right before each send). So a record is sent twice in one case only: a sender stopped (killed,
+//! or shut down mid-export) after the endpoint took it and before recording so; a receiver can
+//! drop the repeat by `changetrail.deploy.attempt`. Staleness is judged by the reclaiming
+//! instance's clock and `timeout`: instances must share the setting and keep their clocks within
+//! a minute. It starts at the head the first time it runs: history from
 //! before annotations were first switched on is not replayed (switched off and on again, it
 //! resumes where it stopped).
 
@@ -127,18 +129,19 @@ impl Annotator {
                 .await?
             {
                 // Another instance moved it: it announces what follows (claims keep us apart).
+                cursor = self.store.annotation_cursor().await?.unwrap_or(cursor);
                 break;
             }
             cursor = upto;
         }
         self.stats.lag_entries.store(lag(cursor), Ordering::Relaxed);
         let now = crate::sys::now_ns();
-        for (change, attempt) in self
+        for (change, _) in self
             .store
             .reclaim_annotations(now.saturating_sub(self.stale()), now, RECLAIM)
             .await?
         {
-            match self.announce(&change, Some((&attempt, now))).await? {
+            match self.announce(&change, Some(now)).await? {
                 Outcome::Sent => sent += 1,
                 Outcome::Skipped => {}
                 Outcome::Stalled => break,
@@ -174,31 +177,30 @@ impl Annotator {
         Ok(changes)
     }
 
-    /// Folds `change` and, when it has a successful production deploy, claims it (or, for a
-    /// claim taken again, `held`: the attempt and its token) and sends it.
-    async fn announce(
-        &self,
-        change: &str,
-        held: Option<(&str, i64)>,
-    ) -> Result<Outcome, StorageError> {
+    /// Folds `change` and, when it has a successful production deploy, claims it (or renews
+    /// `held`, a claim taken again with its token) and sends it.
+    async fn announce(&self, change: &str, held: Option<i64>) -> Result<Outcome, StorageError> {
         // One marker per change: a change already announced (or being announced) is not folded.
         if held.is_none() && self.store.annotation_exists(change).await? {
             return Ok(Outcome::Skipped);
         }
-        let folded = evidence_of(&self.store, change, &self.criteria)
-            .await
-            .map_err(|e| StorageError::Corrupt(format!("folding {change}: {e}")))?;
-        let deploy = folded
-            .as_ref()
-            .and_then(|(ev, _)| first_deploy(ev))
-            .filter(|d| held.is_none_or(|(a, _)| a == d.task_run_id));
+        let folded = match evidence_of(&self.store, change, &self.criteria).await {
+            Ok(f) => f,
+            Err(e) => {
+                // One change that cannot be folded must not hold back every later deploy; it is
+                // looked at again when a new fact names it (or its claim goes stale).
+                tracing::warn!(change, error = %e, "A change could not be folded for its deploy annotation; skipped.");
+                return Ok(Outcome::Skipped);
+            }
+        };
+        let deploy = folded.as_ref().and_then(|(ev, _)| first_deploy(ev));
         let (Some((ev, broken)), Some(deploy)) = (&folded, deploy) else {
-            if let Some((a, token)) = held {
-                // A claim taken again whose deploy the evidence no longer shows (its facts were
-                // erased, or a retried attempt is now the first success): closed, not retried.
+            if let Some(token) = held {
+                // A claim taken again whose change no longer shows a successful production
+                // deploy (its facts were erased): closed, not retried.
                 let now = crate::sys::now_ns();
                 self.store
-                    .finish_annotation(change, a, token, "gone", now)
+                    .finish_annotation(change, token, "gone", now)
                     .await?;
             }
             return Ok(Outcome::Skipped);
@@ -209,7 +211,7 @@ impl Annotator {
             None if self.store.claim_annotation(change, attempt, now).await? => now,
             None => return Ok(Outcome::Skipped),
             // Renewed right before sending, so the claim cannot go stale while it is sent.
-            Some((_, old))
+            Some(old)
                 if self
                     .store
                     .renew_annotation(change, attempt, old, now)
@@ -250,7 +252,7 @@ impl Annotator {
             }
         };
         self.store
-            .finish_annotation(change, attempt, token, state, crate::sys::now_ns())
+            .finish_annotation(change, token, state, crate::sys::now_ns())
             .await?;
         Ok(outcome)
     }

@@ -2,7 +2,9 @@
 //! retried with backoff on the answers the specification calls retryable (429, 502, 503, 504)
 //! and on network errors, honouring `Retry-After`; any other 4xx is final.
 
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use prost::Message as _;
 use std::time::Duration;
 
@@ -13,35 +15,46 @@ const FIRST_WAIT: Duration = Duration::from_millis(500);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// The logs URL for a configured endpoint: `http(s)://host[:port][/prefix]` gets `/v1/logs`
-/// added unless it already ends with it.
+/// added to its path unless the path already ends with it (a query is kept as it is).
 pub fn logs_url(endpoint: &str) -> Result<String, String> {
-    let e = endpoint.trim().trim_end_matches('/');
-    let rest = e
-        .strip_prefix("http://")
-        .or_else(|| e.strip_prefix("https://"))
-        .ok_or_else(|| {
-            format!(
-                "{:?} is not an http:// or https:// URL",
-                shown_url(endpoint)
-            )
-        })?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("{:?} names no host", shown_url(endpoint)));
+    let shown = shown_url(endpoint);
+    let mut url =
+        reqwest::Url::parse(endpoint.trim()).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{shown:?} is not an http:// or https:// URL"));
     }
-    if e.ends_with("/v1/logs") {
-        Ok(e.to_owned())
-    } else {
-        Ok(format!("{e}/v1/logs"))
+    // `http:///x` parses (as host "x"), but nobody writes it meaning that.
+    let after_scheme = endpoint.trim().split_once("://").map(|(_, r)| r);
+    if url.host_str().is_none_or(str::is_empty)
+        || after_scheme.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+    {
+        return Err(format!("{shown:?} names no host"));
     }
+    let path = url.path().trim_end_matches('/').to_owned();
+    if !path.ends_with("/v1/logs") {
+        url.set_path(&format!("{path}/v1/logs"));
+    }
+    Ok(url.to_string())
 }
 
-/// The URL as it may be logged: without user info and query, which may hold a credential.
+/// The URL as it may be logged: without user info, query and fragment, which may hold a
+/// credential (only the scheme when it does not parse).
 pub fn shown_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    format!("{scheme}://{host}{path}")
+    match reqwest::Url::parse(url.trim()) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                format!("{scheme}://(a URL that does not parse)")
+            }
+            _ => "(a URL that does not parse)".to_owned(),
+        },
+    }
 }
 
 /// Why an export did not go through.
@@ -127,12 +140,13 @@ impl LogsExporter {
                 .send()
                 .await;
             let retry_after = match sent {
-                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_success() => return partial_success(r).await,
                 Ok(r) => {
                     let status = r.status();
                     match status.as_u16() {
-                        429 | 502 | 503 | 504 => {}
-                        300..=399 | 401 | 403 | 404 | 405 => {
+                        // 408 is a timeout on the way, like a 504.
+                        408 | 429 | 502 | 503 | 504 => {}
+                        300..=399 | 401 | 403 | 404 | 405 | 407 => {
                             return Err(ExportError::Misconfigured(format!("HTTP {status}")));
                         }
                         400..=499 => return Err(ExportError::Refused(format!("HTTP {status}"))),
@@ -160,6 +174,37 @@ impl LogsExporter {
     }
 }
 
+/// A 2xx answer's body may still reject the record (`partial_success`, OTLP 1.0): read at most
+/// 64 KiB of it; a body that does not parse as the response counts as taken.
+async fn partial_success(mut r: reqwest::Response) -> Result<(), ExportError> {
+    const CAP: usize = 64 * 1024;
+    let protobuf = r
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-protobuf"));
+    if !protobuf {
+        return Ok(());
+    }
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        if body.len() + chunk.len() > CAP {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    match ExportLogsServiceResponse::decode(body.as_slice()) {
+        Ok(ExportLogsServiceResponse {
+            partial_success: Some(p),
+        }) if p.rejected_log_records > 0 => Err(ExportError::Refused(format!(
+            "{} log record(s) rejected: {}",
+            p.rejected_log_records,
+            p.error_message.chars().take(200).collect::<String>()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,14 +223,39 @@ mod tests {
             logs_url("http://collector:4318/v1/logs").unwrap(),
             "http://collector:4318/v1/logs"
         );
+        assert_eq!(
+            logs_url("https://otlp.example/p?tenant=a").unwrap(),
+            "https://otlp.example/p/v1/logs?tenant=a"
+        );
         for bad in [
             "",
             "collector:4318",
             "ftp://x",
             "http://",
             "http:///v1/logs",
+            "http://h:99999/",
         ] {
             assert!(logs_url(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_logged_url_holds_no_credential() {
+        assert_eq!(
+            shown_url("https://user:s3cret@otlp.example:4318/t/v1/logs?api_key=s3cret#x"),
+            "https://otlp.example:4318/t/v1/logs"
+        );
+        for leaky in [
+            "https://u:pa?ss3cret@h/x",
+            "https://u:a/bs3cret@h/",
+            "ftp://user:s3cret@x/",
+            "https://user:s3cret@[::1/",
+            "https://user:s3cret@h:99999/",
+        ] {
+            assert!(!shown_url(leaky).contains("s3cret"), "{leaky}");
+            if let Err(e) = logs_url(leaky) {
+                assert!(!e.contains("s3cret"), "{e}");
+            }
         }
     }
 }

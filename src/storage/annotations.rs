@@ -31,8 +31,8 @@ impl Store {
         Ok(done == 1)
     }
 
-    /// Claims the annotation of one deploy for this instance; false when it was claimed before
-    /// (by this or another instance), so each deploy is announced once.
+    /// Claims the annotation of one change's deploy for this instance; false when the change
+    /// was claimed before (by this or another instance), so each change is announced once.
     pub async fn claim_annotation(
         &self,
         change_id: &str,
@@ -41,7 +41,7 @@ impl Store {
     ) -> Result<bool> {
         let n = on_pool!(self, p => sqlx::query(
             "INSERT INTO annotations (change_id, attempt, state, updated_ns) VALUES ($1, $2, 'claimed', $3) \
-             ON CONFLICT (change_id, attempt) DO NOTHING")
+             ON CONFLICT (change_id) DO NOTHING")
             .bind(change_id).bind(attempt).bind(now_ns).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n == 1)
     }
@@ -56,8 +56,8 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<(String, String)>> {
         Ok(on_pool!(self, p => sqlx::query_as(
-            "UPDATE annotations SET updated_ns = $1 WHERE (change_id, attempt) IN \
-             (SELECT change_id, attempt FROM annotations WHERE state = 'claimed' AND updated_ns < $2 \
+            "UPDATE annotations SET updated_ns = $1 WHERE change_id IN \
+             (SELECT change_id FROM annotations WHERE state = 'claimed' AND updated_ns < $2 \
               ORDER BY updated_ns LIMIT $3) AND state = 'claimed' AND updated_ns < $2 \
              RETURNING change_id, attempt")
             .bind(now_ns).bind(before_ns).bind(i(limit)).fetch_all(p).await)?)
@@ -81,7 +81,9 @@ impl Store {
     }
 
     /// Renews a claim held since `token` (its `updated_ns`) right before sending, so it does
-    /// not go stale mid-send; false when someone else took it meanwhile. The new token is `now_ns`.
+    /// not go stale mid-send, naming the `attempt` about to be announced (a later fact may have
+    /// shown an earlier success); false when someone else took it meanwhile. The new token is
+    /// `now_ns`.
     pub async fn renew_annotation(
         &self,
         change_id: &str,
@@ -90,8 +92,8 @@ impl Store {
         now_ns: i64,
     ) -> Result<bool> {
         let n = on_pool!(self, p => sqlx::query(
-            "UPDATE annotations SET updated_ns = $1 \
-             WHERE change_id = $2 AND attempt = $3 AND state = 'claimed' AND updated_ns = $4")
+            "UPDATE annotations SET updated_ns = $1, attempt = $3 \
+             WHERE change_id = $2 AND state = 'claimed' AND updated_ns = $4")
             .bind(now_ns).bind(change_id).bind(attempt).bind(token).execute(p).await.map(|r| r.rows_affected()))?;
         Ok(n == 1)
     }
@@ -101,15 +103,14 @@ impl Store {
     pub async fn finish_annotation(
         &self,
         change_id: &str,
-        attempt: &str,
         token: i64,
         state: &str,
         now_ns: i64,
     ) -> Result<()> {
         on_pool!(self, p => sqlx::query(
             "UPDATE annotations SET state = $1, updated_ns = $2 \
-             WHERE change_id = $3 AND attempt = $4 AND state = 'claimed' AND updated_ns = $5")
-            .bind(state).bind(now_ns).bind(change_id).bind(attempt).bind(token)
+             WHERE change_id = $3 AND state = 'claimed' AND updated_ns = $4")
+            .bind(state).bind(now_ns).bind(change_id).bind(token)
             .execute(p).await.map(|_| ()))?;
         Ok(())
     }

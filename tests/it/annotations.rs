@@ -7,7 +7,9 @@ use crate::support::scenario::{scenario_config, send_scenarios};
 use crate::support::server::{TestDb, spawn_app_with};
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -22,7 +24,15 @@ struct Received {
     turned_away: u32,
 }
 
-/// An OTLP/HTTP logs receiver on a free port; answers 503 to the first `unavailable` requests.
+/// What the receiver answers in, as an OTLP/HTTP server does.
+const PROTOBUF: [(axum::http::HeaderName, &str); 1] =
+    [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")];
+
+/// The change whose record the receiver takes with a 200 and rejects in `partial_success`.
+const REJECTED: &str = "CHG-SELF";
+
+/// An OTLP/HTTP logs receiver on a free port; answers 503 to the first `unavailable` requests,
+/// and rejects `REJECTED`'s record inside a 200 (OTLP partial success).
 async fn receiver(unavailable: u32) -> (String, Arc<Mutex<Received>>) {
     let got = Arc::new(Mutex::new(Received {
         unavailable_left: unavailable,
@@ -43,11 +53,23 @@ async fn receiver(unavailable: u32) -> (String, Arc<Mutex<Received>>) {
                 if s.unavailable_left > 0 {
                     s.unavailable_left -= 1;
                     s.turned_away += 1;
-                    return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+                    return (StatusCode::SERVICE_UNAVAILABLE, PROTOBUF, Vec::new());
                 }
                 let req = ExportLogsServiceRequest::decode(body).expect("valid OTLP protobuf");
+                let rejected = req
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                    .any(|l| text(&l.attributes, "changetrail.change.id") == REJECTED);
                 s.requests.push(req);
-                (StatusCode::OK, Vec::new())
+                let answer = ExportLogsServiceResponse {
+                    partial_success: rejected.then(|| ExportLogsPartialSuccess {
+                        rejected_log_records: 1,
+                        error_message: "not this one".into(),
+                    }),
+                };
+                (StatusCode::OK, PROTOBUF, answer.encode_to_vec())
             }
         }),
     );
@@ -224,18 +246,21 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("{name} is not in /metrics"))
     };
+    // Every record reached the receiver; the one it rejected in a 200 is refused, not sent.
+    assert!(by_change.contains_key(REJECTED), "{by_change:?}");
     assert_eq!(
         value("changetrail_annotations_sent_total"),
-        by_change.len() as f64
+        by_change.len() as f64 - 1.0
     );
-    assert_eq!(value("changetrail_annotations_refused_total"), 0.0);
+    assert_eq!(value("changetrail_annotations_refused_total"), 1.0);
     // Caught up: at most the entries appended since (the metrics token's own, a heartbeat).
     assert!(value("changetrail_annotations_lag_entries") < 5.0);
-    // A claimed deploy is not claimed again (by a restart or a second instance).
+    // A change announced is not claimed again, for any attempt (by a restart or a second
+    // instance).
     let attempt = text(a, "changetrail.deploy.attempt");
     assert!(
         !app.store
-            .claim_annotation("CHG-OK", attempt, 1)
+            .claim_annotation("CHG-OK", &format!("{attempt}-another"), 1)
             .await
             .unwrap()
     );
@@ -265,15 +290,16 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
     );
     // Only the holder of the latest token finishes or renews it.
     store
-        .finish_annotation("CHG-X", "a1", 10, "sent", 35)
+        .finish_annotation("CHG-X", 10, "sent", 35)
         .await
         .unwrap();
     assert!(!store.renew_annotation("CHG-X", "a1", 10, 36).await.unwrap());
     assert_eq!(store.annotations_claimed().await.unwrap(), 1);
-    assert!(store.renew_annotation("CHG-X", "a1", 20, 37).await.unwrap());
+    // Renewed by its holder, naming the attempt now first (a later fact showed an earlier one).
+    assert!(store.renew_annotation("CHG-X", "a0", 20, 37).await.unwrap());
     assert!(store.annotation_exists("CHG-X").await.unwrap());
     store
-        .finish_annotation("CHG-X", "a1", 37, "sent", 40)
+        .finish_annotation("CHG-X", 37, "sent", 40)
         .await
         .unwrap();
     assert!(
@@ -284,6 +310,10 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
             .is_empty()
     );
     assert_eq!(store.annotations_claimed().await.unwrap(), 0);
+    assert!(
+        !store.claim_annotation("CHG-X", "a2", 60).await.unwrap(),
+        "one marker per change"
+    );
 }
 
 /// Two instances on one PostgreSQL database, both annotating to one receiver: the claims keep
@@ -354,6 +384,10 @@ async fn two_instances_announce_each_deploy_once() {
             .text()
             .await
             .unwrap();
+        assert!(
+            scraped.contains("\nchangetrail_annotations_enabled 1\n"),
+            "{base}: the annotator runs"
+        );
         total += scraped
             .lines()
             .find_map(|l| {
@@ -363,7 +397,12 @@ async fn two_instances_announce_each_deploy_once() {
             })
             .unwrap();
     }
-    assert_eq!(total, by_change.len() as f64, "the two counters add up");
+    // The record the receiver rejects in its 200 is refused, not sent.
+    assert_eq!(
+        total,
+        by_change.len() as f64 - 1.0,
+        "the two counters add up"
+    );
     one.stop().await;
     two_stop.cancel();
     two_running.await.unwrap();
