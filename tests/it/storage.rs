@@ -501,8 +501,11 @@ async fn one_foreign_append_costs_at_most_two_batches_signed_in_vain(db: TestDb)
     stop.cancel();
     task.await.unwrap();
     let (used, discarded) = prebuilt_counts(&a);
+    // Whether the foreign append lands while a batch is signed ahead is up to timing (it did not
+    // in one CI run: 0 in vain, 80 used); the case where it does is pinned exactly by
+    // `signing_ahead_recovers_after_another_writer_appends`. What must hold here is the bound.
     assert!(
-        (1..=2).contains(&discarded),
+        discarded <= 2,
         "{:?}: {discarded} batches signed in vain ({used} used)",
         db.backend
     );
