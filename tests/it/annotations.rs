@@ -4,9 +4,10 @@
 //! is briefly unavailable gets it on a retry.
 
 use crate::support::scenario::{scenario_config, send_scenarios};
-use crate::support::server::{TestDb, spawn_app_with};
+use crate::support::server::{TestDb, eventually, spawn_app_with};
 use axum::body::Bytes;
 use axum::http::StatusCode;
+use changetrail::storage::Store;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -93,13 +94,63 @@ fn text<'a>(attrs: &'a [KeyValue], key: &str) -> &'a str {
     }
 }
 
-/// Waits for `cond`, checking every 50 ms, for at most 30 s.
-async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The scenarios' server, annotating to `endpoint` every `interval` with the receiver's API key.
+fn annotating(
+    db: &TestDb,
+    endpoint: String,
+    interval: Duration,
+) -> changetrail::app::config::Config {
+    let mut cfg = scenario_config(db);
+    cfg.annotations.otlp.endpoint = endpoint;
+    cfg.annotations.otlp.interval = interval;
+    cfg.annotations.otlp.headers =
+        serde_json::from_value(serde_json::json!({ "x-api-key": "k-123" })).unwrap();
+    cfg
+}
+
+/// Waits until the annotator has started (its cursor is set).
+async fn started(store: &Store) {
+    eventually("the annotator starts", || async move {
+        store.annotation_cursor().await.unwrap().is_some()
+    })
+    .await;
+}
+
+/// Waits until the annotator has looked at every entry up to `head` and finished every claim.
+async fn settled(store: &Store, head: i64) {
+    eventually(
+        "every entry is looked at and every claim finished",
+        || async move {
+            store
+                .annotation_cursor()
+                .await
+                .unwrap()
+                .is_some_and(|c| c >= head)
+                && store.annotations_claimed().await.unwrap() == 0
+        },
+    )
+    .await;
+}
+
+/// One instance's `/metrics` text.
+async fn scrape(base: &str, token: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A sample's value in a scrape.
+fn metric(scraped: &str, name: &str) -> f64 {
+    scraped
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,32 +169,13 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once_postgres() {
 
 async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
     let (endpoint, got) = receiver(1).await;
-    let mut cfg = scenario_config(&db);
-    cfg.annotations.otlp.endpoint = endpoint;
-    cfg.annotations.otlp.interval = Duration::from_millis(100);
-    cfg.annotations.otlp.headers =
-        serde_json::from_value(serde_json::json!({ "x-api-key": "k-123" })).unwrap();
+    let cfg = annotating(&db, endpoint, Duration::from_millis(100));
     let app = spawn_app_with(cfg).await;
     // The annotator starts at the head: history before it is not replayed.
-    until("the annotator starts", async || {
-        app.store.annotation_cursor().await.unwrap().is_some()
-    })
-    .await;
+    started(&app.store).await;
     send_scenarios(&app).await;
     let head = app.store.head().await.unwrap().unwrap().head.size as i64 - 1;
-    until(
-        "every entry is looked at and every claim finished",
-        async || {
-            let caught_up = app
-                .store
-                .annotation_cursor()
-                .await
-                .unwrap()
-                .is_some_and(|c| c >= head);
-            caught_up && app.store.annotations_claimed().await.unwrap() == 0
-        },
-    )
-    .await;
+    settled(&app.store, head).await;
 
     let (requests, turned_away) = {
         let g = got.lock().unwrap();
@@ -234,18 +266,8 @@ async fn each_production_deploy_reaches_the_otlp_receiver_once(db: TestDb) {
     assert!(log.time_unix_nano > 0 && log.observed_time_unix_nano > log.time_unix_nano);
     // /metrics counts them; nothing is left behind the head.
     let metrics = app.token(changetrail::auth::Role::Metrics).await;
-    let scraped = app
-        .get("/metrics", Some(&metrics))
-        .await
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        scraped
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
-    };
+    let scraped = scrape(&app.base, &metrics).await;
+    let value = |name: &str| metric(&scraped, name);
     // Every record reached the receiver; the one it rejected in a 200 is refused, not sent.
     assert!(by_change.contains_key(REJECTED), "{by_change:?}");
     assert_eq!(
@@ -324,11 +346,7 @@ async fn two_instances_announce_each_deploy_once() {
         return;
     };
     let (endpoint, got) = receiver(0).await;
-    let mut cfg = scenario_config(&db);
-    cfg.annotations.otlp.endpoint = endpoint;
-    cfg.annotations.otlp.interval = Duration::from_millis(20);
-    cfg.annotations.otlp.headers =
-        serde_json::from_value(serde_json::json!({ "x-api-key": "k-123" })).unwrap();
+    let mut cfg = annotating(&db, endpoint, Duration::from_millis(20));
     let one = spawn_app_with(cfg.clone()).await;
     cfg.otlp.journal_dir = db.path().join("second.journal");
     // The second instance joins the ledger the first created (no bootstrap token of its own).
@@ -336,24 +354,10 @@ async fn two_instances_announce_each_deploy_once() {
     let two_base = format!("http://{}", two.http_addr);
     let two_stop = two.shutdown_token();
     let two_running = tokio::spawn(async move { two.run().await.unwrap() });
-    until("the annotators start", async || {
-        one.store.annotation_cursor().await.unwrap().is_some()
-    })
-    .await;
+    started(&one.store).await;
     send_scenarios(&one).await;
     let head = one.store.head().await.unwrap().unwrap().head.size as i64 - 1;
-    until(
-        "every entry is looked at and every claim finished",
-        async || {
-            one.store
-                .annotation_cursor()
-                .await
-                .unwrap()
-                .is_some_and(|c| c >= head)
-                && one.store.annotations_claimed().await.unwrap() == 0
-        },
-    )
-    .await;
+    settled(&one.store, head).await;
     let mut by_change: BTreeMap<String, u32> = BTreeMap::new();
     for req in &got.lock().unwrap().requests {
         for log in req
@@ -375,27 +379,13 @@ async fn two_instances_announce_each_deploy_once() {
     let mut total = 0.0;
     let metrics = one.token(changetrail::auth::Role::Metrics).await;
     for base in [one.base.clone(), two_base] {
-        let scraped = reqwest::Client::new()
-            .get(format!("{base}/metrics"))
-            .bearer_auth(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            scraped.contains("\nchangetrail_annotations_enabled 1\n"),
+        let scraped = scrape(&base, &metrics).await;
+        assert_eq!(
+            metric(&scraped, "changetrail_annotations_enabled"),
+            1.0,
             "{base}: the annotator runs"
         );
-        total += scraped
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("changetrail_annotations_sent_total ")?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap();
+        total += metric(&scraped, "changetrail_annotations_sent_total");
     }
     // The record the receiver rejects in its 200 is refused, not sent.
     assert_eq!(
