@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     get,
     path = "/metrics",
     tag = "metrics",
-    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
+    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; alerts raised, resolved, delivered, failed attempts, refused and their lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
     responses(
         (status = 200, description = "Prometheus text format, or OpenMetrics text when the scraper asks for it", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 404, description = "this process does not ingest", body = ErrorBody)
@@ -132,6 +132,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         ),
     ];
     extra.extend(annotation_metrics(&state));
+    extra.extend(alert_metrics(&state));
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -210,6 +211,60 @@ fn wants_openmetrics(accept: &str) -> bool {
         }
     }
     openmetrics > 0.0 && openmetrics >= plain
+}
+
+/// The alerter's counters (zero when `[alerts]` names no destination).
+fn alert_metrics(state: &AppState) -> [(&'static str, &'static str, &'static str, f64); 7] {
+    let alert = |f: fn(&crate::notify::alerts::Stats) -> &std::sync::atomic::AtomicU64| {
+        state
+            .alerts
+            .as_ref()
+            .map_or(0.0, |a| f(a).load(Ordering::Relaxed) as f64)
+    };
+    [
+        (
+            "changetrail_alerts_enabled",
+            "gauge",
+            "1 when this instance raises and delivers alerts ([alerts] names a destination).",
+            f64::from(u8::from(state.alerts.is_some())),
+        ),
+        (
+            "changetrail_alerts_raised_total",
+            "counter",
+            "alert.raised entries this instance appended.",
+            alert(|a| &a.raised),
+        ),
+        (
+            "changetrail_alerts_resolved_total",
+            "counter",
+            "alert.resolved entries this instance appended.",
+            alert(|a| &a.resolved),
+        ),
+        (
+            "changetrail_alerts_delivered_total",
+            "counter",
+            "Alert deliveries a destination took (each recorded as alert.delivered).",
+            alert(|a| &a.delivered),
+        ),
+        (
+            "changetrail_alerts_failed_total",
+            "counter",
+            "Alert delivery attempts that failed and are retried with backoff (destination down, or turned away: check [alerts]).",
+            alert(|a| &a.failed),
+        ),
+        (
+            "changetrail_alerts_refused_total",
+            "counter",
+            "Alert deliveries a destination refused for good (a 4xx about the request).",
+            alert(|a| &a.refused),
+        ),
+        (
+            "changetrail_alerts_lag_entries",
+            "gauge",
+            "Committed entries the alerter has not looked at yet.",
+            alert(|a| &a.lag_entries),
+        ),
+    ]
 }
 
 #[cfg(test)]

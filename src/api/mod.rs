@@ -2,6 +2,7 @@
 //! state, authentication per role, and the layers every request passes through.
 
 mod admin;
+mod alerts;
 mod changes;
 mod console;
 mod error;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub writer: Option<Arc<LedgerWriter>>,
     /// The deploy annotator's counters, when `[annotations.otlp]` is on.
     pub annotations: Option<Arc<crate::notify::annotate::Stats>>,
+    /// The alerter's counters, when `[alerts]` names a destination.
+    pub alerts: Option<Arc<crate::notify::alerts::Stats>>,
 }
 
 /// What the change endpoints need from configuration.
@@ -74,6 +77,7 @@ impl AppState {
             verifying: Arc::new(tokio::sync::Semaphore::new(1)),
             writer: None,
             annotations: None,
+            alerts: None,
         }
     }
 
@@ -87,6 +91,11 @@ impl AppState {
         stats: Option<Arc<crate::notify::annotate::Stats>>,
     ) -> AppState {
         self.annotations = stats;
+        self
+    }
+
+    pub fn with_alerts(mut self, stats: Option<Arc<crate::notify::alerts::Stats>>) -> AppState {
+        self.alerts = stats;
         self
     }
 
@@ -117,7 +126,7 @@ impl AppState {
 /// Rejects requests without a token of `role` (any valid token when `None`); on success the
 /// principal rides along in the request's extensions for handlers and logs.
 async fn require(
-    State((state, role)): State<(AppState, Option<Role>)>,
+    State((state, roles)): State<(AppState, Option<&'static [Role]>)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -127,8 +136,20 @@ async fn require(
         .map(|v| v.to_str().map_err(|_| ApiError::Unauthorized))
         .transpose()?;
     let token = auth::bearer(header)?;
-    let principal: Principal = match role {
-        Some(role) => state.auth.authenticate(token, role).await?,
+    let principal: Principal = match roles {
+        Some([role]) => state.auth.authenticate(token, *role).await?,
+        Some(roles) => {
+            let p = state.auth.identify(token).await?;
+            if !roles.contains(&p.role) {
+                let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                return Err(ApiError::Forbidden(format!(
+                    "this token's role ({}) may not do this (needs one of {})",
+                    p.role,
+                    names.join(", ")
+                )));
+            }
+            p
+        }
         None => state.auth.identify(token).await?,
     };
     principal.record_on_span();
@@ -136,9 +157,13 @@ async fn require(
     Ok(next.run(req).await)
 }
 
-fn protected(router: Router<AppState>, state: &AppState, role: Role) -> Router<AppState> {
+fn protected(
+    router: Router<AppState>,
+    state: &AppState,
+    roles: &'static [Role],
+) -> Router<AppState> {
     router.route_layer(middleware::from_fn_with_state(
-        (state.clone(), Some(role)),
+        (state.clone(), Some(roles)),
         require,
     ))
 }
@@ -146,7 +171,7 @@ fn protected(router: Router<AppState>, state: &AppState, role: Role) -> Router<A
 /// Routes for any valid token: they may only say who the caller is, never show data.
 fn signed_in(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router.route_layer(middleware::from_fn_with_state(
-        (state.clone(), None::<Role>),
+        (state.clone(), None::<&'static [Role]>),
         require,
     ))
 }
@@ -166,6 +191,10 @@ fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
         (Access::Role(Role::Auditor), changes::router()),
         (Access::Role(Role::Auditor), reports::router()),
         (Access::Role(Role::Ingest), changes::import_router()),
+        (
+            Access::Roles(&[Role::Auditor, Role::Reviewer]),
+            alerts::router(),
+        ),
     ]
 }
 
@@ -176,7 +205,8 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(match access {
             Access::Open => part,
             Access::AnyRole => signed_in(part, &state),
-            Access::Role(role) => protected(part, &state, role),
+            Access::Role(role) => protected(part, &state, role.only()),
+            Access::Roles(roles) => protected(part, &state, roles),
         });
     }
     app.with_state(state)

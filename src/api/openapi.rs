@@ -24,6 +24,8 @@ pub enum Access {
     AnyRole,
     /// A token of this role only.
     Role(Role),
+    /// A token of any of these roles.
+    Roles(&'static [Role]),
 }
 
 /// What the document says beyond the operations: title, server, the bearer scheme.
@@ -89,8 +91,24 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// unique where handler names are not.
 fn describe_access(api: &mut utoipa::openapi::OpenApi, access: Access) {
     let (note, role) = match access {
-        Access::Role(r) => (format!("Needs a token of role `{r}`."), Some(r.as_str())),
-        Access::AnyRole => ("Needs a valid token of any role.".to_owned(), Some("any")),
+        Access::Role(r) => (
+            format!("Needs a token of role `{r}`."),
+            Some(r.as_str().to_owned()),
+        ),
+        Access::Roles(rs) => (
+            format!(
+                "Needs a token of role {}.",
+                rs.iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            Some(rs.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")),
+        ),
+        Access::AnyRole => (
+            "Needs a valid token of any role.".to_owned(),
+            Some("any".to_owned()),
+        ),
         Access::Open => ("No token needed.".to_owned(), None),
     };
     for (path, item) in api.paths.paths.iter_mut() {
@@ -110,7 +128,7 @@ fn describe_access(api: &mut utoipa::openapi::OpenApi, access: Access) {
             });
             op.extensions
                 .get_or_insert_with(Default::default)
-                .insert("x-changetrail-role".into(), role.into());
+                .insert("x-changetrail-role".into(), role.clone().into());
             op.security = Some(match access {
                 Access::Open => vec![],
                 _ => vec![SecurityRequirement::new("bearer", Vec::<String>::new())],
@@ -118,7 +136,7 @@ fn describe_access(api: &mut utoipa::openapi::OpenApi, access: Access) {
             match access {
                 Access::Open => {}
                 Access::AnyRole => error(op, 401),
-                Access::Role(_) => {
+                Access::Role(_) | Access::Roles(_) => {
                     error(op, 401);
                     error(op, 403);
                 }

@@ -249,13 +249,8 @@ impl App {
             .with_metrics(ingestor.clone(), writer.clone())
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_annotations(spawn_annotator(&cfg, &store, &shutdown)?)
-            .with_correlation(api::Correlation {
-                criteria: cfg.criteria(),
-                identity,
-                max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
-                    .unwrap_or(i64::MAX),
-                trace_url: cfg.links.trace_url()?,
-            });
+            .with_alerts(spawn_alerter(&cfg, &store, &writer, &shutdown).await?)
+            .with_correlation(correlation(&cfg, identity)?);
         // Connection metrics go where /metrics reads the ingest counters from.
         let endpoint = |name, request_timeout| serve::Endpoint {
             name,
@@ -348,6 +343,95 @@ impl App {
         self.store.close().await;
         Ok(())
     }
+}
+
+/// How the change endpoints fold, judge and link, from the configuration.
+fn correlation(
+    cfg: &Config,
+    identity: crate::core::evidence::identity::IdentityVerifier,
+) -> anyhow::Result<api::Correlation> {
+    Ok(api::Correlation {
+        criteria: cfg.criteria(),
+        identity,
+        max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
+            .unwrap_or(i64::MAX),
+        trace_url: cfg.links.trace_url()?,
+    })
+}
+
+/// Alerts, when `[alerts]` names a destination; the alerter's counters for `/metrics`.
+async fn spawn_alerter(
+    cfg: &Config,
+    store: &Store,
+    writer: &Arc<LedgerWriter>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Arc<crate::notify::alerts::Stats>>> {
+    use crate::notify::alerts::{Alerter, Destination, Stats};
+    let a = &cfg.alerts;
+    if !a.enabled() {
+        return Ok(None);
+    }
+    let secrets = |m: &std::collections::BTreeMap<String, crate::app::config::Secret>| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let mut destinations = Vec::new();
+    if !a.otlp.endpoint.trim().is_empty() {
+        let exporter = crate::notify::otlp::LogsExporter::new(
+            &a.otlp.endpoint,
+            &secrets(&a.otlp.headers),
+            a.timeout,
+        )
+        .map_err(|e| anyhow::anyhow!("alerts.otlp: {e}"))?;
+        destinations.push(Destination::Otlp(exporter));
+    }
+    for (n, w) in a.webhooks.iter().enumerate() {
+        let optional =
+            |s: &crate::app::config::Secret| (!s.is_empty()).then(|| s.expose().to_owned());
+        let (bearer, hmac) = (optional(&w.bearer_token), optional(&w.hmac_secret));
+        let hook = crate::notify::webhook::Webhook::new(
+            crate::notify::webhook::WebhookSpec {
+                name: &w.name(),
+                url: w.url.expose(),
+                format: w.format,
+                bearer_token: bearer.as_deref(),
+                hmac_secret: hmac.as_deref(),
+                headers: secrets(&w.headers),
+            },
+            a.timeout,
+        )
+        // Not the error's text: it may quote the URL, which may be the credential.
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "alerts.webhooks[{n}] could not be set up (its URL or a header is not valid)"
+            )
+        })?;
+        destinations.push(Destination::Webhook(Box::new(hook)));
+    }
+    // Switched on for the first time: alerts start from the head as it is now, before any
+    // listener takes a request, so everything received from here on is looked at.
+    if store.alert_cursor().await?.is_none() {
+        let head = store
+            .head()
+            .await?
+            .map_or(-1, |h| i64::try_from(h.head.size).unwrap_or(i64::MAX) - 1);
+        store.move_alert_cursor(None, head).await?;
+    }
+    let stats = Arc::new(Stats::default());
+    let alerter = Alerter {
+        store: store.clone(),
+        writer: writer.clone(),
+        criteria: cfg.criteria(),
+        destinations,
+        interval: a.interval,
+        timeout: a.timeout,
+        max_backoff: a.max_backoff,
+        console_url: cfg.links.console_url()?,
+        stats: stats.clone(),
+    };
+    tokio::spawn(alerter.run(shutdown.clone()));
+    Ok(Some(stats))
 }
 
 /// Deploy markers for the tracing backend, when `[annotations.otlp]` names an endpoint; the

@@ -38,6 +38,17 @@ impl Role {
         Role::Metrics,
     ];
 
+    /// This role alone, as a list of roles a route admits.
+    pub fn only(self) -> &'static [Role] {
+        match self {
+            Role::Ingest => &[Role::Ingest],
+            Role::Auditor => &[Role::Auditor],
+            Role::Reviewer => &[Role::Reviewer],
+            Role::Admin => &[Role::Admin],
+            Role::Metrics => &[Role::Metrics],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Ingest => "ingest",

@@ -15,17 +15,13 @@
 //! before annotations were first switched on is not replayed (switched off and on again, it
 //! resumes where it stopped).
 
-use super::otlp::{ExportError, LogsExporter};
+use super::otlp::{ExportError, LogsExporter, kv, text};
 use crate::core::evidence::identity::Principal;
 use crate::core::evidence::{AttemptView, Evidence};
 use crate::read::changes::{Criteria, evidence_of, exceptions};
 use crate::storage::{StorageError, Store};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value,
-};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +112,7 @@ impl Annotator {
         while cursor < head {
             self.stats.lag_entries.store(lag(cursor), Ordering::Relaxed);
             let upto = head.min(cursor + STEP);
-            for change in self.changes_between(cursor, upto).await? {
+            for change in super::changes_between(&self.store, cursor, upto).await? {
                 match self.announce(&change, None).await? {
                     Outcome::Sent => sent += 1,
                     Outcome::Skipped => {}
@@ -148,33 +144,6 @@ impl Annotator {
             }
         }
         Ok(sent)
-    }
-
-    /// The changes facts of entries `after < seq <= upto` name, directly or by a run.
-    async fn changes_between(
-        &self,
-        after: i64,
-        upto: i64,
-    ) -> Result<BTreeSet<String>, StorageError> {
-        let mut changes = BTreeSet::new();
-        let mut runs = Vec::new();
-        let rows = self
-            .store
-            .facts_after(u64::try_from(after).ok(), u64::try_from(upto).unwrap_or(0))
-            .await?;
-        for (change, run, _) in rows {
-            match (change, run) {
-                (Some(c), _) => {
-                    changes.insert(c);
-                }
-                (None, Some(r)) => runs.push(r),
-                (None, None) => {}
-            }
-        }
-        runs.sort();
-        runs.dedup();
-        changes.extend(self.store.changes_of_runs(&runs).await?);
-        Ok(changes)
     }
 
     /// Folds `change` and, when it has a successful production deploy, claims it (or renews
@@ -269,18 +238,6 @@ pub fn first_deploy(ev: &Evidence) -> Option<&AttemptView> {
         .flat_map(|s| s.attempts.iter())
         .filter(|a| a.result == "success")
         .min_by_key(|a| (a.end_ns, a.start_ns))
-}
-
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, v: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.to_owned()))
 }
 
 /// A principal's subject and whether a trusted token vouched for it, as attributes.
@@ -392,40 +349,14 @@ pub fn record(
             format!("; exceptions: {}", codes.join(", "))
         },
     );
-    let (severity, severity_text) = if codes.is_empty() && !unverified {
-        (SeverityNumber::Info, "INFO")
-    } else {
-        (SeverityNumber::Warn, "WARN")
-    };
-    let log = LogRecord {
-        time_unix_nano: u64::try_from(deploy.end_ns).unwrap_or_default(),
-        observed_time_unix_nano: u64::try_from(now_ns).unwrap_or_default(),
-        severity_number: severity as i32,
-        severity_text: severity_text.to_owned(),
-        body: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(body)),
-        }),
-        attributes: attrs,
-        trace_id: trace_bytes(deploy.trace_id.as_deref()),
-        event_name: EVENT_NAME.to_owned(),
-        ..Default::default()
-    };
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "changetrail".to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ..Default::default()
-                }),
-                log_records: vec![log],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let log = super::otlp::event(
+        EVENT_NAME,
+        deploy.end_ns,
+        now_ns,
+        !codes.is_empty() || unverified,
+        body,
+        attrs,
+        trace_bytes(deploy.trace_id.as_deref()),
+    );
+    super::otlp::request(resource, log)
 }

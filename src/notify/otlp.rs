@@ -1,10 +1,17 @@
 //! An OTLP/HTTP logs exporter (protobuf, as the OTLP specification's HTTP transport states):
 //! retried with backoff on the answers the specification calls retryable (429, 502, 503, 504)
-//! and on network errors, honouring `Retry-After`; any other 4xx is final.
+//! and on network errors, honouring `Retry-After`; any other 4xx is final (`http`).
 
+#[cfg(test)]
+use super::http::shown_url;
+use super::http::{Endpoint, http_url};
+pub use super::http::{ExportError, Failure};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use std::time::Duration;
 
@@ -14,22 +21,77 @@ const ATTEMPTS: u32 = 5;
 const FIRST_WAIT: Duration = Duration::from_millis(500);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// An attribute.
+pub fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+/// A string attribute.
+pub fn text(key: &str, v: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(v.to_owned()))
+}
+
+/// An event log record (OTel logs data model `EventName`): WARN when `warn`, else INFO, at
+/// `time_ns`, observed at `now_ns`, in `trace` (16 bytes) when it has one.
+pub fn event(
+    name: &str,
+    time_ns: i64,
+    now_ns: i64,
+    warn: bool,
+    body: String,
+    attributes: Vec<KeyValue>,
+    trace: Vec<u8>,
+) -> LogRecord {
+    let (severity, severity_text) = if warn {
+        (SeverityNumber::Warn, "WARN")
+    } else {
+        (SeverityNumber::Info, "INFO")
+    };
+    LogRecord {
+        time_unix_nano: u64::try_from(time_ns).unwrap_or_default(),
+        observed_time_unix_nano: u64::try_from(now_ns).unwrap_or_default(),
+        severity_number: severity as i32,
+        severity_text: severity_text.to_owned(),
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(body)),
+        }),
+        attributes,
+        trace_id: trace,
+        event_name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// One log record on a resource, from changetrail's instrumentation scope.
+pub fn request(resource: Vec<KeyValue>, log: LogRecord) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "changetrail".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    ..Default::default()
+                }),
+                log_records: vec![log],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
 /// The logs URL for a configured endpoint: `http(s)://host[:port][/prefix]` gets `/v1/logs`
 /// added to its path unless the path already ends with it (a query is kept as it is).
 pub fn logs_url(endpoint: &str) -> Result<String, String> {
-    let shown = shown_url(endpoint);
-    let mut url =
-        reqwest::Url::parse(endpoint.trim()).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{shown:?} is not an http:// or https:// URL"));
-    }
-    // `http:///x` parses (as host "x"), but nobody writes it meaning that.
-    let after_scheme = endpoint.trim().split_once("://").map(|(_, r)| r);
-    if url.host_str().is_none_or(str::is_empty)
-        || after_scheme.is_none_or(|r| r.is_empty() || r.starts_with('/'))
-    {
-        return Err(format!("{shown:?} names no host"));
-    }
+    let mut url = http_url(endpoint)?;
     let path = url.path().trim_end_matches('/').to_owned();
     if !path.ends_with("/v1/logs") {
         url.set_path(&format!("{path}/v1/logs"));
@@ -37,49 +99,10 @@ pub fn logs_url(endpoint: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-/// The URL as it may be logged: without user info, query and fragment, which may hold a
-/// credential (only the scheme when it does not parse).
-pub fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url.trim()) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => match url.split_once("://") {
-            Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => {
-                format!("{scheme}://(a URL that does not parse)")
-            }
-            _ => "(a URL that does not parse)".to_owned(),
-        },
-    }
-}
-
-/// Why an export did not go through.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// The endpoint answered that this request will never be taken (400, 413, 422 and other
-    /// 4xx not below): the record itself is at fault.
-    #[error("the endpoint refused the export: {0}")]
-    Refused(String),
-    /// The endpoint says the configuration is wrong (a redirect, 401, 403, 404, 405): nothing
-    /// will go through until an operator fixes it, so the record is kept for then.
-    #[error("the endpoint turned the export away, check [annotations.otlp]: {0}")]
-    Misconfigured(String),
-    /// Every attempt failed for a reason that may pass.
-    #[error("the endpoint could not be reached: {0}")]
-    Unavailable(String),
-}
-
 /// Sends log records to one OTLP/HTTP endpoint.
 #[derive(Clone)]
 pub struct LogsExporter {
-    client: reqwest::Client,
-    url: String,
-    timeout: Duration,
-    headers: reqwest::header::HeaderMap,
+    endpoint: Endpoint,
 }
 
 impl LogsExporter {
@@ -90,87 +113,64 @@ impl LogsExporter {
         headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<LogsExporter, String> {
-        let url = logs_url(endpoint)?;
-        let mut map = reqwest::header::HeaderMap::new();
-        for (k, v) in headers {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("header name {k:?} is not valid"))?;
-            let mut value = reqwest::header::HeaderValue::from_str(v)
-                .map_err(|_| format!("the value of header {k:?} is not valid"))?;
-            value.set_sensitive(true);
-            map.insert(name, value);
-        }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
         Ok(LogsExporter {
-            client,
-            url,
-            timeout,
-            headers: map,
+            endpoint: Endpoint::new(logs_url(endpoint)?, headers, timeout)?,
         })
     }
 
     /// The URL as it may be logged (`shown_url`).
     pub fn shown_url(&self) -> String {
-        shown_url(&self.url)
+        self.endpoint.shown_url()
     }
 
     /// The longest one `export` can take: every attempt to its deadline, every wait at its
     /// longest.
     pub fn worst_case(&self) -> Duration {
-        self.timeout * ATTEMPTS + MAX_WAIT * (ATTEMPTS - 1)
+        self.endpoint.timeout() * ATTEMPTS + MAX_WAIT * (ATTEMPTS - 1)
     }
 
     /// Exports one request, retrying what may pass.
     pub async fn export(&self, req: &ExportLogsServiceRequest) -> Result<(), ExportError> {
         let body = req.encode_to_vec();
         let mut wait = FIRST_WAIT;
-        let mut last = String::new();
+        let mut last = None;
         for attempt in 1..=ATTEMPTS {
-            let sent = self
-                .client
-                .post(&self.url)
-                .headers(self.headers.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-                .body(body.clone())
-                .send()
-                .await;
-            let retry_after = match sent {
-                Ok(r) if r.status().is_success() => return partial_success(r).await,
-                Ok(r) => {
-                    let status = r.status();
-                    match status.as_u16() {
-                        // 408 is a timeout on the way, like a 504.
-                        408 | 429 | 502 | 503 | 504 => {}
-                        300..=399 | 401 | 403 | 404 | 405 | 407 => {
-                            return Err(ExportError::Misconfigured(format!("HTTP {status}")));
-                        }
-                        400..=499 => return Err(ExportError::Refused(format!("HTTP {status}"))),
-                        // Another 5xx: the specification does not call it retryable.
-                        _ => return Err(ExportError::Unavailable(format!("HTTP {status}"))),
+            match self.send(body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Failure {
+                    error: e @ ExportError::Unavailable(_),
+                    retry_after,
+                }) => {
+                    last = Some(e);
+                    if attempt < ATTEMPTS {
+                        tokio::time::sleep(retry_after.unwrap_or(wait).min(MAX_WAIT)).await;
+                        wait = (wait * 2).min(MAX_WAIT);
                     }
-                    last = format!("HTTP {status}");
-                    r.headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s).min(MAX_WAIT))
                 }
-                Err(e) => {
-                    // Without the URL: it may hold a credential in its query.
-                    last = e.without_url().to_string();
-                    None
-                }
-            };
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(retry_after.unwrap_or(wait)).await;
-                wait = (wait * 2).min(MAX_WAIT);
+                Err(f) => return Err(f.error),
             }
         }
-        Err(ExportError::Unavailable(last))
+        Err(last.unwrap_or_else(|| ExportError::Unavailable("no attempt was made".into())))
+    }
+
+    /// One attempt, no retry: for callers that keep their own backoff (alerts' outbox).
+    pub async fn export_once(&self, req: &ExportLogsServiceRequest) -> Result<(), Failure> {
+        self.send(req.encode_to_vec()).await
+    }
+
+    async fn send(&self, body: Vec<u8>) -> Result<(), Failure> {
+        let r = self
+            .endpoint
+            .post(
+                body,
+                "application/x-protobuf",
+                reqwest::header::HeaderMap::new(),
+            )
+            .await?;
+        partial_success(r).await.map_err(|error| Failure {
+            error,
+            retry_after: None,
+        })
     }
 }
 

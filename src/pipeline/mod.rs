@@ -3,6 +3,7 @@
 
 mod fresh;
 pub mod sequencer;
+mod work;
 pub mod writer;
 
 pub use sequencer::{Appender, SequencerConfig, spawn_sequencer};

@@ -3,18 +3,18 @@
 //! Used by the sequencer task and by the CLI commands that append (rotate, erase, checkpoint).
 
 use super::fresh::FreshTelemetry;
+use super::work::Work;
+use crate::core::alerts::{self, AlertEvent};
 use crate::core::evidence::FactRecord;
 use crate::core::evidence::telemetry::{LogRow, SpanRow};
 use crate::core::ledger::batch::{
     self, BatchError, BuildTimings, BuiltBatch, CheckpointRefused, Draft, DraftError, Head,
 };
-use crate::core::ledger::entry::{ErasurePayload, TokenCreated, TokenRevoked, kinds};
 use crate::core::ledger::hash::Hash;
 use crate::core::ledger::keys::{KeyId, LedgerKey};
 use crate::core::ledger::merkle::{consistency_ranges, fold_nodes, perfect_nodes};
 use crate::storage::{AppendTx, CheckpointRow, HeadRow, KeyRow, StorageError, Store, TokenRow};
 use crate::sys::{now_ns, random_bytes};
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -150,193 +150,6 @@ pub struct Telemetry {
 impl Telemetry {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty() && self.logs.is_empty() && self.facts.is_empty()
-    }
-}
-
-/// What one append transaction does besides appending drafts.
-enum Work<'a> {
-    Drafts(&'a [Draft], &'a Telemetry),
-    Rotate(Arc<LedgerKey>),
-    Erase {
-        seq: u64,
-        reason: String,
-        requested_by: String,
-    },
-    Checkpoint,
-    /// A `heartbeat` entry if nothing was appended for this many nanoseconds, decided under the
-    /// head lock: several instances on one database append one heartbeat, not one each.
-    Heartbeat(i64),
-    /// A token row stored with its `token.created` entry.
-    CreateToken {
-        row: &'a TokenRow,
-        by: &'a str,
-    },
-    RevokeToken {
-        id: &'a str,
-        by: &'a str,
-    },
-    /// `token.created` entries for rows made before tokens were recorded.
-    AdoptTokens(&'a [TokenRow]),
-}
-
-impl<'a> Work<'a> {
-    /// The drafts this work appends, checked against the stored state under the head lock, and
-    /// the part of its telemetry not stored yet (whose entries follow the caller's drafts).
-    async fn drafts(
-        &self,
-        tx: &mut AppendTx,
-        head: &Head,
-    ) -> Result<(Cow<'a, [Draft]>, FreshTelemetry<'a>), AppendError> {
-        let fresh = match self {
-            Work::Drafts(_, t) if !t.is_empty() => FreshTelemetry::find(tx, t).await?,
-            _ => FreshTelemetry {
-                all_fresh: true,
-                ..FreshTelemetry::default()
-            },
-        };
-        let drafts = match self {
-            Work::Drafts(d, t) if t.is_empty() => Cow::Borrowed(*d),
-            Work::Drafts(d, _) => Cow::Owned(
-                d.iter()
-                    .cloned()
-                    .chain(fresh.entries.iter().map(|e| e.draft.clone()))
-                    .collect(),
-            ),
-            Work::Checkpoint => Cow::Borrowed(&[][..]),
-            Work::Heartbeat(idle_ns) => {
-                if now_ns().saturating_sub(head.last_time_ns) >= *idle_ns {
-                    Cow::Owned(vec![Draft::of(
-                        kinds::HEARTBEAT,
-                        "",
-                        &serde_json::json!({ "reason": "idle" }),
-                    )?])
-                } else {
-                    Cow::Borrowed(&[][..])
-                }
-            }
-            Work::CreateToken { row, by } => Cow::Owned(vec![Draft::of(
-                kinds::TOKEN_CREATED,
-                "",
-                &token_created(row, by, false),
-            )?]),
-            Work::RevokeToken { id, by } => {
-                if tx.token(id).await?.is_none_or(|t| t.revoked_ns.is_some()) {
-                    return Err(AppendError::NoActiveToken((*id).to_owned()));
-                }
-                let p = TokenRevoked {
-                    token_id: (*id).to_owned(),
-                    by: (*by).to_owned(),
-                };
-                Cow::Owned(vec![Draft::of(kinds::TOKEN_REVOKED, "", &p)?])
-            }
-            Work::AdoptTokens(rows) => Cow::Owned(
-                rows.iter()
-                    .map(|r| Draft::of(kinds::TOKEN_CREATED, "", &token_created(r, "", true)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Work::Rotate(new_key) => Cow::Owned(vec![batch::rotation_draft(new_key, head.size)?]),
-            Work::Erase {
-                seq,
-                reason,
-                requested_by,
-            } => Cow::Owned(vec![erasure_draft(tx, *seq, reason, requested_by).await?]),
-        };
-        Ok((drafts, fresh))
-    }
-
-    /// What the work stores beside its entries (`seqs`, its own entries' seqs), in the same
-    /// transaction; returns the key that signs the checkpoint and whether one must follow now,
-    /// whatever `checkpoint_every` says.
-    async fn insert_rows(
-        &self,
-        tx: &mut AppendTx,
-        row: &mut HeadRow,
-        seqs: &[u64],
-        key: &Arc<LedgerKey>,
-        batch_time: i64,
-    ) -> Result<(Arc<LedgerKey>, bool), AppendError> {
-        let mut force_checkpoint = matches!(self, Work::Checkpoint | Work::Heartbeat(_));
-        let mut signer = key.clone();
-        match self {
-            Work::Rotate(new_key) => {
-                let seq = seqs.first().copied().unwrap_or_default();
-                tx.insert_key(&KeyRow {
-                    key_id: new_key.key_id().to_hex(),
-                    vkey: new_key.vkey().to_string(),
-                    from_seq: seq + 1,
-                    rotation_seq: Some(seq),
-                })
-                .await?;
-                row.head.key_id = new_key.key_id();
-                signer = new_key.clone();
-                force_checkpoint = true;
-            }
-            Work::Erase { seq, .. } => {
-                let erasure_seq = seqs.first().copied().unwrap_or_default();
-                tx.erase_payload(*seq, erasure_seq).await?;
-                // Every copy goes: the chain keeps only the commitment.
-                tx.erase_derived(*seq).await?;
-                force_checkpoint = true;
-            }
-            Work::CreateToken { row, .. } => tx.insert_token(row).await?,
-            Work::RevokeToken { id, .. } => {
-                tx.revoke_token(id, batch_time).await?;
-            }
-            _ => {}
-        }
-        Ok((signer, force_checkpoint))
-    }
-}
-
-/// The `payload.erased` entry for erasing entry `seq`, if that entry may be erased: one the
-/// ledger or its access control is verified by may not, nor one already erased.
-async fn erasure_draft(
-    tx: &mut AppendTx,
-    seq: u64,
-    reason: &str,
-    requested_by: &str,
-) -> Result<Draft, AppendError> {
-    let (kind, has_payload) = tx
-        .entry_kind(seq)
-        .await?
-        .ok_or_else(|| AppendError::Erase(seq, "no such entry".into()))?;
-    if [
-        kinds::LEDGER_CREATED,
-        kinds::KEY_ROTATED,
-        kinds::PAYLOAD_ERASED,
-        kinds::TOKEN_CREATED,
-        kinds::TOKEN_REVOKED,
-        crate::ingest::issuers::IDENTITY_KEYS,
-    ]
-    .contains(&kind.as_str())
-    {
-        return Err(AppendError::Erase(
-            seq,
-            format!("{kind} entries are needed to verify the ledger and who may use it"),
-        ));
-    }
-    if !has_payload {
-        return Err(AppendError::Erase(
-            seq,
-            "its payload is already erased".into(),
-        ));
-    }
-    let p = ErasurePayload {
-        erased_seq: seq,
-        reason: reason.to_owned(),
-        requested_by: requested_by.to_owned(),
-    };
-    Ok(Draft::of(kinds::PAYLOAD_ERASED, "", &p)?)
-}
-
-fn token_created(row: &TokenRow, by: &str, adopted: bool) -> TokenCreated {
-    TokenCreated {
-        token_id: row.id.clone(),
-        name: row.name.clone(),
-        role: row.role.clone(),
-        secret_sha256: hex::encode(&row.secret_hash),
-        by: by.to_owned(),
-        adopted,
     }
 }
 
@@ -538,6 +351,44 @@ impl LedgerWriter {
     /// Records tokens made before the ledger recorded tokens (once, on upgrade).
     pub async fn adopt_tokens(&self, rows: &[TokenRow]) -> Result<Appended, AppendError> {
         self.run(Work::AdoptTokens(rows), None).await
+    }
+
+    /// Raises and resolves alerts: for each look (a change's exception codes now, in `codes`),
+    /// `alert.resolved` for open codes it no longer shows and `alert.raised` for codes it shows
+    /// that are not open, each with a pending delivery per destination. Appends nothing when the
+    /// open codes already match (another instance was first).
+    pub async fn alerts(
+        &self,
+        looks: &[AlertEvent],
+        destinations: &[String],
+    ) -> Result<Appended, AppendError> {
+        self.run(
+            Work::Alerts {
+                looks,
+                destinations,
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Appends `alert.delivered` for a delivery claimed by `token` and marks it delivered;
+    /// appends nothing (empty `seqs`) when the claim was lost to another holder.
+    pub async fn alert_delivered(
+        &self,
+        change_id: &str,
+        delivered: &alerts::Delivered,
+        token: i64,
+    ) -> Result<Appended, AppendError> {
+        self.run(
+            Work::AlertDelivered {
+                change_id,
+                delivered,
+                token,
+            },
+            None,
+        )
+        .await
     }
 
     /// Erases the payload and salt of entry `seq` and logs it with a `payload.erased` entry.

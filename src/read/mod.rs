@@ -4,6 +4,7 @@
 //! and the CLI; writes nothing but the change summary (`summary`), a derived index of its own
 //! folds that it keeps caught up and `verify` recomputes.
 
+pub mod alerts;
 pub mod audit;
 pub mod changes;
 pub mod export;

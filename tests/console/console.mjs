@@ -159,7 +159,7 @@ async function auditor(page) {
   await screenshots(page, '01-sign-in');
   await signIn(page, tokens.auditor);
   await page.waitForSelector('table.changes');
-  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Changes', 'Reports'], 'auditor navigation');
+  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Changes', 'Alerts', 'Reports'], 'auditor navigation');
   check((await page.textContent('#who-role')) === 'auditor', 'the role is shown');
   const stored = await page.evaluate(() => [sessionStorage.length, localStorage.length]);
   same(stored, [1, 0], 'the token is in sessionStorage only');
@@ -303,6 +303,17 @@ async function auditor(page) {
   writeFileSync(join(downloads, 'report-name.txt'), name);
   await screenshots(page, '06-reports');
 
+  // Alerts: what is open now, and every event with where it was delivered.
+  await page.goto(`${base}/#/alerts`);
+  await page.waitForSelector('table.alerts');
+  same(await page.$$eval('table.open-alerts tbody tr', (rs) => rs.length), expect.alerts.open, 'open alerts listed');
+  same(await page.$$eval('table.alerts tbody tr', (rs) => rs.length), expect.alerts.events, 'alert events listed');
+  const selfCodes = await page.$$eval('table.open-alerts tr[data-change="CHG-SELF"] .badge', (bs) => bs.map((b) => b.textContent).sort());
+  same(selfCodes, [...expect.alerts.self_codes].sort(), 'CHG-SELF\'s open codes');
+  const undelivered = await page.$$eval('table.alerts td .badge', (bs) => bs.filter((b) => b.textContent.startsWith('oncall:') && b.textContent !== 'oncall: delivered').length);
+  same(undelivered, 0, 'every event delivered to the webhook');
+  await screenshots(page, '11-alerts');
+
   // A role's pages only: the ledger is not the auditor's.
   await page.goto(`${base}/#/ledger`);
   await page.waitForSelector('table.changes');
@@ -313,7 +324,7 @@ async function auditor(page) {
 async function reviewer(page) {
   await signIn(page, tokens.reviewer);
   await page.waitForSelector('#verify');
-  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Ledger'], 'reviewer navigation');
+  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Ledger', 'Alerts'], 'reviewer navigation');
   const note = await page.textContent('#checkpoint-note');
   check(note.includes('\n\u2014 '), 'the checkpoint note is shown with its signature lines');
   const keys = await page.$$eval('table.keys tbody tr', (rows) => rows.length);

@@ -56,8 +56,8 @@ async fn session_names_any_role_and_the_pages_it_opens() {
     let db = TestDb::sqlite().await;
     let app = spawn_app(&db).await;
     let want: [(Role, &[&str]); 5] = [
-        (Role::Auditor, &["changes", "reports"]),
-        (Role::Reviewer, &["ledger"]),
+        (Role::Auditor, &["changes", "alerts", "reports"]),
+        (Role::Reviewer, &["ledger", "alerts"]),
         (Role::Admin, &["tokens"]),
         (Role::Ingest, &[]),
         (Role::Metrics, &[]),
@@ -415,9 +415,32 @@ async fn the_console_in_a_browser() {
         return;
     };
     let db = TestDb::sqlite().await;
-    let app = spawn_app_with(console_config(&db)).await;
+    // Alerts go to a receiver that takes everything, so the alerts page has deliveries to show.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let mut cfg = console_config(&db);
+    cfg.alerts = serde_json::from_value(serde_json::json!({
+        "interval": "100ms", "timeout": "2s", "max_backoff": "1s",
+        "webhooks": [{ "name": "oncall", "url": hook, "format": "json" }],
+        "otlp": { "endpoint": "", "headers": {} },
+    }))
+    .unwrap();
+    let app = spawn_app_with(cfg).await;
     let expect = send_scenarios(&app).await;
     let auditor = app.token(Role::Auditor).await;
+    let head = app.store.head().await.unwrap().unwrap().head.size as i64 - 1;
+    crate::support::server::eventually("every alert is raised and delivered", || async {
+        app.store
+            .alert_cursor()
+            .await
+            .unwrap()
+            .is_some_and(|c| c >= head)
+            && app.store.alert_outbox_counts().await.unwrap() == (0, 0)
+    })
+    .await;
+    let (_, alerts) = json(&app, "/v1/alerts?limit=200", &auditor).await;
     let (_, january) = json(
         &app,
         "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&environment=production&limit=500",
@@ -458,6 +481,14 @@ async fn the_console_in_a_browser() {
         },
         // The codes the exception filter must offer, the evidence rules' newest among them.
         "codes": changetrail::core::evidence::rules::ALL,
+        "alerts": {
+            "open": alerts["open"].as_array().unwrap().len(),
+            "events": alerts["alerts"].as_array().unwrap().len(),
+            "self_codes": alerts["open"].as_array().unwrap().iter()
+                .filter(|o| o["change_id"] == "CHG-SELF")
+                .map(|o| o["code"].clone())
+                .collect::<Vec<_>>(),
+        },
         "flagged": {
             "id": "CHG-SELF",
             "codes": expect["CHG-SELF"],

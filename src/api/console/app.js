@@ -26,11 +26,12 @@
   };
   const PAGES = {
     changes: 'Changes',
+    alerts: 'Alerts',
     reports: 'Reports',
     ledger: 'Ledger',
     tokens: 'Tokens',
   };
-  const CONSOLE_ROLES = 'auditor (changes and reports), reviewer (ledger) or admin (tokens)';
+  const CONSOLE_ROLES = 'auditor (changes, alerts and reports), reviewer (ledger and alerts) or admin (tokens)';
 
   const state = { token: null, session: null, render: 0 };
 
@@ -355,6 +356,7 @@
       if (page === 'changes' && rest.length > 0) content = await changePage(rest.join('/'));
       else if (page === 'changes') content = await changesPage(params);
       else if (page === 'ledger') content = await ledgerPage();
+      else if (page === 'alerts') content = await alertsPage();
       else if (page === 'reports') content = reportsPage();
       else if (page === 'tokens') content = await tokensPage();
     } catch (e) {
@@ -724,6 +726,62 @@
 
   // ---------------------------------------------------------------------------------------
   // Ledger.
+
+  // ---------------------------------------------------------------------------------------
+  // Alerts.
+
+  /** A change id linking to its page. */
+  function changeLink(id) {
+    return h('a', { href: `#/changes/${encodeURIComponent(id)}`, class: 'mono', text: id });
+  }
+
+  /** Where one alert event went: a badge per destination. */
+  function deliveryBadges(ds) {
+    if (!ds || ds.length === 0) return h('span', { class: 'muted', text: 'no destination' });
+    const kinds = { delivered: 'ok', pending: 'warn', claimed: 'neutral', refused: 'bad', unrecorded: 'bad' };
+    return h('span', { class: 'badges' }, ds.map((d) => badge(
+      `${d.destination}: ${d.state}`,
+      kinds[d.state] || 'neutral',
+      d.state === 'delivered'
+        ? `recorded by entry ${d.delivered_seq}`
+        : `${d.attempts} attempt(s)${d.last_error ? `; last: ${d.last_error}` : ''}`,
+    )));
+  }
+
+  async function alertsPage() {
+    document.title = 'Alerts · changetrail';
+    const list = await call('GET', '/v1/alerts?limit=200');
+    const openRows = list.open.map((o) => h('tr', { 'data-change': o.change_id },
+      td(changeLink(o.change_id)),
+      td(codeBadge(o.code, null)),
+      td(o.since.replace('T', ' ').replace('Z', ' UTC'), 'nowrap'),
+      td(String(o.raised_seq), 'num')));
+    const eventRows = list.alerts.map((a) => h('tr', { 'data-seq': String(a.entry_seq), class: a.status },
+      td(a.time.replace('T', ' ').replace('Z', ' UTC'), 'nowrap'),
+      td(badge(a.status, a.status === 'firing' ? 'bad' : 'ok')),
+      td(changeLink(a.change_id)),
+      td(a.erased
+        ? h('span', { class: 'muted', text: 'erased' })
+        : h('span', { class: 'badges' }, a.codes.map((c) => codeBadge(c.code, c.evidence)))),
+      td([a.service, a.version, a.environment].filter(Boolean).join(' · ') || '—'),
+      td(deliveryBadges(a.deliveries)),
+      td(String(a.entry_seq), 'num')));
+    return [
+      h('h1', { text: 'Alerts' }),
+      h('p', { class: 'lede', text: 'Production changes\' exception codes, raised once per change and code into the ledger (alert.raised), resolved when the evidence no longer shows them (alert.resolved), and delivered to every configured destination (alert.delivered).' }),
+      section(`Open now (${list.open.length})`,
+        list.open.length
+          ? table(['Change', 'Code', 'Since', ['Raised by entry', 'num']], openRows, { class: 'open-alerts' })
+          : h('p', { class: 'muted', id: 'no-open-alerts', text: 'No alert is open.' })),
+      section(`History (${list.total})`,
+        list.total
+          ? table(['Time', 'Status', 'Change', 'Codes', 'Service', 'Delivered to', ['Entry', 'num']], eventRows, { class: 'alerts' })
+          : h('p', { class: 'muted', text: 'No alert has been raised. Alerts are raised when [alerts] names a destination.' }),
+        list.total > list.alerts.length
+          ? h('p', { class: 'muted', text: `The newest ${list.alerts.length} of ${list.total} are shown; GET /v1/alerts?change_id=… narrows the list.` })
+          : null),
+    ];
+  }
 
   async function ledgerPage() {
     document.title = 'Ledger · changetrail';

@@ -9,11 +9,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const DEFAULTS: &str = include_str!("defaults.toml");
+mod outbound;
+pub use outbound::{
+    AlertsConfig, AlertsOtlpConfig, AnnotationsConfig, LinksConfig, OtlpExportConfig, WebhookConfig,
+};
+
+pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "database_url",
+    "alerts",
     "annotations",
     "links",
     "evidence",
@@ -44,48 +50,7 @@ pub struct Config {
     pub listeners: ListenersConfig,
     pub links: LinksConfig,
     pub annotations: AnnotationsConfig,
-}
-
-/// Markers sent to the team's telemetry backend.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnnotationsConfig {
-    pub otlp: OtlpExportConfig,
-}
-
-/// An OTLP/HTTP (protobuf) logs endpoint changetrail sends to.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpExportConfig {
-    /// `http(s)://host:4318` (`/v1/logs` is added) or the full logs URL; empty: off.
-    pub endpoint: String,
-    /// Sent with every export (an API key, a tenant); never logged.
-    pub headers: std::collections::BTreeMap<String, Secret>,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// How often the chain is looked at for new deploys.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-}
-
-/// Links from changetrail's pages into the team's tracing UI.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinksConfig {
-    /// `https://…/trace/{trace_id}`; empty: no links.
-    pub trace_url: String,
-}
-
-impl LinksConfig {
-    /// The checked template, or `None` when no links are configured.
-    pub fn trace_url(&self) -> Result<Option<crate::core::links::TraceUrl>, ConfigError> {
-        if self.trace_url.trim().is_empty() {
-            return Ok(None);
-        }
-        crate::core::links::TraceUrl::parse(&self.trace_url)
-            .map(Some)
-            .map_err(|e| ConfigError::Invalid(format!("links.trace_url: {e}")))
-    }
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -309,16 +274,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.links.trace_url()?;
-        let a = &self.annotations.otlp;
-        if !a.endpoint.trim().is_empty() {
-            crate::notify::otlp::logs_url(&a.endpoint)
-                .map_err(|e| ConfigError::Invalid(format!("annotations.otlp.endpoint: {e}")))?;
-            if a.timeout.is_zero() || a.interval.is_zero() {
-                return Err(ConfigError::Invalid(
-                    "annotations.otlp.timeout and interval must be more than 0".into(),
-                ));
-            }
-        }
+        self.links.console_url()?;
+        self.alerts.validate()?;
+        self.annotations.validate()?;
         let l = &self.ledger;
         if l.checkpoint_every == 0 {
             return Err(ConfigError::Invalid(
