@@ -24,6 +24,8 @@ struct AlertQuery {
     status: Option<String>,
     /// At most this many events (default 100, at most 1000).
     limit: Option<usize>,
+    /// Only events before this entry seq (the next page: the last one's `entry_seq`).
+    before: Option<u64>,
 }
 
 #[utoipa::path(
@@ -58,7 +60,8 @@ async fn list(
         ));
     }
     let change = q.change_id.as_deref().filter(|c| !c.is_empty());
+    let before = q.before.unwrap_or(u64::MAX >> 1);
     Ok(Json(
-        alerts::list(&state.store, change, status, limit).await?,
+        alerts::list(&state.store, change, status, before, limit).await?,
     ))
 }

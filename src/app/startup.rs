@@ -428,6 +428,7 @@ async fn spawn_alerter(
         timeout: a.timeout,
         max_backoff: a.max_backoff,
         console_url: cfg.links.console_url()?,
+        unlinked_after: a.unlinked_after,
         stats: stats.clone(),
     };
     tokio::spawn(alerter.run(shutdown.clone()));

@@ -42,9 +42,29 @@ pub struct AlertEvent {
     pub requested_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+    /// An unlinked deploy's sighting: when the version was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen_ns: Option<i64>,
 }
 
+/// The subject alerts about a production version no change explains are filed under (there is
+/// no change to name): `unlinked:ENVIRONMENT/SERVICE/VERSION`, the environment in lower case.
+pub fn unlinked_subject(environment: &str, service: &str, version: &str) -> String {
+    format!(
+        "{UNLINKED_PREFIX}{}/{service}/{version}",
+        environment.to_lowercase()
+    )
+}
+
+/// What every unlinked deploy's subject starts with.
+pub const UNLINKED_PREFIX: &str = "unlinked:";
+
 impl AlertEvent {
+    /// The change the event is about; `None` for an unlinked deploy (no change deployed it).
+    pub fn change(&self) -> Option<&str> {
+        (!self.change_id.starts_with(UNLINKED_PREFIX)).then_some(self.change_id.as_str())
+    }
+
     /// An event about `change_id` saying nothing yet.
     pub fn about(change_id: &str) -> AlertEvent {
         AlertEvent {
@@ -56,8 +76,18 @@ impl AlertEvent {
             version: None,
             requested_by: None,
             approved_by: None,
+            first_seen_ns: None,
         }
     }
+}
+
+/// A look at a subject for the writer: the event its evidence calls for now (`codes`: every
+/// code present), and the entry seq that evidence was judged as of, for a change (a later fact
+/// about it makes the look out of date).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    pub event: AlertEvent,
+    pub as_of: Option<i64>,
 }
 
 /// The payload of `alert.delivered`: which event went where.
@@ -111,6 +141,44 @@ pub fn plan(open: &BTreeMap<String, u64>, now: &[AlertCode]) -> (Vec<AlertCode>,
     (raise, resolve)
 }
 
+/// What a look at a subject calls for after its alert entries `before` (chain order):
+/// `alert.resolved` for open codes the look no longer shows, then `alert.raised` for codes it
+/// shows that are not open, each naming every code open after it. Empty when nothing changed.
+pub fn events_for(
+    before: &[(u64, &str, &AlertEvent)],
+    look: &AlertEvent,
+) -> Vec<(&'static str, AlertEvent)> {
+    let open = open_codes(before.iter().copied());
+    let (raise, resolve) = plan(&open, &look.codes);
+    let after_resolve: Vec<String> = open
+        .keys()
+        .filter(|c| !resolve.iter().any(|r| &r.code == *c))
+        .cloned()
+        .collect();
+    let after_raise: BTreeSet<String> = after_resolve
+        .iter()
+        .cloned()
+        .chain(raise.iter().map(|c| c.code.clone()))
+        .collect();
+    let mut out = Vec::new();
+    for (kind, codes, open) in [
+        (RESOLVED, resolve, after_resolve),
+        (RAISED, raise, after_raise.into_iter().collect()),
+    ] {
+        if !codes.is_empty() {
+            out.push((
+                kind,
+                AlertEvent {
+                    codes,
+                    open,
+                    ..look.clone()
+                },
+            ));
+        }
+    }
+    out
+}
+
 /// The webhook formats `[[alerts.webhooks]] format` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,10 +227,17 @@ fn alertmanager(n: &Notice<'_>) -> serde_json::Value {
         .map(|c| {
             let mut labels = serde_json::Map::new();
             labels.insert("alertname".into(), c.code.clone().into());
-            labels.insert("change_id".into(), ev.change_id.clone().into());
+            match ev.change() {
+                Some(id) => labels.insert("change_id".into(), id.into()),
+                None => labels.insert("subject".into(), ev.change_id.clone().into()),
+            };
             labels.insert("source".into(), "changetrail".into());
             labels.insert("severity".into(), "warning".into());
-            for (k, v) in [("service", &ev.service), ("environment", &ev.environment)] {
+            for (k, v) in [
+                ("service", &ev.service),
+                ("environment", &ev.environment),
+                ("version", &ev.version),
+            ] {
                 if let Some(v) = v {
                     labels.insert(k.into(), v.clone().into());
                 }
@@ -176,7 +251,7 @@ fn alertmanager(n: &Notice<'_>) -> serde_json::Value {
             let mut a = serde_json::json!({
                 "labels": labels,
                 "annotations": {
-                    "summary": format!("{} on change {}", c.code, ev.change_id),
+                    "summary": format!("{} on {}", c.code, what(ev)),
                     "description": c.evidence,
                 },
                 "startsAt": rfc3339(starts),
@@ -189,6 +264,14 @@ fn alertmanager(n: &Notice<'_>) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(alerts)
+}
+
+/// "change CHG-1", or "a deploy no change explains".
+fn what(ev: &AlertEvent) -> String {
+    match ev.change() {
+        Some(id) => format!("change {id}"),
+        None => "a deploy no change explains".to_owned(),
+    }
 }
 
 /// What the change is, in one line: "checkout 1.4.2 → production, change CHG-1".
@@ -206,8 +289,7 @@ fn headline(ev: &AlertEvent) -> String {
         }
         s.push_str(", ");
     }
-    s.push_str("change ");
-    s.push_str(&ev.change_id);
+    s.push_str(&what(ev));
     s
 }
 
@@ -256,7 +338,8 @@ fn slack(n: &Notice<'_>) -> serde_json::Value {
     if let Some(link) = n.link {
         text.push_str(&format!("\n<{}|open the change>", slack_escape(link)));
     }
-    serde_json::json!({ "text": text })
+    // No previews: a URL in a sender's words must not make Slack fetch it.
+    serde_json::json!({ "text": text, "unfurl_links": false, "unfurl_media": false })
 }
 
 /// changetrail's own format, versioned: what the event entry says, with the entry's seq (the
@@ -269,8 +352,9 @@ fn json(n: &Notice<'_>) -> serde_json::Value {
         "status": n.status,
         "entry_seq": n.event_seq,
         "time": rfc3339(n.time_ns),
+        "subject": ev.change_id,
         "change": {
-            "id": ev.change_id,
+            "id": ev.change(),
             "service": ev.service,
             "environment": ev.environment,
             "version": ev.version,
@@ -308,6 +392,7 @@ mod tests {
             version: Some("1.4.2".into()),
             requested_by: Some("alice".into()),
             approved_by: None,
+            first_seen_ns: None,
         }
     }
 
@@ -354,6 +439,33 @@ mod tests {
         );
         let (raise, resolve) = plan(&open, &[code("NO_APPROVAL")]);
         assert!(raise.is_empty() && resolve.is_empty());
+    }
+
+    #[test]
+    fn a_look_resolves_what_went_then_raises_what_came() {
+        let raised = event(&["NO_APPROVAL", "UNVERIFIED_IDENTITY"]);
+        let before = [(4, RAISED, &raised)];
+        let out = events_for(&before, &event(&["UNVERIFIED_IDENTITY", "SELF_APPROVAL"]));
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|(k, e)| (*k, e.codes[0].code.as_str(), e.open.clone()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (
+                    RESOLVED,
+                    "NO_APPROVAL",
+                    vec!["UNVERIFIED_IDENTITY".to_owned()]
+                ),
+                (
+                    RAISED,
+                    "SELF_APPROVAL",
+                    vec!["SELF_APPROVAL".to_owned(), "UNVERIFIED_IDENTITY".to_owned()]
+                ),
+            ]
+        );
+        assert!(events_for(&before, &raised).is_empty(), "nothing changed");
     }
 
     fn notice<'a>(
@@ -407,6 +519,32 @@ mod tests {
         assert!(text.contains("requested by alice"));
         let b = body(Format::Slack, &notice(RESOLVED_STATUS, &ev, &raised));
         assert!(b["text"].as_str().unwrap().contains("resolved"));
+    }
+
+    #[test]
+    fn an_unlinked_deploy_names_no_change() {
+        let mut ev = event(&["UNLINKED_DEPLOY"]);
+        ev.change_id = unlinked_subject("Production", "checkout", "7.0.1");
+        assert_eq!(ev.change_id, "unlinked:production/checkout/7.0.1");
+        assert_eq!(ev.change(), None);
+        let raised = BTreeMap::new();
+        let am = body(Format::Alertmanager, &notice(FIRING, &ev, &raised));
+        assert!(am[0]["labels"].get("change_id").is_none());
+        assert_eq!(
+            am[0]["labels"]["subject"],
+            "unlinked:production/checkout/7.0.1"
+        );
+        assert_eq!(am[0]["labels"]["version"], "1.4.2");
+        let j = body(Format::Json, &notice(FIRING, &ev, &raised));
+        assert!(j["change"]["id"].is_null());
+        assert_eq!(j["subject"], "unlinked:production/checkout/7.0.1");
+        let sl = body(Format::Slack, &notice(FIRING, &ev, &raised));
+        assert!(
+            sl["text"]
+                .as_str()
+                .unwrap()
+                .contains("a deploy no change explains")
+        );
     }
 
     #[test]

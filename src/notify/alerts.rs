@@ -16,7 +16,7 @@ use super::http::ExportError;
 use super::otlp::{LogsExporter, kv, text};
 use super::webhook::Webhook;
 use crate::core::alerts::{
-    self, AlertCode, AlertEvent, Delivered, FIRING, Notice, RAISED, RESOLVED, RESOLVED_STATUS,
+    self, AlertCode, AlertEvent, Delivered, FIRING, Look, Notice, RAISED, RESOLVED, RESOLVED_STATUS,
 };
 use crate::core::evidence::Evidence;
 use crate::core::evidence::identity::Principal;
@@ -99,6 +99,9 @@ pub struct Alerter {
     pub max_backoff: Duration,
     /// `{console_url}` for links to a change's page.
     pub console_url: Option<String>,
+    /// How long after its receipt a production version sighting is judged for UNLINKED_DEPLOY
+    /// (the change that deployed it may be imported later).
+    pub unlinked_after: Duration,
     pub stats: Arc<Stats>,
 }
 
@@ -155,18 +158,24 @@ pub fn look(ev: &Evidence, found: &[crate::core::evidence::rules::Exception]) ->
         version: c.version.clone(),
         requested_by: who(ev.requester.as_ref()),
         approved_by: who(approval.and_then(|a| a.approver.as_ref())),
+        first_seen_ns: None,
     }
 }
 
-/// The alert entries that parse, `None` if one does not (an erased payload): the change is then
-/// left alone rather than raised twice.
-fn parsed(rows: &[AlertEntry]) -> Option<Vec<(u64, String, i64, AlertEvent)>> {
+/// The alert entries whose payload is still there (an erased one is left out, as the writer
+/// leaves it out).
+fn parsed(rows: &[AlertEntry]) -> Vec<(u64, String, i64, AlertEvent)> {
     rows.iter()
-        .map(|(seq, kind, time, payload)| {
+        .filter_map(|(seq, kind, time, payload)| {
             let ev = serde_json::from_str(payload.as_deref()?).ok()?;
             Some((*seq, kind.clone(), *time, ev))
         })
         .collect()
+}
+
+/// Whether a storage error may pass (then the step is retried, the cursor kept).
+fn transient(e: &StorageError) -> bool {
+    e.is_transient()
 }
 
 impl Alerter {
@@ -181,25 +190,37 @@ impl Alerter {
             destinations = shown.join(", "),
             "Alerts go to these destinations."
         );
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = self.tick() => if let Err(e) = r {
-                    tracing::warn!(error = %e, "Alerts could not catch up; retrying.");
-                },
+        // Raising and delivering apart: a destination that is slow to answer never holds
+        // back new alerts.
+        let looking = async {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = async { self.look().await?; self.look_unlinked().await } => if let Err(e) = r {
+                        tracing::warn!(error = %e, "Alerts could not catch up; retrying.");
+                    },
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(self.interval) => {}
+                }
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+        };
+        let delivering = async {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = self.deliver() => if let Err(e) = r {
+                        tracing::warn!(error = %e, "Alerts could not be delivered; retrying.");
+                    },
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(self.interval) => {}
+                }
             }
-        }
-    }
-
-    /// One look, then one round of deliveries.
-    pub async fn tick(&self) -> Result<(), AlertError> {
-        let looked = self.look().await;
-        self.deliver().await?;
-        looked
+        };
+        tokio::join!(looking, delivering);
     }
 
     fn names(&self) -> Vec<String> {
@@ -226,16 +247,22 @@ impl Alerter {
         while cursor < head {
             self.stats.lag_entries.store(lag(cursor), Ordering::Relaxed);
             let upto = head.min(cursor + STEP);
+            let (after, through) = (u64::try_from(cursor).ok(), u64::try_from(upto).unwrap_or(0));
+            // Every change these entries can move (rollback targets and rollers too); after an
+            // erasure, the ones they name.
+            let changes =
+                match crate::read::summary::moved_changes(&self.store, after, through).await? {
+                    Some(c) => c,
+                    None => super::changes_between(&self.store, cursor, upto)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                };
             let mut looks = Vec::new();
-            for change in super::changes_between(&self.store, cursor, upto).await? {
-                if let Some(l) = self.differs(&change).await? {
-                    looks.push(l);
-                }
+            for change in changes {
+                looks.extend(self.differs(&change, upto).await?);
             }
-            for chunk in looks.chunks(LOOKS_PER_APPEND) {
-                let appended = self.writer.alerts(chunk, &names).await?;
-                self.count_events(&appended.seqs).await?;
-            }
+            self.append(&looks, &names).await?;
             if !self.store.move_alert_cursor(Some(cursor), upto).await? {
                 // Another instance moved it: it looks at what follows.
                 cursor = self.store.alert_cursor().await?.unwrap_or(cursor);
@@ -247,25 +274,161 @@ impl Alerter {
         Ok(())
     }
 
-    /// The look at `change` if its codes now differ from its open alerts (the writer decides
-    /// again under the lock).
-    async fn differs(&self, change: &str) -> Result<Option<AlertEvent>, AlertError> {
+    async fn append(&self, looks: &[Look], names: &[String]) -> Result<(), AlertError> {
+        for chunk in looks.chunks(LOOKS_PER_APPEND) {
+            let appended = self.writer.alerts(chunk, names).await?;
+            self.count_events(&appended.seqs).await?;
+        }
+        Ok(())
+    }
+
+    /// The looks `change` calls for: its own when its codes now differ from its open alerts,
+    /// and the resolution of the unlinked deploy of its version it now explains (the writer
+    /// decides again under the lock).
+    async fn differs(&self, change: &str, as_of: i64) -> Result<Vec<Look>, AlertError> {
         let folded = match evidence_of(&self.store, change, &self.criteria).await {
             Ok(Some(f)) => f,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) if transient(&e) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(change, error = %e, "A change could not be folded for alerts; skipped until a new fact names it.");
-                return Ok(None);
+                return Ok(Vec::new());
             }
         };
         let (ev, broken) = &folded;
+        let mut out = Vec::new();
         let now = look(ev, &exceptions(ev, broken, &self.criteria.rules));
-        let Some(before) = parsed(&self.store.alert_events(change).await?) else {
-            return Ok(None);
+        if self.changes_open_codes(&now).await? {
+            out.push(Look {
+                event: now,
+                as_of: Some(as_of),
+            });
+        }
+        let c = &ev.change;
+        if let (true, Some(env), Some(svc), Some(ver)) =
+            (c.production, &c.environment, &c.service, &c.version)
+        {
+            let subject = alerts::unlinked_subject(env, svc, ver);
+            let before = parsed(&self.store.alert_events(&subject).await?);
+            let open = alerts::open_codes(before.iter().map(|(s, k, _, e)| (*s, k.as_str(), e)));
+            let raised = before.iter().rev().find_map(|(seq, kind, _, e)| {
+                (kind == RAISED && open.values().any(|s| s == seq)).then_some(e)
+            });
+            if let Some(e) = raised
+                && crate::core::evidence::explains(ev, &sighting(e), self.criteria.tolerance_ns)
+            {
+                out.push(Look {
+                    event: AlertEvent {
+                        codes: Vec::new(),
+                        ..e.clone()
+                    },
+                    as_of: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a look's codes differ from its subject's open alerts.
+    async fn changes_open_codes(&self, now: &AlertEvent) -> Result<bool, AlertError> {
+        let before = parsed(&self.store.alert_events(&now.change_id).await?);
+        let before: Vec<(u64, &str, &AlertEvent)> = before
+            .iter()
+            .map(|(s, k, _, e)| (*s, k.as_str(), e))
+            .collect();
+        Ok(!alerts::events_for(&before, now).is_empty())
+    }
+
+    /// Production version sightings received `unlinked_after` ago or more, in chain order up
+    /// to what the change summary reflects (its rows find the changes that may explain each):
+    /// UNLINKED_DEPLOY for each that no change explains.
+    pub async fn look_unlinked(&self) -> Result<(), AlertError> {
+        let Some(mut after) = self.store.alert_unlinked_cursor().await? else {
+            return Ok(());
         };
-        let open = alerts::open_codes(before.iter().map(|(s, k, _, e)| (*s, k.as_str(), e)));
-        let (raise, resolve) = alerts::plan(&open, &now.codes);
-        Ok((!raise.is_empty() || !resolve.is_empty()).then_some(now))
+        let Some(summarised) = self.store.summary_state().await?.and_then(|s| s.through) else {
+            return Ok(());
+        };
+        let cutoff = crate::sys::now_ns().saturating_sub(ns(self.unlinked_after));
+        let names = self.names();
+        loop {
+            let due = self
+                .store
+                .sightings_due(after, summarised, cutoff, 200)
+                .await?;
+            let Some(&(last, _)) = due.last() else {
+                return Ok(());
+            };
+            let mut looks = Vec::new();
+            for (_, payload) in &due {
+                let Ok(rec) = serde_json::from_str::<crate::core::evidence::FactRecord>(payload)
+                else {
+                    continue;
+                };
+                if let crate::core::evidence::Fact::Version(v) = rec.fact
+                    && self.criteria.policy.is_production(&v.environment)
+                {
+                    looks.extend(self.unlinked_look(&v).await?);
+                }
+            }
+            self.append(&looks, &names).await?;
+            let last = i64::try_from(last).unwrap_or(i64::MAX);
+            if !self.store.move_alert_unlinked_cursor(after, last).await? {
+                // Another instance judged these: it goes on from there.
+                return Ok(());
+            }
+            after = last;
+        }
+    }
+
+    /// UNLINKED_DEPLOY for a sighting no change explains (or its resolution when one now does),
+    /// if that differs from what is open.
+    async fn unlinked_look(
+        &self,
+        v: &crate::core::evidence::VersionFact,
+    ) -> Result<Option<Look>, AlertError> {
+        let mut explained = false;
+        for change in self
+            .store
+            .changes_deploying(&v.service, &v.version, &v.environment.to_lowercase())
+            .await?
+        {
+            let folded = match evidence_of(&self.store, &change, &self.criteria).await {
+                Ok(f) => f,
+                Err(e) if transient(&e) => return Err(e.into()),
+                Err(_) => None,
+            };
+            if let Some((ev, _)) = folded
+                && crate::core::evidence::explains(&ev, v, self.criteria.tolerance_ns)
+            {
+                explained = true;
+                break;
+            }
+        }
+        let x = crate::core::evidence::rules::unlinked_deploy(v);
+        let now = AlertEvent {
+            codes: if explained {
+                Vec::new()
+            } else {
+                vec![AlertCode {
+                    code: x.code.to_owned(),
+                    evidence: x.evidence,
+                }]
+            },
+            service: Some(v.service.clone()),
+            environment: Some(v.environment.clone()),
+            version: Some(v.version.clone()),
+            first_seen_ns: Some(v.first_seen_ns),
+            ..AlertEvent::about(&alerts::unlinked_subject(
+                &v.environment,
+                &v.service,
+                &v.version,
+            ))
+        };
+        Ok(self.changes_open_codes(&now).await?.then_some(Look {
+            event: now,
+            as_of: None,
+        }))
     }
 
     async fn count_events(&self, seqs: &[u64]) -> Result<(), AlertError> {
@@ -283,21 +446,36 @@ impl Alerter {
         Ok(())
     }
 
-    /// Claims due deliveries and makes each.
+    /// A claim's deadline from now: long enough to send once and record it.
+    fn deadline(&self) -> i64 {
+        crate::sys::now_ns()
+            .saturating_add(ns(self.timeout))
+            .saturating_add(ns(Duration::from_secs(10)))
+    }
+
+    /// Claims due deliveries to this instance's destinations and makes them: each destination's
+    /// in event order, the destinations side by side (one slow to answer delays only its own).
     pub async fn deliver(&self) -> Result<(), AlertError> {
         let token = i64::from_le_bytes(crate::sys::random_bytes::<8>());
         let now = crate::sys::now_ns();
-        // Long enough to send once and record it: the claim must not lapse mid-delivery.
-        let deadline = now
-            .saturating_add(ns(self.timeout) * 2)
-            .saturating_add(ns(Duration::from_secs(30)));
         let due = self
             .store
-            .claim_alert_deliveries(now, token, deadline, CLAIM)
+            .claim_alert_deliveries(&self.names(), now, token, self.deadline(), CLAIM)
             .await?;
-        for d in due {
-            self.deliver_one(&d, token).await?;
+        let mut by_destination: BTreeMap<&str, Vec<&Delivery>> = BTreeMap::new();
+        for d in &due {
+            by_destination.entry(&d.destination).or_default().push(d);
         }
+        let runs = by_destination.into_values().map(|ds| async move {
+            for d in ds {
+                self.deliver_one(d, token).await?;
+            }
+            Ok::<(), AlertError>(())
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(())
     }
 
@@ -316,18 +494,14 @@ impl Alerter {
         why: &str,
     ) -> Result<(), AlertError> {
         self.store
-            .release_alert_delivery(d, token, refused, next_ns, why)
+            .release_alert_delivery(d, token, refused, true, next_ns, why)
             .await?;
         Ok(())
     }
 
     async fn deliver_one(&self, d: &Delivery, token: i64) -> Result<(), AlertError> {
         let Some(dest) = self.destinations.iter().find(|x| x.name() == d.destination) else {
-            // Configured on another instance (or no longer): left for it.
-            let next = self.backoff(u32::MAX, None);
-            return self
-                .release(d, token, false, next, "not configured on this instance")
-                .await;
+            return Ok(());
         };
         let entry = self.store.entry(d.event_seq).await?;
         let Some((entry, ev)) = entry.and_then(|e| {
@@ -349,29 +523,33 @@ impl Alerter {
         } else {
             FIRING
         };
-        let history = parsed(&self.store.alert_events(&ev.change_id).await?).unwrap_or_default();
+        let history = parsed(&self.store.alert_events(&ev.change_id).await?);
         if self
             .store
             .alert_undelivered_before(&ev.change_id, d.event_seq, &d.destination)
             .await?
         {
-            // The earlier event goes first (a resolution must not overtake its raise).
-            let next = self.backoff(1, None);
-            return self
-                .release(
+            // The earlier event goes first (a resolution must not overtake its raise); this
+            // was no attempt.
+            self.store
+                .release_alert_delivery(
                     d,
                     token,
                     false,
-                    next,
+                    false,
+                    self.backoff(1, None),
                     "waiting for an earlier alert of the change",
                 )
-                .await;
+                .await?;
+            return Ok(());
         }
         let raised_ns = raised_times(&history, &ev, d.event_seq, entry.time_ns);
+        // An unlinked deploy has no change page to link to.
         let link = self
             .console_url
             .as_ref()
-            .map(|u| format!("{u}/#/changes/{}", encode(&ev.change_id)));
+            .zip(ev.change())
+            .map(|(u, id)| format!("{u}/#/changes/{}", encode(id)));
         let notice = Notice {
             event_seq: d.event_seq,
             time_ns: entry.time_ns,
@@ -381,6 +559,15 @@ impl Alerter {
             link: link.as_deref(),
         };
         let delivery = format!("{}/{}", d.event_seq, d.destination);
+        // Renewed right before the send: a claim that lapsed while earlier ones were sent is
+        // someone else's now, and is not sent here.
+        if !self
+            .store
+            .renew_alert_claim(d, token, self.deadline())
+            .await?
+        {
+            return Ok(());
+        }
         let sent = match dest {
             Destination::Webhook(w) => w.send(&notice, &delivery).await,
             Destination::Otlp(x) => {
@@ -443,6 +630,18 @@ impl Alerter {
                 self.release(d, token, refused, next, &why).await
             }
         }
+    }
+}
+
+/// The sighting an unlinked deploy's alert names.
+fn sighting(e: &AlertEvent) -> crate::core::evidence::VersionFact {
+    crate::core::evidence::VersionFact {
+        service: e.service.clone().unwrap_or_default(),
+        environment: e.environment.clone().unwrap_or_default(),
+        version: e.version.clone().unwrap_or_default(),
+        first_seen_ns: e.first_seen_ns.unwrap_or_default(),
+        trace_id: None,
+        previous: None,
     }
 }
 

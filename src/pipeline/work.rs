@@ -5,7 +5,7 @@
 
 use super::fresh::FreshTelemetry;
 use super::writer::{AppendError, Telemetry};
-use crate::core::alerts::{self, AlertEvent};
+use crate::core::alerts::{self, AlertEvent, Look};
 use crate::core::ledger::batch::{self, Draft, Head};
 use crate::core::ledger::entry::{ErasurePayload, TokenCreated, TokenRevoked, kinds};
 use crate::core::ledger::keys::LedgerKey;
@@ -42,7 +42,7 @@ pub(super) enum Work<'a> {
     /// open ones (decided under the head lock, so instances raise a code once), each with an
     /// outbox row per destination.
     Alerts {
-        looks: &'a [AlertEvent],
+        looks: &'a [Look],
         destinations: &'a [String],
     },
     /// `alert.delivered`, only while the delivery is still claimed by `token`.
@@ -116,7 +116,7 @@ impl<'a> Work<'a> {
             } => {
                 let d = delivered;
                 if tx
-                    .alert_claim_held(d.event_seq, &d.destination, *token)
+                    .take_alert_claim(d.event_seq, &d.destination, *token)
                     .await?
                 {
                     Cow::Owned(vec![Draft::of(alerts::DELIVERED, change_id, d)?])
@@ -231,47 +231,31 @@ async fn erasure_draft(
     Ok(Draft::of(kinds::PAYLOAD_ERASED, "", &p)?)
 }
 
-/// The alert entries the looks call for, given each change's alert entries so far: a change
-/// whose earlier alert entries cannot be read (an erased payload) is left alone rather than
-/// raised twice.
-async fn alert_drafts(tx: &mut AppendTx, looks: &[AlertEvent]) -> Result<Vec<Draft>, AppendError> {
+/// The alert entries the looks call for, given each subject's alert entries so far (those
+/// whose payload was erased are left out: a code they raised may be raised again, which beats
+/// never alerting on the subject again). A look judged before a later fact about its change was
+/// recorded is dropped: whoever looks at that fact judges the change again.
+async fn alert_drafts(tx: &mut AppendTx, looks: &[Look]) -> Result<Vec<Draft>, AppendError> {
     let mut drafts = Vec::new();
     for look in looks {
-        let rows = tx.alert_events(&look.change_id).await?;
-        let Some(before) = rows
-            .iter()
-            .map(|(seq, kind, _, payload)| {
-                let ev: AlertEvent = serde_json::from_str(payload.as_deref()?).ok()?;
-                Some((*seq, kind.clone(), ev))
-            })
-            .collect::<Option<Vec<_>>>()
-        else {
+        let subject = &look.event.change_id;
+        if let Some(as_of) = look.as_of
+            && tx.change_facts_after(subject, as_of).await?
+        {
             continue;
-        };
-        let open = alerts::open_codes(before.iter().map(|(s, k, e)| (*s, k.as_str(), e)));
-        let (raise, resolve) = alerts::plan(&open, &look.codes);
-        let after_resolve: Vec<String> = open
-            .keys()
-            .filter(|c| !resolve.iter().any(|r| &r.code == *c))
-            .cloned()
-            .collect();
-        let after_raise: std::collections::BTreeSet<String> = after_resolve
+        }
+        let rows = tx.alert_events(subject).await?;
+        let before: Vec<(u64, &str, AlertEvent)> = rows
             .iter()
-            .cloned()
-            .chain(raise.iter().map(|c| c.code.clone()))
+            .filter_map(|(seq, kind, _, payload)| {
+                let ev = serde_json::from_str(payload.as_deref()?).ok()?;
+                Some((*seq, kind.as_str(), ev))
+            })
             .collect();
-        for (kind, codes, open) in [
-            (alerts::RESOLVED, resolve, after_resolve),
-            (alerts::RAISED, raise, after_raise.into_iter().collect()),
-        ] {
-            if !codes.is_empty() {
-                let ev = AlertEvent {
-                    codes,
-                    open,
-                    ..look.clone()
-                };
-                drafts.push(Draft::of(kind, &look.change_id, &ev)?);
-            }
+        let before: Vec<(u64, &str, &AlertEvent)> =
+            before.iter().map(|(s, k, e)| (*s, *k, e)).collect();
+        for (kind, ev) in alerts::events_for(&before, &look.event) {
+            drafts.push(Draft::of(kind, subject, &ev)?);
         }
     }
     Ok(drafts)

@@ -4,7 +4,7 @@
 
 use super::fresh::FreshTelemetry;
 use super::work::Work;
-use crate::core::alerts::{self, AlertEvent};
+use crate::core::alerts;
 use crate::core::evidence::FactRecord;
 use crate::core::evidence::telemetry::{LogRow, SpanRow};
 use crate::core::ledger::batch::{
@@ -359,7 +359,7 @@ impl LedgerWriter {
     /// open codes already match (another instance was first).
     pub async fn alerts(
         &self,
-        looks: &[AlertEvent],
+        looks: &[alerts::Look],
         destinations: &[String],
     ) -> Result<Appended, AppendError> {
         self.run(

@@ -4,7 +4,7 @@
 //! operational state.
 
 use crate::core::alerts::{
-    AlertCode, AlertEvent, DELIVERED, Delivered, FIRING, RESOLVED, RESOLVED_STATUS,
+    AlertCode, AlertEvent, Delivered, FIRING, RAISED, RESOLVED, RESOLVED_STATUS,
 };
 use crate::core::time::rfc3339;
 use crate::storage::{StorageError, Store};
@@ -64,7 +64,7 @@ pub struct OpenAlert {
 /// What the list answers.
 #[derive(Debug, Serialize)]
 pub struct AlertList {
-    /// Newest first, at most `limit`.
+    /// Newest first, at most `limit`; the next page is `before=` the last one's `entry_seq`.
     pub alerts: Vec<AlertView>,
     /// Events matching the filter, in all.
     pub total: usize,
@@ -72,92 +72,90 @@ pub struct AlertList {
     pub open: Vec<OpenAlert>,
 }
 
-/// Alert events, newest first, `status` (`firing`/`resolved`) and `change_id` filtering them.
+/// Alert events, newest first, before entry `before`, at most `limit`; `status` (`firing` /
+/// `resolved`) and `change_id` filter them. Reads what it shows, the count, and every event
+/// once as a stream for what is open (holding only the open codes).
 pub async fn list(
     store: &Store,
     change_id: Option<&str>,
     status: Option<&str>,
+    before: u64,
     limit: usize,
 ) -> Result<AlertList, StorageError> {
-    let rows = store.alert_entries(change_id).await?;
-    let mut delivered: BTreeMap<u64, Vec<DeliveryView>> = BTreeMap::new();
-    let mut events = Vec::new();
-    for (seq, kind, subject, time, payload) in rows {
-        if kind == DELIVERED {
-            if let Some(d) = payload.and_then(|p| serde_json::from_str::<Delivered>(&p).ok()) {
-                delivered
-                    .entry(d.event_seq)
-                    .or_default()
-                    .push(DeliveryView {
-                        destination: d.destination,
-                        state: "delivered".into(),
-                        delivered_seq: Some(seq),
-                        attempts: 0,
-                        last_error: None,
-                    });
-            }
-            continue;
-        }
-        let status = if kind == RESOLVED {
-            RESOLVED_STATUS
+    let kind = status.map(|s| {
+        if s == RESOLVED_STATUS {
+            RESOLVED
         } else {
-            FIRING
-        };
-        let ev = payload.and_then(|p| serde_json::from_str::<AlertEvent>(&p).ok());
-        events.push((seq, status, subject, time, ev));
-    }
-    // Open codes, oldest event first.
+            RAISED
+        }
+    });
+    let rows = store
+        .alert_event_page(change_id, kind, before, limit as u64)
+        .await?;
+    let total =
+        usize::try_from(store.alert_event_count(change_id, kind).await?).unwrap_or(usize::MAX);
     let mut open: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
-    for (seq, status, subject, time, ev) in events.iter().rev() {
-        for c in ev.iter().flat_map(|e| &e.codes) {
-            let key = (subject.clone(), c.code.clone());
-            if *status == FIRING {
-                open.entry(key).or_insert((*seq, *time));
-            } else {
-                open.remove(&key);
-            }
-        }
-    }
-    events.retain(|(_, s, ..)| status.is_none_or(|want| want == *s));
-    let total = events.len();
-    events.truncate(limit);
-    let from = events.iter().map(|e| e.0).min().unwrap_or(u64::MAX);
-    let mut outbox: BTreeMap<u64, Vec<crate::storage::DeliveryState>> = BTreeMap::new();
-    if !events.is_empty() {
-        for d in store.alert_deliveries(from).await? {
-            outbox.entry(d.event_seq).or_default().push(d);
-        }
-    }
-    let alerts = events
-        .into_iter()
-        .map(|(seq, status, subject, time, ev)| {
-            let mut deliveries = delivered.remove(&seq).unwrap_or_default();
-            for d in outbox.remove(&seq).unwrap_or_default() {
-                match deliveries
-                    .iter_mut()
-                    .find(|x| x.destination == d.destination)
-                {
-                    Some(x) => x.attempts = d.attempts,
-                    None => deliveries.push(DeliveryView {
-                        destination: d.destination,
-                        // An outbox row saying delivered without its entry is not believed.
-                        state: if d.state == "delivered" {
-                            "unrecorded".into()
-                        } else {
-                            d.state
-                        },
-                        delivered_seq: None,
-                        attempts: d.attempts,
-                        last_error: d.last_error,
-                    }),
+    store
+        .for_each_alert_event(change_id, |(seq, kind, subject, time, payload)| {
+            let Some(ev) = payload.and_then(|p| serde_json::from_str::<AlertEvent>(&p).ok()) else {
+                return;
+            };
+            for c in ev.codes {
+                let key = (subject.clone(), c.code);
+                if kind == RAISED {
+                    open.entry(key).or_insert((seq, time));
+                } else {
+                    open.remove(&key);
                 }
             }
-            deliveries.sort_by(|a, b| a.destination.cmp(&b.destination));
+        })
+        .await?;
+    let shown: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    let outbox = store.alert_deliveries(&shown).await?;
+    // A delivery counts as made only when its alert.delivered entry says so.
+    let recorded: BTreeMap<u64, Delivered> = store
+        .alert_delivered_entries(
+            &outbox
+                .iter()
+                .filter_map(|d| d.delivered_seq)
+                .collect::<Vec<_>>(),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|(seq, p)| Some((seq, serde_json::from_str(p.as_deref()?).ok()?)))
+        .collect();
+    let mut by_event: BTreeMap<u64, Vec<DeliveryView>> = BTreeMap::new();
+    for d in outbox {
+        let proven = d
+            .delivered_seq
+            .and_then(|s| recorded.get(&s))
+            .is_some_and(|r| r.event_seq == d.event_seq && r.destination == d.destination);
+        let state = match (d.state.as_str(), proven) {
+            (_, true) => "delivered".to_owned(),
+            ("delivered", false) => "unrecorded".to_owned(),
+            (other, false) => other.to_owned(),
+        };
+        by_event.entry(d.event_seq).or_default().push(DeliveryView {
+            destination: d.destination,
+            state,
+            delivered_seq: d.delivered_seq.filter(|_| proven),
+            attempts: d.attempts,
+            last_error: d.last_error,
+        });
+    }
+    let alerts = rows
+        .into_iter()
+        .map(|(seq, kind, subject, time, payload)| {
+            let ev = payload.and_then(|p| serde_json::from_str::<AlertEvent>(&p).ok());
             let erased = ev.is_none();
             let ev = ev.unwrap_or_else(|| AlertEvent::about(&subject));
             AlertView {
                 entry_seq: seq,
-                status,
+                status: if kind == RESOLVED {
+                    RESOLVED_STATUS
+                } else {
+                    FIRING
+                },
                 time: rfc3339(time),
                 change_id: subject,
                 codes: ev.codes,
@@ -168,7 +166,7 @@ pub async fn list(
                 requested_by: ev.requested_by,
                 approved_by: ev.approved_by,
                 erased,
-                deliveries,
+                deliveries: by_event.remove(&seq).unwrap_or_default(),
             }
         })
         .collect();

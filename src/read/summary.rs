@@ -173,6 +173,21 @@ async fn affected(
     Ok(Moved::Changes(ids.into_iter().collect()))
 }
 
+/// The changes whose fold or judgement entries `after < seq <= upto` can move, as the summary
+/// refreshes them (rollback targets and rollers, run claims, services' rollbacks); `None` when an
+/// erasure among them may have moved any change.
+pub async fn moved_changes(
+    store: &Store,
+    after: Option<u64>,
+    upto: u64,
+) -> Result<Option<Vec<String>>, StorageError> {
+    let rollbacks = rollback_index(store, upto.saturating_add(1)).await?;
+    Ok(match affected(store, after, upto, &rollbacks).await? {
+        Moved::Changes(c) => Some(c),
+        Moved::All => None,
+    })
+}
+
 /// Brings the summary up to the head, a step at a time, at most `max_steps` steps (`None`: until
 /// caught up). Returns the state it leaves and whether that reaches the head it last read. A
 /// summary judged under other settings is started again (only by the background summarizer: a

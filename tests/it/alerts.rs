@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 const HMAC_SECRET: &str = "hm-secret-123";
+/// A webhook path that is a credential, as Slack's are.
+const SECRET_PATH: &str = "s3cr3t-path-789";
 const BEARER: &str = "am-token-456";
 
 /// What the receivers took (2xx), by route, and how many requests they turned away.
@@ -55,6 +57,10 @@ async fn receivers(got: Arc<Mutex<Got>>) -> String {
         .route("/am", take("am", got.clone()))
         .route("/slack", take("slack", got.clone()))
         .route("/json", take("json", got.clone()))
+        .route(
+            &format!("/services/T0/B0/{SECRET_PATH}"),
+            take("json", got.clone()),
+        )
         .route("/v1/logs", take("otlp", got.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -70,6 +76,7 @@ fn alerting(db: &TestDb, base: &str) -> changetrail::app::config::Config {
         "interval": "100ms",
         "timeout": "2s",
         "max_backoff": "1s",
+        "unlinked_after": "0s",
         "webhooks": [
             { "name": "oncall", "url": format!("{base}/am"), "format": "alertmanager", "bearer_token": BEARER },
             { "name": "chat", "url": format!("{base}/slack"), "format": "slack" },
@@ -118,6 +125,21 @@ async fn try_alerts(base: &str, token: &str, query: &str) -> Option<(StatusCode,
         .ok()?;
     let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
     Some((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// The (subject, code) pairs a list says are open.
+fn open_codes(list: &Value) -> BTreeSet<(String, String)> {
+    list["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["change_id"].as_str().unwrap().to_owned(),
+                o["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 fn hmac_hex(body: &[u8]) -> String {
@@ -178,6 +200,34 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
         !want.iter().any(|(c, _)| c == "CHG-STAGING"),
         "staging is not production"
     );
+    // And every production version no change explains, under its own subject.
+    let unlinked: Value = app
+        .get("/v1/deploys/unlinked", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let unlinked = unlinked["unlinked_deploys"].as_array().unwrap();
+    assert!(!unlinked.is_empty());
+    for v in unlinked {
+        want.insert((
+            format!(
+                "unlinked:{}/{}/{}",
+                v["environment"].as_str().unwrap().to_lowercase(),
+                v["service"].as_str().unwrap(),
+                v["version"].as_str().unwrap()
+            ),
+            "UNLINKED_DEPLOY".to_owned(),
+        ));
+    }
+    // Sightings are judged once the change summary reflects them: awaited, then settled again.
+    let open_now =
+        || async { open_codes(&alerts(&app.base, &app.reviewer, "?limit=1000").await.1) };
+    eventually("the open alerts are the production exceptions", || async {
+        open_now().await == want
+    })
+    .await;
+    settled(&app.store, head(&app.store).await).await;
 
     // The list: reviewers and auditors read it, nobody else.
     let (status, listed) = alerts(&app.base, &app.reviewer, "?limit=1000").await;
@@ -191,18 +241,11 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
         alerts(&app.base, &app.reviewer, "?status=open").await.0,
         StatusCode::BAD_REQUEST
     );
-    let open: BTreeSet<(String, String)> = listed["open"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| {
-            (
-                o["change_id"].as_str().unwrap().to_owned(),
-                o["code"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(open, want, "open alerts are the production exceptions");
+    assert_eq!(
+        open_codes(&listed),
+        want,
+        "open alerts are the production exceptions"
+    );
     let events = listed["alerts"].as_array().unwrap();
     assert_eq!(listed["total"], events.len());
     // Every event reached every destination, each recorded by an alert.delivered entry.
@@ -262,13 +305,17 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
             headers["x-changetrail-delivery"],
             format!("{seq}/audit").as_str()
         );
-        assert!(
-            b["link"]
-                .as_str()
-                .unwrap()
-                .starts_with("https://ct.example/#/changes/CHG-"),
-            "{b}"
-        );
+        if b["subject"].as_str().unwrap().starts_with("unlinked:") {
+            assert!(b["link"].is_null() && b["change"]["id"].is_null(), "{b}");
+        } else {
+            assert!(
+                b["link"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("https://ct.example/#/changes/CHG-"),
+                "{b}"
+            );
+        }
     }
     // Alertmanager: one alert per firing code, the bearer token on each request.
     let mut am = BTreeSet::new();
@@ -284,8 +331,11 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
         {
             let ends = a["endsAt"].as_str().unwrap();
             assert!(ends >= a["startsAt"].as_str().unwrap());
+            let about = a["labels"]
+                .get("change_id")
+                .unwrap_or(&a["labels"]["subject"]);
             am.insert((
-                a["labels"]["change_id"].as_str().unwrap().to_owned(),
+                about.as_str().unwrap().to_owned(),
                 a["labels"]["alertname"].as_str().unwrap().to_owned(),
                 ends.to_owned(),
             ));
@@ -374,76 +424,132 @@ async fn the_outbox_hands_each_delivery_to_one_holder() {
     {
         let store = db.store().await;
         let mut tx = store.begin_append().await.unwrap();
-        tx.insert_alert_outbox(7, &["a".into(), "b".into()], 100)
+        tx.insert_alert_outbox(7, &["a".into(), "b".into(), "c".into()], 100)
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        assert!(
-            store
-                .claim_alert_deliveries(99, 1, 500, 10)
-                .await
-                .unwrap()
-                .is_empty()
+        let ab = ["a".to_owned(), "b".to_owned()];
+        let claim = |now, token, deadline| {
+            let (store, ab) = (store.clone(), ab.clone());
+            async move {
+                store
+                    .claim_alert_deliveries(&ab, now, token, deadline, 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(claim(99, 1, 500).await.is_empty(), "not due yet");
+        let first = claim(100, 1, 500).await;
+        // Only this instance's destinations: "c" is left for an instance that has it.
+        assert_eq!(
+            first
+                .iter()
+                .map(|d| d.destination.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a", "b"]
         );
-        let first = store.claim_alert_deliveries(100, 1, 500, 10).await.unwrap();
-        assert_eq!(first.len(), 2);
         assert_eq!(first[0].attempts, 1);
         // Held until the deadline, then another holder may take it.
-        assert!(
-            store
-                .claim_alert_deliveries(499, 2, 900, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(claim(499, 2, 900).await.is_empty());
         let (a, b) = (&first[0], &first[1]);
+        assert!(store.renew_alert_claim(a, 1, 550).await.unwrap());
+        assert!(
+            !store.renew_alert_claim(a, 9, 550).await.unwrap(),
+            "not the holder"
+        );
         assert!(
             store
-                .release_alert_delivery(a, 1, false, 600, "HTTP 503")
+                .release_alert_delivery(a, 1, false, true, 600, "HTTP 503")
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .release_alert_delivery(b, 1, true, 0, "HTTP 400")
+                .release_alert_delivery(b, 1, true, true, 0, "HTTP 400")
                 .await
                 .unwrap()
         );
         // A holder whose claim is gone cannot release it again.
         assert!(
             !store
-                .release_alert_delivery(a, 1, false, 0, "late")
+                .release_alert_delivery(a, 1, false, true, 0, "late")
                 .await
                 .unwrap()
         );
-        assert_eq!(store.alert_outbox_counts().await.unwrap(), (1, 1));
-        assert!(
-            store
-                .claim_alert_deliveries(599, 3, 900, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let again = store.claim_alert_deliveries(600, 3, 900, 10).await.unwrap();
+        assert_eq!(store.alert_outbox_counts().await.unwrap(), (2, 1));
+        assert!(claim(599, 3, 900).await.is_empty());
+        let again = claim(600, 3, 900).await;
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].destination.as_str(), again[0].attempts), ("a", 2));
-        // Lapsed: taken by the next holder, whose release the first can no longer make.
-        let taken = store
-            .claim_alert_deliveries(901, 4, 2000, 10)
-            .await
-            .unwrap();
-        assert_eq!(taken.len(), 1);
+        // Put off without being sent: the attempt is not counted.
         assert!(
-            !store
-                .release_alert_delivery(&taken[0], 3, false, 0, "x")
+            store
+                .release_alert_delivery(&again[0], 3, false, false, 700, "waiting")
                 .await
                 .unwrap()
         );
+        let again = claim(700, 3, 900).await;
+        assert_eq!(again[0].attempts, 2);
+        // Lapsed: taken by the next holder; the first can neither renew nor record it.
+        let taken = claim(901, 4, 2000).await;
+        assert_eq!(taken.len(), 1);
+        assert!(!store.renew_alert_claim(&taken[0], 3, 2500).await.unwrap());
         let mut tx = store.begin_append().await.unwrap();
-        assert!(!tx.alert_claim_held(7, "a", 3).await.unwrap());
-        assert!(tx.alert_claim_held(7, "a", 4).await.unwrap());
+        assert!(!tx.take_alert_claim(7, "a", 3).await.unwrap());
+        assert!(tx.take_alert_claim(7, "a", 4).await.unwrap());
+        assert!(!tx.take_alert_claim(7, "a", 4).await.unwrap(), "taken once");
+        tx.mark_alert_delivered(7, "a", 42).await.unwrap();
         tx.commit().await.unwrap();
+        assert!(
+            claim(i64::MAX, 5, i64::MAX).await.is_empty(),
+            "delivered and refused stay closed"
+        );
     }
+}
+
+/// Two instances on one PostgreSQL database alerting to one receiver: each code is raised once
+/// and each event reaches the receiver once, whichever instance raised or delivered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_raise_and_deliver_each_alert_once() {
+    let Some(db) = TestDb::postgres("two_instances_raise_and_deliver_each_alert_once").await else {
+        return;
+    };
+    let got = Arc::new(Mutex::new(Got::default()));
+    let base = receivers(got.clone()).await;
+    let mut cfg = alerting(&db, &base);
+    cfg.alerts.webhooks.retain(|w| w.name == "audit");
+    cfg.alerts.otlp.endpoint.clear();
+    cfg.alerts.interval = std::time::Duration::from_millis(20);
+    let one = spawn_app_with(cfg.clone()).await;
+    cfg.otlp.journal_dir = db.path().join("second.journal");
+    let two = changetrail::app::startup::App::build(cfg).await.unwrap();
+    let two_stop = two.shutdown_token();
+    let two_running = tokio::spawn(async move { two.run().await.unwrap() });
+    send_scenarios(&one).await;
+    settled(&one.store, head(&one.store).await).await;
+    let (_, listed) = alerts(&one.base, &one.reviewer, "?limit=1000").await;
+    let events = listed["alerts"].as_array().unwrap();
+    assert!(events.len() > 5, "{listed}");
+    let mut raised = BTreeSet::new();
+    for e in events.iter().filter(|e| e["status"] == "firing") {
+        for c in e["codes"].as_array().unwrap() {
+            let key = (e["change_id"].to_string(), c["code"].to_string());
+            assert!(raised.insert(key.clone()), "raised twice: {key:?}");
+        }
+    }
+    let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
+    for (_, _, body) in &got.lock().unwrap().taken {
+        let b: Value = serde_json::from_slice(body).unwrap();
+        *seen.entry(b["entry_seq"].as_u64().unwrap()).or_default() += 1;
+    }
+    let listed_seqs: BTreeMap<u64, u32> = events
+        .iter()
+        .map(|e| (e["entry_seq"].as_u64().unwrap(), 1))
+        .collect();
+    assert_eq!(seen, listed_seqs, "each event delivered once");
+    one.stop().await;
+    two_stop.cancel();
+    two_running.await.unwrap();
 }
 
 /// A production change deployed without an approval raises NO_APPROVAL; the approval arriving
@@ -550,7 +656,7 @@ async fn an_alert_raised_before_kill_9_is_delivered_once_after_restart() {
         dir.path().join("changetrail.toml"),
         format!(
             "[alerts]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_backoff = \"500ms\"\n\
-             [[alerts.webhooks]]\nname = \"audit\"\nurl = \"{base}/json\"\nformat = \"json\"\n"
+             [[alerts.webhooks]]\nname = \"audit\"\nurl = \"{base}/services/T0/B0/{SECRET_PATH}\"\nformat = \"json\"\n"
         ),
     )
     .unwrap();
@@ -598,6 +704,11 @@ async fn an_alert_raised_before_kill_9_is_delivered_once_after_restart() {
     let mut child = served.child;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    served.reader.join().unwrap();
+    // The webhook's path is its credential (as Slack's are): no log line shows it.
+    let logs = served.lines.lock().unwrap().join("\n");
+    assert!(logs.contains("Alerts go to these destinations"), "{logs}");
+    assert!(!logs.contains(SECRET_PATH), "{logs}");
     got.lock().unwrap().down = false;
     // Restarted on the same directory (no bootstrap token this time).
     let mut again = ct(dir.path())

@@ -422,7 +422,7 @@ async fn the_console_in_a_browser() {
     tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
     let mut cfg = console_config(&db);
     cfg.alerts = serde_json::from_value(serde_json::json!({
-        "interval": "100ms", "timeout": "2s", "max_backoff": "1s",
+        "interval": "100ms", "timeout": "2s", "max_backoff": "1s", "unlinked_after": "1h",
         "webhooks": [{ "name": "oncall", "url": hook, "format": "json" }],
         "otlp": { "endpoint": "", "headers": {} },
     }))

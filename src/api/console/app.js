@@ -730,8 +730,9 @@
   // ---------------------------------------------------------------------------------------
   // Alerts.
 
-  /** A change id linking to its page. */
+  /** A change id linking to its page (an unlinked deploy's subject names no change). */
   function changeLink(id) {
+    if (id.startsWith('unlinked:')) return h('span', { class: 'mono', title: 'a production version no change deployed', text: id });
     return h('a', { href: `#/changes/${encodeURIComponent(id)}`, class: 'mono', text: id });
   }
 

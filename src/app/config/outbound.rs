@@ -19,6 +19,10 @@ pub struct AlertsConfig {
     /// The longest wait between two attempts of one delivery.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How long after its receipt a production version no change explains is alerted
+    /// (UNLINKED_DEPLOY): the change that deployed it may arrive later.
+    #[serde(with = "humantime_serde")]
+    pub unlinked_after: Duration,
     pub webhooks: Vec<WebhookConfig>,
     pub otlp: AlertsOtlpConfig,
 }
@@ -94,9 +98,13 @@ impl AlertsConfig {
                 ));
             }
             let name = w.name();
-            if name.len() > 200 || name.chars().any(char::is_control) {
+            // It goes into a header (X-Changetrail-Delivery): printable ASCII only.
+            if name.is_empty()
+                || name.len() > 200
+                || !name.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            {
                 return bad(format!(
-                    "alerts.webhooks[{n}].name is too long or has control characters"
+                    "alerts.webhooks[{n}].name must be 1 to 200 printable ASCII characters"
                 ));
             }
             if !names.insert(name.clone()) {
