@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(one))
         .routes(routes!(unlinked))
+        .routes(routes!(delivery))
 }
 
 pub fn import_router() -> OpenApiRouter<AppState> {
@@ -181,6 +182,64 @@ async fn one(
 async fn unlinked(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let v = changes::unlinked_versions(&state.store, &state.correlation.criteria).await?;
     Ok(Json(serde_json::json!({ "unlinked_deploys": v })))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeliveryQuery {
+    /// RFC 3339 time or nanoseconds since the epoch (default: 30 days before `to`).
+    from: Option<String>,
+    /// RFC 3339 time or nanoseconds since the epoch (default: now).
+    to: Option<String>,
+    /// One service (case-insensitive); all when absent.
+    service: Option<String>,
+}
+
+/// The longest period one request may ask for: the work grows with the changes in it.
+const MAX_DELIVERY_PERIOD_NS: i64 = 366 * 24 * 3600 * 1_000_000_000;
+
+#[utoipa::path(
+    get,
+    path = "/v1/delivery",
+    tag = "changes",
+    summary = "The four keys of a period, per service and for all: deployment frequency, lead time for changes, change failure rate, time to restore; with each failed change and what restored it.",
+    description = "A deployment is a production change whose first successful deploy ended in the period; lead time runs from its request to then; a change landed when it deployed or all its deploy attempts failed in the period; it failed when its deploy failed or a later change rolled it back; time to restore runs to the rollback's (or the service's next) successful deploy. Times in seconds; the period is at most 366 days.",
+    params(DeliveryQuery),
+    responses(
+        (status = 200, description = "{from_ns, to_ns, all: {...}, services: {name: {...}}, failures: [...]}", body = Object),
+        (status = 400, description = "bad parameters", body = ErrorBody)
+    )
+)]
+async fn delivery(
+    State(state): State<AppState>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<crate::core::evidence::delivery::Delivery>, ApiError> {
+    let to_ns = time(&q.to, crate::sys::now_ns(), "to")?;
+    let from_ns = time(
+        &q.from,
+        to_ns.saturating_sub(30 * 24 * 3600 * 1_000_000_000),
+        "from",
+    )?;
+    if from_ns >= to_ns {
+        return Err(ApiError::BadRequest("from must be before to".into()));
+    }
+    if to_ns.saturating_sub(from_ns) > MAX_DELIVERY_PERIOD_NS {
+        return Err(ApiError::BadRequest(
+            "the period may be at most 366 days".into(),
+        ));
+    }
+    let service = q.service.as_deref().filter(|s| !s.is_empty());
+    Ok(Json(
+        crate::read::delivery::delivery(
+            &state.store,
+            &state.correlation.criteria,
+            from_ns,
+            to_ns,
+            service,
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -29,7 +29,7 @@ struct Session {
 /// never offers a page whose data calls would be refused.
 pub fn pages(role: Role) -> &'static [&'static str] {
     match role {
-        Role::Auditor => &["changes", "alerts", "reports"],
+        Role::Auditor => &["dashboard", "changes", "alerts", "reports"],
         Role::Reviewer => &["ledger", "alerts"],
         Role::Admin => &["tokens"],
         Role::Ingest | Role::Metrics => &[],

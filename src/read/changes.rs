@@ -597,6 +597,23 @@ impl<'a> Folder<'a> {
     }
 }
 
+/// Calls `f` with every change requested in the filter's period that matches it, folded and
+/// judged, a chunk of changes in memory at a time.
+pub async fn for_each_change(
+    store: &Store,
+    filter: &ChangeFilter,
+    c: &Criteria,
+    mut f: impl FnMut(&Evidence),
+) -> Result<(), StorageError> {
+    let mut folder = Folder::open(store, filter, c).await?;
+    while let Some(chunk) = folder.next_chunk().await? {
+        for (ev, _) in &chunk {
+            f(ev);
+        }
+    }
+    Ok(())
+}
+
 /// Production versions no change explains: the unlinked deploys.
 pub async fn unlinked_versions(
     store: &Store,

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod changes;
+pub mod delivery;
 pub mod export;
 pub mod history;
 pub mod summary;

@@ -6,7 +6,11 @@ use std::path::Path;
 
 /// Every file a report directory holds, in a fixed order (the manifest and its signature last).
 pub fn report_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = super::FILES.iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = super::FILES
+        .iter()
+        .chain(super::OPTIONAL_FILES.iter())
+        .map(|s| s.to_string())
+        .collect();
     names.push("manifest.json".into());
     names.push("manifest.sig".into());
     names.retain(|n| dir.join(n).is_file());

@@ -1,5 +1,6 @@
 //! The CSV files: population.csv and exceptions.csv stream as the fold writes them (see
-//! `fold::RowWriter`); controls.csv, rotation.csv and sample.csv are written whole at the end.
+//! `fold::RowWriter`); controls.csv, rotation.csv, delivery.csv and sample.csv are written whole
+//! at the end.
 
 use super::ReportError;
 use crate::core::evidence::report::{self as core, ControlResult, PopulationRow, Rotation};
@@ -60,6 +61,53 @@ pub(super) fn rotation(work: &Path, rotation: &Rotation) -> Result<(), ReportErr
         "rotation.csv",
         &core::ROTATION_COLUMNS,
         rotation.rows().map(|r| r.cells()),
+    )
+}
+
+/// delivery.csv: the four keys per service, then `*` for all of them (empty cells: no figure).
+pub(super) fn delivery(
+    work: &Path,
+    d: &crate::core::evidence::delivery::Delivery,
+) -> Result<(), ReportError> {
+    use crate::core::evidence::delivery::Keys;
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let cells = |service: &str, k: &Keys| {
+        vec![
+            service.to_owned(),
+            k.deployments.to_string(),
+            format!("{:.3}", k.deployments_per_day),
+            opt(k.lead_time_median_s),
+            opt(k.lead_time_p90_s),
+            k.landed.to_string(),
+            k.failed.to_string(),
+            k.change_failure_rate
+                .map(|r| format!("{r:.3}"))
+                .unwrap_or_default(),
+            k.restored.to_string(),
+            opt(k.time_to_restore_median_s),
+            opt(k.time_to_restore_max_s),
+        ]
+    };
+    table(
+        work,
+        "delivery.csv",
+        &[
+            "service",
+            "deployments",
+            "deployments_per_day",
+            "lead_time_median_s",
+            "lead_time_p90_s",
+            "landed",
+            "failed",
+            "change_failure_rate",
+            "restored",
+            "time_to_restore_median_s",
+            "time_to_restore_max_s",
+        ],
+        d.services
+            .iter()
+            .map(|(s, k)| cells(s, k))
+            .chain(std::iter::once(cells("*", &d.all))),
     )
 }
 

@@ -110,6 +110,8 @@ pub(super) struct Fold {
     versions: Vec<PeriodVersion>,
     by_key: HashMap<VersionKey, Vec<usize>>,
     pub(super) rotation: Rotation,
+    /// Each production change's deploy, for delivery.csv.
+    pub(super) landings: Vec<crate::core::evidence::delivery::Landing>,
 }
 
 impl Fold {
@@ -131,6 +133,7 @@ impl Fold {
             versions,
             by_key,
             rotation: Rotation::default(),
+            landings: Vec::new(),
         }
     }
 
@@ -176,6 +179,8 @@ impl Fold {
         let (span, ledger) = cited(ev, chunk);
         let xs = crate::read::changes::exceptions(ev, broken, &settings.rules);
         self.rotation.change(ev);
+        self.landings
+            .extend(crate::core::evidence::delivery::Landing::of(ev));
         let row = PopulationRow::new(ev, &span, &ledger, &xs);
         out.change(ev, &row, &xs, &ledger, &settings.catalogue)?;
         if let Some(s) = self.sampler.as_mut() {

@@ -23,7 +23,7 @@ pub mod verify;
 pub use ledger::ledger_exceptions;
 pub use manifest::{
     FILES, FileHash, Manifest, ManifestCheckpoint, ManifestLedger, ManifestSample,
-    ManifestSettings, ManifestSig, Rows, hash_file,
+    ManifestSettings, ManifestSig, OPTIONAL_FILES, Rows, hash_file,
 };
 pub use sign::write_manifest;
 
@@ -376,6 +376,14 @@ async fn write_files(
     );
     csv::controls(&ctx.work, &controls)?;
     csv::rotation(&ctx.work, &fold.rotation)?;
+    csv::delivery(
+        &ctx.work,
+        &crate::core::evidence::delivery::four_keys(
+            &fold.landings,
+            ctx.period.from_ns,
+            ctx.period.to_ns,
+        ),
+    )?;
     let sample = fold.sampler.map(Sampler::finish).unwrap_or_default();
     csv::sample(&ctx.work, &sample)?;
 

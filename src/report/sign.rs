@@ -20,6 +20,9 @@ pub(super) fn manifest(ctx: &Ctx<'_>, summary: &Summary) -> Result<Manifest, Rep
     for name in FILES {
         files.push(hash_file(&ctx.work.join(name), name)?);
     }
+    for name in super::OPTIONAL_FILES {
+        files.push(hash_file(&ctx.work.join(name), name)?);
+    }
     Ok(Manifest {
         format: core::MANIFEST_FORMAT.into(),
         report: "soc2".into(),

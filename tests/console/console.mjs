@@ -158,8 +158,17 @@ async function auditor(page) {
   await page.waitForSelector('#signin');
   await screenshots(page, '01-sign-in');
   await signIn(page, tokens.auditor);
+  // The dashboard opens first: the four keys, failures, open alerts.
+  await page.waitForSelector('#four-keys');
+  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Dashboard', 'Changes', 'Alerts', 'Reports'], 'auditor navigation');
+  await page.goto(`${base}/#/dashboard?from=${expect.from}&to=${expect.to}`);
+  await settled(page);
+  same(await page.textContent('#k-deployments .card-value'), String(expect.delivery.deployments), 'January deployments on the dashboard');
+  same(await page.$$eval('table.failures tbody tr', (rs) => rs.length), expect.delivery.failures, 'failed changes listed');
+  same(await page.textContent('#k-alerts .card-value'), String(expect.alerts.open), 'open alerts counted');
+  await screenshots(page, '01b-dashboard');
+  await page.goto(`${base}/#/changes`);
   await page.waitForSelector('table.changes');
-  same(await page.$$eval('#nav a', (as) => as.map((a) => a.textContent)), ['Changes', 'Alerts', 'Reports'], 'auditor navigation');
   check((await page.textContent('#who-role')) === 'auditor', 'the role is shown');
   const stored = await page.evaluate(() => [sessionStorage.length, localStorage.length]);
   same(stored, [1, 0], 'the token is in sessionStorage only');
@@ -316,8 +325,8 @@ async function auditor(page) {
 
   // A role's pages only: the ledger is not the auditor's.
   await page.goto(`${base}/#/ledger`);
-  await page.waitForSelector('table.changes');
-  check(page.url().endsWith('#/changes'), 'an auditor sent to the ledger lands on changes');
+  await page.waitForSelector('#four-keys');
+  check(page.url().endsWith('#/dashboard'), 'an auditor sent to the ledger lands on the dashboard');
   await signOut(page);
 }
 
@@ -376,7 +385,7 @@ async function admin(page) {
   }).then((r) => r.json());
   await signOut(page);
   await signIn(page, created.token);
-  await page.waitForSelector('table.changes');
+  await page.waitForSelector('#four-keys');
   const gone = await fetch(`${base}/v1/admin/tokens/${created.id}`, {
     method: 'DELETE',
     headers: { Authorization: `Bearer ${tokens.admin}` },

@@ -56,7 +56,10 @@ async fn session_names_any_role_and_the_pages_it_opens() {
     let db = TestDb::sqlite().await;
     let app = spawn_app(&db).await;
     let want: [(Role, &[&str]); 5] = [
-        (Role::Auditor, &["changes", "alerts", "reports"]),
+        (
+            Role::Auditor,
+            &["dashboard", "changes", "alerts", "reports"],
+        ),
         (Role::Reviewer, &["ledger", "alerts"]),
         (Role::Admin, &["tokens"]),
         (Role::Ingest, &[]),
@@ -441,6 +444,12 @@ async fn the_console_in_a_browser() {
     })
     .await;
     let (_, alerts) = json(&app, "/v1/alerts?limit=200", &auditor).await;
+    let (_, delivery) = json(
+        &app,
+        "/v1/delivery?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
+        &auditor,
+    )
+    .await;
     let (_, january) = json(
         &app,
         "/v1/changes?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&environment=production&limit=500",
@@ -481,6 +490,10 @@ async fn the_console_in_a_browser() {
         },
         // The codes the exception filter must offer, the evidence rules' newest among them.
         "codes": changetrail::core::evidence::rules::ALL,
+        "delivery": {
+            "deployments": delivery["all"]["deployments"],
+            "failures": delivery["failures"].as_array().unwrap().len(),
+        },
         "alerts": {
             "open": alerts["open"].as_array().unwrap().len(),
             "events": alerts["alerts"].as_array().unwrap().len(),

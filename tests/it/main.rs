@@ -10,6 +10,7 @@ mod bench_hostile;
 mod browser;
 mod cli;
 mod console;
+mod delivery;
 mod demo;
 mod hostile;
 mod idp;

@@ -25,13 +25,14 @@
     CREDENTIAL_NOT_ROTATED: 'deploy', CONFLICTING_EVIDENCE: 'requested', LATE_EVIDENCE: 'requested',
   };
   const PAGES = {
+    dashboard: 'Dashboard',
     changes: 'Changes',
     alerts: 'Alerts',
     reports: 'Reports',
     ledger: 'Ledger',
     tokens: 'Tokens',
   };
-  const CONSOLE_ROLES = 'auditor (changes, alerts and reports), reviewer (ledger and alerts) or admin (tokens)';
+  const CONSOLE_ROLES = 'auditor (dashboard, changes, alerts and reports), reviewer (ledger and alerts) or admin (tokens)';
 
   const state = { token: null, session: null, render: 0 };
 
@@ -357,6 +358,7 @@
       else if (page === 'changes') content = await changesPage(params);
       else if (page === 'ledger') content = await ledgerPage();
       else if (page === 'alerts') content = await alertsPage();
+      else if (page === 'dashboard') content = await dashboardPage(params);
       else if (page === 'reports') content = reportsPage();
       else if (page === 'tokens') content = await tokensPage();
     } catch (e) {
@@ -726,6 +728,81 @@
 
   // ---------------------------------------------------------------------------------------
   // Ledger.
+
+  // ---------------------------------------------------------------------------------------
+  // Dashboard: the four keys of a period, what failed and what restored it, the open alerts.
+
+  /** Seconds as "2 h 20 min", "30 min 0 s"; a dash for no figure. */
+  function seconds(s) {
+    return s === null || s === undefined ? '—' : duration(0, Number(s) * 1e9);
+  }
+
+  function percent(r) {
+    return r === null || r === undefined ? '—' : `${Math.round(r * 1000) / 10} %`;
+  }
+
+  function card(id, label, value, note) {
+    return h('div', { class: 'card', id },
+      h('div', { class: 'card-label', text: label }),
+      h('div', { class: 'card-value', text: value }),
+      note ? h('div', { class: 'card-note muted', text: note }) : null);
+  }
+
+  async function dashboardPage(params) {
+    document.title = 'Dashboard · changetrail';
+    const def = defaultPeriod();
+    const from = params.get('from') || def.from;
+    const to = params.get('to') || def.to;
+    const q = new URLSearchParams({ from: dayStart(from) || '', to: dayStart(to, true) || '' });
+    const [d, alerts] = await Promise.all([
+      call('GET', `/v1/delivery?${q}`),
+      call('GET', '/v1/alerts?limit=1'),
+    ]);
+    const k = d.all;
+    const form = h('form', {
+      class: 'filters', id: 'dashboard-period',
+      onsubmit: (ev) => {
+        ev.preventDefault();
+        const p = new URLSearchParams({ from: $('d-from').value, to: $('d-to').value });
+        location.hash = `#/dashboard?${p}`;
+      },
+    },
+    h('label', { for: 'd-from', text: 'From (UTC)' }), h('input', { id: 'd-from', type: 'date', value: from }),
+    h('label', { for: 'd-to', text: 'To (UTC)' }), h('input', { id: 'd-to', type: 'date', value: to }),
+    h('button', { type: 'submit', class: 'button', text: 'Show' }));
+    const serviceRows = Object.entries(d.services).map(([s, x]) => h('tr', { 'data-service': s },
+      td(s), td(String(x.deployments), 'num'), td(seconds(x.lead_time_median_s), 'num'),
+      td(`${x.failed} of ${x.landed}`, 'num'), td(percent(x.change_failure_rate), 'num'),
+      td(seconds(x.time_to_restore_median_s), 'num')));
+    const failureRows = d.failures.map((f) => h('tr', { 'data-change': f.change_id },
+      td(changeLink(f.change_id)), td(f.service),
+      td(badge(f.why === 'rolled_back' ? 'rolled back' : 'deploy failed', 'bad')),
+      td(utc(f.failed_ns), 'nowrap'),
+      td(f.restored_by ? [changeLink(f.restored_by), ` after ${seconds((f.restored_ns - f.failed_ns) / 1e9)}`] : h('span', { class: 'muted', text: 'not restored' }))));
+    const openRows = alerts.open.slice(0, 10).map((o) => h('tr', { 'data-change': o.change_id },
+      td(changeLink(o.change_id)), td(codeBadge(o.code, null)), td(o.since.replace('T', ' ').replace('Z', ' UTC'), 'nowrap')));
+    return [
+      h('h1', { text: 'Dashboard' }),
+      h('p', { class: 'lede', text: `Production delivery from ${from} to ${to} (UTC), from the changes' signed evidence.` }),
+      form,
+      h('div', { class: 'cards', id: 'four-keys' },
+        card('k-deployments', 'Deployments', String(k.deployments), `${(Math.round(k.deployments_per_day * 100) / 100)} a day`),
+        card('k-lead', 'Lead time (median)', seconds(k.lead_time_median_s), k.lead_time_p90_s != null ? `90th percentile ${seconds(k.lead_time_p90_s)}` : null),
+        card('k-cfr', 'Change failure rate', percent(k.change_failure_rate), `${k.failed} of ${k.landed} changes`),
+        card('k-ttr', 'Time to restore (median)', seconds(k.time_to_restore_median_s), `${k.restored} restored of ${k.failed}`),
+        card('k-alerts', 'Open alerts', String(alerts.open.length), null)),
+      section('By service', serviceRows.length
+        ? table(['Service', ['Deployments', 'num'], ['Lead time', 'num'], ['Failed', 'num'], ['Failure rate', 'num'], ['Time to restore', 'num']], serviceRows, { class: 'delivery' })
+        : h('p', { class: 'muted', text: 'No production change landed in this period.' })),
+      section('Failed changes and what restored them', failureRows.length
+        ? table(['Change', 'Service', 'Why', 'Failed', 'Restored by'], failureRows, { class: 'failures' })
+        : h('p', { class: 'muted', text: 'None.' })),
+      section('Open alerts', openRows.length
+        ? [table(['Change', 'Code', 'Since'], openRows, { class: 'dashboard-alerts' }),
+          h('p', {}, h('a', { href: '#/alerts', text: `All ${alerts.open.length} open, and every event →` }))]
+        : h('p', { class: 'muted', text: 'No alert is open.' })),
+    ];
+  }
 
   // ---------------------------------------------------------------------------------------
   // Alerts.

@@ -17,6 +17,7 @@
 
 mod conductor;
 pub mod contract;
+pub mod delivery;
 pub mod derived;
 mod fold;
 pub mod identity;
