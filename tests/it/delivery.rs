@@ -56,8 +56,25 @@ async fn send_week(app: &crate::support::server::TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_keys_of_a_week_match_a_hand_count() {
     let db = TestDb::sqlite().await;
-    let app = spawn_app_with(scenario_config(&db)).await;
+    let cfg = scenario_config(&db);
+    let app = spawn_app_with(cfg.clone()).await;
     send_week(&app).await;
+    // The SOC 2 report of January holds the same figures in delivery.csv (4 deployments over
+    // 31 days), hashed in its signed manifest.
+    app.writer.checkpoint().await.unwrap();
+    let out = db.path().join("january");
+    let settings = cfg.report_settings(None).unwrap();
+    crate::support::report::build_january(&app, &settings, &out, None)
+        .await
+        .unwrap();
+    const HEADER: &str = "service,deployments,deployments_per_day,lead_time_median_s,lead_time_p90_s,landed,failed,change_failure_rate,restored,time_to_restore_median_s,time_to_restore_max_s";
+    const CART: &str = "4,0.129,1800,7200,5,2,0.400,2,3000,8400";
+    assert_eq!(
+        std::fs::read_to_string(out.join("delivery.csv")).unwrap(),
+        format!("{HEADER}\r\ncart,{CART}\r\n*,{CART}\r\n")
+    );
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"delivery.csv\""), "{manifest}");
     let auditor = app.token(Role::Auditor).await;
     let week = "from=2026-01-01T00:00:00Z&to=2026-01-08T00:00:00Z";
     let r = app
