@@ -312,6 +312,14 @@ struct Summary {
     /// The first exceptions, for the page a person reads.
     html_exceptions: Vec<ExceptionRow>,
     exception_rows: u64,
+    delivery: Delivery,
+}
+
+/// The four keys of the population, with what the page charts of them.
+struct Delivery {
+    keys: crate::core::evidence::delivery::Delivery,
+    per_week: Vec<(String, u64)>,
+    lead: Vec<(String, u64)>,
 }
 
 impl Summary {
@@ -376,14 +384,13 @@ async fn write_files(
     );
     csv::controls(&ctx.work, &controls)?;
     csv::rotation(&ctx.work, &fold.rotation)?;
-    csv::delivery(
-        &ctx.work,
-        &crate::core::evidence::delivery::four_keys(
-            &fold.landings,
-            ctx.period.from_ns,
-            ctx.period.to_ns,
-        ),
-    )?;
+    let (from, to) = (ctx.period.from_ns, ctx.period.to_ns);
+    let delivery = Delivery {
+        keys: crate::core::evidence::delivery::four_keys(&fold.landings, from, to),
+        per_week: crate::core::evidence::delivery::deployments_per_week(&fold.landings, from, to),
+        lead: crate::core::evidence::delivery::lead_time_buckets(&fold.landings, from, to),
+    };
+    csv::delivery(&ctx.work, &delivery.keys)?;
     let sample = fold.sampler.map(Sampler::finish).unwrap_or_default();
     csv::sample(&ctx.work, &sample)?;
 
@@ -399,6 +406,7 @@ async fn write_files(
         sample,
         html_exceptions,
         exception_rows,
+        delivery,
     };
     json.finish(ctx, &summary)?;
     html::write(ctx, &summary)?;

@@ -73,6 +73,20 @@ async fn the_four_keys_of_a_week_match_a_hand_count() {
         std::fs::read_to_string(out.join("delivery.csv")).unwrap(),
         format!("{HEADER}\r\ncart,{CART}\r\n*,{CART}\r\n")
     );
+    // The page a person reads: the same figures, and two charts of them.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let section = html
+        .split("<section id=\"delivery\">")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .expect("a delivery section");
+    for want in [
+        "<td>cart</td><td class=\"num\">4</td><td class=\"num\">0.13</td><td class=\"num\">30.0 min</td><td class=\"num\">2 / 5</td><td class=\"num\">40.0 %</td><td class=\"num\">50.0 min</td>",
+        "id=\"chart-deploys\"",
+        "id=\"chart-change-lead\"",
+    ] {
+        assert!(section.contains(want), "{want} in {section}");
+    }
     let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
     assert!(manifest.contains("\"delivery.csv\""), "{manifest}");
     let auditor = app.token(Role::Auditor).await;

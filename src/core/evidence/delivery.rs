@@ -238,6 +238,41 @@ pub fn four_keys(changes: &[Landing], from_ns: i64, to_ns: i64) -> Delivery {
     }
 }
 
+/// Deployments per week (weeks starting Monday, UTC) in `[from_ns, to_ns)`, for a chart.
+pub fn deployments_per_week(changes: &[Landing], from_ns: i64, to_ns: i64) -> Vec<(String, u64)> {
+    let mut weeks: BTreeMap<String, u64> = BTreeMap::new();
+    for t in changes
+        .iter()
+        .filter_map(|c| c.succeeded_ns)
+        .filter(|t| *t >= from_ns && *t < to_ns)
+    {
+        *weeks.entry(super::report::week_of(t)).or_default() += 1;
+    }
+    weeks.into_iter().collect()
+}
+
+/// Deployments' lead times in the report's buckets (`LEAD_TIME_BUCKETS`), for a chart.
+pub fn lead_time_buckets(changes: &[Landing], from_ns: i64, to_ns: i64) -> Vec<(String, u64)> {
+    let buckets = &super::report::LEAD_TIME_BUCKETS;
+    let mut counts = vec![0u64; buckets.len()];
+    for c in changes {
+        let (Some(done), Some(asked)) = (c.succeeded_ns, c.requested_ns) else {
+            continue;
+        };
+        if done < from_ns || done >= to_ns || done < asked {
+            continue;
+        }
+        if let Some(i) = buckets.iter().position(|(_, upper)| done - asked < *upper) {
+            counts[i] += 1;
+        }
+    }
+    buckets
+        .iter()
+        .zip(counts)
+        .map(|((label, _), n)| ((*label).to_owned(), n))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
