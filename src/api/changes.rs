@@ -207,14 +207,14 @@ const MAX_DELIVERY_PERIOD_NS: i64 = 366 * 24 * 3600 * 1_000_000_000;
     description = "A deployment is a production change whose first successful deploy ended in the period; lead time runs from its request to then; a change landed when it deployed or all its deploy attempts failed in the period; it failed when its deploy failed or a later change rolled it back; time to restore runs to the rollback's (or the service's next) successful deploy. Times in seconds; the period is at most 366 days.",
     params(DeliveryQuery),
     responses(
-        (status = 200, description = "{from_ns, to_ns, all: {...}, services: {name: {...}}, failures: [...]}", body = Object),
+        (status = 200, description = "{from_ns, to_ns, all: {...}, services: {name: {...}}, failures: [...], exceptions_by_week: {week: {code: changes}}}", body = Object),
         (status = 400, description = "bad parameters", body = ErrorBody)
     )
 )]
 async fn delivery(
     State(state): State<AppState>,
     Query(q): Query<DeliveryQuery>,
-) -> Result<Json<crate::core::evidence::delivery::Delivery>, ApiError> {
+) -> Result<Json<crate::read::delivery::DeliveryView>, ApiError> {
     let to_ns = time(&q.to, crate::sys::now_ns(), "to")?;
     let from_ns = time(
         &q.from,

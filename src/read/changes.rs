@@ -598,17 +598,17 @@ impl<'a> Folder<'a> {
 }
 
 /// Calls `f` with every change requested in the filter's period that matches it, folded and
-/// judged, a chunk of changes in memory at a time.
+/// judged, with the seqs of its facts that would not parse; a chunk in memory at a time.
 pub async fn for_each_change(
     store: &Store,
     filter: &ChangeFilter,
     c: &Criteria,
-    mut f: impl FnMut(&Evidence),
+    mut f: impl FnMut(&Evidence, &[u64]),
 ) -> Result<(), StorageError> {
     let mut folder = Folder::open(store, filter, c).await?;
     while let Some(chunk) = folder.next_chunk().await? {
-        for (ev, _) in &chunk {
-            f(ev);
+        for (ev, broken) in &chunk {
+            f(ev, broken);
         }
     }
     Ok(())

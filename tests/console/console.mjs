@@ -166,6 +166,7 @@ async function auditor(page) {
   same(await page.textContent('#k-deployments .card-value'), String(expect.delivery.deployments), 'January deployments on the dashboard');
   same(await page.$$eval('table.failures tbody tr', (rs) => rs.length), expect.delivery.failures, 'failed changes listed');
   same(await page.textContent('#k-alerts .card-value'), String(expect.alerts.open), 'open alerts counted');
+  same(await page.$$eval('table.exceptions-by-week tbody tr', (rs) => rs.map((r) => r.dataset.code)), expect.delivery.codes, 'exceptions by code over the weeks');
   await screenshots(page, '01b-dashboard');
   await page.goto(`${base}/#/changes`);
   await page.waitForSelector('table.changes');

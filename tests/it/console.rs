@@ -493,6 +493,12 @@ async fn the_console_in_a_browser() {
         "delivery": {
             "deployments": delivery["all"]["deployments"],
             "failures": delivery["failures"].as_array().unwrap().len(),
+            "codes": delivery["exceptions_by_week"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|w| w.as_object().unwrap().keys().cloned())
+                .collect::<BTreeSet<_>>(),
         },
         "alerts": {
             "open": alerts["open"].as_array().unwrap().len(),

@@ -130,6 +130,14 @@ async fn the_four_keys_of_a_week_match_a_hand_count() {
         ]
     );
     assert_eq!(d["all"], *cart, "one service: the same figures");
+    // No approval anywhere: each of the five production changes is NO_APPROVAL (the staging
+    // one is not counted), whichever week it was requested in.
+    let weeks = d["exceptions_by_week"].as_object().unwrap();
+    let no_approval: u64 = weeks
+        .values()
+        .map(|w| w["NO_APPROVAL"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(no_approval, 5, "{weeks:?}");
     // A service filter, in any case; a period with nothing in it.
     let r = app
         .get(&format!("/v1/delivery?{week}&service=CART"), Some(&auditor))

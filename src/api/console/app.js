@@ -748,6 +748,24 @@
       note ? h('div', { class: 'card-note muted', text: note }) : null);
   }
 
+  /** Exceptions by code over the period's weeks: a row per code, a cell per week. */
+  function exceptionsOverTime(byWeek) {
+    const weeks = Object.keys(byWeek).sort();
+    const codes = [...new Set(weeks.flatMap((w) => Object.keys(byWeek[w])))].sort();
+    if (codes.length === 0) {
+      return section('Exceptions by code, per week', h('p', { class: 'muted', id: 'no-exceptions', text: 'No production change requested in this period has an exception.' }));
+    }
+    const rows = codes.map((c) => h('tr', { 'data-code': c },
+      td(codeBadge(c, null)),
+      weeks.map((w) => {
+        const n = byWeek[w][c] || 0;
+        return td(n ? String(n) : '·', n ? 'num hot' : 'num muted');
+      })));
+    return section('Exceptions by code, per week',
+      h('p', { class: 'muted', text: 'Production changes requested each week (starting Monday, UTC) that got each code.' }),
+      table(['Code', ...weeks.map((w) => [w, 'num'])], rows, { class: 'exceptions-by-week' }));
+  }
+
   async function dashboardPage(params) {
     document.title = 'Dashboard · changetrail';
     const def = defaultPeriod();
@@ -797,6 +815,7 @@
       section('Failed changes and what restored them', failureRows.length
         ? table(['Change', 'Service', 'Why', 'Failed', 'Restored by'], failureRows, { class: 'failures' })
         : h('p', { class: 'muted', text: 'None.' })),
+      exceptionsOverTime(d.exceptions_by_week),
       section('Open alerts', openRows.length
         ? [table(['Change', 'Code', 'Since'], openRows, { class: 'dashboard-alerts' }),
           h('p', {}, h('a', { href: '#/alerts', text: `All ${alerts.open.length} open, and every event →` }))]
