@@ -64,6 +64,12 @@ async fn the_demo_serves_a_report_whose_exceptions_match_its_scenarios() {
     };
     assert!(text.contains("as the scenarios expect"), "{text}");
     assert!(text.contains("verified, intact"), "{text}");
+    // The delivery figures, with the rolled-back change and what restored it.
+    assert!(text.contains("  delivery   "), "{text}");
+    assert!(
+        text.contains("CHG-1004     rolled back → restored by "),
+        "{text}"
+    );
     let console = field("console");
     let auditor = field("tokens     auditor");
     let vkey = field("vkey");

@@ -140,6 +140,7 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
             "             {svc} {ver} is running in production, deployed by no change → UNLINKED_DEPLOY"
         );
     }
+    print_delivery(&store, &cfg, plan.from_ns, plan.to_ns).await?;
     let list: Vec<String> = got.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!(
         "  exceptions {} — {}",
@@ -390,4 +391,42 @@ async fn remote(endpoint: &str, token: &str, plan: &Plan) -> anyhow::Result<i32>
         }
     }
     Ok(0)
+}
+
+/// The four keys of the demo's weeks, and each failed change with what restored it.
+async fn print_delivery(
+    store: &crate::storage::Store,
+    cfg: &crate::app::config::Config,
+    from_ns: i64,
+    to_ns: i64,
+) -> anyhow::Result<()> {
+    let d = crate::read::delivery::delivery(store, &cfg.criteria(), from_ns, to_ns, None)
+        .await?
+        .keys;
+    let mins = |s: Option<i64>| s.map_or("—".to_owned(), |s| format!("{} min", s / 60));
+    println!(
+        "  delivery   {} deployments ({:.1} a day), lead time {} (median), change failure rate {}, time to restore {} (median)",
+        d.all.deployments,
+        d.all.deployments_per_day,
+        mins(d.all.lead_time_median_s),
+        d.all
+            .change_failure_rate
+            .map_or("—".to_owned(), |r| format!("{:.0} %", r * 100.0)),
+        mins(d.all.time_to_restore_median_s),
+    );
+    for f in &d.failures {
+        println!(
+            "             {:<12} {} → {}",
+            f.change_id,
+            f.why.replace('_', " "),
+            match (&f.restored_by, f.restored_ns) {
+                (Some(by), Some(t)) => format!(
+                    "restored by {by} after {}",
+                    mins(Some((t - f.failed_ns) / 1_000_000_000))
+                ),
+                _ => "not restored".to_owned(),
+            }
+        );
+    }
+    Ok(())
 }
