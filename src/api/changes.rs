@@ -204,7 +204,7 @@ const MAX_DELIVERY_PERIOD_NS: i64 = 366 * 24 * 3600 * 1_000_000_000;
     path = "/v1/delivery",
     tag = "changes",
     summary = "The four keys of a period, per service and for all: deployment frequency, lead time for changes, change failure rate, time to restore; with each failed change and what restored it.",
-    description = "A deployment is a production change whose first successful deploy ended in the period; lead time runs from its request to then; a change landed when it deployed or all its deploy attempts failed in the period; it failed when its deploy failed or a later change rolled it back; time to restore runs to the rollback's (or the service's next) successful deploy. Times in seconds; the period is at most 366 days.",
+    description = "A deployment is a production change whose first successful deploy ended in the period; lead time runs from its request to then; a change landed when it deployed or all its deploy attempts failed in the period; it failed when its deploy failed or a later change rolled it back; time to restore runs to the rollback's (or the service's next) successful deploy. Changes requested up to 90 days before the period (and 30 after, as restores) are looked at. Times in seconds; the period is at most 366 days.",
     params(DeliveryQuery),
     responses(
         (status = 200, description = "{from_ns, to_ns, all: {...}, services: {name: {...}}, failures: [...], exceptions_by_week: {week: {code: changes}}}", body = Object),

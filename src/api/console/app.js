@@ -771,7 +771,8 @@
     const def = defaultPeriod();
     const from = params.get('from') || def.from;
     const to = params.get('to') || def.to;
-    const q = new URLSearchParams({ from: dayStart(from) || '', to: dayStart(to, true) || '' });
+    // A cleared or invalid date falls back to the default period's end, not to a refused query.
+    const q = new URLSearchParams({ from: dayStart(from) || dayStart(def.from), to: dayStart(to, true) || dayStart(def.to, true) });
     const [d, alerts] = await Promise.all([
       call('GET', `/v1/delivery?${q}`),
       call('GET', '/v1/alerts?limit=1'),

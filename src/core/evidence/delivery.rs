@@ -2,19 +2,24 @@
 //! frequency, lead time for changes, change failure rate and time to restore, per service and
 //! for all services, over a period. Exact definitions (the API and the report say the same):
 //!
-//! - a **deployment** is a production change whose first successful deploy attempt ended in
-//!   the period (rollbacks and emergencies included: each put a version in place);
-//! - its **lead time** runs from the change's request to that end;
-//! - a change **landed** in the period when it is a deployment, or when every deploy attempt
-//!   it ran failed and its last one ended in the period;
-//! - a landed change **failed** when its deploy failed, or when a later change rolled it back;
+//! - a change's deploy **succeeded** when every deploy step it ran ended in a success (a retry
+//!   that succeeded after failures counts), at the latest step's first success; it **failed**
+//!   when a step ran and never succeeded, at its last attempt's end. Skipped and cancelled
+//!   attempts did nothing and are left out; any other result (failure, timeout, error, a word
+//!   nobody defined) is a failure;
+//! - a **deployment** is a production change whose deploy succeeded in the period (rollbacks and
+//!   emergencies included: each put a version in place); its **lead time** runs from the
+//!   change's request to then;
+//! - a change **landed** in the period when its deploy succeeded or failed in it;
+//! - a landed change **failed** when its deploy failed, or when another change rolled it back;
 //!   the **change failure rate** is failed / landed;
-//! - it was **restored** when a rollback of it (for a rolled-back change) or the next successful
-//!   deploy of the same service (for a failed deploy) completed; **time to restore** runs from
-//!   the failed deploy's end, or from the rolled-back deploy's end, to then. Failures not yet
+//! - it was **restored** by the first successful deploy, at or after the failure, of a rollback of
+//!   it, or else of any change to the same service in the same environment (a fix forward);
+//!   **time to restore** runs from the failed or rolled-back deploy to then. Failures not yet
 //!   restored are listed and counted, not timed.
 //!
-//! Times are the changes' own stated times (deploy attempts' ends), the same the report uses.
+//! Services and environments match without case. Times are the changes' own stated times
+//! (deploy attempts' ends), the ones the report uses. Linear in the changes after one sort.
 
 use super::Evidence;
 use serde::Serialize;
@@ -24,52 +29,64 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Landing {
     pub change_id: String,
+    /// Lower case.
     pub service: String,
+    /// Lower case.
+    pub environment: String,
     pub kind: String,
     pub requested_ns: Option<i64>,
-    /// When its first successful deploy attempt ended.
+    /// When its deploy succeeded.
     pub succeeded_ns: Option<i64>,
-    /// When its last deploy attempt ended, when every one failed.
+    /// When its deploy failed (a step that ran never succeeded).
     pub failed_ns: Option<i64>,
     pub rollback_of: Option<String>,
 }
 
+/// Whether an attempt did something: skipped and cancelled ones did not.
+fn ran(result: &str) -> bool {
+    !matches!(result, "skip" | "cancellation")
+}
+
 impl Landing {
-    /// A production change with a service and a deploy attempt, else `None`.
+    /// A production change with a service and a deploy that ran, else `None`.
     pub fn of(e: &Evidence) -> Option<Landing> {
         let c = &e.change;
         if !c.production {
             return None;
         }
-        let attempts: Vec<_> = e
-            .steps
-            .iter()
-            .flat_map(|s| s.attempts.iter())
-            .filter(|a| a.result != "skip")
-            .collect();
-        let succeeded_ns = attempts
-            .iter()
-            .filter(|a| a.result == "success")
-            .map(|a| a.end_ns)
-            .min();
-        let failed_ns = match succeeded_ns {
-            Some(_) => None,
-            None => attempts
+        let mut succeeded: Option<i64> = None;
+        let mut failed: Option<i64> = None;
+        for step in &e.steps {
+            let ran: Vec<_> = step.attempts.iter().filter(|a| ran(&a.result)).collect();
+            if ran.is_empty() {
+                continue;
+            }
+            match ran
                 .iter()
-                .filter(|a| a.result != "running")
+                .filter(|a| a.result == "success")
                 .map(|a| a.end_ns)
-                .max(),
-        };
-        if succeeded_ns.is_none() && failed_ns.is_none() {
+                .min()
+            {
+                Some(t) => succeeded = Some(succeeded.map_or(t, |s| s.max(t))),
+                None => {
+                    let t = ran.iter().map(|a| a.end_ns).max().unwrap_or(i64::MIN);
+                    failed = Some(failed.map_or(t, |f| f.max(t)));
+                }
+            }
+        }
+        // One step that never succeeded fails the deploy, whatever the others did.
+        let succeeded_ns = if failed.is_some() { None } else { succeeded };
+        if succeeded_ns.is_none() && failed.is_none() {
             return None;
         }
         Some(Landing {
             change_id: c.id.clone(),
-            service: c.service.clone()?,
+            service: c.service.as_deref()?.to_lowercase(),
+            environment: c.environment.as_deref().unwrap_or_default().to_lowercase(),
             kind: c.kind.clone(),
             requested_ns: c.requested_ns.or(e.timeline.requested_ns),
             succeeded_ns,
-            failed_ns,
+            failed_ns: failed,
             rollback_of: c.rollback_of.clone(),
         })
     }
@@ -134,52 +151,67 @@ fn secs(ns: i64) -> i64 {
     ns / 1_000_000_000
 }
 
+/// The first success at or after `t` in `successes` (sorted by time, then change id), not by
+/// `not`.
+fn first_after<'a>(successes: &'a [(i64, &'a str)], t: i64, not: &str) -> Option<(i64, &'a str)> {
+    let start = successes.partition_point(|(s, _)| *s < t);
+    successes[start..]
+        .iter()
+        .find(|(_, id)| *id != not)
+        .copied()
+}
+
 /// The four keys of `[from_ns, to_ns)` from every production change that may matter (those
 /// landing in it, and later ones that may restore them).
 pub fn four_keys(changes: &[Landing], from_ns: i64, to_ns: i64) -> Delivery {
+    // Successful deploys per (service, environment) and per change rolled back, by time.
+    let mut by_target: BTreeMap<(&str, &str), Vec<(i64, &str)>> = BTreeMap::new();
+    let mut rollbacks: BTreeMap<&str, Vec<(i64, &str)>> = BTreeMap::new();
+    for c in changes {
+        if let Some(t) = c.succeeded_ns {
+            by_target
+                .entry((&c.service, &c.environment))
+                .or_default()
+                .push((t, &c.change_id));
+            if let Some(target) = c.rollback_of.as_deref() {
+                rollbacks.entry(target).or_default().push((t, &c.change_id));
+            }
+        }
+    }
+    for v in by_target.values_mut().chain(rollbacks.values_mut()) {
+        v.sort_unstable();
+    }
     let in_period = |t: i64| t >= from_ns && t < to_ns;
     let mut failures = Vec::new();
     for c in changes.iter().filter(|c| in_period(c.landed_ns())) {
-        if let Some(failed_ns) = c.failed_ns {
-            // Restored by the service's next successful deploy.
-            let next = changes
-                .iter()
-                .filter(|o| o.service == c.service)
-                .filter_map(|o| Some((o.succeeded_ns?, o)))
-                .filter(|(t, _)| *t >= failed_ns)
-                .min_by_key(|(t, o)| (*t, o.change_id.clone()));
-            failures.push(Failure {
-                change_id: c.change_id.clone(),
-                service: c.service.clone(),
-                why: "deploy_failed",
-                failed_ns,
-                restored_ns: next.map(|(t, _)| t),
-                restored_by: next.map(|(_, o)| o.change_id.clone()),
-            });
-        } else if let Some(done) = c.succeeded_ns {
-            // Rolled back: restored when the first of its rollbacks completed.
-            let rollbacks: Vec<&Landing> = changes
-                .iter()
-                .filter(|o| o.rollback_of.as_deref() == Some(c.change_id.as_str()))
-                .collect();
-            if rollbacks.is_empty() {
-                continue;
-            }
-            let first = rollbacks
-                .iter()
-                .filter_map(|o| Some((o.succeeded_ns?, *o)))
-                .min_by_key(|(t, o)| (*t, o.change_id.clone()));
-            failures.push(Failure {
-                change_id: c.change_id.clone(),
-                service: c.service.clone(),
-                why: "rolled_back",
-                failed_ns: done,
-                restored_ns: first.map(|(t, _)| t),
-                restored_by: first.map(|(_, o)| o.change_id.clone()),
-            });
-        }
+        let rolled_back = rollbacks
+            .get(c.change_id.as_str())
+            .is_some_and(|r| r.iter().any(|(_, id)| *id != c.change_id));
+        let (why, failed_ns) = match (c.failed_ns, c.succeeded_ns) {
+            (Some(t), _) => ("deploy_failed", t),
+            (None, Some(t)) if rolled_back => ("rolled_back", t),
+            _ => continue,
+        };
+        let empty = Vec::new();
+        let same_target = by_target
+            .get(&(c.service.as_str(), c.environment.as_str()))
+            .unwrap_or(&empty);
+        // A rollback that completed first restores it; else (none, or none succeeded yet) the
+        // target's next successful deploy after the failure, a fix forward.
+        let restore = rollbacks
+            .get(c.change_id.as_str())
+            .and_then(|r| first_after(r, failed_ns, &c.change_id))
+            .or_else(|| first_after(same_target, failed_ns, &c.change_id));
+        failures.push(Failure {
+            change_id: c.change_id.clone(),
+            service: c.service.clone(),
+            why,
+            failed_ns,
+            restored_ns: restore.map(|(t, _)| t),
+            restored_by: restore.map(|(_, id)| id.to_owned()),
+        });
     }
-    let days = ((to_ns - from_ns) as f64 / 86_400e9).max(1e-9);
+    let days = ((to_ns as f64 - from_ns as f64) / 86_400e9).max(1e-9);
     let keys = |service: Option<&str>| {
         let mine = |c: &&Landing| service.is_none_or(|s| c.service == s);
         let landed: Vec<&Landing> = changes
@@ -187,12 +219,12 @@ pub fn four_keys(changes: &[Landing], from_ns: i64, to_ns: i64) -> Delivery {
             .filter(mine)
             .filter(|c| in_period(c.landed_ns()))
             .collect();
-        let deployments: Vec<&&Landing> =
-            landed.iter().filter(|c| c.succeeded_ns.is_some()).collect();
-        let mut leads: Vec<i64> = deployments
+        let deployments = landed.iter().filter(|c| c.succeeded_ns.is_some()).count();
+        let mut leads: Vec<i64> = landed
             .iter()
-            .filter_map(|c| Some(secs(c.succeeded_ns? - c.requested_ns?)))
-            .filter(|s| *s >= 0)
+            .filter_map(|c| c.succeeded_ns?.checked_sub(c.requested_ns?))
+            .filter(|d| *d >= 0)
+            .map(secs)
             .collect();
         leads.sort_unstable();
         let failed: Vec<&Failure> = failures
@@ -201,12 +233,14 @@ pub fn four_keys(changes: &[Landing], from_ns: i64, to_ns: i64) -> Delivery {
             .collect();
         let mut restores: Vec<i64> = failed
             .iter()
-            .filter_map(|f| Some(secs(f.restored_ns? - f.failed_ns)))
+            .filter_map(|f| f.restored_ns?.checked_sub(f.failed_ns))
+            .filter(|d| *d >= 0)
+            .map(secs)
             .collect();
         restores.sort_unstable();
         Keys {
-            deployments: deployments.len() as u64,
-            deployments_per_day: deployments.len() as f64 / days,
+            deployments: deployments as u64,
+            deployments_per_day: deployments as f64 / days,
             lead_time_median_s: percentile(&leads, 50),
             lead_time_p90_s: percentile(&leads, 90),
             landed: landed.len() as u64,
@@ -285,6 +319,7 @@ mod tests {
         Landing {
             change_id: id.into(),
             service: service.into(),
+            environment: "production".into(),
             kind: "normal".into(),
             requested_ns: Some(req),
             succeeded_ns: ok,
@@ -383,6 +418,98 @@ mod tests {
                 ("E", "deploy_failed", Some("F")),
             ]
         );
+    }
+
+    /// Cases the hand-counted week does not hold.
+    #[test]
+    fn restores_stay_within_their_target_and_never_run_backwards() {
+        let t0 = 0;
+        // X fails in production-eu; Y deploys the same service in production-us first, Z in
+        // production-eu later: Z restores X.
+        let x = landing("X", "svc", t0, None, Some(t0 + HOUR));
+        let mut y = landing("Y", "svc", t0, Some(t0 + 2 * HOUR), None);
+        y.environment = "production-us".into();
+        let mut x = x;
+        x.environment = "production-eu".into();
+        let mut z = landing("Z", "svc", t0, Some(t0 + 3 * HOUR), None);
+        z.environment = "production-eu".into();
+        // P is rolled back by Q, whose stated deploy ended before P's (clock skew): not a
+        // restore that runs backwards; R fixes forward later. S names itself as rolled back.
+        let p = landing("P", "api", t0, Some(t0 + 2 * HOUR), None);
+        let mut q = landing("Q", "api", t0, Some(t0 + HOUR), None);
+        q.rollback_of = Some("P".into());
+        let r = landing("R", "api", t0, Some(t0 + 5 * HOUR), None);
+        let mut s = landing("S", "web", t0, Some(t0 + HOUR), None);
+        s.rollback_of = Some("S".into());
+        let d = four_keys(&[x, y, z, p, q, r, s], t0, t0 + DAY);
+        let f: Vec<_> = d
+            .failures
+            .iter()
+            .map(|f| (f.change_id.as_str(), f.why, f.restored_by.as_deref()))
+            .collect();
+        assert_eq!(
+            f,
+            vec![
+                ("X", "deploy_failed", Some("Z")),
+                ("P", "rolled_back", Some("R"))
+            ]
+        );
+        assert_eq!(d.services["api"].time_to_restore_median_s, Some(3 * 3600));
+        assert_eq!(
+            d.services["web"].failed, 0,
+            "a change does not roll itself back"
+        );
+    }
+
+    fn attempt(result: &str, end: i64) -> crate::core::evidence::AttemptView {
+        crate::core::evidence::AttemptView {
+            attempt: 0,
+            task_run_id: format!("t-{end}"),
+            retried_from: None,
+            result: result.into(),
+            start_ns: end - MIN,
+            end_ns: end,
+            worker: None,
+            identity: None,
+            credential_id: None,
+            triggered_by: None,
+            trace_id: None,
+            reason: None,
+            sources: vec![],
+            received_ns: end,
+            sent_by: vec![],
+        }
+    }
+
+    #[test]
+    fn a_deploy_succeeds_when_every_step_that_ran_did() {
+        let step =
+            |attempts: Vec<crate::core::evidence::AttemptView>| crate::core::evidence::StepView {
+                task: "deploy".into(),
+                task_type: "deploy".into(),
+                attempts,
+                outcome: String::new(),
+                summary: String::new(),
+            };
+        let mut e = super::super::evidence("C", &[], vec![], &super::super::Policy::default());
+        e.change.production = true;
+        e.change.service = Some("Cart".into());
+        e.change.environment = Some("Production".into());
+        // A retry that succeeded after a timeout: succeeded at its success.
+        e.steps = vec![step(vec![attempt("timeout", 10), attempt("success", 20)])];
+        let l = Landing::of(&e).unwrap();
+        assert_eq!((l.succeeded_ns, l.failed_ns), (Some(20), None));
+        assert_eq!(
+            (l.service.as_str(), l.environment.as_str()),
+            ("cart", "production")
+        );
+        // A canary that succeeded and a production step that failed: failed.
+        e.steps.push(step(vec![attempt("failure", 40)]));
+        let l = Landing::of(&e).unwrap();
+        assert_eq!((l.succeeded_ns, l.failed_ns), (None, Some(40)));
+        // Cancelled or skipped only: nothing ran, nothing landed.
+        e.steps = vec![step(vec![attempt("cancellation", 10), attempt("skip", 20)])];
+        assert!(Landing::of(&e).is_none());
     }
 
     #[test]
