@@ -286,6 +286,11 @@ impl Alerter {
     /// and the resolution of the unlinked deploy of its version it now explains (the writer
     /// decides again under the lock).
     async fn differs(&self, change: &str, as_of: i64) -> Result<Vec<Look>, AlertError> {
+        // A sender may name a change anything, even like an unlinked deploy's subject: such a
+        // change must not speak for (and resolve) that subject's alerts.
+        if change.starts_with(alerts::UNLINKED_PREFIX) {
+            return Ok(Vec::new());
+        }
         let folded = match evidence_of(&self.store, change, &self.criteria).await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(Vec::new()),
@@ -349,6 +354,13 @@ impl Alerter {
         let Some(summarised) = self.store.summary_state().await?.and_then(|s| s.through) else {
             return Ok(());
         };
+        // Only once the summary holds every change the entry look has judged: a change whose
+        // facts it has not summarised yet would be missed as an explanation here, and the entry
+        // look, having judged it already, would not come back to resolve the alert.
+        let looked = self.store.alert_cursor().await?.unwrap_or(i64::MAX);
+        if i64::try_from(summarised).unwrap_or(i64::MAX) < looked {
+            return Ok(());
+        }
         let cutoff = crate::sys::now_ns().saturating_sub(ns(self.unlinked_after));
         let names = self.names();
         loop {
@@ -390,7 +402,11 @@ impl Alerter {
         let mut explained = false;
         for change in self
             .store
-            .changes_deploying(&v.service, &v.version, &v.environment.to_lowercase())
+            .changes_deploying(
+                &v.service.to_ascii_lowercase(),
+                &v.version,
+                &v.environment.to_ascii_lowercase(),
+            )
             .await?
         {
             let folded = match evidence_of(&self.store, &change, &self.criteria).await {

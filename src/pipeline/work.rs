@@ -237,6 +237,10 @@ async fn erasure_draft(
 /// recorded is dropped: whoever looks at that fact judges the change again.
 async fn alert_drafts(tx: &mut AppendTx, looks: &[Look]) -> Result<Vec<Draft>, AppendError> {
     let mut drafts = Vec::new();
+    // What earlier looks of this call drafted, per subject: a later look of the same subject
+    // decides after them (two sightings of one version in one step raise it once).
+    let mut drafted: std::collections::HashMap<String, Vec<(&'static str, AlertEvent)>> =
+        std::collections::HashMap::new();
     for look in looks {
         let subject = &look.event.change_id;
         if let Some(as_of) = look.as_of
@@ -252,11 +256,17 @@ async fn alert_drafts(tx: &mut AppendTx, looks: &[Look]) -> Result<Vec<Draft>, A
                 Some((*seq, kind.as_str(), ev))
             })
             .collect();
-        let before: Vec<(u64, &str, &AlertEvent)> =
-            before.iter().map(|(s, k, e)| (*s, *k, e)).collect();
-        for (kind, ev) in alerts::events_for(&before, &look.event) {
-            drafts.push(Draft::of(kind, subject, &ev)?);
+        let pending = drafted.entry(subject.clone()).or_default();
+        let before: Vec<(u64, &str, &AlertEvent)> = before
+            .iter()
+            .map(|(s, k, e)| (*s, *k, e))
+            .chain(pending.iter().map(|(k, e)| (u64::MAX, *k, e)))
+            .collect();
+        let new = alerts::events_for(&before, &look.event);
+        for (kind, ev) in &new {
+            drafts.push(Draft::of(kind, subject, ev)?);
         }
+        pending.extend(new);
     }
     Ok(drafts)
 }

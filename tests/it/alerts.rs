@@ -228,6 +228,22 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
     })
     .await;
     settled(&app.store, head(&app.store).await).await;
+    // A change a sender names like an unlinked deploy's subject cannot resolve its alert.
+    let forged = want
+        .iter()
+        .find(|(s, _)| s.starts_with("unlinked:"))
+        .map(|(s, _)| s.clone())
+        .unwrap();
+    let mut wf = workflow(
+        &forged,
+        90,
+        crate::support::scenario::T0 + 25 * 24 * 60 * MIN,
+    );
+    let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
+    run.set("deployment.environment.name", "staging");
+    send(&app, &[run]).await;
+    settled(&app.store, head(&app.store).await).await;
+    assert_eq!(open_now().await, want, "the forged change resolved nothing");
 
     // The list: reviewers and auditors read it, nobody else.
     let (status, listed) = alerts(&app.base, &app.reviewer, "?limit=1000").await;
@@ -627,6 +643,23 @@ async fn a_late_approval_resolves_its_alert() {
         !listed["open"].to_string().contains("NO_APPROVAL"),
         "{listed}"
     );
+    // Two looks at one subject in one append raise its code once.
+    let look = changetrail::core::alerts::Look {
+        event: changetrail::core::alerts::AlertEvent {
+            codes: vec![changetrail::core::alerts::AlertCode {
+                code: "NO_APPROVAL".into(),
+                evidence: "twice".into(),
+            }],
+            ..changetrail::core::alerts::AlertEvent::about("CHG-TWICE")
+        },
+        as_of: None,
+    };
+    let appended = app
+        .writer
+        .alerts(&[look.clone(), look], &["audit".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(appended.seqs.len(), 1, "raised once");
     let r = resolved();
     let b = r.iter().find(|b| b["change"]["id"] == "CHG-WAIT").unwrap();
     assert!(b["exceptions"][0]["raised"].as_str().is_some(), "{b}");

@@ -181,15 +181,17 @@ pub fn four_keys(changes: &[Landing], from_ns: i64, to_ns: i64) -> Delivery {
     for v in by_target.values_mut().chain(rollbacks.values_mut()) {
         v.sort_unstable();
     }
+    // Changes another change set out to roll back, whether or not that rollback succeeded.
+    let rolled_back: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .filter_map(|c| c.rollback_of.as_deref().filter(|t| *t != c.change_id))
+        .collect();
     let in_period = |t: i64| t >= from_ns && t < to_ns;
     let mut failures = Vec::new();
     for c in changes.iter().filter(|c| in_period(c.landed_ns())) {
-        let rolled_back = rollbacks
-            .get(c.change_id.as_str())
-            .is_some_and(|r| r.iter().any(|(_, id)| *id != c.change_id));
         let (why, failed_ns) = match (c.failed_ns, c.succeeded_ns) {
             (Some(t), _) => ("deploy_failed", t),
-            (None, Some(t)) if rolled_back => ("rolled_back", t),
+            (None, Some(t)) if rolled_back.contains(c.change_id.as_str()) => ("rolled_back", t),
             _ => continue,
         };
         let empty = Vec::new();
@@ -441,7 +443,12 @@ mod tests {
         let r = landing("R", "api", t0, Some(t0 + 5 * HOUR), None);
         let mut s = landing("S", "web", t0, Some(t0 + HOUR), None);
         s.rollback_of = Some("S".into());
-        let d = four_keys(&[x, y, z, p, q, r, s], t0, t0 + DAY);
+        // U's rollback V failed: U still failed, and W's later deploy restores it.
+        let u = landing("U", "db", t0, Some(t0 + HOUR), None);
+        let mut v = landing("V", "db", t0, None, Some(t0 + 2 * HOUR));
+        v.rollback_of = Some("U".into());
+        let w = landing("W", "db", t0, Some(t0 + 4 * HOUR), None);
+        let d = four_keys(&[x, y, z, p, q, r, s, u, v, w], t0, t0 + DAY);
         let f: Vec<_> = d
             .failures
             .iter()
@@ -451,7 +458,9 @@ mod tests {
             f,
             vec![
                 ("X", "deploy_failed", Some("Z")),
-                ("P", "rolled_back", Some("R"))
+                ("P", "rolled_back", Some("R")),
+                ("U", "rolled_back", Some("W")),
+                ("V", "deploy_failed", Some("W")),
             ]
         );
         assert_eq!(d.services["api"].time_to_restore_median_s, Some(3 * 3600));
