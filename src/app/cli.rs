@@ -357,7 +357,8 @@ pub enum BenchCommand {
     },
     /// The change list over `bench report`'s synthetic ledger: a page for a day, a month and
     /// every change from the per-change summary, beside folding the period (the baseline), and
-    /// what building and keeping the summary cost. Exit 1 if the two pages differ.
+    /// what building and keeping the summary cost, and the four keys of a month and of every day
+    /// (`GET /v1/delivery`). Exit 1 if the two pages differ.
     List {
         /// Synthetic changes to append.
         #[arg(long, default_value_t = 100_000)]

@@ -1,8 +1,8 @@
 //! `changetrail bench list`: the change list over `bench report`'s synthetic ledger, a page of 50
 //! for a day, a month and every change, answered from the per-change summary and, as the
 //! baseline in the same run, by folding the period (how the list answered before the summary).
-//! Also what building the summary from nothing costs, and what keeping it costs for one more
-//! appended change.
+//! Also what building the summary from nothing costs, what keeping it costs for one more
+//! appended change, and how long the four keys of a month and of every day take.
 
 use crate::app::commands::bench_report::{build_ledger, facts};
 use crate::app::config::Config;
@@ -114,6 +114,26 @@ pub async fn run(
             baseline,
             summarised.1,
             if same { "" } else { " — THE PAGES DIFFER" }
+        );
+    }
+
+    // The four keys (GET /v1/delivery, the dashboard) fold the period and 90 days before it:
+    // no summary answers them yet.
+    for (what, from_ns, to_ns) in [
+        ("a month", mid, mid + 30 * DAY_NS),
+        (
+            "every day",
+            SYNTHETIC_START_NS,
+            SYNTHETIC_START_NS + days.max(1) as i64 * DAY_NS,
+        ),
+    ] {
+        let t = Instant::now();
+        let d = crate::read::delivery::delivery(&store, &criteria, from_ns, to_ns, None).await?;
+        println!(
+            "  delivery, {what:<10} {:>8.1} ms folding the period and 90 days before it; {} deployments, {} failures",
+            ms(t),
+            d.keys.all.deployments,
+            d.keys.failures.len()
         );
     }
 
