@@ -141,6 +141,19 @@ pub fn plan(open: &BTreeMap<String, u64>, now: &[AlertCode]) -> (Vec<AlertCode>,
     (raise, resolve)
 }
 
+/// Alert entries `(seq, kind, time, payload)` whose payload is still there and parses: an erased
+/// one is left out (a code it raised may be raised again, which beats never alerting again).
+pub fn parse_events(
+    rows: &[(u64, String, i64, Option<String>)],
+) -> Vec<(u64, String, i64, AlertEvent)> {
+    rows.iter()
+        .filter_map(|(seq, kind, time, payload)| {
+            let ev = serde_json::from_str(payload.as_deref()?).ok()?;
+            Some((*seq, kind.clone(), *time, ev))
+        })
+        .collect()
+}
+
 /// What a look at a subject calls for after its alert entries `before` (chain order):
 /// `alert.resolved` for open codes the look no longer shows, then `alert.raised` for codes it
 /// shows that are not open, each naming every code open after it. Empty when nothing changed.

@@ -22,7 +22,7 @@ use crate::core::evidence::Evidence;
 use crate::core::evidence::identity::Principal;
 use crate::pipeline::{AppendError, LedgerWriter};
 use crate::read::changes::{Criteria, evidence_of, exceptions};
-use crate::storage::{AlertEntry, Delivery, StorageError, Store};
+use crate::storage::{Delivery, StorageError, Store};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, any_value};
 use std::collections::BTreeMap;
@@ -162,21 +162,7 @@ pub fn look(ev: &Evidence, found: &[crate::core::evidence::rules::Exception]) ->
     }
 }
 
-/// The alert entries whose payload is still there (an erased one is left out, as the writer
-/// leaves it out).
-fn parsed(rows: &[AlertEntry]) -> Vec<(u64, String, i64, AlertEvent)> {
-    rows.iter()
-        .filter_map(|(seq, kind, time, payload)| {
-            let ev = serde_json::from_str(payload.as_deref()?).ok()?;
-            Some((*seq, kind.clone(), *time, ev))
-        })
-        .collect()
-}
-
-/// Whether a storage error may pass (then the step is retried, the cursor kept).
-fn transient(e: &StorageError) -> bool {
-    e.is_transient()
-}
+use alerts::parse_events as parsed;
 
 impl Alerter {
     /// Runs until `stop`; a failed tick is logged and tried again at the next interval.
@@ -294,7 +280,8 @@ impl Alerter {
         let folded = match evidence_of(&self.store, change, &self.criteria).await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(Vec::new()),
-            Err(e) if transient(&e) => return Err(e.into()),
+            // A storage error that may pass keeps the cursor: the step is tried again.
+            Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(change, error = %e, "A change could not be folded for alerts; skipped until a new fact names it.");
                 return Ok(Vec::new());
@@ -411,7 +398,7 @@ impl Alerter {
         {
             let folded = match evidence_of(&self.store, &change, &self.criteria).await {
                 Ok(f) => f,
-                Err(e) if transient(&e) => return Err(e.into()),
+                Err(e) if e.is_transient() => return Err(e.into()),
                 Err(_) => None,
             };
             if let Some((ev, _)) = folded

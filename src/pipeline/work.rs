@@ -248,18 +248,11 @@ async fn alert_drafts(tx: &mut AppendTx, looks: &[Look]) -> Result<Vec<Draft>, A
         {
             continue;
         }
-        let rows = tx.alert_events(subject).await?;
-        let before: Vec<(u64, &str, AlertEvent)> = rows
-            .iter()
-            .filter_map(|(seq, kind, _, payload)| {
-                let ev = serde_json::from_str(payload.as_deref()?).ok()?;
-                Some((*seq, kind.as_str(), ev))
-            })
-            .collect();
+        let before = alerts::parse_events(&tx.alert_events(subject).await?);
         let pending = drafted.entry(subject.clone()).or_default();
         let before: Vec<(u64, &str, &AlertEvent)> = before
             .iter()
-            .map(|(s, k, e)| (*s, *k, e))
+            .map(|(s, k, _, e)| (*s, k.as_str(), e))
             .chain(pending.iter().map(|(k, e)| (u64::MAX, *k, e)))
             .collect();
         let new = alerts::events_for(&before, &look.event);

@@ -33,7 +33,6 @@ pub struct Landing {
     pub service: String,
     /// Lower case.
     pub environment: String,
-    pub kind: String,
     pub requested_ns: Option<i64>,
     /// When its deploy succeeded.
     pub succeeded_ns: Option<i64>,
@@ -83,7 +82,6 @@ impl Landing {
             change_id: c.id.clone(),
             service: c.service.as_deref()?.to_lowercase(),
             environment: c.environment.as_deref().unwrap_or_default().to_lowercase(),
-            kind: c.kind.clone(),
             requested_ns: c.requested_ns.or(e.timeline.requested_ns),
             succeeded_ns,
             failed_ns: failed,
@@ -322,12 +320,19 @@ mod tests {
             change_id: id.into(),
             service: service.into(),
             environment: "production".into(),
-            kind: "normal".into(),
             requested_ns: Some(req),
             succeeded_ns: ok,
             failed_ns: failed,
             rollback_of: None,
         }
+    }
+
+    /// Each failure as (change, why, restored by).
+    fn failures(d: &Delivery) -> Vec<(&str, &'static str, Option<&str>)> {
+        d.failures
+            .iter()
+            .map(|f| (f.change_id.as_str(), f.why, f.restored_by.as_deref()))
+            .collect()
     }
 
     /// A week of `svc`, figures worked out by hand:
@@ -347,7 +352,6 @@ mod tests {
             Some(t0 + DAY + HOUR + 20 * MIN),
             None,
         );
-        r.kind = "rollback".into();
         r.rollback_of = Some("B".into());
         let changes = vec![
             landing("A", "svc", t0, Some(t0 + 2 * HOUR), None),
@@ -407,13 +411,8 @@ mod tests {
         // All services: 4 deployments, 3 failures of 6 landed.
         assert_eq!((d.all.deployments, d.all.landed, d.all.failed), (4, 6, 3));
         assert_eq!(d.all.change_failure_rate, Some(0.5));
-        let f: Vec<_> = d
-            .failures
-            .iter()
-            .map(|f| (f.change_id.as_str(), f.why, f.restored_by.as_deref()))
-            .collect();
         assert_eq!(
-            f,
+            failures(&d),
             vec![
                 ("B", "rolled_back", Some("R")),
                 ("C", "deploy_failed", Some("D")),
@@ -449,13 +448,8 @@ mod tests {
         v.rollback_of = Some("U".into());
         let w = landing("W", "db", t0, Some(t0 + 4 * HOUR), None);
         let d = four_keys(&[x, y, z, p, q, r, s, u, v, w], t0, t0 + DAY);
-        let f: Vec<_> = d
-            .failures
-            .iter()
-            .map(|f| (f.change_id.as_str(), f.why, f.restored_by.as_deref()))
-            .collect();
         assert_eq!(
-            f,
+            failures(&d),
             vec![
                 ("X", "deploy_failed", Some("Z")),
                 ("P", "rolled_back", Some("R")),
