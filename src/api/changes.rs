@@ -84,7 +84,7 @@ fn exception_code(q: &Option<String>) -> Result<Option<&'static str>, ApiError> 
         })
 }
 
-fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
+pub(super) fn time(q: &Option<String>, default: i64, name: &str) -> Result<i64, ApiError> {
     match q {
         None => Ok(default),
         Some(s) => parse_rfc3339(s)

@@ -119,6 +119,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
             ing.binding_lag() as f64,
         ),
         (
+            "changetrail_runtime_cells",
+            "gauge",
+            "Runtime minute cells held in memory until appended (suspects.max_cells bounds it).",
+            ing.runtime_cells() as f64,
+        ),
+        (
             "process_resident_memory_bytes",
             "gauge",
             "Resident memory.",

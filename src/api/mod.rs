@@ -12,6 +12,7 @@ mod metrics;
 pub mod openapi;
 mod reports;
 mod session;
+mod suspects;
 
 pub use reports::ReportContext;
 
@@ -63,6 +64,8 @@ pub struct Correlation {
     pub max_clock_skew_ns: i64,
     /// Where a trace id links to in the team's tracing UI (`[links] trace_url`).
     pub trace_url: Option<crate::core::links::TraceUrl>,
+    /// How runtime minutes are read and judged (`[suspects]`; `None`: switched off).
+    pub suspects: Option<crate::read::suspects::Reading>,
 }
 
 impl AppState {
@@ -194,6 +197,10 @@ fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
         (
             Access::Roles(&[Role::Auditor, Role::Reviewer]),
             alerts::router(),
+        ),
+        (
+            Access::Roles(&[Role::Auditor, Role::Reviewer]),
+            suspects::router(),
         ),
     ]
 }

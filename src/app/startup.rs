@@ -221,6 +221,7 @@ impl App {
             cfg.otlp.binding_sync_interval,
             shutdown.clone(),
         ));
+        spawn_runtime(&cfg, &ingestor, &store, &appender, &shutdown);
         // The change list's index, kept caught up with the chain (a list request also takes a
         // step, so it never lags more than a step behind what was committed before it).
         if !cfg.reports.summary_refresh.is_zero() {
@@ -345,6 +346,32 @@ impl App {
     }
 }
 
+/// `[suspects]`: runtime minutes appended as they close, and deploys compared once their window
+/// has passed.
+fn spawn_runtime(
+    cfg: &Config,
+    ingestor: &Arc<ingest::Ingestor>,
+    store: &Store,
+    appender: &crate::pipeline::Appender,
+    shutdown: &CancellationToken,
+) {
+    if !cfg.suspects.enabled {
+        return;
+    }
+    tokio::spawn(ingest::runtime::run_runtime_flush(
+        ingestor.clone(),
+        cfg.suspects.flush_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::read::suspects::run_comparer(
+        store.clone(),
+        appender.clone(),
+        cfg.criteria(),
+        cfg.suspects.comparer(),
+        shutdown.clone(),
+    ));
+}
+
 /// How the change endpoints fold, judge and link, from the configuration.
 fn correlation(
     cfg: &Config,
@@ -356,6 +383,7 @@ fn correlation(
         max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
             .unwrap_or(i64::MAX),
         trace_url: cfg.links.trace_url()?,
+        suspects: cfg.suspects.enabled.then(|| cfg.suspects.reading()),
     })
 }
 

@@ -8,4 +8,5 @@ pub mod alerts;
 pub mod evidence;
 pub mod ledger;
 pub mod links;
+pub mod runtime;
 pub mod time;

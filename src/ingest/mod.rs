@@ -14,6 +14,7 @@ pub mod journal;
 pub mod limits;
 mod logs;
 pub mod restore;
+pub mod runtime;
 pub mod scan;
 mod traces;
 pub mod versions;
@@ -69,6 +70,8 @@ pub struct IngestConfig {
     /// A version not seen for this long that shows again is a sighting (a downgrade, a
     /// redeploy); the version match tolerance.
     pub version_window_ns: i64,
+    /// `[suspects]`: runtime spans counted per minute.
+    pub runtime: runtime::Settings,
 }
 
 impl Default for IngestConfig {
@@ -92,6 +95,7 @@ impl Default for IngestConfig {
             max_versions_remembered: 10_000,
             max_clock_skew_ns: 5 * 60 * 1_000_000_000,
             version_window_ns: 30 * 60 * 1_000_000_000,
+            runtime: runtime::Settings::default(),
         }
     }
 }
@@ -309,6 +313,8 @@ pub struct Ingestor {
     journal: Option<journal::Journal>,
     /// Entries committed that the binding sync has not looked at yet (as of its last step).
     binding_lag: std::sync::atomic::AtomicU64,
+    /// Runtime spans counted per (environment, service, version, minute) until appended.
+    runtime: runtime::Aggregator,
 }
 
 impl Ingestor {
@@ -388,6 +394,22 @@ impl Ingestor {
                 "changetrail_otlp_admission_refused_total",
                 "Exports answered retry-later or too-large by the in-flight byte budget, by why.",
             ),
+            (
+                "changetrail_runtime_spans_total",
+                "Production entry spans counted in runtime minutes ([suspects]).",
+            ),
+            (
+                "changetrail_runtime_too_old_total",
+                "Production entry spans not counted: they ended longer than suspects.max_age before their receipt.",
+            ),
+            (
+                "changetrail_runtime_overflow_total",
+                "Production entry spans not counted: suspects.max_cells cells were held.",
+            ),
+            (
+                "changetrail_runtime_minutes_total",
+                "runtime.minute entries appended.",
+            ),
         ] {
             metrics.describe(name, "counter", help);
         }
@@ -413,6 +435,7 @@ impl Ingestor {
             redactor: Redactor::new(&config.redact),
             journal: None,
             binding_lag: Default::default(),
+            runtime: Default::default(),
             appender,
             auth,
             history,

@@ -18,6 +18,15 @@ impl Ingestor {
         let skew = self.config.max_clock_skew_ns.max(0) as u64;
         let (items, rejections) = convert::spans(req.resource_spans, now, skew);
         let m = &self.metrics;
+        let counted = self.runtime.observe(
+            &items,
+            &self.config.policy,
+            &self.config.runtime,
+            intake.received_ns,
+        );
+        m.add("changetrail_runtime_spans_total", &[], counted.spans);
+        m.add("changetrail_runtime_too_old_total", &[], counted.too_old);
+        m.add("changetrail_runtime_overflow_total", &[], counted.overflow);
         m.add(
             "changetrail_spans_received_total",
             &[],

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod export;
 pub mod history;
 pub mod summary;
+pub mod suspects;
 
 use crate::storage::StorageError;
 

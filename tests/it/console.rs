@@ -433,16 +433,7 @@ async fn the_console_in_a_browser() {
     let app = spawn_app_with(cfg).await;
     let expect = send_scenarios(&app).await;
     let auditor = app.token(Role::Auditor).await;
-    let head = app.store.head().await.unwrap().unwrap().head.size as i64 - 1;
-    crate::support::server::eventually("every alert is raised and delivered", || async {
-        app.store
-            .alert_cursor()
-            .await
-            .unwrap()
-            .is_some_and(|c| c >= head)
-            && app.store.alert_outbox_counts().await.unwrap() == (0, 0)
-    })
-    .await;
+    crate::support::server::alerts_settled(&app.store).await;
     let (_, alerts) = json(&app, "/v1/alerts?limit=200", &auditor).await;
     let (_, delivery) = json(
         &app,

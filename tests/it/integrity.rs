@@ -42,14 +42,7 @@ fn attr(item: &Item, key: &str) -> String {
     item.attr(key).unwrap_or_else(|| panic!("no {key}"))
 }
 
-fn codes(p: &Value) -> Vec<String> {
-    p["exceptions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["code"].as_str().unwrap().to_owned())
-        .collect()
-}
+use crate::support::scenario::codes;
 
 fn evidence_of(p: &Value, code: &str) -> String {
     p["exceptions"]

@@ -27,6 +27,7 @@ mod scenarios;
 mod storage;
 mod summary;
 mod support;
+mod suspects;
 mod tamper;
 mod tls;
 mod vectors;

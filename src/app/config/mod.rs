@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod outbound;
+mod suspects;
 pub use outbound::{
     AlertsConfig, AlertsOtlpConfig, AnnotationsConfig, LinksConfig, OtlpExportConfig, WebhookConfig,
 };
+pub use suspects::SuspectsConfig;
 
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "database_url",
+    "suspects",
     "alerts",
     "annotations",
     "links",
@@ -51,6 +54,7 @@ pub struct Config {
     pub links: LinksConfig,
     pub annotations: AnnotationsConfig,
     pub alerts: AlertsConfig,
+    pub suspects: SuspectsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -276,6 +280,7 @@ impl Config {
         self.links.trace_url()?;
         self.links.console_url()?;
         self.alerts.validate()?;
+        self.suspects.validate()?;
         self.annotations.validate()?;
         let l = &self.ledger;
         if l.checkpoint_every == 0 {
@@ -523,6 +528,12 @@ impl Config {
             max_versions_remembered: 10_000,
             max_clock_skew_ns: nanos(self.evidence.max_clock_skew),
             version_window_ns: nanos(self.correlation.version_match_tolerance),
+            runtime: crate::ingest::runtime::Settings {
+                enabled: self.suspects.enabled,
+                max_age_ns: nanos(self.suspects.max_age),
+                max_cells: self.suspects.max_cells,
+                flush_after_ns: nanos(self.suspects.flush_after),
+            },
         })
     }
 
@@ -622,6 +633,16 @@ mod tests {
         assert_eq!(
             c.token_rules(),
             crate::core::evidence::identity::TokenRules::default()
+        );
+        assert_eq!(
+            c.suspects.thresholds(),
+            crate::core::runtime::Thresholds::default()
+        );
+        let s = c.ingest().unwrap().runtime;
+        let lib = crate::ingest::runtime::Settings::default();
+        assert_eq!(
+            (s.max_age_ns, s.max_cells, s.flush_after_ns),
+            (lib.max_age_ns, lib.max_cells, lib.flush_after_ns)
         );
     }
 

@@ -11,8 +11,9 @@
 //!   emergencies included: each put a version in place); its **lead time** runs from the
 //!   change's request to then;
 //! - a change **landed** in the period when its deploy succeeded or failed in it;
-//! - a landed change **failed** when its deploy failed, or when another change rolled it back;
-//!   the **change failure rate** is failed / landed;
+//! - a landed change **failed** when its deploy failed, when another change rolled it back, or
+//!   when its runtime comparison found a regression (CHANGE_REGRESSION); the **change failure
+//!   rate** is failed / landed;
 //! - it was **restored** by the first successful deploy, at or after the failure, of a rollback of
 //!   it, or else of any change to the same service in the same environment (a fix forward);
 //!   **time to restore** runs from the failed or rolled-back deploy to then. Failures not yet
@@ -39,6 +40,8 @@ pub struct Landing {
     /// When its deploy failed (a step that ran never succeeded).
     pub failed_ns: Option<i64>,
     pub rollback_of: Option<String>,
+    /// Its runtime comparison found a regression after the deploy.
+    pub regressed: bool,
 }
 
 /// Whether an attempt did something: skipped and cancelled ones did not.
@@ -86,6 +89,7 @@ impl Landing {
             succeeded_ns,
             failed_ns: failed,
             rollback_of: c.rollback_of.clone(),
+            regressed: e.runtime.as_ref().is_some_and(|r| r.regression),
         })
     }
 
@@ -100,7 +104,7 @@ impl Landing {
 pub struct Failure {
     pub change_id: String,
     pub service: String,
-    /// `deploy_failed` or `rolled_back`.
+    /// `deploy_failed`, `rolled_back` or `regression`.
     pub why: &'static str,
     pub failed_ns: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +194,7 @@ pub fn four_keys(changes: &[Landing], from_ns: i64, to_ns: i64) -> Delivery {
         let (why, failed_ns) = match (c.failed_ns, c.succeeded_ns) {
             (Some(t), _) => ("deploy_failed", t),
             (None, Some(t)) if rolled_back.contains(c.change_id.as_str()) => ("rolled_back", t),
+            (None, Some(t)) if c.regressed => ("regression", t),
             _ => continue,
         };
         let empty = Vec::new();
@@ -324,6 +329,7 @@ mod tests {
             succeeded_ns: ok,
             failed_ns: failed,
             rollback_of: None,
+            regressed: false,
         }
     }
 
@@ -530,5 +536,20 @@ mod tests {
         assert_eq!(percentile(&[1, 2, 3, 4], 90), Some(4));
         assert_eq!(percentile(&[7], 50), Some(7));
         assert_eq!(percentile(&[], 50), None);
+    }
+
+    #[test]
+    fn a_regression_is_a_failure_restored_by_the_next_deploy() {
+        let mut bad = landing("BAD", "svc", 0, Some(HOUR), None);
+        bad.regressed = true;
+        let fix = landing("FIX", "svc", HOUR, Some(HOUR + 25 * MIN), None);
+        let d = four_keys(&[bad, fix], 0, DAY);
+        assert_eq!((d.all.landed, d.all.failed), (2, 1));
+        let f = &d.failures[0];
+        assert_eq!((f.change_id.as_str(), f.why), ("BAD", "regression"));
+        assert_eq!(
+            (f.restored_by.as_deref(), f.restored_ns),
+            (Some("FIX"), Some(HOUR + 25 * MIN))
+        );
     }
 }

@@ -107,8 +107,19 @@ pub fn evidence(
             _ => None,
         })
         .collect();
+    // One comparison per change (its key has no digest); should a second exist, the first
+    // recorded stands.
+    let runtime = facts
+        .iter()
+        .filter_map(|r| match &r.fact.fact {
+            Fact::RuntimeCompared(c) => Some((r.seq, c)),
+            _ => None,
+        })
+        .min_by_key(|(seq, _)| *seq)
+        .map(|(_, c)| c.clone());
     Evidence {
         timeline,
+        runtime,
         change,
         requester,
         approvals,

@@ -118,6 +118,8 @@ pub enum Source {
     Span,
     Log,
     Conductor,
+    /// changetrail's own comparison of runtime spans around a deploy (`runtime.compared`).
+    Runtime,
 }
 
 impl Source {
@@ -126,6 +128,7 @@ impl Source {
             Source::Span => "span",
             Source::Log => "log",
             Source::Conductor => "conductor",
+            Source::Runtime => "runtime",
         }
     }
 }
@@ -278,10 +281,13 @@ pub enum Fact {
     Task(TaskFact),
     HistoryRewritten(RewriteFact),
     Version(VersionFact),
+    /// The change's service after its deploy against before it (`core::runtime`), stated by
+    /// changetrail itself once the window has passed; one per change (its key has no digest).
+    RuntimeCompared(crate::core::runtime::Comparison),
 }
 
 /// The ledger entry kinds that record facts.
-pub const FACT_KINDS: [&str; 7] = [
+pub const FACT_KINDS: [&str; 8] = [
     "change.requested",
     "change.finished",
     "approval.requested",
@@ -289,6 +295,7 @@ pub const FACT_KINDS: [&str; 7] = [
     "task.finished",
     "history.rewritten",
     "version.observed",
+    "runtime.compared",
 ];
 
 impl Fact {
@@ -302,6 +309,7 @@ impl Fact {
             Fact::Task(_) => "task.finished",
             Fact::HistoryRewritten(_) => "history.rewritten",
             Fact::Version(_) => "version.observed",
+            Fact::RuntimeCompared(_) => "runtime.compared",
         }
     }
 

@@ -166,6 +166,10 @@ pub struct Evidence {
     pub timeline: Timeline,
     pub steps: Vec<StepView>,
     pub history_rewrites: Vec<RewriteFact>,
+    /// Its service's runtime spans after the deploy against before it (the first comparison
+    /// recorded), once the window has passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::core::runtime::Comparison>,
     /// Changes that roll this one back (found through their rollback_of).
     pub rolled_back_by: Vec<String>,
     /// Contradicting statements about this change, all kept.

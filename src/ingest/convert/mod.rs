@@ -330,7 +330,7 @@ fn str_value(v: &Option<AnyValue>) -> Option<&str> {
     }
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+pub fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attrs
         .iter()
         .find(|kv| kv.key == key)

@@ -300,3 +300,13 @@ pub async fn send_scenarios(app: &TestApp) -> BTreeMap<String, BTreeSet<&'static
     app.writer.checkpoint().await.unwrap();
     expect
 }
+
+/// The exception codes of a change's packet, in its order.
+pub fn codes(p: &Value) -> Vec<String> {
+    p["exceptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -429,3 +429,17 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until the alerter has looked at every entry committed so far and no delivery waits.
+pub async fn alerts_settled(store: &Store) {
+    let head = store.head().await.unwrap().unwrap().head.size as i64 - 1;
+    eventually("every entry looked at, every delivery made", || async {
+        store
+            .alert_cursor()
+            .await
+            .unwrap()
+            .is_some_and(|c| c >= head)
+            && store.alert_outbox_counts().await.unwrap() == (0, 0)
+    })
+    .await;
+}

@@ -23,8 +23,8 @@ pub use credentials::{
     approval_token_mismatch, credential_not_rotated, token_reused, unverified_identity,
 };
 pub use record::{
-    conflicting_evidence, history_rewritten, late_evidence, rollback_unlinked, unlinked_deploy,
-    unreadable_fact,
+    change_regression, conflicting_evidence, history_rewritten, late_evidence, rollback_unlinked,
+    unlinked_deploy, unreadable_fact,
 };
 
 pub const NO_APPROVAL: &str = "NO_APPROVAL";
@@ -45,9 +45,10 @@ pub const LATE_EVIDENCE: &str = "LATE_EVIDENCE";
 pub const TOKEN_REUSED: &str = "TOKEN_REUSED";
 pub const APPROVAL_TOKEN_MISMATCH: &str = "APPROVAL_TOKEN_MISMATCH";
 pub const CREDENTIAL_NOT_ROTATED: &str = "CREDENTIAL_NOT_ROTATED";
+pub const CHANGE_REGRESSION: &str = "CHANGE_REGRESSION";
 
 /// Every code the rules can produce.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     NO_APPROVAL,
     SELF_APPROVAL,
     APPROVAL_AFTER_DEPLOY,
@@ -66,6 +67,7 @@ pub const ALL: [&str; 18] = [
     TOKEN_REUSED,
     APPROVAL_TOKEN_MISMATCH,
     CREDENTIAL_NOT_ROTATED,
+    CHANGE_REGRESSION,
 ];
 
 /// Roles that may approve the changes of the services a pattern matches (`payments-*`).
@@ -197,6 +199,7 @@ pub fn change_exceptions(e: &Evidence, ctx: &RuleContext) -> Vec<Exception> {
     out.extend(emergency_no_review(e, ctx));
     out.extend(rollback_unlinked(e));
     out.extend(history_rewritten(e));
+    out.extend(change_regression(e));
     out.extend(conflicting_evidence(e));
     out.extend(late_evidence(e));
     out

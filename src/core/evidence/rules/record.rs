@@ -3,8 +3,8 @@
 //! and production versions no change explains.
 
 use super::{
-    CONFLICTING_EVIDENCE, EVIDENCE_GAP, Exception, HISTORY_REWRITTEN, LATE_EVIDENCE,
-    ROLLBACK_UNLINKED, UNLINKED_DEPLOY, ex, human_duration,
+    CHANGE_REGRESSION, CONFLICTING_EVIDENCE, EVIDENCE_GAP, Exception, HISTORY_REWRITTEN,
+    LATE_EVIDENCE, ROLLBACK_UNLINKED, UNLINKED_DEPLOY, ex, human_duration,
 };
 use crate::core::evidence::{Evidence, VersionFact};
 
@@ -38,6 +38,34 @@ pub fn history_rewritten(e: &Evidence) -> Option<Exception> {
             ),
         )
     })
+}
+
+/// Its service's runtime spans were clearly worse after the deploy than before it
+/// (`core::runtime::compare`, thresholds in `[suspects]`).
+pub fn change_regression(e: &Evidence) -> Option<Exception> {
+    let c = e.runtime.as_ref().filter(|c| c.regression)?;
+    let first = c
+        .after
+        .first_error
+        .as_ref()
+        .map(|f| format!("; first error span in trace {}", f.trace_id))
+        .unwrap_or_default();
+    let kinds = if c.new_error_kinds.is_empty() {
+        String::new()
+    } else {
+        format!("; new error kinds: {}", c.new_error_kinds.join(", "))
+    };
+    Some(ex(
+        CHANGE_REGRESSION,
+        format!(
+            "{} in {}, {} after the deploy against {} before it: {}{kinds}{first}",
+            c.service,
+            c.environment,
+            human_duration(c.window_ns),
+            human_duration(c.baseline_ns),
+            c.reasons.join("; ")
+        ),
+    ))
 }
 
 /// Facts about the change that contradict each other: every value, with when and from whom;

@@ -120,6 +120,7 @@ fn clean() -> Evidence {
             summary: String::new(),
         }],
         history_rewrites: vec![],
+        runtime: None,
         rolled_back_by: vec![],
         conflicts: vec![],
         deciding: vec![],

@@ -1,0 +1,385 @@
+//! Suspect changes (`GET /v1/suspects`) and the per-change runtime comparison, both read from the
+//! signed `runtime.minute` entries (`core::runtime`):
+//!
+//! - `suspects` ranks the production changes deployed in (or one window before) a period by how
+//!   likely they caused a service's errors or latency in it;
+//! - `run_comparer` follows the deploy attempts in the chain and, once a production change's
+//!   window after its deploy has passed (plus `settle`, by its stated end and by its receipt),
+//!   records its `runtime.compared` fact: CHANGE_REGRESSION when the rise is clear. One fact per
+//!   change (its key carries no digest), so instances comparing at once record it once.
+
+use crate::core::evidence::identity::Principal;
+use crate::core::evidence::{
+    Evidence, Fact, FactRecord, SentBy, Source, decision, deploy_succeeded,
+};
+use crate::core::runtime::suspects::{Candidate, Query, Ranked, rank};
+use crate::core::runtime::{self, Minute, Thresholds};
+use crate::pipeline::{Appender, Telemetry};
+use crate::read::changes::{Criteria, Rollbacks, exceptions, fetch_facts, fold_facts, judge_all};
+use crate::storage::{StorageError, Store};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Minutes read for one question at most: a week of 50 services' minutes.
+const MAX_MINUTES: u64 = 500_000;
+/// Changes looked at as candidates at most.
+const MAX_CANDIDATES: u64 = 500;
+/// Suspects returned at most.
+const MAX_SUSPECTS: usize = 20;
+/// A span may state a time this far ahead of its receipt (the receiver rejects more): a minute's
+/// entry can precede the minute by this much.
+const SKEW_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// What reading the minutes needs besides the thresholds.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub thresholds: Thresholds,
+    /// `[suspects] max_age`: how long after its minute a minute's entry may be appended.
+    pub max_age_ns: i64,
+}
+
+/// A service's minutes in an environment, by service.
+#[derive(Debug, Default)]
+pub struct Series {
+    pub by_service: BTreeMap<String, Vec<Minute>>,
+    /// Entries whose payload was erased or is not a minute this code writes.
+    pub unreadable: u64,
+    /// More minutes than `MAX_MINUTES`: the rest were not read.
+    pub truncated: bool,
+}
+
+/// The minutes of `environment` (of `service` only, when given) starting in [from, to).
+pub async fn series(
+    store: &Store,
+    environment: &str,
+    service: Option<&str>,
+    (from_ns, to_ns): (i64, i64),
+    r: &Reading,
+) -> Result<Series, StorageError> {
+    let env = environment.to_ascii_lowercase();
+    let size = store.head().await?.map_or(0, |h| h.head.size);
+    let first = store
+        .first_seq_at(from_ns.saturating_sub(SKEW_NS), size)
+        .await?;
+    let late = to_ns.saturating_add(r.max_age_ns).saturating_add(SKEW_NS);
+    let last = store.first_seq_at(late, size).await?;
+    let subject = service.map(|s| runtime::subject(&env, s));
+    let prefix = format!("runtime:{env}/");
+    let rows = store
+        .runtime_minutes(subject.as_deref(), &prefix, (first, last), MAX_MINUTES + 1)
+        .await?;
+    let mut out = Series {
+        truncated: rows.len() as u64 > MAX_MINUTES,
+        ..Series::default()
+    };
+    for (_, subject, payload) in rows.into_iter().take(MAX_MINUTES as usize) {
+        let m = payload.and_then(|p| serde_json::from_str::<Minute>(&p).ok());
+        match m {
+            // The subject is signed with the entry; the payload must agree with it.
+            Some(m) if m.is_valid() && runtime::subject(&m.environment, &m.service) == subject => {
+                if m.minute_ns >= from_ns && m.minute_ns < to_ns {
+                    out.by_service.entry(m.service.clone()).or_default().push(m);
+                }
+            }
+            _ => out.unreadable += 1,
+        }
+    }
+    Ok(out)
+}
+
+/// When a production change's deploy completed, and when the service received that: the latest
+/// successful attempt (or, with no step reported, the run's end).
+fn deployed_at(e: &Evidence) -> Option<(i64, i64)> {
+    if !e.change.production || !deploy_succeeded(e) {
+        return None;
+    }
+    let ok = e
+        .steps
+        .iter()
+        .flat_map(|s| s.attempts.iter())
+        .filter(|a| a.result == "success");
+    let end = ok.clone().map(|a| a.end_ns).max();
+    let received = ok.map(|a| a.received_ns).max();
+    match (end, received) {
+        (Some(e), Some(r)) => Some((e, r)),
+        _ => e.change.finished_ns.map(|t| (t, t)),
+    }
+}
+
+fn candidate(e: &Evidence) -> Option<Candidate> {
+    let (deployed_ns, _) = deployed_at(e)?;
+    Some(Candidate {
+        change_id: e.change.id.clone(),
+        service: e.change.service.clone()?,
+        version: e.change.version.clone(),
+        deployed_ns,
+    })
+}
+
+/// A suspect with the change's people and attempts.
+#[derive(Debug, Serialize)]
+pub struct Suspect {
+    #[serde(flatten)]
+    pub ranked: Ranked,
+    pub requester: Option<String>,
+    pub approvers: Vec<String>,
+    /// "2 attempts: 1 failed, then succeeded".
+    pub attempts: Vec<String>,
+    pub exceptions: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SuspectsView {
+    pub service: String,
+    pub environment: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub suspects: Vec<Suspect>,
+    /// Candidates looked at (production changes deployed in the period or a window before it).
+    pub candidates: usize,
+    pub minutes_read: usize,
+    pub unreadable_minutes: u64,
+    pub truncated: bool,
+}
+
+fn subject_of(p: &Option<Principal>) -> Option<String> {
+    p.as_ref().and_then(|p| p.subject.clone())
+}
+
+/// The changes most likely behind `service`'s errors or latency in `environment` in [from, to].
+pub async fn suspects(
+    store: &Store,
+    c: &Criteria,
+    r: &Reading,
+    (service, environment): (&str, &str),
+    (from_ns, to_ns): (i64, i64),
+) -> Result<SuspectsView, StorageError> {
+    let th = &r.thresholds;
+    // Attempts are stated at their start; a deploy may run for hours before it completes.
+    let ids = store
+        .changes_attempting_between(
+            from_ns
+                .saturating_sub(th.window_ns)
+                .saturating_sub(24 * 3_600_000_000_000),
+            to_ns,
+            MAX_CANDIDATES,
+        )
+        .await?;
+    let folded = fold_facts(
+        fetch_facts(store, &ids, u64::MAX).await?,
+        &c.policy,
+        &Rollbacks::default(),
+    );
+    let mut by_id: BTreeMap<String, (Evidence, Vec<u64>)> = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for (e, broken) in folded {
+        let env_ok = e
+            .change
+            .environment
+            .as_deref()
+            .is_some_and(|x| x.eq_ignore_ascii_case(environment));
+        if let Some(cand) = candidate(&e).filter(|_| env_ok) {
+            candidates.push(cand);
+            by_id.insert(e.change.id.clone(), (e, broken));
+        }
+    }
+    let span = (
+        from_ns
+            .saturating_sub(th.window_ns)
+            .saturating_sub(th.baseline_ns)
+            .saturating_sub(runtime::MINUTE_NS),
+        to_ns.saturating_add(th.window_ns),
+    );
+    let series = series(store, environment, None, span, r).await?;
+    let q = Query {
+        service,
+        environment,
+        from_ns,
+        to_ns,
+    };
+    let ranked = rank(&q, &candidates, &series.by_service, th);
+    let mut top: Vec<(Evidence, Vec<u64>)> = Vec::new();
+    let mut order = Vec::new();
+    for s in ranked.into_iter().take(MAX_SUSPECTS) {
+        if let Some(e) = by_id.remove(&s.change_id) {
+            top.push(e);
+            order.push(s);
+        }
+    }
+    judge_all(store, &mut top, u64::MAX, &c.judging).await?;
+    let suspects = order
+        .into_iter()
+        .zip(top)
+        .map(|(ranked, (e, broken))| Suspect {
+            requester: subject_of(&e.requester),
+            approvers: e
+                .approvals
+                .iter()
+                .filter(|a| a.decision == decision::APPROVED)
+                .filter_map(|a| subject_of(&a.approver))
+                .collect(),
+            attempts: e.steps.iter().map(|s| s.summary.clone()).collect(),
+            exceptions: exceptions(&e, &broken, &c.rules)
+                .into_iter()
+                .map(|x| x.code.to_owned())
+                .collect(),
+            ranked,
+        })
+        .collect();
+    Ok(SuspectsView {
+        service: service.to_owned(),
+        environment: environment.to_owned(),
+        from_ns,
+        to_ns,
+        suspects,
+        candidates: candidates.len(),
+        minutes_read: series.by_service.values().map(Vec::len).sum(),
+        unreadable_minutes: series.unreadable,
+        truncated: series.truncated,
+    })
+}
+
+/// `[suspects]` as the comparer applies it.
+#[derive(Debug, Clone)]
+pub struct Comparer {
+    pub reading: Reading,
+    pub settle_ns: i64,
+    pub interval: Duration,
+}
+
+/// What one look at the deploy attempts did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Compared {
+    pub recorded: u64,
+    pub regressions: u64,
+    /// A deploy whose window has not passed yet stopped the look there.
+    pub waiting: bool,
+}
+
+/// The `runtime.compared` fact of a change.
+fn comparison_fact(e: &Evidence, cmp: runtime::Comparison) -> FactRecord {
+    FactRecord {
+        key: format!("change:{}:runtime", e.change.id),
+        change_id: Some(e.change.id.clone()),
+        run_id: None,
+        source: Source::Runtime,
+        time_ns: cmp.deployed_ns.saturating_add(cmp.window_ns),
+        stated_until_ns: None,
+        sent_by: Some(SentBy {
+            token_id: None,
+            name: "changetrail runtime comparison".into(),
+        }),
+        max_lateness_ns: None,
+        fact: Fact::RuntimeCompared(cmp),
+    }
+}
+
+/// Compares the deploys recorded since the cursor whose window has passed, in chain order.
+pub async fn compare_due(
+    store: &Store,
+    appender: &Appender,
+    c: &Criteria,
+    k: &Comparer,
+    now_ns: i64,
+) -> Result<Compared, StorageError> {
+    let mut done = Compared::default();
+    let cursor = match store.runtime_cursor().await? {
+        Some(t) => t,
+        None => {
+            // Switched on for the first time: deploys from here on are compared.
+            let head = store
+                .head()
+                .await?
+                .map_or(-1, |h| i64::try_from(h.head.size).unwrap_or(i64::MAX) - 1);
+            store.move_runtime_cursor(None, head).await?;
+            return Ok(done);
+        }
+    };
+    let th = &k.reading.thresholds;
+    let mut through = cursor;
+    'rows: for (seq, change) in store.attempts_after(cursor, 200).await? {
+        if let Some(id) = change {
+            let facts = fetch_facts(store, std::slice::from_ref(&id), u64::MAX).await?;
+            let folded = fold_facts(facts, &c.policy, &Rollbacks::default());
+            for (e, _) in &folded {
+                let Some(cand) = candidate(e).filter(|_| e.runtime.is_none()) else {
+                    continue;
+                };
+                let (_, received) = deployed_at(e).unwrap_or_default();
+                let due = cand
+                    .deployed_ns
+                    .saturating_add(th.window_ns)
+                    .max(received)
+                    .saturating_add(k.settle_ns);
+                if due > now_ns {
+                    done.waiting = true;
+                    break 'rows;
+                }
+                let env = e.change.environment.clone().unwrap_or_default();
+                let span = (
+                    runtime::minute_of(cand.deployed_ns).saturating_sub(th.baseline_ns),
+                    cand.deployed_ns.saturating_add(th.window_ns),
+                );
+                let s = series(store, &env, Some(&cand.service), span, &k.reading).await?;
+                let minutes = s.by_service.get(&cand.service).cloned().unwrap_or_default();
+                let cmp = runtime::compare(
+                    &minutes,
+                    (&env.to_ascii_lowercase(), &cand.service),
+                    cand.deployed_ns,
+                    cand.version.as_deref(),
+                    th,
+                );
+                let regression = cmp.regression;
+                let fact = comparison_fact(e, cmp);
+                if appender
+                    .append_telemetry(Telemetry {
+                        spans: Vec::new(),
+                        logs: Vec::new(),
+                        facts: vec![fact],
+                    })
+                    .await
+                    .is_err()
+                {
+                    // Tried again at the next look, from the same place.
+                    break 'rows;
+                }
+                done.recorded += 1;
+                done.regressions += u64::from(regression);
+            }
+        }
+        through = i64::try_from(seq).unwrap_or(i64::MAX);
+    }
+    if through != cursor {
+        store.move_runtime_cursor(Some(cursor), through).await?;
+    }
+    Ok(done)
+}
+
+/// Compares due deploys every `interval` until shutdown.
+pub async fn run_comparer(
+    store: Store,
+    appender: Appender,
+    c: Criteria,
+    k: Comparer,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(k.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match compare_due(&store, &appender, &c, &k, crate::sys::now_ns()).await {
+            Ok(d) if d.recorded > 0 => tracing::info!(
+                compared = d.recorded,
+                regressions = d.regressions,
+                "Deploys compared with what ran before them."
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Deploys could not be compared; trying again."),
+        }
+    }
+}

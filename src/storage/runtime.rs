@@ -1,0 +1,91 @@
+//! Runtime minutes (`runtime.minute` entries) by service and range, and the comparer's cursor
+//! (`runtime_state`, operational, not evidence).
+
+use super::{Result, Store, i, u};
+
+/// A `runtime.minute` entry: (seq, subject, payload unless erased).
+pub type MinuteRow = (u64, String, Option<String>);
+
+impl Store {
+    /// `runtime.minute` entries with `from <= seq < to`, in chain order, at most `limit`: those
+    /// filed under `subject` when given (its index), else those whose subject starts with
+    /// `prefix` (the kind's index).
+    pub async fn runtime_minutes(
+        &self,
+        subject: Option<&str>,
+        prefix: &str,
+        (from, to): (u64, u64),
+        limit: u64,
+    ) -> Result<Vec<MinuteRow>> {
+        let rows: Vec<(i64, String, Option<String>)> = match subject {
+            Some(s) => on_pool!(self, p => sqlx::query_as(
+                "SELECT e.seq, e.subject, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
+                 WHERE e.subject = $1 AND e.seq >= $2 AND e.seq < $3 AND e.kind = 'runtime.minute' \
+                 ORDER BY e.seq LIMIT $4")
+                .bind(s).bind(i(from)).bind(i(to)).bind(i(limit)).fetch_all(p).await)?,
+            // Compared byte for byte (substr), not by a collation-dependent LIKE.
+            None => on_pool!(self, p => sqlx::query_as(
+                "SELECT e.seq, e.subject, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
+                 WHERE e.kind = 'runtime.minute' AND e.seq >= $1 AND e.seq < $2 \
+                 AND substr(e.subject, 1, CAST($3 AS INTEGER)) = $4 ORDER BY e.seq LIMIT $5")
+                .bind(i(from)).bind(i(to)).bind(i(prefix.chars().count() as u64)).bind(prefix)
+                .bind(i(limit)).fetch_all(p).await)?,
+        };
+        rows.into_iter()
+            .map(|(s, subject, payload)| Ok((u(s, "seq")?, subject, payload)))
+            .collect()
+    }
+
+    /// The changes whose deploy attempts (`task.finished` facts) are stated in [from, to], each
+    /// once, at most `limit`.
+    pub async fn changes_attempting_between(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        limit: u64,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT DISTINCT change_id FROM facts WHERE kind = 'task.finished' \
+             AND time_ns >= $1 AND time_ns <= $2 AND change_id IS NOT NULL ORDER BY change_id LIMIT $3")
+            .bind(from_ns).bind(to_ns).bind(i(limit)).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
+    }
+
+    /// Deploy attempts recorded after entry `after`, in chain order, at most `limit`:
+    /// (entry seq, change id).
+    pub async fn attempts_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Option<String>)>> {
+        let rows: Vec<(i64, Option<String>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT entry_seq, change_id FROM facts WHERE kind = 'task.finished' AND entry_seq > $1 \
+             ORDER BY entry_seq LIMIT $2")
+            .bind(after).bind(i(limit)).fetch_all(p).await)?;
+        rows.into_iter()
+            .map(|(s, c)| Ok((u(s, "entry seq")?, c)))
+            .collect()
+    }
+
+    /// How far the comparer has followed the deploy attempts, `None` before it first ran.
+    pub async fn runtime_cursor(&self) -> Result<Option<i64>> {
+        let r: Option<(i64,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT through_seq FROM runtime_state WHERE id = 1")
+            .fetch_optional(p).await)?;
+        Ok(r.map(|(t,)| t))
+    }
+
+    /// Moves the comparer's cursor from `expected` to `through` unless another instance moved it
+    /// first (then false, nothing written).
+    pub async fn move_runtime_cursor(&self, expected: Option<i64>, through: i64) -> Result<bool> {
+        let done = match expected {
+            None => on_pool!(self, p => sqlx::query(
+                "INSERT INTO runtime_state (id, through_seq) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+                .bind(through).execute(p).await.map(|r| r.rows_affected()))?,
+            Some(e) => on_pool!(self, p => sqlx::query(
+                "UPDATE runtime_state SET through_seq = $1 WHERE id = 1 AND through_seq = $2")
+                .bind(through).bind(e).execute(p).await.map(|r| r.rows_affected()))?,
+        };
+        Ok(done == 1)
+    }
+}
