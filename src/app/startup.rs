@@ -221,7 +221,7 @@ impl App {
             cfg.otlp.binding_sync_interval,
             shutdown.clone(),
         ));
-        spawn_runtime(&cfg, &ingestor, &store, &appender, &shutdown);
+        spawn_runtime(&cfg, &ingestor, &store, &appender, &shutdown).await?;
         // The change list's index, kept caught up with the chain (a list request also takes a
         // step, so it never lags more than a step behind what was committed before it).
         if !cfg.reports.summary_refresh.is_zero() {
@@ -348,16 +348,17 @@ impl App {
 
 /// `[suspects]`: runtime minutes appended as they close, and deploys compared once their window
 /// has passed.
-fn spawn_runtime(
+async fn spawn_runtime(
     cfg: &Config,
     ingestor: &Arc<ingest::Ingestor>,
     store: &Store,
     appender: &crate::pipeline::Appender,
     shutdown: &CancellationToken,
-) {
+) -> anyhow::Result<()> {
     if !cfg.suspects.enabled {
-        return;
+        return Ok(());
     }
+    crate::read::suspects::start(store).await?;
     tokio::spawn(ingest::runtime::run_runtime_flush(
         ingestor.clone(),
         cfg.suspects.flush_interval,
@@ -370,6 +371,7 @@ fn spawn_runtime(
         cfg.suspects.comparer(),
         shutdown.clone(),
     ));
+    Ok(())
 }
 
 /// How the change endpoints fold, judge and link, from the configuration.

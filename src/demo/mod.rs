@@ -7,7 +7,8 @@
 //! and is retried). On top of those, one of each problem an auditor looks for: a self-approval, an
 //! approval after the deploy, an emergency nobody reviewed (and one that was reviewed), a rollback,
 //! an unverified requester, an approval token replayed from another change, a deploy credential
-//! that was not rotated, and a version in production that no change deployed.
+//! that was not rotated, a version in production that no change deployed, and a release whose
+//! errors rose after its deploy (CHANGE_REGRESSION) until a rollback restored the version before.
 //!
 //! This plan is built here on purpose, not with `demo::scenario` (the builder the tests and
 //! `bench report` share): the demo checks its report against its own expectations, so it stays an
@@ -328,6 +329,49 @@ impl<'a> Flow<'a> {
     }
 }
 
+/// One request served at `minute` + `i` × 3 s in a trace of its own (a SERVER span), failing with
+/// ConnectionError when `failed`.
+fn request_span(n: u32, minute: i64, i: usize, failed: bool) -> Span {
+    let start = minute + i as i64 * 3_000_000_000;
+    let end = start + if failed { 250 } else { 45 } * 1_000_000;
+    let mut trace = [0u8; 16];
+    trace[0] = 0xde;
+    trace[1] = 0x31;
+    trace[2..6].copy_from_slice(&n.to_be_bytes());
+    trace[6..14].copy_from_slice(&start.to_be_bytes());
+    trace[15] = i as u8;
+    let mut span_id = [0u8; 8];
+    span_id.copy_from_slice(&trace[6..14]);
+    let (status, events) = if failed {
+        (
+            Some(Status {
+                code: 2,
+                message: "upstream closed the connection".into(),
+            }),
+            vec![opentelemetry_proto::tonic::trace::v1::span::Event {
+                time_unix_nano: end as u64,
+                name: "exception".into(),
+                attributes: vec![kv("exception.type", "ConnectionError")],
+                ..Default::default()
+            }],
+        )
+    } else {
+        (None, Vec::new())
+    };
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: span_id.to_vec(),
+        name: "POST /v1/checkout".into(),
+        kind: 2,
+        start_time_unix_nano: start as u64,
+        end_time_unix_nano: end as u64,
+        attributes: vec![kv("http.request.method", "POST")],
+        status,
+        events,
+        ..Default::default()
+    }
+}
+
 /// Monday 00:00 UTC of the week holding `ns`.
 fn week_start(ns: i64) -> i64 {
     // 1970-01-01 was a Thursday: Monday is day 4 of that week.
@@ -356,6 +400,7 @@ pub fn plan(idp: &DemoIdp, now_ns: i64, weeks: u32) -> Plan {
     p.rollback();
     p.replayed_token();
     p.unrotated_key();
+    p.regression();
     let unlinked = p.unlinked_version();
     Plan {
         spans: p.spans,
@@ -571,6 +616,62 @@ impl<'a> Planner<'a> {
 
     /// A version running in production that no change deployed: its spans, no scenario; the
     /// (service, version) returned.
+    /// checkout 3.0.9 deployed and serving (1 request in 40 failing), then 3.1.0 (CHG-CO-2),
+    /// after which 7 in 20 fail with ConnectionError, then a rollback to 3.0.9 (CHG-CO-3), after
+    /// which it is healthy again: CHG-CO-2 gets CHANGE_REGRESSION, and the four keys a restore.
+    fn regression(&mut self) {
+        let mut good = self.special(16, "CHG-CO-1", "checkout", "3.0.9");
+        // Off the 14:00 of the other special flows: the same person's token minted for the same
+        // time would be one token used twice (TOKEN_REUSED).
+        good.t0 += 133 * MIN;
+        let t0 = good.t0;
+        good.request("normal", "alice@example.com", &["engineer"], true, &[]);
+        good.approved_and_deployed("bob@example.com", false);
+        self.add(good, "checkout 3.0.9, healthy", &[]);
+        // The requests checkout serves, each its own trace: the old version until the new one
+        // is deployed (t0 + 71 min), the new one until the rollback (t0 + 101 min), then the old.
+        self.n += 1;
+        let n = self.n;
+        for m in 27..115 {
+            let (version, failing) = match m {
+                ..71 => ("3.0.9", usize::from(m % 2 == 0)),
+                71..101 => ("3.1.0", 7),
+                _ => ("3.0.9", 0),
+            };
+            let resource = vec![
+                kv("service.name", "checkout"),
+                kv("service.version", version),
+                kv("deployment.environment.name", "production"),
+            ];
+            for i in 0..20usize {
+                self.spans.push((
+                    resource.clone(),
+                    request_span(n, t0 + m * MIN, i, i < failing),
+                ));
+            }
+        }
+        let mut bad = self.special(16, "CHG-CO-2", "checkout", "3.1.0");
+        bad.t0 = t0 + 45 * MIN;
+        bad.request("normal", "carol@example.com", &["engineer"], true, &[]);
+        bad.approved_and_deployed("bob@example.com", false);
+        self.add(
+            bad,
+            "checkout 3.1.0: errors rose from 2.5 % to 35 % after its deploy",
+            &["CHANGE_REGRESSION"],
+        );
+        let mut back = self.special(16, "CHG-CO-3", "checkout", "3.0.9");
+        back.t0 = t0 + 75 * MIN;
+        back.request(
+            "rollback",
+            "carol@example.com",
+            &["engineer"],
+            true,
+            &[("changetrail.change.rollback_of", "CHG-CO-2")],
+        );
+        back.approved_and_deployed("erin@example.com", false);
+        self.add(back, "rollback of CHG-CO-2 to 3.0.9, approved", &[]);
+    }
+
     fn unlinked_version(&mut self) -> Vec<(String, String)> {
         let mut rogue = self.special(13, "none", "checkout", "2.9.9-hotfix");
         rogue.runtime(0, &["GET /cart", "POST /cart/items"]);
@@ -600,7 +701,7 @@ mod tests {
         for weeks in [1, 6] {
             let p = plan(&idp, now, weeks);
             assert_eq!(p.to_ns - p.from_ns, i64::from(weeks) * WEEK);
-            assert_eq!(p.scenarios.len(), SERVICES.len() * weeks as usize + 8);
+            assert_eq!(p.scenarios.len(), SERVICES.len() * weeks as usize + 11);
             let ids: BTreeSet<_> = p.scenarios.iter().map(|s| &s.change_id).collect();
             assert_eq!(ids.len(), p.scenarios.len(), "change ids are unique");
             for (_, s) in &p.spans {
@@ -614,6 +715,7 @@ mod tests {
                 "EMERGENCY_NO_REVIEW",
                 "UNVERIFIED_IDENTITY",
                 "UNLINKED_DEPLOY",
+                "CHANGE_REGRESSION",
             ] {
                 assert!(by_code.contains_key(code), "{code} in {weeks} weeks");
             }

@@ -276,6 +276,26 @@ fn comparison_fact(e: &Evidence, cmp: runtime::Comparison) -> FactRecord {
     }
 }
 
+/// Starts the comparer's cursor at the head the first time comparisons are switched on, so every
+/// deploy recorded from here on is compared (history is not replayed). Called before any
+/// listener takes a request.
+pub async fn start(store: &Store) -> Result<(), StorageError> {
+    if store.runtime_cursor().await?.is_none() {
+        let head = store
+            .head()
+            .await?
+            .map_or(-1, |h| i64::try_from(h.head.size).unwrap_or(i64::MAX) - 1);
+        store.move_runtime_cursor(None, head).await?;
+    }
+    Ok(())
+}
+
+/// Whether every deploy attempt recorded so far has been compared or skipped.
+pub async fn caught_up(store: &Store) -> Result<bool, StorageError> {
+    let cursor = store.runtime_cursor().await?.unwrap_or(-1);
+    Ok(store.attempts_after(cursor, 1).await?.is_empty())
+}
+
 /// Compares the deploys recorded since the cursor whose window has passed, in chain order.
 pub async fn compare_due(
     store: &Store,
@@ -285,17 +305,9 @@ pub async fn compare_due(
     now_ns: i64,
 ) -> Result<Compared, StorageError> {
     let mut done = Compared::default();
-    let cursor = match store.runtime_cursor().await? {
-        Some(t) => t,
-        None => {
-            // Switched on for the first time: deploys from here on are compared.
-            let head = store
-                .head()
-                .await?
-                .map_or(-1, |h| i64::try_from(h.head.size).unwrap_or(i64::MAX) - 1);
-            store.move_runtime_cursor(None, head).await?;
-            return Ok(done);
-        }
+    let Some(cursor) = store.runtime_cursor().await? else {
+        start(store).await?;
+        return Ok(done);
     };
     let th = &k.reading.thresholds;
     let mut through = cursor;

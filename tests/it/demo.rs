@@ -70,6 +70,16 @@ async fn the_demo_serves_a_report_whose_exceptions_match_its_scenarios() {
         text.contains("CHG-1004     rolled back → restored by "),
         "{text}"
     );
+    // The regression: the suspect found for checkout's errors, and the rollback that restored it.
+    assert!(
+        text.contains("CHG-CO-2     rolled back → restored by CHG-CO-3 after 30 min"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  suspects   checkout's errors from ")
+            && text.contains(": CHG-CO-2 ranked first of "),
+        "{text}"
+    );
     let console = field("console");
     let auditor = field("tokens     auditor");
     let vkey = field("vkey");
@@ -88,7 +98,7 @@ async fn the_demo_serves_a_report_whose_exceptions_match_its_scenarios() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["changes"].as_array().map(Vec::len), Some(13), "{list}");
+    assert_eq!(list["changes"].as_array().map(Vec::len), Some(16), "{list}");
 
     sigterm(&child);
     assert!(child.wait().unwrap().success());

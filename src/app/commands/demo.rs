@@ -73,6 +73,7 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
         tokens.insert(role.as_str(), token);
     }
     let sent = send(&format!("http://{grpc}"), &tokens["ingest"], plan).await?;
+    wait_for_comparisons(&store).await?;
     writer.checkpoint().await?;
 
     let out = dir.join("report-soc2");
@@ -141,6 +142,7 @@ async fn local(a: &DemoArgs, idp: &DemoIdp, plan: &Plan) -> anyhow::Result<i32> 
         );
     }
     print_delivery(&store, &cfg, plan.from_ns, plan.to_ns).await?;
+    print_suspect(&store, &cfg).await?;
     let list: Vec<String> = got.iter().map(|(c, n)| format!("{c} {n}")).collect();
     println!(
         "  exceptions {} — {}",
@@ -227,6 +229,11 @@ fn demo_config(a: &DemoArgs, dir: &Path, jwks: PathBuf) -> Config {
     // times they state, which this service allows (as an import of older history would).
     cfg.evidence.max_lateness = demo::HISTORY;
     cfg.identity.max_token_age_at_receipt = demo::HISTORY;
+    // Its runtime spans are weeks old too; and it waits for the comparisons, so they run often.
+    cfg.suspects.max_age = demo::HISTORY;
+    cfg.suspects.settle = std::time::Duration::from_secs(2);
+    cfg.suspects.interval = std::time::Duration::from_millis(250);
+    cfg.suspects.flush_interval = std::time::Duration::from_millis(250);
     cfg
 }
 
@@ -391,6 +398,64 @@ async fn remote(endpoint: &str, token: &str, plan: &Plan) -> anyhow::Result<i32>
         }
     }
     Ok(0)
+}
+
+/// Waits until every deploy sent has been compared with the runtime spans around it (a couple of
+/// seconds: `[suspects] settle` after the last one arrived).
+async fn wait_for_comparisons(store: &crate::storage::Store) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    while !crate::read::suspects::caught_up(store).await? {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            anyhow::bail!(
+                "the deploys were not compared with their runtime spans within 2 minutes"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// What `GET /v1/suspects` answers about checkout's errors after CHG-CO-2's deploy.
+async fn print_suspect(
+    store: &crate::storage::Store,
+    cfg: &crate::app::config::Config,
+) -> anyhow::Result<()> {
+    let c = cfg.criteria();
+    let Some((e, _)) = crate::read::changes::evidence_of(store, "CHG-CO-2", &c).await? else {
+        return Ok(());
+    };
+    let Some(deployed) = e.timeline.deploy_end_ns else {
+        return Ok(());
+    };
+    let window = (
+        deployed - 10 * 60_000_000_000,
+        deployed + 20 * 60_000_000_000,
+    );
+    let v = crate::read::suspects::suspects(
+        store,
+        &c,
+        &cfg.suspects.reading(),
+        ("checkout", "production"),
+        window,
+    )
+    .await?;
+    let Some(top) = v.suspects.first() else {
+        println!("  suspects   none found for checkout's errors (NOT what the scenario expects)");
+        return Ok(());
+    };
+    let r = &top.ranked;
+    let pct = |x: f64| format!("{:.1} %", x * 100.0);
+    println!(
+        "  suspects   checkout's errors from {}: {} ranked first of {} (score {:.2}), error rate {} → {}, first error in trace {}",
+        &rfc3339(r.onset_ns.unwrap_or(deployed))[..16],
+        r.change_id,
+        v.suspects.len(),
+        r.score,
+        pct(r.own.before.error_rate),
+        pct(r.own.after.error_rate),
+        r.first_error.as_ref().map_or("—", |f| f.trace_id.as_str()),
+    );
+    Ok(())
 }
 
 /// The four keys of the demo's weeks, and each failed change with what restored it.
