@@ -333,7 +333,9 @@ impl App {
         for s in servers {
             let _ = s.await;
         }
-        // Listeners are closed and their requests answered; now the sequencer drains.
+        // Listeners are closed and their requests answered: the runtime minutes still held are
+        // appended while the sequencer still takes work; then it drains.
+        self.ingestor.flush_runtime(true).await;
         self.sequencer_stop.cancel();
         if tokio::time::timeout(DRAIN_DEADLINE, self.sequencer)
             .await
@@ -368,7 +370,7 @@ async fn spawn_runtime(
         store.clone(),
         appender.clone(),
         cfg.criteria(),
-        cfg.suspects.comparer(),
+        cfg.suspects.comparer(cfg.evidence.max_clock_skew),
         shutdown.clone(),
     ));
     Ok(())
@@ -385,7 +387,10 @@ fn correlation(
         max_clock_skew_ns: i64::try_from(cfg.evidence.max_clock_skew.as_nanos())
             .unwrap_or(i64::MAX),
         trace_url: cfg.links.trace_url()?,
-        suspects: cfg.suspects.enabled.then(|| cfg.suspects.reading()),
+        suspects: cfg
+            .suspects
+            .enabled
+            .then(|| cfg.suspects.reading(cfg.evidence.max_clock_skew)),
     })
 }
 

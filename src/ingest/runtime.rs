@@ -2,14 +2,17 @@
 //! are kept, parked or dropped, and appended as signed `runtime.minute` entries once each minute
 //! has closed (`core::runtime` says what a cell holds and how the entries are read).
 //!
-//! Memory is bounded by `max_cells` cells (each at most ~3 KiB: 256 sketch buckets, 9 error
-//! kinds of at most 128 bytes, the key); a span needing a cell beyond that is not counted
-//! (`changetrail_runtime_overflow_total`) and the next flush appends the oldest minutes early to
-//! make room. A span's minute is its end time as stated (a claim, bounded: the receiver already
-//! rejects times ahead of its clock, and a span ending longer than `max_age` before its receipt
-//! is not counted, `changetrail_runtime_too_old_total`), so history sent late lands in the
-//! minute it happened in, and entries of one minute add up. What a crash loses is the cells not
-//! yet appended: at most the last `flush_after` + `flush_interval` of counts.
+//! Spans are counted only once their export is answered OK (a refused export's retry is not
+//! counted twice), into cells of at most ~8 KiB (256 sketch buckets, 9 error kinds and 5
+//! senders of at most 128 bytes, a key of at most 3 × 256 bytes): memory is bounded by
+//! `max_cells` of them. A span needing a cell beyond that, or beyond `MAX_KEYS_PER_REQUEST` new
+//! keys in one export, is not counted (`changetrail_runtime_overflow_total`), and the next flush
+//! appends the oldest minutes early to make room. A span's minute is its end time as stated (a
+//! claim, bounded: the receiver rejects times ahead of its clock, and a span ending longer than
+//! `max_age` before its receipt is not counted, `changetrail_runtime_too_old_total`), so history
+//! sent late lands in the minute it happened in, and entries of one minute add up. Each cell
+//! names the ingest tokens that sent its spans. What a crash loses is the cells not yet
+//! appended: up to a minute plus `flush_after` + `flush_interval` of counts.
 
 use super::Ingestor;
 use super::convert::{self, ResourcePart, SpanItem};
@@ -37,7 +40,7 @@ impl Default for Settings {
         Settings {
             enabled: false,
             max_age_ns: 3_600_000_000_000,
-            max_cells: 20_000,
+            max_cells: 10_000,
             flush_after_ns: 30_000_000_000,
         }
     }
@@ -45,6 +48,17 @@ impl Default for Settings {
 
 /// (environment in lower case, service, version, minute).
 type Key = (String, String, String, i64);
+
+/// Distinct keys one export may add: a request of thousands of made-up services costs this
+/// many cells, not more.
+pub const MAX_KEYS_PER_REQUEST: usize = 1_024;
+
+/// One export's counts, added to the shared cells once the export is answered OK.
+#[derive(Default)]
+pub struct Local {
+    cells: HashMap<Key, Cell>,
+    pub counted: Counted,
+}
 
 #[derive(Default)]
 pub struct Aggregator {
@@ -101,17 +115,17 @@ fn error_kind(span: &Span) -> &str {
 }
 
 impl Aggregator {
-    /// Counts a request's production entry spans (received at `received_ns`).
-    pub fn observe(
-        &self,
+    /// Counts a request's production entry spans (received at `received_ns` from `sender`), for
+    /// `commit` once the export is answered OK.
+    pub fn prepare(
         items: &[SpanItem],
         policy: &Policy,
         s: &Settings,
-        received_ns: i64,
-    ) -> Counted {
+        (received_ns, sender): (i64, &str),
+    ) -> Local {
         let mut counted = Counted::default();
         if !s.enabled {
-            return counted;
+            return Local::default();
         }
         // Each resource's key is worked out once; its spans share it.
         let mut resources: HashMap<*const ResourcePart, Option<(String, String, String)>> =
@@ -142,30 +156,46 @@ impl Aggregator {
                 .status
                 .as_ref()
                 .is_some_and(|st| st.code == StatusCode::Error as i32);
-            local
-                .entry((
-                    env.clone(),
-                    svc.clone(),
-                    ver.clone(),
-                    runtime::minute_of(end),
-                ))
-                .or_default()
-                .add(
-                    duration,
-                    failed.then(|| (error_kind(&item.span), end, &item.trace_id)),
-                );
+            let key = (
+                env.clone(),
+                svc.clone(),
+                ver.clone(),
+                runtime::minute_of(end),
+            );
+            if !local.contains_key(&key) && local.len() >= MAX_KEYS_PER_REQUEST {
+                counted.overflow += 1;
+                continue;
+            }
+            let cell = local.entry(key).or_insert_with(|| {
+                let mut c = Cell::default();
+                c.sent_by(sender);
+                c
+            });
+            cell.add(
+                duration,
+                failed.then(|| (error_kind(&item.span), end, &item.trace_id)),
+            );
             counted.spans += 1;
         }
-        if local.is_empty() {
+        Local {
+            cells: local,
+            counted,
+        }
+    }
+
+    /// Adds an export's counts, once it was answered OK; what finds no room is not counted.
+    pub fn commit(&self, local: Local, s: &Settings) -> Counted {
+        let mut counted = local.counted;
+        if local.cells.is_empty() {
             return counted;
         }
         let Ok(mut cells) = self.cells.lock() else {
             return counted;
         };
-        for (key, cell) in local {
+        for (key, cell) in local.cells {
             let room = cells.len() < s.max_cells;
             match cells.get_mut(&key) {
-                Some(c) => c.merge(&cell),
+                Some(c) => c.absorb(&cell),
                 None if room => {
                     cells.insert(key, cell);
                 }
@@ -184,6 +214,19 @@ impl Aggregator {
         let Ok(mut cells) = self.cells.lock() else {
             return Vec::new();
         };
+        let out = Self::take_from(&mut cells, now_ns, s, all);
+        // Counted as held before the lock is let go: a reader never sees them nowhere.
+        self.appending
+            .fetch_add(out.len(), std::sync::atomic::Ordering::AcqRel);
+        out
+    }
+
+    fn take_from(
+        cells: &mut HashMap<Key, Cell>,
+        now_ns: i64,
+        s: &Settings,
+        all: bool,
+    ) -> Vec<Minute> {
         let closed = now_ns
             .saturating_sub(s.flush_after_ns)
             .saturating_sub(runtime::MINUTE_NS);
@@ -232,7 +275,7 @@ impl Aggregator {
             cells
                 .entry((m.environment, m.service, m.version, m.minute_ns))
                 .or_default()
-                .merge(&m.cell);
+                .absorb(&m.cell);
         }
     }
 
@@ -273,29 +316,30 @@ impl Ingestor {
     pub async fn flush_runtime(&self, all: bool) {
         let s = &self.config.runtime;
         use std::sync::atomic::Ordering;
-        let appending = &self.runtime.appending;
-        // Counted as held before they leave the map, so a reader never sees them nowhere.
-        appending.fetch_add(1, Ordering::AcqRel);
         let minutes = self.runtime.take(crate::sys::now_ns(), s, all);
-        appending.fetch_add(minutes.len(), Ordering::AcqRel);
-        appending.fetch_sub(1, Ordering::AcqRel);
         if minutes.is_empty() {
             return;
         }
-        let drafts = drafts(&minutes);
         let n = minutes.len();
-        let result = self.appender.append(drafts).await;
+        let drafts = drafts(&minutes);
+        // Waits for room in the queue rather than failing at once: counts are no client's export
+        // to answer 503 to.
+        let made = drafts.len();
+        let result = self.appender.append_waiting(drafts).await;
         if result.is_err() {
             self.runtime.put_back(minutes.clone());
         }
-        appending.fetch_sub(n, Ordering::AcqRel);
+        self.runtime.appending.fetch_sub(n, Ordering::AcqRel);
         match result {
             Ok(_) => {
-                self.metrics.add(
-                    "changetrail_runtime_minutes_total",
-                    &[],
-                    minutes.len() as u64,
-                );
+                self.metrics
+                    .add("changetrail_runtime_minutes_total", &[], made as u64);
+                if made < n {
+                    tracing::warn!(
+                        dropped = n - made,
+                        "Runtime minutes whose entry could not be made (a name the ledger refuses) were dropped."
+                    );
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, minutes = minutes.len(), "Runtime minutes could not be appended; retrying at the next flush.");
@@ -304,7 +348,8 @@ impl Ingestor {
     }
 }
 
-/// Appends closed minutes every `interval` until shutdown, then everything still held.
+/// Appends closed minutes every `interval` until shutdown (what is still held then is appended
+/// by `App::run` once the listeners have answered their last export).
 pub async fn run_runtime_flush(
     ingestor: Arc<Ingestor>,
     interval: Duration,
@@ -315,10 +360,7 @@ pub async fn run_runtime_flush(
     loop {
         tokio::select! {
             _ = tick.tick() => ingestor.flush_runtime(false).await,
-            _ = shutdown.cancelled() => {
-                ingestor.flush_runtime(true).await;
-                return;
-            }
+            _ = shutdown.cancelled() => return,
         }
     }
 }

@@ -18,15 +18,18 @@ impl Ingestor {
         let skew = self.config.max_clock_skew_ns.max(0) as u64;
         let (items, rejections) = convert::spans(req.resource_spans, now, skew);
         let m = &self.metrics;
-        let counted = self.runtime.observe(
+        let sender = intake
+            .sent_by
+            .as_ref()
+            .map(|s| s.token_id.clone().unwrap_or_else(|| s.name.clone()))
+            .unwrap_or_default();
+        // Counted now, added to the minutes only once the export is answered OK.
+        let runtime = runtime::Aggregator::prepare(
             &items,
             &self.config.policy,
             &self.config.runtime,
-            intake.received_ns,
+            (intake.received_ns, &sender),
         );
-        m.add("changetrail_runtime_spans_total", &[], counted.spans);
-        m.add("changetrail_runtime_too_old_total", &[], counted.too_old);
-        m.add("changetrail_runtime_overflow_total", &[], counted.overflow);
         m.add(
             "changetrail_spans_received_total",
             &[],
@@ -52,6 +55,7 @@ impl Ingestor {
         };
         if rows.is_empty() && facts.is_empty() {
             self.versions.commit(sightings);
+            self.count_runtime(runtime);
             return Ok(outcome);
         }
         let stored: usize = rows.iter().map(|r| r.body.len()).sum();
@@ -74,6 +78,7 @@ impl Ingestor {
         {
             Ok(done) => {
                 self.versions.commit(sightings);
+                self.count_runtime(runtime);
                 m.add("changetrail_spans_accepted_total", &[], count);
                 m.add(
                     "changetrail_spans_duplicate_total",
@@ -87,6 +92,15 @@ impl Ingestor {
                 Err(self.append_error(&e))
             }
         }
+    }
+
+    /// Adds an answered export's runtime counts to the minutes.
+    fn count_runtime(&self, local: runtime::Local) {
+        let c = self.runtime.commit(local, &self.config.runtime);
+        let m = &self.metrics;
+        m.add("changetrail_runtime_spans_total", &[], c.spans);
+        m.add("changetrail_runtime_too_old_total", &[], c.too_old);
+        m.add("changetrail_runtime_overflow_total", &[], c.overflow);
     }
 
     /// Puts spans taken out of parking for an export that then failed back: the client's retry

@@ -22,22 +22,25 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Minutes read for one question at most: a week of 50 services' minutes.
-const MAX_MINUTES: u64 = 500_000;
+/// Minute entries read for one question at most (a day of 50 services' minutes from three
+/// instances is 216,000); more is reported as truncated.
+const MAX_MINUTES: u64 = 250_000;
 /// Changes looked at as candidates at most.
 const MAX_CANDIDATES: u64 = 500;
 /// Suspects returned at most.
 const MAX_SUSPECTS: usize = 20;
-/// A span may state a time this far ahead of its receipt (the receiver rejects more): a minute's
-/// entry can precede the minute by this much.
-const SKEW_NS: i64 = 10 * 60 * 1_000_000_000;
-
+/// How long after its receipt a deploy attempt's change may still be described (its run span
+/// arriving) and be compared.
+const DESCRIBE_WITHIN_NS: i64 = 3_600_000_000_000;
 /// What reading the minutes needs besides the thresholds.
 #[derive(Debug, Clone)]
 pub struct Reading {
     pub thresholds: Thresholds,
     /// `[suspects] max_age`: how long after its minute a minute's entry may be appended.
     pub max_age_ns: i64,
+    /// `[evidence] max_clock_skew`: how far ahead of its receipt a span may end, so how long
+    /// before its minute a minute's entry may be appended.
+    pub max_skew_ns: i64,
 }
 
 /// A service's minutes in an environment, by service.
@@ -61,9 +64,12 @@ pub async fn series(
     let env = environment.to_ascii_lowercase();
     let size = store.head().await?.map_or(0, |h| h.head.size);
     let first = store
-        .first_seq_at(from_ns.saturating_sub(SKEW_NS), size)
+        .first_seq_at(from_ns.saturating_sub(r.max_skew_ns), size)
         .await?;
-    let late = to_ns.saturating_add(r.max_age_ns).saturating_add(SKEW_NS);
+    // A minute is appended up to max_age after it, plus a flush; a minute of slack covers that.
+    let late = to_ns
+        .saturating_add(r.max_age_ns)
+        .saturating_add(runtime::MINUTE_NS);
     let last = store.first_seq_at(late, size).await?;
     let subject = service.map(|s| runtime::subject(&env, s));
     let prefix = format!("runtime:{env}/");
@@ -77,8 +83,14 @@ pub async fn series(
     for (_, subject, payload) in rows.into_iter().take(MAX_MINUTES as usize) {
         let m = payload.and_then(|p| serde_json::from_str::<Minute>(&p).ok());
         match m {
-            // The subject is signed with the entry; the payload must agree with it.
-            Some(m) if m.is_valid() && runtime::subject(&m.environment, &m.service) == subject => {
+            // The subject is signed with the entry; the payload must agree with it, and with
+            // what was asked (a name holding '/' could otherwise pass for another's subject).
+            Some(m)
+                if m.is_valid()
+                    && runtime::subject(&m.environment, &m.service) == subject
+                    && m.environment == env
+                    && service.is_none_or(|s| s == m.service) =>
+            {
                 if m.minute_ns >= from_ns && m.minute_ns < to_ns {
                     out.by_service.entry(m.service.clone()).or_default().push(m);
                 }
@@ -142,6 +154,8 @@ pub struct SuspectsView {
     pub minutes_read: usize,
     pub unreadable_minutes: u64,
     pub truncated: bool,
+    /// More candidates than could be looked at: the latest deploys were.
+    pub candidates_truncated: bool,
 }
 
 fn subject_of(p: &Option<Principal>) -> Option<String> {
@@ -157,16 +171,12 @@ pub async fn suspects(
     (from_ns, to_ns): (i64, i64),
 ) -> Result<SuspectsView, StorageError> {
     let th = &r.thresholds;
-    // Attempts are stated at their start; a deploy may run for hours before it completes.
+    // An attempt is stated at its end, when the version is in place; the latest attempts first,
+    // so the deploys nearest the question are the ones kept if there are too many.
     let ids = store
-        .changes_attempting_between(
-            from_ns
-                .saturating_sub(th.window_ns)
-                .saturating_sub(24 * 3_600_000_000_000),
-            to_ns,
-            MAX_CANDIDATES,
-        )
+        .changes_attempting_between(from_ns.saturating_sub(th.window_ns), to_ns, MAX_CANDIDATES)
         .await?;
+    let candidates_truncated = ids.len() as u64 >= MAX_CANDIDATES;
     let folded = fold_facts(
         fetch_facts(store, &ids, u64::MAX).await?,
         &c.policy,
@@ -193,13 +203,27 @@ pub async fn suspects(
         to_ns.saturating_add(th.window_ns),
     );
     let series = series(store, environment, None, span, r).await?;
-    let q = Query {
-        service,
-        environment,
-        from_ns,
-        to_ns,
+    // Ranking is CPU work over every minute read: off the async workers.
+    let by_service = series.by_service;
+    let (ranked, candidates, by_service) = {
+        let th = th.clone();
+        let (service, environment) = (service.to_owned(), environment.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let q = Query {
+                service: &service,
+                environment: &environment,
+                from_ns,
+                to_ns,
+            };
+            (
+                rank(&q, &candidates, &by_service, &th),
+                candidates,
+                by_service,
+            )
+        })
+        .await
+        .map_err(|e| StorageError::Corrupt(format!("ranking suspects failed: {e}")))?
     };
-    let ranked = rank(&q, &candidates, &series.by_service, th);
     let mut top: Vec<(Evidence, Vec<u64>)> = Vec::new();
     let mut order = Vec::new();
     for s in ranked.into_iter().take(MAX_SUSPECTS) {
@@ -235,7 +259,8 @@ pub async fn suspects(
         to_ns,
         suspects,
         candidates: candidates.len(),
-        minutes_read: series.by_service.values().map(Vec::len).sum(),
+        minutes_read: by_service.values().map(Vec::len).sum(),
+        candidates_truncated,
         unreadable_minutes: series.unreadable,
         truncated: series.truncated,
     })
@@ -311,54 +336,79 @@ pub async fn compare_due(
     };
     let th = &k.reading.thresholds;
     let mut through = cursor;
-    'rows: for (seq, change) in store.attempts_after(cursor, 200).await? {
-        if let Some(id) = change {
-            let facts = fetch_facts(store, std::slice::from_ref(&id), u64::MAX).await?;
-            let folded = fold_facts(facts, &c.policy, &Rollbacks::default());
-            for (e, _) in &folded {
-                let Some(cand) = candidate(e).filter(|_| e.runtime.is_none()) else {
-                    continue;
-                };
-                let (_, received) = deployed_at(e).unwrap_or_default();
-                let due = cand
-                    .deployed_ns
-                    .saturating_add(th.window_ns)
-                    .max(received)
-                    .saturating_add(k.settle_ns);
-                if due > now_ns {
-                    done.waiting = true;
-                    break 'rows;
+    // A deploy whose change is not described yet (its run span ends after the deploy task, and
+    // is exported then) is waited for, this long after its receipt, rather than passed over.
+    let wait_for = |received: i64| now_ns < received.saturating_add(DESCRIBE_WITHIN_NS);
+    'rows: for (seq, change, received) in store.attempts_after(cursor, 200).await? {
+        let Some(id) = change else {
+            if wait_for(received) {
+                done.waiting = true;
+                break;
+            }
+            through = i64::try_from(seq).unwrap_or(i64::MAX);
+            continue;
+        };
+        let facts = fetch_facts(store, std::slice::from_ref(&id), u64::MAX).await?;
+        for (e, _) in &fold_facts(facts, &c.policy, &Rollbacks::default()) {
+            if e.runtime.is_some() {
+                continue;
+            }
+            let c = &e.change;
+            let described =
+                c.requested_ns.is_some() && c.service.is_some() && c.environment.is_some();
+            if !described && wait_for(received) {
+                done.waiting = true;
+                break 'rows;
+            }
+            // Not production, not deployed (yet: a later attempt's row comes back to it).
+            let Some(cand) = candidate(e) else {
+                continue;
+            };
+            let (_, deploy_received) = deployed_at(e).unwrap_or_default();
+            let due = cand
+                .deployed_ns
+                .saturating_add(th.window_ns)
+                .max(deploy_received)
+                .saturating_add(k.settle_ns);
+            if due > now_ns {
+                done.waiting = true;
+                break 'rows;
+            }
+            let env = c
+                .environment
+                .clone()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let span = (
+                runtime::minute_of(cand.deployed_ns).saturating_sub(th.baseline_ns),
+                cand.deployed_ns.saturating_add(th.window_ns),
+            );
+            let s = series(store, &env, Some(&cand.service), span, &k.reading).await?;
+            let minutes = s.by_service.get(&cand.service).cloned().unwrap_or_default();
+            let cmp = runtime::compare(
+                &minutes,
+                (&env, &cand.service),
+                cand.deployed_ns,
+                cand.version.as_deref(),
+                th,
+            );
+            let regression = cmp.regression;
+            let appended = appender
+                .append_telemetry(Telemetry {
+                    spans: Vec::new(),
+                    logs: Vec::new(),
+                    facts: vec![comparison_fact(e, cmp)],
+                })
+                .await;
+            match appended {
+                // Another instance recorded this change's comparison first: its stands.
+                Ok(a) if a.facts_duplicate > 0 => {}
+                Ok(_) => {
+                    done.recorded += 1;
+                    done.regressions += u64::from(regression);
                 }
-                let env = e.change.environment.clone().unwrap_or_default();
-                let span = (
-                    runtime::minute_of(cand.deployed_ns).saturating_sub(th.baseline_ns),
-                    cand.deployed_ns.saturating_add(th.window_ns),
-                );
-                let s = series(store, &env, Some(&cand.service), span, &k.reading).await?;
-                let minutes = s.by_service.get(&cand.service).cloned().unwrap_or_default();
-                let cmp = runtime::compare(
-                    &minutes,
-                    (&env.to_ascii_lowercase(), &cand.service),
-                    cand.deployed_ns,
-                    cand.version.as_deref(),
-                    th,
-                );
-                let regression = cmp.regression;
-                let fact = comparison_fact(e, cmp);
-                if appender
-                    .append_telemetry(Telemetry {
-                        spans: Vec::new(),
-                        logs: Vec::new(),
-                        facts: vec![fact],
-                    })
-                    .await
-                    .is_err()
-                {
-                    // Tried again at the next look, from the same place.
-                    break 'rows;
-                }
-                done.recorded += 1;
-                done.regressions += u64::from(regression);
+                // Tried again at the next look, from the same place.
+                Err(_) => break 'rows,
             }
         }
         through = i64::try_from(seq).unwrap_or(i64::MAX);

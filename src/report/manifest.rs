@@ -79,6 +79,10 @@ pub struct ManifestSettings {
     pub version_match_tolerance_ns: Option<i64>,
     #[serde(default)]
     pub emergency_review_window_ns: Option<i64>,
+    /// Whether deploys were compared with their runtime spans (absent before CHANGE_REGRESSION
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regressions_compared: Option<bool>,
 }
 
 /// manifest.json: what was asked, against which checkpoint, and the hash of every file.

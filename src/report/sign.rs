@@ -63,6 +63,7 @@ pub(super) fn manifest(ctx: &Ctx<'_>, summary: &Summary) -> Result<Manifest, Rep
             require_bound_approvals: Some(settings.judging.require_bound_approvals),
             version_match_tolerance_ns: Some(settings.tolerance_ns),
             emergency_review_window_ns: Some(settings.rules.emergency_review_window_ns),
+            regressions_compared: Some(settings.rules.regressions_compared),
         },
         rows: Rows {
             population: tally.changes,

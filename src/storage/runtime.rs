@@ -37,7 +37,8 @@ impl Store {
     }
 
     /// The changes whose deploy attempts (`task.finished` facts) are stated in [from, to], each
-    /// once, at most `limit`.
+    /// once, the latest attempts first, at most `limit` (an attempt naming only its run counts
+    /// for the change that claims the run).
     pub async fn changes_attempting_between(
         &self,
         from_ns: i64,
@@ -45,25 +46,32 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT DISTINCT change_id FROM facts WHERE kind = 'task.finished' \
-             AND time_ns >= $1 AND time_ns <= $2 AND change_id IS NOT NULL ORDER BY change_id LIMIT $3")
+            "SELECT c FROM (SELECT COALESCE(f.change_id, \
+               (SELECT g.change_id FROM facts g WHERE g.run_id = f.run_id AND g.change_id IS NOT NULL \
+                ORDER BY g.entry_seq LIMIT 1)) AS c, f.time_ns AS t \
+             FROM facts f WHERE f.kind = 'task.finished' AND f.time_ns >= $1 AND f.time_ns <= $2) a \
+             WHERE c IS NOT NULL GROUP BY c ORDER BY MAX(t) DESC, c LIMIT $3")
             .bind(from_ns).bind(to_ns).bind(i(limit)).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 
-    /// Deploy attempts recorded after entry `after`, in chain order, at most `limit`:
-    /// (entry seq, change id).
+    /// Deploy attempts recorded after entry `after`, in chain order, at most `limit`: (entry
+    /// seq, the change it names or, naming only its run, the change that claims the run, its
+    /// receipt).
     pub async fn attempts_after(
         &self,
         after: i64,
         limit: u64,
-    ) -> Result<Vec<(u64, Option<String>)>> {
-        let rows: Vec<(i64, Option<String>)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT entry_seq, change_id FROM facts WHERE kind = 'task.finished' AND entry_seq > $1 \
-             ORDER BY entry_seq LIMIT $2")
+    ) -> Result<Vec<(u64, Option<String>, i64)>> {
+        let rows: Vec<(i64, Option<String>, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT f.entry_seq, COALESCE(f.change_id, \
+               (SELECT g.change_id FROM facts g WHERE g.run_id = f.run_id AND g.change_id IS NOT NULL \
+                ORDER BY g.entry_seq LIMIT 1)), f.received_ns \
+             FROM facts f WHERE f.kind = 'task.finished' AND f.entry_seq > $1 \
+             ORDER BY f.entry_seq LIMIT $2")
             .bind(after).bind(i(limit)).fetch_all(p).await)?;
         rows.into_iter()
-            .map(|(s, c)| Ok((u(s, "entry seq")?, c)))
+            .map(|(s, c, t)| Ok((u(s, "entry seq")?, c, t)))
             .collect()
     }
 

@@ -129,6 +129,9 @@ async fn the_demo_serves_a_report_whose_exceptions_match_its_scenarios() {
     want.insert("CHG-TOKEN-1".into(), codes(&[]));
     want.insert("CHG-REPLAY-1".into(), codes(&["TOKEN_REUSED"]));
     want.insert("CHG-KEY-1".into(), codes(&["CREDENTIAL_NOT_ROTATED"]));
+    want.insert("CHG-CO-1".into(), codes(&[]));
+    want.insert("CHG-CO-2".into(), codes(&["CHANGE_REGRESSION"]));
+    want.insert("CHG-CO-3".into(), codes(&[]));
     assert_eq!(got, want);
     // The replayed token names the change it was issued on; the key is in the rotation table.
     let exceptions = csv_rows(&report.join("exceptions.csv"));

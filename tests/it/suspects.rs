@@ -198,6 +198,13 @@ async fn a_regression_is_ranked_first_recorded_and_alerted_once(db: TestDb) {
         sent["first_error_trace"]
     );
     assert!(codes(&p).contains(&"CHANGE_REGRESSION".to_owned()), "{p}");
+    // Who sent the spans is on record (the ingest token's id), and what the verdict was judged by.
+    assert_eq!(
+        runtime["after"]["senders"].as_array().map(Vec::len),
+        Some(1),
+        "{runtime}"
+    );
+    assert_eq!(runtime["thresholds"]["min_spans"], 20, "{runtime}");
     let q = packet(&app, "CHG-QUIET").await;
     assert_eq!(q["runtime"]["regression"], false);
     assert!(!codes(&q).contains(&"CHANGE_REGRESSION".to_owned()), "{q}");

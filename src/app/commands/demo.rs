@@ -434,7 +434,7 @@ async fn print_suspect(
     let v = crate::read::suspects::suspects(
         store,
         &c,
-        &cfg.suspects.reading(),
+        &cfg.suspects.reading(cfg.evidence.max_clock_skew),
         ("checkout", "production"),
         window,
     )

@@ -425,6 +425,7 @@ impl Config {
             approver_roles: self.reports.approver_roles.clone(),
             approvers: self.reports.approvers.clone(),
             emergency_review_window_ns: nanos(self.reports.emergency_review_window),
+            regressions_compared: self.suspects.enabled,
         }
     }
 

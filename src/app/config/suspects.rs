@@ -48,17 +48,18 @@ impl SuspectsConfig {
     }
 
     /// How minutes are read back.
-    pub fn reading(&self) -> crate::read::suspects::Reading {
+    pub fn reading(&self, max_clock_skew: Duration) -> crate::read::suspects::Reading {
         crate::read::suspects::Reading {
             thresholds: self.thresholds(),
             max_age_ns: nanos(self.max_age),
+            max_skew_ns: nanos(max_clock_skew),
         }
     }
 
     /// How the comparer runs.
-    pub fn comparer(&self) -> crate::read::suspects::Comparer {
+    pub fn comparer(&self, max_clock_skew: Duration) -> crate::read::suspects::Comparer {
         crate::read::suspects::Comparer {
-            reading: self.reading(),
+            reading: self.reading(max_clock_skew),
             settle_ns: nanos(self.settle),
             interval: self.interval,
         }

@@ -29,6 +29,9 @@ pub const MAX_KINDS: usize = 8;
 pub const OTHER_KIND: &str = "(other)";
 /// An error kind is kept to this many bytes.
 pub const MAX_KIND_BYTES: usize = 128;
+/// Senders (ingest token ids) named per cell; the rest are counted under `OTHER_SENDERS`.
+pub const MAX_SENDERS: usize = 4;
+pub const OTHER_SENDERS: &str = "(more)";
 
 /// The subject a service's minutes are filed under.
 pub fn subject(environment: &str, service: &str) -> String {
@@ -65,6 +68,10 @@ pub struct Cell {
     pub error_kinds: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_error: Option<FirstError>,
+    /// Who sent the spans (ingest token ids, or names for an import): a forged rise can be
+    /// traced to the token that sent it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub senders: std::collections::BTreeSet<String>,
 }
 
 impl Cell {
@@ -103,17 +110,48 @@ impl Cell {
         *self.error_kinds.entry(key.to_owned()).or_default() += n;
     }
 
+    /// Names a sender of this cell's spans.
+    pub fn sent_by(&mut self, sender: &str) {
+        if sender.is_empty() || self.senders.contains(sender) {
+            return;
+        }
+        if self.senders.iter().filter(|s| *s != OTHER_SENDERS).count() < MAX_SENDERS {
+            self.senders.insert(cut(sender, MAX_KIND_BYTES));
+        } else {
+            self.senders.insert(OTHER_SENDERS.to_owned());
+        }
+    }
+
+    /// Adds another cell of the same key, keeping this one's caps (kinds, senders): how the
+    /// receiver gathers a minute from many exports. Its memory stays bounded whatever they hold.
+    pub fn absorb(&mut self, other: &Cell) {
+        self.spans += other.spans;
+        self.errors += other.errors;
+        self.latency_us.merge(&other.latency_us);
+        for (k, n) in &other.error_kinds {
+            self.add_kind(k, *n);
+        }
+        if let Some(f) = &other.first_error {
+            self.note_error(f.time_ns, || f.trace_id.clone());
+        }
+        for s in &other.senders {
+            self.sent_by(s);
+        }
+    }
+
+    /// Adds a cell of any key: how a reader sums a window. A window gathers every kind and
+    /// sender its minutes name (each minute is capped; a window is read, not held).
     pub fn merge(&mut self, other: &Cell) {
         self.spans += other.spans;
         self.errors += other.errors;
         self.latency_us.merge(&other.latency_us);
         for (k, n) in &other.error_kinds {
-            // A window gathers every kind its minutes name: the cap is per cell.
             *self.error_kinds.entry(k.clone()).or_default() += n;
         }
         if let Some(f) = &other.first_error {
             self.note_error(f.time_ns, || f.trace_id.clone());
         }
+        self.senders.extend(other.senders.iter().cloned());
     }
 }
 
@@ -139,13 +177,15 @@ impl Minute {
             && c.latency_us.is_valid()
             && c.latency_us.count() == c.spans
             && c.error_kinds.len() <= MAX_KINDS + 1
+            && c.senders.len() <= MAX_SENDERS + 1
             && c.error_kinds.values().sum::<u64>() == c.errors
             && c.first_error.is_some() == (c.errors > 0)
     }
 }
 
-/// What makes a deploy's runtime comparison a regression (`[suspects]`).
-#[derive(Debug, Clone, PartialEq)]
+/// What makes a deploy's runtime comparison a regression (`[suspects]`); recorded in each
+/// comparison, so an auditor can recompute its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
     /// How long after the deploy is compared.
     pub window_ns: i64,
@@ -188,6 +228,9 @@ pub struct Figures {
     pub error_kinds: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_error: Option<FirstError>,
+    /// Who sent the spans counted.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub senders: std::collections::BTreeSet<String>,
 }
 
 fn round(x: f64, places: i32) -> f64 {
@@ -208,6 +251,7 @@ impl Figures {
             p95_ms: c.latency_us.quantile(0.95).map(|us| round(us / 1_000.0, 3)),
             error_kinds: c.error_kinds.clone(),
             first_error: c.first_error.clone(),
+            senders: c.senders.clone(),
         }
     }
 }
@@ -224,6 +268,8 @@ pub struct Comparison {
     pub deployed_ns: i64,
     pub window_ns: i64,
     pub baseline_ns: i64,
+    /// What the verdict was judged against.
+    pub thresholds: Thresholds,
     pub before: Figures,
     pub after: Figures,
     /// Error kinds after the deploy that the baseline never showed.
@@ -287,6 +333,7 @@ pub fn compare(
         deployed_ns,
         window_ns: th.window_ns,
         baseline_ns: th.baseline_ns,
+        thresholds: th.clone(),
         before,
         after,
         new_error_kinds,

@@ -3,8 +3,8 @@
 //! (service, version, minute), and mergeable: two instances' sketches of one minute add up.
 //!
 //! Written here rather than taken from a crate: the buckets are part of a signed entry
-//! (`runtime.minute`), so their encoding must be ours, stable and canonical (an object from
-//! bucket to count, in bucket order), and a verifier in another language can rebuild quantiles from it with one formula.
+//! (`runtime.minute`), so their encoding must be ours, stable and canonical (`[bucket, count]`
+//! pairs in bucket order), and a verifier in another language can rebuild quantiles from it with one formula.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

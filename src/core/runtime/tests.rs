@@ -242,3 +242,37 @@ fn cells_add_up_keep_few_kinds_and_check_themselves() {
     b.merge(&a);
     assert_eq!((b.spans, b.errors, b.latency_us.count()), (24, 24, 24));
 }
+
+#[test]
+fn a_cell_gathered_from_many_exports_keeps_its_caps() {
+    // Eight kinds in one export, two more in the next, six senders: the minute stays one this
+    // code would write (a reader refusing it would lose every span of the minute).
+    let mut shared = Cell::default();
+    for (export, kinds) in [(0u8, 0..8), (1, 8..10)] {
+        let mut c = Cell::default();
+        c.sent_by(&format!("token-{export}"));
+        for k in kinds {
+            c.add(1_000_000, Some((&format!("E{k}"), 5, &[k as u8; 16])));
+        }
+        c.add(2_000_000, None);
+        shared.absorb(&c);
+    }
+    for s in 2..6 {
+        let mut c = Cell::default();
+        c.sent_by(&format!("token-{s}"));
+        c.add(1_000_000, None);
+        shared.absorb(&c);
+    }
+    assert_eq!(shared.error_kinds.len(), MAX_KINDS + 1);
+    assert_eq!(shared.error_kinds[OTHER_KIND], 2);
+    assert_eq!(shared.senders.len(), MAX_SENDERS + 1);
+    assert!(shared.senders.contains(OTHER_SENDERS));
+    let m = Minute {
+        environment: "production".into(),
+        service: "s".into(),
+        version: "1".into(),
+        minute_ns: T0,
+        cell: shared,
+    };
+    assert!(m.is_valid(), "{m:?}");
+}

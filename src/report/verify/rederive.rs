@@ -49,6 +49,7 @@ fn scope_of(m: &Manifest) -> Result<Scope, String> {
             approver_roles: s.approver_roles.clone(),
             approvers: s.approvers.clone(),
             emergency_review_window_ns,
+            regressions_compared: s.regressions_compared.unwrap_or(true),
         },
         judging: crate::core::evidence::Settings {
             receipt_tolerance_ns,

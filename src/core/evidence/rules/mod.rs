@@ -88,6 +88,9 @@ pub struct RuleContext {
     pub approvers: Vec<ApproverRule>,
     /// How long after an emergency deploy an independent review may come.
     pub emergency_review_window_ns: i64,
+    /// Whether production deploys are compared with their runtime spans (`[suspects] enabled`):
+    /// without it CHANGE_REGRESSION tests nothing.
+    pub regressions_compared: bool,
 }
 
 impl Default for RuleContext {
@@ -98,6 +101,7 @@ impl Default for RuleContext {
             approver_roles: Vec::new(),
             approvers: Vec::new(),
             emergency_review_window_ns: 48 * 3600 * 1_000_000_000,
+            regressions_compared: true,
         }
     }
 }
@@ -133,11 +137,14 @@ impl RuleContext {
     /// Codes that test nothing under these settings (a control tested only by them is
     /// "not tested", never "pass").
     pub fn untested_codes(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
         if self.approver_roles.is_empty() && self.approvers.iter().all(|r| r.roles.is_empty()) {
-            vec![APPROVER_NOT_AUTHORIZED]
-        } else {
-            Vec::new()
+            out.push(APPROVER_NOT_AUTHORIZED);
         }
+        if !self.regressions_compared {
+            out.push(CHANGE_REGRESSION);
+        }
+        out
     }
 }
 

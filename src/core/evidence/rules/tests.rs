@@ -134,6 +134,7 @@ fn ctx() -> RuleContext {
         approver_roles: vec!["release-approver".into()],
         approvers: vec![],
         emergency_review_window_ns: 24 * 60 * MIN,
+        regressions_compared: true,
     }
 }
 
@@ -611,4 +612,12 @@ fn unlinked_deploy_and_durations() {
         "3 h 20 min"
     );
     assert_eq!(human_duration(2 * 86_400 * 1_000_000_000), "2 d 0 h");
+}
+
+#[test]
+fn change_regression_is_untested_without_comparisons() {
+    let mut c = ctx();
+    assert!(!c.untested_codes().contains(&CHANGE_REGRESSION));
+    c.regressions_compared = false;
+    assert!(c.untested_codes().contains(&CHANGE_REGRESSION));
 }
