@@ -31,14 +31,14 @@ struct SuspectsQuery {
 }
 
 /// The longest window one request may ask about: the minutes read grow with it.
-const MAX_WINDOW_NS: i64 = 7 * 24 * 3600 * 1_000_000_000;
+const MAX_WINDOW_NS: i64 = 24 * 3600 * 1_000_000_000;
 
 #[utoipa::path(
     get,
     path = "/v1/suspects",
     tag = "changes",
     summary = "The production changes most likely behind a service's errors or latency in a window, ranked, each with its evidence.",
-    description = "Each production change whose deploy completed in the window (or one `[suspects] window` before it) is compared: its own service's entry spans in the window after the deploy against the baseline before it, and the asked service's the same way. score = proximity × (rise on the asked service + ½ × rise on its own service if another) × (1 + ¼ × blast radius), where a rise is measured in thresholds (error rate, p95 latency, new error kinds), proximity is exp(−Δt / window) from the deploy to the first minute the asked service's error rate rose, and the blast radius is the other services whose comparison around the deploy is a regression. Read from the signed runtime.minute entries; at most 20 suspects; the window is at most 7 days.",
+    description = "Each production change whose deploy completed in the window (or one `[suspects] window` before it) is compared: its own service's entry spans in the window after the deploy against the baseline before it, and the asked service's the same way. score = proximity × (rise on the asked service + ½ × rise on its own service if another) × (1 + ¼ × blast radius), where a rise is measured in thresholds (error rate, p95 latency, new error kinds), proximity is exp(−Δt / window) from the deploy to the first minute the asked service's error rate rose, and the blast radius is the other services whose comparison around the deploy is a regression. Read from the signed runtime.minute entries (at most 100,000, the latest kept: `truncated`); at most 100 candidates, the latest deploys (`candidates_truncated`); at most 20 suspects; the window is at most 24 hours.",
     params(SuspectsQuery),
     responses(
         (status = 200, description = "{service, environment, from_ns, to_ns, suspects: [{change_id, service, version, deployed_ns, score, proximity, onset_ns, own: {before, after, new_error_kinds, regression, reasons}, on_service, blast_radius: [...], first_error: {time_ns, trace_id}, requester, approvers, attempts, exceptions}], candidates, minutes_read, unreadable_minutes, truncated}", body = Object),
@@ -62,7 +62,7 @@ async fn suspects(
     }
     if to_ns.saturating_sub(from_ns) > MAX_WINDOW_NS {
         return Err(ApiError::BadRequest(
-            "the window may be at most 7 days".into(),
+            "the window may be at most 24 hours".into(),
         ));
     }
     let (service, environment) = (q.service.trim(), q.environment.trim());

@@ -614,8 +614,6 @@ impl<'a> Planner<'a> {
         );
     }
 
-    /// A version running in production that no change deployed: its spans, no scenario; the
-    /// (service, version) returned.
     /// checkout 3.0.9 deployed and serving (1 request in 40 failing), then 3.1.0 (CHG-CO-2),
     /// after which 7 in 20 fail with ConnectionError, then a rollback to 3.0.9 (CHG-CO-3), after
     /// which it is healthy again: CHG-CO-2 gets CHANGE_REGRESSION, and the four keys a restore.
@@ -672,6 +670,8 @@ impl<'a> Planner<'a> {
         self.add(back, "rollback of CHG-CO-2 to 3.0.9, approved", &[]);
     }
 
+    /// A version running in production that no change deployed: its spans, no scenario; the
+    /// (service, version) returned.
     fn unlinked_version(&mut self) -> Vec<(String, String)> {
         let mut rogue = self.special(13, "none", "checkout", "2.9.9-hotfix");
         rogue.runtime(0, &["GET /cart", "POST /cart/items"]);

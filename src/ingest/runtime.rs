@@ -49,6 +49,9 @@ impl Default for Settings {
 /// (environment in lower case, service, version, minute).
 type Key = (String, String, String, i64);
 
+/// Minutes appended per transaction at most.
+const FLUSH_PIECE: usize = 1_024;
+
 /// Distinct keys one export may add: a request of thousands of made-up services costs this
 /// many cells, not more.
 pub const MAX_KEYS_PER_REQUEST: usize = 1_024;
@@ -65,6 +68,10 @@ pub struct Aggregator {
     cells: Mutex<HashMap<Key, Cell>>,
     /// Cells taken for an append that has not finished yet.
     appending: std::sync::atomic::AtomicUsize,
+    /// New cells each sender made since the last flush: one token may make at most a quarter
+    /// of `max_cells` per flush, so it can neither fill the cells for everyone else nor have the
+    /// ledger write more than that many entries per `flush_interval`.
+    made_by: Mutex<HashMap<String, usize>>,
 }
 
 /// What one request added.
@@ -82,7 +89,8 @@ fn is_entry(span: &Span) -> bool {
 }
 
 /// What kind of error a failed span shows: its first exception event's `exception.type`, else
-/// its `error.type` attribute, else its status message, else "error".
+/// its `error.type` attribute, else "error". Both are types by convention (low cardinality, no
+/// user data); the free-text status message is never used, as it is signed into the ledger.
 fn error_kind(span: &Span) -> &str {
     fn text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<&str> {
         match v.as_ref().and_then(|v| v.value.as_ref()) {
@@ -104,12 +112,6 @@ fn error_kind(span: &Span) -> &str {
                 .iter()
                 .find(|kv| kv.key == "error.type")
                 .and_then(|kv| text(&kv.value))
-        })
-        .or_else(|| {
-            span.status
-                .as_ref()
-                .map(|s| s.message.as_str())
-                .filter(|m| !m.is_empty())
         })
         .unwrap_or("error")
 }
@@ -183,21 +185,28 @@ impl Aggregator {
         }
     }
 
-    /// Adds an export's counts, once it was answered OK; what finds no room is not counted.
-    pub fn commit(&self, local: Local, s: &Settings) -> Counted {
+    /// Adds `sender`'s export's counts, once it was answered OK; what finds no room (or is past
+    /// the sender's share) is not counted.
+    pub fn commit(&self, local: Local, s: &Settings, sender: &str) -> Counted {
+        use std::sync::atomic::Ordering;
         let mut counted = local.counted;
         if local.cells.is_empty() {
             return counted;
         }
-        let Ok(mut cells) = self.cells.lock() else {
+        let (Ok(mut cells), Ok(mut made_by)) = (self.cells.lock(), self.made_by.lock()) else {
             return counted;
         };
+        let share = (s.max_cells / 4).max(1);
+        let made = made_by.entry(sender.to_owned()).or_default();
         for (key, cell) in local.cells {
-            let room = cells.len() < s.max_cells;
+            // Cells being appended still hold their memory.
+            let room =
+                cells.len() + self.appending.load(Ordering::Acquire) < s.max_cells && *made < share;
             match cells.get_mut(&key) {
                 Some(c) => c.absorb(&cell),
                 None if room => {
                     cells.insert(key, cell);
+                    *made += 1;
                 }
                 None => {
                     counted.spans -= cell.spans;
@@ -215,6 +224,9 @@ impl Aggregator {
             return Vec::new();
         };
         let out = Self::take_from(&mut cells, now_ns, s, all);
+        if let Ok(mut made_by) = self.made_by.lock() {
+            made_by.clear();
+        }
         // Counted as held before the lock is let go: a reader never sees them nowhere.
         self.appending
             .fetch_add(out.len(), std::sync::atomic::Ordering::AcqRel);
@@ -320,29 +332,32 @@ impl Ingestor {
         if minutes.is_empty() {
             return;
         }
-        let n = minutes.len();
-        let drafts = drafts(&minutes);
-        // Waits for room in the queue rather than failing at once: counts are no client's export
-        // to answer 503 to.
-        let made = drafts.len();
-        let result = self.appender.append_waiting(drafts).await;
-        if result.is_err() {
-            self.runtime.put_back(minutes.clone());
-        }
-        self.runtime.appending.fetch_sub(n, Ordering::AcqRel);
-        match result {
-            Ok(_) => {
-                self.metrics
-                    .add("changetrail_runtime_minutes_total", &[], made as u64);
-                if made < n {
-                    tracing::warn!(
-                        dropped = n - made,
-                        "Runtime minutes whose entry could not be made (a name the ledger refuses) were dropped."
-                    );
-                }
+        // In pieces of at most a sequencer batch, each waiting for room in the queue rather than
+        // failing at once (counts are no client's export to answer 503 to); a piece that fails
+        // is put back for the next flush.
+        for piece in minutes.chunks(FLUSH_PIECE) {
+            let n = piece.len();
+            let drafts = drafts(piece);
+            let made = drafts.len();
+            let result = self.appender.append_waiting(drafts).await;
+            if result.is_err() {
+                self.runtime.put_back(piece.to_vec());
             }
-            Err(e) => {
-                tracing::warn!(error = %e, minutes = minutes.len(), "Runtime minutes could not be appended; retrying at the next flush.");
+            self.runtime.appending.fetch_sub(n, Ordering::AcqRel);
+            match result {
+                Ok(_) => {
+                    self.metrics
+                        .add("changetrail_runtime_minutes_total", &[], made as u64);
+                    if made < n {
+                        tracing::warn!(
+                            dropped = n - made,
+                            "Runtime minutes whose entry could not be made (a name the ledger refuses) were dropped."
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, minutes = n, "Runtime minutes could not be appended; retrying at the next flush.");
+                }
             }
         }
     }
@@ -370,7 +385,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_kinds_come_from_the_exception_then_the_attribute_then_the_message() {
+    fn error_kinds_come_from_the_exception_then_the_attribute_never_the_message() {
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
         use opentelemetry_proto::tonic::trace::v1::{Status, span::Event};
         let kv = |k: &str, v: &str| KeyValue {
@@ -387,7 +402,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(error_kind(&span), "boom");
+        assert_eq!(
+            error_kind(&span),
+            "error",
+            "the free-text message is not a kind"
+        );
         span.attributes.push(kv("error.type", "500"));
         assert_eq!(error_kind(&span), "500");
         span.events.push(Event {

@@ -55,7 +55,7 @@ impl Ingestor {
         };
         if rows.is_empty() && facts.is_empty() {
             self.versions.commit(sightings);
-            self.count_runtime(runtime);
+            self.count_runtime(runtime, &sender);
             return Ok(outcome);
         }
         let stored: usize = rows.iter().map(|r| r.body.len()).sum();
@@ -78,7 +78,7 @@ impl Ingestor {
         {
             Ok(done) => {
                 self.versions.commit(sightings);
-                self.count_runtime(runtime);
+                self.count_runtime(runtime, &sender);
                 m.add("changetrail_spans_accepted_total", &[], count);
                 m.add(
                     "changetrail_spans_duplicate_total",
@@ -95,8 +95,8 @@ impl Ingestor {
     }
 
     /// Adds an answered export's runtime counts to the minutes.
-    fn count_runtime(&self, local: runtime::Local) {
-        let c = self.runtime.commit(local, &self.config.runtime);
+    fn count_runtime(&self, local: runtime::Local, sender: &str) {
+        let c = self.runtime.commit(local, &self.config.runtime, sender);
         let m = &self.metrics;
         m.add("changetrail_runtime_spans_total", &[], c.spans);
         m.add("changetrail_runtime_too_old_total", &[], c.too_old);

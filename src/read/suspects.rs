@@ -22,15 +22,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Minute entries read for one question at most (a day of 50 services' minutes from three
-/// instances is 216,000); more is reported as truncated.
-const MAX_MINUTES: u64 = 250_000;
-/// Changes looked at as candidates at most.
-const MAX_CANDIDATES: u64 = 500;
+/// Minute entries read for one question at most (a day and a half of 50 services' minutes); the
+/// latest are kept, and more is reported as truncated.
+const MAX_MINUTES: u64 = 100_000;
+/// Deploys read, of any environment, the latest first; and production deploys of the asked
+/// environment ranked, at most.
+const MAX_ATTEMPTED: u64 = 1_000;
+const MAX_CANDIDATES: usize = 100;
 /// Suspects returned at most.
 const MAX_SUSPECTS: usize = 20;
 /// How long after its receipt a deploy attempt's change may still be described (its run span
-/// arriving) and be compared.
+/// arriving, naming its service and environment) and be compared.
 const DESCRIBE_WITHIN_NS: i64 = 3_600_000_000_000;
 /// What reading the minutes needs besides the thresholds.
 #[derive(Debug, Clone)]
@@ -73,14 +75,16 @@ pub async fn series(
     let last = store.first_seq_at(late, size).await?;
     let subject = service.map(|s| runtime::subject(&env, s));
     let prefix = format!("runtime:{env}/");
-    let rows = store
+    let mut rows = store
         .runtime_minutes(subject.as_deref(), &prefix, (first, last), MAX_MINUTES + 1)
         .await?;
     let mut out = Series {
         truncated: rows.len() as u64 > MAX_MINUTES,
         ..Series::default()
     };
-    for (_, subject, payload) in rows.into_iter().take(MAX_MINUTES as usize) {
+    // The latest first came back: the after-windows nearest `to` are the ones kept.
+    rows.truncate(MAX_MINUTES as usize);
+    for (_, subject, payload) in rows {
         let m = payload.and_then(|p| serde_json::from_str::<Minute>(&p).ok());
         match m {
             // The subject is signed with the entry; the payload must agree with it, and with
@@ -174,9 +178,9 @@ pub async fn suspects(
     // An attempt is stated at its end, when the version is in place; the latest attempts first,
     // so the deploys nearest the question are the ones kept if there are too many.
     let ids = store
-        .changes_attempting_between(from_ns.saturating_sub(th.window_ns), to_ns, MAX_CANDIDATES)
+        .changes_attempting_between(from_ns.saturating_sub(th.window_ns), to_ns, MAX_ATTEMPTED)
         .await?;
-    let candidates_truncated = ids.len() as u64 >= MAX_CANDIDATES;
+    let mut candidates_truncated = ids.len() as u64 >= MAX_ATTEMPTED;
     let folded = fold_facts(
         fetch_facts(store, &ids, u64::MAX).await?,
         &c.policy,
@@ -191,6 +195,10 @@ pub async fn suspects(
             .as_deref()
             .is_some_and(|x| x.eq_ignore_ascii_case(environment));
         if let Some(cand) = candidate(&e).filter(|_| env_ok) {
+            if candidates.len() >= MAX_CANDIDATES {
+                candidates_truncated = true;
+                continue;
+            }
             candidates.push(cand);
             by_id.insert(e.change.id.clone(), (e, broken));
         }
@@ -334,89 +342,128 @@ pub async fn compare_due(
         start(store).await?;
         return Ok(done);
     };
-    let th = &k.reading.thresholds;
     let mut through = cursor;
-    // A deploy whose change is not described yet (its run span ends after the deploy task, and
-    // is exported then) is waited for, this long after its receipt, rather than passed over.
-    let wait_for = |received: i64| now_ns < received.saturating_add(DESCRIBE_WITHIN_NS);
-    'rows: for (seq, change, received) in store.attempts_after(cursor, 200).await? {
-        let Some(id) = change else {
-            if wait_for(received) {
+    // A row that must wait (its change not described yet, or its window not passed) holds the
+    // cursor there; later rows are still looked at (a comparison is recorded once, so looking
+    // again later costs a fold, nothing more).
+    let mut held = false;
+    for (seq, change, received) in store.attempts_after(cursor, 200).await? {
+        match compare_row(store, appender, c, k, (change, received), now_ns).await? {
+            Row::Wait => {
+                held = true;
                 done.waiting = true;
-                break;
             }
-            through = i64::try_from(seq).unwrap_or(i64::MAX);
-            continue;
-        };
-        let facts = fetch_facts(store, std::slice::from_ref(&id), u64::MAX).await?;
-        for (e, _) in &fold_facts(facts, &c.policy, &Rollbacks::default()) {
-            if e.runtime.is_some() {
-                continue;
-            }
-            let c = &e.change;
-            let described =
-                c.requested_ns.is_some() && c.service.is_some() && c.environment.is_some();
-            if !described && wait_for(received) {
-                done.waiting = true;
-                break 'rows;
-            }
-            // Not production, not deployed (yet: a later attempt's row comes back to it).
-            let Some(cand) = candidate(e) else {
-                continue;
-            };
-            let (_, deploy_received) = deployed_at(e).unwrap_or_default();
-            let due = cand
-                .deployed_ns
-                .saturating_add(th.window_ns)
-                .max(deploy_received)
-                .saturating_add(k.settle_ns);
-            if due > now_ns {
-                done.waiting = true;
-                break 'rows;
-            }
-            let env = c
-                .environment
-                .clone()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let span = (
-                runtime::minute_of(cand.deployed_ns).saturating_sub(th.baseline_ns),
-                cand.deployed_ns.saturating_add(th.window_ns),
-            );
-            let s = series(store, &env, Some(&cand.service), span, &k.reading).await?;
-            let minutes = s.by_service.get(&cand.service).cloned().unwrap_or_default();
-            let cmp = runtime::compare(
-                &minutes,
-                (&env, &cand.service),
-                cand.deployed_ns,
-                cand.version.as_deref(),
-                th,
-            );
-            let regression = cmp.regression;
-            let appended = appender
-                .append_telemetry(Telemetry {
-                    spans: Vec::new(),
-                    logs: Vec::new(),
-                    facts: vec![comparison_fact(e, cmp)],
-                })
-                .await;
-            match appended {
-                // Another instance recorded this change's comparison first: its stands.
-                Ok(a) if a.facts_duplicate > 0 => {}
-                Ok(_) => {
-                    done.recorded += 1;
-                    done.regressions += u64::from(regression);
+            Row::Done(recorded, regressions) => {
+                done.recorded += recorded;
+                done.regressions += regressions;
+                if !held {
+                    through = i64::try_from(seq).unwrap_or(i64::MAX);
                 }
-                // Tried again at the next look, from the same place.
-                Err(_) => break 'rows,
             }
+            // Tried again at the next look, from the same place.
+            Row::Retry => break,
         }
-        through = i64::try_from(seq).unwrap_or(i64::MAX);
     }
     if through != cursor {
         store.move_runtime_cursor(Some(cursor), through).await?;
     }
     Ok(done)
+}
+
+/// What looking at one deploy attempt came to.
+enum Row {
+    /// Its change is not described yet, or its window has not passed.
+    Wait,
+    /// Compared (how many recorded here, how many regressions), or nothing to compare.
+    Done(u64, u64),
+    /// The comparison could not be appended now.
+    Retry,
+}
+
+/// Compares the change of one deploy attempt (received at `received`), if it is due.
+async fn compare_row(
+    store: &Store,
+    appender: &Appender,
+    c: &Criteria,
+    k: &Comparer,
+    (change, received): (Option<String>, i64),
+    now_ns: i64,
+) -> Result<Row, StorageError> {
+    let th = &k.reading.thresholds;
+    // A deploy whose change is not described yet (its run span ends after the deploy task, and
+    // is exported then) is waited for, this long after its receipt, rather than passed over.
+    let describing = now_ns < received.saturating_add(DESCRIBE_WITHIN_NS);
+    let Some(id) = change else {
+        return Ok(if describing {
+            Row::Wait
+        } else {
+            Row::Done(0, 0)
+        });
+    };
+    let facts = fetch_facts(store, std::slice::from_ref(&id), u64::MAX).await?;
+    let mut out = (0, 0);
+    for (e, _) in &fold_facts(facts, &c.policy, &Rollbacks::default()) {
+        if e.runtime.is_some() {
+            continue;
+        }
+        if (e.change.service.is_none() || e.change.environment.is_none()) && describing {
+            return Ok(Row::Wait);
+        }
+        // Not production, not deployed (yet: a later attempt's row comes back to it).
+        let Some(cand) = candidate(e) else {
+            continue;
+        };
+        let (_, deploy_received) = deployed_at(e).unwrap_or_default();
+        let due = cand
+            .deployed_ns
+            .saturating_add(th.window_ns)
+            .max(deploy_received)
+            .saturating_add(k.settle_ns);
+        if due > now_ns {
+            return Ok(Row::Wait);
+        }
+        let env = e
+            .change
+            .environment
+            .clone()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let span = (
+            runtime::minute_of(cand.deployed_ns).saturating_sub(th.baseline_ns),
+            cand.deployed_ns.saturating_add(th.window_ns),
+        );
+        let mut s = series(store, &env, Some(&cand.service), span, &k.reading).await?;
+        let minutes = s.by_service.remove(&cand.service).unwrap_or_default();
+        let cmp = runtime::compare(
+            &minutes,
+            (&env, &cand.service),
+            cand.deployed_ns,
+            cand.version.as_deref(),
+            th,
+        );
+        let regression = cmp.regression;
+        let appended = appender
+            .append_telemetry(Telemetry {
+                spans: Vec::new(),
+                logs: Vec::new(),
+                facts: vec![comparison_fact(e, cmp)],
+            })
+            .await;
+        match appended {
+            // Another instance recorded this change's comparison first: its stands.
+            Ok(a) if a.facts_duplicate > 0 => {}
+            Ok(_) => {
+                out.0 += 1;
+                out.1 += u64::from(regression);
+            }
+            Err(e) if e.is_transient() => return Ok(Row::Retry),
+            // Refused for good (it cannot become acceptable by waiting): passed over, said so.
+            Err(err) => {
+                tracing::warn!(change = %e.change.id, error = %err, "A deploy's runtime comparison could not be recorded; it is passed over.");
+            }
+        }
+    }
+    Ok(Row::Done(out.0, out.1))
 }
 
 /// Compares due deploys every `interval` until shutdown.

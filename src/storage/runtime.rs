@@ -7,7 +7,7 @@ use super::{Result, Store, i, u};
 pub type MinuteRow = (u64, String, Option<String>);
 
 impl Store {
-    /// `runtime.minute` entries with `from <= seq < to`, in chain order, at most `limit`: those
+    /// `runtime.minute` entries with `from <= seq < to`, the latest first, at most `limit`: those
     /// filed under `subject` when given (its index), else those whose subject starts with
     /// `prefix` (the kind's index).
     pub async fn runtime_minutes(
@@ -21,13 +21,13 @@ impl Store {
             Some(s) => on_pool!(self, p => sqlx::query_as(
                 "SELECT e.seq, e.subject, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
                  WHERE e.subject = $1 AND e.seq >= $2 AND e.seq < $3 AND e.kind = 'runtime.minute' \
-                 ORDER BY e.seq LIMIT $4")
+                 ORDER BY e.seq DESC LIMIT $4")
                 .bind(s).bind(i(from)).bind(i(to)).bind(i(limit)).fetch_all(p).await)?,
             // Compared byte for byte (substr), not by a collation-dependent LIKE.
             None => on_pool!(self, p => sqlx::query_as(
                 "SELECT e.seq, e.subject, p.payload FROM entries e LEFT JOIN payloads p ON p.seq = e.seq \
                  WHERE e.kind = 'runtime.minute' AND e.seq >= $1 AND e.seq < $2 \
-                 AND substr(e.subject, 1, CAST($3 AS INTEGER)) = $4 ORDER BY e.seq LIMIT $5")
+                 AND substr(e.subject, 1, CAST($3 AS INTEGER)) = $4 ORDER BY e.seq DESC LIMIT $5")
                 .bind(i(from)).bind(i(to)).bind(i(prefix.chars().count() as u64)).bind(prefix)
                 .bind(i(limit)).fetch_all(p).await)?,
         };

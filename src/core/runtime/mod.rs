@@ -6,7 +6,7 @@
 //!   `service.name`, `service.version` and `deployment.environment.name` on its resource) to a
 //!   `Cell` of its (environment, service, version, minute): the span count, the error count
 //!   (status ERROR), a latency sketch, the error kinds (`exception.type` of its first exception
-//!   event, else `error.type`, else the status message) and the first error's trace.
+//!   event, else `error.type`, else "error") and the first error's trace.
 //! - Each closed cell becomes one signed `runtime.minute` entry (`Minute`), under the subject
 //!   `runtime:ENVIRONMENT/SERVICE`. Cells add up: two instances' entries of one minute, or a late
 //!   span's second entry, are summed by whoever reads them.
@@ -249,11 +249,50 @@ impl Figures {
                 round(c.errors as f64 / c.spans as f64, 6)
             },
             p95_ms: c.latency_us.quantile(0.95).map(|us| round(us / 1_000.0, 3)),
-            error_kinds: c.error_kinds.clone(),
+            error_kinds: top_kinds(&c.error_kinds),
             first_error: c.first_error.clone(),
-            senders: c.senders.clone(),
+            senders: few_senders(&c.senders),
         }
     }
+}
+
+/// Senders a window's figures name at most (the rest: `OTHER_SENDERS`).
+pub const MAX_WINDOW_SENDERS: usize = 16;
+
+/// A window's most frequent kinds (`MAX_KINDS`, ties by name) and the rest as `OTHER_KIND`: a
+/// window gathers every minute's kinds, and its figures are signed into one fact of bounded size.
+fn top_kinds(kinds: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut by_count: Vec<(&String, &u64)> =
+        kinds.iter().filter(|(k, _)| *k != OTHER_KIND).collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut out: BTreeMap<String, u64> = by_count
+        .iter()
+        .take(MAX_KINDS)
+        .map(|(k, n)| ((*k).clone(), **n))
+        .collect();
+    let rest: u64 = by_count
+        .iter()
+        .skip(MAX_KINDS)
+        .map(|(_, n)| **n)
+        .sum::<u64>()
+        + kinds.get(OTHER_KIND).copied().unwrap_or(0);
+    if rest > 0 {
+        out.insert(OTHER_KIND.to_owned(), rest);
+    }
+    out
+}
+
+fn few_senders(senders: &std::collections::BTreeSet<String>) -> std::collections::BTreeSet<String> {
+    let mut out: std::collections::BTreeSet<String> = senders
+        .iter()
+        .filter(|s| *s != OTHER_SENDERS)
+        .take(MAX_WINDOW_SENDERS)
+        .cloned()
+        .collect();
+    if senders.len() > out.len() {
+        out.insert(OTHER_SENDERS.to_owned());
+    }
+    out
 }
 
 /// A deploy's after-window against its baseline.
@@ -316,12 +355,17 @@ pub fn compare(
 ) -> Comparison {
     let (b, a) = split(deployed_ns, th);
     let before = window(minutes, b.0, b.1, None);
-    let own = version.filter(|v| window(minutes, a.0, a.1, Some(v)).spans > 0);
+    let own = version.filter(|v| {
+        minutes
+            .iter()
+            .any(|m| m.minute_ns >= a.0 && m.minute_ns < a.1 && m.version == *v)
+    });
     let after = window(minutes, a.0, a.1, own);
     let new_error_kinds: Vec<String> = after
         .error_kinds
         .keys()
         .filter(|k| *k != OTHER_KIND && !before.error_kinds.contains_key(*k))
+        .take(MAX_KINDS)
         .cloned()
         .collect();
     let (before, after) = (Figures::of(&before), Figures::of(&after));

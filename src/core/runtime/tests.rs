@@ -276,3 +276,44 @@ fn a_cell_gathered_from_many_exports_keeps_its_caps() {
     };
     assert!(m.is_valid(), "{m:?}");
 }
+
+#[test]
+fn a_window_of_many_minutes_signs_bounded_figures() {
+    // 32 versions × 8 kinds each in the baseline: the figures keep the 8 most frequent kinds
+    // and the rest as one count, so a comparison's fact stays small whatever was sent.
+    let mut minutes = Vec::new();
+    for v in 0..32u64 {
+        let mut cell = Cell::default();
+        for k in 0..8u64 {
+            for _ in 0..=(v + k) {
+                cell.add(1_000_000, Some((&format!("K{v}-{k}"), T0, &[1; 16])));
+            }
+        }
+        cell.sent_by(&format!("token-{v}"));
+        minutes.push(Minute {
+            environment: "production".into(),
+            service: "s".into(),
+            version: format!("{v}"),
+            minute_ns: T0 - M,
+            cell,
+        });
+    }
+    let c = compare(
+        &minutes,
+        ("production", "s"),
+        T0,
+        None,
+        &Thresholds::default(),
+    );
+    assert_eq!(c.before.error_kinds.len(), MAX_KINDS + 1);
+    assert_eq!(
+        c.before.error_kinds.values().sum::<u64>(),
+        c.before.errors,
+        "every error is still counted"
+    );
+    assert!(
+        c.before.error_kinds.contains_key("K31-7"),
+        "the most frequent kind is named"
+    );
+    assert_eq!(c.before.senders.len(), MAX_WINDOW_SENDERS + 1);
+}
