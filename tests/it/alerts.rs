@@ -689,7 +689,8 @@ async fn an_alert_raised_before_kill_9_is_delivered_once_after_restart() {
         dir.path().join("changetrail.toml"),
         format!(
             "[alerts]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_backoff = \"500ms\"\n\
-             [[alerts.webhooks]]\nname = \"audit\"\nurl = \"{base}/services/T0/B0/{SECRET_PATH}\"\nformat = \"json\"\n"
+             [[alerts.webhooks]]\nname = \"audit\"\nurl = \"{base}/services/T0/B0/{SECRET_PATH}\"\nformat = \"json\"\n\
+             [suspects]\nsettle = \"1s\"\ninterval = \"100ms\"\nflush_interval = \"100ms\"\n"
         ),
     )
     .unwrap();
@@ -701,26 +702,37 @@ async fn an_alert_raised_before_kill_9_is_delivered_once_after_restart() {
         crate::support::server::create_token(&http, &api, &served.admin, "ingest", "i").await;
     let reviewer =
         crate::support::server::create_token(&http, &api, &served.admin, "reviewer", "r").await;
-    // A production change deployed just now with no approval: NO_APPROVAL.
-    let now = changetrail::sys::now_ns() as u64 - 40 * MIN;
+    // A production change deployed 23 minutes ago with no approval (NO_APPROVAL), after which
+    // its service's errors rose (CHANGE_REGRESSION): its requests are sent first.
+    let now = changetrail::sys::now_ns() as u64 - 25 * MIN;
+    let export = |items: Vec<changetrail::demo::scenario::Item>| {
+        let (http, otlp, ingest) = (http.clone(), otlp.clone(), ingest.clone());
+        async move {
+            let r = http
+                .post(format!("{otlp}/v1/traces"))
+                .header("content-type", "application/x-protobuf")
+                .bearer_auth(&ingest)
+                .body(changetrail::demo::scenario::export_request(&items).encode_to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::OK);
+        }
+    };
+    export(requests_around(now + 2 * MIN)).await;
     let mut wf = changetrail::demo::scenario::Workflow::new("CHG-KILL", 62, now);
-    let items = [
+    export(vec![
         wf.run_span("normal", "alice@example.com", None, vec![]),
         wf.deploy(0, "success", MIN, 2 * MIN),
-    ];
-    let r = http
-        .post(format!("{otlp}/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .bearer_auth(&ingest)
-        .body(changetrail::demo::scenario::export_request(&items).encode_to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
-    // Raised, and tried at least once against the receiver that is down.
-    eventually("the alert is raised and its delivery tried", || async {
+    ])
+    .await;
+    // Both raised, and tried at least once against the receiver that is down.
+    eventually("the alerts are raised and their delivery tried", || async {
         let (_, l) = alerts(&api, &reviewer, "?change_id=CHG-KILL").await;
-        l["total"].as_u64().unwrap_or(0) > 0 && got.lock().unwrap().turned_away > 0
+        let open = open_codes(&l);
+        open.contains(&("CHG-KILL".into(), "NO_APPROVAL".into()))
+            && open.contains(&("CHG-KILL".into(), "CHANGE_REGRESSION".into()))
+            && got.lock().unwrap().turned_away > 0
     })
     .await;
     let (_, before) = alerts(&api, &reviewer, "?change_id=CHG-KILL").await;
@@ -786,4 +798,54 @@ async fn an_alert_raised_before_kill_9_is_delivered_once_after_restart() {
         events.iter().map(|s| (*s, 1)).collect::<BTreeMap<_, _>>(),
         "each event arrived exactly once"
     );
+    let regressions = g
+        .taken
+        .iter()
+        .filter(|(_, _, b)| {
+            let b: Value = serde_json::from_slice(b).unwrap();
+            b["exceptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["code"] == "CHANGE_REGRESSION")
+        })
+        .count();
+    assert_eq!(
+        regressions, 1,
+        "the regression's alert arrived exactly once"
+    );
+}
+
+/// Requests `payments-api` served around a deploy at `deployed` (ns): 15 minutes of 1.41.0, 5 in
+/// 200 failing, then 10 minutes of 1.42.0, 80 in 200 failing; SERVER spans, a trace each.
+fn requests_around(deployed: u64) -> Vec<changetrail::demo::scenario::Item> {
+    use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+    let mut items = Vec::new();
+    for m in 0..25u64 {
+        let (version, failing) = if m < 15 { ("1.41.0", 1) } else { ("1.42.0", 8) };
+        for i in 0..20u64 {
+            let start = deployed - 15 * MIN + m * MIN + i * 2_000_000_000;
+            items.push(changetrail::demo::scenario::Item {
+                resource: vec![
+                    ("service.name".into(), "payments-api".into()),
+                    ("service.version".into(), version.into()),
+                    ("deployment.environment.name".into(), "production".into()),
+                ],
+                span: Span {
+                    trace_id: crate::support::otlp::trace().to_vec(),
+                    span_id: (m * 100 + i + 1).to_be_bytes().to_vec(),
+                    name: "POST /v1/payments".into(),
+                    kind: 2,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: start + 30_000_000,
+                    status: (i < failing).then(|| Status {
+                        code: 2,
+                        message: String::new(),
+                    }),
+                    ..Default::default()
+                },
+            });
+        }
+    }
+    items
 }
