@@ -6,5 +6,6 @@ CREATE TABLE runtime_state (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     through_seq  BIGINT  NOT NULL  -- every deploy attempt up to it has been compared or skipped
 );
--- The deploy attempts the comparer follows, in chain order.
-CREATE INDEX facts_attempts ON facts (entry_seq) WHERE kind = 'task.finished';
+-- The deploy attempts (and, for changes that report no deploy step, the runs' ends) the comparer
+-- follows, in chain order.
+CREATE INDEX facts_attempts ON facts (entry_seq) WHERE kind IN ('task.finished', 'change.finished');

@@ -36,7 +36,8 @@ impl Store {
             .collect()
     }
 
-    /// The changes whose deploy attempts (`task.finished` facts) are stated in [from, to], each
+    /// The changes whose deploy attempts (`task.finished` facts, or `change.finished` for a change
+    /// that reports no deploy step) are stated in [from, to], each
     /// once, the latest attempts first, at most `limit` (an attempt naming only its run counts
     /// for the change that claims the run).
     pub async fn changes_attempting_between(
@@ -49,13 +50,14 @@ impl Store {
             "SELECT c FROM (SELECT COALESCE(f.change_id, \
                (SELECT g.change_id FROM facts g WHERE g.run_id = f.run_id AND g.change_id IS NOT NULL \
                 ORDER BY g.entry_seq LIMIT 1)) AS c, f.time_ns AS t \
-             FROM facts f WHERE f.kind = 'task.finished' AND f.time_ns >= $1 AND f.time_ns <= $2) a \
+             FROM facts f WHERE f.kind IN ('task.finished', 'change.finished') AND f.time_ns >= $1 AND f.time_ns <= $2) a \
              WHERE c IS NOT NULL GROUP BY c ORDER BY MAX(t) DESC, c LIMIT $3")
             .bind(from_ns).bind(to_ns).bind(i(limit)).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 
-    /// Deploy attempts recorded after entry `after`, in chain order, at most `limit`: (entry
+    /// Deploy attempts (and runs' ends) recorded after entry `after`, in chain order, at most
+    /// `limit`: (entry
     /// seq, the change it names or, naming only its run, the change that claims the run, its
     /// receipt).
     pub async fn attempts_after(
@@ -67,7 +69,7 @@ impl Store {
             "SELECT f.entry_seq, COALESCE(f.change_id, \
                (SELECT g.change_id FROM facts g WHERE g.run_id = f.run_id AND g.change_id IS NOT NULL \
                 ORDER BY g.entry_seq LIMIT 1)), f.received_ns \
-             FROM facts f WHERE f.kind = 'task.finished' AND f.entry_seq > $1 \
+             FROM facts f WHERE f.kind IN ('task.finished', 'change.finished') AND f.entry_seq > $1 \
              ORDER BY f.entry_seq LIMIT $2")
             .bind(after).bind(i(limit)).fetch_all(p).await)?;
         rows.into_iter()

@@ -155,15 +155,20 @@ async fn a_regression_is_ranked_first_recorded_and_alerted_once(db: TestDb) {
         ));
         items.push(wf.deploy(0, "success", (end - 2) * MIN, end * MIN));
     }
+    // A change that reports no deploy step, only its run's success, is compared at the run's end.
+    let mut nostep = workflow("CHG-NOSTEP", 83, t0 - 25 * MIN);
+    nostep.service = "search".into();
+    items.push(nostep.run_span("normal", "dave@example.com", None, vec![]));
     send(&app, &items).await;
 
     // 3. Compared once its window has passed: CHANGE_REGRESSION on CHG-REG only.
-    eventually("both deploys are compared", || async {
+    eventually("every deploy is compared", || async {
         let (a, b) = (
             packet(&app, "CHG-REG").await,
             packet(&app, "CHG-QUIET").await,
         );
-        a["runtime"].is_object() && b["runtime"].is_object()
+        let c = packet(&app, "CHG-NOSTEP").await;
+        a["runtime"].is_object() && b["runtime"].is_object() && c["runtime"].is_object()
     })
     .await;
     let p = packet(&app, "CHG-REG").await;

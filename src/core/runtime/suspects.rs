@@ -87,7 +87,8 @@ fn onset(minutes: &[Minute], c: &Comparison, th: &Thresholds) -> Option<i64> {
     })
 }
 
-/// The candidates deployed in [from − window, to], most likely cause first. `series` holds each
+/// The candidates deployed in [from − window, to] with a score above zero, most likely cause
+/// first. `series` holds each
 /// service's minutes in the environment (every version), covering every candidate's baseline
 /// and window.
 pub fn rank(
@@ -169,6 +170,8 @@ pub fn rank(
             }
         })
         .collect();
+    // A deploy after which nothing rose anywhere is no suspect.
+    out.retain(|r| r.score > 0.0);
     out.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
