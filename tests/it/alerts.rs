@@ -6,11 +6,12 @@
 //! raised a code goes away.
 
 use crate::support::scenario::{MIN, packet, scenario_config, send, send_scenarios, workflow};
-use crate::support::server::{TestDb, ct, eventually, serve_in, spawn_app_with, verify_store};
+use crate::support::server::{
+    TestDb, alerts_settled, ct, eventually, serve_in, spawn_app_with, verify_store,
+};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use changetrail::auth::Role;
-use changetrail::storage::Store;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use prost::Message as _;
 use serde_json::Value;
@@ -88,26 +89,6 @@ fn alerting(db: &TestDb, base: &str) -> changetrail::app::config::Config {
     cfg
 }
 
-/// Waits until the alerter has looked at every entry up to `head` and no delivery waits.
-async fn settled(store: &Store, head: i64) {
-    eventually(
-        "every entry looked at, every delivery made",
-        || async move {
-            store
-                .alert_cursor()
-                .await
-                .unwrap()
-                .is_some_and(|c| c >= head)
-                && store.alert_outbox_counts().await.unwrap() == (0, 0)
-        },
-    )
-    .await;
-}
-
-async fn head(store: &Store) -> i64 {
-    store.head().await.unwrap().unwrap().head.size as i64 - 1
-}
-
 /// `GET /v1/alerts` with `token`.
 async fn alerts(base: &str, token: &str, query: &str) -> (StatusCode, Value) {
     try_alerts(base, token, query)
@@ -175,7 +156,7 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
     })
     .await;
     send_scenarios(&app).await;
-    settled(&app.store, head(&app.store).await).await;
+    alerts_settled(&app.store).await;
 
     // What should be open: every production change's exception codes, as its packet says.
     let auditor = app.token(Role::Auditor).await;
@@ -227,7 +208,7 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
         open_now().await == want
     })
     .await;
-    settled(&app.store, head(&app.store).await).await;
+    alerts_settled(&app.store).await;
     // A change a sender names like an unlinked deploy's subject cannot resolve its alert.
     let forged = want
         .iter()
@@ -242,7 +223,7 @@ async fn alerts_reach_every_destination_once(db: TestDb) {
     let mut run = wf.run_span("normal", "alice@example.com", None, vec![]);
     run.set("deployment.environment.name", "staging");
     send(&app, &[run]).await;
-    settled(&app.store, head(&app.store).await).await;
+    alerts_settled(&app.store).await;
     assert_eq!(open_now().await, want, "the forged change resolved nothing");
 
     // The list: reviewers and auditors read it, nobody else.
@@ -542,7 +523,7 @@ async fn two_instances_raise_and_deliver_each_alert_once() {
     let two_stop = two.shutdown_token();
     let two_running = tokio::spawn(async move { two.run().await.unwrap() });
     send_scenarios(&one).await;
-    settled(&one.store, head(&one.store).await).await;
+    alerts_settled(&one.store).await;
     let (_, listed) = alerts(&one.base, &one.reviewer, "?limit=1000").await;
     let events = listed["alerts"].as_array().unwrap();
     assert!(events.len() > 5, "{listed}");

@@ -125,33 +125,36 @@ impl Cell {
     /// Adds another cell of the same key, keeping this one's caps (kinds, senders): how the
     /// receiver gathers a minute from many exports. Its memory stays bounded whatever they hold.
     pub fn absorb(&mut self, other: &Cell) {
-        self.spans += other.spans;
-        self.errors += other.errors;
-        self.latency_us.merge(&other.latency_us);
-        for (k, n) in &other.error_kinds {
-            self.add_kind(k, *n);
-        }
-        if let Some(f) = &other.first_error {
-            self.note_error(f.time_ns, || f.trace_id.clone());
-        }
-        for s in &other.senders {
-            self.sent_by(s);
-        }
+        self.combine(other, true);
     }
 
     /// Adds a cell of any key: how a reader sums a window. A window gathers every kind and
     /// sender its minutes name (each minute is capped; a window is read, not held).
     pub fn merge(&mut self, other: &Cell) {
+        self.combine(other, false);
+    }
+
+    fn combine(&mut self, other: &Cell, capped: bool) {
         self.spans += other.spans;
         self.errors += other.errors;
         self.latency_us.merge(&other.latency_us);
         for (k, n) in &other.error_kinds {
-            *self.error_kinds.entry(k.clone()).or_default() += n;
+            if capped {
+                self.add_kind(k, *n);
+            } else {
+                *self.error_kinds.entry(k.clone()).or_default() += n;
+            }
         }
         if let Some(f) = &other.first_error {
             self.note_error(f.time_ns, || f.trace_id.clone());
         }
-        self.senders.extend(other.senders.iter().cloned());
+        for s in &other.senders {
+            if capped {
+                self.sent_by(s);
+            } else {
+                self.senders.insert(s.clone());
+            }
+        }
     }
 }
 
