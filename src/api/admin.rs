@@ -22,7 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
-    /// ingest, auditor, reviewer, admin or metrics.
+    /// ingest, auditor, reviewer, admin, metrics or gate.
     #[schema(value_type = String)]
     role: Role,
     /// 1-200 printable characters.

@@ -6,6 +6,7 @@ mod alerts;
 mod changes;
 mod console;
 mod error;
+mod gate;
 mod health;
 mod ledger;
 mod metrics;
@@ -194,6 +195,7 @@ fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
         (Access::Role(Role::Auditor), changes::router()),
         (Access::Role(Role::Auditor), reports::router()),
         (Access::Role(Role::Ingest), changes::import_router()),
+        (Access::Role(Role::Gate), gate::router()),
         (
             Access::Roles(&[Role::Auditor, Role::Reviewer]),
             alerts::router(),

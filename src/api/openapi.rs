@@ -33,7 +33,7 @@ pub enum Access {
 #[openapi(
     info(
         title = "changetrail REST API",
-        description = "Signed, hash-chained audit evidence for production changes. Every endpoint but the health checks and this document needs `Authorization: Bearer <token>` of the one role it names; roles are narrow (ingest, auditor, reviewer, admin, metrics). OTLP is served on its own ports (gRPC :4317, HTTP :4318) and described by the OTLP specification."
+        description = "Signed, hash-chained audit evidence for production changes. Every endpoint but the health checks and this document needs `Authorization: Bearer <token>` of the one role it names; roles are narrow (ingest, auditor, reviewer, admin, metrics, gate). OTLP is served on its own ports (gRPC :4317, HTTP :4318) and described by the OTLP specification."
     ),
     servers((url = "http://localhost:8080")),
     components(schemas(ErrorBody)),

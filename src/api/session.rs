@@ -17,7 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct Session {
     token_id: String,
     name: String,
-    /// ingest, auditor, reviewer, admin or metrics.
+    /// ingest, auditor, reviewer, admin, metrics or gate.
     #[schema(value_type = String)]
     role: Role,
     /// Console pages this role may open; empty means the console has nothing for it.
@@ -32,7 +32,7 @@ pub fn pages(role: Role) -> &'static [&'static str] {
         Role::Auditor => &["dashboard", "changes", "alerts", "reports"],
         Role::Reviewer => &["ledger", "alerts"],
         Role::Admin => &["tokens"],
-        Role::Ingest | Role::Metrics => &[],
+        Role::Ingest | Role::Metrics | Role::Gate => &[],
     }
 }
 

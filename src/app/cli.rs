@@ -230,8 +230,9 @@ pub enum TokensCommand {
     #[command(long_about = TOKENS_CREATE_HELP)]
     Create {
         /// What the token may do (one role each): ingest (OTLP, Conductor import), auditor
-        /// (changes, reports), reviewer (ledger), admin (tokens), metrics (/metrics).
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ingest", "auditor", "reviewer", "admin", "metrics"]))]
+        /// (changes, reports), reviewer (ledger), admin (tokens), metrics (/metrics), gate
+        /// (POST /v1/gate from a deploy workflow).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["ingest", "auditor", "reviewer", "admin", "metrics", "gate"]))]
         role: String,
         /// A name for people (shown in lists and logs as the principal).
         #[arg(long)]
@@ -366,6 +367,23 @@ pub enum BenchCommand {
         /// The period the changes are spread over.
         #[arg(long, default_value_t = 180)]
         days: u64,
+        /// Keep the database and key in this directory; a ledger already there is used as it is
+        /// (`bench report --keep DIR` makes one).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+    /// Deploy gate decisions (read, judge, decide, record, commit) over `bench report`'s
+    /// synthetic ledger, one at a time and eight at once, beside the read and judgement alone.
+    Gate {
+        /// Synthetic changes to append.
+        #[arg(long, default_value_t = 100_000)]
+        changes: u64,
+        /// The period the changes are spread over.
+        #[arg(long, default_value_t = 180)]
+        days: u64,
+        /// Decisions per phase.
+        #[arg(long, default_value_t = 2_000)]
+        decisions: u64,
         /// Keep the database and key in this directory; a ledger already there is used as it is
         /// (`bench report --keep DIR` makes one).
         #[arg(long, value_name = "DIR")]
@@ -561,6 +579,7 @@ in constant time, never logged. Each has one narrow role, and can do only what i
   reviewer  the ledger: checkpoints, entries, proofs, keys, bundles, verify
   admin     tokens
   metrics   GET /metrics
+  gate      POST /v1/gate: may this change deploy this artifact now? (a workflow's HTTP task)
 
 Creating and revoking append token.created / token.revoked entries (with the secret's hash and who
 did it), so they need the signing key; creating on a new database creates the ledger.";

@@ -27,15 +27,19 @@ pub enum Role {
     Admin,
     /// Reading /metrics (for a Prometheus scraper), nothing else.
     Metrics,
+    /// Asking the deploy gate (`POST /v1/gate`) from a workflow, nothing else: it learns only
+    /// the decision about the change it names.
+    Gate,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Ingest,
         Role::Auditor,
         Role::Reviewer,
         Role::Admin,
         Role::Metrics,
+        Role::Gate,
     ];
 
     /// This role alone, as a list of roles a route admits.
@@ -46,6 +50,7 @@ impl Role {
             Role::Reviewer => &[Role::Reviewer],
             Role::Admin => &[Role::Admin],
             Role::Metrics => &[Role::Metrics],
+            Role::Gate => &[Role::Gate],
         }
     }
 
@@ -56,6 +61,7 @@ impl Role {
             Role::Reviewer => "reviewer",
             Role::Admin => "admin",
             Role::Metrics => "metrics",
+            Role::Gate => "gate",
         }
     }
 }
@@ -73,7 +79,7 @@ impl FromStr for Role {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown role {s:?}: use ingest, auditor, reviewer, admin or metrics")
+                format!("unknown role {s:?}: use ingest, auditor, reviewer, admin, metrics or gate")
             })
     }
 }

@@ -2,13 +2,15 @@
 //! bundles streamed from storage, the audit that recomputes every derived table from the signed
 //! entries, and the narrow window on history that ingest consults. Used by the REST API, ingest
 //! and the CLI; writes nothing but the change summary (`summary`), a derived index of its own
-//! folds that it keeps caught up and `verify` recomputes.
+//! folds that it keeps caught up and `verify` recomputes, and the facts changetrail states itself
+//! through the sequencer (runtime comparisons, `suspects`; deploy gate decisions, `gate`).
 
 pub mod alerts;
 pub mod audit;
 pub mod changes;
 pub mod delivery;
 pub mod export;
+pub mod gate;
 pub mod history;
 pub mod summary;
 pub mod suspects;

@@ -17,6 +17,17 @@ impl Store {
         Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 
+    /// The entry that recorded the fact stored under `key` (a repeat of a fact answers with its
+    /// first entry), counting only a row its own fact entry backs, as the writer does.
+    pub async fn fact_entry(&self, key: &str) -> Result<Option<u64>> {
+        let row: Option<(i64,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT f.entry_seq FROM facts f JOIN entries e ON e.seq = f.entry_seq \
+             AND e.kind = f.kind AND e.subject = COALESCE(f.change_id, f.run_id, '') \
+             WHERE f.fact_key = $1")
+            .bind(key).fetch_optional(p).await)?;
+        row.map(|(s,)| u(s, "fact entry seq")).transpose()
+    }
+
     /// version.observed facts first seen in `[from, to]` (inclusive), by time.
     pub async fn version_facts_between(&self, from: i64, to: i64) -> Result<Vec<FactRecord>> {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(

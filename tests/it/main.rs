@@ -12,6 +12,7 @@ mod cli;
 mod console;
 mod delivery;
 mod demo;
+mod gate;
 mod hostile;
 mod idp;
 mod instances;

@@ -679,6 +679,18 @@
         ],
         i === 0 ? approvalXs : []));
     });
+    for (const g of p.gates || []) {
+      const kind = g.decision === 'allow' ? 'ok' : 'bad';
+      steps.push(step('gate', `Deploy gate: ${g.decision}`, utc(g.decided_ns), [
+        h('p', {}, badge(g.decision, kind), ' ', h('span', { text: `to ${g.environment}, artifact ` }), mono(g.artifact_digest)),
+        h('ul', { class: 'exceptions' }, g.reasons.map((r) => h('li', {}, badge(r.code, kind), ' ', h('span', { text: r.detail })))),
+        facts([
+          ['Entry', String(g.seq)],
+          ['Asked by', g.asked_by ? senders([g.asked_by]) : null],
+          ['Evidence read', `entries below ${g.evidence_size}`],
+        ]),
+      ], []));
+    }
     const deployXs = flagged(xs, 'deploy');
     if (p.steps.length === 0) {
       steps.push(step('deploy', 'No deploy attempt recorded', null, h('p', { class: 'muted', text: 'No deploy task is in the evidence.' }), deployXs));

@@ -74,6 +74,22 @@ pub async fn run(
             )
             .await
         }
+        BenchCommand::Gate {
+            changes,
+            days,
+            decisions,
+            keep,
+        } => {
+            crate::app::commands::bench_gate::run(
+                cfg,
+                changes,
+                days,
+                decisions.max(8),
+                keep.as_deref(),
+                database_given,
+            )
+            .await
+        }
         BenchCommand::Ingest(a) => crate::app::commands::bench_ingest::run(a).await,
         BenchCommand::Hostile(a) => {
             crate::app::commands::bench_hostile::run(a, config_file, database_given).await

@@ -4,7 +4,7 @@
 //! Also what building the summary from nothing costs, what keeping it costs for one more
 //! appended change, and how long the four keys of a month and of every day take.
 
-use crate::app::commands::bench_report::{build_ledger, facts};
+use crate::app::commands::bench_report::{facts, kept_or_built};
 use crate::app::config::Config;
 use crate::app::startup::open_ledger;
 use crate::demo::scenario::{SYNTHETIC_START_NS, Synthetic};
@@ -40,20 +40,7 @@ pub async fn run(
     keep: Option<&Path>,
     database_given: bool,
 ) -> anyhow::Result<i32> {
-    let scratch = tempfile::tempdir()?;
-    let work = keep.unwrap_or(scratch.path());
-    let reuse = keep.is_some() && !database_given && work.join("bench-report.db").exists();
-    let cfg = if reuse {
-        // A kept ledger (from `bench report --keep` or an earlier run) is used as it is.
-        let mut cfg = cfg;
-        cfg.database_url = format!("sqlite://{}", work.join("bench-report.db").display());
-        cfg.ledger.key_file = work.join("bench-report.key");
-        cfg.ledger.signing_key = Default::default();
-        println!("bench list: the ledger kept in {}", work.display());
-        cfg
-    } else {
-        build_ledger(cfg, changes, days, work, database_given, "list").await?
-    };
+    let (cfg, _scratch) = kept_or_built(cfg, changes, days, keep, database_given, "list").await?;
     let (store, writer) = open_ledger(&cfg, false).await?;
     let criteria = cfg.criteria();
     let size = store.head().await?.context("no ledger")?.head.size;

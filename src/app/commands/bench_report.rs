@@ -192,6 +192,31 @@ fn timed_child(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<(i32, f6
     Ok((code, started.elapsed().as_secs_f64(), peak as f64 / 1024.0))
 }
 
+/// The synthetic ledger a benchmark reads: the one kept in `keep` when it holds one (`bench
+/// report --keep DIR` or an earlier run made it; used as it is), else one built there, or in a
+/// scratch directory that lives as long as the returned handle.
+pub async fn kept_or_built(
+    cfg: Config,
+    changes: u64,
+    days: u64,
+    keep: Option<&Path>,
+    database_given: bool,
+    what: &str,
+) -> anyhow::Result<(Config, tempfile::TempDir)> {
+    let scratch = tempfile::tempdir()?;
+    let work = keep.unwrap_or(scratch.path());
+    if keep.is_some() && !database_given && work.join("bench-report.db").exists() {
+        let mut cfg = cfg;
+        cfg.database_url = format!("sqlite://{}", work.join("bench-report.db").display());
+        cfg.ledger.key_file = work.join("bench-report.key");
+        cfg.ledger.signing_key = Default::default();
+        println!("bench {what}: the ledger kept in {}", work.display());
+        return Ok((cfg, scratch));
+    }
+    let cfg = build_ledger(cfg, changes, days, work, database_given, what).await?;
+    Ok((cfg, scratch))
+}
+
 /// A synthetic ledger of `changes` changes over `days` days in `work` (SQLite there unless a
 /// database was given), appended through the real writer and checkpointed: the configuration to
 /// reach it. Prints how long appending took.

@@ -1,6 +1,7 @@
 //! One module per CLI command: argument handling and printing around library calls.
 
 pub mod bench;
+pub mod bench_gate;
 pub mod bench_hostile;
 pub mod bench_ingest;
 pub mod bench_list;

@@ -5,8 +5,8 @@
 
 use super::judge::Judgement;
 use super::packet::{
-    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
-    Receipt, StatedValue, StepView, Timeline,
+    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, GateView,
+    IdentityRole, Receipt, StatedValue, StepView, Timeline,
 };
 use super::{
     ApprovalFact, ChangeFact, Fact, Policy, Recorded, RunFinishedFact, SentBy, TaskFact, decision,
@@ -107,6 +107,19 @@ pub fn evidence(
             _ => None,
         })
         .collect();
+    let mut gates: Vec<GateView> = facts
+        .iter()
+        .filter_map(|r| match &r.fact.fact {
+            Fact::Gate(g) => Some(GateView {
+                decided: g.clone(),
+                decided_ns: r.fact.time_ns,
+                seq: r.seq,
+                asked_by: r.fact.sent_by.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    gates.sort_by_key(|g| g.seq);
     // One comparison per change (its key has no digest); should a second exist, the first
     // recorded stands.
     let runtime = facts
@@ -125,6 +138,7 @@ pub fn evidence(
         approvals,
         steps,
         history_rewrites,
+        gates,
         rolled_back_by,
         conflicts: f.conflicts,
         deciding: f.deciding,

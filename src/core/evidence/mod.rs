@@ -20,6 +20,7 @@ pub mod contract;
 pub mod delivery;
 pub mod derived;
 mod fold;
+pub mod gate;
 pub mod identity;
 mod judge;
 mod packet;
@@ -37,9 +38,9 @@ pub use judge::{
     sighting_key,
 };
 pub use packet::{
-    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, IdentityRole,
-    Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed, established_label,
-    explained_window,
+    ApprovalView, AttemptView, ChangeView, Conflict, CredentialUse, Evidence, GateView,
+    IdentityRole, Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed,
+    established_label, explained_window, gate_outcome,
 };
 pub use spans::{ItemInfo, facts_from_item, service_key_prefix, version_fact, version_key_prefix};
 pub use statement::Intake;
@@ -120,6 +121,8 @@ pub enum Source {
     Conductor,
     /// changetrail's own comparison of runtime spans around a deploy (`runtime.compared`).
     Runtime,
+    /// changetrail's deploy gate deciding a workflow's request (`gate.decided`).
+    Gate,
 }
 
 impl Source {
@@ -129,6 +132,7 @@ impl Source {
             Source::Log => "log",
             Source::Conductor => "conductor",
             Source::Runtime => "runtime",
+            Source::Gate => "gate",
         }
     }
 }
@@ -284,10 +288,13 @@ pub enum Fact {
     /// The change's service after its deploy against before it (`core::runtime`), stated by
     /// changetrail itself once the window has passed; one per change (its key has no digest).
     RuntimeCompared(crate::core::runtime::Comparison),
+    /// The deploy gate's decision on a workflow's request (`gate`), stated by changetrail
+    /// itself from the evidence committed before it.
+    Gate(gate::GateFact),
 }
 
 /// The ledger entry kinds that record facts.
-pub const FACT_KINDS: [&str; 8] = [
+pub const FACT_KINDS: [&str; 9] = [
     "change.requested",
     "change.finished",
     "approval.requested",
@@ -296,6 +303,7 @@ pub const FACT_KINDS: [&str; 8] = [
     "history.rewritten",
     "version.observed",
     "runtime.compared",
+    "gate.decided",
 ];
 
 impl Fact {
@@ -310,6 +318,7 @@ impl Fact {
             Fact::HistoryRewritten(_) => "history.rewritten",
             Fact::Version(_) => "version.observed",
             Fact::RuntimeCompared(_) => "runtime.compared",
+            Fact::Gate(_) => "gate.decided",
         }
     }
 

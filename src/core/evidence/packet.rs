@@ -2,6 +2,7 @@
 //! requested and approved it, its steps and their attempts, its timeline, every contradiction
 //! and deciding fact — and the questions its readers ask of it.
 
+use super::gate::GateFact;
 use super::judge::Judgement;
 use super::{RewriteFact, SentBy, Source};
 use crate::core::evidence::identity::{Established, Principal};
@@ -128,6 +129,18 @@ pub struct Receipt {
     pub max_lateness_ns: Option<i64>,
 }
 
+/// One decision of the deploy gate about this change, with its entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateView {
+    #[serde(flatten)]
+    pub decided: GateFact,
+    /// When the gate decided (its clock), and the entry that records it.
+    pub decided_ns: i64,
+    pub seq: u64,
+    /// Who asked (the gate token's id and name).
+    pub asked_by: Option<SentBy>,
+}
+
 /// Which part an identity played in a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -166,6 +179,8 @@ pub struct Evidence {
     pub timeline: Timeline,
     pub steps: Vec<StepView>,
     pub history_rewrites: Vec<RewriteFact>,
+    /// The deploy gate's decisions, in entry order.
+    pub gates: Vec<GateView>,
     /// Its service's runtime spans after the deploy against before it (the first comparison
     /// recorded), once the window has passed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +231,15 @@ pub fn explained_window(e: &Evidence, tolerance_ns: i64) -> (i64, i64) {
         start.saturating_sub(tolerance_ns),
         end.saturating_add(tolerance_ns),
     )
+}
+
+/// Whether the change passed the deploy gate: the first decision that allowed it, else the
+/// last that denied it (`None`: no workflow asked).
+pub fn gate_outcome(e: &Evidence) -> Option<&GateView> {
+    e.gates
+        .iter()
+        .find(|g| g.decided.allowed())
+        .or_else(|| e.gates.last())
 }
 
 /// Identity display helper for reports and the API.

@@ -24,7 +24,7 @@ pub const SOC2_CATALOGUE: &str = include_str!("../../../../reports/soc2.toml");
 pub const SOC2_TEMPLATE: &str = include_str!("../../../../reports/soc2.html");
 
 /// The format tag of the manifest; a change to any file's layout is a new version.
-pub const MANIFEST_FORMAT: &str = "changetrail-report/v1";
+pub const MANIFEST_FORMAT: &str = "changetrail-report/v2";
 /// Domain separation for the manifest signature (Ed25519 over this prefix and the manifest bytes).
 pub const MANIFEST_SIG_CONTEXT: &[u8] = b"changetrail/report-manifest/v1\n";
 

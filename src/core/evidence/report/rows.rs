@@ -4,7 +4,7 @@
 use super::{Catalogue, neutralise, time_cell};
 use crate::core::evidence::identity::Principal;
 use crate::core::evidence::rules::Exception;
-use crate::core::evidence::{Evidence, IdentityRole, established_label};
+use crate::core::evidence::{Evidence, IdentityRole, established_label, gate_outcome};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,7 +47,7 @@ pub struct SpanTally {
 }
 
 /// The population's columns, in their stable order (reports/README.md documents each).
-pub const POPULATION_COLUMNS: [&str; 35] = [
+pub const POPULATION_COLUMNS: [&str; 37] = [
     "change_id",
     "change_kind",
     "environment",
@@ -78,6 +78,8 @@ pub const POPULATION_COLUMNS: [&str; 35] = [
     "rolled_back_by",
     "compensation_workflow_id",
     "emergency_justification",
+    "gate_decision",
+    "gate_seq",
     "exception_codes",
     "audit_seq_first",
     "audit_seq_last",
@@ -118,6 +120,11 @@ pub struct PopulationRow {
     pub rolled_back_by: String,
     pub compensation_workflow_id: String,
     pub emergency_justification: String,
+    /// Whether the change passed the deploy gate: `allow` if a decision allowed it, else
+    /// `deny` if one was asked for; empty when no workflow asked.
+    pub gate_decision: String,
+    /// The entry of that decision.
+    pub gate_seq: Option<u64>,
     pub exception_codes: String,
     pub audit_seq_first: Option<u64>,
     pub audit_seq_last: Option<u64>,
@@ -160,6 +167,7 @@ impl PopulationRow {
             .or_else(|| c.result.clone())
             .unwrap_or_default();
         let codes: BTreeSet<&str> = exceptions.iter().map(|x| x.code).collect();
+        let gate = gate_outcome(e);
         PopulationRow {
             change_id: c.id.clone(),
             change_kind: c.kind.clone(),
@@ -191,6 +199,8 @@ impl PopulationRow {
             rolled_back_by: e.rolled_back_by.join(";"),
             compensation_workflow_id: c.compensation_runs.join(";"),
             emergency_justification: opt(&c.justification),
+            gate_decision: gate.map(|g| g.decided.decision.clone()).unwrap_or_default(),
+            gate_seq: gate.map(|g| g.seq),
             exception_codes: codes.into_iter().collect::<Vec<_>>().join(";"),
             audit_seq_first: ledger.first_seq,
             audit_seq_last: ledger.last_seq,
@@ -233,6 +243,8 @@ impl PopulationRow {
             self.rolled_back_by.clone(),
             self.compensation_workflow_id.clone(),
             self.emergency_justification.clone(),
+            self.gate_decision.clone(),
+            n(self.gate_seq),
             self.exception_codes.clone(),
             n(self.audit_seq_first),
             n(self.audit_seq_last),

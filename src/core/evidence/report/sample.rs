@@ -79,6 +79,7 @@ mod tests {
             },
             steps: vec![],
             history_rewrites: vec![],
+            gates: vec![],
             runtime: None,
             rolled_back_by: vec![],
             conflicts: vec![],

@@ -183,7 +183,7 @@ fn discredited(e: &Evidence, p: &Principal) -> bool {
 
 /// A rollback that names a change that exists and puts back a version that ran before: it undoes
 /// an approved change rather than making a new one.
-fn restoring_rollback(e: &Evidence) -> bool {
+pub(crate) fn restoring_rollback(e: &Evidence) -> bool {
     e.change.kind == "rollback"
         && e.judgement.rollback_target_known == Some(true)
         && e.judgement.restores_seen_version

@@ -120,6 +120,7 @@ fn clean() -> Evidence {
             summary: String::new(),
         }],
         history_rewrites: vec![],
+        gates: vec![],
         runtime: None,
         rolled_back_by: vec![],
         conflicts: vec![],
