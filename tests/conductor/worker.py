@@ -144,7 +144,11 @@ def main():
     a = p.parse_args()
     if not a.token:
         p.error("an ingest token is needed: --token or CHANGETRAIL_INGEST_TOKEN")
-    task = json.load(sys.stdin if a.task == "-" else open(a.task, encoding="utf-8"))
+    if a.task == "-":
+        task = json.load(sys.stdin)
+    else:
+        with open(a.task, encoding="utf-8") as f:
+            task = json.load(f)
     worker_id = a.worker_id or task.get("workerId") or os.uname().nodename
 
     exporter = OTLPSpanExporter(
