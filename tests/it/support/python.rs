@@ -1,5 +1,5 @@
 //! A Python with the OpenTelemetry SDK exporters (`CHANGETRAIL_TEST_PYTHON`, which `.ci/run`
-//! sets), and the exporter script the real-client tests run with it.
+//! sets), and the scripts the real-client tests run with it.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,10 @@ pub const CLIENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/it/python/otlp_client.py"
 );
+
+/// tests/conductor/worker.py: the example Conductor deploy worker, run on one polled task.
+pub const CONDUCTOR_WORKER: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conductor/worker.py");
 
 /// The Python to run, or `None` with a printed note that `test` is skipped.
 pub fn python(test: &str) -> Option<PathBuf> {
