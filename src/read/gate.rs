@@ -48,15 +48,16 @@ pub async fn decide(
     asked_by: SentBy,
 ) -> Result<Decided, GateError> {
     let size = store.head().await?.map_or(0, |h| h.head.size);
-    let facts = fetch_facts(store, std::slice::from_ref(&req.change_id), size).await?;
-    // Earlier gate decisions alone do not make a change known: asking twice about a change
-    // nobody described must be CHANGE_UNKNOWN both times.
-    let known = facts.iter().any(|(_, records, broken)| {
-        !broken.is_empty()
-            || records
-                .iter()
-                .any(|r| !matches!(r.fact.fact, Fact::Gate(_)))
-    });
+    let mut facts = fetch_facts(store, std::slice::from_ref(&req.change_id), size).await?;
+    // Earlier decisions bear on nothing the gate decides: left out, so asking often costs no
+    // more each time, and decisions alone do not make a change known (asking twice about a
+    // change nobody described is CHANGE_UNKNOWN both times).
+    for (_, records, _) in &mut facts {
+        records.retain(|r| !matches!(r.fact.fact, Fact::Gate(_)));
+    }
+    let known = facts
+        .iter()
+        .any(|(_, records, broken)| !broken.is_empty() || !records.is_empty());
     // Rollbacks that name this change do not bear on whether it may deploy: none is looked up.
     let mut folded = if known {
         fold_facts(facts, &criteria.policy, &Default::default())
@@ -91,7 +92,19 @@ pub async fn decide(
         })
         .await
         .map_err(GateError::Append)?;
-    let entry_seq = store.fact_entry(&key).await?.ok_or(GateError::Lost)?;
+    // Committed: the decision stands whatever happens next, so a brief storage failure while
+    // finding its entry is retried rather than answered as "ask again".
+    let mut tries = 0;
+    let entry_seq = loop {
+        match store.fact_entry(&key).await {
+            Ok(seq) => break seq.ok_or(GateError::Lost)?,
+            Err(e) if e.is_transient() && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 << tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     Ok(Decided {
         fact: decided,
         entry_seq,

@@ -119,8 +119,10 @@ impl Store {
             for r in runs {
                 sep.push_bind(r);
             }
+            // A gate decision names the id it was asked about, not a run the asker may claim:
+            // anyone with a gate token could otherwise contest another change's run.
             q.push(") UNION SELECT DISTINCT change_id, change_id FROM facts WHERE entry_seq < ");
-            q.push_bind(i(size)).push(" AND change_id IN (");
+            q.push_bind(i(size)).push(" AND kind <> 'gate.decided' AND change_id IN (");
             let mut sep = q.separated(", ");
             for r in runs {
                 sep.push_bind(r);

@@ -33,6 +33,8 @@ fn awaiting_deploy(change: &str, n: i64) -> Value {
     });
     tasks[1]["outputData"]["approvalToken"] =
         idp::token("bob@example.com", &["release-approver"], t0 + 15 * MIN).into();
+    // The vector's approval shows a digest shortened to 8 hex digits: too short for the gate.
+    tasks[1]["inputData"]["artifactDigest"] = DIGEST.into();
     d
 }
 
@@ -135,6 +137,32 @@ fn denied_cases() -> Vec<(&'static str, Value, &'static str)> {
     let mut d = awaiting_deploy("CHG-G-REJECT", 8);
     approval(&mut d)["outputData"]["decision"] = "REJECTED".into();
     cases.push(("CHG-G-REJECT", d, "NO_APPROVAL"));
+    // Approved, then rejected by another approver later.
+    let mut d = awaiting_deploy("CHG-G-REVOKED", 9);
+    let mut rejection = approval(&mut d).clone();
+    rejection["taskId"] = "reject-1".into();
+    rejection["referenceTaskName"] = "security_review".into();
+    rejection["outputData"]["decision"] = "REJECTED".into();
+    rejection["outputData"]["approvedBy"] = "dave@example.com".into();
+    rejection["outputData"]["approvedAt"] = "2026-01-01T10:40:00.000Z".into();
+    rejection["outputData"]["approvalToken"] = idp::token(
+        "dave@example.com",
+        &["release-approver"],
+        decided(9) + 25 * MIN,
+    )
+    .into();
+    d["tasks"].as_array_mut().unwrap().push(rejection);
+    cases.push(("CHG-G-REVOKED", d, "APPROVAL_REJECTED"));
+    // A rollback with no approval: the gate asks one of every change.
+    let mut d = awaiting_deploy("CHG-G-ROLLBACK", 10);
+    d["input"]["change"]["type"] = "rollback".into();
+    d["input"]["change"]["rollbackOf"] = "CHG-G-OK".into();
+    d["tasks"].as_array_mut().unwrap().truncate(1);
+    cases.push(("CHG-G-ROLLBACK", d, "NO_APPROVAL"));
+    // A shortened digest approved that names too few bits of the artifact.
+    let mut d = awaiting_deploy("CHG-G-SHORT", 11);
+    approval(&mut d)["inputData"]["artifactDigest"] = "sha256:9b1f0c7d...".into();
+    cases.push(("CHG-G-SHORT", d, "APPROVED_SUBJECT_MISMATCH"));
     // The tokens of CHG-G-OK (the allowed change) replayed on another change.
     cases.push((
         "CHG-G-REUSE",
@@ -319,5 +347,41 @@ async fn the_gate_allows_and_denies(db: TestDb) {
     assert_eq!(row("CHG-G-OK")["gate_decision"], "allow");
     assert_eq!(row("CHG-G-OK")["gate_seq"], allowed_seq.to_string());
     assert_eq!(row("CHG-G-SELF")["gate_decision"], "deny");
+
+    // verify-report re-derives the gate columns from the bundle's entries alone.
+    let bundle = db.path().join("ledger.jsonl");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(crate::support::server::bin())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    run(&[
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+    ]);
+    let text = run(&[
+        "verify-report",
+        out.to_str().unwrap(),
+        "--trusted-key",
+        &app.vkey,
+        "--bundle",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("re-derived from the bundle's entries alone"),
+        "{text}"
+    );
     app.stop().await;
 }

@@ -40,8 +40,8 @@ pub mod reason {
     pub const APPROVED: &str = "APPROVED";
     /// Allowed: the environment is not a production one; no approval is required.
     pub const NOT_PRODUCTION: &str = "NOT_PRODUCTION";
-    /// Allowed: a rollback that puts back a version that ran before, as the report accepts.
-    pub const RESTORING_ROLLBACK: &str = "RESTORING_ROLLBACK";
+    /// The approval relied on states a decision before the change was requested.
+    pub const APPROVAL_BEFORE_REQUEST: &str = "APPROVAL_BEFORE_REQUEST";
 }
 
 /// The report's exception codes that deny a deploy: each is open evidence against the change
@@ -173,8 +173,12 @@ pub fn decide(
             None,
         );
     }
+    // Independence from the requester can only be shown of a requester a token proved.
+    if let Some(r) = unproven_requester(e) {
+        deny.push(r);
+    }
     let (approval, refused) = qualifying_approval(e, req, ctx, now_ns);
-    if let Some(r) = rejected_after(e, approval, now_ns) {
+    if let Some(r) = rejected_after(e, approval) {
         deny.push(r);
     }
     let allow = match approval {
@@ -193,13 +197,10 @@ pub fn decide(
                 a.seq
             ),
         ),
-        None if rules::restoring_rollback(e) => why(
-            reason::RESTORING_ROLLBACK,
-            format!(
-                "a rollback of {} that puts back a version that ran before",
-                c.rollback_of.as_deref().unwrap_or("(unknown)")
-            ),
-        ),
+        // A rollback asks for an approval like any change: the report's leniency for a rollback
+        // that restores an earlier version rests on sightings and a stated version, neither of
+        // which binds the artifact about to deploy. A rollback that cannot wait skips the gate,
+        // and the report judges it.
         None => {
             deny.extend(refused);
             return fact(deny, None);
@@ -212,17 +213,38 @@ pub fn decide(
 }
 
 fn allowing(code: &str) -> bool {
-    [
-        reason::APPROVED,
-        reason::NOT_PRODUCTION,
-        reason::RESTORING_ROLLBACK,
-    ]
-    .contains(&code)
+    [reason::APPROVED, reason::NOT_PRODUCTION].contains(&code)
 }
 
-/// The first approval (by decision time) that lets the deploy go, or why none does: each
+/// Why the requester cannot be told apart from the approver, if so: no requester on record, one
+/// only asserted, or one whose token the judgement discredited.
+fn unproven_requester(e: &Evidence) -> Option<GateReason> {
+    let Some(p) = &e.requester else {
+        return Some(why(
+            rules::UNVERIFIED_IDENTITY,
+            "no requester is on record: that the approval is independent cannot be shown",
+        ));
+    };
+    let who = p.subject.as_deref().unwrap_or("(unknown)");
+    match &p.established {
+        Established::Verified { token_sha256, .. }
+            if !e.judgement.discredited.contains(token_sha256) =>
+        {
+            None
+        }
+        _ => Some(why(
+            rules::UNVERIFIED_IDENTITY,
+            format!(
+                "requester {who} is not proven by a token: that the approval is independent \
+                 cannot be shown"
+            ),
+        )),
+    }
+}
+
+/// The latest approval (by decision time) that lets the deploy go, or why none does: each
 /// approved decision that fails a condition says which, and no approved decision at all is
-/// NO_APPROVAL.
+/// NO_APPROVAL. The latest, so that approving again after a rejection counts.
 fn qualifying_approval<'a>(
     e: &'a Evidence,
     req: &GateRequest,
@@ -242,7 +264,7 @@ fn qualifying_approval<'a>(
         .collect();
     approvals.sort_by_key(|a| (a.decided_ns.unwrap_or(i64::MAX), a.seq));
     let mut refused = Vec::new();
-    for a in &approvals {
+    for a in approvals.iter().rev() {
         match refusal(e, a, req, requester.as_deref(), roles_wanted, now_ns) {
             None => return (Some(a), refused),
             Some(r) => refused.push(r),
@@ -354,15 +376,33 @@ fn refusal(
             ),
         ));
     }
+    // The judge accepts a token bound to the change or to one of its runs; so does the gate.
     if let Some(c) = bound_change
         && c != &e.change.id
+        && !e.change.runs.contains(c)
     {
         return Some(why(
             rules::APPROVAL_TOKEN_MISMATCH,
             format!("approver {who}'s token is for change {c}"),
         ));
     }
+    // A decision received much later than the time it states may be backdated; one stated
+    // before the change was even requested approved something else.
+    if e.judgement.late.iter().any(|r| r.seq == a.seq) {
+        return Some(why(
+            rules::LATE_EVIDENCE,
+            format!(
+                "approver {who}'s decision reached changetrail later than allowed after the time \
+                 it states (entry {})",
+                a.seq
+            ),
+        ));
+    }
     match a.decided_ns {
+        Some(d) if e.change.requested_ns.is_some_and(|r| d < r) => Some(why(
+            reason::APPROVAL_BEFORE_REQUEST,
+            format!("approver {who}'s decision states a time before the change was requested"),
+        )),
         Some(d) if d <= now_ns => None,
         Some(_) => Some(why(
             rules::NO_APPROVAL,
@@ -376,27 +416,27 @@ fn refusal(
 }
 
 /// Whether an approved subject names the artifact: exactly, or as a shortened digest written
-/// with a trailing `...` (people approve what a ticket shows) of at least 12 characters, so a
-/// stub such as `sha256...` names nothing.
+/// with a trailing `...` (people approve what a ticket shows) keeping at least 12 characters
+/// after the algorithm (`sha256:9b1f0c7d2e8a...`, 48 bits), so a stub names nothing.
 fn names_artifact(subject: &str, digest: &str) -> bool {
     match subject.strip_suffix("...") {
-        Some(prefix) => prefix.len() >= 12 && digest.starts_with(prefix),
+        Some(prefix) => {
+            let hex = prefix.rsplit_once(':').map_or(prefix, |(_, h)| h);
+            hex.len() >= 12 && digest.starts_with(prefix)
+        }
         None => subject == digest,
     }
 }
 
-/// A rejection decided after the approval the gate would rely on: the approvers changed their
-/// mind, and the later word stands.
-fn rejected_after(
-    e: &Evidence,
-    approval: Option<&ApprovalView>,
-    now_ns: i64,
-) -> Option<GateReason> {
+/// A rejection not superseded by the approval the gate would rely on: one decided at or after
+/// it, or one that states no time (it cannot be placed before). The later word stands; a time
+/// stated ahead of the gate's clock counts too, since the rejection is on record.
+fn rejected_after(e: &Evidence, approval: Option<&ApprovalView>) -> Option<GateReason> {
     let after = approval.and_then(|a| a.decided_ns).unwrap_or(i64::MIN);
     e.approvals
         .iter()
         .filter(|r| r.decision == decision::REJECTED)
-        .find(|r| r.decided_ns.is_some_and(|d| d >= after && d <= now_ns))
+        .find(|r| r.decided_ns.is_none_or(|d| d >= after))
         .map(|r| {
             why(
                 reason::APPROVAL_REJECTED,

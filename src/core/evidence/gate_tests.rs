@@ -316,9 +316,149 @@ fn the_fact_is_keyed_by_what_was_decided() {
 fn a_shortened_subject_names_the_artifact_only_when_long_enough() {
     let full = "sha256:9b1f0c7d2e8a4b6f";
     assert!(names_artifact(full, full));
-    assert!(names_artifact("sha256:9b1f0c7d...", full));
+    assert!(names_artifact("sha256:9b1f0c7d2e8a...", full));
+    // 48 bits at least: fewer could be matched by a build made to collide.
+    assert!(!names_artifact("sha256:9b1f0c7d...", full));
     // A stub names nothing; nor does a prefix written without the ellipsis, or another digest.
     assert!(!names_artifact("sha256:9b...", full));
     assert!(!names_artifact("sha256:9b1f0c7d", full));
     assert!(!names_artifact("sha256:0000ffff...", full));
+}
+
+#[test]
+fn a_rollback_needs_an_approval_like_any_change() {
+    let mut e = approved_change();
+    e.change.kind = "rollback".into();
+    e.change.rollback_of = Some("CHG-0".into());
+    e.judgement.rollback_target_known = Some(true);
+    e.judgement.restores_seen_version = true;
+    e.approvals.clear();
+    let f = decide_on(&e, &req());
+    assert_eq!(
+        (f.decision.as_str(), codes(&f)),
+        (DENY, vec![rules::NO_APPROVAL])
+    );
+}
+
+#[test]
+fn a_requester_no_token_proved_leaves_independence_unshown() {
+    for requester in [
+        None,
+        Some(Principal {
+            subject: Some("mallory".into()),
+            established: Established::Asserted {
+                reason: "no token".into(),
+                token_sha256: None,
+            },
+        }),
+    ] {
+        let mut e = approved_change();
+        e.requester = requester;
+        let f = decide_on(&e, &req());
+        assert_eq!(f.decision, DENY);
+        assert!(codes(&f).contains(&rules::UNVERIFIED_IDENTITY), "{f:?}");
+    }
+    // A verified requester whose token the judgement discredited proves nothing either.
+    let mut e = approved_change();
+    e.judgement.discredited.push("sha-alice".into());
+    assert!(codes(&decide_on(&e, &req())).contains(&rules::UNVERIFIED_IDENTITY));
+}
+
+#[test]
+fn the_gate_itself_refuses_a_self_approval_the_rules_did_not_report() {
+    let mut e = approved_change();
+    e.approvals[0].approver = verified("alice", &["release-approver"]);
+    // No exceptions handed in: the refusal is the gate's own.
+    let f = decide(&req(), Some((&e, &[])), &ctx(), true, NOW, 1);
+    assert_eq!(
+        (f.decision.as_str(), codes(&f)),
+        (DENY, vec![rules::SELF_APPROVAL])
+    );
+}
+
+#[test]
+fn a_backdated_or_late_approval_does_not_count() {
+    let mut e = approved_change();
+    e.change.requested_ns = Some(20 * MIN);
+    let f = decide(&req(), Some((&e, &[])), &ctx(), true, NOW, 1);
+    assert_eq!(codes(&f), [reason::APPROVAL_BEFORE_REQUEST]);
+
+    let mut e = approved_change();
+    e.judgement.late.push(crate::core::evidence::Receipt {
+        what: "approval".into(),
+        seq: 7,
+        stated_ns: 10 * MIN,
+        received_ns: 50 * MIN,
+        max_lateness_ns: None,
+    });
+    let f = decide(&req(), Some((&e, &[])), &ctx(), true, NOW, 1);
+    assert_eq!(codes(&f), [rules::LATE_EVIDENCE]);
+}
+
+#[test]
+fn approving_again_after_a_rejection_counts_and_an_undated_rejection_does_not_pass() {
+    let mut e = approved_change();
+    e.approvals.push(approval(
+        "rejected",
+        verified("dave", &["release-approver"]),
+        20 * MIN,
+        9,
+    ));
+    e.approvals.push(approval(
+        "approved",
+        verified("erin", &["release-approver"]),
+        30 * MIN,
+        11,
+    ));
+    let f = decide(&req(), Some((&e, &[])), &ctx(), true, NOW, 1);
+    assert_eq!(
+        (f.decision.as_str(), f.approval_seq),
+        (ALLOW, Some(11)),
+        "{f:?}"
+    );
+
+    e.approvals[1].decided_ns = None;
+    let f = decide(&req(), Some((&e, &[])), &ctx(), true, NOW, 1);
+    assert_eq!(codes(&f), [reason::APPROVAL_REJECTED], "{f:?}");
+}
+
+#[test]
+fn a_token_bound_to_the_changes_run_is_accepted() {
+    let mut e = approved_change();
+    e.change.runs = vec!["wf-1".into()];
+    if let Some(Principal {
+        established: Established::Verified { bound_change, .. },
+        ..
+    }) = &mut e.approvals[0].approver
+    {
+        *bound_change = Some("wf-1".into());
+    }
+    assert_eq!(decide_on(&e, &req()).decision, ALLOW);
+}
+
+#[test]
+fn only_an_allow_for_what_the_change_deploys_is_a_pass() {
+    use crate::core::evidence::{GateView, gate_outcome};
+    let view = |decision: &str, environment: &str, seq: u64| GateView {
+        decided: GateFact {
+            decision: decision.into(),
+            environment: environment.into(),
+            artifact_digest: ART.into(),
+            reasons: vec![],
+            evidence_size: seq,
+            approval_seq: None,
+        },
+        decided_ns: 0,
+        seq,
+        asked_by: None,
+    };
+    let mut e = approved_change();
+    assert!(gate_outcome(&e).is_none());
+    // Allowed while the change said staging: no pass for its production deploy.
+    e.gates = vec![view(ALLOW, "staging", 3), view(DENY, "production", 5)];
+    assert_eq!(gate_outcome(&e).map(|g| g.seq), Some(5));
+    e.gates.push(view(ALLOW, "Production", 8));
+    assert_eq!(gate_outcome(&e).map(|g| g.seq), Some(8));
+    e.gates.truncate(1);
+    assert!(gate_outcome(&e).is_none());
 }

@@ -233,13 +233,21 @@ pub fn explained_window(e: &Evidence, tolerance_ns: i64) -> (i64, i64) {
     )
 }
 
-/// Whether the change passed the deploy gate: the first decision that allowed it, else the
-/// last that denied it (`None`: no workflow asked).
+/// Whether the change passed the deploy gate: the first decision that allowed what the change
+/// (as its facts now stand) deploys, its environment and artifact; else the last denial (`None`:
+/// no workflow asked, or only for another environment or artifact, which is no pass).
 pub fn gate_outcome(e: &Evidence) -> Option<&GateView> {
+    let c = &e.change;
     e.gates
         .iter()
-        .find(|g| g.decided.allowed())
-        .or_else(|| e.gates.last())
+        .find(|g| {
+            g.decided.allowed()
+                && c.environment
+                    .as_deref()
+                    .is_some_and(|env| env.eq_ignore_ascii_case(&g.decided.environment))
+                && c.artifact.as_deref() == Some(g.decided.artifact_digest.as_str())
+        })
+        .or_else(|| e.gates.iter().rev().find(|g| !g.decided.allowed()))
 }
 
 /// Identity display helper for reports and the API.

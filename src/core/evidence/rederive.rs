@@ -174,7 +174,10 @@ impl LedgerFacts {
         let subject = f.subject();
         if let Some(c) = &f.change_id {
             self.by_change.entry(c.clone()).or_default().push(i);
-            self.add_run_claim(c, c);
+            // As `Store::run_claims`: a gate decision claims no run.
+            if !matches!(f.fact, super::Fact::Gate(_)) {
+                self.add_run_claim(c, c);
+            }
             if let Some(run) = &f.run_id {
                 self.add_run_claim(run, c);
             }

@@ -5,7 +5,9 @@ use super::Outcome;
 use super::bundle::BundlePayloads;
 use super::rows::{plain, read_csv};
 use crate::core::evidence::rederive::{LedgerFacts, Rederived, Scope, rederive};
-use crate::core::evidence::report::{self as core, EXCEPTION_COLUMNS, POPULATION_COLUMNS};
+use crate::core::evidence::report::{
+    self as core, EXCEPTION_COLUMNS, POPULATION_COLUMNS, population_columns,
+};
 use crate::core::evidence::rules::Exception;
 use crate::core::ledger::hash::Hash;
 use crate::report::Manifest;
@@ -87,7 +89,7 @@ pub(super) fn rederived(
         }
     };
     let before = out.findings.len() + out.suppressed.values().sum::<u64>() as usize;
-    population(dir, &want, out);
+    population(dir, &m.format, &want, out);
     tables(dir, &want, out);
     if out.findings.len() + out.suppressed.values().sum::<u64>() as usize == before {
         out.ok(format!(
@@ -128,15 +130,25 @@ fn derive(m: &Manifest, catalogue: Option<&str>, o: Offline) -> Result<Rederived
 }
 
 /// Population: one row per change, every column.
-fn population(dir: &Path, want: &Rederived, out: &mut Outcome) {
-    let pop = read_csv(dir, "population.csv", &POPULATION_COLUMNS, out);
+fn population(dir: &Path, format: &str, want: &Rederived, out: &mut Outcome) {
+    // A report of an earlier format is compared on the columns it has (rows.rs refuses an
+    // unknown format).
+    let Some(columns) = population_columns(format) else {
+        return;
+    };
+    let pop = read_csv(dir, "population.csv", &columns, out);
     let mut have: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in &pop {
         let cells: Vec<String> = r.iter().map(str::to_owned).collect();
         have.insert(plain(r.get(0).unwrap_or_default()).to_owned(), cells);
     }
     for row in &want.population {
-        let cells = row.cells();
+        let all = row.cells();
+        let cells: Vec<String> = columns
+            .iter()
+            .filter_map(|c| POPULATION_COLUMNS.iter().position(|p| p == c))
+            .map(|i| all[i].clone())
+            .collect();
         match have.remove(&row.change_id) {
             None => out.fail(
                 "DERIVED_MISMATCH",
@@ -146,7 +158,7 @@ fn population(dir: &Path, want: &Rederived, out: &mut Outcome) {
                 ),
             ),
             Some(got) if got != cells => {
-                let diff: Vec<String> = POPULATION_COLUMNS
+                let diff: Vec<String> = columns
                     .iter()
                     .zip(got.iter().zip(&cells))
                     .filter(|(_, (a, b))| a != b)

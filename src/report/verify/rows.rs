@@ -3,7 +3,7 @@
 //! the citations the ledger is asked about afterwards.
 
 use super::Outcome;
-use crate::core::evidence::report::{EXCEPTION_COLUMNS, POPULATION_COLUMNS, sample_rank};
+use crate::core::evidence::report::{EXCEPTION_COLUMNS, population_columns, sample_rank};
 use crate::report::Manifest;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -89,7 +89,7 @@ pub(super) fn check_rows(
         hi: m.ledger.last_seq.unwrap_or(0),
         ok: true,
     };
-    let ids = population(dir, &mut range, out, citations);
+    let ids = population(dir, &m.format, &mut range, out, citations);
     let exceptions = exceptions(dir, &mut range, out, citations);
     let counts = [
         ("population.csv", ids.len() as u64, m.rows.population),
@@ -173,17 +173,20 @@ impl Range {
 /// population.csv's citations; returns its change ids in row order.
 fn population(
     dir: &Path,
+    format: &str,
     range: &mut Range,
     out: &mut Outcome,
     citations: &mut Vec<Citation>,
 ) -> Vec<String> {
-    let pop = read_csv(dir, "population.csv", &POPULATION_COLUMNS, out);
-    let col = |name: &str| {
-        POPULATION_COLUMNS
-            .iter()
-            .position(|c| *c == name)
-            .unwrap_or(0)
+    let Some(columns) = population_columns(format) else {
+        out.fail(
+            "BAD_FORMAT",
+            format!("manifest.json: unknown report format {format:?}"),
+        );
+        return Vec::new();
     };
+    let pop = read_csv(dir, "population.csv", &columns, out);
+    let col = |name: &str| columns.iter().position(|c| *c == name).unwrap_or(0);
     let (c_id, c_wf, c_first, c_last, c_hash) = (
         col("change_id"),
         col("workflow_id"),
@@ -272,7 +275,7 @@ fn sample(dir: &Path, m: &Manifest, ids: &[String], out: &mut Outcome) {
         ranked.sort();
         let expect: Vec<&String> = ranked.iter().take(s.size).map(|(_, id)| *id).collect();
         let mut header = vec!["draw", "rank"];
-        header.extend(POPULATION_COLUMNS);
+        header.extend(population_columns(&m.format).unwrap_or_default());
         let drawn = read_csv(dir, "sample.csv", &header, out);
         let got: Vec<String> = drawn
             .iter()

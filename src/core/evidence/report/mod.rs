@@ -25,6 +25,22 @@ pub const SOC2_TEMPLATE: &str = include_str!("../../../../reports/soc2.html");
 
 /// The format tag of the manifest; a change to any file's layout is a new version.
 pub const MANIFEST_FORMAT: &str = "changetrail-report/v2";
+
+/// The population's columns in a report of `format`: v1 (before the deploy gate) had no
+/// `gate_*` columns. Reports already handed out keep verifying; an unknown format has none.
+pub fn population_columns(format: &str) -> Option<Vec<&'static str>> {
+    match format {
+        MANIFEST_FORMAT => Some(POPULATION_COLUMNS.to_vec()),
+        "changetrail-report/v1" => Some(
+            POPULATION_COLUMNS
+                .iter()
+                .copied()
+                .filter(|c| !c.starts_with("gate_"))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
 /// Domain separation for the manifest signature (Ed25519 over this prefix and the manifest bytes).
 pub const MANIFEST_SIG_CONTEXT: &[u8] = b"changetrail/report-manifest/v1\n";
 
@@ -84,5 +100,21 @@ mod tests {
             "2026-01-01T10:00:00.123Z"
         );
         assert_eq!(time_cell(None), "");
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn each_report_format_has_its_population_columns() {
+        let v2 = population_columns(MANIFEST_FORMAT).unwrap();
+        assert_eq!(v2, POPULATION_COLUMNS);
+        let v1 = population_columns("changetrail-report/v1").unwrap();
+        assert_eq!(v1.len(), POPULATION_COLUMNS.len() - 2);
+        assert!(!v1.contains(&"gate_decision") && !v1.contains(&"gate_seq"));
+        assert_eq!(v1[v1.len() - 5], "exception_codes");
+        assert!(population_columns("changetrail-report/v9").is_none());
     }
 }

@@ -120,8 +120,7 @@ pub struct PopulationRow {
     pub rolled_back_by: String,
     pub compensation_workflow_id: String,
     pub emergency_justification: String,
-    /// Whether the change passed the deploy gate: `allow` if a decision allowed it, else
-    /// `deny` if one was asked for; empty when no workflow asked.
+    /// Whether the change passed the deploy gate (`gate_outcome`): `allow`, `deny`, or empty.
     pub gate_decision: String,
     /// The entry of that decision.
     pub gate_seq: Option<u64>,
