@@ -665,10 +665,11 @@ Import Conductor workflow executions (the output of GET /api/workflow/{id}?inclu
 workflow-status-listener payloads, one JSON object or an array per file; over REST: POST
 /v1/import/conductor (role ingest). Which fields mean what: src/ingest/CONVENTIONS.md.
 
-Idempotent: re-importing an execution adds only what is new; one whose earlier tasks vanished
-(Conductor `restart` wipes history) is recorded as history.rewritten. A deciding fact that arrives
-longer than [evidence] max_lateness after the time it states is LATE_EVIDENCE; --max-lateness 90d
-lets a backfill of older history in without it (the allowance is recorded in each fact).";
+Idempotent: re-importing an execution adds only what is new; history that changed since the last
+import (restart, rerun, retry, skip, removal, in-place edit) is recorded as history.rewritten. A
+deciding fact that arrives longer than [evidence] max_lateness after the time it states is
+LATE_EVIDENCE; --max-lateness 90d lets a backfill of older history in without it (the allowance is
+recorded in each fact).";
 
 const KEYS_ROTATE_HELP: &str = "\
 Rotate the ledger's signing key: append a key.rotated entry, signed by the old key and

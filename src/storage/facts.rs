@@ -3,7 +3,7 @@
 //! before) and the change list; an erasure removes what its entry's payload produced.
 
 use super::{AppendTx, INSERT_CHUNK, Result, StorageError, Store, i, u};
-use crate::core::evidence::FactRecord;
+use crate::core::evidence::{Fact, FactRecord, ObservedRun};
 use sqlx::QueryBuilder;
 use std::collections::HashSet;
 
@@ -40,6 +40,33 @@ impl Store {
                 serde_json::from_str(&p).map_err(|e| StorageError::Corrupt(format!("fact: {e}")))
             })
             .collect()
+    }
+
+    /// The latest observation (`run.observed`) of a Conductor run, the change it named, and
+    /// whether a deletion was recorded after it.
+    pub async fn last_observation(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(ObservedRun, Option<String>, bool)>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE run_id = $1 AND source = 'conductor' \
+             AND kind IN ('run.observed', 'history.rewritten') ORDER BY entry_seq DESC")
+            .bind(run_id).fetch_all(p).await)?;
+        let mut deleted = false;
+        for (p,) in rows {
+            let f: FactRecord = serde_json::from_str(&p)
+                .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
+            match f.fact {
+                Fact::RunObserved(o) => return Ok(Some((o, f.change_id, deleted))),
+                Fact::HistoryRewritten(r)
+                    if r.after_digest.is_none() && r.before_digest.is_some() =>
+                {
+                    deleted = true;
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 
     /// Task ids seen in earlier Conductor imports of a run (to notice history that vanished).

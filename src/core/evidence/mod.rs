@@ -25,6 +25,7 @@ mod judge;
 mod packet;
 pub mod rederive;
 pub mod report;
+pub mod rewrite;
 pub mod rules;
 mod spans;
 mod statement;
@@ -41,6 +42,7 @@ pub use packet::{
     Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed, established_label,
     explained_window,
 };
+pub use rewrite::{ObservedRun, ObservedTask, TaskChange};
 pub use spans::{ItemInfo, facts_from_item, service_key_prefix, version_fact, version_key_prefix};
 pub use statement::Intake;
 
@@ -250,11 +252,31 @@ pub struct TaskFact {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A workflow's recorded history changed (`rewrite`). Entries signed before rewrites carried
+/// a diff hold only `operation`, `vanished_tasks` and `detected_ns`; the other fields are
+/// omitted when empty so those entries parse and re-serialize unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RewriteFact {
+    /// The most drastic of `kinds` (the only one older entries state).
     pub operation: String,
     pub vanished_tasks: Vec<String>,
     pub detected_ns: i64,
+    /// Every kind of rewrite seen (`rewrite::kind`), most drastic first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Each task that changed: before, after, and which fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_status_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_status_after: Option<String>,
+    /// Digests of the two observations compared (`ObservedRun::digest`); no `after` for a
+    /// deleted run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_digest: Option<String>,
 }
 
 /// A production version seen running: the first sighting of a (service, environment, version),
@@ -280,6 +302,9 @@ pub enum Fact {
     Approval(ApprovalFact),
     Task(TaskFact),
     HistoryRewritten(RewriteFact),
+    /// What one full import of a Conductor execution saw (status, a digest per task): the
+    /// baseline a later import is compared with to notice rewritten history.
+    RunObserved(ObservedRun),
     Version(VersionFact),
     /// The change's service after its deploy against before it (`core::runtime`), stated by
     /// changetrail itself once the window has passed; one per change (its key has no digest).
@@ -287,13 +312,14 @@ pub enum Fact {
 }
 
 /// The ledger entry kinds that record facts.
-pub const FACT_KINDS: [&str; 8] = [
+pub const FACT_KINDS: [&str; 9] = [
     "change.requested",
     "change.finished",
     "approval.requested",
     "approval.decided",
     "task.finished",
     "history.rewritten",
+    "run.observed",
     "version.observed",
     "runtime.compared",
 ];
@@ -308,6 +334,7 @@ impl Fact {
             Fact::Approval(_) => "approval.decided",
             Fact::Task(_) => "task.finished",
             Fact::HistoryRewritten(_) => "history.rewritten",
+            Fact::RunObserved(_) => "run.observed",
             Fact::Version(_) => "version.observed",
             Fact::RuntimeCompared(_) => "runtime.compared",
         }
