@@ -70,6 +70,9 @@ pub enum Command {
     /// Import workflow executions.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Reconcile with the Conductor server in `[conductor]`.
+    #[command(subcommand)]
+    Conductor(ConductorCommand),
     /// Evidence reports.
     #[command(subcommand)]
     Report(ReportCommand),
@@ -195,6 +198,18 @@ pub enum ImportCommand {
         /// history, e.g. `90d`) instead of `[evidence] max_lateness`; each fact records it.
         #[arg(long, value_name = "DURATION")]
         max_lateness: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConductorCommand {
+    /// One reconciliation round now, printing progress; `--since` backfills instead.
+    #[command(long_about = CONDUCTOR_SYNC_HELP)]
+    Sync {
+        /// Import every execution updated since this time (RFC 3339, e.g.
+        /// 2026-11-01T00:00:00Z, or an age such as 90d), leaving the durable cursor alone.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
     },
 }
 
@@ -484,6 +499,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             files,
             max_lateness,
         }) => commands::ledger::import_conductor(cfg, files, max_lateness).await,
+        Command::Conductor(ConductorCommand::Sync { since }) => {
+            commands::conductor::sync(cfg, since).await
+        }
         Command::Report(ReportCommand::Soc2(a)) => commands::report::soc2(cfg, a).await,
         Command::VerifyReport(a) => {
             commands::report::verify(cfg, a, cli.database_url.is_some()).await
@@ -670,6 +688,19 @@ import (restart, rerun, retry, skip, removal, in-place edit) is recorded as hist
 deciding fact that arrives longer than [evidence] max_lateness after the time it states is
 LATE_EVIDENCE; --max-lateness 90d lets a backfill of older history in without it (the allowance is
 recorded in each fact).";
+
+const CONDUCTOR_SYNC_HELP: &str = "\
+Ask the Conductor server in [conductor] for executions updated since the reconciler's cursor (kept
+in the database), fetch each with its tasks and import what is new, as `serve` does every
+poll_interval; the cursor moves past what committed, as a poll would move it. Then fetch again
+the runs [conductor] recheck_per_round names (a 404 is recorded as a deletion).
+
+With --since TIME: a one-off backfill of every execution updated since TIME. The durable cursor is
+neither read nor moved (the poller keeps its place), and the facts may arrive as late as TIME is
+old without LATE_EVIDENCE (each fact records the allowance). Re-importing is idempotent.
+
+Prints each page's progress; exit 0 when the round completed, 1 when Conductor could not be read
+(what committed stays committed), 3 on a usage or configuration error.";
 
 const KEYS_ROTATE_HELP: &str = "\
 Rotate the ledger's signing key: append a key.rotated entry, signed by the old key and

@@ -92,6 +92,37 @@ pub async fn prepare(
     })
 }
 
+/// The fact that run `run_id` (of `change_id`), last observed as `before`, no longer exists in
+/// Conductor (its execution answers 404): appended like an import's facts.
+pub async fn deleted(
+    appender: &Appender,
+    run_id: &str,
+    change_id: &str,
+    before: &evidence::ObservedRun,
+    intake: &Intake,
+) -> Result<Imported, ImportError> {
+    let rewrite = evidence::rewrite::deleted(before);
+    let fact = evidence::rewrite::rewrite_fact(run_id, change_id, rewrite.clone(), intake);
+    let done = appender
+        .append_telemetry(Telemetry {
+            facts: vec![fact],
+            ..Default::default()
+        })
+        .await
+        .map_err(ImportError::Append)?;
+    Ok(Imported {
+        prepared: Prepared {
+            run_id: run_id.to_owned(),
+            change_id: change_id.to_owned(),
+            telemetry: Telemetry::default(),
+            vanished: rewrite.vanished_tasks.clone(),
+            rewrite: Some(rewrite),
+        },
+        facts_stored: done.facts_stored,
+        facts_duplicate: done.facts_duplicate,
+    })
+}
+
 /// What an import through the sequencer recorded.
 pub struct Imported {
     pub prepared: Prepared,

@@ -77,6 +77,16 @@ impl History {
             }))
     }
 
+    /// Conductor runs observed since `since_ns` with ids after `after` (at most `limit`, by id).
+    pub async fn observed_runs(
+        &self,
+        after: &str,
+        since_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, ReadError> {
+        Ok(self.store.observed_runs(after, since_ns, limit).await?)
+    }
+
     /// The task ids earlier imports of Conductor run `run_id` recorded.
     pub async fn imported_task_ids(&self, run_id: &str) -> Result<Vec<String>, ReadError> {
         Ok(self.store.imported_task_ids(run_id).await?)

@@ -69,6 +69,21 @@ impl Store {
         Ok(None)
     }
 
+    /// Conductor runs observed at or after `since_ns` whose id sorts after `after`, at most
+    /// `limit`, by id: a round-robin over the runs a reconciler re-checks.
+    pub async fn observed_runs(
+        &self,
+        after: &str,
+        since_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT DISTINCT run_id FROM facts WHERE kind = 'run.observed' AND source = 'conductor' \
+             AND time_ns >= $1 AND run_id > $2 ORDER BY run_id LIMIT $3")
+            .bind(since_ns).bind(after).bind(i64::from(limit)).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(r,)| r).collect())
+    }
+
     /// Task ids seen in earlier Conductor imports of a run (to notice history that vanished).
     pub async fn imported_task_ids(&self, run_id: &str) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
