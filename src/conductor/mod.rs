@@ -45,6 +45,9 @@ pub struct Settings {
     pub recheck_per_round: u32,
     /// Only runs observed within this long are fetched again.
     pub recheck_window: Duration,
+    /// How long Conductor's search index may take to show an update: executions updated more
+    /// recently are left to the next round, so the cursor never passes one not yet indexed.
+    pub index_lag: Duration,
 }
 
 /// Where its imports go, and what they are weighed with.
@@ -330,8 +333,15 @@ impl Reconciler {
                 .await?;
             let page = cursor::page(&doc).map_err(FetchError::Invalid)?;
             round.pages += 1;
-            let mut wanted: Vec<&Summary> =
-                page.results.iter().filter(|s| cursor.wants(s)).collect();
+            let lag = i64::try_from(self.settings.index_lag.as_millis()).unwrap_or(i64::MAX);
+            let horizon = (now_ns() / 1_000_000).saturating_sub(lag);
+            // Sorted by updateTime: past the first one beyond the horizon, all are.
+            let beyond = page.results.iter().any(|s| s.update_time_ms > horizon);
+            let mut wanted: Vec<&Summary> = page
+                .results
+                .iter()
+                .filter(|s| cursor.wants(s) && s.update_time_ms <= horizon)
+                .collect();
             // Oldest first, so a failure leaves everything before it imported and the cursor
             // can move up to it (Conductor sorts so already; a proxy might not).
             wanted.sort_by_key(|s| s.update_time_ms);
@@ -377,7 +387,7 @@ impl Reconciler {
                 return Err(e);
             }
             let seen = start + page.results.len() as u64;
-            if page.results.is_empty() || seen >= page.total_hits {
+            if beyond || page.results.is_empty() || seen >= page.total_hits {
                 return Ok(round);
             }
             // After progress the query itself moved on; a full page of nothing new (many runs

@@ -31,6 +31,7 @@ fn settings(url: &str) -> Settings {
         lookback: Duration::from_secs(3600),
         recheck_per_round: 50,
         recheck_window: Duration::from_secs(3650 * 86_400),
+        index_lag: Duration::ZERO,
     }
 }
 
@@ -317,6 +318,14 @@ async fn a_restart_resumes_from_the_cursor_without_duplicates(db: TestDb) {
             .iter()
             .all(|q| q.ends_with("AND workflowType IN (deploy_service)"))
     );
+    // An update younger than the index lag waits for a later round; the cursor stays before it.
+    conductor.put(execution("wf-7", "CHG-7"));
+    let mut lagging = s.clone();
+    lagging.index_lag = Duration::from_secs(30);
+    let r = round(&reconciler(&app, lagging)).await;
+    assert_eq!((r.imported, r.cursor.update_time_ms), (0, t + 2), "{r:?}");
+    assert_eq!(conductor.workflow_calls("wf-7"), 0);
+    assert_eq!(round(&again).await.imported, 1);
     app.stop().await;
 }
 
@@ -409,7 +418,7 @@ async fn the_poller_fills_gaps_and_a_dead_conductor_harms_nothing_else(db: TestD
     cfg.conductor = serde_json::from_value(json!({
         "url": conductor.url, "key_id": "", "key_secret": "", "workflow_names": [],
         "poll_interval": "100ms", "page_size": 100, "lookback": "1h", "timeout": "300ms",
-        "attempts": 2, "max_backoff": "300ms", "recheck_window": "3650d",
+        "attempts": 2, "max_backoff": "300ms", "recheck_window": "3650d", "index_lag": "0s",
         // Without re-checks: the gap must be filled by the search.
         "recheck_per_round": 0,
     }))
@@ -505,7 +514,8 @@ async fn conductor_sync_backfills_without_moving_the_cursor(db: TestDb) {
             .env("CHANGETRAIL_LEDGER__KEY_FILE", db.path().join("ledger.key"))
             .env("CHANGETRAIL_CONDUCTOR__URL", &conductor.url)
             .env("CHANGETRAIL_CONDUCTOR__KEY_ID", "cli-key")
-            .env("CHANGETRAIL_CONDUCTOR__KEY_SECRET", SECRET);
+            .env("CHANGETRAIL_CONDUCTOR__KEY_SECRET", SECRET)
+            .env("CHANGETRAIL_CONDUCTOR__INDEX_LAG", "0s");
         async move {
             let o = tokio::task::spawn_blocking(move || c.output().unwrap())
                 .await

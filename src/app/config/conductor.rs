@@ -24,6 +24,8 @@ pub struct ConductorConfig {
     pub recheck_per_round: u32,
     #[serde(with = "humantime_serde")]
     pub recheck_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub index_lag: Duration,
 }
 
 impl ConductorConfig {
@@ -71,6 +73,7 @@ impl ConductorConfig {
             lookback: self.lookback,
             recheck_per_round: self.recheck_per_round,
             recheck_window: self.recheck_window,
+            index_lag: self.index_lag,
         }
     }
 }

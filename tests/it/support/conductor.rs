@@ -129,10 +129,11 @@ impl StandIn {
         f(&mut self.state.lock().unwrap())
     }
 
-    /// Adds or replaces an execution, updated now (each update strictly later than the last).
+    /// Adds or replaces an execution, updated a moment ago (each update strictly later than the
+    /// last, and none in the future: several in one millisecond must not run ahead of the clock).
     pub fn put(&self, doc: Value) {
         self.with(|s| {
-            let t = now_ms().max(s.last_update_ms + 1);
+            let t = (now_ms() - 10_000).max(s.last_update_ms + 1);
             s.last_update_ms = t;
             let id = doc["workflowId"].as_str().unwrap().to_owned();
             s.executions.insert(id, (doc, t));
