@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod conductor;
 pub mod core;
 pub mod demo;
 pub mod ingest;

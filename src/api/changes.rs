@@ -334,8 +334,9 @@ async fn import_conductor(
             "change_id": p.change_id,
             "facts_recorded": done.facts_stored,
             "facts_already_known": done.facts_duplicate,
-            "history_rewritten": !p.vanished.is_empty(),
+            "history_rewritten": p.rewrite.is_some(),
             "vanished_tasks": p.vanished,
+            "rewrite": p.rewrite,
         })),
     ))
 }

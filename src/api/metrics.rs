@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     get,
     path = "/metrics",
     tag = "metrics",
-    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; alerts raised, resolved, delivered, failed attempts, refused and their lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
+    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; alerts raised, resolved, delivered, failed attempts, refused and their lag; Conductor reconciliation rounds, executions imported, runs re-checked, rewrites by kind, errors by kind and cursor lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
     responses(
         (status = 200, description = "Prometheus text format, or OpenMetrics text when the scraper asks for it", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 404, description = "this process does not ingest", body = ErrorBody)

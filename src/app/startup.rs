@@ -222,6 +222,7 @@ impl App {
             shutdown.clone(),
         ));
         spawn_runtime(&cfg, &ingestor, &store, &appender, &shutdown).await?;
+        spawn_reconciler(&cfg, &ingestor, &store, &shutdown)?;
         // The change list's index, kept caught up with the chain (a list request also takes a
         // step, so it never lags more than a step behind what was committed before it).
         if !cfg.reports.summary_refresh.is_zero() {
@@ -392,6 +393,37 @@ fn correlation(
             .enabled
             .then(|| cfg.suspects.reading(cfg.evidence.max_clock_skew)),
     })
+}
+
+/// Conductor reconciliation, when `[conductor] url` is set. It runs on its own: a Conductor
+/// that is down or slow delays nothing but it.
+fn spawn_reconciler(
+    cfg: &Config,
+    ingestor: &Arc<Ingestor>,
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    if !cfg.conductor.enabled() {
+        return Ok(());
+    }
+    let reconciler = crate::conductor::Reconciler::new(
+        cfg.conductor.settings(),
+        crate::conductor::Sinks {
+            appender: ingestor.appender.clone(),
+            store: store.clone(),
+            policy: ingestor.config.policy.clone(),
+            identity: ingestor.config.identity.clone(),
+            max_clock_skew_ns: ingestor.config.max_clock_skew_ns,
+            metrics: ingestor.metrics.clone(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        server = %crate::conductor::shown_url(&cfg.conductor.url),
+        "Reconciling with Conductor."
+    );
+    tokio::spawn(Arc::new(reconciler).run(shutdown.clone()));
+    Ok(())
 }
 
 /// Alerts, when `[alerts]` names a destination; the alerter's counters for `/metrics`.

@@ -36,10 +36,15 @@ pub struct Prepared {
     pub telemetry: Telemetry,
     /// Task ids of earlier imports that this one no longer has (a Conductor restart).
     pub vanished: Vec<String>,
+    /// How this import's history differs from the last one observed, when it rewrote any.
+    pub rewrite: Option<evidence::RewriteFact>,
 }
 
-/// Maps the document and compares it with what earlier imports of the run recorded. `intake`
-/// says when it arrived, from whom, and how late its facts may be.
+/// Maps the document and compares it with what earlier imports of the run recorded: with the
+/// last observation when there is one, else (runs imported before observations were recorded)
+/// with the task ids earlier facts name. A document without `tasks` (a status-listener
+/// WorkflowSummary) is compared with nothing: it cannot show a task gone. `intake` says when
+/// it arrived, from whom, and how late its facts may be.
 pub async fn prepare(
     history: &History,
     doc: &serde_json::Value,
@@ -48,21 +53,30 @@ pub async fn prepare(
     intake: &Intake,
 ) -> Result<Prepared, ImportError> {
     let imp = evidence::conductor_facts(doc, policy, ids, intake).map_err(ImportError::Invalid)?;
-    let before: BTreeSet<String> = history
-        .imported_task_ids(&imp.run_id)
-        .await?
-        .into_iter()
-        .collect();
     let mut facts = imp.facts;
-    let mut vanished = Vec::new();
-    if let Some(r) =
-        evidence::rewritten(&imp.run_id, &imp.change_id, &before, &imp.task_ids, intake)
-    {
-        if let evidence::Fact::HistoryRewritten(h) = &r.fact {
-            vanished = h.vanished_tasks.clone();
-        }
+    let found = match &imp.observed {
+        None => None,
+        Some(now) => match history.last_observation(&imp.run_id).await? {
+            Some(last) => evidence::rewrite::compare(&last.run, now)
+                .map(|r| evidence::rewrite::rewrite_fact(&imp.run_id, &imp.change_id, r, intake)),
+            None => {
+                let before: BTreeSet<String> = history
+                    .imported_task_ids(&imp.run_id)
+                    .await?
+                    .into_iter()
+                    .collect();
+                evidence::rewritten(&imp.run_id, &imp.change_id, &before, &imp.task_ids, intake)
+            }
+        },
+    };
+    let rewrite = found.and_then(|r| {
+        let fact = match &r.fact {
+            evidence::Fact::HistoryRewritten(h) => Some(h.clone()),
+            _ => None,
+        };
         facts.push(r);
-    }
+        fact
+    });
     Ok(Prepared {
         run_id: imp.run_id,
         change_id: imp.change_id,
@@ -70,7 +84,42 @@ pub async fn prepare(
             facts,
             ..Default::default()
         },
-        vanished,
+        vanished: rewrite
+            .as_ref()
+            .map(|r| r.vanished_tasks.clone())
+            .unwrap_or_default(),
+        rewrite,
+    })
+}
+
+/// The fact that run `run_id` (of `change_id`), last observed as `before`, no longer exists in
+/// Conductor (its execution answers 404): appended like an import's facts.
+pub async fn deleted(
+    appender: &Appender,
+    run_id: &str,
+    change_id: &str,
+    before: &evidence::ObservedRun,
+    intake: &Intake,
+) -> Result<Imported, ImportError> {
+    let rewrite = evidence::rewrite::deleted(before);
+    let fact = evidence::rewrite::rewrite_fact(run_id, change_id, rewrite.clone(), intake);
+    let done = appender
+        .append_telemetry(Telemetry {
+            facts: vec![fact],
+            ..Default::default()
+        })
+        .await
+        .map_err(ImportError::Append)?;
+    Ok(Imported {
+        prepared: Prepared {
+            run_id: run_id.to_owned(),
+            change_id: change_id.to_owned(),
+            telemetry: Telemetry::default(),
+            vanished: rewrite.vanished_tasks.clone(),
+            rewrite: Some(rewrite),
+        },
+        facts_stored: done.facts_stored,
+        facts_duplicate: done.facts_duplicate,
     })
 }
 

@@ -1,10 +1,21 @@
 //! What ingest needs to know of stored history, and nothing more: the version last recorded
-//! running per (service, environment), the task ids earlier imports of a Conductor run
-//! recorded, and which traces committed telemetry binds (for the binding sync). Ingest reads through this, never the store itself, so what it can see of the ledger
+//! running per (service, environment), what earlier imports of a Conductor run recorded (task
+//! ids, the last observation), and which traces committed telemetry binds (for the binding sync). Ingest reads through this, never the store itself, so what it can see of the ledger
 //! is stated here.
 
 use super::ReadError;
+use crate::core::evidence::ObservedRun;
 use crate::storage::Store;
+
+/// What the last full import of a Conductor run saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastObservation {
+    pub run: ObservedRun,
+    /// The change the run belongs to.
+    pub change_id: String,
+    /// Whether the run's deletion from Conductor was recorded since.
+    pub deleted: bool,
+}
 
 /// Read-only window on the stored facts ingest consults.
 #[derive(Clone)]
@@ -48,6 +59,32 @@ impl History {
         upto: u64,
     ) -> Result<Vec<([u8; 16], String)>, ReadError> {
         Ok(self.store.bound_traces(after, upto).await?)
+    }
+
+    /// The latest observation earlier imports of Conductor run `run_id` recorded.
+    pub async fn last_observation(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<LastObservation>, ReadError> {
+        Ok(self
+            .store
+            .last_observation(run_id)
+            .await?
+            .map(|(run, change_id, deleted)| LastObservation {
+                change_id: change_id.unwrap_or_else(|| run_id.to_owned()),
+                run,
+                deleted,
+            }))
+    }
+
+    /// Conductor runs observed since `since_ns` with ids after `after` (at most `limit`, by id).
+    pub async fn observed_runs(
+        &self,
+        after: &str,
+        since_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, ReadError> {
+        Ok(self.store.observed_runs(after, since_ns, limit).await?)
     }
 
     /// The task ids earlier imports of Conductor run `run_id` recorded.

@@ -3,7 +3,7 @@
 //! before) and the change list; an erasure removes what its entry's payload produced.
 
 use super::{AppendTx, INSERT_CHUNK, Result, StorageError, Store, i, u};
-use crate::core::evidence::FactRecord;
+use crate::core::evidence::{Fact, FactRecord, ObservedRun};
 use sqlx::QueryBuilder;
 use std::collections::HashSet;
 
@@ -51,6 +51,48 @@ impl Store {
                 serde_json::from_str(&p).map_err(|e| StorageError::Corrupt(format!("fact: {e}")))
             })
             .collect()
+    }
+
+    /// The latest observation (`run.observed`) of a Conductor run, the change it named, and
+    /// whether a deletion was recorded after it.
+    pub async fn last_observation(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(ObservedRun, Option<String>, bool)>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload FROM facts WHERE run_id = $1 AND source = 'conductor' \
+             AND kind IN ('run.observed', 'history.rewritten') ORDER BY entry_seq DESC")
+            .bind(run_id).fetch_all(p).await)?;
+        let mut deleted = false;
+        for (p,) in rows {
+            let f: FactRecord = serde_json::from_str(&p)
+                .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
+            match f.fact {
+                Fact::RunObserved(o) => return Ok(Some((o, f.change_id, deleted))),
+                Fact::HistoryRewritten(r)
+                    if r.after_digest.is_none() && r.before_digest.is_some() =>
+                {
+                    deleted = true;
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Conductor runs observed at or after `since_ns` whose id sorts after `after`, at most
+    /// `limit`, by id: a round-robin over the runs a reconciler re-checks.
+    pub async fn observed_runs(
+        &self,
+        after: &str,
+        since_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT DISTINCT run_id FROM facts WHERE kind = 'run.observed' AND source = 'conductor' \
+             AND time_ns >= $1 AND run_id > $2 ORDER BY run_id LIMIT $3")
+            .bind(since_ns).bind(after).bind(i64::from(limit)).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|(r,)| r).collect())
     }
 
     /// Task ids seen in earlier Conductor imports of a run (to notice history that vanished).

@@ -273,6 +273,7 @@ impl AppendTx {
 
 mod alerts;
 mod annotations;
+mod conductor;
 mod derived;
 mod entries;
 mod facts;

@@ -93,6 +93,18 @@ impl Registry {
         bump(&m.series);
     }
 
+    /// Sets a gauge kept here (a lag) to `v`; a name not described as a gauge is left alone.
+    pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], v: u64) {
+        let metrics = self.metrics.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(Metric {
+            series: Series::Gauge(f),
+            ..
+        }) = metrics.get(name)
+        {
+            f.get_or_create(&key(labels)).set(v);
+        }
+    }
+
     /// Lowers a gauge kept here (connections open); never below zero. Counters never go down.
     pub fn sub(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         let metrics = self.metrics.read().unwrap_or_else(PoisonError::into_inner);

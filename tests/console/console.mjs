@@ -253,6 +253,7 @@ async function auditor(page) {
   check(from.includes(r.sender), 'each attempt says who sent it');
   const spans = await page.textContent('#timeline li[data-step="runtime"]');
   check(spans.includes('Spans'), 'the runtime spans are summarised');
+
   // Trace ids link into the tracing UI by the configured template, and open outside the console.
   const links = await page.$$eval('#timeline a.trace-link', (as) => as.map((a) => ({ href: a.getAttribute('href'), text: a.textContent, rel: a.getAttribute('rel') })));
   check(links.length > 0, 'trace ids link to the tracing UI');
@@ -260,9 +261,19 @@ async function auditor(page) {
     same(l.href, expect.trace_url.replace('{trace_id}', l.text), `the trace link follows the template (${l.text})`);
     check(/^[0-9a-f]{32}$/.test(l.text) && l.rel.includes('noopener'), `a trace link names a trace id and opens apart (${l.href})`);
   }
+
   check(await page.$('.panel.ok'), 'a change without exceptions says so');
   await screenshots(page, '04-change');
   await printed(page, '04-change-print');
+
+  // A Conductor execution whose history was rewritten: the kinds, and each task before and after.
+  await page.goto(`${base}/#/changes/CHG-2041`);
+  await settled(page);
+  const rewrite = await page.textContent('#timeline li[data-step="rewrite"] .step-body p');
+  check(rewrite.includes('remove') && rewrite.includes('skip'), `the rewrite names its kinds (saw ${rewrite})`);
+  const diff = await page.$$eval('#timeline li[data-step="rewrite"] table tbody tr', (rows) => rows.map((r) => r.textContent));
+  same(diff.length, 4, `one row per task the rewrite changed (saw ${diff})`);
+  check(diff.some((d) => d.includes('vanished')) && diff.some((d) => d.includes('SKIPPED')), `the rows say what each task became (saw ${diff})`);
 
   // A change with exceptions: highlighted at the top and on the step they concern.
   const x = expect.flagged;

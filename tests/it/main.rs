@@ -9,6 +9,7 @@ mod architecture;
 mod bench_hostile;
 mod browser;
 mod cli;
+mod conductor;
 mod conductor_worker;
 mod console;
 mod delivery;

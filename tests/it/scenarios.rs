@@ -575,7 +575,13 @@ async fn conductor_executions_are_imported(db: TestDb) {
     );
     app.writer.checkpoint().await.unwrap();
     let p = packet(&app, "CHG-2041").await;
-    assert_eq!(p["history_rewrites"][0]["operation"], "restart");
+    // Tasks gone from the middle (the approval replaced, both deploy attempts gone) with later
+    // ones kept is a removal; the replacement arrived skipped.
+    assert_eq!(p["history_rewrites"][0]["operation"], "remove");
+    assert_eq!(
+        p["history_rewrites"][0]["kinds"],
+        serde_json::json!(["remove", "skip"])
+    );
     let decisions: Vec<&str> = p["approvals"]
         .as_array()
         .unwrap()

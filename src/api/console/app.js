@@ -149,6 +149,23 @@
     return badge(result, kind);
   }
 
+  // A rewrite with its diff (kinds, the run's status, each task before and after); one recorded
+  // before rewrites carried a diff names only the task ids that vanished.
+  function rewriteBody(r) {
+    const tasks = r.tasks || [];
+    if (!tasks.length && !(r.kinds || []).length) {
+      return h('p', { text: `${r.operation}: ${r.vanished_tasks.length} earlier task records vanished` });
+    }
+    const run = r.run_status_before ? `; run ${r.run_status_before} → ${r.run_status_after || 'gone'}` : '';
+    const state = (t) => (t ? `${t.status}${t.retry_count ? ` (retry ${t.retry_count})` : ''}` : '—');
+    return [
+      h('p', { text: `${r.kinds.join(', ')}${run}` }),
+      tasks.length ? table(['Kind', 'Task', 'Before', 'After', 'Changed'], tasks.map((c) => h('tr', {},
+        td(c.kind), td(mono(`${c.reference} ${c.task_id}`, 'short')), td(state(c.before)), td(state(c.after)),
+        td((c.changed || []).join(', ') || (c.after ? 'added' : 'vanished')))), { caption: 'Tasks whose recorded history changed' }) : null,
+    ];
+  }
+
   function table(headers, rows, opts) {
     const o = opts || {};
     return h('div', { class: 'table-wrap' },
@@ -697,8 +714,7 @@
     }
     p.steps.forEach((s, i) => steps.push(deployStep(s, i === 0 ? deployXs : [])));
     for (const r of p.history_rewrites || []) {
-      steps.push(step('rewrite', 'Workflow history rewritten', utc(r.detected_ns),
-        h('p', { text: `${r.operation}: ${r.vanished_tasks.length} earlier task records vanished` }), []));
+      steps.push(step('rewrite', 'Workflow history rewritten', utc(r.detected_ns), rewriteBody(r), []));
     }
     const sp = p.spans;
     steps.push(step('runtime', 'Runtime spans', null, [

@@ -90,13 +90,12 @@ pub async fn import_conductor(
                         p.change_id,
                         done.facts_stored,
                         done.facts_duplicate,
-                        if p.vanished.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                "; history rewritten: {} earlier tasks vanished",
-                                p.vanished.len()
-                            )
+                        match &p.rewrite {
+                            None => String::new(),
+                            Some(r) => format!(
+                                "; history rewritten: {}",
+                                crate::core::evidence::rewrite::describe(r)
+                            ),
                         }
                     );
                 }

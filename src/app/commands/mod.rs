@@ -6,6 +6,7 @@ pub mod bench_hostile;
 pub mod bench_ingest;
 pub mod bench_list;
 pub mod bench_report;
+pub mod conductor;
 pub mod config;
 pub mod demo;
 pub mod export;

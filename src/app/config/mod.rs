@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod conductor;
 mod outbound;
 mod suspects;
+pub use conductor::ConductorConfig;
 pub use outbound::{
     AlertsConfig, AlertsOtlpConfig, AnnotationsConfig, LinksConfig, OtlpExportConfig, WebhookConfig,
 };
@@ -19,8 +21,9 @@ pub use suspects::SuspectsConfig;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "database_url",
+    "conductor",
     "suspects",
     "alerts",
     "annotations",
@@ -55,6 +58,7 @@ pub struct Config {
     pub annotations: AnnotationsConfig,
     pub alerts: AlertsConfig,
     pub suspects: SuspectsConfig,
+    pub conductor: ConductorConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -281,6 +285,7 @@ impl Config {
         self.links.console_url()?;
         self.alerts.validate()?;
         self.suspects.validate()?;
+        self.conductor.validate()?;
         self.annotations.validate()?;
         let l = &self.ledger;
         if l.checkpoint_every == 0 {

@@ -2,6 +2,7 @@
 //! (src/ingest/CONVENTIONS.md), and the history a later import of the same execution no longer holds (a
 //! Conductor `restart` wipes it). `runtimeMetadata` is never read.
 
+use super::rewrite::{ObservedRun, ObservedTask, task_terminal};
 use super::statement::{About, Intake, normalize_decision, normalize_result};
 use super::{
     ApprovalFact, ChangeFact, Fact, FactRecord, Policy, RewriteFact, RunFinishedFact, Source,
@@ -15,13 +16,17 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// A Conductor execution (or status-listener payload) mapped to facts, plus the task ids it holds
-/// (to notice history that vanished on a later import).
+/// and, for a full execution (one with `tasks`), what it observed (to notice rewritten history
+/// on a later import).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConductorImport {
     pub run_id: String,
     pub change_id: String,
     pub facts: Vec<FactRecord>,
     pub task_ids: BTreeSet<String>,
+    /// `None` for a status-listener WorkflowSummary: it lists no tasks, so it cannot show any
+    /// vanished.
+    pub observed: Option<ObservedRun>,
 }
 
 /// A Conductor time: epoch milliseconds (executions) or an ISO 8601 string (status-listener
@@ -85,24 +90,31 @@ pub fn conductor_facts(
     x.not_ahead(Some(start), "the start")?;
     let mut facts = vec![x.requested()];
     facts.extend(x.finished()?);
+    let listed = w.get("tasks").and_then(|t| t.as_array());
     let mut task_ids = BTreeSet::new();
-    for t in w
-        .get("tasks")
-        .and_then(|t| t.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-    {
+    for t in listed.map(Vec::as_slice).unwrap_or(&[]) {
         let Some(task) = Task::read(t) else {
             continue;
         };
         task_ids.insert(task.id.clone());
         facts.extend(x.task(task)?);
     }
+    let observed = listed.map(|tasks| ObservedRun {
+        status: x.s("/status").unwrap_or_default(),
+        tasks: tasks
+            .iter()
+            .filter_map(|t| ObservedTask::read(t, ms))
+            .collect(),
+    });
+    if let Some(o) = &observed {
+        facts.push(x.observed(o));
+    }
     Ok(ConductorImport {
         run_id: x.run_id,
         change_id: x.change_id,
         facts,
         task_ids,
+        observed,
     })
 }
 
@@ -165,20 +177,6 @@ impl<'a> Task<'a> {
     fn s(&self, ptr: &str) -> Option<String> {
         s(self.t, ptr)
     }
-}
-
-/// Conductor task statuses after which the task no longer runs.
-fn terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "COMPLETED"
-            | "COMPLETED_WITH_ERRORS"
-            | "FAILED"
-            | "FAILED_WITH_TERMINAL_ERROR"
-            | "TIMED_OUT"
-            | "CANCELED"
-            | "SKIPPED"
-    )
 }
 
 /// What an approval task's status and stated decision (`outputData.decision`) come to.
@@ -288,6 +286,23 @@ impl Execution<'_> {
         )
     }
 
+    /// What this full import saw, stated at the latest time the execution names (its content,
+    /// not the receipt or `updateTime`, so an identical re-import is the same fact).
+    fn observed(&self, o: &ObservedRun) -> FactRecord {
+        let latest = o
+            .tasks
+            .iter()
+            .flat_map(|t| [t.start_ns, t.end_ns])
+            .chain([ms(self.w.get("endTime").unwrap_or(&Value::Null))])
+            .flatten()
+            .fold(self.start, i64::max);
+        self.fact(
+            format!("run:{}:observed:conductor", self.run_id),
+            latest,
+            Fact::RunObserved(o.clone()),
+        )
+    }
+
     /// How the run ended, once it has.
     fn finished(&self) -> Result<Option<FactRecord>, String> {
         let status = self.s("/status").unwrap_or_default();
@@ -320,7 +335,7 @@ impl Execution<'_> {
         if is(Policy::is_approval) {
             return self.approval(task).map(Some);
         }
-        if !terminal(&task.status) || !is(Policy::is_deploy) {
+        if !task_terminal(&task.status) || !is(Policy::is_deploy) {
             return Ok(None);
         }
         Ok(Some(self.deploy_attempt(task)))
@@ -395,7 +410,9 @@ impl Execution<'_> {
     }
 }
 
-/// History that vanished between imports of the same execution (Conductor `restart` wipes it).
+/// History that vanished between imports of the same execution (Conductor `restart` wipes it),
+/// from task ids alone: for runs whose earlier imports recorded no observation (`run.observed`),
+/// made before those existed.
 pub fn rewritten(
     run_id: &str,
     change_id: &str,
@@ -407,23 +424,18 @@ pub fn rewritten(
     if vanished.is_empty() {
         return None;
     }
-    let digest = Hash::of(&[vanished.join(",").as_bytes()]).to_hex();
-    let detected_ns = intake.received_ns;
-    Some(FactRecord {
-        key: format!("rewrite:{run_id}:{}", &digest[..16]),
-        change_id: Some(change_id.to_owned()),
-        run_id: Some(run_id.to_owned()),
-        source: Source::Conductor,
-        time_ns: detected_ns,
-        stated_until_ns: None,
-        sent_by: intake.sent_by.clone(),
-        max_lateness_ns: None,
-        fact: Fact::HistoryRewritten(RewriteFact {
+    let id = Hash::of(&[vanished.join(",").as_bytes()]);
+    Some(super::rewrite::record(
+        run_id,
+        change_id,
+        &id,
+        RewriteFact {
             operation: "restart".into(),
             vanished_tasks: vanished,
-            detected_ns,
-        }),
-    })
+            ..RewriteFact::default()
+        },
+        intake,
+    ))
 }
 
 #[cfg(test)]

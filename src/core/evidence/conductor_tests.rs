@@ -73,7 +73,10 @@ fn an_execution_states_its_change_and_how_it_ended() {
         (imp.run_id.as_str(), imp.change_id.as_str()),
         ("wf-1", "CHG-7")
     );
-    assert_eq!(imp.facts.len(), 2);
+    // The change, how it ended, and what the import observed (an empty `tasks` is a full
+    // execution with no tasks yet).
+    assert_eq!(imp.facts.len(), 3);
+    assert_eq!(imp.facts[2].fact.entry_kind(), "run.observed");
     let requested = &imp.facts[0];
     assert!(requested.key.starts_with("run:wf-1:requested:conductor:"));
     assert_eq!(requested.source, Source::Conductor);
@@ -112,8 +115,8 @@ fn an_execution_states_its_change_and_how_it_ended() {
 #[test]
 fn a_running_execution_has_not_finished() {
     let imp = import(&execution("RUNNING", json!([])));
-    assert_eq!(imp.facts.len(), 1);
-    assert_eq!(imp.facts[0].fact.entry_kind(), "change.requested");
+    let kinds: Vec<&str> = imp.facts.iter().map(|f| f.fact.entry_kind()).collect();
+    assert_eq!(kinds, ["change.requested", "run.observed"]);
 }
 
 #[test]
@@ -398,6 +401,7 @@ fn history_that_vanished_is_a_rewrite_and_nothing_vanished_is_none() {
             operation: "restart".into(),
             vanished_tasks: vec!["a".into(), "c".into()],
             detected_ns: RECEIVED,
+            ..Default::default()
         })
     );
     // The same loss noticed again (another import, later) is the same fact.
@@ -407,4 +411,59 @@ fn history_that_vanished_is_a_rewrite_and_nothing_vanished_is_none() {
     };
     let again = rewritten("wf-1", "CHG-7", &set(&["a", "c"]), &set(&[]), &later).unwrap();
     assert_eq!(r.key, again.key);
+}
+
+#[test]
+fn a_full_execution_states_what_it_observed_and_a_summary_does_not() {
+    let doc = execution(
+        "COMPLETED",
+        json!([
+            task("t1", "deploy", "COMPLETED"),
+            task("t2", "SIMPLE", "IN_PROGRESS")
+        ]),
+    );
+    let imp = import(&doc);
+    let observed = imp.observed.clone().unwrap();
+    assert_eq!(observed.status, "COMPLETED");
+    let ids: Vec<&str> = observed.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t2"]);
+    let fact = imp
+        .facts
+        .iter()
+        .find(|f| matches!(f.fact, Fact::RunObserved(_)))
+        .unwrap();
+    assert!(
+        fact.key.starts_with("run:wf-1:observed:conductor:"),
+        "{}",
+        fact.key
+    );
+    // Stated at the latest time the execution names (its endTime, 9 s), not at receipt.
+    assert_eq!(fact.time_ns, 9_000 * 1_000_000);
+    // The same execution again is the same observation; different content is another.
+    assert_eq!(import(&doc).facts, imp.facts);
+    let edited = execution(
+        "COMPLETED",
+        json!([
+            task("t1", "deploy", "FAILED"),
+            task("t2", "SIMPLE", "IN_PROGRESS")
+        ]),
+    );
+    let other = import(&edited);
+    let key = |i: &ConductorImport| {
+        i.facts
+            .iter()
+            .find(|f| matches!(f.fact, Fact::RunObserved(_)))
+            .map(|f| f.key.clone())
+    };
+    assert_ne!(key(&other), key(&imp));
+    // A status-listener summary lists no tasks: nothing observed, nothing to compare.
+    let mut summary = execution("COMPLETED", json!(null));
+    summary.as_object_mut().unwrap().remove("tasks");
+    let s = import(&json!({"payload": summary}));
+    assert_eq!(s.observed, None);
+    assert!(
+        !s.facts
+            .iter()
+            .any(|f| matches!(f.fact, Fact::RunObserved(_)))
+    );
 }

@@ -492,6 +492,7 @@ fn history_rewrites_and_rollbacks_are_carried() {
         operation: "restart".into(),
         vanished_tasks: vec!["t1".into()],
         detected_ns: 9,
+        ..Default::default()
     };
     let e = evidence(
         "CHG-1",

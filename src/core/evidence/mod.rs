@@ -26,6 +26,7 @@ mod judge;
 mod packet;
 pub mod rederive;
 pub mod report;
+pub mod rewrite;
 pub mod rules;
 mod spans;
 mod statement;
@@ -42,6 +43,7 @@ pub use packet::{
     IdentityRole, Receipt, StatedValue, StepView, Timeline, deploy_succeeded, deployed,
     established_label, explained_window, gate_outcome,
 };
+pub use rewrite::{ObservedRun, ObservedTask, TaskChange};
 pub use spans::{ItemInfo, facts_from_item, service_key_prefix, version_fact, version_key_prefix};
 pub use statement::Intake;
 
@@ -254,11 +256,31 @@ pub struct TaskFact {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A workflow's recorded history changed (`rewrite`). Entries signed before rewrites carried
+/// a diff hold only `operation`, `vanished_tasks` and `detected_ns`; the other fields are
+/// omitted when empty so those entries parse and re-serialize unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RewriteFact {
+    /// The most drastic of `kinds` (the only one older entries state).
     pub operation: String,
     pub vanished_tasks: Vec<String>,
     pub detected_ns: i64,
+    /// Every kind of rewrite seen (`rewrite::kind`), most drastic first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Each task that changed: before, after, and which fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_status_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_status_after: Option<String>,
+    /// Digests of the two observations compared (`ObservedRun::digest`); no `after` for a
+    /// deleted run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_digest: Option<String>,
 }
 
 /// A production version seen running: the first sighting of a (service, environment, version),
@@ -284,6 +306,9 @@ pub enum Fact {
     Approval(ApprovalFact),
     Task(TaskFact),
     HistoryRewritten(RewriteFact),
+    /// What one full import of a Conductor execution saw (status, a digest per task): the
+    /// baseline a later import is compared with to notice rewritten history.
+    RunObserved(ObservedRun),
     Version(VersionFact),
     /// The change's service after its deploy against before it (`core::runtime`), stated by
     /// changetrail itself once the window has passed; one per change (its key has no digest).
@@ -294,13 +319,14 @@ pub enum Fact {
 }
 
 /// The ledger entry kinds that record facts.
-pub const FACT_KINDS: [&str; 9] = [
+pub const FACT_KINDS: [&str; 10] = [
     "change.requested",
     "change.finished",
     "approval.requested",
     "approval.decided",
     "task.finished",
     "history.rewritten",
+    "run.observed",
     "version.observed",
     "runtime.compared",
     "gate.decided",
@@ -316,6 +342,7 @@ impl Fact {
             Fact::Approval(_) => "approval.decided",
             Fact::Task(_) => "task.finished",
             Fact::HistoryRewritten(_) => "history.rewritten",
+            Fact::RunObserved(_) => "run.observed",
             Fact::Version(_) => "version.observed",
             Fact::RuntimeCompared(_) => "runtime.compared",
             Fact::Gate(_) => "gate.decided",

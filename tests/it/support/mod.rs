@@ -10,10 +10,13 @@
 //! - `scenario`: the scenarios' server configuration, sending workflows, reading packets, and the
 //!   report scenarios with the exceptions each must raise (spans from `changetrail::demo::scenario`).
 //! - `report`: building a report in-process and reading its CSV files.
+//! - `conductor`: a stand-in Conductor server (search, executions, Orkes tokens) tests can
+//!   change and make misbehave.
 //! - `browser`, `python`: the optional outside tools (Chromium, an OpenTelemetry Python SDK),
 //!   skipped with a printed note when absent.
 
 pub mod browser;
+pub mod conductor;
 pub mod db;
 pub mod idp;
 pub mod ledger;

@@ -6,7 +6,7 @@ use super::{
     CHANGE_REGRESSION, CONFLICTING_EVIDENCE, EVIDENCE_GAP, Exception, HISTORY_REWRITTEN,
     LATE_EVIDENCE, ROLLBACK_UNLINKED, UNLINKED_DEPLOY, ex, human_duration,
 };
-use crate::core::evidence::{Evidence, VersionFact};
+use crate::core::evidence::{Evidence, VersionFact, rewrite};
 
 /// A rollback that names no change it rolls back (or one that does not exist).
 pub fn rollback_unlinked(e: &Evidence) -> Option<Exception> {
@@ -26,18 +26,14 @@ pub fn rollback_unlinked(e: &Evidence) -> Option<Exception> {
     }
 }
 
-/// The workflow engine's history of this change was rewritten (a Conductor restart).
+/// The workflow engine's history of this change was rewritten (a Conductor restart, rerun,
+/// retry, skip, removal, in-place edit or deletion): every rewrite, each saying what changed.
 pub fn history_rewritten(e: &Evidence) -> Option<Exception> {
-    e.history_rewrites.first().map(|r| {
-        ex(
-            HISTORY_REWRITTEN,
-            format!(
-                "{}: {} earlier task records vanished",
-                r.operation,
-                r.vanished_tasks.len()
-            ),
-        )
-    })
+    if e.history_rewrites.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = e.history_rewrites.iter().map(rewrite::describe).collect();
+    Some(ex(HISTORY_REWRITTEN, each.join(" | ")))
 }
 
 /// Its service's runtime spans were clearly worse after the deploy than before it

@@ -578,6 +578,7 @@ fn history_rewritten() {
         operation: "restart".into(),
         vanished_tasks: vec!["a".into(), "b".into()],
         detected_ns: 0,
+        ..Default::default()
     });
     assert_eq!(
         super::history_rewritten(&e).unwrap().evidence,
