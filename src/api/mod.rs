@@ -4,6 +4,7 @@
 mod admin;
 mod alerts;
 mod changes;
+mod conductor;
 mod console;
 mod error;
 mod gate;
@@ -203,6 +204,10 @@ fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
         (
             Access::Roles(&[Role::Auditor, Role::Reviewer]),
             suspects::router(),
+        ),
+        (
+            Access::Roles(&[Role::Auditor, Role::Reviewer]),
+            conductor::router(),
         ),
     ]
 }

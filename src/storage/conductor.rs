@@ -15,6 +15,13 @@ impl Store {
             .bind(server).fetch_optional(p).await)?)
     }
 
+    /// Every reconciler's place: `(server, update_time_ms, moved_ns)`, by server.
+    pub async fn conductor_cursors(&self) -> Result<Vec<(String, i64, i64)>> {
+        Ok(on_pool!(self, p => sqlx::query_as(
+            "SELECT server, update_time_ms, moved_ns FROM conductor_cursor ORDER BY server")
+            .fetch_all(p).await)?)
+    }
+
     /// Moves `server`'s cursor from `expected` to `to` unless it moved meanwhile (then false,
     /// nothing written).
     pub async fn move_conductor_cursor(

@@ -336,3 +336,52 @@ async fn shutdown_commits_what_was_accepted() {
     let report = verify_store(&store, &[&vkey]).await;
     assert_eq!(report.exit_code, 0, "{:?}", report.findings);
 }
+
+/// `GET /v1/conductor` shows each reconciler's durable place and the lag to now: nothing before
+/// one ever moved, then the server (no credentials), what is imported and when it moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_status_reads_the_durable_cursor() {
+    let db = TestDb::sqlite().await;
+    let app = spawn_app(&db).await;
+    let auditor = app.token(Role::Auditor).await;
+    let status = |token: String| {
+        let app = &app;
+        async move {
+            let r = app.get("/v1/conductor", Some(&token)).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        status(auditor.clone()).await["servers"],
+        serde_json::json!([])
+    );
+    let now_ns = changetrail::sys::now_ns();
+    let hour_ago_ms = now_ns / 1_000_000 - 3_600_000;
+    let moved = app
+        .store
+        .move_conductor_cursor(
+            "http://conductor:8080",
+            None,
+            &(hour_ago_ms, "[]".into()),
+            now_ns,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    for token in [auditor, app.reviewer.clone()] {
+        let s = status(token).await;
+        let server = &s["servers"][0];
+        assert_eq!(server["server"], "http://conductor:8080", "{s}");
+        assert_eq!(server["imported_through_ns"], hour_ago_ms * 1_000_000);
+        let lag = server["lag_seconds"].as_i64().unwrap();
+        assert!((3600..3700).contains(&lag), "{lag}");
+        assert_eq!(server["moved_ns"], now_ns);
+    }
+    let ingest = app.ingest.clone();
+    assert_eq!(
+        app.get("/v1/conductor", Some(&ingest)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    app.stop().await;
+}

@@ -795,6 +795,20 @@
       table(['Code', ...weeks.map((w) => [w, 'num'])], rows, { class: 'exceptions-by-week' }));
   }
 
+  /** Conductor reconciliation's place per server (GET /v1/conductor); nothing when none runs. */
+  function reconciliation(status) {
+    const servers = (status && status.servers) || [];
+    if (!servers.length) return null;
+    const rows = servers.map((s) => h('tr', { 'data-server': s.server },
+      td(mono(s.server, 'full')),
+      td(utc(s.imported_through_ns), 'nowrap'),
+      td(badge(seconds(s.lag_seconds), s.lag_seconds > 900 ? 'warn' : 'ok'), 'num'),
+      td(utc(s.moved_ns), 'nowrap')));
+    return section('Conductor reconciliation',
+      h('p', { class: 'muted', text: 'Every execution Conductor updated before the time shown is in the ledger; rounds and errors are counted in /metrics.' }),
+      table(['Server', 'Imported through', ['Lag', 'num'], 'Cursor moved'], rows, { class: 'reconciliation' }));
+  }
+
   async function dashboardPage(params) {
     document.title = 'Dashboard · changetrail';
     const def = defaultPeriod();
@@ -802,9 +816,10 @@
     const to = params.get('to') || def.to;
     // A cleared or invalid date falls back to the default period's end, not to a refused query.
     const q = new URLSearchParams({ from: dayStart(from) || dayStart(def.from), to: dayStart(to, true) || dayStart(def.to, true) });
-    const [d, alerts] = await Promise.all([
+    const [d, alerts, recon] = await Promise.all([
       call('GET', `/v1/delivery?${q}`),
       call('GET', '/v1/alerts?limit=1'),
+      call('GET', '/v1/conductor'),
     ]);
     const k = d.all;
     const form = h('form', {
@@ -850,6 +865,7 @@
         ? [table(['Change', 'Code', 'Since'], openRows, { class: 'dashboard-alerts' }),
           h('p', {}, h('a', { href: '#/alerts', text: `All ${alerts.open.length} open, and every event →` }))]
         : h('p', { class: 'muted', text: 'No alert is open.' })),
+      reconciliation(recon),
     ];
   }
 
@@ -912,9 +928,10 @@
 
   async function ledgerPage() {
     document.title = 'Ledger · changetrail';
-    const [cp, keys] = await Promise.all([
+    const [cp, keys, recon] = await Promise.all([
       call('GET', '/v1/ledger/checkpoint').catch((e) => (e.status === 404 ? null : Promise.reject(e))),
       call('GET', '/v1/ledger/keys'),
+      call('GET', '/v1/conductor'),
     ]);
     const checkpoint = cp
       ? [facts([
@@ -961,6 +978,7 @@
       section('Verify',
         h('p', { text: 'Runs the verifier over every entry the latest checkpoint covers, pinned to the ledger\'s first key: signatures, hash chain, Merkle tree, checkpoints and the stored data.' }),
         button, result),
+      reconciliation(recon),
     ];
   }
 
