@@ -41,7 +41,8 @@ pub struct Prepared {
 }
 
 /// Maps the document and compares it with what earlier imports of the run recorded: with the
-/// last observation when there is one, else (runs imported before observations were recorded)
+/// baseline observation (the freshest by updateTime) when there is one, unless this document
+/// is an older state than it, else (runs imported before observations were recorded)
 /// with the task ids earlier facts name. A document without `tasks` (a status-listener
 /// WorkflowSummary) is compared with nothing: it cannot show a task gone. `intake` says when
 /// it arrived, from whom, and how late its facts may be.
@@ -57,6 +58,10 @@ pub async fn prepare(
     let found = match &imp.observed {
         None => None,
         Some(now) => match history.last_observation(&imp.run_id).await? {
+            // A fetch that lost a race with a fresher one (another instance, a REST import or
+            // `conductor sync` beside the reconciler): recorded, but neither compared nor the
+            // baseline (the store ranks observations by updateTime).
+            Some(last) if now.older_than(&last.run) => None,
             Some(last) => evidence::rewrite::compare(&last.run, now)
                 .map(|r| evidence::rewrite::rewrite_fact(&imp.run_id, &imp.change_id, r, intake)),
             None => {

@@ -53,31 +53,39 @@ impl Store {
             .collect()
     }
 
-    /// The latest observation (`run.observed`) of a Conductor run, the change it named, and
-    /// whether a deletion was recorded after it.
+    /// The baseline observation (`run.observed`) of a Conductor run, the change it named, and
+    /// whether a deletion was recorded after it. The baseline is the freshest state seen: the
+    /// greatest updateTime (ties and observations without one: the latest entry), not merely
+    /// the last committed, since two fetches racing may commit the older state last.
     pub async fn last_observation(
         &self,
         run_id: &str,
     ) -> Result<Option<(ObservedRun, Option<String>, bool)>> {
-        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT payload FROM facts WHERE run_id = $1 AND source = 'conductor' \
-             AND kind IN ('run.observed', 'history.rewritten') ORDER BY entry_seq DESC")
+        let rows: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT payload, entry_seq FROM facts WHERE run_id = $1 AND source = 'conductor' \
+             AND kind IN ('run.observed', 'history.rewritten') ORDER BY entry_seq")
             .bind(run_id).fetch_all(p).await)?;
-        let mut deleted = false;
-        for (p,) in rows {
+        let mut best: Option<((i64, i64), ObservedRun, Option<String>)> = None;
+        let mut last_deletion = None;
+        for (p, seq) in rows {
             let f: FactRecord = serde_json::from_str(&p)
                 .map_err(|e| StorageError::Corrupt(format!("fact: {e}")))?;
             match f.fact {
-                Fact::RunObserved(o) => return Ok(Some((o, f.change_id, deleted))),
+                Fact::RunObserved(o) => {
+                    let rank = (o.update_time_ms.unwrap_or(i64::MIN), seq);
+                    if best.as_ref().is_none_or(|(r, _, _)| rank >= *r) {
+                        best = Some((rank, o, f.change_id));
+                    }
+                }
                 Fact::HistoryRewritten(r)
                     if r.after_digest.is_none() && r.before_digest.is_some() =>
                 {
-                    deleted = true;
+                    last_deletion = Some(seq);
                 }
                 _ => {}
             }
         }
-        Ok(None)
+        Ok(best.map(|((_, seq), o, change)| (o, change, last_deletion.is_some_and(|d| d > seq))))
     }
 
     /// Conductor runs observed at or after `since_ns` whose id sorts after `after`, at most

@@ -122,6 +122,7 @@ both!(a_restart_resumes_from_the_cursor_without_duplicates);
 both!(faults_are_retried_and_tokens_renewed);
 both!(the_poller_fills_gaps_and_a_dead_conductor_harms_nothing_else);
 both!(conductor_sync_backfills_without_moving_the_cursor);
+both!(an_older_state_committed_last_is_not_a_rewrite);
 
 /// Each kind of rewrite Conductor can make, on its own run: the reconciler records it with a
 /// before/after diff, and the change's evidence names it.
@@ -548,4 +549,39 @@ async fn packet_exists(store: &changetrail::storage::Store, change: &str) -> boo
         .unwrap()
         .iter()
         .any(|c| c == change)
+}
+
+/// Two fetches racing: the newer state (S2) commits first, then the older one (S1, fetched
+/// earlier) arrives. S1 is neither compared nor the baseline, so nothing is "rewritten"; a later
+/// edit of S2 is still noticed against S2.
+async fn an_older_state_committed_last_is_not_a_rewrite(db: TestDb) {
+    let app = spawn_app_with(history_config(&db)).await;
+    let newer = execution("wf-race", "CHG-RACE");
+    let update_ms = newer["updateTime"].as_i64().unwrap();
+    let mut older = newer.clone();
+    older["status"] = json!("RUNNING");
+    older["updateTime"] = json!(update_ms - 60_000);
+    older.as_object_mut().unwrap().remove("endTime");
+    tasks_mut(&mut older).truncate(3);
+    tasks_mut(&mut older)[2]["status"] = json!("IN_PROGRESS");
+
+    let (status, body) = import_over_rest(&app, &newer).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let (status, body) = import_over_rest(&app, &older).await;
+    assert!(status.is_success(), "{body}");
+    assert_eq!(body["history_rewritten"], false, "{body}");
+    let p = packet(&app, "CHG-RACE").await;
+    assert_eq!(rewrite_evidence(&p), None, "{:?}", codes(&p));
+
+    // The baseline is still S2: the same state again is nothing, an edit of it is an edit.
+    let (_, body) = import_over_rest(&app, &newer).await;
+    assert_eq!(body["history_rewritten"], false, "{body}");
+    let mut edited = newer.clone();
+    edited["tasks"][5]["outputData"] = json!({"healthy": false});
+    let (_, body) = import_over_rest(&app, &edited).await;
+    assert_eq!(body["history_rewritten"], true, "{body}");
+    let p = packet(&app, "CHG-RACE").await;
+    let rw = &p["history_rewrites"][0];
+    assert_eq!(rw["kinds"], json!(["edit"]), "{rw}");
+    app.stop().await;
 }

@@ -105,6 +105,10 @@ pub fn conductor_facts(
             .iter()
             .filter_map(|t| ObservedTask::read(t, ms))
             .collect(),
+        update_time_ms: w
+            .get("updateTime")
+            .and_then(ms)
+            .map(|t| t.min(intake.received_ns) / 1_000_000),
     });
     if let Some(o) = &observed {
         facts.push(x.observed(o));
@@ -287,7 +291,8 @@ impl Execution<'_> {
     }
 
     /// What this full import saw, stated at the latest time the execution names (its content,
-    /// not the receipt or `updateTime`, so an identical re-import is the same fact).
+    /// not the receipt or `updateTime`, so an identical re-import is the same fact; the
+    /// observation carries `updateTime`, which an identical re-import repeats).
     fn observed(&self, o: &ObservedRun) -> FactRecord {
         let latest = o
             .tasks

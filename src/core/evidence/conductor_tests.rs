@@ -467,3 +467,17 @@ fn a_full_execution_states_what_it_observed_and_a_summary_does_not() {
             .any(|f| matches!(f.fact, Fact::RunObserved(_)))
     );
 }
+
+#[test]
+fn the_observation_carries_update_time_capped_at_receipt() {
+    let mut doc = execution("COMPLETED", json!([task("t1", "deploy", "COMPLETED")]));
+    doc["updateTime"] = json!(12_000);
+    let o = import(&doc).observed.unwrap();
+    assert_eq!(o.update_time_ms, Some(12_000));
+    // A lying future updateTime cannot pin the baseline: it counts as the receipt.
+    doc["updateTime"] = json!(i64::MAX / 1_000_000);
+    let o = import(&doc).observed.unwrap();
+    assert_eq!(o.update_time_ms, Some(RECEIVED / 1_000_000));
+    doc.as_object_mut().unwrap().remove("updateTime");
+    assert_eq!(import(&doc).observed.unwrap().update_time_ms, None);
+}

@@ -38,6 +38,12 @@ pub struct ObservedRun {
     pub status: String,
     /// Its tasks in Conductor's order.
     pub tasks: Vec<ObservedTask>,
+    /// The execution's `updateTime` (epoch ms), capped at the receipt so a value stated in the
+    /// future cannot make one observation outrank every later one: which of two observations
+    /// is the fresher, when fetches race. Absent from observations recorded before it was (so
+    /// those still serialize as signed) and from documents that state none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time_ms: Option<i64>,
 }
 
 /// One task execution as observed, with a digest of its content.
@@ -191,8 +197,24 @@ impl ObservedTask {
 impl ObservedRun {
     /// A digest of the whole observation (what two imports compare first).
     pub fn digest(&self) -> String {
-        let v = serde_json::to_value(self).unwrap_or_default();
+        // The content alone: an update that changed nothing is the same state, and the digests
+        // rewrites recorded before `update_time_ms` existed stay what they were.
+        let content = ObservedRun {
+            update_time_ms: None,
+            ..self.clone()
+        };
+        let v = serde_json::to_value(&content).unwrap_or_default();
         digest("changetrail/conductor-run/v1", &v)
+    }
+
+    /// Whether this is an older state of the run than `baseline`: both state an updateTime and
+    /// this one's is earlier. Such a fetch lost a race with a fresher one; comparing it would
+    /// show the fresher state's progress as history that vanished.
+    pub fn older_than(&self, baseline: &ObservedRun) -> bool {
+        matches!(
+            (self.update_time_ms, baseline.update_time_ms),
+            (Some(now), Some(then)) if now < then
+        )
     }
 }
 

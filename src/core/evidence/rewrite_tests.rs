@@ -20,6 +20,7 @@ fn run(status: &str, tasks: &[Value]) -> ObservedRun {
             .iter()
             .map(|t| ObservedTask::read(t, ms).unwrap())
             .collect(),
+        update_time_ms: None,
     }
 }
 
@@ -258,4 +259,32 @@ fn an_old_rewrite_entry_parses_and_serializes_unchanged() {
     let r: RewriteFact = serde_json::from_str(old).unwrap();
     assert_eq!(serde_json::to_string(&r).unwrap(), old);
     assert_eq!(describe(&r), "restart: 2 earlier task records vanished");
+}
+
+#[test]
+fn an_old_observation_parses_and_serializes_unchanged_and_keeps_its_digest() {
+    let old = r#"{"status":"COMPLETED","tasks":[]}"#;
+    let o: ObservedRun = serde_json::from_str(old).unwrap();
+    assert_eq!(o.update_time_ms, None);
+    assert_eq!(serde_json::to_string(&o).unwrap(), old);
+    // The updateTime is not content: the digest is the one recorded before it was carried.
+    let stamped = ObservedRun {
+        update_time_ms: Some(5),
+        ..o.clone()
+    };
+    assert_eq!(stamped.digest(), o.digest());
+}
+
+#[test]
+fn only_an_earlier_update_time_is_older() {
+    let at = |t: Option<i64>| ObservedRun {
+        update_time_ms: t,
+        ..run("COMPLETED", &three("COMPLETED"))
+    };
+    assert!(at(Some(1)).older_than(&at(Some(2))));
+    assert!(!at(Some(2)).older_than(&at(Some(2))));
+    assert!(!at(Some(3)).older_than(&at(Some(2))));
+    // Without both times nothing can be told: compared as before.
+    assert!(!at(None).older_than(&at(Some(2))));
+    assert!(!at(Some(1)).older_than(&at(None)));
 }
