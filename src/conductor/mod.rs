@@ -405,9 +405,10 @@ impl Reconciler {
         }
     }
 
-    /// Fetches one execution and imports it. One Conductor refuses to map (an invalid
-    /// document) is counted, logged and passed: it is looked at again when Conductor updates
-    /// it. Anything transient fails the round before the cursor passes it.
+    /// Fetches one execution and imports it. One changetrail can never record (it does not
+    /// map, or an entry it makes is over the ledger's limits) is counted, logged and passed:
+    /// it is looked at again when Conductor updates it, and must not stall the cursor for
+    /// good. Anything else fails the round before the cursor passes it.
     async fn import_one(
         &self,
         run: &str,
@@ -416,7 +417,13 @@ impl Reconciler {
         recheck: bool,
     ) -> Result<(), RoundError> {
         let Some(doc) = self.client.execution(run, stop).await? else {
-            return self.deleted(run, round).await;
+            return match self.deleted(run, round).await {
+                Err(RoundError::Import { error, .. }) if error.is_refusal() => {
+                    self.refused(run, &error, round);
+                    Ok(())
+                }
+                r => r,
+            };
         };
         let s = &self.sinks;
         match import::import(
@@ -444,10 +451,8 @@ impl Reconciler {
                 }
                 Ok(())
             }
-            Err(ImportError::Invalid(why)) => {
-                round.refused += 1;
-                s.metrics.add(ERRORS, &[("kind", "refused")], 1);
-                tracing::warn!(run, %why, "Conductor execution not imported: changetrail cannot map it.");
+            Err(error) if error.is_refusal() => {
+                self.refused(run, &error, round);
                 Ok(())
             }
             Err(error) => Err(RoundError::Import {
@@ -455,6 +460,13 @@ impl Reconciler {
                 error,
             }),
         }
+    }
+
+    /// Counts and logs an execution changetrail can never record, which the round passes.
+    fn refused(&self, run: &str, why: &ImportError, round: &mut Round) {
+        round.refused += 1;
+        self.sinks.metrics.add(ERRORS, &[("kind", "refused")], 1);
+        tracing::warn!(workflow_id = run, %why, "Conductor execution not imported: changetrail cannot record it.");
     }
 
     /// Run `run` answered 404: when it was imported before and its deletion is not recorded

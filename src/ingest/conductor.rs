@@ -27,6 +27,18 @@ impl ImportError {
             ImportError::Append(e) => e.is_transient(),
         }
     }
+
+    /// Whether the document itself can never be recorded: it does not map, or an entry it
+    /// makes is over the ledger's limits (a run with thousands of tasks). Trying again cannot
+    /// help, so a reconciler passes it; other lasting errors (a ledger or key problem) are not
+    /// the document's and would refuse every document alike.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ImportError::Invalid(_) => true,
+            ImportError::Append(e) => matches!(**e, AppendError::Draft(_)),
+            ImportError::Read(_) => false,
+        }
+    }
 }
 
 /// What an import will write, and what it found.

@@ -123,6 +123,7 @@ both!(faults_are_retried_and_tokens_renewed);
 both!(the_poller_fills_gaps_and_a_dead_conductor_harms_nothing_else);
 both!(conductor_sync_backfills_without_moving_the_cursor);
 both!(an_older_state_committed_last_is_not_a_rewrite);
+both!(a_run_too_large_to_record_is_refused_and_passed);
 
 /// Each kind of rewrite Conductor can make, on its own run: the reconciler records it with a
 /// before/after diff, and the change's evidence names it.
@@ -583,5 +584,34 @@ async fn an_older_state_committed_last_is_not_a_rewrite(db: TestDb) {
     let p = packet(&app, "CHG-RACE").await;
     let rw = &p["history_rewrites"][0];
     assert_eq!(rw["kinds"], json!(["edit"]), "{rw}");
+    app.stop().await;
+}
+
+/// A run whose observation can never be an entry (over the 1 MiB limit) is refused, counted
+/// and passed: the round succeeds and the cursor moves on to the runs after it.
+async fn a_run_too_large_to_record_is_refused_and_passed(db: TestDb) {
+    let app = spawn_app_with(history_config(&db)).await;
+    let conductor = StandIn::start().await;
+    let mut huge = execution("wf-huge", "CHG-HUGE");
+    let template = tasks_mut(&mut huge)[0].clone();
+    *tasks_mut(&mut huge) = (0..300)
+        .map(|i| {
+            let mut t = template.clone();
+            t["taskId"] = json!(format!("wf-huge-{i}"));
+            t["taskType"] = json!("SIMPLE");
+            t["referenceTaskName"] = json!(format!("step_{i}_{}", "x".repeat(4000)));
+            t
+        })
+        .collect();
+    conductor.put(huge);
+    conductor.put(execution("wf-after", "CHG-AFTER"));
+    let r = reconciler(&app, settings(&conductor.url));
+    let first = round(&r).await;
+    assert_eq!((first.imported, first.refused), (1, 1), "{first:?}");
+    assert!(packet_exists(&app.store, "CHG-AFTER").await);
+    assert!(!packet_exists(&app.store, "CHG-HUGE").await);
+    // Passed for good: the next round does not fetch it again.
+    let again = round(&r).await;
+    assert_eq!((again.imported, again.refused), (0, 0), "{again:?}");
     app.stop().await;
 }
