@@ -139,6 +139,8 @@ impl Client {
         workflow_id: &str,
         stop: &CancellationToken,
     ) -> Result<Option<serde_json::Value>, FetchError> {
+        // An id such as `..` would leave the path (or vanish from it): never ask for one.
+        crate::core::evidence::valid_run_id(workflow_id).map_err(FetchError::Invalid)?;
         let mut url = reqwest::Url::parse(&format!("{}/api/workflow/", self.base()))
             .map_err(|e| FetchError::Invalid(format!("the Conductor URL: {e}")))?;
         url.path_segments_mut()

@@ -416,6 +416,12 @@ impl Reconciler {
         round: &mut Round,
         recheck: bool,
     ) -> Result<(), RoundError> {
+        // A search (or an ingest token, via an earlier import) may name an id that cannot be
+        // fetched; asking anyway would fail every round at the same run.
+        if let Err(why) = crate::core::evidence::valid_run_id(run) {
+            self.refused(run, &ImportError::Invalid(why), round);
+            return Ok(());
+        }
         let Some(doc) = self.client.execution(run, stop).await? else {
             return match self.deleted(run, round).await {
                 Err(RoundError::Import { error, .. }) if error.is_refusal() => {
@@ -466,7 +472,7 @@ impl Reconciler {
     fn refused(&self, run: &str, why: &ImportError, round: &mut Round) {
         round.refused += 1;
         self.sinks.metrics.add(ERRORS, &[("kind", "refused")], 1);
-        tracing::warn!(workflow_id = run, %why, "Conductor execution not imported: changetrail cannot record it.");
+        tracing::warn!(workflow_id = ?run, %why, "Conductor execution not imported: changetrail cannot record it.");
     }
 
     /// Run `run` answered 404: when it was imported before and its deletion is not recorded
@@ -536,9 +542,27 @@ impl Reconciler {
                 Some(last) if !last.deleted => {}
                 _ => continue,
             }
-            self.import_one(run, stop, round, true).await?;
-            round.rechecked += 1;
-            self.sinks.metrics.add(RECHECKED, &[], 1);
+            match self.import_one(run, stop, round, true).await {
+                Ok(()) => {
+                    round.rechecked += 1;
+                    self.sinks.metrics.add(RECHECKED, &[], 1);
+                }
+                // What concerns every request (stopping, a wait Conductor asked for, the
+                // credentials) ends the round as before.
+                Err(
+                    e @ RoundError::Fetch(
+                        FetchError::Stopped
+                        | FetchError::RateLimited(_)
+                        | FetchError::Unauthorized(_),
+                    ),
+                ) => return Err(e),
+                // One run failing must not fail every round: the round-robin would never move
+                // past it. Counted, and the next run is re-checked.
+                Err(e) => {
+                    self.sinks.metrics.add(ERRORS, &[("kind", e.kind())], 1);
+                    tracing::warn!(workflow_id = ?run, error = %e, "Re-checking a Conductor run failed; moving on to the next.");
+                }
+            }
         }
         *after = runs.last().cloned().unwrap_or_default();
         Ok(())

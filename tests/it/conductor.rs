@@ -124,6 +124,7 @@ both!(the_poller_fills_gaps_and_a_dead_conductor_harms_nothing_else);
 both!(conductor_sync_backfills_without_moving_the_cursor);
 both!(an_older_state_committed_last_is_not_a_rewrite);
 both!(a_run_too_large_to_record_is_refused_and_passed);
+both!(a_bad_or_failing_run_does_not_stall_rechecks);
 
 /// Each kind of rewrite Conductor can make, on its own run: the reconciler records it with a
 /// before/after diff, and the change's evidence names it.
@@ -613,5 +614,29 @@ async fn a_run_too_large_to_record_is_refused_and_passed(db: TestDb) {
     // Passed for good: the next round does not fetch it again.
     let again = round(&r).await;
     assert_eq!((again.imported, again.refused), (0, 0), "{again:?}");
+    app.stop().await;
+}
+
+/// A workflow id that cannot be fetched is refused at import (REST or reconciler), and a run
+/// whose re-check keeps failing is counted and stepped over: the round still succeeds and the
+/// other runs are re-checked.
+async fn a_bad_or_failing_run_does_not_stall_rechecks(db: TestDb) {
+    let app = spawn_app_with(history_config(&db)).await;
+    let (status, body) = import_over_rest(&app, &execution("..", "CHG-DOTS")).await;
+    assert!(status.is_client_error(), "{status} {body}");
+    let (status, body) = import_over_rest(&app, &execution("wf/../x", "CHG-SLASH")).await;
+    assert!(status.is_client_error(), "{status} {body}");
+
+    let conductor = StandIn::start().await;
+    conductor.put(execution("wf-a", "CHG-A"));
+    conductor.put(execution("wf-b", "CHG-B"));
+    let r = reconciler(&app, settings(&conductor.url));
+    assert_eq!(round(&r).await.imported, 2);
+    conductor.fail_workflow("wf-a", 1000);
+    let second = round(&r).await;
+    assert_eq!(second.rechecked, 1, "{second:?}");
+    assert!(conductor.workflow_calls("wf-a") > 1);
+    let third = round(&r).await;
+    assert_eq!(third.rechecked, 1, "{third:?}");
     app.stop().await;
 }

@@ -63,6 +63,7 @@ pub fn conductor_facts(
 ) -> Result<ConductorImport, String> {
     let w = &workflow(doc);
     let run_id = s(w, "/workflowId").ok_or("not a Conductor workflow execution: no workflowId")?;
+    valid_run_id(&run_id)?;
     // A failure workflow (the compensation Conductor starts when a run fails) is a change of its
     // own, a rollback of the change it was started for; its input holds that change's input.
     let compensation =
@@ -120,6 +121,30 @@ pub fn conductor_facts(
         task_ids,
         observed,
     })
+}
+
+/// The longest workflow id accepted (Conductor's are 36-character UUIDs).
+const MAX_RUN_ID: usize = 128;
+
+/// Refuses a workflow id a reconciler could not fetch again: the id becomes a URL path segment
+/// (`.` and `..` vanish from it, other characters make Conductor answer 4xx), and a run that
+/// cannot be fetched cannot be re-checked. Conductor's own ids are UUIDs.
+pub fn valid_run_id(id: &str) -> Result<(), String> {
+    let shown: String = id.chars().take(40).collect();
+    if id.is_empty()
+        || id.len() > MAX_RUN_ID
+        || id == "."
+        || id == ".."
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err(format!(
+            "workflowId {shown:?} is not 1-{MAX_RUN_ID} characters of A-Z, a-z, 0-9, '.', '_', ':' \
+             or '-' (nor '.' or '..')"
+        ));
+    }
+    Ok(())
 }
 
 /// The execution a document holds: a status-listener message's `payload`, else the document,

@@ -481,3 +481,37 @@ fn the_observation_carries_update_time_capped_at_receipt() {
     doc.as_object_mut().unwrap().remove("updateTime");
     assert_eq!(import(&doc).observed.unwrap().update_time_ms, None);
 }
+
+#[test]
+fn workflow_ids_a_reconciler_could_not_fetch_are_refused() {
+    for good in [
+        "wf-1",
+        "3f2a9c1e-0b7d-4e55-9a61-2c8f0d7b4e10",
+        "a.b_c:d",
+        &"x".repeat(128),
+    ] {
+        assert_eq!(valid_run_id(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a b",
+        "a%2Fb",
+        "wf?x=1",
+        "é",
+        &"x".repeat(129),
+    ] {
+        assert!(valid_run_id(bad).is_err(), "{bad:?}");
+        let mut doc = execution("COMPLETED", json!([]));
+        doc["workflowId"] = json!(bad);
+        let refused = conductor_facts(
+            &doc,
+            &Policy::default(),
+            &IdentityVerifier::default(),
+            &intake(),
+        );
+        assert!(refused.is_err(), "{bad:?}");
+    }
+}

@@ -32,7 +32,7 @@ mod spans;
 mod statement;
 pub mod telemetry;
 
-pub use conductor::{ConductorImport, conductor_facts, rewritten};
+pub use conductor::{ConductorImport, conductor_facts, rewritten, valid_run_id};
 pub use fold::evidence;
 pub use judge::{
     Judgement, Neighbours, Reuse, Settings, TokenMismatch, explains, judge, normalize_subject,
