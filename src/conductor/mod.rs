@@ -25,8 +25,9 @@ use crate::storage::Store;
 use crate::sys::metrics::Registry;
 use crate::sys::now_ns;
 use cursor::Summary;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -106,6 +107,12 @@ pub struct Reconciler {
     /// durable cursor alone.
     backfill: Option<(i64, i64)>,
     recheck_after: Mutex<String>,
+    /// Rounds begun, numbering them.
+    rounds: AtomicU64,
+    /// Runs that answered 404, with the round that first saw it: a deletion is recorded only
+    /// on a 404 in a later round, so one bad answer (a proxy, a Conductor mid-failover) does
+    /// not rewrite history. Held in memory: a restart just restarts the count.
+    missing: std::sync::Mutex<HashMap<String, u64>>,
     /// When the last complete round began (ns): everything updated before is imported.
     complete_ns: AtomicI64,
 }
@@ -194,6 +201,8 @@ impl Reconciler {
             sinks,
             backfill: None,
             recheck_after: Mutex::new(String::new()),
+            rounds: AtomicU64::new(0),
+            missing: std::sync::Mutex::new(HashMap::new()),
             complete_ns: AtomicI64::new(0),
         })
     }
@@ -251,6 +260,7 @@ impl Reconciler {
         progress: impl Fn(&Round),
     ) -> Result<Round, RoundError> {
         let began = now_ns();
+        self.rounds.fetch_add(1, Ordering::Relaxed);
         let result = self.pages(stop, &progress).await;
         let result = match result {
             Ok(mut r) => match self.recheck(stop, &mut r).await {
@@ -422,7 +432,11 @@ impl Reconciler {
             self.refused(run, &ImportError::Invalid(why), round);
             return Ok(());
         }
-        let Some(doc) = self.client.execution(run, stop).await? else {
+        let fetched = self.client.execution(run, stop).await?;
+        if fetched.is_some() {
+            self.missing_map().remove(run);
+        }
+        let Some(doc) = fetched else {
             return match self.deleted(run, round).await {
                 Err(RoundError::Import { error, .. }) if error.is_refusal() => {
                     self.refused(run, &error, round);
@@ -475,8 +489,9 @@ impl Reconciler {
         tracing::warn!(workflow_id = ?run, %why, "Conductor execution not imported: changetrail cannot record it.");
     }
 
-    /// Run `run` answered 404: when it was imported before and its deletion is not recorded
-    /// yet, that is a rewrite (`delete`); a run never imported is nothing to record.
+    /// Run `run` answered 404: when it was imported before, its deletion is not recorded yet
+    /// and it answered 404 in an earlier round too, that is a rewrite (`delete`); a run never
+    /// imported is nothing to record.
     async fn deleted(&self, run: &str, round: &mut Round) -> Result<(), RoundError> {
         let fail = |error| RoundError::Import {
             run: run.to_owned(),
@@ -490,7 +505,7 @@ impl Reconciler {
         else {
             return Ok(());
         };
-        if last.deleted {
+        if last.deleted || !self.missing_twice(run) {
             return Ok(());
         }
         let done = import::deleted(
@@ -510,8 +525,39 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Fetches again a few runs imported before, round-robin by id: a 404 is a deletion, and
-    /// an edit that left `updateTime` alone is imported like any other.
+    fn missing_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        // A panic while holding it cannot leave the map inconsistent: use it as it is.
+        self.missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes that `run` answered 404 in this round; true when a 404 was already seen in an
+    /// earlier round (then the sighting is used up).
+    fn missing_twice(&self, run: &str) -> bool {
+        let this = self.rounds.load(Ordering::Relaxed);
+        let mut missing = self.missing_map();
+        match missing.get(run) {
+            Some(first) if *first < this => {
+                missing.remove(run);
+                true
+            }
+            Some(_) => false,
+            None => {
+                // Bounded: past this many runs missing at once, the count starts again.
+                if missing.len() >= 100_000 {
+                    missing.clear();
+                }
+                missing.insert(run.to_owned(), this);
+                tracing::info!(workflow_id = ?run, "Conductor answered 404 for a run changetrail imported; recorded as deleted if it still does next round.");
+                false
+            }
+        }
+    }
+
+    /// Fetches again a few runs this reconciler imported before, round-robin by id: a 404 in
+    /// two rounds is a deletion, and an edit that left `updateTime` alone is imported like any
+    /// other.
     async fn recheck(&self, stop: &CancellationToken, round: &mut Round) -> Result<(), RoundError> {
         let n = self.settings.recheck_per_round;
         if n == 0 || self.backfill.is_some() {
@@ -526,14 +572,14 @@ impl Reconciler {
         };
         let mut runs = self
             .history
-            .observed_runs(&after, since, n)
+            .observed_runs(&self.sent_by.name, &after, since, n)
             .await
             .map_err(fail)?;
         if runs.is_empty() && !after.is_empty() {
             // Wrapped around: start again from the first id.
             runs = self
                 .history
-                .observed_runs("", since, n)
+                .observed_runs(&self.sent_by.name, "", since, n)
                 .await
                 .map_err(fail)?;
         }

@@ -77,14 +77,19 @@ impl History {
             }))
     }
 
-    /// Conductor runs observed since `since_ns` with ids after `after` (at most `limit`, by id).
+    /// Conductor runs the token-less sender `sent_by` (a reconciler) observed since
+    /// `since_ns`, with ids after `after` (at most `limit`, by id).
     pub async fn observed_runs(
         &self,
+        sent_by: &str,
         after: &str,
         since_ns: i64,
         limit: u32,
     ) -> Result<Vec<String>, ReadError> {
-        Ok(self.store.observed_runs(after, since_ns, limit).await?)
+        Ok(self
+            .store
+            .observed_runs(sent_by, after, since_ns, limit)
+            .await?)
     }
 
     /// The task ids earlier imports of Conductor run `run_id` recorded.

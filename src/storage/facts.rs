@@ -88,18 +88,33 @@ impl Store {
         Ok(best.map(|((_, seq), o, change)| (o, change, last_deletion.is_some_and(|d| d > seq))))
     }
 
-    /// Conductor runs observed at or after `since_ns` whose id sorts after `after`, at most
-    /// `limit`, by id: a round-robin over the runs a reconciler re-checks.
+    /// Conductor runs observed at or after `since_ns` by the sender named `sent_by` without a
+    /// token (a reconciler), whose id sorts after `after`, at most `limit`, by id: a
+    /// round-robin over the runs a reconciler re-checks. Runs others imported (an ingest token
+    /// may state any run) are not its to re-check.
     pub async fn observed_runs(
         &self,
+        sent_by: &str,
         after: &str,
         since_ns: i64,
         limit: u32,
     ) -> Result<Vec<String>> {
+        // The payload is the fact as serialized: a sender without a token is exactly
+        // `"sent_by":{"name":…}` (a token's id would come first). LIKE's own wildcards are
+        // escaped; the JSON text of the name cannot appear unescaped inside a stated string.
+        // (SQLite's LIKE ignores ASCII case: names differing only so are one reconciler.)
+        let name =
+            serde_json::to_string(sent_by).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let literal = format!("\"sent_by\":{{\"name\":{name}}}")
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{literal}%");
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as(
             "SELECT DISTINCT run_id FROM facts WHERE kind = 'run.observed' AND source = 'conductor' \
-             AND time_ns >= $1 AND run_id > $2 ORDER BY run_id LIMIT $3")
-            .bind(since_ns).bind(after).bind(i64::from(limit)).fetch_all(p).await)?;
+             AND time_ns >= $1 AND run_id > $2 AND payload LIKE $4 ESCAPE '\\' \
+             ORDER BY run_id LIMIT $3")
+            .bind(since_ns).bind(after).bind(i64::from(limit)).bind(&pattern).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|(r,)| r).collect())
     }
 

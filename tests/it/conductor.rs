@@ -125,6 +125,7 @@ both!(conductor_sync_backfills_without_moving_the_cursor);
 both!(an_older_state_committed_last_is_not_a_rewrite);
 both!(a_run_too_large_to_record_is_refused_and_passed);
 both!(a_bad_or_failing_run_does_not_stall_rechecks);
+both!(only_own_runs_are_rechecked_and_one_404_deletes_nothing);
 
 /// Each kind of rewrite Conductor can make, on its own run: the reconciler records it with a
 /// before/after diff, and the change's evidence names it.
@@ -194,7 +195,10 @@ async fn every_kind_of_rewrite_is_recorded_with_its_diff(db: TestDb) {
     });
     conductor.delete("wf-delete");
     let second = round(&r).await;
-    assert_eq!(second.rewrites as usize, kinds.len(), "{second:?}");
+    // A deletion takes a 404 in two rounds.
+    assert_eq!(second.rewrites as usize, kinds.len() - 1, "{second:?}");
+    let confirmed = round(&r).await;
+    assert_eq!(confirmed.rewrites, 1, "{confirmed:?}");
 
     for k in kinds {
         let p = packet(&app, &format!("CHG-{k}")).await;
@@ -638,5 +642,33 @@ async fn a_bad_or_failing_run_does_not_stall_rechecks(db: TestDb) {
     assert!(conductor.workflow_calls("wf-a") > 1);
     let third = round(&r).await;
     assert_eq!(third.rechecked, 1, "{third:?}");
+    app.stop().await;
+}
+
+/// A run an ingest token stated is not the reconciler's to re-check (a forged run must not
+/// become a trusted `delete`), and a single 404 deletes nothing: a run that answers again in
+/// between starts the count over.
+async fn only_own_runs_are_rechecked_and_one_404_deletes_nothing(db: TestDb) {
+    let app = spawn_app_with(history_config(&db)).await;
+    let (status, body) = import_over_rest(&app, &execution("wf-forged", "CHG-FORGED")).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let conductor = StandIn::start().await;
+    conductor.put(execution("wf-flaky", "CHG-FLAKY"));
+    let r = reconciler(&app, settings(&conductor.url));
+    assert_eq!(round(&r).await.imported, 1);
+    let doc = conductor.get("wf-flaky");
+    for _ in 0..2 {
+        conductor.delete("wf-flaky");
+        let missing = round(&r).await;
+        assert_eq!(missing.rewrites, 0, "{missing:?}");
+        conductor.put(doc.clone());
+        let back = round(&r).await;
+        assert_eq!(back.rewrites, 0, "{back:?}");
+    }
+    assert_eq!(conductor.workflow_calls("wf-forged"), 0);
+    for change in ["CHG-FORGED", "CHG-FLAKY"] {
+        let p = packet(&app, change).await;
+        assert_eq!(rewrite_evidence(&p), None, "{change}: {:?}", codes(&p));
+    }
     app.stop().await;
 }
