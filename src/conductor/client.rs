@@ -39,6 +39,9 @@ pub enum FetchError {
     Unauthorized(String),
     #[error("Conductor's answer is not what its API documents: {0}")]
     Invalid(String),
+    /// An answer over `MAX_BODY` (counted as `invalid_answer`): never read whole.
+    #[error("Conductor's answer is too large: {0}")]
+    TooLarge(String),
     #[error("stopped")]
     Stopped,
 }
@@ -51,10 +54,40 @@ impl FetchError {
             FetchError::Unavailable(_) => "unavailable",
             FetchError::RateLimited(_) => "rate_limited",
             FetchError::Unauthorized(_) => "unauthorized",
-            FetchError::Invalid(_) => "invalid_answer",
+            FetchError::Invalid(_) | FetchError::TooLarge(_) => "invalid_answer",
             FetchError::Stopped => "stopped",
         }
     }
+}
+
+/// The largest answer read (16 MiB): a larger one (a run with a vast output, or a server
+/// gone wrong) would hold that much memory per request.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Why an answer's body could not be read.
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Other(String),
+}
+
+/// Reads an answer's body, at most `MAX_BODY` bytes (a stated larger length is refused before
+/// reading), as JSON.
+async fn json_body(mut r: reqwest::Response) -> Result<serde_json::Value, BodyError> {
+    if r.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(c)) if body.len() + c.len() > MAX_BODY => return Err(BodyError::TooLarge),
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            Ok(None) => break,
+            Err(e) if e.is_timeout() => return Err(BodyError::Timeout),
+            Err(e) => return Err(BodyError::Other(e.without_url().to_string())),
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| BodyError::Other(e.to_string()))
 }
 
 /// How requests are made and retried.
@@ -254,15 +287,19 @@ impl Client {
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         Ok(match status {
-            200..=299 => match r.json::<serde_json::Value>().await {
+            200..=299 => match json_body(r).await {
                 Ok(v) => Attempt::Done(Some(v)),
-                Err(e) if e.is_timeout() => {
+                Err(BodyError::Timeout) => {
                     Attempt::Retry(FetchError::Timeout(self.settings.timeout), None)
                 }
-                Err(e) => Attempt::Fail(FetchError::Invalid(format!(
-                    "{} is not JSON: {}",
+                Err(BodyError::TooLarge) => Attempt::Fail(FetchError::TooLarge(format!(
+                    "{} answered more than {} MiB",
                     url.path(),
-                    e.without_url()
+                    MAX_BODY >> 20
+                ))),
+                Err(BodyError::Other(e)) => Attempt::Fail(FetchError::Invalid(format!(
+                    "{} is not JSON: {e}",
+                    url.path()
                 ))),
             },
             404 => Attempt::Done(None),
@@ -322,8 +359,7 @@ impl Client {
                 )));
             }
         }
-        let v: serde_json::Value = r
-            .json()
+        let v = json_body(r)
             .await
             .map_err(|_| FetchError::Invalid("POST /api/token did not answer JSON".into()))?;
         let token = v

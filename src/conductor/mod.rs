@@ -117,6 +117,9 @@ pub struct Reconciler {
     complete_ns: AtomicI64,
 }
 
+/// The most search pages one round reads.
+const MAX_PAGES: u64 = 1000;
+
 const POLLS: &str = "changetrail_conductor_polls_total";
 const IMPORTED: &str = "changetrail_conductor_executions_imported_total";
 const RECHECKED: &str = "changetrail_conductor_rechecks_total";
@@ -341,7 +344,11 @@ impl Reconciler {
                 .client
                 .search(&query, start, self.settings.page_size.max(1), stop)
                 .await?;
-            let page = cursor::page(&doc).map_err(FetchError::Invalid)?;
+            let mut page = cursor::page(&doc).map_err(FetchError::Invalid)?;
+            // A server that answers more than asked is held to the page size, so a round's
+            // work per page stays what the settings say.
+            page.results
+                .truncate(self.settings.page_size.max(1) as usize);
             round.pages += 1;
             let lag = i64::try_from(self.settings.index_lag.as_millis()).unwrap_or(i64::MAX);
             let horizon = (now_ns() / 1_000_000).saturating_sub(lag);
@@ -397,7 +404,13 @@ impl Reconciler {
                 return Err(e);
             }
             let seen = start + page.results.len() as u64;
-            if beyond || page.results.is_empty() || seen >= page.total_hits {
+            // Past MAX_PAGES the round ends: the next continues from the cursor, so one
+            // round's length stays bounded whatever the backlog.
+            if beyond
+                || page.results.is_empty()
+                || seen >= page.total_hits
+                || round.pages >= MAX_PAGES
+            {
                 return Ok(round);
             }
             // After progress the query itself moved on; a full page of nothing new (many runs
@@ -432,7 +445,15 @@ impl Reconciler {
             self.refused(run, &ImportError::Invalid(why), round);
             return Ok(());
         }
-        let fetched = self.client.execution(run, stop).await?;
+        let fetched = match self.client.execution(run, stop).await {
+            // A run too large to read is a document that can never be recorded: passed, not
+            // a round that fails for good.
+            Err(FetchError::TooLarge(why)) => {
+                self.refused(run, &ImportError::Invalid(why), round);
+                return Ok(());
+            }
+            r => r?,
+        };
         if fetched.is_some() {
             self.missing_map().remove(run);
         }

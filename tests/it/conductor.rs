@@ -126,6 +126,7 @@ both!(an_older_state_committed_last_is_not_a_rewrite);
 both!(a_run_too_large_to_record_is_refused_and_passed);
 both!(a_bad_or_failing_run_does_not_stall_rechecks);
 both!(only_own_runs_are_rechecked_and_one_404_deletes_nothing);
+both!(answers_are_held_to_their_limits);
 
 /// Each kind of rewrite Conductor can make, on its own run: the reconciler records it with a
 /// before/after diff, and the change's evidence names it.
@@ -670,5 +671,35 @@ async fn only_own_runs_are_rechecked_and_one_404_deletes_nothing(db: TestDb) {
         let p = packet(&app, change).await;
         assert_eq!(rewrite_evidence(&p), None, "{change}: {:?}", codes(&p));
     }
+    app.stop().await;
+}
+
+/// A page larger than asked is cut to the page size, and an execution over 16 MiB is never read
+/// whole: refused and passed.
+async fn answers_are_held_to_their_limits(db: TestDb) {
+    let app = spawn_app_with(history_config(&db)).await;
+    let conductor = StandIn::start().await;
+    let mut vast = execution("wf-vast", "CHG-VAST");
+    vast["tasks"][5]["outputData"] = json!({"log": "x".repeat(17 << 20)});
+    conductor.put(vast);
+    for i in 0..3 {
+        conductor.put(execution(&format!("wf-{i}"), &format!("CHG-{i}")));
+    }
+    conductor.ignore_size();
+    let mut small = settings(&conductor.url);
+    small.page_size = 1;
+    // Building a 17 MiB answer takes the debug stand-in a while.
+    small.client.timeout = Duration::from_secs(30);
+    let r = reconciler(&app, small);
+    let first = round(&r).await;
+    assert_eq!((first.imported, first.refused), (3, 1), "{first:?}");
+    // One execution per page (answered whole, it would be one page).
+    assert!(first.pages >= 4, "{first:?}");
+    assert!(!packet_exists(&app.store, "CHG-VAST").await);
+    let metrics = app.ingestor.metrics.render(&[]);
+    assert!(
+        metrics.contains("changetrail_conductor_errors_total{kind=\"refused\"} 1"),
+        "{metrics}"
+    );
     app.stop().await;
 }

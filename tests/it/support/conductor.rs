@@ -58,6 +58,8 @@ struct Server {
     down: bool,
     /// The server answers at most this many results per page, whatever `size` asks.
     max_page: Option<usize>,
+    /// Every search answers all its hits from `start`, whatever `size` asks.
+    ignore_size: bool,
     calls: BTreeMap<&'static str, u64>,
     /// Executions whose next N fetches answer 500, and each execution's fetches.
     broken: BTreeMap<String, u32>,
@@ -194,6 +196,11 @@ impl StandIn {
         self.with(|s| s.down = down);
     }
 
+    /// Searches answer more than asked: every hit from `start`.
+    pub fn ignore_size(&self) {
+        self.with(|s| s.ignore_size = true);
+    }
+
     pub fn cap_page(&self, n: usize) {
         self.with(|s| s.max_page = Some(n));
     }
@@ -322,6 +329,7 @@ async fn search(
     let start: usize = q.get("start").map_or(0, |v| v.parse().unwrap());
     let size: usize = q.get("size").map_or(100, |v| v.parse().unwrap());
     let size = s.max_page.map_or(size, |m| size.min(m));
+    let size = if s.ignore_size { usize::MAX } else { size };
     let results: Vec<Value> = hits
         .iter()
         .skip(start)
