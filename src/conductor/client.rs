@@ -90,6 +90,17 @@ async fn json_body(mut r: reqwest::Response) -> Result<serde_json::Value, BodyEr
     serde_json::from_slice(&body).map_err(|e| BodyError::Other(e.to_string()))
 }
 
+/// The longest wait a `Retry-After` may ask for: a huge value must not park the reconciler
+/// for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` in seconds, capped at `MAX_RETRY_AFTER`. The HTTP-date form (and anything
+/// else) is `None`: the normal backoff applies, which needs no trust in either clock.
+fn retry_after(v: &str) -> Option<Duration> {
+    let secs = v.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 /// How requests are made and retried.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -284,8 +295,7 @@ impl Client {
         let asked = r
             .headers()
             .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after(v.to_str().ok()?));
         Ok(match status {
             200..=299 => match json_body(r).await {
                 Ok(v) => Attempt::Done(Some(v)),
@@ -370,5 +380,19 @@ impl Client {
             .to_owned();
         *held = Some(token.clone());
         Ok(Some(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_capped_and_a_date_means_the_usual_backoff() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("99999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after("-1"), None);
     }
 }

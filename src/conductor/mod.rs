@@ -243,7 +243,9 @@ impl Reconciler {
                                 .max(self.settings.poll_interval),
                         );
                     match e {
-                        RoundError::Fetch(FetchError::RateLimited(d)) => doubled.max(d),
+                        RoundError::Fetch(FetchError::RateLimited(d)) => {
+                            doubled.max(d.min(client::MAX_RETRY_AFTER))
+                        }
                         _ => doubled,
                     }
                 }
