@@ -192,7 +192,23 @@ impl Client {
             .pop_if_empty()
             .push(workflow_id);
         url.query_pairs_mut().append_pair("includeTasks", "true");
-        self.get(url, stop).await
+        let doc = self.get(url, stop).await?;
+        // The answer is imported as the run it names: one naming another run (a proxy's cache,
+        // a server gone wrong) would record that run's history as this reconciler's.
+        if let Some(d) = &doc {
+            let named = d.get("workflowId").and_then(|w| w.as_str()).map(str::trim);
+            if named != Some(workflow_id) {
+                return Err(FetchError::Invalid(format!(
+                    "asked for workflow {workflow_id:?}, answered {:?}",
+                    named
+                        .unwrap_or("no workflowId")
+                        .chars()
+                        .take(40)
+                        .collect::<String>()
+                )));
+            }
+        }
+        Ok(doc)
     }
 
     /// A GET with retries; `None` for 404.

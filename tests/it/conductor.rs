@@ -127,6 +127,7 @@ both!(a_run_too_large_to_record_is_refused_and_passed);
 both!(a_bad_or_failing_run_does_not_stall_rechecks);
 both!(only_own_runs_are_rechecked_and_one_404_deletes_nothing);
 both!(answers_are_held_to_their_limits);
+both!(an_answer_naming_another_run_is_not_imported);
 
 /// Each kind of rewrite Conductor can make, on its own run: the reconciler records it with a
 /// before/after diff, and the change's evidence names it.
@@ -699,6 +700,32 @@ async fn answers_are_held_to_their_limits(db: TestDb) {
     let metrics = app.ingestor.metrics.render(&[]);
     assert!(
         metrics.contains("changetrail_conductor_errors_total{kind=\"refused\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+/// An execution answered under another workflowId than asked is an invalid answer: counted,
+/// not imported as the run it names.
+async fn an_answer_naming_another_run_is_not_imported(db: TestDb) {
+    let app = spawn_app_with(history_config(&db)).await;
+    let conductor = StandIn::start().await;
+    conductor.put(execution("wf-asked", "CHG-ASKED"));
+    let r = reconciler(&app, settings(&conductor.url));
+    assert_eq!(round(&r).await.imported, 1);
+    conductor.edit_quietly("wf-asked", |d| d["workflowId"] = json!("wf-named"));
+    let second = round(&r).await;
+    assert_eq!(second.rechecked, 0, "{second:?}");
+    assert!(
+        app.store
+            .last_observation("wf-named")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let metrics = app.ingestor.metrics.render(&[]);
+    assert!(
+        metrics.contains("changetrail_conductor_errors_total{kind=\"invalid_answer\"} 1"),
         "{metrics}"
     );
     app.stop().await;
