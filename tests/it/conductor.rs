@@ -6,7 +6,7 @@
 //! Conductor leaves the rest of changetrail serving. Each on SQLite and PostgreSQL.
 
 use crate::support::conductor::{StandIn, execution};
-use crate::support::scenario::packet;
+use crate::support::scenario::{import_over_rest, packet};
 use crate::support::server::{TestApp, TestDb, ct, eventually, history_config, spawn_app_with};
 use changetrail::conductor::{ClientSettings, KeySecret, Reconciler, Round, Settings, Sinks};
 use serde_json::{Value, json};
@@ -79,19 +79,6 @@ fn rewrite_evidence(p: &Value) -> Option<String> {
     codes(p)
         .into_iter()
         .find(|c| c.starts_with("HISTORY_REWRITTEN"))
-}
-
-/// `POST /v1/import/conductor` with the ingest token: the status and the answer.
-async fn import_over_rest(app: &TestApp, doc: &Value) -> (reqwest::StatusCode, Value) {
-    let r = app
-        .http
-        .post(format!("{}/v1/import/conductor", app.base))
-        .bearer_auth(&app.ingest)
-        .json(doc)
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.json().await.unwrap())
 }
 
 fn tasks_mut(doc: &mut Value) -> &mut Vec<Value> {

@@ -4,7 +4,7 @@
 
 use crate::support::idp;
 use crate::support::report::csv_rows;
-use crate::support::scenario::{CONDUCTOR, T0, scenario_config};
+use crate::support::scenario::{CONDUCTOR, T0, import_over_rest, scenario_config};
 use crate::support::server::{TestApp, TestDb, spawn_app_with, verify_store};
 use changetrail::auth::Role;
 use reqwest::StatusCode;
@@ -43,15 +43,8 @@ fn approval(d: &mut Value) -> &mut Value {
 }
 
 async fn import(app: &TestApp, doc: &Value) {
-    let r = app
-        .http
-        .post(format!("{}/v1/import/conductor", app.base))
-        .bearer_auth(&app.ingest)
-        .json(doc)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (status, answer) = import_over_rest(app, doc).await;
+    assert!(status.is_success(), "{answer}");
 }
 
 async fn ask(app: &TestApp, token: &str, body: &Value) -> (StatusCode, Value) {

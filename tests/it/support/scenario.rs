@@ -310,3 +310,16 @@ pub fn codes(p: &Value) -> Vec<String> {
         .map(|x| x["code"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// `POST /v1/import/conductor` with the ingest token: the status and the answer.
+pub async fn import_over_rest(app: &TestApp, doc: &Value) -> (reqwest::StatusCode, Value) {
+    let r = app
+        .http
+        .post(format!("{}/v1/import/conductor", app.base))
+        .bearer_auth(&app.ingest)
+        .json(doc)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
