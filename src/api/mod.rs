@@ -12,6 +12,7 @@ mod health;
 mod ledger;
 mod metrics;
 pub mod openapi;
+mod receipt;
 mod reports;
 mod session;
 mod suspects;
@@ -208,6 +209,10 @@ fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
         (
             Access::Roles(&[Role::Auditor, Role::Reviewer]),
             conductor::router(),
+        ),
+        (
+            Access::Roles(&[Role::Auditor, Role::Reviewer]),
+            receipt::router(),
         ),
     ]
 }

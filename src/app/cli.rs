@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 mod bench;
 pub use bench::{BenchCommand, BenchHostileArgs, BenchIngestArgs};
+mod proof;
+pub use proof::{ProofArgs, VerifyProofArgs};
 
 /// The log filter when neither `--log` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_LOG: &str = "info,sqlx=warn";
@@ -83,6 +85,12 @@ pub enum Command {
     /// and (with --bundle or --database-url) every row's entries in the ledger.
     #[command(long_about = VERIFY_REPORT_HELP)]
     VerifyReport(VerifyReportArgs),
+    /// Write one change's self-contained receipt (entries, proofs, cosigned checkpoint, key chain).
+    #[command(long_about = proof::PROOF_HELP)]
+    Proof(ProofArgs),
+    /// Check a receipt offline against the ledger's pinned vkey (and a witness policy).
+    #[command(long_about = proof::VERIFY_PROOF_HELP)]
+    VerifyProof(VerifyProofArgs),
     /// Benchmarks (run by hand; no test asserts a timing).
     #[command(subcommand, long_about = BENCH_HELP)]
     Bench(BenchCommand),
@@ -334,6 +342,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Config(c) = cli.command {
         return commands::config::run(c);
     }
+    // Offline: a receipt is checked with nothing but the file and the keys given.
+    if let Command::VerifyProof(a) = cli.command {
+        return commands::proof::verify(a);
+    }
     let mut cfg = Config::load(cli.config.as_deref())?;
     if let Some(url) = &cli.database_url {
         cfg.database_url = url.clone();
@@ -361,6 +373,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(b) => {
             commands::bench::run(cfg, b, cli.config.as_deref(), cli.database_url.is_some()).await
         }
+        Command::Proof(a) => commands::proof::write(cfg, a).await,
+        Command::VerifyProof(a) => commands::proof::verify(a),
         Command::Demo(a) => commands::demo::run(a).await,
         Command::Config(c) => commands::config::run(c),
     }

@@ -225,6 +225,15 @@ pub fn exceptions(ev: &Evidence, broken: &[u64], ctx: &RuleContext) -> Vec<Excep
     rules::judged_exceptions(ev, broken, ctx)
 }
 
+/// The ledger subjects a change's entries are filed under: its id and its runs' ids.
+pub fn subjects_of(ev: &Evidence, change_id: &str) -> Vec<String> {
+    let mut subjects = vec![change_id.to_owned()];
+    subjects.extend(ev.change.runs.iter().cloned());
+    subjects.sort();
+    subjects.dedup();
+    subjects
+}
+
 pub async fn packet(
     store: &Store,
     change_id: &str,
@@ -235,10 +244,7 @@ pub async fn packet(
     };
     let tolerance_ns = c.tolerance_ns;
     let exceptions = exceptions(&ev, &broken, &c.rules);
-    let mut subjects = vec![change_id.to_owned()];
-    subjects.extend(ev.change.runs.iter().cloned());
-    subjects.sort();
-    subjects.dedup();
+    let subjects = subjects_of(&ev, change_id);
     let spans = store.spans_about(&subjects).await?;
     let mut stats = SpanStats {
         count: spans.len(),

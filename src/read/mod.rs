@@ -12,8 +12,10 @@ pub mod delivery;
 pub mod export;
 pub mod gate;
 pub mod history;
+pub mod receipt;
 pub mod summary;
 pub mod suspects;
+pub mod tlog;
 
 use crate::storage::StorageError;
 

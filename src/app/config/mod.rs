@@ -12,18 +12,21 @@ use std::time::Duration;
 mod conductor;
 mod outbound;
 mod suspects;
+mod tlog;
 pub use conductor::ConductorConfig;
 pub use outbound::{
     AlertsConfig, AlertsOtlpConfig, AnnotationsConfig, LinksConfig, OtlpExportConfig, WebhookConfig,
 };
 pub use suspects::SuspectsConfig;
+pub use tlog::{TlogConfig, WitnessConfig};
 
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 
 /// The top-level settings an environment variable may address.
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "database_url",
     "conductor",
+    "tlog",
     "suspects",
     "alerts",
     "annotations",
@@ -59,6 +62,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub suspects: SuspectsConfig,
     pub conductor: ConductorConfig,
+    pub tlog: TlogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -286,6 +290,7 @@ impl Config {
         self.alerts.validate()?;
         self.suspects.validate()?;
         self.conductor.validate()?;
+        self.tlog.validate()?;
         self.annotations.validate()?;
         let l = &self.ledger;
         if l.checkpoint_every == 0 {

@@ -9,5 +9,6 @@ pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod receipt;
 pub mod sigcheck;
 pub mod verify;
