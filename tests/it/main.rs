@@ -25,6 +25,7 @@ mod openapi;
 mod otlp;
 mod pg_tls;
 mod python;
+mod receipts;
 mod reports;
 mod scenarios;
 mod storage;
