@@ -8,6 +8,9 @@ use crate::core::ledger::note::{Checkpoint, Note};
 use crate::core::ledger::receipt::{self, ProvedEntry, Receipt};
 use crate::storage::{EntryRow, Store};
 
+/// More entries than any change has; a receipt stays far below the 64 MiB `verify-proof` reads.
+const MAX_ENTRIES: usize = 10_000;
+
 /// The receipt for `change_id` against the newest checkpoint; `None` for an unknown change.
 pub async fn receipt(
     store: &Store,
@@ -28,12 +31,44 @@ pub async fn receipt(
         .map(|b| b.origin)
         .ok_or_else(|| ExportError::Range("the newest checkpoint is unreadable".into()))?;
     let subjects = changes::subjects_of(&ev, change_id);
-    let mut entries = Vec::new();
-    for e in store.entries_about(&subjects).await? {
-        if e.seq < cp.size {
-            entries.push(prove(store, e, cp.size).await?);
-        }
+    let rows: Vec<EntryRow> = store
+        .entries_about(&subjects)
+        .await?
+        .into_iter()
+        .filter(|e| e.seq < cp.size)
+        .collect();
+    if rows.len() > MAX_ENTRIES {
+        return Err(ExportError::Range(format!(
+            "change {change_id} has {} entries, more than a receipt holds ({MAX_ENTRIES}); export a bundle instead",
+            rows.len()
+        )));
     }
+    let erased: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .filter(|e| e.payload.is_none())
+        .map(|e| e.seq)
+        .collect();
+    let mut entries = Vec::with_capacity(rows.len());
+    for e in rows {
+        entries.push(prove(store, e, cp.size).await?);
+    }
+    let mut erasures = Vec::new();
+    for (seq, by) in store.erasures().await? {
+        if !erased.contains(&seq) {
+            continue;
+        }
+        if by >= cp.size {
+            return Err(ExportError::Range(format!(
+                "the erasure of entry {seq} is not covered by a checkpoint yet; try again after the next one"
+            )));
+        }
+        let e = store
+            .entry(by)
+            .await?
+            .ok_or_else(|| ExportError::Range(format!("entry {by} is missing")))?;
+        erasures.push(prove(store, e, cp.size).await?);
+    }
+    erasures.sort_by_key(|e| e.seq);
     if entries.is_empty() {
         return Err(ExportError::Range(format!(
             "no entry of change {change_id} is covered by a checkpoint yet; try again after the next one"
@@ -49,7 +84,7 @@ pub async fn receipt(
             .ok_or_else(|| ExportError::Range(format!("entry {seq} is missing")))?;
         chain.push(prove(store, e, cp.size).await?);
     }
-    receipt::build(&origin, change_id, &note, chain, entries)
+    receipt::build(&origin, change_id, &note, chain, entries, erasures)
         .map(Some)
         .map_err(ExportError::Range)
 }

@@ -111,6 +111,13 @@ async fn receipts(db: TestDb) {
     let (_, text) = fetch(&app, CHANGE, Some(&auditor)).await;
     let v = receipt::verify(&text, std::slice::from_ref(&first)).unwrap();
     assert_eq!(v.erased, vec![erased]);
+    let shown: Receipt = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        shown.erasures.len(),
+        1,
+        "the payload.erased entry comes with it"
+    );
+    assert_eq!(shown.erasures[0].kind, "payload.erased");
 
     every_byte_counts(&text, &first);
     the_command_line(&db, &app, &text).await;

@@ -56,7 +56,12 @@ pub fn verify(a: VerifyProofArgs) -> anyhow::Result<i32> {
         }
     }
     let text = match read_limited(&a.file) {
-        Ok(t) => t,
+        Ok(Ok(t)) => t,
+        // A file that is not text or too large to be a receipt is an invalid receipt.
+        Ok(Err(why)) => {
+            println!("INVALID {}: {why}", a.file.display());
+            return Ok(1);
+        }
         Err(e) => {
             eprintln!("{e:#}");
             return Ok(3);
@@ -66,16 +71,19 @@ pub fn verify(a: VerifyProofArgs) -> anyhow::Result<i32> {
     let v = match receipt::verify(&text, &trusted) {
         Ok(v) => v,
         Err(why) => {
-            println!("INVALID {}: {why}", a.file.display());
+            println!("INVALID {}: {}", a.file.display(), printable(&why));
             return Ok(1);
         }
     };
     let witnessed = match &a.policy {
-        None => String::from("no witness policy given"),
+        None => String::from(
+            "no witness policy given (--policy): whoever holds a key of this ledger, a retired one \
+             included, could have made this receipt; witnesses' cosignatures are what rule that out",
+        ),
         Some(path) => match super::policy_check(path, &v.checkpoint_note) {
             Ok(Ok(summary)) => summary,
             Ok(Err(why)) => {
-                println!("INVALID {}: {why}", a.file.display());
+                println!("INVALID {}: {}", a.file.display(), printable(&why));
                 return Ok(1);
             }
             Err(e) => {
@@ -85,9 +93,10 @@ pub fn verify(a: VerifyProofArgs) -> anyhow::Result<i32> {
         },
     };
     println!(
-        "OK {}: change {} in ledger {}: {} entries{} included in checkpoint {} signed by {}; {} ({} ms)",
+        "OK {}: change {} in ledger {}: {} entries{} included in checkpoint {} signed by {} \
+         (this proves each is in the ledger as shown, not that the change has no other); {} ({} ms)",
         a.file.display(),
-        v.change_id,
+        printable(&v.change_id),
         v.origin,
         v.entries,
         if v.erased.is_empty() {
@@ -103,14 +112,30 @@ pub fn verify(a: VerifyProofArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn read_limited(path: &std::path::Path) -> anyhow::Result<String> {
+/// The file's text; `Ok(Err)` when it cannot be a receipt (not UTF-8, over 64 MiB).
+fn read_limited(path: &std::path::Path) -> anyhow::Result<Result<String, String>> {
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     f.take(MAX_RECEIPT_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
-    if text.len() as u64 > MAX_RECEIPT_BYTES {
-        anyhow::bail!("{} is larger than any receipt (64 MiB)", path.display());
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_RECEIPT_BYTES {
+        return Ok(Err("larger than any receipt (64 MiB)".into()));
     }
-    Ok(text)
+    Ok(String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned()))
+}
+
+/// Text from the file, safe for a terminal: a control character (an escape sequence that
+/// would redraw the line as "OK") is shown as its escape, never sent.
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let shown: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
 }

@@ -7,13 +7,13 @@
 //! and every field is either checked against signed bytes or derived from them. So no byte of a
 //! receipt can change without the verifier saying so.
 
-use super::entry::{self, Entry, kinds};
+use super::entry::{self, Entry, ErasurePayload, kinds};
 use super::hash::{Hash, b64, unb64};
 use super::keys::{Origin, RotationPayload, Vkey};
 use super::merkle::verify_inclusion;
 use super::note::{Checkpoint, Note, NoteVerdict};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const FORMAT: &str = "changetrail-receipt/v1";
 /// The first line of a C2SP tlog-proof.
@@ -36,6 +36,9 @@ pub struct Receipt {
     pub key_chain: Vec<ReceiptEntry>,
     /// Every entry of the change the checkpoint covers, in sequence order.
     pub entries: Vec<ReceiptEntry>,
+    /// The `payload.erased` entry of each erased payload above, in sequence order: an erasure is
+    /// shown, never merely claimed by a null.
+    pub erasures: Vec<ReceiptEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +134,7 @@ pub fn build(
     checkpoint: &str,
     key_chain: Vec<ProvedEntry>,
     entries: Vec<ProvedEntry>,
+    erasures: Vec<ProvedEntry>,
 ) -> Result<Receipt, String> {
     let decode = |e: &ProvedEntry| {
         Entry::decode(&e.entry).map_err(|err| format!("entry {} does not decode: {err}", e.seq))
@@ -144,11 +148,16 @@ pub fn build(
         }
         out.push(ReceiptEntry::new(e, d.kind, checkpoint));
     }
-    let mut chain = Vec::with_capacity(key_chain.len());
-    for e in key_chain {
-        let d = decode(&e)?;
-        chain.push(ReceiptEntry::new(e, d.kind, checkpoint));
-    }
+    let proved = |list: Vec<ProvedEntry>| -> Result<Vec<ReceiptEntry>, String> {
+        let mut out = Vec::with_capacity(list.len());
+        for e in list {
+            let d = decode(&e)?;
+            out.push(ReceiptEntry::new(e, d.kind, checkpoint));
+        }
+        Ok(out)
+    };
+    let chain = proved(key_chain)?;
+    let erasures = proved(erasures)?;
     Ok(Receipt {
         format: FORMAT.into(),
         origin: origin.as_str().into(),
@@ -157,6 +166,7 @@ pub fn build(
         checkpoint: checkpoint.into(),
         key_chain: chain,
         entries: out,
+        erasures,
     })
 }
 
@@ -214,6 +224,8 @@ pub fn verify(text: &str, trusted: &[Vkey]) -> Result<Verified, String> {
     let signer = keys.checkpoint_signer(&note, cp.size)?;
     let mut erased = Vec::new();
     let mut runs = BTreeSet::new();
+    let mut named_runs = BTreeSet::new();
+    let mut about_change = false;
     let mut last = None;
     for e in &r.entries {
         if last.is_some_and(|l| e.seq <= l) {
@@ -221,26 +233,30 @@ pub fn verify(text: &str, trusted: &[Vkey]) -> Result<Verified, String> {
         }
         last = Some(e.seq);
         let d = check_entry(e, &origin, &cp, &r.checkpoint, &keys)?;
-        if d.subject != r.change_id {
+        if d.subject == r.change_id {
+            about_change = true;
+            named_runs.extend(e.payload.as_deref().and_then(run_id));
+        } else {
             runs.insert(d.subject);
         }
         if e.payload.is_none() {
             erased.push(e.seq);
         }
     }
-    if r.entries.is_empty() {
-        return Err("the receipt holds no entry of the change".into());
+    if !about_change {
+        return Err(format!("no entry is about change {:?}", r.change_id));
     }
-    if runs.into_iter().collect::<Vec<_>>() != r.runs {
+    if runs.iter().collect::<Vec<_>>() != r.runs.iter().collect::<Vec<_>>() {
         return Err("`runs` is not the set of the entries' other subjects".into());
     }
-    if !r.entries.iter().any(|e| {
-        unb64(&e.entry)
-            .and_then(|b| Entry::decode(&b).ok())
-            .is_some_and(|d| d.subject == r.change_id)
-    }) {
-        return Err(format!("no entry is about change {}", r.change_id));
+    // A run's entries belong to the change only if one of the change's own entries names it:
+    // else any run's entries could be filed under any change.
+    if let Some(stray) = runs.iter().find(|run| !named_runs.contains(*run)) {
+        return Err(format!(
+            "entries about {stray:?} are included, but no entry of the change names that run"
+        ));
     }
+    check_erasures(&r, &erased, &origin, &cp, &keys)?;
     Ok(Verified {
         origin,
         change_id: r.change_id,
@@ -250,6 +266,60 @@ pub fn verify(text: &str, trusted: &[Vkey]) -> Result<Verified, String> {
         erased,
         checkpoint_key: signer.to_string(),
     })
+}
+
+/// The `run_id` a fact record's payload names at its top level.
+fn run_id(payload: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        run_id: Option<String>,
+    }
+    serde_json::from_str::<Named>(payload).ok()?.run_id
+}
+
+/// Each erased payload must come with the proved `payload.erased` entry that erased it, and the
+/// receipt carries no other: an erasure is logged in the ledger, never just a null in a file.
+fn check_erasures(
+    r: &Receipt,
+    erased: &[u64],
+    origin: &Origin,
+    cp: &Checkpoint,
+    keys: &KeyChain,
+) -> Result<(), String> {
+    let mut shown: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut last = None;
+    for e in &r.erasures {
+        if last.is_some_and(|l| e.seq <= l) {
+            return Err(format!("erasure {} is out of order or repeated", e.seq));
+        }
+        last = Some(e.seq);
+        if e.kind != kinds::PAYLOAD_ERASED {
+            return Err(format!("erasure entry {} is a {:?}", e.seq, e.kind));
+        }
+        check_entry(e, origin, cp, &r.checkpoint, keys)?;
+        let p: ErasurePayload = e
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .ok_or_else(|| format!("erasure entry {} does not say what it erased", e.seq))?;
+        if p.erased_seq >= e.seq {
+            return Err(format!("erasure {} names a later entry", e.seq));
+        }
+        shown.insert(p.erased_seq, e.seq);
+    }
+    for seq in erased {
+        if shown.remove(seq).is_none() {
+            return Err(format!(
+                "entry {seq}'s payload is missing and no payload.erased entry in the receipt erased it"
+            ));
+        }
+    }
+    if let Some((seq, by)) = shown.into_iter().next() {
+        return Err(format!(
+            "erasure {by} names entry {seq}, which is not an erased entry of the receipt"
+        ));
+    }
+    Ok(())
 }
 
 /// Which key signs which sequence numbers, learned from the pins and the receipt's key chain.
@@ -318,7 +388,9 @@ fn follow_key_chain(
         .and_then(|p| serde_json::from_str::<Created>(p).ok())
         .and_then(|c| Vkey::parse(&c.vkey).ok())
         .ok_or("entry 0 does not name the ledger's first key")?;
-    if !trusted.contains(&named) {
+    // Only a pinned key of this very ledger: with keys of two ledgers pinned, one's holder could
+    // otherwise sign a receipt for the other.
+    if named.origin() != origin || !trusted.contains(&named) {
         return Err(format!(
             "the ledger's first key {named} is not pinned (pin it with --trusted-key)"
         ));
@@ -333,7 +405,7 @@ fn follow_key_chain(
         }
         last = Some(e.seq);
         if i > 0 && e.kind != kinds::KEY_ROTATED {
-            return Err(format!("key chain entry {} is a {}", e.seq, e.kind));
+            return Err(format!("key chain entry {} is a {:?}", e.seq, e.kind));
         }
         check_entry(e, origin, cp, &r.checkpoint, &chain)?;
         if e.kind == kinds::KEY_ROTATED {

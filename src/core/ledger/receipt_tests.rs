@@ -44,7 +44,7 @@ fn ledger() -> Ledger {
     append(
         &mut head,
         vec![
-            d("change.requested", "CHG-1", r#"{"run":"wf-1"}"#),
+            d("change.requested", "CHG-1", r#"{"run_id":"wf-1"}"#),
             d("approval.decided", "CHG-1", r#"{"by":"alice"}"#),
         ],
         &k0,
@@ -56,6 +56,11 @@ fn ledger() -> Ledger {
         vec![
             d("task.finished", "wf-1", r#"{"ok":true}"#),
             d("change.requested", "CHG-2", r#"{}"#),
+            d(
+                "payload.erased",
+                "",
+                r#"{"erased_seq":2,"reason":"GDPR","requested_by":"dpo"}"#,
+            ),
         ],
         &k1,
     );
@@ -97,6 +102,7 @@ impl Ledger {
             &self.note,
             vec![self.proved(0), self.proved(3)],
             seqs.iter().map(|s| self.proved(*s)).collect(),
+            vec![],
         )
         .unwrap()
     }
@@ -108,7 +114,7 @@ fn a_receipt_verifies_across_a_rotation_with_the_first_key_pinned() {
     let text = l.receipt(&[1, 2, 4]).to_text();
     let v = verify(&text, &[l.first.vkey().clone()]).unwrap();
     assert_eq!(v.entries, 3);
-    assert_eq!(v.checkpoint_size, 6);
+    assert_eq!(v.checkpoint_size, 7);
     assert_eq!(v.checkpoint_key, key(2).vkey().to_string());
     assert!(v.erased.is_empty());
     let r: Receipt = serde_json::from_str(&text).unwrap();
@@ -128,8 +134,25 @@ fn an_erased_payload_still_verifies_and_is_named() {
     let mut r = l.receipt(&[1, 2]);
     r.entries[1].salt = None;
     r.entries[1].payload = None;
+    // A null alone is refused: the erasure must be shown.
+    let err = verify(&r.to_text(), &[l.first.vkey().clone()]).unwrap_err();
+    assert!(err.contains("no payload.erased entry"), "{err}");
+    r.erasures = vec![ReceiptEntry::new(
+        l.proved(6),
+        "payload.erased".into(),
+        &l.note,
+    )];
     let v = verify(&r.to_text(), &[l.first.vkey().clone()]).unwrap();
     assert_eq!(v.erased, vec![2]);
+    // An erasure shown for an entry whose payload is present is refused too.
+    let mut r = l.receipt(&[1, 2]);
+    r.erasures = vec![ReceiptEntry::new(
+        l.proved(6),
+        "payload.erased".into(),
+        &l.note,
+    )];
+    let err = verify(&r.to_text(), &[l.first.vkey().clone()]).unwrap_err();
+    assert!(err.contains("not an erased entry"), "{err}");
 }
 
 #[test]
@@ -149,13 +172,26 @@ fn what_a_receipt_cannot_hide_or_fake() {
         &l.note,
     ));
     refused(&r, "runs");
+    // Another change's entry with `runs` made to match: no entry of CHG-1 names that subject.
+    let mut r = base.clone();
+    r.entries.push(ReceiptEntry::new(
+        l.proved(5),
+        "change.requested".into(),
+        &l.note,
+    ));
+    r.runs.insert(0, "CHG-2".into());
+    refused(&r, "no entry of the change names that run");
+    // Only keys of another ledger pinned.
+    let other = LedgerKey::from_seed(Origin::parse("other.example/x").unwrap(), [1; 32]).unwrap();
+    let err = verify(&base.to_text(), &[other.vkey().clone()]).unwrap_err();
+    assert!(err.contains("no pinned key belongs to it"), "{err}");
     // The rotation left out: entries after it are signed by a key never handed trust.
     let mut r = base.clone();
     r.key_chain.pop();
     refused(&r, "key in force");
     // A payload swapped for another's.
     let mut r = base.clone();
-    r.entries[0].payload = Some(r#"{"run":"wf-2"}"#.into());
+    r.entries[0].payload = Some(r#"{"run_id":"wf-2"}"#.into());
     refused(&r, "commitment");
     // Entries out of order.
     let mut r = base.clone();

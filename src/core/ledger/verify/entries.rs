@@ -321,7 +321,12 @@ impl Verifier {
                 .and_then(|p| serde_json::from_str::<Created>(p).ok())
                 .and_then(|c| Vkey::parse(&c.vkey).ok());
             match named {
-                Some(k) if self.opts.trusted.is_empty() || self.opts.trusted.contains(&k) => {
+                // A pinned key of another ledger is not this ledger's first key: with keys of two
+                // ledgers pinned, one's holder could otherwise sign a history for the other.
+                Some(k)
+                    if self.origin.as_ref() == Some(k.origin())
+                        && (self.opts.trusted.is_empty() || self.opts.trusted.contains(&k)) =>
+                {
                     self.keys.spans.push((0, k));
                 }
                 Some(k) => {
@@ -359,7 +364,7 @@ impl Verifier {
             .opts
             .trusted
             .iter()
-            .find(|k| k.key_id() == entry.key_id)
+            .find(|k| k.key_id() == entry.key_id && self.origin.as_ref() == Some(k.origin()))
         {
             self.keys.spans.push((seq, k.clone()));
         }
