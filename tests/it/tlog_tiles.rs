@@ -411,3 +411,44 @@ async fn another_prefix_and_public_entries(db: TestDb) {
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// Our list of tiles new between two sizes, and our path spelling, against tlog_tiles' (Go's
+/// `NewTiles`), over sizes around tile and level boundaries and very large indices.
+#[test]
+fn our_tile_lists_and_paths_match_tlog_tiles() {
+    use changetrail::core::ledger::tiles::{Tile as Ours, bundles_between, tiles_between};
+    let sizes = [0u64, 1, 255, 256, 257, 511, 65_535, 65_536, 65_537, 70_000];
+    let mut pairs: Vec<(u64, u64)> = sizes
+        .iter()
+        .flat_map(|&a| sizes.iter().filter(move |&&b| b >= a).map(move |&b| (a, b)))
+        .collect();
+    // Large trees, from a size just before (a list from 0 would be millions of tiles). tlog_tiles
+    // overflows past 2^56 entries, so the largest here stays below.
+    for b in [
+        16_777_217,
+        1_234_067 * 256 + 17,
+        (1 << 40) + 12_345,
+        (1 << 55) + 999,
+    ] {
+        pairs.extend([(b - 1, b), (b - 300, b), (b - 70_000, b)]);
+    }
+    for (a, b) in pairs {
+        let theirs = Tile::new_tiles(8, a, b);
+        let mut want: Vec<String> = theirs.iter().map(c2sp).collect();
+        want.extend(bundles_of(&theirs).iter().map(c2sp));
+        let ours: Vec<String> = tiles_between(a, b)
+            .chain(bundles_between(a, b))
+            .map(|t| t.path())
+            .collect();
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(ours), sorted(want.clone()), "{a} -> {b}");
+        for p in &want {
+            let t = Ours::parse(p).unwrap();
+            assert_eq!(t.path(), *p);
+            assert!(t.within(b), "{p} within {b}");
+        }
+    }
+}
