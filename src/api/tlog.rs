@@ -63,30 +63,38 @@ pub fn mount(app: Router, prefix: &str) -> Router {
     }
     let prefix = prefix.to_owned();
     let rewritten = tower::ServiceExt::map_request(app, move |mut req: Request| {
-        let path = req.uri().path();
-        let new_path = if let Some(rest) = path.strip_prefix(prefix.as_str()) {
-            Some(format!("{DEFAULT_PREFIX}{rest}"))
-        } else {
-            // Nothing is routed under this one.
-            path.starts_with(DEFAULT_PREFIX)
-                .then(|| format!("/.unmounted{path}"))
+        let Some(path) = routed_path(&prefix, req.uri().path()) else {
+            return req;
         };
-        if let Some(p) = new_path {
-            let pq = match req.uri().query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p,
-            };
-            let mut parts = req.uri().clone().into_parts();
-            if let Ok(pq) = pq.parse() {
-                parts.path_and_query = Some(pq);
-                if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-                    *req.uri_mut() = uri;
-                }
-            }
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        // Built from a URI that parsed, with an ASCII prefix: it parses too.
+        parts.path_and_query = pq.parse().ok();
+        match axum::http::Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(_) => *req.uri_mut() = axum::http::Uri::from_static(UNMOUNTED),
         }
         req
     });
     Router::new().fallback_service(rewritten)
+}
+
+/// Where nothing is routed: default-prefix requests go here when another prefix is configured.
+const UNMOUNTED: &str = "/.unmounted";
+
+/// The path a request to `path` is routed by when the log is mounted at `prefix` (not the
+/// default): under `prefix`, the same under the default; under the default, nowhere; otherwise
+/// unchanged (`None`).
+fn routed_path(prefix: &str, path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix(prefix) {
+        Some(format!("{DEFAULT_PREFIX}{rest}"))
+    } else {
+        path.starts_with(DEFAULT_PREFIX)
+            .then(|| format!("{UNMOUNTED}{path}"))
+    }
 }
 
 /// The newest checkpoint, as the tlog-tiles spec serves it.
@@ -218,4 +226,53 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(bytes)?;
     gz.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_prefix_moves_the_log_and_nothing_else() {
+        let at = |p| routed_path("/logs/prod/", p);
+        assert_eq!(
+            at("/logs/prod/checkpoint").as_deref(),
+            Some("/tlog/checkpoint")
+        );
+        assert_eq!(
+            at("/logs/prod/tile/0/000").as_deref(),
+            Some("/tlog/tile/0/000")
+        );
+        assert_eq!(
+            at("/tlog/checkpoint").as_deref(),
+            Some("/.unmounted/tlog/checkpoint")
+        );
+        assert_eq!(at("/v1/ledger/checkpoint"), None);
+        assert_eq!(at("/logs/prodcheckpoint"), None);
+        // A prefix below the default one still moves it.
+        let at = |p| routed_path("/tlog/v2/", p);
+        assert_eq!(
+            at("/tlog/v2/checkpoint").as_deref(),
+            Some("/tlog/checkpoint")
+        );
+        assert_eq!(
+            at("/tlog/checkpoint").as_deref(),
+            Some("/.unmounted/tlog/checkpoint")
+        );
+    }
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        let h = |v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(v));
+            m
+        };
+        assert!(accepts_gzip(&h("gzip")));
+        assert!(accepts_gzip(&h("br, GZIP;q=0.5, identity")));
+        assert!(!accepts_gzip(&h("gzip;q=0")));
+        assert!(!accepts_gzip(&h("identity")));
+        assert!(!accepts_gzip(&h("x-gzip")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }
