@@ -14,6 +14,9 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
+/// Tiles between progress lines when no terminal shows the bar.
+const PROGRESS_EVERY: u64 = 1000;
+
 /// A directory's checkpoint larger than this is not one we wrote.
 const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
 
@@ -54,6 +57,10 @@ pub async fn run(cfg: Config, a: ExportTilesArgs) -> anyhow::Result<i32> {
         write_atomically(&a.dir.join(tile.path()), &body).await?;
         bar.inc(1);
         bar.set_message(format!("{bytes} bytes"));
+        // Without a terminal the bar is hidden: a line now and then shows a long export moving.
+        if bar.is_hidden() && bar.position().is_multiple_of(PROGRESS_EVERY) {
+            eprintln!("{}/{} tiles, {bytes} bytes", bar.position(), todo.len());
+        }
     }
     // Last: a reader who sees this checkpoint finds every tile it needs.
     write_atomically(&a.dir.join("checkpoint"), note.as_bytes()).await?;
