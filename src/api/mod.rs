@@ -16,10 +16,12 @@ mod receipt;
 mod reports;
 mod session;
 mod suspects;
+mod tlog;
 
 pub use reports::ReportContext;
 
 pub use error::ApiError;
+pub use tlog::TlogAccess;
 
 use crate::auth::{self, Principal, Role};
 use crate::ingest::Ingestor;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub annotations: Option<Arc<crate::notify::annotate::Stats>>,
     /// The alerter's counters, when `[alerts]` names a destination.
     pub alerts: Option<Arc<crate::notify::alerts::Stats>>,
+    /// Where the tlog-tiles view is mounted and who may read its entry bundles (`[tlog]`).
+    pub tlog: Arc<TlogAccess>,
 }
 
 /// What the change endpoints need from configuration.
@@ -84,7 +88,16 @@ impl AppState {
             writer: None,
             annotations: None,
             alerts: None,
+            tlog: Arc::new(TlogAccess::default()),
         }
+    }
+
+    pub fn with_tlog(mut self, prefix: String, public_entries: bool) -> AppState {
+        self.tlog = Arc::new(TlogAccess {
+            prefix,
+            public_entries,
+        });
+        self
     }
 
     pub fn with_writer(mut self, writer: Arc<LedgerWriter>) -> AppState {
@@ -185,6 +198,17 @@ fn signed_in(router: Router<AppState>, state: &AppState) -> Router<AppState> {
 /// Every part of the API with who may call it: the one list both the router and the OpenAPI
 /// document are built from, so each route is documented with the role its check enforces.
 fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
+    parts_with(false)
+}
+
+/// `parts()` as served: with `public_entries` the entry bundles need no token (the document
+/// states the reviewer role, the default).
+fn parts_with(public_entries: bool) -> Vec<(Access, OpenApiRouter<AppState>)> {
+    let entries_access = if public_entries {
+        Access::Open
+    } else {
+        Access::Role(Role::Reviewer)
+    };
     vec![
         (Access::Open, health::router()),
         (Access::Open, openapi::router()),
@@ -214,12 +238,16 @@ fn parts() -> Vec<(Access, OpenApiRouter<AppState>)> {
             Access::Roles(&[Role::Auditor, Role::Reviewer]),
             receipt::router(),
         ),
+        // The tree's tiles are hashes only; the bundles hold the entries themselves.
+        (Access::Open, tlog::router()),
+        (entries_access, tlog::entries_router()),
     ]
 }
 
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
-    for (access, part) in parts() {
+    let tlog = state.tlog.clone();
+    for (access, part) in parts_with(tlog.public_entries) {
         let (part, _) = part.split_for_parts();
         app = app.merge(match access {
             Access::Open => part,
@@ -228,5 +256,5 @@ pub fn router(state: AppState) -> Router {
             Access::Roles(roles) => protected(part, &state, roles),
         });
     }
-    app.with_state(state)
+    tlog::mount(app.with_state(state), &tlog.prefix)
 }

@@ -61,7 +61,8 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand, long_about = TOKENS_HELP)]
     Tokens(TokensCommand),
-    /// Write an offline evidence bundle (src/core/ledger/FORMAT.md) to a file.
+    /// Write an offline evidence bundle (src/core/ledger/FORMAT.md) to a file; `export tiles DIR`
+    /// writes the C2SP tlog-tiles files instead.
     #[command(long_about = EXPORT_HELP)]
     Export(ExportArgs),
     /// Verify a bundle file, or the database, against pinned keys.
@@ -280,10 +281,14 @@ pub enum TokensCommand {
 }
 
 #[derive(Debug, Args)]
+// Not `args_conflicts_with_subcommands`: clap counts the global --database-url as a conflict.
+#[command(subcommand_negates_reqs = true)]
 pub struct ExportArgs {
+    #[command(subcommand)]
+    pub what: Option<ExportCommand>,
     /// Bundle file to write.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
     /// First sequence number (default 0).
     #[arg(long)]
     pub from: Option<u64>,
@@ -294,6 +299,19 @@ pub struct ExportArgs {
     /// Add a consistency proof from this tree size (a reviewer's saved state) to the last checkpoint.
     #[arg(long)]
     pub consistency_from: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Write the C2SP tlog-tiles files (checkpoint, tiles, entry bundles) to a directory.
+    #[command(long_about = EXPORT_TILES_HELP)]
+    Tiles(ExportTilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportTilesArgs {
+    /// Directory to write (created if missing); an earlier export there is brought up to date.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +373,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate => commands::ledger::migrate(cfg).await,
         Command::Keys(k) => commands::keys::run(cfg, k).await,
         Command::Tokens(t) => commands::tokens::run(cfg, t).await,
+        Command::Export(ExportArgs {
+            what: Some(ExportCommand::Tiles(t)),
+            out: None,
+            from: None,
+            to: None,
+            consistency_from: None,
+        }) => commands::export_tiles::run(cfg, t).await,
+        Command::Export(ExportArgs { what: Some(_), .. }) => {
+            anyhow::bail!("export tiles takes none of --out, --from, --to, --consistency-from")
+        }
         Command::Export(a) => commands::export::run(cfg, a).await,
         Command::Verify(a) => commands::verify::run(cfg, a, cli.database_url.is_some()).await,
         Command::Erase(a) => commands::ledger::erase(cfg, a).await,
@@ -467,7 +495,23 @@ check with `changetrail verify FILE --trusted-key VKEY`, without access to the s
 checkpoint. Export after building a report, so the bundle covers the checkpoint the report was
 built on (verify-report --bundle needs that, and a bundle that starts at entry 0).
 --consistency-from SIZE adds a consistency proof from a reviewer's saved tree size to the
-bundle's last checkpoint.";
+bundle's last checkpoint.
+
+`changetrail export tiles DIR` writes the ledger as a C2SP tlog-tiles log instead (see
+`export tiles --help`).";
+
+const EXPORT_TILES_HELP: &str = "\
+Write DIR/checkpoint, DIR/tile/<L>/<N>[.p/<W>] and DIR/tile/entries/<N>[.p/<W>] for the newest
+checkpoint (https://c2sp.org/tlog-tiles), byte for byte what `serve` answers under [tlog] prefix,
+for object storage or a CDN. Serve tiles and bundles as immutable, the checkpoint as no-cache; the
+entry bundles hold the entries themselves (no payloads): publish them only where reviewers may
+read them.
+
+Incremental: when DIR/checkpoint is an older checkpoint of this ledger, only tiles that are new or
+grew since are written. Every file is written under a temporary name and renamed, the checkpoint
+last, so a reader never sees a checkpoint whose tiles are missing. A DIR whose checkpoint names
+another origin, a larger tree or a root this ledger never signed is refused (exit 1): that is a
+fork or a rollback.";
 
 const VERIFY_HELP: &str = "\
 Verify a bundle FILE, or without one the database (--database-url or the configuration), in one

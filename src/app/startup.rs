@@ -252,7 +252,8 @@ impl App {
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_annotations(spawn_annotator(&cfg, &store, &shutdown)?)
             .with_alerts(spawn_alerter(&cfg, &store, &writer, &shutdown).await?)
-            .with_correlation(correlation(&cfg, identity)?);
+            .with_correlation(correlation(&cfg, identity)?)
+            .with_tlog(cfg.tlog.prefix.clone(), cfg.tlog.public_entries);
         // Connection metrics go where /metrics reads the ingest counters from.
         let endpoint = |name, request_timeout| serve::Endpoint {
             name,

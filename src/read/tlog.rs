@@ -1,6 +1,7 @@
 //! The ledger as others' tools read it: the checkpoint served to them (C2SP tlog-checkpoint, with
-//! the witnesses' cosignatures once they are stored beside it).
+//! the witnesses' cosignatures once they are stored beside it), and its C2SP tlog-tiles.
 
+use crate::core::ledger::tiles::{Tile, TileKind, push_bundle_entry};
 use crate::storage::{CheckpointRow, StorageError, Store};
 
 /// The note served for `cp`: the signed checkpoint as stored.
@@ -9,4 +10,39 @@ pub async fn served_checkpoint_note(
     cp: &CheckpointRow,
 ) -> Result<String, StorageError> {
     Ok(cp.note.clone())
+}
+
+/// The bytes of `tile` as the tlog-tiles API serves them (and `export tiles` writes them): the
+/// concatenated hashes of a tree tile, or the u16-length-prefixed entries of a bundle. `None`
+/// when a tree of `size` entries (the newest checkpoint's) does not contain the whole tile, so
+/// nothing beyond a signed checkpoint is ever served.
+pub async fn tile_bytes(
+    store: &Store,
+    tile: &Tile,
+    size: u64,
+) -> Result<Option<Vec<u8>>, StorageError> {
+    if !tile.within(size) {
+        return Ok(None);
+    }
+    let width = usize::from(tile.width());
+    match tile.kind() {
+        TileKind::Hashes(_) => {
+            let hashes = store.tile_hashes(tile).await?;
+            let mut out = Vec::with_capacity(width * 32);
+            for h in hashes {
+                out.extend_from_slice(h.as_bytes());
+            }
+            Ok(Some(out))
+        }
+        TileKind::Entries => {
+            let entries = store.bundle_entries(tile).await?;
+            let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 2).sum());
+            let first = tile.first_node().unwrap_or(0);
+            for (seq, e) in (first..).zip(&entries) {
+                push_bundle_entry(&mut out, seq, e)
+                    .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            }
+            Ok(Some(out))
+        }
+    }
 }

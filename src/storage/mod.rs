@@ -282,6 +282,7 @@ mod reports;
 mod runtime;
 mod summary;
 mod telemetry;
+mod tiles;
 mod tokens;
 mod tree;
 pub use alerts::{AlertEntry, Delivery, DeliveryState};

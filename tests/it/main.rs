@@ -33,5 +33,6 @@ mod summary;
 mod support;
 mod suspects;
 mod tamper;
+mod tlog_tiles;
 mod tls;
 mod vectors;

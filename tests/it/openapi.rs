@@ -47,9 +47,11 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
     }
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        // Routes these add would be served but never described.
+        // Routes these add would be served but never described. The one exception wraps the
+        // whole router to move the documented /tlog/ routes to `[tlog] prefix`: it adds none.
+        let checked = text.replacen("Router::new().fallback_service(rewritten)", "", 1);
         for call in [".route_service(", ".nest(", ".nest_service(", ".fallback"] {
-            assert!(!text.contains(call), "{call} in {}", f.display());
+            assert!(!checked.contains(call), "{call} in {}", f.display());
         }
         for (at, _) in text.match_indices("#[utoipa::path(") {
             let args = arguments(&text[at + "#[utoipa::path(".len()..]);
@@ -129,7 +131,11 @@ async fn the_served_document_matches_the_server() {
         tokens.insert(role.as_str(), app.token(role).await);
     }
     for (method, path, op) in operations(&served) {
-        let path = path.replace("{id}", "000000000000");
+        // The tlog paths with the first tile and bundle any checkpoint contains.
+        let path = path
+            .replace("{id}", "000000000000")
+            .replace("{*tile}", "0/000.p/1")
+            .replace("{*bundle}", "000.p/1");
         let url = format!("{}{path}", app.base);
         let send = |token: Option<&str>| {
             let mut r = app

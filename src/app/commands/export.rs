@@ -8,6 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 
 pub async fn run(cfg: Config, a: ExportArgs) -> anyhow::Result<i32> {
+    // clap requires --out when no subcommand is given.
+    let out = a.out.context("--out is required")?;
     let store = Store::connect(&cfg.database_url, &cfg.storage_options()).await?;
     store.migrate().await?;
     let plan = export::plan(&store, a.from, a.to, a.consistency_from).await?;
@@ -23,7 +25,7 @@ pub async fn run(cfg: Config, a: ExportArgs) -> anyhow::Result<i32> {
             plan.uncovered
         );
     }
-    let tmp = a.out.with_extension("partial");
+    let tmp = out.with_extension("partial");
     let mut file = tokio::io::BufWriter::new(
         tokio::fs::File::create(&tmp)
             .await
@@ -45,13 +47,13 @@ pub async fn run(cfg: Config, a: ExportArgs) -> anyhow::Result<i32> {
     file.flush().await?;
     file.get_ref().sync_all().await?;
     drop(file);
-    tokio::fs::rename(&tmp, &a.out).await?;
+    tokio::fs::rename(&tmp, &out).await?;
     bar.finish_and_clear();
     eprintln!(
         "Exported entries {}..={} to {}.",
         plan.start,
         plan.end - 1,
-        a.out.display()
+        out.display()
     );
     Ok(0)
 }

@@ -10,6 +10,7 @@ pub mod conductor;
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod export_tiles;
 pub mod keys;
 pub mod ledger;
 pub mod proof;

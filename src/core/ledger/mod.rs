@@ -11,4 +11,5 @@ pub mod merkle;
 pub mod note;
 pub mod receipt;
 pub mod sigcheck;
+pub mod tiles;
 pub mod verify;
