@@ -23,6 +23,9 @@ pub const DEFAULT_PREFIX: &str = "/tlog/";
 
 /// Tiles and bundles never change once a checkpoint covers them.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Entry bundles behind the reviewer role: a shared cache (a CDN, a proxy) must not keep one
+/// answered to a reviewer and hand it to anyone (`public` would allow exactly that).
+const IMMUTABLE_PRIVATE: &str = "private, max-age=31536000, immutable";
 
 /// How the tlog-tiles view is served (`[tlog]`).
 #[derive(Debug, Clone)]
@@ -142,12 +145,15 @@ async fn tile(
     State(state): State<AppState>,
     Path(rest): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tile = parse(&format!("tile/{rest}"))?;
-    if tile.kind() == TileKind::Entries {
+    let tile = match parse(&format!("tile/{rest}")) {
         // `tile/entries/…` has a route of its own; this one only sees it spelt oddly.
-        return Err(ApiError::NotFound("not a tile path".into()));
-    }
-    serve(&state, &tile, &HeaderMap::new()).await
+        Ok(t) if t.kind() == TileKind::Entries => Err(ApiError::NotFound("not a tile path".into())),
+        other => other,
+    };
+    Ok(not_cached(match tile {
+        Ok(t) => serve(&state, &t, &HeaderMap::new()).await,
+        Err(e) => Err(e),
+    }))
 }
 
 /// An entry bundle.
@@ -167,12 +173,24 @@ async fn entries(
     headers: HeaderMap,
     Path(rest): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tile = parse(&format!("tile/entries/{rest}"))?;
-    serve(&state, &tile, &headers).await
+    Ok(not_cached(match parse(&format!("tile/entries/{rest}")) {
+        Ok(t) => serve(&state, &t, &headers).await,
+        Err(e) => Err(e),
+    }))
 }
 
 fn parse(path: &str) -> Result<Tile, ApiError> {
     Tile::parse(path).map_err(|e| ApiError::NotFound(e.to_string()))
+}
+
+/// A 404 no cache may keep: the tile it names exists once a later checkpoint covers it.
+fn not_cached(r: Result<Response, ApiError>) -> Response {
+    let mut resp = r.into_response();
+    if resp.status() == axum::http::StatusCode::NOT_FOUND {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
 }
 
 async fn serve(state: &AppState, tile: &Tile, headers: &HeaderMap) -> Result<Response, ApiError> {
@@ -189,7 +207,12 @@ async fn serve(state: &AppState, tile: &Tile, headers: &HeaderMap) -> Result<Res
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    let cache = if tile.kind() == TileKind::Entries && !state.tlog.public_entries {
+        IMMUTABLE_PRIVATE
+    } else {
+        IMMUTABLE
+    };
+    resp_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     let mut body = body;
     if tile.kind() == TileKind::Entries {
         resp_headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));

@@ -312,6 +312,10 @@ pub enum ExportCommand {
 pub struct ExportTilesArgs {
     /// Directory to write (created if missing); an earlier export there is brought up to date.
     pub dir: PathBuf,
+    /// Also write the entry bundles (our entry bytes), which `serve` keeps behind the reviewer
+    /// role unless `[tlog] public_entries` (which writes them without this flag).
+    #[arg(long)]
+    pub entries: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,8 @@ use std::path::Path;
 use tlog_tiles::{Tile, TileHashReader, TileReader};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Reviewer-only bundles: no shared cache may hand one to someone else.
+const IMMUTABLE_PRIVATE: &str = "private, max-age=31536000, immutable";
 
 /// The C2SP path of a tlog_tiles tile of height 8: `tile/8/0/x001/002` → `tile/0/x001/002`,
 /// `tile/8/data/…` → `tile/entries/…`.
@@ -131,7 +133,12 @@ async fn fetch_log(app: &TestApp, size: u64) -> Fetched {
         let r = fetch(app, &path, token).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/octet-stream");
-        assert_eq!(r.headers()[CACHE_CONTROL], IMMUTABLE, "{path}");
+        let cache = if t.is_data() {
+            IMMUTABLE_PRIVATE
+        } else {
+            IMMUTABLE
+        };
+        assert_eq!(r.headers()[CACHE_CONTROL], cache, "{path}");
         assert!(r.headers().get(CONTENT_ENCODING).is_none());
         out.insert(path, r.bytes().await.unwrap().to_vec());
     }
@@ -158,7 +165,7 @@ fn read_dir(dir: &Path) -> Fetched {
 
 fn export(db: &TestDb, out: &Path) -> (i32, String) {
     let o = ct(db.path())
-        .args(["export", "--database-url", &db.url, "tiles"])
+        .args(["export", "--database-url", &db.url, "tiles", "--entries"])
         .arg(out)
         .output()
         .unwrap();
@@ -308,6 +315,7 @@ async fn access_rules(app: &TestApp, ingest: &str, size: u64) {
     for p in &past {
         let r = fetch(app, p, Some(&app.reviewer)).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store", "{p}");
     }
     // An older partial inside the checkpoint is still served.
     assert_eq!(
@@ -366,6 +374,26 @@ async fn refusals(db: &TestDb, ours: &[u8]) {
             *note
         );
     }
+    // A directory someone linked elsewhere is not written through.
+    let dir = db.path().join("linked");
+    let elsewhere = db.path().join("elsewhere");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("tile")).unwrap();
+    let (code, err) = export(db, &dir);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("not a plain directory"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // Without --entries (and without public_entries) no entry bundle is written.
+    let dir = db.path().join("hashes-only");
+    let o = ct(db.path())
+        .args(["export", "--database-url", &db.url, "tiles"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(dir.join("tile/0/000").exists());
+    assert!(!dir.join("tile/entries").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

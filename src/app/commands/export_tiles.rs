@@ -12,6 +12,8 @@ use crate::read::tlog::{served_checkpoint_note, tile_bytes};
 use crate::storage::Store;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Tiles between progress lines when no terminal shows the bar.
@@ -28,6 +30,20 @@ pub async fn run(cfg: Config, a: ExportTilesArgs) -> anyhow::Result<i32> {
         .await?
         .context("the ledger has no checkpoint yet: nothing to export")?;
     let note = served_checkpoint_note(&store, &cp).await?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
+    // One export at a time per directory: two would share temporary files and could leave the
+    // older checkpoint last.
+    let lock = std::fs::File::create(a.dir.join(".export.lock"))
+        .with_context(|| format!("cannot create the lock file in {}", a.dir.display()))?;
+    if lock.try_lock().is_err() {
+        eprintln!(
+            "Another export is writing to {}; try again when it is done.",
+            a.dir.display()
+        );
+        return Ok(1);
+    }
+    let with_entries = a.entries || cfg.tlog.public_entries;
     let ours = parse_checkpoint(&note).context("the newest stored checkpoint does not parse")?;
     let old_size = match previous(&a.dir).await? {
         None => 0,
@@ -39,9 +55,11 @@ pub async fn run(cfg: Config, a: ExportTilesArgs) -> anyhow::Result<i32> {
             }
         },
     };
-    let todo: Vec<Tile> = tiles_between(old_size, ours.size)
-        .chain(bundles_between(old_size, ours.size))
-        .collect();
+    // Entry bundles are our entry bytes, which `serve` keeps behind the reviewer role unless
+    // `[tlog] public_entries`: a copy bound for a CDN holds them only when asked.
+    let bundles = bundles_between(old_size, ours.size).filter(|_| with_entries);
+    let todo: Vec<Tile> = tiles_between(old_size, ours.size).chain(bundles).collect();
+    let mut dirs = Dirs::new(&a.dir)?;
     let bar = ProgressBar::new(todo.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} tiles {msg}")
@@ -54,7 +72,7 @@ pub async fn run(cfg: Config, a: ExportTilesArgs) -> anyhow::Result<i32> {
             .await?
             .with_context(|| format!("{tile} is not within checkpoint {}", ours.size))?;
         bytes += body.len() as u64;
-        write_atomically(&a.dir.join(tile.path()), &body).await?;
+        write_atomically(&mut dirs, &tile.path(), &body)?;
         bar.inc(1);
         bar.set_message(format!("{bytes} bytes"));
         // Without a terminal the bar is hidden: a line now and then shows a long export moving.
@@ -63,14 +81,20 @@ pub async fn run(cfg: Config, a: ExportTilesArgs) -> anyhow::Result<i32> {
         }
     }
     // Last: a reader who sees this checkpoint finds every tile it needs.
-    write_atomically(&a.dir.join("checkpoint"), note.as_bytes()).await?;
+    write_atomically(&mut dirs, "checkpoint", note.as_bytes())?;
     bar.finish_and_clear();
     eprintln!(
-        "Wrote {} tiles ({bytes} bytes) and the checkpoint of size {} to {} (the directory held size {old_size}).",
+        "Wrote {} tiles ({bytes} bytes) and the checkpoint of size {} to {} (the directory held size {old_size}){}.",
         todo.len(),
         ours.size,
         a.dir.display(),
+        if with_entries {
+            ""
+        } else {
+            "; no entry bundles (reviewer-only: --entries or [tlog] public_entries writes them)"
+        },
     );
+    drop(lock);
     Ok(0)
 }
 
@@ -82,16 +106,22 @@ fn parse_checkpoint(note: &str) -> anyhow::Result<Checkpoint> {
 /// The checkpoint an earlier export left in `dir`, if any.
 async fn previous(dir: &Path) -> anyhow::Result<Option<Checkpoint>> {
     let path = dir.join("checkpoint");
-    let meta = match tokio::fs::metadata(&path).await {
+    // Not followed if a link, never read past the bound (a link to /dev/zero or a FIFO is not
+    // a checkpoint we wrote).
+    let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    if meta.len() > MAX_CHECKPOINT_BYTES {
-        bail!("{} is not a checkpoint (too large)", path.display());
+    if !meta.is_file() || meta.len() > MAX_CHECKPOINT_BYTES {
+        bail!(
+            "{} is not a checkpoint (not a small regular file)",
+            path.display()
+        );
     }
-    let text = tokio::fs::read_to_string(&path)
-        .await
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_CHECKPOINT_BYTES).read_to_string(&mut text))
         .with_context(|| format!("cannot read {}", path.display()))?;
     parse_checkpoint(&text)
         .map(Some)
@@ -129,28 +159,79 @@ async fn check_previous(
     }
 }
 
-/// Writes `body` to a temporary name beside `path`, syncs it and renames it into place, so a
-/// reader sees the whole file or none, and a crash never leaves a torn tile behind the checkpoint.
-async fn write_atomically(path: &Path, body: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("a tile path has a directory")?;
-    tokio::fs::create_dir_all(dir)
-        .await
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .context("a tile path has a file name")?
-        .to_string_lossy();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
-    let file = tokio::fs::File::create(&tmp)
-        .await
+/// The directories under the export's root, each checked to be a real directory (not a link
+/// someone with write access planted to send tiles elsewhere) the first time it is used.
+struct Dirs {
+    root: PathBuf,
+    checked: HashSet<PathBuf>,
+}
+
+impl Dirs {
+    fn new(root: &Path) -> anyhow::Result<Dirs> {
+        let meta = std::fs::symlink_metadata(root)
+            .with_context(|| format!("cannot read {}", root.display()))?;
+        if !meta.is_dir() {
+            bail!("{} is not a directory", root.display());
+        }
+        Ok(Dirs {
+            root: root.to_owned(),
+            checked: HashSet::new(),
+        })
+    }
+
+    /// `rel`'s directory under the root, created as needed, never through a symbolic link.
+    fn parent_of(&mut self, rel: &str) -> anyhow::Result<PathBuf> {
+        let mut dir = self.root.clone();
+        let parts: Vec<&str> = rel.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            dir.push(part);
+            if self.checked.contains(&dir) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!(
+                    "{} is not a plain directory: refusing to write through it",
+                    dir.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+            }
+            self.checked.insert(dir.clone());
+        }
+        Ok(dir)
+    }
+}
+
+/// Writes `body` to a fresh temporary file beside `rel` (created, never opened through an
+/// existing name or link), syncs it and renames it into place, so a reader sees the whole file
+/// or none, and a crash never leaves a torn tile behind the checkpoint.
+fn write_atomically(dirs: &mut Dirs, rel: &str, body: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = dirs.parent_of(rel)?;
+    let name = rel
+        .rsplit('/')
+        .next()
+        .context("a tile path has a file name")?;
+    let path = dir.join(name);
+    let tmp: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover from a crash, or a link planted under that name: removing a link removes only
+    // the link.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", tmp.display())),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    let mut file = tokio::io::BufWriter::new(file);
-    tokio::io::AsyncWriteExt::write_all(&mut file, body).await?;
-    tokio::io::AsyncWriteExt::flush(&mut file).await?;
-    file.get_ref().sync_all().await?;
+    file.write_all(body)?;
+    file.sync_all()?;
     drop(file);
-    tokio::fs::rename(&tmp, path)
-        .await
+    std::fs::rename(&tmp, &path)
         .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
     Ok(())
 }

@@ -42,6 +42,9 @@ impl TlogConfig {
         {
             return bad("prefix may hold only letters, digits, '-', '_', '.' and '/'");
         }
+        if p.split('/').any(|seg| seg == "." || seg == "..") {
+            return bad("prefix must not hold '.' or '..' segments");
+        }
         if ["/v1/", "/metrics/", "/console/", "/healthz/", "/readyz/"]
             .iter()
             .any(|taken| p.starts_with(taken))
@@ -58,5 +61,37 @@ impl TlogConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::app::config::Config;
+
+    #[test]
+    fn prefixes_are_plain_paths_outside_the_api() {
+        let mut c = Config::defaults().tlog;
+        assert!(c.validate().is_ok());
+        for ok in ["/logs/prod/", "/t/"] {
+            c.prefix = ok.into();
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "tlog/",
+            "/tlog",
+            "/",
+            "//",
+            "/a//b/",
+            "/../",
+            "/tlog/../v1/",
+            "/./",
+            "/v1/tlog/",
+            "/console/x/",
+            "/t%2e/",
+            "/t l/",
+        ] {
+            c.prefix = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 }
