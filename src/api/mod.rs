@@ -55,6 +55,15 @@ pub struct AppState {
     pub annotations: Option<Arc<crate::notify::annotate::Stats>>,
     /// The alerter's counters, when `[alerts]` names a destination.
     pub alerts: Option<Arc<crate::notify::alerts::Stats>>,
+    /// The tlog-policy (`[tlog] policy_file`) and whether the newest checkpoint meets it.
+    pub witnessing: Option<Witnessing>,
+}
+
+/// The quorum the checkpoints are held to and the witness client's view of the newest one.
+#[derive(Clone)]
+pub struct Witnessing {
+    pub policy: Arc<crate::core::ledger::policy::Policy>,
+    pub state: Arc<crate::tlog::witness::Witnessing>,
 }
 
 /// What the change endpoints need from configuration.
@@ -84,6 +93,7 @@ impl AppState {
             writer: None,
             annotations: None,
             alerts: None,
+            witnessing: None,
         }
     }
 
@@ -102,6 +112,11 @@ impl AppState {
 
     pub fn with_alerts(mut self, stats: Option<Arc<crate::notify::alerts::Stats>>) -> AppState {
         self.alerts = stats;
+        self
+    }
+
+    pub fn with_witnessing(mut self, w: Option<Witnessing>) -> AppState {
+        self.witnessing = w;
         self
     }
 

@@ -320,6 +320,11 @@ pub struct VerifyArgs {
     /// Signature-checking threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// A C2SP tlog-policy file: the checkpoint the verification relies on must carry its quorum
+    /// of valid witness cosignatures, else UNWITNESSED (exit 1) names the witnesses missing and
+    /// how many entries lie beyond the newest witnessed checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

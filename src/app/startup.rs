@@ -252,6 +252,7 @@ impl App {
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_annotations(spawn_annotator(&cfg, &store, &shutdown)?)
             .with_alerts(spawn_alerter(&cfg, &store, &writer, &shutdown).await?)
+            .with_witnessing(spawn_witnesses(&cfg, &store, &ingestor, &shutdown)?)
             .with_correlation(correlation(&cfg, identity)?);
         // Connection metrics go where /metrics reads the ingest counters from.
         let endpoint = |name, request_timeout| serve::Endpoint {
@@ -424,6 +425,57 @@ fn spawn_reconciler(
     );
     tokio::spawn(Arc::new(reconciler).run(shutdown.clone()));
     Ok(())
+}
+
+/// `[tlog]`: the policy file read and checked, and a witness client for `[[tlog.witnesses]]`.
+/// A bad vkey or policy stops startup with the reason: running without the witnesses the
+/// operator asked for would look witnessed and not be.
+fn spawn_witnesses(
+    cfg: &Config,
+    store: &Store,
+    ingestor: &Arc<Ingestor>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<api::Witnessing>> {
+    use crate::core::ledger::cosign::CosignerKey;
+    use crate::tlog::witness::{Witness, WitnessClient, Witnessing};
+    let t = &cfg.tlog;
+    let policy = if t.policy_file.trim().is_empty() {
+        None
+    } else {
+        let text = std::fs::read_to_string(t.policy_file.trim())
+            .with_context(|| format!("cannot read [tlog] policy_file {}", t.policy_file))?;
+        let policy = crate::core::ledger::policy::Policy::parse(&text)
+            .with_context(|| format!("[tlog] policy_file {}", t.policy_file))?;
+        Some(Arc::new(policy))
+    };
+    let mut witnesses = Vec::with_capacity(t.witnesses.len());
+    for (n, w) in t.witnesses.iter().enumerate() {
+        let key =
+            CosignerKey::parse(&w.vkey).with_context(|| format!("tlog.witnesses[{n}].vkey"))?;
+        witnesses.push(Witness {
+            url: w.url.trim().to_owned(),
+            key,
+        });
+    }
+    let state = Arc::new(Witnessing::default());
+    if witnesses.is_empty() && policy.is_none() {
+        return Ok(None);
+    }
+    tracing::info!(
+        witnesses = witnesses.len(),
+        policy = policy.is_some(),
+        "Asking witnesses to cosign checkpoints."
+    );
+    WitnessClient {
+        store: store.clone(),
+        witnesses,
+        policy: policy.clone(),
+        timeout: t.witness_timeout,
+        metrics: ingestor.metrics.clone(),
+        witnessing: state.clone(),
+    }
+    .spawn(shutdown.clone())?;
+    Ok(policy.map(|policy| api::Witnessing { policy, state }))
 }
 
 /// Alerts, when `[alerts]` names a destination; the alerter's counters for `/metrics`.

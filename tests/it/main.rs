@@ -34,3 +34,4 @@ mod suspects;
 mod tamper;
 mod tls;
 mod vectors;
+mod witness;
