@@ -195,6 +195,11 @@ pub struct VerifyReportArgs {
     /// the rows from a bundle needs it; its SHA-256 must be the manifest's).
     #[arg(long, value_name = "FILE")]
     pub catalogue: Option<PathBuf>,
+    /// A C2SP tlog-policy file: the checkpoint the report rests on must carry its quorum of
+    /// valid witness cosignatures (from the manifest, or the same checkpoint in the bundle or
+    /// database), else UNWITNESSED.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -490,7 +495,9 @@ log records, the credential index, API tokens) from the signed payloads.
 
 Findings by exit code (1 wins over 2, 2 over 0; each class: src/core/ledger/FORMAT.md):
   1  MODIFIED, BAD_SIGNATURE, UNKNOWN_KEY, MISSING, REORDERED, DUPLICATE, TIME_REGRESSION,
-     CHECKPOINT_MISMATCH, BAD_CHECKPOINT, ROLLBACK, FORK, DERIVED_MISMATCH (database only)
+     CHECKPOINT_MISMATCH, BAD_CHECKPOINT, ROLLBACK, FORK, DERIVED_MISMATCH (database only),
+     UNWITNESSED (--policy only: the newest checkpoint lacks the policy's quorum of witness
+     cosignatures; names the witnesses missing and the entries beyond the newest witnessed one)
   2  INCOMPLETE (entries after the newest checkpoint), STALE (nothing younger than --max-age)
   0  REDACTED (a logged erasure), UNPINNED (no --trusted-key: trust from the ledger itself; warns)
   3  a usage or configuration error
@@ -500,7 +507,8 @@ re-signed by any other key fails. A cut tail is never a silent 0: without an anc
 INCOMPLETE or STALE; against a saved state (--state FILE, which keeps the newest trusted checkpoint
 per origin and advances only on success) it is ROLLBACK. A complete rewrite by whoever holds the
 signing key cannot be detected from the ledger alone, only against an anchor kept outside the
-service: a saved state, a write-once copy of the checkpoints, or a witness. Keep one. To verify an
+service: a saved state, a write-once copy of the checkpoints, or a witness. Keep one. With
+--policy FILE (a C2SP tlog-policy file) the witnesses' cosignatures are that anchor. To verify an
 old export without STALE, pass --at the time it was exported, or --max-age off.";
 
 const ERASE_HELP: &str = "\

@@ -76,7 +76,7 @@ fn text(o: &Output) -> String {
 }
 
 async fn cosigns_and_verifies_with_policy(db: TestDb) {
-    let (app, witness, _) = start(&db, ORIGIN_SEED).await;
+    let (app, witness, cfg) = start(&db, ORIGIN_SEED).await;
     let first = grow(&app, 0, 30).await;
     await_cosigned(&app, &witness, first).await;
     // A second checkpoint reaches the witness with a consistency proof from the first.
@@ -208,9 +208,44 @@ async fn cosigns_and_verifies_with_policy(db: TestDb) {
     let o = run_verify(dir, &[&args[..], &[s.as_str()]].concat());
     assert_eq!(code(&o), 1, "{}", text(&o));
     // A bad policy file is a usage error, never a pass.
-    std::fs::write(&strict, "quorum W9\n").unwrap();
-    let o = run_verify(dir, &[&args[..], &[s.as_str()]].concat());
+    let bad = dir.join("bad.policy");
+    std::fs::write(&bad, "quorum W9\n").unwrap();
+    let o = run_verify(dir, &[&args[..], &[bad.to_str().unwrap()]].concat());
     assert_eq!(code(&o), 3, "{}", text(&o));
+
+    // verify-report --policy: the report rests on a checkpoint; its cosigned copy in the
+    // database carries the quorum, the strict policy's is missing W2.
+    let report = dir.join("january");
+    let settings = cfg.report_settings(None).unwrap();
+    crate::support::report::build_january(&app, &settings, &report, None)
+        .await
+        .unwrap();
+    let newest = app.store.latest_checkpoint().await.unwrap().unwrap().size;
+    await_cosigned(&app, &witness, newest).await;
+    let r = report.display().to_string();
+    let args = [
+        "verify-report",
+        &r,
+        "--trusted-key",
+        &vk,
+        "--database-url",
+        &db.url,
+        "--policy",
+    ];
+    let o = run_verify(dir, &[&args[..], &[p.as_str()]].concat());
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("carries the policy's quorum"),
+        "{}",
+        text(&o)
+    );
+    let o = run_verify(dir, &[&args[..], &[s.as_str()]].concat());
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("UNWITNESSED") && text(&o).contains("W2"),
+        "{}",
+        text(&o)
+    );
 
     // Stopping signs a last checkpoint the witness never saw: verify walks back to the newest
     // witnessed one and says how many entries lie beyond it.
@@ -369,4 +404,117 @@ async fn a_fork_shown_to_the_witness_is_refused_and_reported_postgres() {
         return;
     };
     fork_is_refused(a, b).await;
+}
+
+/// The test witness itself answers each case as tlog-witness says, so the tests above rest on a
+/// witness that behaves like one; two different checkpoints of one size: the second is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_witness_answers_as_the_spec_says() {
+    use changetrail::core::ledger::hash::Hash;
+    use changetrail::core::ledger::keys::{LedgerKey, Origin};
+    use changetrail::core::ledger::note::Checkpoint;
+    use sha2::Digest as _;
+    let origin = "witness-test.example/log";
+    let key = LedgerKey::from_seed(Origin::parse(origin).unwrap(), [9; 32]).unwrap();
+    let stranger = LedgerKey::from_seed(Origin::parse(origin).unwrap(), [10; 32]).unwrap();
+    let w = TestWitness::start(
+        "witness.test/spec",
+        50,
+        &[(origin, &key.vkey().to_string())],
+    )
+    .await;
+    let note = |size: u64, root: Hash, k: &LedgerKey| {
+        Checkpoint {
+            origin: Origin::parse(origin).unwrap(),
+            size,
+            root,
+        }
+        .sign(k)
+    };
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        let (http, url) = (http.clone(), format!("{}add-checkpoint", w.url));
+        async move {
+            let r = http.post(url).body(body).send().await.unwrap();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.status().as_u16(), ct, r.text().await.unwrap())
+        }
+    };
+    let r5 = Hash::of(&[b"five"]);
+    let other = Checkpoint {
+        origin: Origin::parse("other.example/log").unwrap(),
+        size: 5,
+        root: r5,
+    };
+    let other_key =
+        LedgerKey::from_seed(Origin::parse("other.example/log").unwrap(), [9; 32]).unwrap();
+    assert_eq!(
+        post(format!("old 0\n\n{}", other.sign(&other_key))).await.0,
+        404
+    );
+    assert_eq!(
+        post(format!("old 0\n\n{}", note(5, r5, &stranger))).await.0,
+        403
+    );
+    assert_eq!(post(format!("old 6\n\n{}", note(5, r5, &key))).await.0, 400);
+    let proof_line = format!("{}\n", r5.to_b64());
+    assert_eq!(
+        post(format!("old 0\n{proof_line}\n{}", note(5, r5, &key)))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(post(format!("old 0\n\n{}", note(0, r5, &key))).await.0, 422);
+    // Accepted: the answer is a cosignature line the independent crate verifies.
+    let (status, _, line) = post(format!("old 0\n\n{}", note(5, r5, &key))).await;
+    assert_eq!(status, 200);
+    let cosigned = format!("{}{line}", note(5, r5, &key));
+    let n = signed_note::Note::from_bytes(cosigned.as_bytes()).unwrap();
+    let v = signed_note::VerifierList::new(vec![Box::new(w.verifier())]);
+    assert_eq!(n.verify(&v).unwrap().0.len(), 1);
+    // A stale old size: 409 with the size it knows, as text/x.tlog.size.
+    let (status, ct, body) = post(format!("old 0\n\n{}", note(7, r5, &key))).await;
+    assert_eq!(
+        (status, ct.as_deref(), body.as_str()),
+        (409, Some("text/x.tlog.size"), "5\n")
+    );
+    // The same size again: the same root is fine, another root is a fork and refused.
+    assert_eq!(post(format!("old 5\n\n{}", note(5, r5, &key))).await.0, 200);
+    let fork = Hash::of(&[b"fork"]);
+    assert_eq!(
+        post(format!("old 5\n\n{}", note(5, fork, &key))).await.0,
+        422
+    );
+    // A proof that does not connect the sizes.
+    assert_eq!(
+        post(format!("old 5\n{proof_line}\n{}", note(8, fork, &key)))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(w.size(origin), 5);
+    let refused: Vec<u16> = w.refused().iter().map(|r| r.0).collect();
+    assert_eq!(refused, [404, 403, 400, 422, 422, 409, 422, 422]);
+    // The monitoring endpoint serves the cosigned checkpoint.
+    let hash = hex::encode(sha2::Sha256::digest(origin.as_bytes()));
+    let got = http
+        .get(format!("{}{hash}/checkpoint", w.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    let served = got.text().await.unwrap();
+    assert!(
+        served.contains("witness.test/spec") && served.contains("\n5\n"),
+        "{served}"
+    );
+    let none = http
+        .get(format!("{}{}/checkpoint", w.url, "00".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status().as_u16(), 404);
 }
