@@ -518,3 +518,61 @@ async fn the_test_witness_answers_as_the_spec_says() {
         .unwrap();
     assert_eq!(none.status().as_u16(), 404);
 }
+
+/// A witness vkey that is not a cosigner key, or a policy file that does not parse, stops the
+/// start with the reason (running unwitnessed while the operator asked for witnesses would
+/// look witnessed and not be); the same vkey is refused when the configuration loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_witness_key_or_policy_stops_the_start() {
+    let db = TestDb::sqlite().await;
+    let witness = TestWitness::start("witness.test/w1", 44, &[]).await;
+    let v = witness.vkey();
+    let parts: Vec<&str> = v.splitn(3, '+').collect();
+    let log_style = format!("{}+00000000+{}", parts[0], parts[2]);
+    let mut cfg = config(&db);
+    cfg.tlog.witnesses = vec![WitnessConfig {
+        url: witness.url.clone(),
+        vkey: log_style,
+    }];
+    let err = match changetrail::app::startup::App::build(cfg).await {
+        Ok(_) => panic!("started with a bad witness vkey"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("tlog.witnesses[0].vkey"), "{err}");
+
+    let mut cfg = config(&db);
+    let policy = db.path().join("bad.policy");
+    std::fs::write(
+        &policy,
+        format!("witness W1 {}\ngroup G 2 W1\nquorum G\n", witness.vkey()),
+    )
+    .unwrap();
+    cfg.tlog.policy_file = policy.display().to_string();
+    let err = match changetrail::app::startup::App::build(cfg).await {
+        Ok(_) => panic!("started with a bad policy"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("policy line 2") && err.contains("threshold"),
+        "{err}"
+    );
+
+    let toml = db.path().join("changetrail.toml");
+    let bad = witness.vkey().replace("witness.test/w1", "witness.test/w9");
+    std::fs::write(
+        &toml,
+        format!(
+            "[[tlog.witnesses]]\nurl = \"{}\"\nvkey = \"{bad}\"\n",
+            witness.url
+        ),
+    )
+    .unwrap();
+    let o = ct(db.path())
+        .arg("--config")
+        .arg(&toml)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("tlog.witnesses: vkey"), "{}", text(&o));
+}

@@ -80,3 +80,93 @@ fn finding(
     }
     Finding::at_size(Class::Unwitnessed, size, detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ledger::cosign::{Cosignature, CosignerKey, cosigned_message};
+    use crate::core::ledger::hash::Hash;
+    use crate::core::ledger::keys::{LedgerKey, Origin};
+    use crate::core::ledger::note::Checkpoint;
+    use crate::core::ledger::verify::{Summary, VerifiedCheckpoint};
+    use ed25519_dalek::{Signer as _, SigningKey};
+
+    fn note(size: u64, cosigner: Option<(&SigningKey, &CosignerKey)>) -> String {
+        let origin = Origin::parse("log.example/a").unwrap();
+        let key = LedgerKey::from_seed(origin.clone(), [3; 32]).unwrap();
+        let cp = Checkpoint {
+            origin,
+            size,
+            root: Hash::of(&[&size.to_be_bytes()]),
+        };
+        let mut n = cp.sign(&key);
+        if let Some((sk, k)) = cosigner {
+            let c = Cosignature {
+                name: k.name().to_owned(),
+                key_id: k.key_id(),
+                timestamp: 7,
+                signature: sk.sign(&cosigned_message(&cp.body(), 7)).to_bytes(),
+            };
+            n.push_str(&c.to_line());
+        }
+        n
+    }
+
+    fn report(newest: u64, last_seq: u64, note_text: String) -> Report {
+        Report {
+            findings: Vec::new(),
+            suppressed: Default::default(),
+            summary: Summary {
+                last_seq: Some(last_seq),
+                newest: Some(VerifiedCheckpoint {
+                    size: newest,
+                    root: Hash::of(&[&newest.to_be_bytes()]),
+                    note: note_text,
+                    time_ns: 0,
+                }),
+                ..Summary::default()
+            },
+            exit_code: 0,
+            new_state: None,
+        }
+    }
+
+    #[test]
+    fn walks_back_to_the_newest_witnessed_checkpoint() {
+        let sk = SigningKey::from_bytes(&[5; 32]);
+        let k = CosignerKey::new(Origin::parse("w.example").unwrap(), sk.verifying_key()).unwrap();
+        let policy = Policy::parse(&format!("witness W {k}\nquorum W\n")).unwrap();
+        let witnessed = note(8, Some((&sk, &k)));
+        // The newest carries the quorum: nothing to report.
+        assert_eq!(
+            unwitnessed(&report(8, 9, witnessed.clone()), &policy, &[]),
+            None
+        );
+        // It does not: walk back to size 8; 12 - 8 = 4 entries lie beyond it.
+        let r = report(10, 11, note(10, None));
+        let f = unwitnessed(&r, &policy, &[(8, witnessed.clone()), (4, note(4, None))]).unwrap();
+        assert_eq!((f.class, f.size), (Class::Unwitnessed, Some(10)));
+        assert!(
+            f.detail.contains("missing: W") && f.detail.contains("size 8, 4 entries"),
+            "{}",
+            f.detail
+        );
+        // A flawed checkpoint at 8 does not count; none left.
+        let mut r = report(10, 11, note(10, None));
+        r.findings
+            .push(Finding::at_size(Class::CheckpointMismatch, 8, "x"));
+        let f = unwitnessed(&r, &policy, &[(8, witnessed)]).unwrap();
+        assert!(
+            f.detail
+                .contains("no checkpoint given meets the quorum: 12 entries"),
+            "{}",
+            f.detail
+        );
+        // `quorum none` asks for nothing.
+        let none = Policy::parse("quorum none\n").unwrap();
+        assert_eq!(
+            unwitnessed(&report(10, 11, note(10, None)), &none, &[]),
+            None
+        );
+    }
+}
