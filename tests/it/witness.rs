@@ -349,9 +349,30 @@ async fn fork_is_refused(db: TestDb, forked_db: TestDb) {
     fcfg.tlog = cfg.tlog.clone();
     let forked = spawn_app_with(fcfg).await;
     assert_eq!(forked.vkey, app.vkey);
+    let name = "witness.test/w1";
+    // While it is smaller than what the witness cosigned, the witness's 409 names a larger
+    // tree than the forked ledger has: reported as a conflict (rollback or fork).
+    forked.writer.checkpoint().await.unwrap();
+    assert!(
+        forked
+            .store
+            .latest_checkpoint()
+            .await
+            .unwrap()
+            .unwrap()
+            .size
+            < size
+    );
+    eventually(
+        "the forked ledger's service reports the conflict",
+        || async {
+            let labels = [("witness", name), ("reason", "conflict")];
+            forked.ingestor.metrics.get(ERRORS_TOTAL, &labels) > 0
+        },
+    )
+    .await;
     let fsize = grow(&forked, 1000, 40).await;
     assert!(fsize > size);
-    let name = "witness.test/w1";
     eventually(
         "the forked ledger's service reports the witness's refusal",
         || async {
