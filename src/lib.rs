@@ -17,3 +17,4 @@ pub mod read;
 pub mod report;
 pub mod storage;
 pub mod sys;
+pub mod tlog;

@@ -66,21 +66,33 @@ async fn checkpoint(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
+    // The note every reader gets: the log's signature and the stored witness cosignatures.
+    let note = crate::read::tlog::served_checkpoint_note(&state.store, &cp).await?;
     if wants_json {
+        let cosignatures: Vec<String> = state
+            .store
+            .cosignatures(cp.size)
+            .await?
+            .into_iter()
+            .map(|c| c.line)
+            .collect();
+        // null without a policy: "witnessed" means nothing until a quorum is stated.
+        let witnessed = state
+            .witnessing
+            .as_ref()
+            .map(|w| w.policy.check(&note).is_ok_and(|v| v.quorum_met));
         return Ok(Json(serde_json::json!({
             "size": cp.size,
             "root": cp.root.to_b64(),
             "key_id": cp.key_id,
             "created_ns": cp.created_ns,
-            "note": cp.note,
+            "note": note,
+            "cosignatures": cosignatures,
+            "witnessed": witnessed,
         }))
         .into_response());
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        cp.note,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     get,
     path = "/metrics",
     tag = "metrics",
-    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; alerts raised, resolved, delivered, failed attempts, refused and their lag; Conductor reconciliation rounds, executions imported, runs re-checked, rewrites by kind, errors by kind and cursor lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
+    summary = "Prometheus text or OpenMetrics (by Accept): OTLP requests by transport, signal and outcome; spans and log records received, accepted, rejected (by reason), parked, dropped (expired, overflow) and duplicate; queue depth; commits, rows per commit, commit latency; parked spans and bytes; bound traces; deploy annotations sent, refused, stalled and their lag; alerts raised, resolved, delivered, failed attempts, refused and their lag; Conductor reconciliation rounds, witness cosignatures and errors (by witness and reason), whether the newest checkpoint is witnessed, executions imported, runs re-checked, rewrites by kind, errors by kind and cursor lag; memory; connections open and closed per listener (by reason: cap, idle, header_timeout, body_rate, deadline, ...) and requests cut off.",
     responses(
         (status = 200, description = "Prometheus text format, or OpenMetrics text when the scraper asks for it", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 404, description = "this process does not ingest", body = ErrorBody)
@@ -139,6 +139,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     ];
     extra.extend(annotation_metrics(&state));
     extra.extend(alert_metrics(&state));
+    extra.extend(witness_metrics(&state));
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -155,6 +156,35 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         )
     };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Whether the newest checkpoint meets the tlog-policy quorum (`[tlog] policy_file`); -1 without
+/// a policy or before the first look. Cosignature and witness error counters are labelled and
+/// kept by the witness client in the registry.
+fn witness_metrics(state: &AppState) -> [(&'static str, &'static str, &'static str, f64); 3] {
+    let get = |f: fn(&crate::tlog::witness::Witnessing) -> f64, none: f64| {
+        state.witnessing.as_ref().map_or(none, |w| f(&w.state))
+    };
+    [
+        (
+            "changetrail_tlog_latest_witnessed",
+            "gauge",
+            "1 when the newest checkpoint carries the policy's quorum of cosignatures, 0 when not, -1 without a policy ([tlog] policy_file).",
+            get(|w| w.latest_witnessed.load(Ordering::Relaxed) as f64, -1.0),
+        ),
+        (
+            "changetrail_tlog_unwitnessed_checkpoint_size",
+            "gauge",
+            "The newest checkpoint's size while it lacks the policy's quorum, else 0.",
+            get(|w| w.unwitnessed_size.load(Ordering::Relaxed) as f64, 0.0),
+        ),
+        (
+            "changetrail_tlog_witness_lag_entries",
+            "gauge",
+            "Entries beyond the newest checkpoint that met the policy's quorum.",
+            get(|w| w.lag_entries.load(Ordering::Relaxed) as f64, 0.0),
+        ),
+    ]
 }
 
 /// The deploy annotator's counters (zero when `[annotations.otlp]` is off).

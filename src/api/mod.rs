@@ -59,6 +59,15 @@ pub struct AppState {
     pub alerts: Option<Arc<crate::notify::alerts::Stats>>,
     /// Where the tlog-tiles view is mounted and who may read its entry bundles (`[tlog]`).
     pub tlog: Arc<TlogAccess>,
+    /// The tlog-policy (`[tlog] policy_file`) and whether the newest checkpoint meets it.
+    pub witnessing: Option<Witnessing>,
+}
+
+/// The quorum the checkpoints are held to and the witness client's view of the newest one.
+#[derive(Clone)]
+pub struct Witnessing {
+    pub policy: Arc<crate::core::ledger::policy::Policy>,
+    pub state: Arc<crate::tlog::witness::Witnessing>,
 }
 
 /// What the change endpoints need from configuration.
@@ -89,6 +98,7 @@ impl AppState {
             annotations: None,
             alerts: None,
             tlog: Arc::new(TlogAccess::default()),
+            witnessing: None,
         }
     }
 
@@ -115,6 +125,11 @@ impl AppState {
 
     pub fn with_alerts(mut self, stats: Option<Arc<crate::notify::alerts::Stats>>) -> AppState {
         self.alerts = stats;
+        self
+    }
+
+    pub fn with_witnessing(mut self, w: Option<Witnessing>) -> AppState {
+        self.witnessing = w;
         self
     }
 

@@ -30,7 +30,8 @@ async fn receipt(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let r = crate::read::receipt::receipt(&state.store, &id, &state.correlation.criteria)
+    let policy = state.witnessing.as_ref().map(|w| w.policy.as_ref());
+    let r = crate::read::receipt::receipt(&state.store, &id, &state.correlation.criteria, policy)
         .await
         .map_err(|e| match e {
             ExportError::Range(m) => ApiError::Unavailable(m),

@@ -196,6 +196,11 @@ pub struct VerifyReportArgs {
     /// the rows from a bundle needs it; its SHA-256 must be the manifest's).
     #[arg(long, value_name = "FILE")]
     pub catalogue: Option<PathBuf>,
+    /// A C2SP tlog-policy file: the checkpoint the report rests on must carry its quorum of
+    /// valid witness cosignatures (from the manifest, or the same checkpoint in the bundle or
+    /// database), else UNWITNESSED.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +347,11 @@ pub struct VerifyArgs {
     /// Signature-checking threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// A C2SP tlog-policy file: the checkpoint the verification relies on must carry its quorum
+    /// of valid witness cosignatures, else UNWITNESSED (exit 1) names the witnesses missing and
+    /// how many entries lie beyond the newest witnessed checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -533,7 +543,9 @@ log records, the credential index, API tokens) from the signed payloads.
 
 Findings by exit code (1 wins over 2, 2 over 0; each class: src/core/ledger/FORMAT.md):
   1  MODIFIED, BAD_SIGNATURE, UNKNOWN_KEY, MISSING, REORDERED, DUPLICATE, TIME_REGRESSION,
-     CHECKPOINT_MISMATCH, BAD_CHECKPOINT, ROLLBACK, FORK, DERIVED_MISMATCH (database only)
+     CHECKPOINT_MISMATCH, BAD_CHECKPOINT, ROLLBACK, FORK, DERIVED_MISMATCH (database only),
+     UNWITNESSED (--policy only: the newest checkpoint lacks the policy's quorum of witness
+     cosignatures; names the witnesses missing and the entries beyond the newest witnessed one)
   2  INCOMPLETE (entries after the newest checkpoint), STALE (nothing younger than --max-age)
   0  REDACTED (a logged erasure), UNPINNED (no --trusted-key: trust from the ledger itself; warns)
   3  a usage or configuration error
@@ -543,7 +555,8 @@ re-signed by any other key fails. A cut tail is never a silent 0: without an anc
 INCOMPLETE or STALE; against a saved state (--state FILE, which keeps the newest trusted checkpoint
 per origin and advances only on success) it is ROLLBACK. A complete rewrite by whoever holds the
 signing key cannot be detected from the ledger alone, only against an anchor kept outside the
-service: a saved state, a write-once copy of the checkpoints, or a witness. Keep one. To verify an
+service: a saved state, a write-once copy of the checkpoints, or a witness. Keep one. With
+--policy FILE (a C2SP tlog-policy file) the witnesses' cosignatures are that anchor. To verify an
 old export without STALE, pass --at the time it was exported, or --max-age off.";
 
 const ERASE_HELP: &str = "\

@@ -147,7 +147,7 @@ pub fn redact_url(url: &str) -> String {
 
 impl App {
     pub async fn build(cfg: Config) -> anyhow::Result<App> {
-        let tls = cfg.tls()?;
+        let (tls, witnessing) = (cfg.tls()?, witness_setup(&cfg)?); // before anything starts
         let (store, writer) = open_ledger(&cfg, true).await?;
         let bootstrap_token = if store.tokens().await?.is_empty() {
             let (row, token) = auth::issue("bootstrap", Role::Admin, now_ns());
@@ -252,6 +252,9 @@ impl App {
             .with_reports(cfg.report_settings(None)?, writer.clone())
             .with_annotations(spawn_annotator(&cfg, &store, &shutdown)?)
             .with_alerts(spawn_alerter(&cfg, &store, &writer, &shutdown).await?)
+            .with_witnessing(spawn_witnesses(
+                &cfg, witnessing, &store, &ingestor, &shutdown,
+            )?)
             .with_correlation(correlation(&cfg, identity)?)
             .with_tlog(cfg.tlog.prefix.clone(), cfg.tlog.public_entries);
         // Connection metrics go where /metrics reads the ingest counters from.
@@ -425,6 +428,68 @@ fn spawn_reconciler(
     );
     tokio::spawn(Arc::new(reconciler).run(shutdown.clone()));
     Ok(())
+}
+
+/// `[tlog]`: the policy file read and checked, and the witness vkeys parsed (type 0x04). A bad
+/// vkey or policy stops the start with the reason: running without the witnesses the operator
+/// asked for would look witnessed and not be.
+type WitnessSetup = (
+    Option<Arc<crate::core::ledger::policy::Policy>>,
+    Vec<crate::tlog::witness::Witness>,
+);
+
+fn witness_setup(cfg: &Config) -> anyhow::Result<WitnessSetup> {
+    use crate::core::ledger::cosign::CosignerKey;
+    let t = &cfg.tlog;
+    let policy = if t.policy_file.trim().is_empty() {
+        None
+    } else {
+        let text = std::fs::read_to_string(t.policy_file.trim())
+            .with_context(|| format!("cannot read [tlog] policy_file {}", t.policy_file))?;
+        let policy = crate::core::ledger::policy::Policy::parse(&text)
+            .with_context(|| format!("[tlog] policy_file {}", t.policy_file))?;
+        Some(Arc::new(policy))
+    };
+    let mut witnesses = Vec::with_capacity(t.witnesses.len());
+    for (n, w) in t.witnesses.iter().enumerate() {
+        let key =
+            CosignerKey::parse(&w.vkey).with_context(|| format!("tlog.witnesses[{n}].vkey"))?;
+        witnesses.push(crate::tlog::witness::Witness {
+            url: w.url.trim().to_owned(),
+            key,
+        });
+    }
+    Ok((policy, witnesses))
+}
+
+/// A witness client for `[[tlog.witnesses]]`, and the policy's view for the API and /metrics.
+fn spawn_witnesses(
+    cfg: &Config,
+    (policy, witnesses): WitnessSetup,
+    store: &Store,
+    ingestor: &Arc<Ingestor>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<api::Witnessing>> {
+    use crate::tlog::witness::{WitnessClient, Witnessing};
+    let state = Arc::new(Witnessing::default());
+    if witnesses.is_empty() && policy.is_none() {
+        return Ok(None);
+    }
+    tracing::info!(
+        witnesses = witnesses.len(),
+        policy = policy.is_some(),
+        "Asking witnesses to cosign checkpoints."
+    );
+    WitnessClient {
+        store: store.clone(),
+        witnesses,
+        policy: policy.clone(),
+        timeout: cfg.tlog.witness_timeout,
+        metrics: ingestor.metrics.clone(),
+        witnessing: state.clone(),
+    }
+    .spawn(shutdown.clone())?;
+    Ok(policy.map(|policy| api::Witnessing { policy, state }))
 }
 
 /// Alerts, when `[alerts]` names a destination; the alerter's counters for `/metrics`.

@@ -249,7 +249,9 @@ async fn produce(
             page.push(Item::Entry(r));
             while let Some(cp) = cps.next_if(|c| c.size <= next) {
                 if cp.size == next {
-                    page.push(Item::Line(write::checkpoint(&cp.note)));
+                    // Cosigned as served, so `verify --policy BUNDLE` works offline.
+                    let note = super::tlog::served_checkpoint_note(store, &cp).await?;
+                    page.push(Item::Line(write::checkpoint(&note)));
                 }
                 last_checkpoint = Some(cp.size);
             }

@@ -5,32 +5,55 @@ use super::changes::{self, Criteria};
 use super::export::{ExportError, inclusion_proof};
 use crate::core::ledger::entry::kinds;
 use crate::core::ledger::note::{Checkpoint, Note};
+use crate::core::ledger::policy::Policy;
 use crate::core::ledger::receipt::{self, ProvedEntry, Receipt};
-use crate::storage::{EntryRow, Store};
+use crate::storage::{CheckpointRow, EntryRow, Store};
 
 /// More entries than any change has; a receipt stays far below the 64 MiB `verify-proof` reads.
 const MAX_ENTRIES: usize = 10_000;
 
-/// The receipt for `change_id` against the newest checkpoint; `None` for an unknown change.
+/// Cosigned checkpoints looked at, newest first, for one that meets the witness policy.
+const WITNESSED_LOOKBACK: u64 = 16;
+
+/// The receipt for `change_id`; `None` for an unknown change. It is against the newest
+/// checkpoint, or with a witness `policy`, the newest that meets its quorum and still covers
+/// every entry of the change (witnesses answer after the checkpoint is signed, so the newest may
+/// not be cosigned yet); the newest when none does.
 pub async fn receipt(
     store: &Store,
     change_id: &str,
     c: &Criteria,
+    policy: Option<&Policy>,
 ) -> Result<Option<Receipt>, ExportError> {
     let Some((ev, _)) = changes::evidence_of(store, change_id, c).await? else {
         return Ok(None);
     };
-    let cp = store
+    let newest = store
         .latest_checkpoint()
         .await?
         .ok_or_else(|| ExportError::Range("the ledger has no checkpoint yet".into()))?;
-    let note = super::tlog::served_checkpoint_note(store, &cp).await?;
+    let subjects = changes::subjects_of(&ev, change_id);
+    let last_seq = store
+        .entries_about(&subjects)
+        .await?
+        .last()
+        .map_or(0, |e| e.seq);
+    let (cp, note) = match policy.filter(|p| p.requires_cosignatures()) {
+        Some(p) => witnessed(store, p, last_seq)
+            .await?
+            .unwrap_or((newest.clone(), String::new())),
+        None => (newest.clone(), String::new()),
+    };
+    let note = if note.is_empty() {
+        super::tlog::served_checkpoint_note(store, &cp).await?
+    } else {
+        note
+    };
     let origin = Note::parse(&cp.note)
         .ok()
         .and_then(|n| Checkpoint::parse_body(&n.text).ok())
         .map(|b| b.origin)
         .ok_or_else(|| ExportError::Range("the newest checkpoint is unreadable".into()))?;
-    let subjects = changes::subjects_of(&ev, change_id);
     let rows: Vec<EntryRow> = store
         .entries_about(&subjects)
         .await?
@@ -87,6 +110,28 @@ pub async fn receipt(
     receipt::build(&origin, change_id, &note, chain, entries, erasures)
         .map(Some)
         .map_err(ExportError::Range)
+}
+
+/// The newest checkpoint that covers `last_seq` and whose cosignatures meet `policy`, with its
+/// served note.
+async fn witnessed(
+    store: &Store,
+    policy: &Policy,
+    last_seq: u64,
+) -> Result<Option<(CheckpointRow, String)>, ExportError> {
+    for size in store.cosigned_sizes(WITNESSED_LOOKBACK).await? {
+        if size <= last_seq {
+            break;
+        }
+        let Some(cp) = store.checkpoint_at(size).await? else {
+            continue;
+        };
+        let note = super::tlog::served_checkpoint_note(store, &cp).await?;
+        if policy.check(&note).is_ok_and(|v| v.quorum_met) {
+            return Ok(Some((cp, note)));
+        }
+    }
+    Ok(None)
 }
 
 async fn prove(store: &Store, e: EntryRow, size: u64) -> Result<ProvedEntry, ExportError> {

@@ -1,15 +1,25 @@
 //! The ledger as others' tools read it: the checkpoint served to them (C2SP tlog-checkpoint, with
 //! the witnesses' cosignatures once they are stored beside it), and its C2SP tlog-tiles.
 
+use crate::core::ledger::cosign::Cosignature;
 use crate::core::ledger::tiles::{Tile, TileKind, push_bundle_entry};
 use crate::storage::{CheckpointRow, StorageError, Store};
 
-/// The note served for `cp`: the signed checkpoint as stored.
+/// The note served for `cp`: the signed checkpoint as stored, followed by the stored witness
+/// cosignature lines (each was verified under its witness's key before it was stored; a line
+/// that does not even parse is left out, so the served note always parses).
 pub async fn served_checkpoint_note(
-    _store: &Store,
+    store: &Store,
     cp: &CheckpointRow,
 ) -> Result<String, StorageError> {
-    Ok(cp.note.clone())
+    let mut note = cp.note.clone();
+    for row in store.cosignatures(cp.size).await? {
+        if Cosignature::parse_line(&row.line).is_ok() && !note.contains(&row.line) {
+            note.push_str(&row.line);
+            note.push('\n');
+        }
+    }
+    Ok(note)
 }
 
 /// The bytes of `tile` as the tlog-tiles API serves them (and `export tiles` writes them): the

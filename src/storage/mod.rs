@@ -7,7 +7,7 @@
 //! This file holds what every query needs (the pools, their options and migrations, the error
 //! type, the append transaction). The queries sit with the tables they serve, each file adding
 //! methods to `Store` (reads) and `AppendTx` (the writer's transaction): `entries` (entries,
-//! payloads, the head, erasures), `tree` (tree nodes, checkpoints), `keys`, `tokens`, `alerts` (the alerter's outbox), `telemetry`
+//! payloads, the head, erasures), `tree` (tree nodes, checkpoints), `keys`, `cosignatures` (witness cosignatures), `tokens`, `alerts` (the alerter's outbox), `telemetry`
 //! (spans, log records), `facts` (facts, credential uses), `derived` (what `verify` recomputes,
 //! sightings) and `reports` (the report's streaming reads).
 
@@ -274,6 +274,7 @@ impl AppendTx {
 mod alerts;
 mod annotations;
 mod conductor;
+mod cosignatures;
 mod derived;
 mod entries;
 mod facts;
@@ -286,6 +287,7 @@ mod tiles;
 mod tokens;
 mod tree;
 pub use alerts::{AlertEntry, Delivery, DeliveryState};
+pub use cosignatures::CosignatureRow;
 pub use derived::{StoredLogRow, StoredSpanRow};
 pub use entries::{EntryRow, HeadRow};
 pub use keys::KeyRow;

@@ -36,3 +36,4 @@ mod tamper;
 mod tlog_tiles;
 mod tls;
 mod vectors;
+mod witness;

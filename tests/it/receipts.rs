@@ -4,7 +4,9 @@
 //! wrong key.
 
 use crate::support::scenario::{CONDUCTOR, import_over_rest};
-use crate::support::server::{TestApp, TestDb, ct, history_config, spawn_app_with};
+use crate::support::server::{TestApp, TestDb, ct, eventually, history_config, spawn_app_with};
+use crate::support::witness::TestWitness;
+use changetrail::app::config::WitnessConfig;
 use changetrail::auth::Role;
 use changetrail::core::ledger::entry::Entry;
 use changetrail::core::ledger::hash::unb64;
@@ -223,4 +225,100 @@ async fn the_command_line(db: &TestDb, app: &TestApp, served: &str) {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_carries_the_witnesses_cosignatures_and_meets_the_policy_sqlite() {
+    witnessed_receipt(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_carries_the_witnesses_cosignatures_and_meets_the_policy_postgres() {
+    let Some(db) = TestDb::postgres("receipts witnessed").await else {
+        eprintln!("SKIPPED: TEST_DATABASE_URL is not set");
+        return;
+    };
+    witnessed_receipt(db).await;
+}
+
+/// With a witness (not our code) cosigning, the receipt is against a cosigned checkpoint and
+/// `verify-proof --policy` holds it to the policy offline; a policy asking for a witness that
+/// never cosigned names it.
+async fn witnessed_receipt(db: TestDb) {
+    let witness = TestWitness::start("witness.test/r1", 61, &[]).await;
+    let absent = TestWitness::start("witness.test/r2", 62, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("one.policy");
+    std::fs::write(
+        &policy,
+        format!("witness R1 {}\nquorum R1\n", witness.vkey()),
+    )
+    .unwrap();
+    let both = dir.path().join("both.policy");
+    std::fs::write(
+        &both,
+        format!(
+            "witness R1 {}\nwitness R2 {}\ngroup all-of-them all R1 R2\nquorum all-of-them\n",
+            witness.vkey(),
+            absent.vkey()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.policy"), "quorum nobody\n").unwrap();
+    let mut cfg = history_config(&db);
+    cfg.tlog.policy_file = policy.display().to_string();
+    cfg.tlog.witnesses = vec![WitnessConfig {
+        url: witness.url.clone(),
+        vkey: witness.vkey(),
+    }];
+    let app = spawn_app_with(cfg).await;
+    witness.trust(app.vkey.split('+').next().unwrap(), &app.vkey);
+    let doc: Value = serde_json::from_str(CONDUCTOR).unwrap();
+    assert!(import_over_rest(&app, &doc).await.0.is_success());
+    app.writer.checkpoint().await.unwrap();
+    let size = app.store.latest_checkpoint().await.unwrap().unwrap().size;
+    eventually("the witness cosigns the checkpoint", || async {
+        !app.store.cosignatures(size).await.unwrap().is_empty()
+    })
+    .await;
+
+    let auditor = app.token(Role::Auditor).await;
+    let (status, text) = fetch(&app, CHANGE, Some(&auditor)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let r: Receipt = serde_json::from_str(&text).unwrap();
+    assert!(
+        r.checkpoint.contains("\n\u{2014} witness.test/r1 "),
+        "{}",
+        r.checkpoint
+    );
+    std::fs::write(dir.path().join("r.json"), &text).unwrap();
+    let verify = |policy: &str| {
+        ct(dir.path())
+            .args([
+                "verify-proof",
+                "r.json",
+                "--trusted-key",
+                &app.vkey,
+                "--policy",
+                policy,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = verify("one.policy");
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{said} {o:?}");
+    assert!(
+        said.contains("witness quorum met (cosigned by R1)"),
+        "{said}"
+    );
+    let o = verify("both.policy");
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{said} {o:?}");
+    assert!(
+        said.contains("UNWITNESSED") && said.contains("missing: R2"),
+        "{said}"
+    );
+    assert_eq!(verify("bad.policy").status.code(), Some(3));
+    app.stop().await;
 }

@@ -939,6 +939,10 @@
         ['Root', mono(cp.root, 'full')],
         ['Signed', utc(cp.created_ns)],
         ['Key', mono(cp.key_id)],
+        // null: no tlog-policy is configured, so "witnessed" means nothing here.
+        cp.witnessed == null ? null : ['Witnessed', cp.witnessed
+          ? h('span', { class: 'badge ok', id: 'checkpoint-witnessed', text: `witnessed (${cp.cosignatures.length} cosignatures)` })
+          : h('span', { class: 'badge bad', id: 'checkpoint-witnessed', text: 'unwitnessed: lacks the policy\'s quorum of cosignatures' })],
       ]), h('pre', { class: 'note', id: 'checkpoint-note', text: cp.note })]
       : h('p', { class: 'muted', text: 'No checkpoint has been signed yet.' });
     const keyRows = keys.keys.map((k) => h('tr', { class: k.key_id === keys.current_key_id ? 'current' : null },

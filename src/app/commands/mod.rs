@@ -39,6 +39,20 @@ impl crate::read::Progress for Bar {
 /// Checks a checkpoint note against a C2SP tlog-policy file: `Ok(Ok(summary))` when its quorum
 /// of cosignatures holds, `Ok(Err(why))` when not, `Err` when the policy cannot be read.
 pub fn policy_check(path: &std::path::Path, note: &str) -> anyhow::Result<Result<String, String>> {
-    let _ = (path, note);
-    anyhow::bail!("--policy is not wired yet")
+    let policy = verify::load_policy(path)?;
+    Ok(match policy.check(note) {
+        Err(e) => Err(format!("the checkpoint fails the policy: {e}")),
+        Ok(v) if v.quorum_met && v.cosigned.is_empty() => {
+            Ok("the policy asks for no cosignature".to_owned())
+        }
+        Ok(v) if v.quorum_met => Ok(format!(
+            "witness quorum met (cosigned by {})",
+            v.cosigned.join(", ")
+        )),
+        Ok(v) => Err(format!(
+            "UNWITNESSED: the checkpoint (size {}) lacks the policy's quorum of witness cosignatures; missing: {}",
+            v.checkpoint.size,
+            v.missing.join(", ")
+        )),
+    })
 }

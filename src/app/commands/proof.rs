@@ -17,7 +17,11 @@ const MAX_RECEIPT_BYTES: u64 = 64 << 20;
 pub async fn write(cfg: Config, a: ProofArgs) -> anyhow::Result<i32> {
     let store = Store::connect(&cfg.database_url, &cfg.storage_options()).await?;
     store.migrate().await?;
-    let r = match receipt(&store, &a.change_id, &cfg.criteria()).await {
+    let policy = match cfg.tlog.policy_file.trim() {
+        "" => None,
+        path => Some(super::verify::load_policy(std::path::Path::new(path))?),
+    };
+    let r = match receipt(&store, &a.change_id, &cfg.criteria(), policy.as_ref()).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             eprintln!("No change {:?} in the ledger.", a.change_id);

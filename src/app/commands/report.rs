@@ -109,7 +109,17 @@ pub async fn verify(cfg: Config, a: VerifyReportArgs, database_flag: bool) -> an
                 .with_context(|| format!("cannot read the control catalogue {}", f.display()))
         })
         .transpose()?;
-    let outcome = verify_report(&a.dir, source, &trusted, a.threads, catalogue.as_deref()).await?;
+    let policy = a
+        .policy
+        .as_deref()
+        .map(super::verify::load_policy)
+        .transpose()?;
+    let kept = policy.as_ref().map(|_| source.clone());
+    let mut outcome =
+        verify_report(&a.dir, source, &trusted, a.threads, catalogue.as_deref()).await?;
+    if let (Some(policy), Some(source)) = (&policy, &kept) {
+        crate::report::verify::check_policy(&a.dir, source, policy, &mut outcome).await?;
+    }
     print!("{}", outcome.text(&a.dir));
     Ok(if outcome.failed() { 1 } else { 0 })
 }

@@ -160,6 +160,7 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
         bail!("give either a bundle FILE or --database-url, not both");
     }
     let json = a.format == "json";
+    let policy = a.policy.as_deref().map(load_policy).transpose()?;
 
     let store = match &a.file {
         Some(_) => None,
@@ -217,6 +218,16 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
         }
         (None, None) => bail!("nothing to verify"),
     };
+    let mut report = report;
+    if let Some(policy) = &policy {
+        let notes = match (&a.file, &store) {
+            (Some(path), _) => bundle_checkpoints(path)?,
+            (None, Some(store)) => stored_checkpoints(store, &report).await?,
+            (None, None) => Vec::new(),
+        };
+        let finding = crate::core::ledger::verify::unwitnessed(&report, policy, &notes);
+        report.add(finding.into_iter().collect());
+    }
     finish_state(a.state.as_deref(), state_file, origin.as_deref(), &report)?;
     if json {
         print_json(&report);
@@ -225,6 +236,50 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
         print!("{}", summary(&report, &source, tail));
     }
     Ok(report.exit_code)
+}
+
+/// Reads and parses a `--policy` file; a bad one is a usage error (exit 3), never a pass.
+pub fn load_policy(path: &Path) -> anyhow::Result<crate::core::ledger::policy::Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --policy {}", path.display()))?;
+    crate::core::ledger::policy::Policy::parse(&text)
+        .with_context(|| format!("--policy {}", path.display()))
+}
+
+/// The checkpoint notes a bundle carries (with their cosignature lines), by size.
+fn bundle_checkpoints(path: &Path) -> anyhow::Result<Vec<(u64, String)>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        // Only checkpoint lines matter here; the verifier already judged every line.
+        if !line.contains("\"checkpoint\"") {
+            continue;
+        }
+        if let Ok(Line::Checkpoint { note }) = Line::parse(&line)
+            && let Ok(n) = crate::core::ledger::note::Note::parse(&note)
+            && let Ok(cp) = crate::core::ledger::note::Checkpoint::parse_body(&n.text)
+        {
+            out.push((cp.size, note.into_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// The stored checkpoints up to the newest verified one, as served (with their cosignatures).
+async fn stored_checkpoints(store: &Store, report: &Report) -> anyhow::Result<Vec<(u64, String)>> {
+    let Some(newest) = &report.summary.newest else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for cp in store.checkpoints_between(0, newest.size).await? {
+        out.push((
+            cp.size,
+            crate::read::tlog::served_checkpoint_note(store, &cp).await?,
+        ));
+    }
+    Ok(out)
 }
 
 fn progress(len: u64, quiet: bool) -> ProgressBar {
@@ -365,6 +420,14 @@ pub fn summary(report: &Report, source: &str, uncovered_tail: u64) -> String {
         0 => "OK: intact and covered by signed checkpoints",
         2 => {
             "INCOMPLETE or STALE: what is present is intact, but coverage or freshness is not proven"
+        }
+        _ if report.has(Class::Unwitnessed)
+            && report
+                .findings
+                .iter()
+                .all(|f| f.class.exit_code() != 1 || f.class == Class::Unwitnessed) =>
+        {
+            "FAILED: UNWITNESSED: the checkpoint relied on lacks the policy's quorum of witness cosignatures"
         }
         _ => "FAILED: the ledger was modified, reordered, truncated or signed by an untrusted key",
     };

@@ -59,6 +59,12 @@ impl TlogConfig {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
                 _ => return bad("witnesses: url must be an http:// or https:// URL"),
             }
+            if let Err(e) = crate::core::ledger::cosign::CosignerKey::parse(&w.vkey) {
+                return Err(ConfigError::Invalid(format!(
+                    "tlog.witnesses: vkey {:?}: {e}",
+                    w.vkey
+                )));
+            }
         }
         Ok(())
     }

@@ -70,12 +70,13 @@ pub struct KeyId(pub [u8; 4]);
 impl KeyId {
     /// `H(origin ‖ 0x0A ‖ 0x01 ‖ pk32)[0..4]`.
     pub fn compute(origin: &Origin, public: &VerifyingKey) -> KeyId {
-        let h = Hash::of(&[
-            origin.as_str().as_bytes(),
-            b"\n",
-            &[ALG_ED25519],
-            public.as_bytes(),
-        ]);
+        KeyId::of_key(origin.as_str(), ALG_ED25519, public)
+    }
+
+    /// The C2SP signed-note key id for any signature type: `H(name ‖ 0x0A ‖ type ‖ pk32)[0..4]`
+    /// (type 0x01 for note signatures, 0x04 for tlog-cosignature Ed25519).
+    pub fn of_key(name: &str, sig_type: u8, public: &VerifyingKey) -> KeyId {
+        let h = Hash::of(&[name.as_bytes(), b"\n", &[sig_type], public.as_bytes()]);
         KeyId([h.0[0], h.0[1], h.0[2], h.0[3]])
     }
 
@@ -105,6 +106,23 @@ impl fmt::Debug for KeyId {
     }
 }
 
+/// Splits a C2SP vkey `<name>+<key id hex>+<b64(type ‖ key)>` into name, stated key id, signature
+/// type and key bytes; the caller checks the name, the type and the key id.
+pub(crate) fn split_vkey(s: &str) -> Result<(&str, KeyId, u8, Vec<u8>), KeyError> {
+    // The name and key id contain no '+'; the base64 key may.
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(KeyError::VkeyShape);
+    };
+    let stated = KeyId::parse_hex(id).ok_or(KeyError::VkeyShape)?;
+    let mut raw = unb64(key).ok_or(KeyError::VkeyShape)?;
+    if raw.is_empty() {
+        return Err(KeyError::VkeyShape);
+    }
+    let alg = raw.remove(0);
+    Ok((name, stated, alg, raw))
+}
+
 /// A public ledger key as reviewers pin it: `<origin>+<key id hex>+<b64(0x01 ‖ pk32)>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Vkey {
@@ -128,16 +146,9 @@ impl Vkey {
 
     /// Strict parse: the stated key id must match the key, weak keys are refused.
     pub fn parse(s: &str) -> Result<Vkey, KeyError> {
-        // The origin and key id contain no '+'; the base64 key may.
-        let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(KeyError::VkeyShape);
-        };
+        let (name, stated, alg, pk) = split_vkey(s)?;
         let origin = Origin::parse(name)?;
-        let stated = KeyId::parse_hex(id).ok_or(KeyError::VkeyShape)?;
-        let raw = unb64(key).ok_or(KeyError::VkeyShape)?;
-        let (alg, pk) = raw.split_first().ok_or(KeyError::VkeyShape)?;
-        if *alg != ALG_ED25519 {
+        if alg != ALG_ED25519 {
             return Err(KeyError::VkeyAlgorithm);
         }
         let pk: [u8; 32] = pk.try_into().map_err(|_| KeyError::VkeyShape)?;

@@ -4,11 +4,13 @@
 
 pub mod batch;
 pub mod bundle;
+pub mod cosign;
 pub mod entry;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod note;
+pub mod policy;
 pub mod receipt;
 pub mod sigcheck;
 pub mod tiles;

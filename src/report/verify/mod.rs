@@ -8,6 +8,7 @@
 //! entries alone ([`rederive`]).
 
 mod bundle;
+mod policy;
 mod rederive;
 mod rows;
 
@@ -18,6 +19,7 @@ use crate::core::ledger::keys::Vkey;
 use crate::core::ledger::note::{Checkpoint, Note, NoteVerdict};
 use crate::core::ledger::verify::Options;
 use crate::storage::Store;
+pub use policy::check_policy;
 use rederive::Offline;
 use rows::Citation;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 const LISTED: usize = 20;
 
 /// Where the ledger to check the report against comes from.
+#[derive(Clone)]
 pub enum LedgerSource {
     /// No ledger: the report is checked against its own manifest only.
     None,

@@ -12,6 +12,7 @@
 //! - `report`: building a report in-process and reading its CSV files.
 //! - `conductor`: a stand-in Conductor server (search, executions, Orkes tokens) tests can
 //!   change and make misbehave.
+//! - `witness`: a C2SP witness written from the spec alone (tlog-witness, tlog-cosignature).
 //! - `browser`, `python`: the optional outside tools (Chromium, an OpenTelemetry Python SDK),
 //!   skipped with a printed note when absent.
 
@@ -25,3 +26,4 @@ pub mod python;
 pub mod report;
 pub mod scenario;
 pub mod server;
+pub mod witness;

@@ -29,6 +29,9 @@ pub enum Class {
     /// A derived table (facts, spans, log records, credentials, tokens) holds a row no signed
     /// entry produced, or one that differs from what its entry produces.
     DerivedMismatch,
+    /// `--policy`: the checkpoint the verification relies on lacks the tlog-policy's quorum of
+    /// valid witness cosignatures.
+    Unwitnessed,
 }
 
 impl Class {
@@ -50,6 +53,7 @@ impl Class {
             Class::Redacted => "REDACTED",
             Class::Unpinned => "UNPINNED",
             Class::DerivedMismatch => "DERIVED_MISMATCH",
+            Class::Unwitnessed => "UNWITNESSED",
         }
     }
 

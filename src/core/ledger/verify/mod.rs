@@ -12,8 +12,10 @@ mod entries;
 mod findings;
 mod finish;
 mod state;
+mod witnessed;
 
 pub use findings::{Class, Finding, Options, Report, Summary, TrustedState, VerifiedCheckpoint};
+pub use witnessed::unwitnessed;
 
 use super::bundle::{EntryLine, Line};
 use super::hash::{Hash, unb64};
