@@ -241,11 +241,8 @@ impl App {
         let http = bind(cfg.http.listen, "http.listen").await?;
         let grpc = bind(cfg.otlp.grpc_listen, "otlp.grpc_listen").await?;
         let otlp_http = bind(cfg.otlp.http_listen, "otlp.http_listen").await?;
-        let (http_addr, otlp_grpc_addr, otlp_http_addr) = (
-            http.local_addr()?,
-            grpc.local_addr()?,
-            otlp_http.local_addr()?,
-        );
+        let (http_addr, otlp_grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
+        let otlp_http_addr = otlp_http.local_addr()?;
         let state = AppState::new(store.clone(), Some(appender.clone()))
             .with_writer(writer.clone())
             .with_metrics(ingestor.clone(), writer.clone())
@@ -444,10 +441,9 @@ fn witness_setup(cfg: &Config) -> anyhow::Result<WitnessSetup> {
     let policy = if t.policy_file.trim().is_empty() {
         None
     } else {
-        let text = std::fs::read_to_string(t.policy_file.trim())
-            .with_context(|| format!("cannot read [tlog] policy_file {}", t.policy_file))?;
-        let policy = crate::core::ledger::policy::Policy::parse(&text)
-            .with_context(|| format!("[tlog] policy_file {}", t.policy_file))?;
+        let path = std::path::Path::new(t.policy_file.trim());
+        let policy =
+            crate::app::commands::verify::load_policy(path).context("[tlog] policy_file")?;
         Some(Arc::new(policy))
     };
     let mut witnesses = Vec::with_capacity(t.witnesses.len());

@@ -2,6 +2,7 @@
 //! the witnesses' cosignatures once they are stored beside it), and its C2SP tlog-tiles.
 
 use crate::core::ledger::cosign::Cosignature;
+use crate::core::ledger::note::MAX_SIGNATURES;
 use crate::core::ledger::tiles::{Tile, TileKind, push_bundle_entry};
 use crate::storage::{CheckpointRow, StorageError, Store};
 
@@ -13,8 +14,14 @@ pub async fn served_checkpoint_note(
     cp: &CheckpointRow,
 ) -> Result<String, StorageError> {
     let mut note = cp.note.clone();
+    // A note holds at most MAX_SIGNATURES lines: past that it would no longer parse, anywhere.
+    let mut room = MAX_SIGNATURES.saturating_sub(note.matches("\n\u{2014} ").count());
     for row in store.cosignatures(cp.size).await? {
+        if room == 0 {
+            break;
+        }
         if Cosignature::parse_line(&row.line).is_ok() && !note.contains(&row.line) {
+            room -= 1;
             note.push_str(&row.line);
             note.push('\n');
         }

@@ -45,8 +45,10 @@ impl Witness {
 /// Why a round at a witness failed: the `reason` label of the errors metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// 409 that a retry did not settle: the witness saw a larger tree (rollback or fork) or
-    /// keeps disagreeing about the old size.
+    /// 409 naming a size larger than our newest checkpoint: the witness cosigned a bigger tree
+    /// than this ledger has, so this ledger was rolled back or forked.
+    Ahead(String),
+    /// 409 that a retry did not settle: the witness keeps disagreeing about the old size.
     Conflict(String),
     /// 422: the witness finds our checkpoint inconsistent with what it saw: a possible fork.
     Inconsistent(String),
@@ -63,6 +65,7 @@ pub enum Refusal {
 impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
+            Refusal::Ahead(_) => "ahead",
             Refusal::Conflict(_) => "conflict",
             Refusal::Inconsistent(_) => "inconsistent",
             Refusal::Forbidden(_) => "forbidden",
@@ -74,7 +77,8 @@ impl Refusal {
 
     fn detail(&self) -> &str {
         match self {
-            Refusal::Conflict(d)
+            Refusal::Ahead(d)
+            | Refusal::Conflict(d)
             | Refusal::Inconsistent(d)
             | Refusal::Forbidden(d)
             | Refusal::UnknownLog(d)
@@ -116,10 +120,12 @@ impl WitnessClient {
         self.metrics.describe(
             ERRORS_TOTAL,
             "counter",
-            "Rounds a witness refused or failed, by reason: conflict (409 a retry did not settle: rollback or fork), inconsistent (422: possible fork), forbidden (403), unknown_log (404), bad_request (400), unavailable (5xx, timeout).",
+            "Rounds a witness refused or failed, by reason: ahead (409: the witness cosigned a larger tree than ours: rollback or fork), conflict (409 a retry did not settle), inconsistent (422: possible fork), forbidden (403), unknown_log (404), bad_request (400), unavailable (5xx, timeout).",
         );
+        // No redirects: a witness URL answering 307 would have the checkpoint re-posted anywhere.
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| anyhow::anyhow!("witness HTTP client: {e}"))?;
         for w in &self.witnesses {
@@ -219,7 +225,8 @@ impl Submitter {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| unavailable(&e))?;
+                // Without the URL: it may carry a credential, and it is in the configuration.
+                .map_err(|e| unavailable(&e.without_url()))?;
             let status = resp.status().as_u16();
             let text = read_limited(resp).await?;
             match status {
@@ -229,7 +236,7 @@ impl Submitter {
                         Refusal::Conflict(format!("409 without a readable size: {text:.80}"))
                     })?;
                     if theirs > cp.size {
-                        return Err(Refusal::Conflict(format!(
+                        return Err(Refusal::Ahead(format!(
                             "the witness has cosigned size {theirs}, larger than our newest \
                              checkpoint {}: a rollback or a fork",
                             cp.size

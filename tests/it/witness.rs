@@ -351,7 +351,7 @@ async fn fork_is_refused(db: TestDb, forked_db: TestDb) {
     assert_eq!(forked.vkey, app.vkey);
     let name = "witness.test/w1";
     // While it is smaller than what the witness cosigned, the witness's 409 names a larger
-    // tree than the forked ledger has: reported as a conflict (rollback or fork).
+    // tree than the forked ledger has: reported as `ahead` (rollback or fork).
     forked.writer.checkpoint().await.unwrap();
     assert!(
         forked
@@ -366,7 +366,7 @@ async fn fork_is_refused(db: TestDb, forked_db: TestDb) {
     eventually(
         "the forked ledger's service reports the conflict",
         || async {
-            let labels = [("witness", name), ("reason", "conflict")];
+            let labels = [("witness", name), ("reason", "ahead")];
             forked.ingestor.metrics.get(ERRORS_TOTAL, &labels) > 0
         },
     )

@@ -240,10 +240,17 @@ pub async fn run(cfg: Config, a: VerifyArgs, database_flag: bool) -> anyhow::Res
 
 /// Reads and parses a `--policy` file; a bad one is a usage error (exit 3), never a pass.
 pub fn load_policy(path: &Path) -> anyhow::Result<crate::core::ledger::policy::Policy> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --policy {}", path.display()))?;
-    crate::core::ledger::policy::Policy::parse(&text)
-        .with_context(|| format!("--policy {}", path.display()))
+    use crate::core::ledger::policy::{MAX_POLICY_BYTES, Policy};
+    use std::io::Read as _;
+    // Never more than one byte past the limit: a policy path may name /dev/zero.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(MAX_POLICY_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    Policy::parse(&text).with_context(|| format!("policy {}", path.display()))
 }
 
 /// The checkpoint notes a bundle carries (with their cosignature lines), by size.

@@ -54,6 +54,10 @@ impl TlogConfig {
         if self.witness_timeout.is_zero() {
             return bad("witness_timeout must be positive");
         }
+        // Each witness adds a signature line to the served note, and a note holds at most 100.
+        if self.witnesses.len() > 64 {
+            return bad("witnesses: at most 64");
+        }
         for w in &self.witnesses {
             match reqwest::Url::parse(w.url.trim()) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}

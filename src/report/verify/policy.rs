@@ -25,6 +25,10 @@ pub async fn check_policy(
         return Ok(()); // already a BAD_FORMAT finding
     };
     let cp = &m.ledger.checkpoint;
+    let manifest_origin = crate::core::ledger::note::Note::parse(&cp.note)
+        .ok()
+        .and_then(|n| crate::core::ledger::note::Checkpoint::parse_body(&n.text).ok())
+        .map(|b| b.origin.as_str().to_owned());
     let mut notes = vec![cp.note.clone()];
     match ledger {
         LedgerSource::None => {}
@@ -48,7 +52,12 @@ pub async fn check_policy(
     let mut missing: Option<Vec<String>> = None;
     for note in &notes {
         match policy.check(note) {
-            Ok(v) if v.checkpoint.size == cp.size && v.checkpoint.root.to_b64() == cp.root => {
+            // The very checkpoint the manifest names: its origin too, not only size and root.
+            Ok(v)
+                if v.checkpoint.size == cp.size
+                    && v.checkpoint.root.to_b64() == cp.root
+                    && Some(v.checkpoint.origin.as_str()) == manifest_origin.as_deref() =>
+            {
                 if v.quorum_met {
                     out.ok(format!(
                         "checkpoint at size {} carries the policy's quorum (cosigned by {})",

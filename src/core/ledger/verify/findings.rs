@@ -168,6 +168,9 @@ pub struct Summary {
     pub covered_to: Option<u64>,
     /// The keys in force, as (first seq, vkey), learned from pins and rotation entries.
     pub keys: Vec<(u64, String)>,
+    /// The root of every checkpoint whose signature and recomputed root were verified, by size:
+    /// what a witness's cosignature must be over to count (`verify --policy`).
+    pub verified_roots: BTreeMap<u64, Hash>,
 }
 
 #[derive(Debug, Clone)]

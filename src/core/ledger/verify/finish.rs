@@ -102,10 +102,12 @@ impl Verifier {
                 f.class,
             )
         });
+        let mut summary = self.summary;
+        summary.verified_roots = std::mem::take(&mut self.verified_roots);
         Report {
             findings,
             suppressed: self.findings.suppressed,
-            summary: self.summary,
+            summary,
             exit_code,
             new_state,
         }

@@ -28,7 +28,14 @@ pub fn unwitnessed(report: &Report, policy: &Policy, notes: &[(u64, String)]) ->
     let mut trouble: Option<String> = None;
     for (size, text) in std::iter::once(&own).chain(candidates) {
         match policy.check(text) {
-            Ok(v) if v.quorum_met && v.checkpoint.size == *size => {
+            // Only over a checkpoint this run verified: the same size with another root (a fork
+            // the witnesses saw), or one the pass never compared, does not count.
+            Ok(v)
+                if v.quorum_met
+                    && v.checkpoint.size == *size
+                    && report.summary.verified_roots.get(size) == Some(&v.checkpoint.root)
+                    && report.summary.origin.as_deref() == Some(v.checkpoint.origin.as_str()) =>
+            {
                 if *size == newest.size {
                     return None;
                 }
@@ -92,13 +99,13 @@ mod tests {
     use ed25519_dalek::{Signer as _, SigningKey};
 
     fn note(size: u64, cosigner: Option<(&SigningKey, &CosignerKey)>) -> String {
+        note_over(size, Hash::of(&[&size.to_be_bytes()]), cosigner)
+    }
+
+    fn note_over(size: u64, root: Hash, cosigner: Option<(&SigningKey, &CosignerKey)>) -> String {
         let origin = Origin::parse("log.example/a").unwrap();
         let key = LedgerKey::from_seed(origin.clone(), [3; 32]).unwrap();
-        let cp = Checkpoint {
-            origin,
-            size,
-            root: Hash::of(&[&size.to_be_bytes()]),
-        };
+        let cp = Checkpoint { origin, size, root };
         let mut n = cp.sign(&key);
         if let Some((sk, k)) = cosigner {
             let c = Cosignature {
@@ -117,6 +124,11 @@ mod tests {
             findings: Vec::new(),
             suppressed: Default::default(),
             summary: Summary {
+                origin: Some("log.example/a".into()),
+                verified_roots: [4u64, 8, 10, newest]
+                    .into_iter()
+                    .map(|s| (s, Hash::of(&[&s.to_be_bytes()])))
+                    .collect(),
                 last_seq: Some(last_seq),
                 newest: Some(VerifiedCheckpoint {
                     size: newest,
@@ -148,6 +160,15 @@ mod tests {
         assert_eq!((f.class, f.size), (Class::Unwitnessed, Some(10)));
         assert!(
             f.detail.contains("missing: W") && f.detail.contains("size 8, 4 entries"),
+            "{}",
+            f.detail
+        );
+        // A cosigned checkpoint of size 8 over another root (a fork shown to the witness) or
+        // over a size this run never verified does not count.
+        let fork = note_over(8, Hash::of(&[b"fork"]), Some((&sk, &k)));
+        let f = unwitnessed(&r, &policy, &[(8, fork), (9, note(9, Some((&sk, &k))))]).unwrap();
+        assert!(
+            f.detail.contains("no checkpoint given meets the quorum"),
             "{}",
             f.detail
         );
