@@ -517,15 +517,16 @@ bundle's last checkpoint.
 const EXPORT_TILES_HELP: &str = "\
 Write DIR/checkpoint, DIR/tile/<L>/<N>[.p/<W>] and DIR/tile/entries/<N>[.p/<W>] for the newest
 checkpoint (https://c2sp.org/tlog-tiles), byte for byte what `serve` answers under [tlog] prefix,
-for object storage or a CDN. Serve tiles and bundles as immutable, the checkpoint as no-cache; the
-entry bundles hold the entries themselves (no payloads): publish them only where reviewers may
-read them.
+for object storage or a CDN. Serve tiles and bundles as immutable, the checkpoint as no-cache. The
+entry bundles hold the entries themselves (no payloads), which `serve` keeps for reviewers: they are
+written only with --entries or [tlog] public_entries; publish them only where reviewers may read.
 
 Incremental: when DIR/checkpoint is an older checkpoint of this ledger, only tiles that are new or
-grew since are written. Every file is written under a temporary name and renamed, the checkpoint
-last, so a reader never sees a checkpoint whose tiles are missing. A DIR whose checkpoint names
-another origin, a larger tree or a root this ledger never signed is refused (exit 1): that is a
-fork or a rollback.";
+grew since are written. Every file is written to a fresh temporary name and renamed, the checkpoint
+last, so a reader never sees a checkpoint whose tiles are missing; nothing is written through a
+symbolic link. One export at a time per DIR (DIR/.export.lock, an empty file to leave out of the
+upload). A DIR whose checkpoint names another origin, a larger tree or a root this ledger never
+signed is refused (exit 1): that is a fork or a rollback.";
 
 const VERIFY_HELP: &str = "\
 Verify a bundle FILE, or without one the database (--database-url or the configuration), in one
