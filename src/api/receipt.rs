@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use crate::read::export::ExportError;
+use crate::read::receipt::ReceiptError;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -21,7 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     summary = "One change's self-contained receipt: its entries, a C2SP tlog-proof for each against the cosigned checkpoint, and the key chain; check it offline with `changetrail verify-proof`.",
     params(("id" = String, Path, description = "the change id")),
     responses(
-        (status = 200, description = "the receipt (changetrail-receipt/v1, canonical JSON: save the bytes as they are)", body = Object),
+        (status = 200, description = "the receipt (changetrail-receipt/v1, canonical JSON: save the bytes as they are); header X-Changetrail-Witnessed: true, false (no checkpoint covering the change meets [tlog] policy_file's quorum yet) or no-policy", body = Object),
+        (status = 400, description = "more entries than a receipt holds: export a bundle", body = ErrorBody),
         (status = 404, description = "no such change", body = ErrorBody),
         (status = 503, description = "none of the change's entries is covered by a checkpoint yet; retry after the next one", body = ErrorBody)
     )
@@ -34,15 +35,29 @@ async fn receipt(
     let r = crate::read::receipt::receipt(&state.store, &id, &state.correlation.criteria, policy)
         .await
         .map_err(|e| match e {
-            ExportError::Range(m) => ApiError::Unavailable(m),
-            other => other.into(),
+            ReceiptError::NotYet(m) => ApiError::Unavailable(m),
+            ReceiptError::TooLarge(m) => ApiError::BadRequest(m),
+            ReceiptError::Faulty(m) => ApiError::Internal(m),
+            ReceiptError::Storage(s) => s.into(),
+            ReceiptError::Export(x) => x.into(),
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no change {id:?}")))?;
+    let witnessed = match r.witnessed {
+        None => "no-policy",
+        Some(true) => "true",
+        Some(false) => "false",
+    };
+    let r = r.receipt;
     let disposition = format!("attachment; filename=\"{}.receipt.json\"", safe_name(&id));
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_owned()),
             (header::CONTENT_DISPOSITION, disposition),
+            // Whether the checkpoint meets [tlog] policy_file's quorum (none did, when false).
+            (
+                header::HeaderName::from_static("x-changetrail-witnessed"),
+                witnessed.to_owned(),
+            ),
         ],
         r.to_text(),
     ))

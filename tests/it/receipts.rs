@@ -320,5 +320,47 @@ async fn witnessed_receipt(db: TestDb) {
         "{said}"
     );
     assert_eq!(verify("bad.policy").status.code(), Some(3));
+
+    // The witness stops cosigning (it no longer trusts our key): newer checkpoints go
+    // unwitnessed, and the receipt stays on the newest witnessed one that covers the change.
+    let origin = Vkey::parse(&app.vkey).unwrap().origin().clone();
+    let stranger = LedgerKey::from_seed(origin.clone(), [9; 32]).unwrap();
+    witness.trust(origin.as_str(), &stranger.vkey().to_string());
+    let _ = app.token(Role::Metrics).await;
+    app.writer.checkpoint().await.unwrap();
+    let newest = app.store.latest_checkpoint().await.unwrap().unwrap().size;
+    assert!(newest > size);
+    let r = app
+        .get(&format!("/v1/changes/{CHANGE}/receipt"), Some(&auditor))
+        .await;
+    assert_eq!(r.headers()["x-changetrail-witnessed"], "true");
+    let r: Receipt = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    // (A timed checkpoint may have been cosigned after `size` too: any witnessed one older
+    // than the newest will do.)
+    let used: u64 = r.checkpoint.lines().nth(1).unwrap().parse().unwrap();
+    assert!(used >= size && used < newest, "{used} {size} {newest}");
+    assert!(
+        r.checkpoint.contains("\n\u{2014} witness.test/r1 "),
+        "{}",
+        r.checkpoint
+    );
+    // A new entry of the change that no witnessed checkpoint covers: the newest, said so.
+    let mut restarted = doc.clone();
+    restarted["tasks"].as_array_mut().unwrap().truncate(1);
+    restarted["status"] = "RUNNING".into();
+    assert!(import_over_rest(&app, &restarted).await.0.is_success());
+    app.writer.checkpoint().await.unwrap();
+    let r = app
+        .get(&format!("/v1/changes/{CHANGE}/receipt"), Some(&auditor))
+        .await;
+    assert_eq!(r.headers()["x-changetrail-witnessed"], "false");
+    std::fs::write(dir.path().join("r.json"), r.text().await.unwrap()).unwrap();
+    let o = verify("one.policy");
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("UNWITNESSED") && said.contains("missing: R1"),
+        "{said}"
+    );
     app.stop().await;
 }

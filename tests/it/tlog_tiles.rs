@@ -394,6 +394,10 @@ async fn refusals(db: &TestDb, ours: &[u8]) {
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(dir.join("tile/0/000").exists());
     assert!(!dir.join("tile/entries").exists());
+    // Asked for later, every bundle is written, not only those new since.
+    let (code, err) = export(db, &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("tile/entries/000").exists(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

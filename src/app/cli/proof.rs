@@ -29,13 +29,17 @@ pub struct VerifyProofArgs {
 pub const PROOF_HELP: &str = "\
 Write one change's self-contained receipt: every ledger entry about the change and its runs
 (bytes, signature, payload unless erased), each with a C2SP tlog-proof (https://c2sp.org/tlog-proof)
-against the newest checkpoint with the witnesses' cosignatures, and the entries that carry the
+against one checkpoint with the witnesses' cosignatures, and the entries that carry the
 key history (entry 0 and every key rotation). `changetrail verify-proof` checks it offline with only
 the file, the ledger's vkey and, optionally, a witness policy. GET /v1/changes/{id}/receipt returns
 the same file.
 
-Reads the database (--database-url or the configuration). Exit 0 on success, 1 when the change is
-unknown or none of its entries is covered by a checkpoint yet, 3 on a usage error.";
+The checkpoint is the newest; with [tlog] policy_file set, the newest that meets its quorum and
+covers the change (else the newest, with a warning that verify-proof --policy will refuse it).
+
+Reads the database (--database-url or the configuration). Exit 0 on success; 1 when the change is
+unknown, has more entries than a receipt holds, or what the receipt needs (its entries, an erasure)
+is not covered by a checkpoint yet; 3 on a usage error.";
 
 pub const VERIFY_PROOF_HELP: &str = "\
 Check a receipt offline, needing nothing but the file and the pinned key(s): the file is in its

@@ -57,7 +57,12 @@ pub async fn run(cfg: Config, a: ExportTilesArgs) -> anyhow::Result<i32> {
     };
     // Entry bundles are our entry bytes, which `serve` keeps behind the reviewer role unless
     // `[tlog] public_entries`: a copy bound for a CDN holds them only when asked.
-    let bundles = bundles_between(old_size, ours.size).filter(|_| with_entries);
+    // A directory exported before without them gets every bundle, not only the new ones.
+    let bundles_from = match std::fs::symlink_metadata(a.dir.join("tile/entries")) {
+        Ok(_) => old_size,
+        Err(_) => 0,
+    };
+    let bundles = bundles_between(bundles_from, ours.size).filter(|_| with_entries);
     let todo: Vec<Tile> = tiles_between(old_size, ours.size).chain(bundles).collect();
     let mut dirs = Dirs::new(&a.dir)?;
     let bar = ProgressBar::new(todo.len() as u64);

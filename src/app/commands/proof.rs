@@ -21,18 +21,26 @@ pub async fn write(cfg: Config, a: ProofArgs) -> anyhow::Result<i32> {
         "" => None,
         path => Some(super::verify::load_policy(std::path::Path::new(path))?),
     };
-    let r = match receipt(&store, &a.change_id, &cfg.criteria(), policy.as_ref()).await {
+    use crate::read::receipt::ReceiptError;
+    let built = match receipt(&store, &a.change_id, &cfg.criteria(), policy.as_ref()).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             eprintln!("No change {:?} in the ledger.", a.change_id);
             return Ok(1);
         }
-        Err(crate::read::export::ExportError::Range(why)) => {
+        Err(ReceiptError::NotYet(why) | ReceiptError::TooLarge(why)) => {
             eprintln!("No receipt for {}: {why}", a.change_id);
             return Ok(1);
         }
         Err(e) => return Err(e.into()),
     };
+    if built.witnessed == Some(false) {
+        eprintln!(
+            "Warning: no checkpoint covering this change meets [tlog] policy_file's quorum yet; \
+             verify-proof --policy will refuse this receipt until the witnesses cosign (write it again then)."
+        );
+    }
+    let r = built.receipt;
     let tmp = a.out.with_extension("partial");
     std::fs::write(&tmp, r.to_text()).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &a.out)

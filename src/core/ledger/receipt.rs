@@ -269,7 +269,7 @@ pub fn verify(text: &str, trusted: &[Vkey]) -> Result<Verified, String> {
 }
 
 /// The `run_id` a fact record's payload names at its top level.
-fn run_id(payload: &str) -> Option<String> {
+pub fn run_id(payload: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Named {
         run_id: Option<String>,
