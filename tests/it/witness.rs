@@ -371,6 +371,27 @@ async fn fork_is_refused(db: TestDb, forked_db: TestDb) {
         },
     )
     .await;
+    // At exactly the size the witness cosigned, with another root: the two different
+    // checkpoints of one size the witness must refuse (422), reported by the forked service.
+    let refused_before = witness.refused().iter().filter(|(s, _)| *s == 422).count();
+    let at = forked.store.head().await.unwrap().unwrap().head.size;
+    let equal = grow(&forked, 500, size - at).await;
+    assert_eq!(
+        equal, size,
+        "the forked ledger grew to exactly the cosigned size"
+    );
+    eventually(
+        "the witness refuses the same-size fork and the forked service reports it",
+        || async {
+            witness.refused().iter().filter(|(s, _)| *s == 422).count() > refused_before
+                && forked.ingestor.metrics.get(
+                    ERRORS_TOTAL,
+                    &[("witness", name), ("reason", "inconsistent")],
+                ) > 0
+        },
+    )
+    .await;
+    assert!(forked.store.cosignatures(size).await.unwrap().is_empty());
     let fsize = grow(&forked, 1000, 40).await;
     assert!(fsize > size);
     eventually(
