@@ -5,7 +5,7 @@
 use super::changes::{self, Criteria};
 use super::export::{ExportError, inclusion_proof};
 use crate::core::ledger::entry::kinds;
-use crate::core::ledger::keys::Vkey;
+use crate::core::ledger::keys::first_key_named;
 use crate::core::ledger::note::{Checkpoint, Note};
 use crate::core::ledger::policy::Policy;
 use crate::core::ledger::receipt::{self, ProvedEntry, Receipt, run_id};
@@ -153,16 +153,11 @@ fn belonging(rows: Vec<EntryRow>, change_id: &str) -> Vec<EntryRow> {
 /// The receipt must pass the offline verifier with the ledger's first key (the one entry 0
 /// names): a receipt its reader would refuse is a fault here, not a file for them.
 fn self_check(r: &Receipt) -> Result<(), ReceiptError> {
-    #[derive(serde::Deserialize)]
-    struct Created {
-        vkey: String,
-    }
     let first = r
         .key_chain
         .first()
         .and_then(|e| e.payload.as_deref())
-        .and_then(|p| serde_json::from_str::<Created>(p).ok())
-        .and_then(|c| Vkey::parse(&c.vkey).ok())
+        .and_then(first_key_named)
         .ok_or_else(|| ReceiptError::Faulty("entry 0 names no key".into()))?;
     receipt::verify(&r.to_text(), &[first])
         .map(|_| ())

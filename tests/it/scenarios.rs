@@ -4,7 +4,8 @@
 use crate::support::idp;
 use crate::support::otlp::kv;
 use crate::support::scenario::{
-    CONDUCTOR, Item, MIN, T0, normal_change, packet, scenario_config, send, send_log, workflow,
+    CONDUCTOR, Item, MIN, T0, import_over_rest, normal_change, packet, scenario_config, send,
+    send_log, workflow,
 };
 use crate::support::server::{TestApp, TestDb, bin, spawn_app_with};
 use changetrail::auth::Role;
@@ -756,20 +757,8 @@ async fn a_rollback_through_a_failure_workflow_is_linked_both_ways() {
         }]
     });
     for doc in [&failed, &rollback] {
-        let r = app
-            .http
-            .post(format!("{}/v1/import/conductor", app.base))
-            .bearer_auth(&app.ingest)
-            .json(doc)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            reqwest::StatusCode::CREATED,
-            "{}",
-            r.text().await.unwrap()
-        );
+        let (status, answer) = import_over_rest(&app, doc).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
     }
     let p = packet(&app, "CHG-3001").await;
     assert_eq!(p["change"]["result"], "failure");

@@ -140,14 +140,13 @@ fn read_limited(path: &std::path::Path) -> anyhow::Result<Result<String, String>
 /// Text from the file, safe for a terminal: a control character (an escape sequence that
 /// would redraw the line as "OK") is shown as its escape, never sent.
 fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let shown: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            shown
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

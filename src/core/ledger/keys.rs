@@ -330,6 +330,16 @@ impl LedgerKey {
     }
 }
 
+/// The first key a `ledger.created` payload names (entry 0's `vkey`), if it names a valid one.
+pub fn first_key_named(created_payload: &str) -> Option<Vkey> {
+    #[derive(serde::Deserialize)]
+    struct Created {
+        vkey: String,
+    }
+    let c: Created = serde_json::from_str(created_payload).ok()?;
+    Vkey::parse(&c.vkey).ok()
+}
+
 /// The message the new key signs in a `key.rotated` entry:
 /// `"changetrail/key-rotation/v1\n" ‖ origin ‖ "\n" ‖ new_vkey ‖ "\n" ‖ decimal(seq)`.
 pub fn rotation_message(origin: &Origin, new_vkey: &Vkey, seq: u64) -> Vec<u8> {

@@ -9,9 +9,10 @@
 
 use super::entry::{self, Entry, ErasurePayload, kinds};
 use super::hash::{Hash, b64, unb64};
-use super::keys::{Origin, RotationPayload, Vkey};
+use super::keys::{Origin, RotationPayload, Vkey, first_key_named};
 use super::merkle::verify_inclusion;
 use super::note::{Checkpoint, Note, NoteVerdict};
+use super::verify::KeyHistory;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -221,7 +222,7 @@ pub fn verify(text: &str, trusted: &[Vkey]) -> Result<Verified, String> {
         return Err(format!("the checkpoint is for ledger {}", cp.origin));
     }
     let keys = follow_key_chain(&r, &origin, &cp, trusted)?;
-    let signer = keys.checkpoint_signer(&note, cp.size)?;
+    let signer = checkpoint_signer(&keys, &note, cp.size)?;
     let mut erased = Vec::new();
     let mut runs = BTreeSet::new();
     let mut named_runs = BTreeSet::new();
@@ -284,7 +285,7 @@ fn check_erasures(
     erased: &[u64],
     origin: &Origin,
     cp: &Checkpoint,
-    keys: &KeyChain,
+    keys: &KeyHistory,
 ) -> Result<(), String> {
     let mut shown: BTreeMap<u64, u64> = BTreeMap::new();
     let mut last = None;
@@ -322,45 +323,21 @@ fn check_erasures(
     Ok(())
 }
 
-/// Which key signs which sequence numbers, learned from the pins and the receipt's key chain.
-struct KeyChain {
-    /// (first seq, key), ascending.
-    spans: Vec<(u64, Vkey)>,
-}
-
-impl KeyChain {
-    fn key_for(&self, seq: u64) -> Option<&Vkey> {
-        self.spans
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= seq)
-            .map(|(_, k)| k)
-    }
-
-    /// A checkpoint of `size` is signed by the key of its last entry or of the next one (a
-    /// rotation's own checkpoint is signed by the new key), as the ledger verifier allows.
-    fn checkpoint_signer(&self, note: &Note, size: u64) -> Result<&Vkey, String> {
-        let mut allowed: Vec<&Vkey> = Vec::new();
-        for s in [size.saturating_sub(1), size] {
-            if let Some(k) = self.key_for(s)
-                && !allowed.contains(&k)
-            {
-                allowed.push(k);
-            }
-        }
-        match note.verify(allowed.iter().copied()) {
-            NoteVerdict::Valid(ids) => allowed
-                .into_iter()
-                .find(|k| ids.contains(&k.key_id()))
-                .ok_or_else(|| "checkpoint signer not found".into()),
-            NoteVerdict::BadSignature(id) => Err(format!(
-                "the checkpoint's signature by key {} does not verify",
-                id.to_hex()
-            )),
-            NoteVerdict::NoKnownKey => Err(format!(
-                "the checkpoint is not signed by the key in force at size {size}"
-            )),
-        }
+/// The checkpoint of `size` must be signed by a key allowed for it; the key that signed it.
+fn checkpoint_signer<'a>(keys: &'a KeyHistory, note: &Note, size: u64) -> Result<&'a Vkey, String> {
+    let allowed = keys.checkpoint_keys(size);
+    match note.verify(allowed.iter().copied()) {
+        NoteVerdict::Valid(ids) => allowed
+            .into_iter()
+            .find(|k| ids.contains(&k.key_id()))
+            .ok_or_else(|| "checkpoint signer not found".into()),
+        NoteVerdict::BadSignature(id) => Err(format!(
+            "the checkpoint's signature by key {} does not verify",
+            id.to_hex()
+        )),
+        NoteVerdict::NoKnownKey => Err(format!(
+            "the checkpoint is not signed by the key in force at size {size}"
+        )),
     }
 }
 
@@ -371,22 +348,17 @@ fn follow_key_chain(
     origin: &Origin,
     cp: &Checkpoint,
     trusted: &[Vkey],
-) -> Result<KeyChain, String> {
+) -> Result<KeyHistory, String> {
     let Some(first) = r.key_chain.first() else {
         return Err("the key chain is empty: it must start with entry 0 (ledger.created)".into());
     };
     if first.seq != 0 || first.kind != kinds::LEDGER_CREATED {
         return Err("the key chain must start with entry 0 (ledger.created)".into());
     }
-    #[derive(Deserialize)]
-    struct Created {
-        vkey: String,
-    }
     let named = first
         .payload
         .as_deref()
-        .and_then(|p| serde_json::from_str::<Created>(p).ok())
-        .and_then(|c| Vkey::parse(&c.vkey).ok())
+        .and_then(first_key_named)
         .ok_or("entry 0 does not name the ledger's first key")?;
     // Only a pinned key of this very ledger: with keys of two ledgers pinned, one's holder could
     // otherwise sign a receipt for the other.
@@ -395,7 +367,7 @@ fn follow_key_chain(
             "the ledger's first key {named} is not pinned (pin it with --trusted-key)"
         ));
     }
-    let mut chain = KeyChain {
+    let mut chain = KeyHistory {
         spans: vec![(0, named)],
     };
     let mut last = None;
@@ -432,7 +404,7 @@ fn check_entry(
     origin: &Origin,
     cp: &Checkpoint,
     checkpoint_text: &str,
-    keys: &KeyChain,
+    keys: &KeyHistory,
 ) -> Result<Entry, String> {
     let at = |m: &str| format!("entry {}: {m}", e.seq);
     let bytes = unb64(&e.entry).ok_or_else(|| at("entry is not base64"))?;

@@ -80,17 +80,13 @@ impl Verifier {
         }
     }
 
-    /// Keys allowed to sign a checkpoint of `size`: the key of its last entry or the next one.
+    /// Keys allowed to sign a checkpoint of `size` (`KeyHistory::checkpoint_keys`).
     fn checkpoint_keys(&self, size: u64) -> Vec<Vkey> {
-        let mut v = Vec::new();
-        for s in [size.saturating_sub(1), size] {
-            if let Some(k) = self.keys.key_for(s)
-                && !v.contains(k)
-            {
-                v.push(k.clone());
-            }
-        }
-        v
+        self.keys
+            .checkpoint_keys(size)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     fn all_known_keys(&self) -> Vec<Vkey> {

@@ -4,7 +4,7 @@
 use super::{Class, EntryInput, Finding, Verifier};
 use crate::core::ledger::entry::{self, Entry, ErasurePayload, kinds};
 use crate::core::ledger::hash::Hash;
-use crate::core::ledger::keys::{RotationPayload, Vkey};
+use crate::core::ledger::keys::{RotationPayload, first_key_named};
 use crate::core::ledger::sigcheck::SigJob;
 use ed25519_dalek::Signature;
 
@@ -313,13 +313,7 @@ impl Verifier {
     /// be pinned unless nothing is); for a range bundle, the pinned key the entry names.
     fn establish_first_key(&mut self, seq: u64, entry: &Entry, payload: Option<&str>) {
         if seq == 0 && entry.kind == kinds::LEDGER_CREATED {
-            #[derive(serde::Deserialize)]
-            struct Created {
-                vkey: String,
-            }
-            let named = payload
-                .and_then(|p| serde_json::from_str::<Created>(p).ok())
-                .and_then(|c| Vkey::parse(&c.vkey).ok());
+            let named = payload.and_then(first_key_named);
             match named {
                 // A pinned key of another ledger is not this ledger's first key: with keys of two
                 // ledgers pinned, one's holder could otherwise sign a history for the other.

@@ -24,7 +24,8 @@ use super::merkle::CompactRange;
 use super::sigcheck::SignatureChecker;
 use checkpoints::PendingCheckpoint;
 use findings::Findings;
-use state::{KeyHistory, RootWindow};
+pub use state::KeyHistory;
+use state::RootWindow;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -9,20 +9,35 @@ use crate::core::ledger::merkle::CompactRange;
 /// Leaves kept per block of the root window (see `RootWindow`).
 const WINDOW_BLOCK: u64 = 1 << 16;
 
-/// Which key signs which sequence numbers, as learned from pins and rotation entries.
+/// Which key signs which sequence numbers, as learned from pins and rotation entries (by the
+/// streaming verifier and by the receipt verifier alike).
 #[derive(Default)]
-pub(super) struct KeyHistory {
+pub struct KeyHistory {
     /// (first seq, key), ascending.
-    pub(super) spans: Vec<(u64, Vkey)>,
+    pub spans: Vec<(u64, Vkey)>,
 }
 
 impl KeyHistory {
-    pub(super) fn key_for(&self, seq: u64) -> Option<&Vkey> {
+    pub fn key_for(&self, seq: u64) -> Option<&Vkey> {
         self.spans
             .iter()
             .rev()
             .find(|(from, _)| *from <= seq)
             .map(|(_, k)| k)
+    }
+
+    /// Keys allowed to sign a checkpoint of `size`: the key of its last entry or of the next
+    /// one (a rotation's own checkpoint is signed by the new key).
+    pub fn checkpoint_keys(&self, size: u64) -> Vec<&Vkey> {
+        let mut v: Vec<&Vkey> = Vec::new();
+        for s in [size.saturating_sub(1), size] {
+            if let Some(k) = self.key_for(s)
+                && !v.contains(&k)
+            {
+                v.push(k);
+            }
+        }
+        v
     }
 }
 
