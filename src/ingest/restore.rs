@@ -9,7 +9,7 @@
 //! as no-ops. That is also how a restarted instance learns the bindings of the last window.
 
 use super::*;
-use journal::{Record, ReplayStats};
+use journal::ReplayStats;
 use tokio_util::sync::CancellationToken;
 
 /// Who the rows released by a sync are recorded as received from: the spans' own senders are not
@@ -34,15 +34,20 @@ impl Ingestor {
         intake: &Intake,
     ) {
         let Some(j) = &self.journal else { return };
-        let record = Record {
-            received_ns: intake.received_ns,
-            sender: intake.sent_by.clone().unwrap_or_else(|| SentBy {
-                token_id: None,
-                name: String::new(),
-            }),
-            request: convert::journal_request(spans),
+        let anonymous = SentBy {
+            token_id: None,
+            name: String::new(),
         };
-        if let Err(e) = j.append(&record, crate::sys::now_ns()) {
+        let sender = intake.sent_by.as_ref().unwrap_or(&anonymous);
+        let request = convert::JournalRequest::of(spans.into_iter().collect());
+        let written = j.append_with(
+            intake.received_ns,
+            sender,
+            request.encoded_len(),
+            |out| request.write(out),
+            crate::sys::now_ns(),
+        );
+        if let Err(e) = written {
             self.metrics.add("changetrail_journal_errors_total", &[], 1);
             tracing::error!(error = %e, "Could not write parked spans to the parking journal; they are parked in memory only.");
         }

@@ -151,11 +151,20 @@ impl Ingestor {
     ) {
         let mut kept = Vec::new();
         let mut released = Vec::new();
-        let mut to_park = Vec::new();
+        // Sized up front: a span is a few hundred bytes, and growing these vectors would move
+        // every one of them again (most spans of a flood are parked).
+        let mut to_park = Vec::with_capacity(items.len());
+        let mut others = Vec::with_capacity(items.len());
+        let mut evidence = Vec::new();
+        for item in items {
+            match item.contract {
+                true => evidence.push(item),
+                false => others.push(item),
+            }
+        }
         self.binder.with(Instant::now(), |v| {
             // Spans carrying the contract bind their trace first, so the order of spans inside
             // one request does not matter.
-            let (evidence, others): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| i.contract);
             for item in evidence {
                 let subject = item
                     .subject

@@ -7,13 +7,13 @@
 //! its own spans before anybody else's. Every drop is counted.
 //!
 //! Every operation touches only the spans it parks, releases or drops, each through a handful of
-//! O(log n) index updates: a span carries its linked traces, so leaving cleans up after itself
+//! O(1) list and hash updates: a span carries its linked traces, so leaving cleans up after itself
 //! and nothing is ever scanned for dead references. This runs under one mutex on the ingest
 //! path, so total work stays linear in spans + links whatever the input looks like.
 
 use crate::core::evidence::SentBy;
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -57,6 +57,85 @@ impl SourceId {
 /// binder past its bound.
 const LINK_BYTES: usize = 64;
 
+/// "No node": the end of a list.
+const NIL: usize = usize::MAX;
+
+/// A node's place in one doubly linked list.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: usize,
+    next: usize,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+};
+
+/// The ends of one list; nodes are appended, so the head is the oldest.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: usize,
+    tail: usize,
+}
+
+const EMPTY: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
+/// Appends node `i` of `nodes` to `list`, through the link `at` selects.
+fn push_back<N>(nodes: &mut [N], list: &mut List, i: usize, at: fn(&mut N) -> &mut Link) {
+    *at(&mut nodes[i]) = Link {
+        prev: list.tail,
+        next: NIL,
+    };
+    match list.tail {
+        NIL => list.head = i,
+        tail => at(&mut nodes[tail]).next = i,
+    }
+    list.tail = i;
+}
+
+/// Takes node `i` out of `list`; true when the list is then empty.
+fn unlink<N>(nodes: &mut [N], list: &mut List, i: usize, at: fn(&mut N) -> &mut Link) -> bool {
+    let Link { prev, next } = std::mem::replace(at(&mut nodes[i]), UNLINKED);
+    match prev {
+        NIL => list.head = next,
+        p => at(&mut nodes[p]).next = next,
+    }
+    match next {
+        NIL => list.tail = prev,
+        n => at(&mut nodes[n]).prev = prev,
+    }
+    list.head == NIL
+}
+
+/// Points the neighbours of a node that moved to `to` (its links are `link`) at it: the nodes
+/// before and after, or `list`'s ends.
+fn relink<N>(
+    nodes: &mut [N],
+    list: Option<&mut List>,
+    link: Link,
+    to: usize,
+    at: fn(&mut N) -> &mut Link,
+) {
+    if link.prev != NIL {
+        at(&mut nodes[link.prev]).next = to;
+    }
+    if link.next != NIL {
+        at(&mut nodes[link.next]).prev = to;
+    }
+    if let Some(list) = list {
+        if link.prev == NIL {
+            list.head = to;
+        }
+        if link.next == NIL {
+            list.tail = to;
+        }
+    }
+}
+
 /// A span waiting for its trace to be bound; `T` is whatever the ingest path needs to store it
 /// later.
 struct Parked<T> {
@@ -68,8 +147,30 @@ struct Parked<T> {
     bytes: u64,
     /// Identity of the shared part it holds.
     shared: Option<usize>,
-    /// Distinct traces it links to, so leaving removes exactly its entries in `linking`.
-    links: Box<[TraceId]>,
+    /// Distinct traces it links to, each with its node in `link_nodes`, so leaving removes
+    /// exactly its entries in `linking`.
+    links: Box<[(TraceId, usize)]>,
+}
+
+/// A slot of the parking slab: a parked span (or nothing, when free) and its places in the
+/// three lists every parked span is on.
+struct Slot<T> {
+    parked: Option<Parked<T>>,
+    /// All parked spans, in the order they were parked (which is time order).
+    age: Link,
+    /// The spans of one own trace.
+    trace: Link,
+    /// The spans of one source.
+    source: Link,
+}
+
+/// One link of one parked span, on the list of spans linking to `trace`.
+struct LinkNode {
+    trace: TraceId,
+    /// The span's slot, and this node's place in its `links`.
+    slot: usize,
+    k: usize,
+    link: Link,
 }
 
 struct Bound {
@@ -88,6 +189,8 @@ struct Share {
     spans: u64,
     /// Its spans' own bytes plus each shared part they hold, once.
     bytes: u64,
+    /// Its spans, oldest first.
+    list: List,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,28 +202,35 @@ pub struct BinderStats {
     pub dropped_overflow: u64,
 }
 
+/// The parking store is a dense slab with intrusive lists: each parked span sits in one slot and
+/// is linked into its age, trace and source lists (and, per link, a linking list), so parking,
+/// releasing, evicting and expiring a span are a few hash lookups and pointer updates, with no
+/// ordered index to rebalance and no per-span allocation beyond its links. (Ordered maps here
+/// were about 15% of the ingest flood's CPU: issue 17's profile.) A leaving span's slot is
+/// filled by the last one, so the slab holds exactly the parked spans and gives memory back as
+/// they leave.
 struct State<T> {
     bound: HashMap<TraceId, Bound>,
     bound_order: VecDeque<(TraceId, Instant)>,
-    /// Parked spans by parked id. Ids grow with (clamped) time, so the first is the oldest.
-    parked: BTreeMap<u64, Parked<T>>,
-    /// (own trace, parked id) of every parked span.
-    by_trace: BTreeSet<(TraceId, u64)>,
-    /// (linked trace, parked id) for every distinct link of every parked span.
-    linking: BTreeSet<(TraceId, u64)>,
-    /// (source, parked id): a source's oldest span is the first of its range.
-    by_source: BTreeSet<(SourceId, u64)>,
+    slots: Vec<Slot<T>>,
+    link_nodes: Vec<LinkNode>,
+    /// Every parked span, oldest first (times are clamped to never go back).
+    by_age: List,
+    /// The parked spans of each own trace.
+    by_trace: HashMap<TraceId, List>,
+    /// The link nodes of each linked trace.
+    linking: HashMap<TraceId, List>,
     shares: HashMap<SourceId, Share>,
-    /// (bytes, source) of every entry in `shares`: the largest holder is the last.
+    /// (bytes, source) of every entry in `shares`: the largest holder is the last. There are
+    /// as many entries as sources (ingest tokens), so this stays small.
     by_size: BTreeSet<(u64, SourceId)>,
     shared: HashMap<usize, SharedPart>,
     /// Holders of a shared part within one source, so each source is charged for it once.
     shared_by_source: HashMap<(SourceId, usize), u64>,
-    next_id: u64,
     /// The latest time seen; earlier ones (a request that waited for the lock) are raised to it,
-    /// so parked ids are in time order and expiry only ever looks at the first.
+    /// so the age list is in time order and expiry only ever looks at its head.
     latest: Option<Instant>,
-    /// Index operations done (each O(log n)): lets tests check the work is linear.
+    /// Index operations done (each O(1)): lets tests check the work is linear.
     work: u64,
     stats: BinderStats,
 }
@@ -138,15 +248,15 @@ impl<T> Binder<T> {
             state: Mutex::new(State {
                 bound: HashMap::new(),
                 bound_order: VecDeque::new(),
-                parked: BTreeMap::new(),
-                by_trace: BTreeSet::new(),
-                linking: BTreeSet::new(),
-                by_source: BTreeSet::new(),
+                slots: Vec::new(),
+                link_nodes: Vec::new(),
+                by_age: EMPTY,
+                by_trace: HashMap::new(),
+                linking: HashMap::new(),
                 shares: HashMap::new(),
                 by_size: BTreeSet::new(),
                 shared: HashMap::new(),
                 shared_by_source: HashMap::new(),
-                next_id: 0,
                 latest: None,
                 work: 0,
                 stats: BinderStats::default(),
@@ -174,6 +284,14 @@ impl<T> Binder<T> {
         self.lock().work
     }
 
+    /// Slots and link nodes the slab holds, and checks every list against them.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let s = self.lock();
+        s.check_lists();
+        (s.slots.len(), s.link_nodes.len())
+    }
+
     /// Runs `f` with exclusive access: one request's classification sees one consistent state.
     pub fn with<R>(&self, now: Instant, f: impl FnOnce(&mut BinderView<'_, T>) -> R) -> R {
         let mut s = self.lock();
@@ -195,11 +313,15 @@ impl<T> Binder<T> {
 
 impl<T> State<T> {
     fn expire(&mut self, now: Instant, window: Duration) {
-        while let Some((&id, p)) = self.parked.first_key_value() {
+        while let Some(p) = self
+            .slots
+            .get(self.by_age.head)
+            .and_then(|s| s.parked.as_ref())
+        {
             if now.duration_since(p.at) < window {
                 break;
             }
-            self.remove(id);
+            self.remove(self.by_age.head);
             self.stats.dropped_expired += 1;
         }
         while let Some(&(trace, at)) = self.bound_order.front() {
@@ -212,7 +334,8 @@ impl<T> State<T> {
         self.stats.bound_traces = self.bound.len() as u64;
     }
 
-    fn add(&mut self, id: u64, p: Parked<T>, part: Option<(usize, usize)>) {
+    /// Parks `p` (whose `links` hold only traces so far), charging its bytes and shared part.
+    fn add(&mut self, mut p: Parked<T>, part: Option<(usize, usize)>) {
         self.work += 1 + p.links.len() as u64;
         let (mut total, mut mine) = (p.bytes, p.bytes);
         if let Some((key, bytes)) = part {
@@ -230,28 +353,68 @@ impl<T> State<T> {
             }
             *held += 1;
         }
-        self.by_trace.insert((p.trace, id));
-        self.by_source.insert((p.source, id));
-        for l in &p.links {
-            self.linking.insert((*l, id));
-        }
-        self.set_share(p.source, |s| Share {
-            spans: s.spans + 1,
-            bytes: s.bytes + mine,
+        let i = self.slots.len();
+        self.slots.push(Slot {
+            parked: None,
+            age: UNLINKED,
+            trace: UNLINKED,
+            source: UNLINKED,
         });
+        push_back(&mut self.slots, &mut self.by_age, i, |s| &mut s.age);
+        let list = self.by_trace.entry(p.trace).or_insert(EMPTY);
+        push_back(&mut self.slots, list, i, |s| &mut s.trace);
+        for k in 0..p.links.len() {
+            let trace = p.links[k].0;
+            let node = self.link_nodes.len();
+            self.link_nodes.push(LinkNode {
+                trace,
+                slot: i,
+                k,
+                link: UNLINKED,
+            });
+            let list = self.linking.entry(trace).or_insert(EMPTY);
+            push_back(&mut self.link_nodes, list, node, |n| &mut n.link);
+            p.links[k].1 = node;
+        }
+        let old = self.share(p.source);
+        let mut list = old.list;
+        push_back(&mut self.slots, &mut list, i, |s| &mut s.source);
+        self.set_share(
+            p.source,
+            old,
+            Share {
+                spans: old.spans + 1,
+                bytes: old.bytes + mine,
+                list,
+            },
+        );
         self.stats.parked_spans += 1;
         self.stats.parked_bytes += total;
-        self.parked.insert(id, p);
+        self.slots[i].parked = Some(p);
     }
 
-    /// Removes one parked span with all its index entries; None if it is gone already.
-    fn remove(&mut self, id: u64) -> Option<Parked<T>> {
-        let p = self.parked.remove(&id)?;
+    /// Removes the span in slot `i` with all its list entries; None if the slot is free.
+    fn remove(&mut self, i: usize) -> Option<Parked<T>> {
+        let p = self.slots.get_mut(i)?.parked.take()?;
         self.work += 1 + p.links.len() as u64;
-        self.by_trace.remove(&(p.trace, id));
-        self.by_source.remove(&(p.source, id));
-        for l in &p.links {
-            self.linking.remove(&(*l, id));
+        unlink(&mut self.slots, &mut self.by_age, i, |s| &mut s.age);
+        if let Entry::Occupied(mut list) = self.by_trace.entry(p.trace)
+            && unlink(&mut self.slots, list.get_mut(), i, |s| &mut s.trace)
+        {
+            list.remove();
+        }
+        for &(trace, node) in p.links.iter() {
+            if let Entry::Occupied(mut list) = self.linking.entry(trace)
+                && unlink(&mut self.link_nodes, list.get_mut(), node, |n| &mut n.link)
+            {
+                list.remove();
+            }
+        }
+        // Highest first: the node moved into each hole is then never one of this span's.
+        let mut nodes: Vec<usize> = p.links.iter().map(|&(_, n)| n).collect();
+        nodes.sort_unstable_by(|a, b| b.cmp(a));
+        for n in nodes {
+            self.fill_link_hole(n);
         }
         let (mut total, mut mine) = (p.bytes, p.bytes);
         if let Some(key) = p.shared
@@ -271,26 +434,156 @@ impl<T> State<T> {
                 }
             }
         }
-        self.set_share(p.source, |s| Share {
-            spans: s.spans - 1,
-            bytes: s.bytes - mine,
-        });
+        let old = self.share(p.source);
+        let mut list = old.list;
+        unlink(&mut self.slots, &mut list, i, |s| &mut s.source);
+        self.set_share(
+            p.source,
+            old,
+            Share {
+                spans: old.spans.saturating_sub(1),
+                bytes: old.bytes.saturating_sub(mine),
+                list,
+            },
+        );
+        self.fill_slot_hole(i);
         self.stats.parked_spans -= 1;
         self.stats.parked_bytes -= total;
         Some(p)
     }
 
-    /// Updates a source's share and its place in `by_size`; a source with no spans is forgotten.
-    fn set_share(&mut self, source: SourceId, f: impl FnOnce(Share) -> Share) {
-        let old = self
-            .shares
-            .get(&source)
-            .copied()
-            .unwrap_or(Share { spans: 0, bytes: 0 });
+    /// Walks every list both ways and checks each node is where its span says it is.
+    #[cfg(test)]
+    fn check_lists(&self) {
+        fn walk<N>(nodes: &[N], list: &List, at: fn(&N) -> Link) -> Vec<usize> {
+            let (mut fwd, mut at_) = (Vec::new(), list.head);
+            while at_ != NIL {
+                fwd.push(at_);
+                at_ = at(&nodes[at_]).next;
+            }
+            let (mut back, mut at_) = (Vec::new(), list.tail);
+            while at_ != NIL {
+                back.push(at_);
+                at_ = at(&nodes[at_]).prev;
+            }
+            back.reverse();
+            assert_eq!(fwd, back, "a list reads the same both ways");
+            fwd
+        }
+        let live = |i: &usize| self.slots[*i].parked.is_some();
+        let age = walk(&self.slots, &self.by_age, |s| s.age);
+        assert_eq!(age.len(), self.slots.len());
+        assert!(age.iter().all(live));
+        let mut on_trace = 0;
+        for (trace, list) in &self.by_trace {
+            for i in walk(&self.slots, list, |s| s.trace) {
+                assert_eq!(self.slots[i].parked.as_ref().map(|p| p.trace), Some(*trace));
+                on_trace += 1;
+            }
+        }
+        assert_eq!(on_trace, self.slots.len());
+        let mut on_source = 0;
+        for (source, share) in &self.shares {
+            for i in walk(&self.slots, &share.list, |s| s.source) {
+                assert_eq!(
+                    self.slots[i].parked.as_ref().map(|p| p.source),
+                    Some(*source)
+                );
+                on_source += 1;
+            }
+        }
+        assert_eq!(on_source, self.slots.len());
+        let mut on_link = 0;
+        for (trace, list) in &self.linking {
+            for n in walk(&self.link_nodes, list, |x| x.link) {
+                let node = &self.link_nodes[n];
+                assert_eq!(node.trace, *trace);
+                let p = self.slots[node.slot].parked.as_ref().expect("a live span");
+                assert_eq!(p.links[node.k], (*trace, n));
+                on_link += 1;
+            }
+        }
+        assert_eq!(on_link, self.link_nodes.len());
+    }
+
+    /// Moves the last slot into the unlinked slot `i`, pointing its neighbours, list ends and
+    /// link nodes at its new place.
+    fn fill_slot_hole(&mut self, i: usize) {
+        self.slots.swap_remove(i);
+        let Some(moved) = self.slots.get(i) else {
+            return; // `i` was the last slot
+        };
+        let from = self.slots.len();
+        let (age, trace, source) = (moved.age, moved.trace, moved.source);
+        let Some(p) = moved.parked.as_ref() else {
+            return;
+        };
+        let (own, src) = (p.trace, p.source);
+        let nodes: Vec<usize> = p.links.iter().map(|&(_, n)| n).collect();
+        relink(&mut self.slots, Some(&mut self.by_age), age, i, |s| {
+            &mut s.age
+        });
+        relink(
+            &mut self.slots,
+            self.by_trace.get_mut(&own),
+            trace,
+            i,
+            |s| &mut s.trace,
+        );
+        relink(
+            &mut self.slots,
+            self.shares.get_mut(&src).map(|s| &mut s.list),
+            source,
+            i,
+            |s| &mut s.source,
+        );
+        for n in nodes {
+            if let Some(node) = self.link_nodes.get_mut(n) {
+                debug_assert_eq!(node.slot, from);
+                node.slot = i;
+            }
+        }
+    }
+
+    /// Moves the last link node into the unlinked node `n`, pointing its neighbours, its
+    /// list's ends and its span at its new place.
+    fn fill_link_hole(&mut self, n: usize) {
+        self.link_nodes.swap_remove(n);
+        let Some(moved) = self.link_nodes.get(n) else {
+            return;
+        };
+        let (trace, slot, k, link) = (moved.trace, moved.slot, moved.k, moved.link);
+        relink(
+            &mut self.link_nodes,
+            self.linking.get_mut(&trace),
+            link,
+            n,
+            |x| &mut x.link,
+        );
+        if let Some(entry) = self
+            .slots
+            .get_mut(slot)
+            .and_then(|s| s.parked.as_mut())
+            .and_then(|p| p.links.get_mut(k))
+        {
+            entry.1 = n;
+        }
+    }
+
+    fn share(&self, source: SourceId) -> Share {
+        self.shares.get(&source).copied().unwrap_or(Share {
+            spans: 0,
+            bytes: 0,
+            list: EMPTY,
+        })
+    }
+
+    /// Sets a source's share (it was `old`) and its place in `by_size`; a source with no spans
+    /// is forgotten.
+    fn set_share(&mut self, source: SourceId, old: Share, new: Share) {
         if old.spans > 0 {
             self.by_size.remove(&(old.bytes, source));
         }
-        let new = f(old);
         if new.spans > 0 {
             self.by_size.insert((new.bytes, source));
             self.shares.insert(source, new);
@@ -305,12 +598,8 @@ impl<T> State<T> {
         let Some(&(_, source)) = self.by_size.last() else {
             return false;
         };
-        let oldest = self
-            .by_source
-            .range((source, 0)..=(source, u64::MAX))
-            .next()
-            .map(|&(_, id)| id);
-        match oldest.and_then(|id| self.remove(id)) {
+        let oldest = self.shares.get(&source).map(|s| s.list.head);
+        match oldest.and_then(|i| self.remove(i)) {
             Some(_) => {
                 self.stats.dropped_overflow += 1;
                 true
@@ -319,18 +608,29 @@ impl<T> State<T> {
         }
     }
 
-    /// Takes the spans whose (trace, id) entries in `index` fall under `trace`, oldest first.
-    fn take(
-        &mut self,
-        index: fn(&Self) -> &BTreeSet<(TraceId, u64)>,
-        trace: &TraceId,
-    ) -> Vec<Parked<T>> {
+    /// Takes every span parked under `trace`: by their own trace, or (`linking`) those linking
+    /// to it. Oldest first.
+    fn take(&mut self, linking: bool, trace: &TraceId) -> Vec<Parked<T>> {
         self.work += 1;
-        let ids: Vec<u64> = index(self)
-            .range((*trace, 0)..=(*trace, u64::MAX))
-            .map(|&(_, id)| id)
-            .collect();
-        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+        let mut out = Vec::new();
+        loop {
+            let index = if linking {
+                &self.linking
+            } else {
+                &self.by_trace
+            };
+            let Some(list) = index.get(trace) else { break };
+            // Removing the head unlinks it here (and drops the list once it is empty).
+            let slot = match linking {
+                true => self.link_nodes[list.head].slot,
+                false => list.head,
+            };
+            match self.remove(slot) {
+                Some(p) => out.push(p),
+                None => break,
+            }
+        }
+        out
     }
 }
 
@@ -380,7 +680,7 @@ impl<T> BinderView<'_, T> {
     /// The caller binds their traces in turn (rule: link).
     pub fn release_linking(&mut self, trace: &TraceId) -> Vec<(TraceId, T)> {
         let s = &mut *self.state;
-        s.take(|s| &s.linking, trace)
+        s.take(true, trace)
             .into_iter()
             .map(|p| (p.trace, p.item))
             .collect()
@@ -389,10 +689,7 @@ impl<T> BinderView<'_, T> {
     /// Takes every parked span of `trace`, oldest first.
     pub fn release(&mut self, trace: &TraceId) -> Vec<T> {
         let s = &mut *self.state;
-        s.take(|s| &s.by_trace, trace)
-            .into_iter()
-            .map(|p| p.item)
-            .collect()
+        s.take(false, trace).into_iter().map(|p| p.item).collect()
     }
 }
 
@@ -404,7 +701,8 @@ impl<T: Parkable> BinderView<'_, T> {
         links.sort_unstable();
         links.dedup();
         self.state.work += links.len() as u64;
-        self.insert(trace, links.into_boxed_slice(), item, source);
+        let links = links.into_iter().map(|t| (t, NIL)).collect();
+        self.insert(trace, links, item, source);
     }
 
     /// Parks a span. When the byte limit is reached, the source holding the most bytes makes
@@ -413,7 +711,13 @@ impl<T: Parkable> BinderView<'_, T> {
         self.insert(trace, Box::default(), item, source);
     }
 
-    fn insert(&mut self, trace: TraceId, links: Box<[TraceId]>, item: T, source: SourceId) {
+    fn insert(
+        &mut self,
+        trace: TraceId,
+        links: Box<[(TraceId, usize)]>,
+        item: T,
+        source: SourceId,
+    ) {
         let s = &mut *self.state;
         let bytes = (item.weight() + links.len() * LINK_BYTES) as u64;
         let part = item.shared();
@@ -426,8 +730,6 @@ impl<T: Parkable> BinderView<'_, T> {
             s.stats.dropped_overflow += 1;
             return;
         }
-        let id = s.next_id;
-        s.next_id += 1;
         let p = Parked {
             item,
             trace,
@@ -437,7 +739,7 @@ impl<T: Parkable> BinderView<'_, T> {
             shared: part.map(|(key, _)| key),
             links,
         };
-        s.add(id, p, part);
+        s.add(p, part);
         // The newcomer counts towards its own source first: a flood evicts itself.
         while s.stats.parked_bytes > self.max_parked_bytes && s.evict() {}
     }

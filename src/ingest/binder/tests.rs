@@ -490,6 +490,9 @@ mod model {
             m.stats.parked_bytes = m.bytes(&parts, None);
             m.stats.bound_traces = m.bound.len() as u64;
             prop_assert_eq!(b.stats(), m.stats);
+            // The slab is dense: a slot per parked span and a node per distinct link.
+            let links: usize = m.spans.iter().map(|s| s.links.len()).sum();
+            prop_assert_eq!(b.held(), (m.spans.len(), links));
             let later = t0 + Duration::from_secs(now);
             let bound: Vec<bool> = b.with(later, |v| {
                 (0..8).map(|t| v.bound(&tid(t)).is_some()).collect()
@@ -503,6 +506,7 @@ mod model {
         b.with(t0 + Duration::from_secs(now + WINDOW), |_| {});
         let s = b.stats();
         prop_assert_eq!((s.parked_spans, s.parked_bytes), (0, 0));
+        prop_assert_eq!(b.held(), (0, 0));
         prop_assert!(parts.iter().all(|p| Arc::strong_count(p) == 1));
         Ok(())
     }

@@ -16,7 +16,7 @@ use prost::Message;
 use std::sync::{Arc, OnceLock};
 
 mod journal;
-pub use journal::journal_request;
+pub use journal::{JournalRequest, journal_request};
 
 /// Reasons quoted in a partial-success message at most.
 const MAX_REASONS: usize = 5;

@@ -354,18 +354,39 @@ impl Journal {
 
     /// Writes one record (to the page cache: it survives the process, see the module docs).
     pub fn append(&self, r: &Record, now_ns: i64) -> io::Result<()> {
-        let mut plain = Vec::with_capacity(r.request.len() + 64 + r.sender.name.len());
-        plain.extend_from_slice(&r.received_ns.to_le_bytes());
-        match &r.sender.token_id {
+        self.append_with(
+            r.received_ns,
+            &r.sender,
+            r.request.len(),
+            |out| out.extend_from_slice(&r.request),
+            now_ns,
+        )
+    }
+
+    /// Writes one record whose request `write` appends (about `request_len` bytes): the record
+    /// is framed, encrypted and written from one buffer, with no copy of the request between.
+    pub fn append_with(
+        &self,
+        received_ns: i64,
+        sender: &SentBy,
+        request_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+        now_ns: i64,
+    ) -> io::Result<()> {
+        // [u32 length][plaintext → ciphertext][tag]: the length is filled in once known.
+        let mut framed = Vec::with_capacity(4 + 64 + sender.name.len() + request_len + TAG);
+        framed.extend_from_slice(&[0; 4]);
+        framed.extend_from_slice(&received_ns.to_le_bytes());
+        match &sender.token_id {
             Some(t) => {
-                plain.push(1);
-                put_str(&mut plain, t)?;
+                framed.push(1);
+                put_str(&mut framed, t)?;
             }
-            None => plain.push(0),
+            None => framed.push(0),
         }
-        put_str(&mut plain, &r.sender.name)?;
-        plain.extend_from_slice(&r.request);
-        if plain.len() + TAG > MAX_RECORD {
+        put_str(&mut framed, &sender.name)?;
+        write(&mut framed);
+        if framed.len() - 4 + TAG > MAX_RECORD {
             return Err(corrupt("journal record too large"));
         }
         let mut s = self.lock();
@@ -380,13 +401,18 @@ impl Journal {
         let Some(seg) = s.current.as_mut() else {
             return Err(io::Error::other("no journal segment"));
         };
-        seg.key
-            .seal_in_place_append_tag(record_nonce(seg.index), Aad::from(RECORD_AAD), &mut plain)
+        let tag = seg
+            .key
+            .seal_in_place_separate_tag(
+                record_nonce(seg.index),
+                Aad::from(RECORD_AAD),
+                &mut framed[4..],
+            )
             .map_err(|_| io::Error::other("journal encryption failed"))?;
-        let len = u32::try_from(plain.len()).map_err(|_| corrupt("journal record too large"))?;
-        let mut framed = Vec::with_capacity(plain.len() + 4);
-        framed.extend_from_slice(&len.to_le_bytes());
-        framed.extend_from_slice(&plain);
+        framed.extend_from_slice(tag.as_ref());
+        let len =
+            u32::try_from(framed.len() - 4).map_err(|_| corrupt("journal record too large"))?;
+        framed[..4].copy_from_slice(&len.to_le_bytes());
         // One write per record: a crash leaves at most this record torn, which replay detects.
         // The index is used up whatever happens, and a failed write retires the segment: a
         // nonce is never used twice, and nothing follows a torn record in its segment.
