@@ -153,7 +153,6 @@ impl Ingestor {
         let mut released = Vec::new();
         // Sized up front: a span is a few hundred bytes, and growing these vectors would move
         // every one of them again (most spans of a flood are parked).
-        let mut to_park = Vec::with_capacity(items.len());
         let mut others = Vec::with_capacity(items.len());
         let mut evidence = Vec::new();
         for item in items {
@@ -162,6 +161,7 @@ impl Ingestor {
                 false => others.push(item),
             }
         }
+        let mut to_park = Vec::with_capacity(others.len());
         self.binder.with(Instant::now(), |v| {
             // Spans carrying the contract bind their trace first, so the order of spans inside
             // one request does not matter.

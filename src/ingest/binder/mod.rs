@@ -15,6 +15,7 @@ use crate::core::evidence::SentBy;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::mem::size_of;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -52,10 +53,28 @@ impl SourceId {
     }
 }
 
-/// What each distinct link of a parked span costs the binder itself: the trace id kept with the
-/// span and its entry in the linking index. Counted with the span, so links cannot grow the
-/// binder past its bound.
-const LINK_BYTES: usize = 64;
+/// What each distinct link of a parked span costs the binder itself: the trace id and node
+/// index kept with the span, its node (twice: the slab keeps at most as many free nodes as live
+/// ones), and an entry in the linking index (twice, for the table's spare room). Counted with
+/// the span, so links cannot grow the binder past its bound.
+const LINK_BYTES: usize = size_of::<(TraceId, usize)>()
+    + 2 * size_of::<LinkNode>()
+    + 2 * (size_of::<(TraceId, List)>() + 1);
+
+/// What the binder itself holds for one parked item, beyond the item's own heap: its slot
+/// (twice: at most half the slots are free before the slab is rebuilt) and its entry in the
+/// by-trace index (twice, for the table's spare room). A `Parkable::weight` counts this.
+pub const fn slot_bytes<T>() -> usize {
+    2 * size_of::<Slot<T>>() + 2 * (size_of::<(TraceId, List)>() + 1)
+}
+
+/// The slab is rebuilt once it holds at least this many slots (or link nodes) and at most
+/// half of them are in use, which bounds the free ones and gives memory back after a flood.
+/// (Small in tests, so the model test rebuilds it often.)
+#[cfg(not(test))]
+const COMPACT_MIN: usize = 1024;
+#[cfg(test)]
+const COMPACT_MIN: usize = 2;
 
 /// "No node": the end of a list.
 const NIL: usize = usize::MAX;
@@ -111,31 +130,6 @@ fn unlink<N>(nodes: &mut [N], list: &mut List, i: usize, at: fn(&mut N) -> &mut 
     list.head == NIL
 }
 
-/// Points the neighbours of a node that moved to `to` (its links are `link`) at it: the nodes
-/// before and after, or `list`'s ends.
-fn relink<N>(
-    nodes: &mut [N],
-    list: Option<&mut List>,
-    link: Link,
-    to: usize,
-    at: fn(&mut N) -> &mut Link,
-) {
-    if link.prev != NIL {
-        at(&mut nodes[link.prev]).next = to;
-    }
-    if link.next != NIL {
-        at(&mut nodes[link.next]).prev = to;
-    }
-    if let Some(list) = list {
-        if link.prev == NIL {
-            list.head = to;
-        }
-        if link.next == NIL {
-            list.tail = to;
-        }
-    }
-}
-
 /// A span waiting for its trace to be bound; `T` is whatever the ingest path needs to store it
 /// later.
 struct Parked<T> {
@@ -166,10 +160,8 @@ struct Slot<T> {
 
 /// One link of one parked span, on the list of spans linking to `trace`.
 struct LinkNode {
-    trace: TraceId,
-    /// The span's slot, and this node's place in its `links`.
+    /// The span's slot.
     slot: usize,
-    k: usize,
     link: Link,
 }
 
@@ -202,18 +194,21 @@ pub struct BinderStats {
     pub dropped_overflow: u64,
 }
 
-/// The parking store is a dense slab with intrusive lists: each parked span sits in one slot and
-/// is linked into its age, trace and source lists (and, per link, a linking list), so parking,
-/// releasing, evicting and expiring a span are a few hash lookups and pointer updates, with no
-/// ordered index to rebalance and no per-span allocation beyond its links. (Ordered maps here
-/// were about 15% of the ingest flood's CPU: issue 17's profile.) A leaving span's slot is
-/// filled by the last one, so the slab holds exactly the parked spans and gives memory back as
-/// they leave.
+/// The parking store is a slab with intrusive lists: each parked span sits in one slot and is
+/// linked into its age, trace and source lists (and, per link, a node on a linking list), so
+/// parking, releasing, evicting and expiring a span are a few hash lookups and pointer updates
+/// touching only that span, with no ordered index to rebalance and no per-span allocation
+/// beyond its links. (Ordered maps here were about 15% of the ingest flood's CPU: issue 17's
+/// profile.) Slots and nodes keep their index while in use; freed ones are reused, and once at
+/// most half are in use the slab is rebuilt in age order, which reproduces every list's order
+/// and gives the memory back.
 struct State<T> {
     bound: HashMap<TraceId, Bound>,
     bound_order: VecDeque<(TraceId, Instant)>,
     slots: Vec<Slot<T>>,
+    free_slots: Vec<usize>,
     link_nodes: Vec<LinkNode>,
+    free_links: Vec<usize>,
     /// Every parked span, oldest first (times are clamped to never go back).
     by_age: List,
     /// The parked spans of each own trace.
@@ -249,7 +244,9 @@ impl<T> Binder<T> {
                 bound: HashMap::new(),
                 bound_order: VecDeque::new(),
                 slots: Vec::new(),
+                free_slots: Vec::new(),
                 link_nodes: Vec::new(),
+                free_links: Vec::new(),
                 by_age: EMPTY,
                 by_trace: HashMap::new(),
                 linking: HashMap::new(),
@@ -268,10 +265,17 @@ impl<T> Binder<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
-        // A panic while holding the lock leaves consistent-enough maps; keep serving.
         match self.state.lock() {
             Ok(g) => g,
-            Err(p) => p.into_inner(),
+            Err(p) => {
+                // A panic while holding the lock may have left a list half relinked, and a
+                // broken list could release a span under another trace's subject: parking is
+                // emptied (its spans counted as dropped) rather than trusted. Bindings stay.
+                let mut g = p.into_inner();
+                g.reset_parking();
+                self.state.clear_poison();
+                g
+            }
         }
     }
 
@@ -284,11 +288,29 @@ impl<T> Binder<T> {
         self.lock().work
     }
 
-    /// Slots and link nodes the slab holds, and checks every list against them.
+    /// Slots and link nodes in use, after checking every list against them and that the slab
+    /// is not mostly free.
     #[cfg(test)]
     fn held(&self) -> (usize, usize) {
         let s = self.lock();
         s.check_lists();
+        let live = (
+            s.slots.len() - s.free_slots.len(),
+            s.link_nodes.len() - s.free_links.len(),
+        );
+        for (len, live) in [(s.slots.len(), live.0), (s.link_nodes.len(), live.1)] {
+            assert!(
+                len < COMPACT_MIN || 2 * live > len,
+                "{live} of {len} in use"
+            );
+        }
+        live
+    }
+
+    /// Slots and link nodes the slab has, in use or free.
+    #[cfg(test)]
+    fn slab(&self) -> (usize, usize) {
+        let s = self.lock();
         (s.slots.len(), s.link_nodes.len())
     }
 
@@ -307,7 +329,9 @@ impl<T> Binder<T> {
             max_parked_bytes: self.max_parked_bytes as u64,
             max_bound_traces: self.max_bound_traces,
         };
-        f(&mut view)
+        let out = f(&mut view);
+        s.compact_if_sparse();
+        out
     }
 }
 
@@ -353,44 +377,62 @@ impl<T> State<T> {
             }
             *held += 1;
         }
-        let i = self.slots.len();
-        self.slots.push(Slot {
-            parked: None,
-            age: UNLINKED,
-            trace: UNLINKED,
-            source: UNLINKED,
-        });
-        push_back(&mut self.slots, &mut self.by_age, i, |s| &mut s.age);
-        let list = self.by_trace.entry(p.trace).or_insert(EMPTY);
-        push_back(&mut self.slots, list, i, |s| &mut s.trace);
-        for k in 0..p.links.len() {
-            let trace = p.links[k].0;
-            let node = self.link_nodes.len();
-            self.link_nodes.push(LinkNode {
-                trace,
-                slot: i,
-                k,
-                link: UNLINKED,
-            });
-            let list = self.linking.entry(trace).or_insert(EMPTY);
-            push_back(&mut self.link_nodes, list, node, |n| &mut n.link);
-            p.links[k].1 = node;
-        }
         let old = self.share(p.source);
-        let mut list = old.list;
-        push_back(&mut self.slots, &mut list, i, |s| &mut s.source);
         self.set_share(
             p.source,
             old,
             Share {
                 spans: old.spans + 1,
                 bytes: old.bytes + mine,
-                list,
+                list: old.list,
             },
         );
         self.stats.parked_spans += 1;
         self.stats.parked_bytes += total;
+        let i = self.place(&mut p);
         self.slots[i].parked = Some(p);
+    }
+
+    /// Gives `p` a slot and puts it at the end of its age, trace, source and linking lists;
+    /// its accounting is the caller's.
+    fn place(&mut self, p: &mut Parked<T>) -> usize {
+        let i = match self.free_slots.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    parked: None,
+                    age: UNLINKED,
+                    trace: UNLINKED,
+                    source: UNLINKED,
+                });
+                self.slots.len() - 1
+            }
+        };
+        push_back(&mut self.slots, &mut self.by_age, i, |s| &mut s.age);
+        let list = self.by_trace.entry(p.trace).or_insert(EMPTY);
+        push_back(&mut self.slots, list, i, |s| &mut s.trace);
+        if let Some(share) = self.shares.get_mut(&p.source) {
+            push_back(&mut self.slots, &mut share.list, i, |s| &mut s.source);
+        }
+        for (trace, node) in p.links.iter_mut() {
+            let n = LinkNode {
+                slot: i,
+                link: UNLINKED,
+            };
+            *node = match self.free_links.pop() {
+                Some(k) => {
+                    self.link_nodes[k] = n;
+                    k
+                }
+                None => {
+                    self.link_nodes.push(n);
+                    self.link_nodes.len() - 1
+                }
+            };
+            let list = self.linking.entry(*trace).or_insert(EMPTY);
+            push_back(&mut self.link_nodes, list, *node, |x| &mut x.link);
+        }
+        i
     }
 
     /// Removes the span in slot `i` with all its list entries; None if the slot is free.
@@ -409,12 +451,7 @@ impl<T> State<T> {
             {
                 list.remove();
             }
-        }
-        // Highest first: the node moved into each hole is then never one of this span's.
-        let mut nodes: Vec<usize> = p.links.iter().map(|&(_, n)| n).collect();
-        nodes.sort_unstable_by(|a, b| b.cmp(a));
-        for n in nodes {
-            self.fill_link_hole(n);
+            self.free_links.push(node);
         }
         let (mut total, mut mine) = (p.bytes, p.bytes);
         if let Some(key) = p.shared
@@ -446,7 +483,7 @@ impl<T> State<T> {
                 list,
             },
         );
-        self.fill_slot_hole(i);
+        self.free_slots.push(i);
         self.stats.parked_spans -= 1;
         self.stats.parked_bytes -= total;
         Some(p)
@@ -471,8 +508,14 @@ impl<T> State<T> {
             fwd
         }
         let live = |i: &usize| self.slots[*i].parked.is_some();
+        let spans = self.slots.len() - self.free_slots.len();
+        assert_eq!(spans as u64, self.stats.parked_spans);
+        assert!(
+            self.free_slots.iter().all(|i| !live(i)),
+            "free slots are empty"
+        );
         let age = walk(&self.slots, &self.by_age, |s| s.age);
-        assert_eq!(age.len(), self.slots.len());
+        assert_eq!(age.len(), spans);
         assert!(age.iter().all(live));
         let mut on_trace = 0;
         for (trace, list) in &self.by_trace {
@@ -481,7 +524,7 @@ impl<T> State<T> {
                 on_trace += 1;
             }
         }
-        assert_eq!(on_trace, self.slots.len());
+        assert_eq!(on_trace, spans);
         let mut on_source = 0;
         for (source, share) in &self.shares {
             for i in walk(&self.slots, &share.list, |s| s.source) {
@@ -492,82 +535,73 @@ impl<T> State<T> {
                 on_source += 1;
             }
         }
-        assert_eq!(on_source, self.slots.len());
+        assert_eq!(on_source, spans);
         let mut on_link = 0;
         for (trace, list) in &self.linking {
             for n in walk(&self.link_nodes, list, |x| x.link) {
                 let node = &self.link_nodes[n];
-                assert_eq!(node.trace, *trace);
                 let p = self.slots[node.slot].parked.as_ref().expect("a live span");
-                assert_eq!(p.links[node.k], (*trace, n));
+                assert!(p.links.contains(&(*trace, n)), "the span holds its node");
                 on_link += 1;
             }
         }
-        assert_eq!(on_link, self.link_nodes.len());
+        assert_eq!(on_link, self.link_nodes.len() - self.free_links.len());
     }
 
-    /// Moves the last slot into the unlinked slot `i`, pointing its neighbours, list ends and
-    /// link nodes at its new place.
-    fn fill_slot_hole(&mut self, i: usize) {
-        self.slots.swap_remove(i);
-        let Some(moved) = self.slots.get(i) else {
-            return; // `i` was the last slot
-        };
-        let from = self.slots.len();
-        let (age, trace, source) = (moved.age, moved.trace, moved.source);
-        let Some(p) = moved.parked.as_ref() else {
+    /// Rebuilds the slab when at most half of it is in use: every span is placed again in age
+    /// order, which gives each list the order it had (lists are appended in age order), and the
+    /// tables are made no larger than they need be. Linear in spans and links, and done only
+    /// after as many removals, so its cost per removal stays constant.
+    fn compact_if_sparse(&mut self) {
+        let live_links = self.link_nodes.len() - self.free_links.len();
+        let sparse = |len: usize, live: usize| len >= COMPACT_MIN && 2 * live <= len;
+        if !sparse(self.slots.len(), self.stats.parked_spans as usize)
+            && !sparse(self.link_nodes.len(), live_links)
+        {
             return;
-        };
-        let (own, src) = (p.trace, p.source);
-        let nodes: Vec<usize> = p.links.iter().map(|&(_, n)| n).collect();
-        relink(&mut self.slots, Some(&mut self.by_age), age, i, |s| {
-            &mut s.age
-        });
-        relink(
-            &mut self.slots,
-            self.by_trace.get_mut(&own),
-            trace,
-            i,
-            |s| &mut s.trace,
-        );
-        relink(
-            &mut self.slots,
-            self.shares.get_mut(&src).map(|s| &mut s.list),
-            source,
-            i,
-            |s| &mut s.source,
-        );
-        for n in nodes {
-            if let Some(node) = self.link_nodes.get_mut(n) {
-                debug_assert_eq!(node.slot, from);
-                node.slot = i;
+        }
+        let mut parked = Vec::with_capacity(self.stats.parked_spans as usize);
+        let mut at = self.by_age.head;
+        while let Some(slot) = self.slots.get_mut(at) {
+            at = slot.age.next;
+            if let Some(p) = slot.parked.take() {
+                parked.push(p);
             }
         }
+        self.work += parked.len() as u64 + live_links as u64;
+        self.slots = Vec::with_capacity(parked.len());
+        self.free_slots = Vec::new();
+        self.link_nodes = Vec::with_capacity(live_links);
+        self.free_links = Vec::new();
+        self.by_age = EMPTY;
+        self.by_trace = HashMap::with_capacity(parked.len());
+        self.linking = HashMap::new();
+        for share in self.shares.values_mut() {
+            share.list = EMPTY;
+        }
+        for mut p in parked {
+            let i = self.place(&mut p);
+            self.slots[i].parked = Some(p);
+        }
+        self.linking.shrink_to_fit();
     }
 
-    /// Moves the last link node into the unlinked node `n`, pointing its neighbours, its
-    /// list's ends and its span at its new place.
-    fn fill_link_hole(&mut self, n: usize) {
-        self.link_nodes.swap_remove(n);
-        let Some(moved) = self.link_nodes.get(n) else {
-            return;
-        };
-        let (trace, slot, k, link) = (moved.trace, moved.slot, moved.k, moved.link);
-        relink(
-            &mut self.link_nodes,
-            self.linking.get_mut(&trace),
-            link,
-            n,
-            |x| &mut x.link,
-        );
-        if let Some(entry) = self
-            .slots
-            .get_mut(slot)
-            .and_then(|s| s.parked.as_mut())
-            .and_then(|p| p.links.get_mut(k))
-        {
-            entry.1 = n;
-        }
+    /// Empties parking (after a panic left it untrustworthy), counting its spans as dropped.
+    fn reset_parking(&mut self) {
+        self.stats.dropped_overflow += self.stats.parked_spans;
+        self.stats.parked_spans = 0;
+        self.stats.parked_bytes = 0;
+        self.slots = Vec::new();
+        self.free_slots = Vec::new();
+        self.link_nodes = Vec::new();
+        self.free_links = Vec::new();
+        self.by_age = EMPTY;
+        self.by_trace = HashMap::new();
+        self.linking = HashMap::new();
+        self.shares = HashMap::new();
+        self.by_size = BTreeSet::new();
+        self.shared = HashMap::new();
+        self.shared_by_source = HashMap::new();
     }
 
     fn share(&self, source: SourceId) -> Share {

@@ -272,6 +272,39 @@ fn work_is_linear_in_spans_and_links() {
 }
 
 #[test]
+fn the_slab_gives_memory_back_after_a_flood() {
+    let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 10_000);
+    let t0 = Instant::now();
+    let trace = |i: u32| {
+        let mut t = [7u8; 16];
+        t[..4].copy_from_slice(&i.to_be_bytes());
+        t
+    };
+    b.with(t0, |v| {
+        for i in 0..5000 {
+            v.park_linking(trace(i), &[trace(i + 1), [9; 16]], item(i, 10), A);
+        }
+    });
+    assert_eq!(b.held(), (5000, 10_000));
+    // Binding all but the last 100 traces releases their spans (and, through the links, ...
+    let released = b.with(t0, |v| {
+        (0..4900).map(|i| v.release(&trace(i)).len()).sum::<usize>()
+    });
+    assert_eq!(released, 4900);
+    // ... the slab is rebuilt around the 100 left, in the same order.
+    assert_eq!(b.held(), (100, 200));
+    assert_eq!(b.slab(), (100, 200));
+    let rest = b.with(t0, |v| {
+        ns(v.release_linking(&[9; 16])
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect())
+    });
+    assert_eq!(rest, (4900..5000).collect::<Vec<u32>>());
+    assert_eq!(b.held(), (0, 0));
+}
+
+#[test]
 fn source_ids_follow_the_token() {
     let by = |token: Option<&str>, name: &str| {
         SourceId::of(&SentBy {

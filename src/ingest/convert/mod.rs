@@ -250,10 +250,13 @@ impl ParkedSpan {
 }
 
 impl Parkable for ParkedSpan {
-    /// Memory held while parked: the bytes, the bookkeeping around them, and the scope part of
-    /// its origin (small within the limits; counted per span, which errs towards evicting).
+    /// Memory held while parked: the bytes, the binder's slot and index entry for it, and the
+    /// scope part of its origin (small within the limits; counted per span, which errs towards
+    /// evicting).
     fn weight(&self) -> usize {
-        self.bytes.capacity() + std::mem::size_of::<ParkedSpan>() + 64 + self.origin.approx_bytes
+        self.bytes.capacity()
+            + crate::ingest::binder::slot_bytes::<ParkedSpan>()
+            + self.origin.approx_bytes
     }
 
     /// The resource, shared with the other spans (of every scope) of the same request.
