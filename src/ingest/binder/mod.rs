@@ -54,22 +54,34 @@ impl SourceId {
 }
 
 /// What each distinct link of a parked span costs the binder itself: the trace id and node
-/// index kept with the span, its node (twice: the slab keeps at most as many free nodes as live
-/// ones), and an entry in the linking index (twice, for the table's spare room). Counted with
-/// the span, so links cannot grow the binder past its bound.
+/// index kept with the span; its node and a free-list place (twice: the node slab's capacity
+/// stays below twice the nodes in use, or it is rebuilt); an entry in the linking table
+/// (`TABLE_SLACK` times). Counted with the span, so links cannot grow the binder past its bound.
 const LINK_BYTES: usize = size_of::<(TraceId, usize)>()
-    + 2 * size_of::<LinkNode>()
-    + 2 * (size_of::<(TraceId, List)>() + 1);
+    + 2 * (size_of::<LinkNode>() + size_of::<usize>())
+    + TABLE_SLACK * (size_of::<(TraceId, List)>() + 1);
 
-/// What the binder itself holds for one parked item, beyond the item's own heap: its slot
-/// (twice: at most half the slots are free before the slab is rebuilt) and its entry in the
-/// by-trace index (twice, for the table's spare room). A `Parkable::weight` counts this.
+/// How many entries' room a hash table may hold per entry in use: a table grows to about 2.3
+/// times its entries (7/8 load, doubling), and keeps its peak size until the slab is rebuilt,
+/// which happens once at most half the slots are in use.
+const TABLE_SLACK: usize = 5;
+
+/// What the binder itself holds for one parked item, beyond the item's own heap: its slot and
+/// a free-list place (twice: the slab's capacity stays below twice the slots in use, or it is
+/// rebuilt) and its entry in the by-trace table. A `Parkable::weight` counts this.
 pub const fn slot_bytes<T>() -> usize {
-    2 * size_of::<Slot<T>>() + 2 * (size_of::<(TraceId, List)>() + 1)
+    2 * (size_of::<Slot<T>>() + size_of::<usize>())
+        + TABLE_SLACK * (size_of::<(TraceId, List)>() + 1)
 }
 
-/// The slab is rebuilt once it holds at least this many slots (or link nodes) and at most
-/// half of them are in use, which bounds the free ones and gives memory back after a flood.
+/// What the binder holds for a shared part besides its bytes: its entries in the parts table
+/// and in the per-source table. A `Parkable::shared` counts this in the part's bytes.
+pub const SHARED_BYTES: usize =
+    TABLE_SLACK * (size_of::<(usize, SharedPart)>() + size_of::<((SourceId, usize), u64)>() + 2);
+
+/// The slab is rebuilt once it has room for at least this many slots (or link nodes) and at
+/// most half of that room is in use, which bounds the free room and gives memory back after a
+/// flood.
 /// (Small in tests, so the model test rebuilds it often.)
 #[cfg(not(test))]
 const COMPACT_MIN: usize = 1024;
@@ -130,6 +142,16 @@ fn unlink<N>(nodes: &mut [N], list: &mut List, i: usize, at: fn(&mut N) -> &mut 
     list.head == NIL
 }
 
+/// Makes room for one more element, by half again when full (not by doubling): right after
+/// a doubling, half the room would be free, and one removal would then rebuild the slab.
+/// Growing by half, a rebuild needs a quarter of the elements gone first, so its cost per
+/// removal stays constant.
+fn grow<N>(v: &mut Vec<N>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len() / 2 + 1);
+    }
+}
+
 /// A span waiting for its trace to be bound; `T` is whatever the ingest path needs to store it
 /// later.
 struct Parked<T> {
@@ -160,8 +182,9 @@ struct Slot<T> {
 
 /// One link of one parked span, on the list of spans linking to `trace`.
 struct LinkNode {
-    /// The span's slot.
+    /// The span's slot, and this node's place in its `links`.
     slot: usize,
+    k: usize,
     link: Link,
 }
 
@@ -298,10 +321,15 @@ impl<T> Binder<T> {
             s.slots.len() - s.free_slots.len(),
             s.link_nodes.len() - s.free_links.len(),
         );
-        for (len, live) in [(s.slots.len(), live.0), (s.link_nodes.len(), live.1)] {
+        // What the charges rely on: the room the slab holds stays below twice what is in use.
+        let room = [
+            (s.slots.capacity(), live.0),
+            (s.link_nodes.capacity(), live.1),
+        ];
+        for (cap, live) in room {
             assert!(
-                len < COMPACT_MIN || 2 * live > len,
-                "{live} of {len} in use"
+                cap < COMPACT_MIN || 2 * live > cap,
+                "{live} in use of {cap}"
             );
         }
         live
@@ -399,6 +427,7 @@ impl<T> State<T> {
         let i = match self.free_slots.pop() {
             Some(i) => i,
             None => {
+                grow(&mut self.slots);
                 self.slots.push(Slot {
                     parked: None,
                     age: UNLINKED,
@@ -414,9 +443,10 @@ impl<T> State<T> {
         if let Some(share) = self.shares.get_mut(&p.source) {
             push_back(&mut self.slots, &mut share.list, i, |s| &mut s.source);
         }
-        for (trace, node) in p.links.iter_mut() {
+        for (k, (trace, node)) in p.links.iter_mut().enumerate() {
             let n = LinkNode {
                 slot: i,
+                k,
                 link: UNLINKED,
             };
             *node = match self.free_links.pop() {
@@ -425,6 +455,7 @@ impl<T> State<T> {
                     k
                 }
                 None => {
+                    grow(&mut self.link_nodes);
                     self.link_nodes.push(n);
                     self.link_nodes.len() - 1
                 }
@@ -495,11 +526,13 @@ impl<T> State<T> {
         fn walk<N>(nodes: &[N], list: &List, at: fn(&N) -> Link) -> Vec<usize> {
             let (mut fwd, mut at_) = (Vec::new(), list.head);
             while at_ != NIL {
+                assert!(fwd.len() < nodes.len(), "a list without a cycle");
                 fwd.push(at_);
                 at_ = at(&nodes[at_]).next;
             }
             let (mut back, mut at_) = (Vec::new(), list.tail);
             while at_ != NIL {
+                assert!(back.len() < nodes.len(), "a list without a cycle");
                 back.push(at_);
                 at_ = at(&nodes[at_]).prev;
             }
@@ -517,31 +550,42 @@ impl<T> State<T> {
         let age = walk(&self.slots, &self.by_age, |s| s.age);
         assert_eq!(age.len(), spans);
         assert!(age.iter().all(live));
+        // Every other list is in age order (releases and evictions go oldest first).
+        let rank: HashMap<usize, usize> = age.iter().enumerate().map(|(r, &i)| (i, r)).collect();
+        let in_age_order = |slots: &[usize]| slots.windows(2).all(|w| rank[&w[0]] < rank[&w[1]]);
         let mut on_trace = 0;
         for (trace, list) in &self.by_trace {
-            for i in walk(&self.slots, list, |s| s.trace) {
+            let on = walk(&self.slots, list, |s| s.trace);
+            assert!(in_age_order(&on));
+            for &i in &on {
                 assert_eq!(self.slots[i].parked.as_ref().map(|p| p.trace), Some(*trace));
-                on_trace += 1;
             }
+            on_trace += on.len();
         }
         assert_eq!(on_trace, spans);
         let mut on_source = 0;
         for (source, share) in &self.shares {
-            for i in walk(&self.slots, &share.list, |s| s.source) {
-                assert_eq!(
-                    self.slots[i].parked.as_ref().map(|p| p.source),
-                    Some(*source)
-                );
-                on_source += 1;
+            let on = walk(&self.slots, &share.list, |s| s.source);
+            assert!(in_age_order(&on));
+            assert_eq!(on.len() as u64, share.spans);
+            assert!(self.by_size.contains(&(share.bytes, *source)));
+            for &i in &on {
+                let p = self.slots[i].parked.as_ref();
+                assert_eq!(p.map(|p| p.source), Some(*source));
             }
+            on_source += on.len();
         }
         assert_eq!(on_source, spans);
+        assert_eq!(self.by_size.len(), self.shares.len());
         let mut on_link = 0;
         for (trace, list) in &self.linking {
-            for n in walk(&self.link_nodes, list, |x| x.link) {
+            let on = walk(&self.link_nodes, list, |x| x.link);
+            let owners: Vec<usize> = on.iter().map(|&n| self.link_nodes[n].slot).collect();
+            assert!(in_age_order(&owners));
+            for &n in &on {
                 let node = &self.link_nodes[n];
                 let p = self.slots[node.slot].parked.as_ref().expect("a live span");
-                assert!(p.links.contains(&(*trace, n)), "the span holds its node");
+                assert_eq!(p.links[node.k], (*trace, n), "the span holds its node");
                 on_link += 1;
             }
         }
@@ -554,10 +598,15 @@ impl<T> State<T> {
     /// after as many removals, so its cost per removal stays constant.
     fn compact_if_sparse(&mut self) {
         let live_links = self.link_nodes.len() - self.free_links.len();
-        let sparse = |len: usize, live: usize| len >= COMPACT_MIN && 2 * live <= len;
-        if !sparse(self.slots.len(), self.stats.parked_spans as usize)
-            && !sparse(self.link_nodes.len(), live_links)
-        {
+        // By capacity, not length: what a `Vec` holds is its capacity, and the charges in
+        // `slot_bytes` and `LINK_BYTES` rely on it staying below twice what is in use.
+        let sparse = |cap: usize, live: usize| cap >= COMPACT_MIN && 2 * live <= cap;
+        if !sparse(self.slots.capacity(), self.stats.parked_spans as usize) {
+            // Link nodes alone are rebuilt on their own: rebuilding every slot for them would
+            // let a few linking spans, parked and released, cost a pass over all the others.
+            if sparse(self.link_nodes.capacity(), live_links) {
+                self.compact_links(live_links);
+            }
             return;
         }
         let mut parked = Vec::with_capacity(self.stats.parked_spans as usize);
@@ -568,6 +617,7 @@ impl<T> State<T> {
                 parked.push(p);
             }
         }
+        debug_assert_eq!(parked.len() as u64, self.stats.parked_spans);
         self.work += parked.len() as u64 + live_links as u64;
         self.slots = Vec::with_capacity(parked.len());
         self.free_slots = Vec::new();
@@ -582,6 +632,42 @@ impl<T> State<T> {
         for mut p in parked {
             let i = self.place(&mut p);
             self.slots[i].parked = Some(p);
+        }
+        self.linking.shrink_to_fit();
+    }
+
+    /// Rebuilds the link-node slab alone, list by list (keeping each list's order), and points
+    /// each span's `links` at its nodes' new places.
+    fn compact_links(&mut self, live_links: usize) {
+        self.work += live_links as u64;
+        let old = std::mem::replace(&mut self.link_nodes, Vec::with_capacity(live_links));
+        self.free_links = Vec::new();
+        for list in self.linking.values_mut() {
+            let (mut at, mut prev) = (list.head, NIL);
+            list.head = NIL;
+            while let Some(node) = old.get(at) {
+                let n = self.link_nodes.len();
+                self.link_nodes.push(LinkNode {
+                    slot: node.slot,
+                    k: node.k,
+                    link: Link { prev, next: NIL },
+                });
+                match prev {
+                    NIL => list.head = n,
+                    p => self.link_nodes[p].link.next = n,
+                }
+                if let Some(entry) = self
+                    .slots
+                    .get_mut(node.slot)
+                    .and_then(|s| s.parked.as_mut())
+                    .and_then(|p| p.links.get_mut(node.k))
+                {
+                    entry.1 = n;
+                }
+                prev = n;
+                at = node.link.next;
+            }
+            list.tail = prev;
         }
         self.linking.shrink_to_fit();
     }

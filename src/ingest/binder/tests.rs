@@ -305,6 +305,75 @@ fn the_slab_gives_memory_back_after_a_flood() {
 }
 
 #[test]
+fn link_nodes_are_rebuilt_without_touching_the_other_spans() {
+    let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 10_000);
+    let t0 = Instant::now();
+    let trace = |kind: u8, i: u32| {
+        let mut t = [kind; 16];
+        t[..4].copy_from_slice(&i.to_be_bytes());
+        t
+    };
+    b.with(t0, |v| {
+        for i in 0..3000 {
+            v.park(trace(1, i), item(i, 10), A);
+        }
+    });
+    let work = b.work();
+    // A few linking spans, parked and released again and again, must not make every one of
+    // the 3,000 others be placed again.
+    for round in 0..20u32 {
+        b.with(t0, |v| {
+            for j in 0..8 {
+                let links: Vec<TraceId> =
+                    (0..8).map(|l| trace(2, round * 64 + j * 8 + l)).collect();
+                v.park_linking(trace(3, round * 8 + j), &links, item(9000 + j, 10), A);
+            }
+        });
+        let back = b.with(t0, |v| {
+            (0..8)
+                .map(|j| v.release(&trace(3, round * 8 + j)).len())
+                .sum::<usize>()
+        });
+        assert_eq!(back, 8);
+        assert_eq!(b.held(), (3000, 0));
+    }
+    // About 220 a round; placing the 3,000 again would be 3,000 a round.
+    assert!(
+        b.work() - work < 20 * 500,
+        "{} index operations for 160 linking spans",
+        b.work() - work
+    );
+}
+
+#[test]
+fn parking_and_releasing_at_the_threshold_does_not_rebuild_every_time() {
+    let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 100_000);
+    let t0 = Instant::now();
+    let trace = |i: u32| {
+        let mut t = [4u8; 16];
+        t[..4].copy_from_slice(&i.to_be_bytes());
+        t
+    };
+    b.with(t0, |v| {
+        for i in 0..4096 {
+            v.park(trace(i), item(i, 10), A);
+        }
+    });
+    let start = b.work();
+    // One span parked and one released per request, around whatever size the slab is at.
+    for i in 0..2000u32 {
+        b.with(t0, |v| v.park(trace(10_000 + i), item(i, 10), A));
+        b.with(t0, |v| v.release(&trace(i)));
+    }
+    assert_eq!(b.held().0, 4096);
+    let work = b.work() - start;
+    assert!(
+        work < 2000 * 20,
+        "{work} index operations for 4,000 parks and releases"
+    );
+}
+
+#[test]
 fn source_ids_follow_the_token() {
     let by = |token: Option<&str>, name: &str| {
         SourceId::of(&SentBy {

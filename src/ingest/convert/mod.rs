@@ -263,7 +263,7 @@ impl Parkable for ParkedSpan {
     fn shared(&self) -> Option<(usize, usize)> {
         Some((
             Arc::as_ptr(&self.origin.res) as usize,
-            self.origin.res.approx_bytes,
+            self.origin.res.approx_bytes + crate::ingest::binder::SHARED_BYTES,
         ))
     }
 }
