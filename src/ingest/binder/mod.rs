@@ -306,42 +306,6 @@ impl<T> Binder<T> {
         self.lock().stats
     }
 
-    #[cfg(test)]
-    fn work(&self) -> u64 {
-        self.lock().work
-    }
-
-    /// Slots and link nodes in use, after checking every list against them and that the slab
-    /// is not mostly free.
-    #[cfg(test)]
-    fn held(&self) -> (usize, usize) {
-        let s = self.lock();
-        s.check_lists();
-        let live = (
-            s.slots.len() - s.free_slots.len(),
-            s.link_nodes.len() - s.free_links.len(),
-        );
-        // What the charges rely on: the room the slab holds stays below twice what is in use.
-        let room = [
-            (s.slots.capacity(), live.0),
-            (s.link_nodes.capacity(), live.1),
-        ];
-        for (cap, live) in room {
-            assert!(
-                cap < COMPACT_MIN || 2 * live > cap,
-                "{live} in use of {cap}"
-            );
-        }
-        live
-    }
-
-    /// Slots and link nodes the slab has, in use or free.
-    #[cfg(test)]
-    fn slab(&self) -> (usize, usize) {
-        let s = self.lock();
-        (s.slots.len(), s.link_nodes.len())
-    }
-
     /// Runs `f` with exclusive access: one request's classification sees one consistent state.
     pub fn with<R>(&self, now: Instant, f: impl FnOnce(&mut BinderView<'_, T>) -> R) -> R {
         let mut s = self.lock();
@@ -518,78 +482,6 @@ impl<T> State<T> {
         self.stats.parked_spans -= 1;
         self.stats.parked_bytes -= total;
         Some(p)
-    }
-
-    /// Walks every list both ways and checks each node is where its span says it is.
-    #[cfg(test)]
-    fn check_lists(&self) {
-        fn walk<N>(nodes: &[N], list: &List, at: fn(&N) -> Link) -> Vec<usize> {
-            let (mut fwd, mut at_) = (Vec::new(), list.head);
-            while at_ != NIL {
-                assert!(fwd.len() < nodes.len(), "a list without a cycle");
-                fwd.push(at_);
-                at_ = at(&nodes[at_]).next;
-            }
-            let (mut back, mut at_) = (Vec::new(), list.tail);
-            while at_ != NIL {
-                assert!(back.len() < nodes.len(), "a list without a cycle");
-                back.push(at_);
-                at_ = at(&nodes[at_]).prev;
-            }
-            back.reverse();
-            assert_eq!(fwd, back, "a list reads the same both ways");
-            fwd
-        }
-        let live = |i: &usize| self.slots[*i].parked.is_some();
-        let spans = self.slots.len() - self.free_slots.len();
-        assert_eq!(spans as u64, self.stats.parked_spans);
-        assert!(
-            self.free_slots.iter().all(|i| !live(i)),
-            "free slots are empty"
-        );
-        let age = walk(&self.slots, &self.by_age, |s| s.age);
-        assert_eq!(age.len(), spans);
-        assert!(age.iter().all(live));
-        // Every other list is in age order (releases and evictions go oldest first).
-        let rank: HashMap<usize, usize> = age.iter().enumerate().map(|(r, &i)| (i, r)).collect();
-        let in_age_order = |slots: &[usize]| slots.windows(2).all(|w| rank[&w[0]] < rank[&w[1]]);
-        let mut on_trace = 0;
-        for (trace, list) in &self.by_trace {
-            let on = walk(&self.slots, list, |s| s.trace);
-            assert!(in_age_order(&on));
-            for &i in &on {
-                assert_eq!(self.slots[i].parked.as_ref().map(|p| p.trace), Some(*trace));
-            }
-            on_trace += on.len();
-        }
-        assert_eq!(on_trace, spans);
-        let mut on_source = 0;
-        for (source, share) in &self.shares {
-            let on = walk(&self.slots, &share.list, |s| s.source);
-            assert!(in_age_order(&on));
-            assert_eq!(on.len() as u64, share.spans);
-            assert!(self.by_size.contains(&(share.bytes, *source)));
-            for &i in &on {
-                let p = self.slots[i].parked.as_ref();
-                assert_eq!(p.map(|p| p.source), Some(*source));
-            }
-            on_source += on.len();
-        }
-        assert_eq!(on_source, spans);
-        assert_eq!(self.by_size.len(), self.shares.len());
-        let mut on_link = 0;
-        for (trace, list) in &self.linking {
-            let on = walk(&self.link_nodes, list, |x| x.link);
-            let owners: Vec<usize> = on.iter().map(|&n| self.link_nodes[n].slot).collect();
-            assert!(in_age_order(&owners));
-            for &n in &on {
-                let node = &self.link_nodes[n];
-                let p = self.slots[node.slot].parked.as_ref().expect("a live span");
-                assert_eq!(p.links[node.k], (*trace, n), "the span holds its node");
-                on_link += 1;
-            }
-        }
-        assert_eq!(on_link, self.link_nodes.len() - self.free_links.len());
     }
 
     /// Rebuilds the slab when at most half of it is in use: every span is placed again in age
