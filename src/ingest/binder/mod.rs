@@ -369,16 +369,11 @@ impl<T> State<T> {
             }
             *held += 1;
         }
-        let old = self.share(p.source);
-        self.set_share(
-            p.source,
-            old,
-            Share {
-                spans: old.spans + 1,
-                bytes: old.bytes + mine,
-                list: old.list,
-            },
-        );
+        self.set_share(p.source, |s| Share {
+            spans: s.spans + 1,
+            bytes: s.bytes + mine,
+            ..s
+        });
         self.stats.parked_spans += 1;
         self.stats.parked_bytes += total;
         let i = self.place(&mut p);
@@ -466,18 +461,14 @@ impl<T> State<T> {
                 }
             }
         }
-        let old = self.share(p.source);
-        let mut list = old.list;
-        unlink(&mut self.slots, &mut list, i, |s| &mut s.source);
-        self.set_share(
-            p.source,
-            old,
-            Share {
-                spans: old.spans.saturating_sub(1),
-                bytes: old.bytes.saturating_sub(mine),
-                list,
-            },
-        );
+        if let Some(share) = self.shares.get_mut(&p.source) {
+            unlink(&mut self.slots, &mut share.list, i, |s| &mut s.source);
+        }
+        self.set_share(p.source, |s| Share {
+            spans: s.spans - 1,
+            bytes: s.bytes - mine,
+            ..s
+        });
         self.free_slots.push(i);
         self.stats.parked_spans -= 1;
         self.stats.parked_bytes -= total;
@@ -511,16 +502,10 @@ impl<T> State<T> {
         }
         debug_assert_eq!(parked.len() as u64, self.stats.parked_spans);
         self.work += parked.len() as u64 + live_links as u64;
-        self.slots = Vec::with_capacity(parked.len());
-        self.free_slots = Vec::new();
-        self.link_nodes = Vec::with_capacity(live_links);
-        self.free_links = Vec::new();
-        self.by_age = EMPTY;
-        self.by_trace = HashMap::with_capacity(parked.len());
-        self.linking = HashMap::new();
-        for share in self.shares.values_mut() {
-            share.list = EMPTY;
-        }
+        self.clear_slab();
+        self.slots.reserve_exact(parked.len());
+        self.link_nodes.reserve_exact(live_links);
+        self.by_trace.reserve(parked.len());
         for mut p in parked {
             let i = self.place(&mut p);
             self.slots[i].parked = Some(p);
@@ -564,11 +549,8 @@ impl<T> State<T> {
         self.linking.shrink_to_fit();
     }
 
-    /// Empties parking (after a panic left it untrustworthy), counting its spans as dropped.
-    fn reset_parking(&mut self) {
-        self.stats.dropped_overflow += self.stats.parked_spans;
-        self.stats.parked_spans = 0;
-        self.stats.parked_bytes = 0;
+    /// Empties the slab and every list (the spans' accounting is the caller's).
+    fn clear_slab(&mut self) {
         self.slots = Vec::new();
         self.free_slots = Vec::new();
         self.link_nodes = Vec::new();
@@ -576,23 +558,31 @@ impl<T> State<T> {
         self.by_age = EMPTY;
         self.by_trace = HashMap::new();
         self.linking = HashMap::new();
+        for share in self.shares.values_mut() {
+            share.list = EMPTY;
+        }
+    }
+
+    /// Empties parking (after a panic left it untrustworthy), counting its spans as dropped.
+    fn reset_parking(&mut self) {
+        self.stats.dropped_overflow += self.stats.parked_spans;
+        self.stats.parked_spans = 0;
+        self.stats.parked_bytes = 0;
+        self.clear_slab();
         self.shares = HashMap::new();
         self.by_size = BTreeSet::new();
         self.shared = HashMap::new();
         self.shared_by_source = HashMap::new();
     }
 
-    fn share(&self, source: SourceId) -> Share {
-        self.shares.get(&source).copied().unwrap_or(Share {
+    /// Updates a source's share and its place in `by_size`; a source with no spans is forgotten.
+    fn set_share(&mut self, source: SourceId, f: impl FnOnce(Share) -> Share) {
+        let old = self.shares.get(&source).copied().unwrap_or(Share {
             spans: 0,
             bytes: 0,
             list: EMPTY,
-        })
-    }
-
-    /// Sets a source's share (it was `old`) and its place in `by_size`; a source with no spans
-    /// is forgotten.
-    fn set_share(&mut self, source: SourceId, old: Share, new: Share) {
+        });
+        let new = f(old);
         if old.spans > 0 {
             self.by_size.remove(&(old.bytes, source));
         }

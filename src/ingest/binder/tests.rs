@@ -142,6 +142,13 @@ impl<T> State<T> {
     }
 }
 
+/// A trace id of `kind` numbered `i`.
+fn trace(kind: u8, i: u32) -> TraceId {
+    let mut t = [kind; 16];
+    t[..4].copy_from_slice(&i.to_be_bytes());
+    t
+}
+
 const A: SourceId = SourceId(1);
 const B: SourceId = SourceId(2);
 
@@ -341,11 +348,6 @@ fn many_links(n: u32) -> (u64, u64) {
     const LINKS: u32 = 128;
     let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 10);
     let t0 = Instant::now();
-    let trace = |kind: u8, i: u32| {
-        let mut t = [kind; 16];
-        t[..4].copy_from_slice(&i.to_be_bytes());
-        t
-    };
     let linked = n / 2;
     b.with(t0, |v| {
         for i in 0..n {
@@ -384,11 +386,7 @@ fn work_is_linear_in_spans_and_links() {
 fn the_slab_gives_memory_back_after_a_flood() {
     let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 10_000);
     let t0 = Instant::now();
-    let trace = |i: u32| {
-        let mut t = [7u8; 16];
-        t[..4].copy_from_slice(&i.to_be_bytes());
-        t
-    };
+    let trace = |i: u32| trace(7, i);
     b.with(t0, |v| {
         for i in 0..5000 {
             v.park_linking(trace(i), &[trace(i + 1), [9; 16]], item(i, 10), A);
@@ -417,11 +415,6 @@ fn the_slab_gives_memory_back_after_a_flood() {
 fn link_nodes_are_rebuilt_without_touching_the_other_spans() {
     let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 10_000);
     let t0 = Instant::now();
-    let trace = |kind: u8, i: u32| {
-        let mut t = [kind; 16];
-        t[..4].copy_from_slice(&i.to_be_bytes());
-        t
-    };
     b.with(t0, |v| {
         for i in 0..3000 {
             v.park(trace(1, i), item(i, 10), A);
@@ -458,11 +451,7 @@ fn link_nodes_are_rebuilt_without_touching_the_other_spans() {
 fn parking_and_releasing_at_the_threshold_does_not_rebuild_every_time() {
     let b: Binder<Item> = Binder::new(Duration::from_secs(60), usize::MAX, 100_000);
     let t0 = Instant::now();
-    let trace = |i: u32| {
-        let mut t = [4u8; 16];
-        t[..4].copy_from_slice(&i.to_be_bytes());
-        t
-    };
+    let trace = |i: u32| trace(4, i);
     b.with(t0, |v| {
         for i in 0..4096 {
             v.park(trace(i), item(i, 10), A);
