@@ -114,7 +114,19 @@ pub enum LineError {
 }
 
 impl<'a> Line<'a> {
+    /// Parses one line, accepting only its canonical text.
     pub fn parse(text: &'a str) -> Result<Line<'a>, LineError> {
+        // Nearly every line of a bundle is an entry: those are read straight from their canonical
+        // spelling, without a JSON parse and a re-serialisation to compare. Anything the reader
+        // does not take goes the general way, which decides (and words) the error.
+        match canonical::entry(text) {
+            Some(e) => Ok(Line::Entry(e)),
+            None => Line::parse_general(text),
+        }
+    }
+
+    /// Parses any line type as JSON, then refuses it unless `to_text` gives back `text` exactly.
+    fn parse_general(text: &'a str) -> Result<Line<'a>, LineError> {
         let raw: RawLine<'a> =
             serde_json::from_str(text).map_err(|e| LineError::Json(e.to_string()))?;
         // Which fields each type owns; anything else present is an error.
@@ -195,6 +207,177 @@ impl<'a> Line<'a> {
             return Err(LineError::NotCanonical);
         }
         Ok(line)
+    }
+}
+
+/// Reads the canonical text of an entry line directly.
+///
+/// Every token is matched against the one spelling `to_text` writes (`push_json_str` for
+/// strings, `{}` for numbers, fields in their order), so whatever it accepts is text `to_text`
+/// gives back byte for byte and JSON that the general path parses to the same line: the two
+/// paths accept the same lines (the differential test below holds them to it). It returns `None`
+/// for anything else; the general path then refuses the line with the precise reason.
+mod canonical {
+    use super::EntryLine;
+    use std::borrow::Cow;
+
+    pub(super) fn entry(text: &str) -> Option<EntryLine<'_>> {
+        let mut r = Reader { text, pos: 0 };
+        r.literal("{\"type\":\"entry\",\"seq\":")?;
+        let seq = r.number()?;
+        r.literal(",\"entry\":")?;
+        let entry = r.string()?;
+        r.literal(",\"sig\":")?;
+        let sig = r.string()?;
+        r.literal(",\"salt\":")?;
+        let salt = r.nullable()?;
+        r.literal(",\"payload\":")?;
+        let payload = r.nullable()?;
+        r.literal("}")?;
+        (r.pos == text.len()).then_some(EntryLine {
+            seq,
+            entry,
+            sig,
+            salt,
+            payload,
+        })
+    }
+
+    struct Reader<'a> {
+        text: &'a str,
+        pos: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn rest(&self) -> &'a [u8] {
+            &self.text.as_bytes()[self.pos..]
+        }
+
+        fn literal(&mut self, lit: &str) -> Option<()> {
+            self.rest().starts_with(lit.as_bytes()).then(|| {
+                self.pos += lit.len();
+            })
+        }
+
+        /// A `u64` as `{}` writes it: no sign, no leading zero, no exponent, no overflow.
+        fn number(&mut self) -> Option<u64> {
+            let digits = self
+                .rest()
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let text = &self.rest()[..digits];
+            if digits == 0 || (digits > 1 && text[0] == b'0') {
+                return None;
+            }
+            let mut v: u64 = 0;
+            for d in text {
+                v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            }
+            self.pos += digits;
+            Some(v)
+        }
+
+        fn nullable(&mut self) -> Option<Option<Cow<'a, str>>> {
+            if self.literal("null").is_some() {
+                return Some(None);
+            }
+            self.string().map(Some)
+        }
+
+        /// A string literal as `push_json_str` writes it, unescaped; borrowed when it has no
+        /// escape.
+        fn string(&mut self) -> Option<Cow<'a, str>> {
+            self.literal("\"")?;
+            let bytes = self.text.as_bytes();
+            let mut owned: Option<String> = None;
+            loop {
+                // A run of bytes written as they are (ASCII, so both ends are char boundaries),
+                // then the closing quote or an escape.
+                let from = self.pos;
+                let end = from + memchr::memchr2(b'"', b'\\', &bytes[from..])?;
+                let run = &self.text[from..end];
+                // Printable ASCII or DEL throughout (a fold without early exit, which the
+                // compiler turns into vector code: bundles are mostly such runs).
+                let outside = run
+                    .bytes()
+                    .fold(0u8, |acc, b| acc | u8::from(b.wrapping_sub(0x20) >= 0x60));
+                if outside != 0 {
+                    return None;
+                }
+                self.pos = end + 1;
+                match bytes[end] {
+                    b'"' => {
+                        return Some(match owned {
+                            None => Cow::Borrowed(run),
+                            Some(mut s) => {
+                                s.push_str(run);
+                                Cow::Owned(s)
+                            }
+                        });
+                    }
+                    _ => {
+                        let s = owned.get_or_insert_with(|| String::with_capacity(2 * run.len()));
+                        s.push_str(run);
+                        s.push(self.escape()?);
+                    }
+                }
+            }
+        }
+
+        /// The char after a backslash, if `push_json_str` would have written it this way.
+        fn escape(&mut self) -> Option<char> {
+            let b = *self.rest().first()?;
+            self.pos += 1;
+            let c = match b {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'u' => {
+                    let unit = self.hex4()?;
+                    let c = match unit {
+                        0xD800..=0xDBFF => {
+                            self.literal("\\u")?;
+                            let low = self.hex4()?;
+                            if !(0xDC00..=0xDFFF).contains(&low) {
+                                return None;
+                            }
+                            let code = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
+                            char::from_u32(code)?
+                        }
+                        _ => char::from_u32(unit)?,
+                    };
+                    // Only what has no shorter spelling is written as \u.
+                    let named = matches!(c, '\n' | '\r' | '\t' | '\u{8}' | '\u{c}');
+                    if (c.is_ascii() && !c.is_ascii_control()) || c == '\u{7f}' || named {
+                        return None;
+                    }
+                    c
+                }
+                _ => return None,
+            };
+            Some(c)
+        }
+
+        /// Four lowercase hex digits, as `{:04x}` writes them.
+        fn hex4(&mut self) -> Option<u32> {
+            let digits = self.rest().get(..4)?;
+            let mut v = 0;
+            for &d in digits {
+                let n = match d {
+                    b'0'..=b'9' => d - b'0',
+                    b'a'..=b'f' => d - b'a' + 10,
+                    _ => return None,
+                };
+                v = v * 16 + u32::from(n);
+            }
+            self.pos += 4;
+            Some(v)
+        }
     }
 }
 
@@ -390,6 +573,7 @@ pub mod write {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn written_lines_parse_back() {
@@ -434,6 +618,141 @@ mod tests {
             r#"\u00e9\ud83d\ude00 z""#
         );
         assert_eq!(out, expected);
+    }
+
+    /// Chars that exercise every spelling `push_json_str` has: raw ASCII, the named escapes,
+    /// `\u` for controls and non-ASCII (astral ones as surrogate pairs), and DEL, which is raw.
+    fn any_text() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('\n'),
+            Just('\u{8}'),
+            Just('\u{1}'),
+            Just('\u{7f}'),
+            Just('\u{e9}'),
+            Just('\u{1F600}'),
+            Just('/'),
+            proptest::char::range(' ', '~'),
+            any::<char>(),
+        ];
+        proptest::collection::vec(c, 0..12).prop_map(|v| v.into_iter().collect())
+    }
+
+    fn any_entry() -> impl Strategy<Value = EntryLine<'static>> {
+        let text = any_text;
+        (
+            any::<u64>(),
+            text(),
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(seq, entry, sig, salt, payload)| EntryLine {
+                seq,
+                entry: entry.into(),
+                sig: sig.into(),
+                salt: salt.map(Into::into),
+                payload: payload.map(Into::into),
+            })
+    }
+
+    /// Small edits aimed at the spellings the reader must refuse: other escapes, upper-case
+    /// hex, lone surrogates, leading zeros, whitespace, raw non-ASCII.
+    fn any_edit() -> impl Strategy<Value = (prop::sample::Index, u8, char)> {
+        let c = prop::sample::select(vec![
+            '\\', 'u', 'U', 'd', 'D', '8', 'c', 'A', 'E', '0', '1', '7', 'f', '"', ' ', '/', 'n',
+            'l', '-', '}', ',', '\u{e9}', '\n', '\u{1}',
+        ]);
+        (any::<prop::sample::Index>(), 0u8..3, c)
+    }
+
+    proptest! {
+        #[test]
+        fn the_entry_reader_takes_every_line_the_writer_writes(e in any_entry()) {
+            let text = Line::Entry(e.clone()).to_text();
+            prop_assert_eq!(canonical::entry(&text), Some(e.clone()));
+            prop_assert_eq!(Line::parse_general(&text), Ok(Line::Entry(e)));
+        }
+
+        /// The reader and the general path agree on edited lines: what one takes as an entry,
+        /// the other takes as the same entry.
+        #[test]
+        fn the_entry_reader_agrees_with_the_general_path(
+            e in any_entry(),
+            edits in proptest::collection::vec(any_edit(), 1..4),
+        ) {
+            let mut chars: Vec<char> = Line::Entry(e).to_text().chars().collect();
+            for (at, op, c) in edits {
+                let i = at.index(chars.len() + 1);
+                match op {
+                    0 => chars.insert(i, c),
+                    1 if i < chars.len() => chars[i] = c,
+                    _ if i < chars.len() => {
+                        chars.remove(i);
+                    }
+                    _ => chars.push(c),
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            match canonical::entry(&text) {
+                Some(line) => prop_assert_eq!(Line::parse_general(&text), Ok(Line::Entry(line))),
+                None => prop_assert!(
+                    !matches!(Line::parse_general(&text), Ok(Line::Entry(_))),
+                    "the general path took an entry the reader refused: {}", text
+                ),
+            }
+        }
+    }
+
+    /// Spellings of the same values that only the exporter's exact text may use: refused by the
+    /// reader and by `parse`.
+    #[test]
+    fn entry_lines_in_another_spelling_are_refused() {
+        let line = |seq: &str, payload: &str| {
+            format!(
+                r#"{{"type":"entry","seq":{seq},"entry":"AA==","sig":"AA==","salt":null,"payload":{payload}}}"#
+            )
+        };
+        let good = [
+            line("0", "null"),
+            line("18446744073709551615", "null"),
+            line("7", r#""\u00e9\ud83d\ude00\u0001\"\\\n\b\f""#),
+            line("7", "\"\u{7f}~ /\""),
+        ];
+        for text in &good {
+            assert!(canonical::entry(text).is_some(), "{text}");
+            assert!(Line::parse(text).is_ok(), "{text}");
+        }
+        let bad = [
+            line("01", "null"),
+            line("-1", "null"),
+            line("18446744073709551616", "null"),
+            line("1.0", "null"),
+            line("1e2", "null"),
+            line(" 1", "null"),
+            line("1", r#""\u00E9""#),
+            line("1", r#""\u0041""#),
+            line("1", r#""\u0022""#),
+            line("1", r#""\u005c""#),
+            line("1", r#""\u000a""#),
+            line("1", r#""\u007f""#),
+            line("1", r#""\/""#),
+            line("1", r#""\udc00""#),
+            line("1", r#""\ud83d""#),
+            line("1", r#""\ud83dx""#),
+            line("1", r#""\ud83d\u0041""#),
+            line("1", "\"\u{e9}\""),
+            line("1", "\"\t\""),
+            line("1", "\"x"),
+            line("1", "nul"),
+            format!("{} ", line("1", "null")),
+            line("1", "null").replace(",\"salt\"", ", \"salt\""),
+        ];
+        for text in &bad {
+            assert_eq!(canonical::entry(text), None, "{text}");
+            assert!(Line::parse(text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -17,10 +17,12 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest as _, Sha256, Sha512};
 use std::thread::JoinHandle;
 
-/// Signatures per batch equation: large enough to amortise the multiscalar multiplication
-/// (one key's batch of 1,024 checks about 1.5× as many signatures per second as one of 256),
-/// small enough to bisect cheaply.
-const CHUNK: usize = 1024;
+/// Signatures per batch equation: large enough to amortise the multiscalar multiplication,
+/// whose bucket sums cost the same for any number of points (one key's batch of 1,024 checks
+/// about 1.5× as many signatures per second as one of 256, and `verify` spends 8% less CPU with
+/// 4,096 than with 1,024). A failing batch is bisected, which costs about twice the batch again
+/// for one bad signature.
+const CHUNK: usize = 4096;
 /// Jobs handed to a worker at once.
 const BATCH: usize = 4096;
 
