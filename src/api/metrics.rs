@@ -107,6 +107,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
             b.dropped_overflow as f64,
         ),
         (
+            "changetrail_spans_dropped_reset_total",
+            "counter",
+            "Parked spans set aside after a panic left parking untrustworthy (still journaled: a restart parks them again).",
+            b.dropped_reset as f64,
+        ),
+        (
             "changetrail_journal_bytes",
             "gauge",
             "Bytes the parking journal holds on disk (otlp.journal_max_bytes bounds it).",

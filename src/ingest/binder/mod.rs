@@ -215,6 +215,9 @@ pub struct BinderStats {
     pub bound_traces: u64,
     pub dropped_expired: u64,
     pub dropped_overflow: u64,
+    /// Spans set aside because a panic left parking untrustworthy. They are still in the
+    /// journal, so a restart parks them again.
+    pub dropped_reset: u64,
 }
 
 /// The parking store is a slab with intrusive lists: each parked span sits in one slot and is
@@ -293,7 +296,7 @@ impl<T> Binder<T> {
             Err(p) => {
                 // A panic while holding the lock may have left a list half relinked, and a
                 // broken list could release a span under another trace's subject: parking is
-                // emptied (its spans counted as dropped) rather than trusted. Bindings stay.
+                // emptied (its spans counted apart) rather than trusted. Bindings stay.
                 let mut g = p.into_inner();
                 g.reset_parking();
                 self.state.clear_poison();
@@ -563,9 +566,9 @@ impl<T> State<T> {
         }
     }
 
-    /// Empties parking (after a panic left it untrustworthy), counting its spans as dropped.
+    /// Empties parking (after a panic left it untrustworthy), counting its spans as reset.
     fn reset_parking(&mut self) {
-        self.stats.dropped_overflow += self.stats.parked_spans;
+        self.stats.dropped_reset += self.stats.parked_spans;
         self.stats.parked_spans = 0;
         self.stats.parked_bytes = 0;
         self.clear_slab();

@@ -193,6 +193,49 @@ fn parking_is_bounded_by_bytes_and_by_age() {
     );
 }
 
+/// A panic inside `with` may leave a list half relinked: the next caller finds parking emptied
+/// and counted as reset (not as overflow), the bindings kept, and the binder usable again.
+#[test]
+fn a_panic_while_parking_empties_parking_and_keeps_bindings() {
+    let b: Binder<Item> = Binder::new(Duration::from_secs(60), 10_000, 10);
+    let t0 = Instant::now();
+    b.with(t0, |v| {
+        v.bind([9; 16], "CHG-9");
+        for i in 0..3 {
+            v.park([i as u8; 16], item(i, 100), A);
+        }
+    });
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            b.with(t0, |v| {
+                v.park([7; 16], item(7, 100), A);
+                panic!("a bug in the middle of an update");
+            })
+        })
+        .join()
+        .is_err()
+    });
+    assert!(panicked);
+    let s = b.stats();
+    assert_eq!(
+        (
+            s.parked_spans,
+            s.parked_bytes,
+            s.dropped_reset,
+            s.dropped_overflow
+        ),
+        (0, 0, 4, 0)
+    );
+    assert_eq!(
+        b.with(t0, |v| v.bound(&[9; 16]).map(str::to_owned)),
+        Some("CHG-9".into())
+    );
+    assert!(b.with(t0, |v| v.release(&[1; 16])).is_empty());
+    b.with(t0, |v| v.park([5; 16], item(5, 100), A));
+    assert_eq!(ns(b.with(t0, |v| v.release(&[5; 16]))), vec![5]);
+    assert_eq!(b.held(), (0, 0));
+}
+
 #[test]
 fn a_span_that_can_never_fit_pushes_nobody_out() {
     let b: Binder<Item> = Binder::new(Duration::from_secs(60), 250, 10);
