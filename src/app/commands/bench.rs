@@ -323,7 +323,7 @@ fn signing_baseline() -> anyhow::Result<SigningBaseline> {
 struct VerificationBaseline {
     /// ed25519-dalek's `verify_batch`, 256 per batch: the library's generic batch check.
     library: f64,
-    /// The verifier's own signature checker (`SignatureChecker`: batches of 1,024 of one key in
+    /// The verifier's own signature checker (`SignatureChecker`: batches of 4,096 of one key in
     /// one equation) fed ready-made signatures: the ceiling for a verifier that checks every
     /// entry's signature on this machine.
     checker: f64,

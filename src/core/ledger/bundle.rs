@@ -662,7 +662,7 @@ mod tests {
     fn any_edit() -> impl Strategy<Value = (prop::sample::Index, u8, char)> {
         let c = prop::sample::select(vec![
             '\\', 'u', 'U', 'd', 'D', '8', 'c', 'A', 'E', '0', '1', '7', 'f', '"', ' ', '/', 'n',
-            'l', '-', '}', ',', '\u{e9}', '\n', '\u{1}',
+            'l', '-', '}', ',', '\u{e9}', '\n', '\u{1}', 'r', 't', 'b', 'a', 'e', '\u{7f}', '\t',
         ]);
         (any::<prop::sample::Index>(), 0u8..3, c)
     }
@@ -736,6 +736,19 @@ mod tests {
             line("1", r#""\u0022""#),
             line("1", r#""\u005c""#),
             line("1", r#""\u000a""#),
+            line("1", r#""\u0009""#),
+            line("1", r#""\u0008""#),
+            line("1", r#""\u000c""#),
+            line("1", r#""\u000d""#),
+            line("1", r#""\ud83d\ud83d""#),
+            line("1", r#""\ud83d\uDE00""#),
+            line("1", "\"\u{1}\""),
+            line("1", "\"\u{1f}\""),
+            line("1", "null").replace(
+                r#""salt":null,"payload":null"#,
+                r#""payload":null,"salt":null"#,
+            ),
+            line("1", "null").replace(r#","payload":null"#, r#","salt":null,"payload":null"#),
             line("1", r#""\u007f""#),
             line("1", r#""\/""#),
             line("1", r#""\udc00""#),

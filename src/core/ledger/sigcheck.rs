@@ -360,6 +360,15 @@ mod tests {
             all[i].leaf = Hash::of(&[b"x"]);
         }
         assert_eq!(checked(all), vec![700, 2100]);
+        // Several batches: one key's, one spanning the rotation, the next key's; one broken in
+        // each, and both keys' sides of the rotation.
+        let mut all = jobs(&k, 6000);
+        all.extend(jobs(&k2, 9000).into_iter().skip(6000));
+        assert!(checked(all.clone()).is_empty());
+        for i in [100, 5000, 7000, 8500] {
+            all[i].leaf = Hash::of(&[b"x"]);
+        }
+        assert_eq!(checked(all), vec![100, 5000, 7000, 8500]);
     }
 
     /// Encodings strict verification refuses fail the equation itself, whatever `s` says: an R
